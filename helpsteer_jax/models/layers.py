@@ -1,0 +1,159 @@
+"""Llama building blocks: parameters with logical axes, RMSNorm, RoPE, attention, SwiGLU.
+
+Einsum letter legend (used in every einsum of the package):
+  B batch, T query positions, S key positions, D model width, N query heads, K key/value heads,
+  G query heads per key/value head (N = K * G), H head dim, F mlp width, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from helpsteer_jax.models.config import LlamaConfig, RopeScaling
+from helpsteer_jax.parallel import axes as ax
+
+
+def make_param(
+    rngs: nnx.Rngs,
+    shape: Sequence[int],
+    logical_axes: Sequence[str],
+    dtype: jnp.dtype,
+    fan_in: Optional[int] = None,
+    stack: Sequence[int] = (),
+) -> nnx.Param:
+  """A parameter with `logical_axes` metadata.
+
+  `stack` prepends layer axes (named `layers`) for scanned layers. With `fan_in` the values are
+  truncated-normal with std 1/sqrt(fan_in); without it they are ones (norm scales).
+  """
+  full_shape = tuple(stack) + tuple(shape)
+  names = (ax.LAYERS,) * len(stack) + tuple(logical_axes)
+  if fan_in is None:
+    value = jnp.ones(full_shape, dtype)
+  else:
+    init = jax.nn.initializers.truncated_normal(stddev=1.0 / math.sqrt(fan_in))
+    value = init(rngs.params(), full_shape, jnp.float32).astype(dtype)
+  return nnx.Param(value, logical_axes=names)
+
+
+class RMSNorm(nnx.Module):
+  """y = x / sqrt(mean(x^2) + eps) * scale, normalised in fp32 as transformers does."""
+
+  def __init__(self, dim: int, eps: float, dtype: jnp.dtype, rngs: nnx.Rngs, stack: Sequence[int] = ()):
+    self.eps = eps
+    self.scale = make_param(rngs, (dim,), (ax.NORM,), dtype, stack=stack)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_dtype = x.dtype
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.scale.value.astype(in_dtype) * x32.astype(in_dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embeddings (rotate-half convention of the HF Llama checkpoints).
+
+
+def rope_inverse_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling]) -> jax.Array:
+  """[H/2] inverse frequencies, with Llama-3.1 `llama3` band-wise rescaling when given."""
+  exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+  inv_freq = 1.0 / (theta ** exponents)
+  if scaling is None:
+    return inv_freq
+  low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+  high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+  wavelen = 2 * math.pi / inv_freq
+  # Long wavelengths (low frequencies) are divided by `factor`, short ones kept, the band between
+  # interpolated smoothly.
+  scaled = jnp.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+  smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
+      scaling.high_freq_factor - scaling.low_freq_factor
+  )
+  interpolated = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+  is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(is_medium, interpolated, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """Rotates x [B, T, heads, H] by positions [B, T]; computed in fp32."""
+  angles = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]  # [B, T, H/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x32 = x.astype(jnp.float32)
+  first, second = jnp.split(x32, 2, axis=-1)
+  rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+  return rotated.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention.
+
+
+
+
+def grouped_query_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array
+) -> jax.Array:
+  """softmax(q k^T / sqrt(H)) v with K kv-heads shared by G = N / K query heads each.
+
+  q [B, T, N, H], k and v [B, S, K, H], mask [B, T, S] (True = may attend) -> [B, T, N, H].
+  Rows with no visible key (padding queries) give zeros instead of NaNs.
+  """
+  b, t, n, h = q.shape
+  kv_heads = k.shape[2]
+  q = q.reshape(b, t, kv_heads, n // kv_heads, h)
+  scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
+  scores = scores * (1.0 / math.sqrt(h))
+  big_negative = jnp.finfo(jnp.float32).min
+  scores = jnp.where(mask[:, None, None, :, :], scores, big_negative)
+  probs = jax.nn.softmax(scores, axis=-1)
+  probs = jnp.where(mask[:, None, None, :, :], probs, 0.0).astype(v.dtype)
+  out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+  return out.reshape(b, t, n, h)
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention projections: q [D,N,H], k/v [D,K,H], o [N,H,D]."""
+
+  def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, stack: Sequence[int] = ()):
+    d, n, k, h = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+    dt = config.weight_dtype
+    self.q_proj = make_param(rngs, (d, n, h), (ax.EMBED, ax.HEADS, ax.HEAD_DIM), dt, d, stack)
+    self.k_proj = make_param(rngs, (d, k, h), (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), dt, d, stack)
+    self.v_proj = make_param(rngs, (d, k, h), (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), dt, d, stack)
+    self.o_proj = make_param(rngs, (n, h, d), (ax.HEADS, ax.HEAD_DIM, ax.EMBED), dt, n * h, stack)
+
+  def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x [B, T, D] -> q [B, T, N, H], k and v [B, T, K, H]."""
+    dt = x.dtype
+    q = jnp.einsum("BTD,DNH->BTNH", x, self.q_proj.value.astype(dt))
+    k = jnp.einsum("BTD,DKH->BTKH", x, self.k_proj.value.astype(dt))
+    v = jnp.einsum("BTD,DKH->BTKH", x, self.v_proj.value.astype(dt))
+    return q, k, v
+
+  def project_out(self, o: jax.Array) -> jax.Array:
+    """o [B, T, N, H] -> [B, T, D]."""
+    return jnp.einsum("BTNH,NHD->BTD", o, self.o_proj.value.astype(o.dtype))
+
+
+class SwiGLU(nnx.Module):
+  """down(silu(x gate) * (x up)): gate/up [D, F], down [F, D]."""
+
+  def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, stack: Sequence[int] = ()):
+    d, f, dt = config.hidden_size, config.intermediate_size, config.weight_dtype
+    self.gate_proj = make_param(rngs, (d, f), (ax.EMBED, ax.MLP), dt, d, stack)
+    self.up_proj = make_param(rngs, (d, f), (ax.EMBED, ax.MLP), dt, d, stack)
+    self.down_proj = make_param(rngs, (f, d), (ax.MLP, ax.EMBED), dt, f, stack)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dt = x.dtype
+    gate = jnp.einsum("BTD,DF->BTF", x, self.gate_proj.value.astype(dt))
+    up = jnp.einsum("BTD,DF->BTF", x, self.up_proj.value.astype(dt))
+    hidden = jax.nn.silu(gate) * up
+    return jnp.einsum("BTF,FD->BTD", hidden, self.down_proj.value.astype(dt))

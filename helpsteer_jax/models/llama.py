@@ -1,0 +1,220 @@
+"""Llama-3 decoder in Flax NNX.
+
+One forward serves training (full sequences, optional packing via `segment_ids`) and generation
+(a chunk written into a `KVCache`: the prefill, then one token at a time). Layers are either
+stacked and run with `lax.scan` (`config.scan_layers`, the default: one compiled layer, fast on
+every backend) or kept as a list and unrolled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import jax
+from jax.ad_checkpoint import checkpoint_name
+import jax.numpy as jnp
+from flax import nnx
+
+from helpsteer_jax.models.config import LlamaConfig
+from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.models.layers import (
+    Attention, RMSNorm, SwiGLU, apply_rope, grouped_query_attention, make_param,
+    rope_inverse_frequencies,
+)
+from helpsteer_jax.parallel import axes as ax
+from helpsteer_jax.parallel.partitioning import ShardingContext, constrain
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_qkv_proj": jax.checkpoint_policies.save_only_these_names("query", "key", "value"),
+}
+
+_HIDDEN_AXES = (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_EMBED)
+
+
+class DecoderBlock(nnx.Module):
+  """Pre-norm block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+  def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, stack: Sequence[int] = ()):
+    dt = config.weight_dtype
+    self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dt, rngs, stack)
+    self.attn = Attention(config, rngs, stack)
+    self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dt, rngs, stack)
+    self.mlp = SwiGLU(config, rngs, stack)
+
+  def __call__(
+      self,
+      x: jax.Array,  # [B, T, D]
+      positions: jax.Array,  # [B, T]
+      mask: jax.Array,  # [B, T, S]
+      inv_freq: jax.Array,  # [H/2]
+      sharding: Optional[ShardingContext],
+      cache_kv: Optional[tuple[jax.Array, jax.Array, jax.Array]] = None,  # k, v [B, S, K, H], index
+  ) -> tuple[jax.Array, Optional[tuple[jax.Array, jax.Array]]]:
+    """Returns the block output [B, T, D] and the new keys/values [B, T, K, H] (cache mode only)."""
+    q, k, v = self.attn.project_qkv(self.input_norm(x))
+    q = checkpoint_name(apply_rope(q, positions, inv_freq), "query")
+    k = checkpoint_name(apply_rope(k, positions, inv_freq), "key")
+    v = checkpoint_name(v, "value")
+    q = constrain(q, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_HEADS, None), sharding)
+    new_kv = None
+    if cache_kv is None:
+      keys, values = k, v
+    else:
+      cache_k, cache_v, index = cache_kv
+      keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
+      values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
+      new_kv = (k, v)
+    attended = grouped_query_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
+    x = x + self.attn.project_out(attended)
+    x = constrain(x, _HIDDEN_AXES, sharding)
+    x = x + self.mlp(self.post_attention_norm(x))
+    return constrain(x, _HIDDEN_AXES, sharding), new_kv
+
+
+class Llama(nnx.Module):
+  """Llama-3 causal LM.  `model(input_ids [B, T]) -> logits [B, T, V]` (fp32)."""
+
+  def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs, sharding: Optional[ShardingContext] = None):
+    self.config = config
+    self.sharding = sharding
+    d, dt = config.hidden_size, config.weight_dtype
+    self.embed = make_param(rngs, (config.vocab_size, d), (ax.VOCAB, ax.EMBED), dt, fan_in=1)
+    if config.scan_layers:
+      self.layers = DecoderBlock(config, rngs, stack=(config.num_layers,))
+    else:
+      self.layers = nnx.List([DecoderBlock(config, rngs) for _ in range(config.num_layers)])
+    self.final_norm = RMSNorm(d, config.rms_norm_eps, dt, rngs)
+    if not config.tie_word_embeddings:
+      self.lm_head = make_param(rngs, (d, config.vocab_size), (ax.EMBED, ax.VOCAB), dt, fan_in=d)
+
+  # -- public forward ---------------------------------------------------------------------------
+
+  def __call__(
+      self,
+      input_ids: jax.Array,  # [B, T] int32
+      *,
+      positions: Optional[jax.Array] = None,  # [B, T]
+      segment_ids: Optional[jax.Array] = None,  # [B, T]; 0 = padding, equal ids attend each other
+      input_mask: Optional[jax.Array] = None,  # [B, T] bool; False = padding
+      cache: Optional[KVCache] = None,
+  ):
+    """Logits [B, T, V] in fp32; with `cache`, returns `(logits, updated_cache)`."""
+    hidden, new_cache = self.hidden_states(
+        input_ids, positions=positions, segment_ids=segment_ids, input_mask=input_mask, cache=cache
+    )
+    logits = self.logits(hidden)
+    return logits if cache is None else (logits, new_cache)
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """hidden [B, T, D] (after the final norm) -> fp32 logits [B, T, V]."""
+    dt = hidden.dtype
+    if self.config.tie_word_embeddings:
+      out = jnp.einsum("BTD,VD->BTV", hidden, self.embed.value.astype(dt))
+    else:
+      out = jnp.einsum("BTD,DV->BTV", hidden, self.lm_head.value.astype(dt))
+    out = constrain(out, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_VOCAB), self.sharding)
+    return out.astype(jnp.float32)
+
+  def hidden_states(
+      self,
+      input_ids: jax.Array,
+      *,
+      positions: Optional[jax.Array] = None,
+      segment_ids: Optional[jax.Array] = None,
+      input_mask: Optional[jax.Array] = None,
+      cache: Optional[KVCache] = None,
+  ) -> tuple[jax.Array, Optional[KVCache]]:
+    """Final-norm hidden states [B, T, D] (what the reward heads read) and the updated cache."""
+    config = self.config
+    b, t = input_ids.shape
+    if input_mask is None:
+      input_mask = jnp.ones((b, t), bool) if segment_ids is None else segment_ids != 0
+    input_mask = input_mask.astype(bool)
+
+    if cache is None:
+      if positions is None:
+        positions = jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
+      seg = input_mask.astype(jnp.int32) if segment_ids is None else segment_ids
+      causal = jnp.tril(jnp.ones((t, t), bool))
+      mask = causal[None] & (seg[:, :, None] == seg[:, None, :]) & input_mask[:, None, :]
+      new_valid = None
+    else:
+      if positions is None:
+        positions = cache.next_position[:, None] + jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
+      slots = jnp.arange(cache.max_length)
+      new_valid = jax.lax.dynamic_update_slice(cache.valid, input_mask, (0, cache.index))
+      query_slots = cache.index + jnp.arange(t)
+      mask = new_valid[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])
+
+    inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    x = jnp.take(self.embed.value, input_ids, axis=0).astype(config.compute_dtype)
+    x = constrain(x, _HIDDEN_AXES, self.sharding)
+
+    if config.scan_layers:
+      x, new_k, new_v = self._scan_layers(x, positions, mask, inv_freq, cache)
+    else:
+      x, new_k, new_v = self._loop_layers(x, positions, mask, inv_freq, cache)
+    x = self.final_norm(x)
+
+    new_cache = None
+    if cache is not None:
+      new_cache = cache.replace(
+          k=new_k, v=new_v, valid=new_valid,
+          next_position=cache.next_position + input_mask.sum(axis=1).astype(jnp.int32),
+          index=cache.index + t,
+      )
+    return x, new_cache
+
+  # -- layer stacks -----------------------------------------------------------------------------
+
+  def _block_fn(self, graphdef):
+    """(block state, x, positions, mask, inv_freq, cache_kv) -> block output, wrapped in remat."""
+
+    def run(state, x, positions, mask, inv_freq, cache_kv):
+      block = nnx.merge(graphdef, state)
+      return block(x, positions, mask, inv_freq, self.sharding, cache_kv)
+
+    policy = self.config.remat_policy
+    if policy == "none":
+      return run
+    return jax.checkpoint(run, policy=_REMAT_POLICIES[policy], prevent_cse=False)
+
+  def _scan_layers(self, x, positions, mask, inv_freq, cache):
+    graphdef, stacked = nnx.split(self.layers)
+    run_block = self._block_fn(graphdef)
+
+    def body(carry, layer):
+      x, cache_k, cache_v = carry
+      state, i = layer
+      if cache is None:
+        x, _ = run_block(state, x, positions, mask, inv_freq, None)
+        return (x, cache_k, cache_v), None
+      layer_kv = (cache_k[i], cache_v[i], cache.index)
+      x, (k, v) = run_block(state, x, positions, mask, inv_freq, layer_kv)
+      at = (i, 0, cache.index, 0, 0)
+      cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), at)
+      cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), at)
+      return (x, cache_k, cache_v), None
+
+    empty = jnp.zeros((), x.dtype)
+    init = (x, empty, empty) if cache is None else (x, cache.k, cache.v)
+    layer_ids = jnp.arange(self.config.num_layers)
+    (x, new_k, new_v), _ = jax.lax.scan(body, init, (stacked, layer_ids))
+    return x, new_k, new_v
+
+  def _loop_layers(self, x, positions, mask, inv_freq, cache):
+    new_k = None if cache is None else cache.k
+    new_v = None if cache is None else cache.v
+    for i, block in enumerate(self.layers):
+      graphdef, state = nnx.split(block)
+      layer_kv = None if cache is None else (cache.k[i], cache.v[i], cache.index)
+      x, kv = self._block_fn(graphdef)(state, x, positions, mask, inv_freq, layer_kv)
+      if cache is not None:
+        at = (i, 0, cache.index, 0, 0)
+        new_k = jax.lax.dynamic_update_slice(new_k, kv[0][None].astype(new_k.dtype), at)
+        new_v = jax.lax.dynamic_update_slice(new_v, kv[1][None].astype(new_v.dtype), at)
+    return x, new_k, new_v

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets everything up, then runs the default test suite (slow tests: pass -m slow, or -m "" for all).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup_env.sh"
+cd "$ROOT"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if [ "$#" -eq 0 ]; then
+  set -- -m "not slow"
+fi
+exec python -m pytest tests "$@"

