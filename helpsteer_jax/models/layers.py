@@ -53,7 +53,7 @@ class RMSNorm(nnx.Module):
     in_dtype = x.dtype
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return self.scale.value.astype(in_dtype) * x32.astype(in_dtype)
+    return self.scale[...].astype(in_dtype) * x32.astype(in_dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,14 +132,14 @@ class Attention(nnx.Module):
   def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """x [B, T, D] -> q [B, T, N, H], k and v [B, T, K, H]."""
     dt = x.dtype
-    q = jnp.einsum("BTD,DNH->BTNH", x, self.q_proj.value.astype(dt))
-    k = jnp.einsum("BTD,DKH->BTKH", x, self.k_proj.value.astype(dt))
-    v = jnp.einsum("BTD,DKH->BTKH", x, self.v_proj.value.astype(dt))
+    q = jnp.einsum("BTD,DNH->BTNH", x, self.q_proj[...].astype(dt))
+    k = jnp.einsum("BTD,DKH->BTKH", x, self.k_proj[...].astype(dt))
+    v = jnp.einsum("BTD,DKH->BTKH", x, self.v_proj[...].astype(dt))
     return q, k, v
 
   def project_out(self, o: jax.Array) -> jax.Array:
     """o [B, T, N, H] -> [B, T, D]."""
-    return jnp.einsum("BTNH,NHD->BTD", o, self.o_proj.value.astype(o.dtype))
+    return jnp.einsum("BTNH,NHD->BTD", o, self.o_proj[...].astype(o.dtype))
 
 
 class SwiGLU(nnx.Module):
@@ -153,7 +153,7 @@ class SwiGLU(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dt = x.dtype
-    gate = jnp.einsum("BTD,DF->BTF", x, self.gate_proj.value.astype(dt))
-    up = jnp.einsum("BTD,DF->BTF", x, self.up_proj.value.astype(dt))
+    gate = jnp.einsum("BTD,DF->BTF", x, self.gate_proj[...].astype(dt))
+    up = jnp.einsum("BTD,DF->BTF", x, self.up_proj[...].astype(dt))
     hidden = jax.nn.silu(gate) * up
-    return jnp.einsum("BTF,FD->BTD", hidden, self.down_proj.value.astype(dt))
+    return jnp.einsum("BTF,FD->BTD", hidden, self.down_proj[...].astype(dt))

@@ -113,9 +113,9 @@ class Llama(nnx.Module):
     """hidden [B, T, D] (after the final norm) -> fp32 logits [B, T, V]."""
     dt = hidden.dtype
     if self.config.tie_word_embeddings:
-      out = jnp.einsum("BTD,VD->BTV", hidden, self.embed.value.astype(dt))
+      out = jnp.einsum("BTD,VD->BTV", hidden, self.embed[...].astype(dt))
     else:
-      out = jnp.einsum("BTD,DV->BTV", hidden, self.lm_head.value.astype(dt))
+      out = jnp.einsum("BTD,DV->BTV", hidden, self.lm_head[...].astype(dt))
     out = constrain(out, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_VOCAB), self.sharding)
     return out.astype(jnp.float32)
 
@@ -151,7 +151,7 @@ class Llama(nnx.Module):
       mask = new_valid[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])
 
     inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
-    x = jnp.take(self.embed.value, input_ids, axis=0).astype(config.compute_dtype)
+    x = jnp.take(self.embed[...], input_ids, axis=0).astype(config.compute_dtype)
     x = constrain(x, _HIDDEN_AXES, self.sharding)
 
     if config.scan_layers:

@@ -41,8 +41,8 @@ def _is_variable(x: Any) -> bool:
 def variable_sharding(variable: nnx.Variable, ctx: ShardingContext) -> NamedSharding:
   axes = variable.get_metadata().get("logical_axes")
   if axes is None:
-    raise ValueError(f"variable of shape {variable.value.shape} has no logical_axes metadata")
-  return ctx.sharding(axes, variable.value.shape)
+    raise ValueError(f"variable of shape {variable.get_value().shape} has no logical_axes metadata")
+  return ctx.sharding(axes, variable.get_value().shape)
 
 
 def state_shardings(state: nnx.State, ctx: ShardingContext) -> nnx.State:

@@ -1,1 +1,1 @@
-"""sampling."""
+"""Batched KV-cache generation."""

@@ -1,0 +1,150 @@
+"""Batched generation: one jitted prefill, then a jitted `lax.while_loop` of single-token decode steps.
+
+Static settings (`SamplingSettings`, hashable) select the compiled program; dynamic state (tokens,
+cache, rng) flows through it as a pytree. Prompts are left-padded to a length bucket (and the batch
+to a batch bucket), so a new prompt length reuses an existing compilation. The `n` samples of a
+prompt share one prefill: its cache rows are repeated, not recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from functools import partial
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from helpsteer_jax.models.kv_cache import CACHE_AXES, KVCache
+from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.parallel.partitioning import constrain
+from helpsteer_jax.sampling.rules import sample_next
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+  max_new_tokens: int = 64
+  temperature: float = 0.0
+  top_k: Optional[int] = None
+  top_p: Optional[float] = None
+  stop_token_ids: tuple[int, ...] = ()
+  pad_id: int = 0
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens={self.max_new_tokens}; expected at least 1")
+    if self.temperature < 0:
+      raise ValueError(f"temperature={self.temperature}; expected >= 0")
+    if self.top_k is not None and self.top_k < 1:
+      raise ValueError(f"top_k={self.top_k}; expected >= 1 or None")
+    if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"top_p={self.top_p}; expected in (0, 1] or None")
+
+
+def bucket(length: int, minimum: int = 16) -> int:
+  """The smallest power of two >= length (at least `minimum`): the set of compiled shapes stays small."""
+  size = minimum
+  while size < length:
+    size *= 2
+  return size
+
+
+def left_pad(prompts: Sequence[Sequence[int]], length: int, batch: int, pad_id: int):
+  """-> ids [batch, length] int32, mask [batch, length] bool; filler rows are all padding."""
+  ids = np.full((batch, length), pad_id, np.int32)
+  mask = np.zeros((batch, length), bool)
+  for row, prompt in enumerate(prompts):
+    if len(prompt):
+      ids[row, length - len(prompt):] = prompt
+      mask[row, length - len(prompt):] = True
+  return ids, mask
+
+
+@partial(jax.jit, static_argnames=("graphdef", "settings", "n", "cache_length"))
+def _prefill_and_decode(graphdef, state, ids, mask, rng, *, settings: SamplingSettings, n: int,
+                        cache_length: int):
+  """ids, mask [B, P] -> tokens [B*n, max_new_tokens], lengths [B*n] (tokens before a stop)."""
+  model: Llama = nnx.merge(graphdef, state)
+  batch = ids.shape[0]
+  cache = KVCache.init(model.config, batch, cache_length)
+  cache = _constrain_cache(cache, model)
+  logits, cache = model(ids, input_mask=mask, cache=cache)
+  last_logits = jnp.repeat(logits[:, -1], n, axis=0)  # [B*n, V]
+  cache = _constrain_cache(cache.repeat(n), model) if n > 1 else cache
+  rows = batch * n
+  stops = jnp.asarray(settings.stop_token_ids or (-1,), jnp.int32)
+
+  def pick(logits, step_rng):
+    return sample_next(logits, step_rng, settings.temperature, settings.top_k, settings.top_p)
+
+  rng, first_rng = jax.random.split(rng)
+  first = pick(last_logits, first_rng)
+  tokens = jnp.full((rows, settings.max_new_tokens), settings.pad_id, jnp.int32).at[:, 0].set(first)
+  active = jnp.repeat(mask.any(axis=1), n)  # filler rows of the batch bucket start finished
+  done = jnp.isin(first, stops) | ~active
+  lengths = jnp.where(done, 0, 1).astype(jnp.int32)
+
+  def cond(carry):
+    step, _, _, done, _, _ = carry
+    return (step < settings.max_new_tokens) & ~jnp.all(done)
+
+  def body(carry):
+    step, tokens, cache, done, lengths, rng = carry
+    previous = tokens[:, step - 1]
+    logits, cache = model(previous[:, None], input_mask=~done[:, None], cache=cache)
+    rng, step_rng = jax.random.split(rng)
+    token = pick(logits[:, 0], step_rng)
+    token = jnp.where(done, settings.pad_id, token)
+    tokens = tokens.at[:, step].set(token)
+    stopped = jnp.isin(token, stops)
+    lengths = lengths + jnp.where(done | stopped, 0, 1)
+    return step + 1, tokens, cache, done | stopped, lengths, rng
+
+  carry = (jnp.asarray(1, jnp.int32), tokens, cache, done, lengths, rng)
+  _, tokens, _, _, lengths, _ = jax.lax.while_loop(cond, body, carry)
+  return tokens, lengths
+
+
+def _constrain_cache(cache: KVCache, model: Llama) -> KVCache:
+  if model.sharding is None:
+    return cache
+  return cache.replace(k=constrain(cache.k, CACHE_AXES, model.sharding),
+                       v=constrain(cache.v, CACHE_AXES, model.sharding))
+
+
+def sample_tokens(
+    model: Llama,
+    prompts: Sequence[Sequence[int]],
+    settings: SamplingSettings,
+    n: int = 1,
+    seed: int = 0,
+) -> list[list[list[int]]]:
+  """Token ids of n continuations per prompt (stop token excluded): [len(prompts)][n][tokens]."""
+  if not prompts:
+    return []
+  for i, prompt in enumerate(prompts):
+    if len(prompt) == 0:
+      raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+  longest = max(len(p) for p in prompts)
+  prompt_length = bucket(longest)
+  cache_length = bucket(prompt_length + settings.max_new_tokens)
+  limit = model.config.max_position_embeddings
+  if longest + settings.max_new_tokens > limit:
+    raise ValueError(
+        f"prompt of {longest} tokens + max_new_tokens={settings.max_new_tokens} exceeds the "
+        f"model's context of {limit} positions"
+    )
+  batch = bucket(len(prompts), minimum=1)
+  ids, mask = left_pad(prompts, prompt_length, batch, settings.pad_id)
+  graphdef, state = nnx.split(model)
+  tokens, lengths = _prefill_and_decode(
+      graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed),
+      settings=settings, n=n, cache_length=cache_length,
+  )
+  tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+  return [
+      [tokens[p * n + j, : lengths[p * n + j]].tolist() for j in range(n)] for p in range(len(prompts))
+  ]

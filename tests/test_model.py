@@ -1,0 +1,84 @@
+"""The network on tiny configs: cache path == full forward, packing isolation, remat, dtypes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from helpsteer_jax.models.config import get_preset
+from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.models.llama import Llama
+
+
+def _ids(shape, seed=0, vocab=512):
+  return jnp.asarray(np.random.RandomState(seed).randint(0, vocab, shape), jnp.int32)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_cache_decoding_equals_full_forward(scan):
+  config = get_preset("tiny", scan_layers=scan)
+  model = Llama(config, rngs=nnx.Rngs(0))
+  ids = _ids((2, 11))
+  full = model(ids)
+  cache = KVCache.init(config, 2, 16)
+  logits, cache = model(ids[:, :7], cache=cache)
+  pieces = [logits]
+  for t in range(7, 11):
+    logits, cache = model(ids[:, t:t + 1], cache=cache)
+    pieces.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5)
+  assert int(cache.index) == 11 and cache.next_position.tolist() == [11, 11]
+
+
+def test_left_padded_rows_match_unpadded():
+  config = get_preset("tiny")
+  model = Llama(config, rngs=nnx.Rngs(1))
+  short, long = _ids((1, 5), seed=1), _ids((1, 9), seed=2)
+  padded = jnp.concatenate([jnp.zeros((1, 4), jnp.int32), short], axis=1)
+  mask = jnp.asarray([[False] * 4 + [True] * 5, [True] * 9])
+  cache = KVCache.init(config, 2, 16)
+  logits, cache = model(jnp.concatenate([padded, long]), input_mask=mask, cache=cache)
+  np.testing.assert_allclose(logits[0, 4:], model(short)[0], atol=1e-5)
+  np.testing.assert_allclose(logits[1], model(long)[0], atol=1e-5)
+  step, _ = model(jnp.asarray([[7], [7]]), cache=cache)
+  np.testing.assert_allclose(step[0, 0], model(jnp.concatenate([short, jnp.asarray([[7]])], 1))[0, -1], atol=1e-5)
+
+
+def test_packed_segments_do_not_attend_across():
+  model = Llama(get_preset("tiny"), rngs=nnx.Rngs(2))
+  a, b = _ids((1, 6), seed=3), _ids((1, 4), seed=4)
+  packed = jnp.concatenate([a, b, jnp.zeros((1, 2), jnp.int32)], axis=1)
+  segments = jnp.asarray([[1] * 6 + [2] * 4 + [0] * 2])
+  positions = jnp.asarray([list(range(6)) + list(range(4)) + [0, 0]])
+  logits = model(packed, segment_ids=segments, positions=positions)
+  np.testing.assert_allclose(logits[:, :6], model(a), atol=1e-5)
+  np.testing.assert_allclose(logits[:, 6:10], model(b), atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_qkv_proj"])
+def test_remat_policies_give_the_same_gradients(policy):
+  ids = _ids((2, 8))
+  loss = lambda m: jnp.mean(m(ids) ** 2)
+  base = nnx.grad(loss)(Llama(get_preset("tiny"), rngs=nnx.Rngs(0)))
+  remat = nnx.grad(loss)(Llama(get_preset("tiny", remat_policy=policy), rngs=nnx.Rngs(0)))
+  for g0, g1 in zip(jax.tree.leaves(base), jax.tree.leaves(remat)):
+    np.testing.assert_allclose(g0, g1, atol=1e-6)
+
+
+def test_bf16_compute_and_params():
+  config = get_preset("tiny", dtype="bfloat16", param_dtype="bfloat16")
+  model = Llama(config, rngs=nnx.Rngs(0))
+  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  logits = model(_ids((1, 8)))
+  assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+  fp32 = Llama(get_preset("tiny"), rngs=nnx.Rngs(0))(_ids((1, 8)))
+  assert float(jnp.max(jnp.abs(logits - fp32))) < 0.1  # same weights up to bf16 rounding
+
+
+def test_every_parameter_has_logical_axes_of_its_rank():
+  for scan in (True, False):
+    model = Llama(get_preset("tiny", scan_layers=scan), rngs=nnx.Rngs(0))
+    for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+      axes = var.get_metadata()["logical_axes"]
+      assert len(axes) == var.get_value().ndim
