@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "helpsteer-chat=helpsteer_jax.chat:run",
+            "helpsteer-convert=helpsteer_jax.convert:run",
         ],
     },
 )
