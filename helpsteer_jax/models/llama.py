@@ -78,7 +78,15 @@ class DecoderBlock(nnx.Module):
 class Llama(nnx.Module):
   """Llama-3 causal LM.  `model(input_ids [B, T]) -> logits [B, T, V]` (fp32)."""
 
-  def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs, sharding: Optional[ShardingContext] = None):
+  def __init__(
+      self,
+      config: LlamaConfig,
+      *,
+      rngs: nnx.Rngs,
+      sharding: Optional[ShardingContext] = None,
+      with_lm_head: bool = True,
+  ):
+    """`with_lm_head=False` builds the trunk only (reward models read hidden states, not logits)."""
     self.config = config
     self.sharding = sharding
     d, dt = config.hidden_size, config.weight_dtype
@@ -88,7 +96,7 @@ class Llama(nnx.Module):
     else:
       self.layers = nnx.List([DecoderBlock(config, rngs) for _ in range(config.num_layers)])
     self.final_norm = RMSNorm(d, config.rms_norm_eps, dt, rngs)
-    if not config.tie_word_embeddings:
+    if with_lm_head and not config.tie_word_embeddings:
       self.lm_head = make_param(rngs, (d, config.vocab_size), (ax.EMBED, ax.VOCAB), dt, fan_in=d)
 
   # -- public forward ---------------------------------------------------------------------------

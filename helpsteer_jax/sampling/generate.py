@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -11,8 +12,18 @@ from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
 Conversation = Sequence[dict[str, str]]
 
 
-def encode_conversations(tokenizer: Any, conversations: Sequence[Conversation]) -> list[list[int]]:
-  """Chat-templated prompt ids ending with the assistant's generation prompt."""
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  text: str
+  num_tokens: int  # tokens generated, stop token excluded
+  finished: bool  # ended with a stop token (False: cut at max_new_tokens)
+
+
+def encode_conversations(
+    tokenizer: Any, conversations: Sequence[Conversation], continue_final: bool = False
+) -> list[list[int]]:
+  """Chat-templated prompt ids ending with the assistant's generation prompt (or, with
+  `continue_final`, inside a final assistant message that the model continues)."""
   prompts = []
   for i, conversation in enumerate(conversations):
     if not conversation:
@@ -20,9 +31,54 @@ def encode_conversations(tokenizer: Any, conversations: Sequence[Conversation]) 
     for message in conversation:
       if not isinstance(message, dict) or "role" not in message or "content" not in message:
         raise ValueError(f"conversation {i}: message {message!r} lacks 'role' or 'content'")
-    text = tokenizer.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        list(conversation), tokenize=False, add_generation_prompt=not continue_final,
+        continue_final_message=continue_final,
+    )
     prompts.append(tokenizer.encode(text, add_special_tokens=False))
   return prompts
+
+
+def sampling_settings(
+    tokenizer: Any,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    stop_token_ids: Optional[Sequence[int]] = None,
+) -> SamplingSettings:
+  """Settings with the tokenizer's stop tokens and padding id filled in."""
+  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids as default_stops
+
+  stops = tuple(stop_token_ids) if stop_token_ids is not None else tuple(default_stops(tokenizer))
+  pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
+  return SamplingSettings(
+      max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p,
+      stop_token_ids=stops, pad_id=int(pad_id),
+  )
+
+
+def generate_samples(
+    model: Llama,
+    tokenizer: Any,
+    conversations: Sequence[Conversation],
+    settings: SamplingSettings,
+    n: int = 1,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> list[list[Sample]]:
+  """n `Sample`s per conversation, generated `batch_size` conversations at a time."""
+  prompts = encode_conversations(tokenizer, conversations)
+  out: list[list[Sample]] = []
+  for start in range(0, len(prompts), batch_size):
+    chunk = sample_tokens(model, prompts[start:start + batch_size], settings, n=n, seed=seed + start)
+    for per_prompt in chunk:
+      out.append([
+          Sample(tokenizer.decode(ids, skip_special_tokens=True), len(ids),
+                 len(ids) < settings.max_new_tokens)
+          for ids in per_prompt
+      ])
+  return out
 
 
 def generate(
@@ -38,14 +94,6 @@ def generate(
     stop_token_ids: Optional[Sequence[int]] = None,
 ) -> list[list[str]]:
   """Returns, for each conversation, `n` answers (strings without the stop token)."""
-  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids as default_stops
-
-  stops = tuple(stop_token_ids) if stop_token_ids is not None else default_stops(tokenizer)
-  pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
-  settings = SamplingSettings(
-      max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k, top_p=top_p,
-      stop_token_ids=stops, pad_id=int(pad_id),
-  )
-  prompts = encode_conversations(tokenizer, conversations)
-  samples = sample_tokens(model, prompts, settings, n=n, seed=seed)
-  return [[tokenizer.decode(ids, skip_special_tokens=True) for ids in per_prompt] for per_prompt in samples]
+  settings = sampling_settings(tokenizer, max_new_tokens, temperature, top_k, top_p, stop_token_ids)
+  samples = generate_samples(model, tokenizer, conversations, settings, n=n, seed=seed)
+  return [[s.text for s in per_prompt] for per_prompt in samples]

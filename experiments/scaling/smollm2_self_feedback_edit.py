@@ -1,0 +1,25 @@
+"""Self-feedback + self-edit on the embedded SmolLM2-135M-Instruct: the README's main job.
+
+The policy plays every role (drafts, feedback, edits, and the generative judge that selects).
+Launch:
+    python -m helpsteer_jax.scale --config=experiments/scaling/smollm2_self_feedback_edit.py
+    python -m helpsteer_jax.scale --config=experiments/scaling/smollm2_self_feedback_edit.py:mt_bench \
+        --config.prompts.limit=10
+Argument: prompt set, `arena_hard` (default) or `mt_bench`.
+"""
+
+from helpsteer_jax.scaling.config import default_config
+
+
+def get_config(arg=None):
+  config = default_config()
+  config.prompts.source = arg or "arena_hard"
+  config.prompts.limit = 3
+  config.search.num_drafts = 2
+  config.search.num_feedbacks = 2
+  config.search.num_edits = 1
+  config.search.draft.max_new_tokens = 160
+  config.search.edit.max_new_tokens = 160
+  config.search.feedback.max_new_tokens = 96
+  config.output_dir = f"outputs/scaling/smollm2_self_feedback_edit_{config.prompts.source}"
+  return config

@@ -1,0 +1,120 @@
+"""Prompts for generation jobs: a JSONL file, or the Arena-Hard v0.1 / MT-Bench question sets.
+
+The question sets are read from a local data folder when one is present (`HELPSTEER_DATA_DIR`, or
+`shared/data` beside the repository), and otherwise downloaded once from their public sources
+into `~/.cache/helpsteer_jax`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import urllib.request
+from typing import Any, Optional
+
+from helpsteer_jax.scaling.search import PromptItem
+
+_SOURCES = {
+    "arena_hard": ("eval/arena-hard-v0.1/question.jsonl",
+                   "https://raw.githubusercontent.com/lmarena/arena-hard-auto/main/data/arena-hard-v0.1/question.jsonl"),
+    "mt_bench": ("eval/mt_bench/question.jsonl",
+                 "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data/mt_bench/question.jsonl"),
+}
+
+
+def data_dirs() -> list[pathlib.Path]:
+  dirs = []
+  if os.environ.get("HELPSTEER_DATA_DIR"):
+    dirs.append(pathlib.Path(os.environ["HELPSTEER_DATA_DIR"]))
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  dirs.append(repo.parent / "shared" / "data")
+  return dirs
+
+
+def locate(relative: str, url: Optional[str] = None) -> pathlib.Path:
+  """A bundled data file, or a cached download of it."""
+  for root in data_dirs():
+    if (root / relative).is_file():
+      return root / relative
+  cache = pathlib.Path(os.environ.get("HELPSTEER_CACHE", pathlib.Path.home() / ".cache" / "helpsteer_jax"))
+  target = cache / relative
+  if target.is_file():
+    return target
+  if url is None:
+    raise FileNotFoundError(f"{relative} is not in any data folder ({[str(d) for d in data_dirs()]})")
+  target.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    with urllib.request.urlopen(url, timeout=60) as response:
+      data = response.read()
+  except OSError as e:
+    raise FileNotFoundError(
+        f"{relative} is not in any data folder and downloading {url} failed ({e}); "
+        "set HELPSTEER_DATA_DIR to a folder holding it"
+    ) from None
+  tmp = target.with_suffix(".partial")
+  tmp.write_bytes(data)
+  tmp.replace(target)
+  return target
+
+
+def _read_jsonl(path: pathlib.Path) -> list[tuple[int, dict[str, Any]]]:
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
+      if not isinstance(row, dict):
+        raise ValueError(f"{path}:{line_no}: expected a JSON object")
+      rows.append((line_no, row))
+  return rows
+
+
+def _conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
+  """A row's conversation: `messages`/`conversation`/`context` lists, or a `prompt`/`turns` string."""
+  for key in ("messages", "conversation", "context"):
+    if key in row:
+      messages = row[key]
+      if not isinstance(messages, list) or not all(
+          isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+          for m in messages):
+        raise ValueError(f"{where}: '{key}' must be a list of {{'role', 'content'}} strings")
+      break
+  else:
+    text = row.get("prompt")
+    if text is None and isinstance(row.get("turns"), list) and row["turns"]:
+      text = row["turns"][0]  # MT-Bench: the search answers the first turn
+    if not isinstance(text, str):
+      raise ValueError(f"{where}: no 'messages', 'conversation', 'context', 'prompt' or 'turns' field")
+    messages = [{"role": "user", "content": text}]
+  if not messages or not any(m["content"].strip() for m in messages if m["role"] == "user"):
+    raise ValueError(f"{where}: empty prompt")
+  return messages
+
+
+def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0) -> list[PromptItem]:
+  """Prompts from `source` in ('jsonl', 'arena_hard', 'mt_bench'); `limit` 0 means all."""
+  if source == "jsonl":
+    if not path:
+      raise ValueError("prompt source 'jsonl' needs a path")
+    file = pathlib.Path(path)
+    if not file.is_file():
+      raise FileNotFoundError(f"{path}: prompt file not found")
+  elif source in _SOURCES:
+    file = locate(*_SOURCES[source])
+  else:
+    raise ValueError(f"unknown prompt source {source!r}; expected 'jsonl', 'arena_hard' or 'mt_bench'")
+  items = []
+  for line_no, row in _read_jsonl(file):
+    where = f"{file}:{line_no}"
+    item_id = row.get("id", row.get("uid", row.get("question_id", f"line{line_no}")))
+    items.append(PromptItem(str(item_id), _conversation(row, where)))
+  ids = [item.id for item in items]
+  if len(set(ids)) != len(ids):
+    raise ValueError(f"{file}: prompt ids are not unique")
+  items = items[start:]
+  return items[:limit] if limit else items

@@ -1,0 +1,167 @@
+"""The main job: the Feedback-Edit inference-time scaling search over a prompt set.
+
+    python -m helpsteer_jax.scale --config=experiments/scaling/smollm2_self_feedback_edit.py
+
+Results are appended to `<output_dir>/results.jsonl` prompt batch by prompt batch, so an
+interrupted run loses at most one batch and a rerun resumes where it stopped; `summary.json` and
+`distill.jsonl` (the chosen answers as SFT data) are rebuilt at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from absl import app, flags
+from ml_collections import ConfigDict, config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+
+POLICY = "policy"  # a role path that means "the policy model plays this role"
+
+
+def search_settings(cfg: ConfigDict):
+  from helpsteer_jax.scaling.search import SearchSettings, StageSampling
+
+  s = cfg.to_dict()
+  stages = {name: StageSampling(**s.pop(name)) for name in ("draft", "feedback", "edit")}
+  return SearchSettings(**s, **stages)
+
+
+class ModelPool:
+  """Loads each checkpoint once, whatever number of roles it plays."""
+
+  def __init__(self, config: ConfigDict):
+    import helpsteer_jax as hj
+
+    self._hj = hj
+    self._config = config
+    self._models: dict[tuple, Any] = {}
+    self.sharding = None
+    mesh_shape = tuple(config.mesh)
+    if mesh_shape != (1, 1, 1):
+      self.sharding = hj.ShardingContext(hj.make_mesh(mesh_shape))
+
+  def _path(self, path: str) -> str:
+    if path:
+      return path
+    from helpsteer_jax.checkpoints.embedded import embedded_model_path
+    return embedded_model_path()
+
+  def causal_lm(self, path: str, param_dtype: str):
+    key = ("lm", self._path(path), param_dtype)
+    if key not in self._models:
+      overrides = {} if not param_dtype else {"param_dtype": param_dtype, "dtype": param_dtype}
+      self._models[key] = self._hj.load_pretrained(key[1], sharding=self.sharding, **overrides)
+      if self._models[key][1] is None:
+        raise ValueError(f"{key[1]} has no tokenizer files; every role needs a tokenizer")
+    return self._models[key]
+
+  def reward_model(self, path: str, param_dtype: str):
+    from helpsteer_jax.checkpoints.reward import load_reward_model
+
+    key = ("rm", path, param_dtype)
+    if key not in self._models:
+      overrides = {} if not param_dtype else {"param_dtype": param_dtype, "dtype": param_dtype}
+      self._models[key] = load_reward_model(path, sharding=self.sharding, **overrides)
+    return self._models[key]
+
+
+def build_search(config: ConfigDict, pool: ModelPool):
+  from helpsteer_jax.scaling.search import FeedbackEditSearch, Role
+  from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
+
+  settings = search_settings(config.search)
+  policy_model, policy_tok = pool.causal_lm(config.policy.path, config.policy.param_dtype)
+  policy = Role("policy", policy_model, policy_tok)
+
+  def role(name: str, cfg: ConfigDict) -> Role:
+    if cfg.path == POLICY:
+      return dataclasses.replace(policy, name=f"{name}=policy")
+    model, tok = pool.causal_lm(cfg.path, cfg.param_dtype)
+    return Role(name, model, tok)
+
+  feedback = role("feedback", config.feedback_model)
+  edit = role("edit", config.edit_model)
+  selector = None
+  sel = config.selector
+  if sel.kind == "generative_judge":
+    judge = role("judge", sel)
+    selector = GenerativeJudgeSelector(judge.model, judge.tokenizer, batch_size=settings.batch_size)
+  elif sel.kind == "reward_model":
+    if sel.path in ("", POLICY):
+      raise ValueError("selector.kind='reward_model' needs selector.path to a reward model folder")
+    model, tok = pool.reward_model(sel.path, sel.param_dtype)
+    selector = RewardModelSelector(model, tok, batch_size=settings.batch_size)
+  elif sel.kind != "none":
+    raise ValueError(f"selector.kind={sel.kind!r}; expected generative_judge, reward_model or none")
+  return FeedbackEditSearch(settings, policy, selector=selector, feedback=feedback, edit=edit)
+
+
+def check_prompts(items, tokenizer, max_new_tokens: int, context: int) -> None:
+  """Fails before any work on a prompt that cannot be answered within the model's context."""
+  from helpsteer_jax.sampling.generate import encode_conversations
+
+  for item in items:
+    length = len(encode_conversations(tokenizer, [item.conversation])[0])
+    if length + max_new_tokens > context:
+      raise ValueError(
+          f"prompt {item.id!r} has {length} tokens; with max_new_tokens={max_new_tokens} it exceeds "
+          f"the policy's context of {context}"
+      )
+
+
+def run_search(config: ConfigDict) -> dict[str, Any]:
+  """Runs (or resumes) the search of `config`; returns the summary."""
+  from tqdm.auto import tqdm
+
+  from helpsteer_jax.data.prompt_sources import load_prompts
+  from helpsteer_jax.scaling.results import ResultWriter
+
+  items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
+                       config.prompts.start)
+  writer = ResultWriter(config.output_dir)
+  done = writer.done_ids()
+  todo = [item for item in items if item.id not in done]
+  logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), config.output_dir)
+  search = build_search(config, ModelPool(config))
+  check_prompts(todo, search.policy.tokenizer, config.search.draft.max_new_tokens,
+                search.policy.model.config.max_position_embeddings)
+
+  start = time.perf_counter()
+  per_batch = config.prompts_per_batch
+  with tqdm(total=len(items), initial=len(items) - len(todo), desc="scaling search", unit="prompt") as bar:
+    for i in range(0, len(todo), per_batch):
+      batch = todo[i:i + per_batch]
+      try:
+        records = search.run(batch)
+      except Exception as e:
+        finished = len(items) - len(todo) + i
+        raise RuntimeError(
+            f"the search failed on prompts {[b.id for b in batch]} ({type(e).__name__}: {e}); the "
+            f"{finished} finished prompts are kept in {writer.path} and a rerun resumes after them"
+        ) from e
+      writer.append(records)
+      bar.update(len(batch))
+  run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start}
+  return writer.finalize(run_info)
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None:
+    raise app.UsageError("--config is required, e.g. --config=experiments/scaling/smollm2_self_feedback_edit.py")
+  summary = run_search(_CONFIG.value)
+  keys = ("num_prompts", "mean_token_multiple", "mean_best_score", "mean_draft_score", "best_is_an_edit")
+  print("\n".join(f"{k}: {summary.get(k)}" for k in keys))
+  print(f"results in {_CONFIG.value.output_dir}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,77 @@
+"""Every model-facing prompt of the Feedback-Edit search, in one place.
+
+The feedback, edit and judge roles each see one user message built here, so a trained Feedback or
+Edit model (whose SFT data is built with the same functions) and a general instruct model playing
+the role ("self-feedback", "self-edit") get identical inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Message = dict[str, str]
+
+HELPFULNESS_LEVELS = ("not", "slightly", "partially", "mostly", "perfectly")
+
+
+def render_conversation(conversation: Sequence[Message]) -> str:
+  """A conversation as plain text, one `[Role]` block per turn."""
+  blocks = []
+  for message in conversation:
+    role = message["role"].capitalize()
+    blocks.append(f"[{role}]\n{message['content'].strip()}")
+  return "\n\n".join(blocks)
+
+
+def _context_and_response(conversation: Sequence[Message], response: str) -> str:
+  return (
+      "Here is a conversation between a user and an AI assistant.\n\n"
+      f"{render_conversation(conversation)}\n\n"
+      "Here is the assistant's next response.\n\n"
+      f"[Response]\n{response.strip()}"
+  )
+
+
+def feedback_request(conversation: Sequence[Message], response: str) -> list[Message]:
+  """Asks for HelpSteer3-style feedback on the overall helpfulness of `response`."""
+  levels = " / ".join(HELPFULNESS_LEVELS)
+  return [{"role": "user", "content": (
+      f"{_context_and_response(conversation, response)}\n\n"
+      "Write feedback on how helpful the response is, in 2 to 10 sentences. Begin with "
+      f"\"The response is {{{levels}}} helpful\", choosing one level. Then name concretely what is "
+      "wrong, missing or unclear, and what should be changed."
+  )}]
+
+
+def edit_request(conversation: Sequence[Message], response: str, feedback: Sequence[str]) -> list[Message]:
+  """Asks for the response rewritten to act on every item of `feedback`."""
+  items = "\n\n".join(f"[Feedback {i + 1}]\n{text.strip()}" for i, text in enumerate(feedback))
+  return [{"role": "user", "content": (
+      f"{_context_and_response(conversation, response)}\n\n"
+      f"Here is feedback on the response.\n\n{items}\n\n"
+      "Rewrite the response so that it addresses the feedback. Reply with the edited response only."
+  )}]
+
+
+def revision_request(conversation: Sequence[Message], response: str) -> list[Message]:
+  """The "edit without feedback" ablation: improve the response with no feedback given."""
+  return [{"role": "user", "content": (
+      f"{_context_and_response(conversation, response)}\n\n"
+      "Rewrite the response to make it more helpful. Reply with the improved response only."
+  )}]
+
+
+JUDGE_ANSWER_PREFIX = "Helpfulness score:"
+
+
+def judge_request(conversation: Sequence[Message], response: str) -> list[Message]:
+  """Asks a generative judge for a 0-4 helpfulness score; the assistant turn is pre-filled with
+  `JUDGE_ANSWER_PREFIX` so the score is the very next token."""
+  return [
+      {"role": "user", "content": (
+          f"{_context_and_response(conversation, response)}\n\n"
+          "Rate how helpful the response is to the user, from 0 (not helpful) to 4 (perfectly "
+          "helpful). Answer with a single digit."
+      )},
+      {"role": "assistant", "content": JUDGE_ANSWER_PREFIX},
+  ]

@@ -1,0 +1,104 @@
+"""Search results on disk: one JSON line per prompt, appended as it finishes.
+
+`results.jsonl` is flushed and fsynced after every batch, so a crash loses at most the batch in
+flight and a rerun skips every prompt already there. `summary.json` and the distillation set
+(`distill.jsonl`: the conversation plus the chosen answer, in chat-messages form for SFT) are
+rebuilt from `results.jsonl` at the end of each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+RESULTS = "results.jsonl"
+SUMMARY = "summary.json"
+DISTILL = "distill.jsonl"
+
+
+def read_records(out_dir: str) -> list[dict[str, Any]]:
+  path = os.path.join(out_dir, RESULTS)
+  if not os.path.isfile(path):
+    return []
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        # Only a crash in the middle of a write leaves a partial line; it is always the last one.
+        if f.readline():
+          raise ValueError(f"{path}:{line_no}: corrupt result line in the middle of the file") from None
+    return records
+
+
+class ResultWriter:
+  def __init__(self, out_dir: str):
+    self.out_dir = out_dir
+    os.makedirs(out_dir, exist_ok=True)
+    self.path = os.path.join(out_dir, RESULTS)
+    self._drop_partial_last_line()
+
+  def _drop_partial_last_line(self) -> None:
+    if not os.path.isfile(self.path):
+      return
+    with open(self.path, "rb+") as f:
+      data = f.read()
+      if data and not data.endswith(b"\n"):
+        f.truncate(data.rfind(b"\n") + 1)
+
+  def done_ids(self) -> set[str]:
+    return {str(r["id"]) for r in read_records(self.out_dir)}
+
+  def append(self, records: Iterable[dict[str, Any]]) -> None:
+    with open(self.path, "a", encoding="utf-8") as f:
+      for record in records:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+  def finalize(self, run_info: dict[str, Any]) -> dict[str, Any]:
+    records = read_records(self.out_dir)
+    summary = dict(run_info, **summarize(records))
+    tmp = os.path.join(self.out_dir, SUMMARY + ".partial")
+    with open(tmp, "w") as f:
+      json.dump(summary, f, indent=2)
+    os.replace(tmp, os.path.join(self.out_dir, SUMMARY))
+    write_distillation(records, os.path.join(self.out_dir, DISTILL))
+    return summary
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+  if not records:
+    return {"num_prompts": 0}
+  multiples = [r["token_multiple"] for r in records if r.get("token_multiple")]
+  best_scores = [r["best"]["score"] for r in records if r["best"].get("score") is not None]
+  draft_scores = [d["score"] for r in records for d in r["drafts"] if d.get("score") is not None]
+  chose_edit = sum(1 for r in records if r["best"].get("edit") is not None)
+  kept = [f["kept"] for r in records for d in r["drafts"] for f in d["feedbacks"]]
+  tokens = {k: sum(r["tokens"][k] for r in records) for k in ("drafts", "feedback", "edits", "total")}
+  mean = lambda xs: statistics.fmean(xs) if xs else None
+  return {
+      "num_prompts": len(records),
+      "mean_token_multiple": mean(multiples),
+      "mean_best_score": mean(best_scores),
+      "mean_draft_score": mean(draft_scores),
+      "best_is_an_edit": chose_edit / len(records),
+      "feedback_kept_fraction": mean([float(k) for k in kept]),
+      "mean_candidates": mean([r["num_candidates"] for r in records]),
+      "tokens": tokens,
+  }
+
+
+def write_distillation(records: list[dict[str, Any]], path: str) -> None:
+  tmp = path + ".partial"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for r in records:
+      messages = list(r["conversation"]) + [{"role": "assistant", "content": r["best"]["text"]}]
+      f.write(json.dumps({"id": r["id"], "messages": messages}, ensure_ascii=False) + "\n")
+  os.replace(tmp, path)

@@ -1,0 +1,126 @@
+"""Selectors score every candidate answer of the search; the highest score is returned.
+
+- `RewardModelSelector`: a reward model with a scalar head reads (conversation, response).
+- `GenerativeJudgeSelector`: an instruct model (the policy itself when no reward model is at hand)
+  is asked for a 0-4 helpfulness score; the score is the expectation of the digit under the
+  model's next-token distribution, so it needs one forward pass and no decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from helpsteer_jax.models.heads import RewardModel
+from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.sampling.sampler import bucket, left_pad
+from helpsteer_jax.scaling.prompts import judge_request
+
+Conversation = Sequence[dict[str, str]]
+
+
+class Selector(Protocol):
+  name: str
+
+  def score(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
+    """One score per (conversation, response); higher is better."""
+    ...
+
+
+@partial(jax.jit, static_argnames=("graphdef",))
+def _last_position_logits(graphdef, state, ids, mask):
+  """Left-padded ids [B, T] -> fp32 logits of the last position [B, V]."""
+  model: Llama = nnx.merge(graphdef, state)
+  hidden, _ = model.hidden_states(ids, input_mask=mask)
+  return model.logits(hidden[:, -1:])[:, 0]
+
+
+@partial(jax.jit, static_argnames=("graphdef",))
+def _reward_scores(graphdef, state, ids, mask):
+  return nnx.merge(graphdef, state)(ids, mask)
+
+
+def _run_bucketed(fn, model: nnx.Module, prompts: list[list[int]], pad_id: int, batch_size: int,
+                  context: int) -> np.ndarray:
+  """Runs `fn(graphdef, state, ids, mask)` over prompts in left-padded, length-bucketed batches."""
+  graphdef, state = nnx.split(model)
+  outputs = []
+  for start in range(0, len(prompts), batch_size):
+    chunk = prompts[start:start + batch_size]
+    longest = max(len(p) for p in chunk)
+    if longest > context:
+      raise ValueError(f"a prompt to score has {longest} tokens; the model's context is {context}")
+    ids, mask = left_pad(chunk, bucket(longest), bucket(len(chunk), minimum=1), pad_id)
+    outputs.append(np.asarray(fn(graphdef, state, jnp.asarray(ids), jnp.asarray(mask)))[: len(chunk)])
+  return np.concatenate(outputs, axis=0)
+
+
+def _pad_id(tokenizer: Any) -> int:
+  return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0)
+
+
+class RewardModelSelector:
+  name = "reward_model"
+
+  def __init__(self, model: RewardModel, tokenizer: Any, batch_size: int = 16):
+    self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+  def score(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
+    if not items:
+      return []
+    prompts = [
+        self.tokenizer.encode(self.tokenizer.apply_chat_template(
+            list(conv) + [{"role": "assistant", "content": response}], tokenize=False),
+            add_special_tokens=False)
+        for conv, response in items
+    ]
+    scores = _run_bucketed(_reward_scores, self.model, prompts, _pad_id(self.tokenizer),
+                           self.batch_size, self.model.config.max_position_embeddings)
+    return [float(s) for s in scores[:, 0]]
+
+
+class GenerativeJudgeSelector:
+  name = "generative_judge"
+
+  def __init__(self, model: Llama, tokenizer: Any, batch_size: int = 16):
+    self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+  def _encode(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
+    """Prompt ids ending right before the score digit, and the token id of each digit 0-4."""
+    text = self.tokenizer.apply_chat_template(
+        judge_request(conversation, response), tokenize=False, continue_final_message=True)
+    encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
+    # Tokenizers differ on digits after a space (" 4" is one token for Llama-3, two for SmolLM2),
+    # so pick the split where every digit is exactly one token after the prompt.
+    for base, form in ((text, " {}"), (text + " ", "{}"), (text, "{}")):
+      prefix = encode(base)
+      digits = []
+      for d in range(5):
+        full = encode(base + form.format(d))
+        if len(full) != len(prefix) + 1 or full[:-1] != prefix:
+          break
+        digits.append(full[-1])
+      if len(digits) == 5 and len(set(digits)) == 5:
+        return prefix, digits
+    raise ValueError("the judge's tokenizer cannot score digits 0-4 as single next tokens")
+
+  def score(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
+    if not items:
+      return []
+    encoded = [self._encode(conv, response) for conv, response in items]
+    logits = _run_bucketed(_last_position_logits, self.model, [p for p, _ in encoded],
+                           _pad_id(self.tokenizer), self.batch_size,
+                           self.model.config.max_position_embeddings)
+    scores = []
+    for row, (_, digits) in zip(logits, encoded):
+      digit_logits = row[digits]
+      probs = np.exp(digit_logits - digit_logits.max())
+      probs /= probs.sum()
+      scores.append(float(np.dot(probs, np.arange(5))))
+    return scores
