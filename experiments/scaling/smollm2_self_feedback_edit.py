@@ -22,4 +22,4 @@ def get_config(arg=None):
   config.search.edit.max_new_tokens = 160
   config.search.feedback.max_new_tokens = 96
   config.output_dir = f"outputs/scaling/smollm2_self_feedback_edit_{config.prompts.source}"
-  return config
+  return config.lock()  # a misspelled override fails instead of adding a key

@@ -1,0 +1,26 @@
+"""A tiny random Llama with SmolLM2's real tokenizer: the search's plumbing at test speed."""
+
+import pytest
+from flax import nnx
+
+from helpsteer_jax.models.config import get_preset
+from helpsteer_jax.models.llama import Llama
+
+VOCAB = 49152
+
+
+def smollm2_tokenizer():
+  from helpsteer_jax.checkpoints.embedded import embedded_model_path
+  from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
+
+  try:
+    path = embedded_model_path()
+  except FileNotFoundError as e:
+    pytest.skip(str(e))
+  return tokenizer_from_gguf(path)
+
+
+def tiny_chat_model(seed: int = 0) -> Llama:
+  config = get_preset("tiny", vocab_size=VOCAB, max_position_embeddings=4096, tie_word_embeddings=True,
+                      bos_token_id=1, eos_token_id=(2,))
+  return Llama(config, rngs=nnx.Rngs(seed))

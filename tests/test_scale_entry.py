@@ -1,0 +1,121 @@
+"""The main job through its real entry point: results, resume, crash safety, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import helpsteer_jax as hj
+from helpsteer_jax import scale
+from helpsteer_jax.scaling.search import FeedbackEditSearch
+from scaling_fixtures import smollm2_tokenizer, tiny_chat_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = os.path.join(REPO, "experiments", "scaling", "smollm2_self_feedback_edit.py")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp("tiny_chat")
+  hj.save_pretrained(tiny_chat_model(), smollm2_tokenizer(), str(out), show_progress=False)
+  return str(out)
+
+
+def _write_prompts(path, prompts):
+  with open(path, "w") as f:
+    for i, p in enumerate(prompts):
+      f.write(json.dumps({"id": f"q{i}", "prompt": p}) + "\n")
+
+
+def _config(model_dir, prompts_path, out_dir):
+  from helpsteer_jax.scaling.config import stage
+  config = scale_config()
+  config.policy.path = model_dir
+  config.prompts.source = "jsonl"
+  config.prompts.path = str(prompts_path)
+  config.prompts.limit = 0
+  config.prompts_per_batch = 2
+  for name in ("draft", "feedback", "edit"):
+    config.search[name] = stage(temperature=1.0, max_new_tokens=5)
+  config.output_dir = str(out_dir)
+  return config
+
+
+def scale_config():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("experiment", EXPERIMENT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_results_summary_distillation_and_resume(model_dir, tmp_path):
+  prompts = tmp_path / "prompts.jsonl"
+  _write_prompts(prompts, ["What is 2+2?", "Name a colour.", "Say hello."])
+  out = tmp_path / "out"
+  summary = scale.run_search(_config(model_dir, prompts, out))
+  assert summary["num_prompts"] == 3 and summary["mean_token_multiple"] > 1
+  lines = (out / "results.jsonl").read_text().splitlines()
+  assert [json.loads(l)["id"] for l in lines] == ["q0", "q1", "q2"]
+  distill = [json.loads(l) for l in (out / "distill.jsonl").read_text().splitlines()]
+  assert distill[0]["messages"][-1]["role"] == "assistant"
+  assert distill[0]["messages"][-1]["content"] == json.loads(lines[0])["best"]["text"]
+
+  _write_prompts(prompts, ["What is 2+2?", "Name a colour.", "Say hello.", "Count to three."])
+  summary = scale.run_search(_config(model_dir, prompts, out))
+  new_lines = (out / "results.jsonl").read_text().splitlines()
+  assert new_lines[:3] == lines and json.loads(new_lines[3])["id"] == "q3"
+  assert summary["num_prompts"] == 4
+
+
+def test_a_failure_mid_run_keeps_finished_prompts(model_dir, tmp_path, monkeypatch):
+  prompts = tmp_path / "prompts.jsonl"
+  _write_prompts(prompts, ["One?", "Two?", "Three?", "Four?"])
+  out = tmp_path / "out"
+  real_run = FeedbackEditSearch.run
+  calls = {"n": 0}
+
+  def failing_run(self, items):
+    calls["n"] += 1
+    if calls["n"] == 2:
+      raise RuntimeError("device lost")
+    return real_run(self, items)
+
+  monkeypatch.setattr(FeedbackEditSearch, "run", failing_run)
+  with pytest.raises(RuntimeError, match="2 finished prompts are kept"):
+    scale.run_search(_config(model_dir, prompts, out))
+  kept = [json.loads(l)["id"] for l in (out / "results.jsonl").read_text().splitlines()]
+  assert kept == ["q0", "q1"]
+  monkeypatch.setattr(FeedbackEditSearch, "run", real_run)
+  scale.run_search(_config(model_dir, prompts, out))
+  ids = [json.loads(l)["id"] for l in (out / "results.jsonl").read_text().splitlines()]
+  assert ids == ["q0", "q1", "q2", "q3"]
+
+
+def test_bad_prompts_fail_before_any_work(model_dir, tmp_path):
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text(json.dumps({"id": "ok", "prompt": "Hi"}) + "\n" + json.dumps({"id": "e", "prompt": "  "}) + "\n")
+  with pytest.raises(ValueError, match=r"prompts.jsonl:2: empty prompt"):
+    scale.run_search(_config(model_dir, prompts, tmp_path / "o1"))
+  _write_prompts(prompts, ["word " * 5000])
+  with pytest.raises(ValueError, match="prompt 'q0' has .* tokens"):
+    scale.run_search(_config(model_dir, prompts, tmp_path / "o2"))
+  assert not (tmp_path / "o2" / "results.jsonl").exists()
+
+
+def test_unknown_config_key_is_rejected():
+  result = subprocess.run(
+      [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}", "--config.search.num_draftz=3"],
+      capture_output=True, text=True, cwd=REPO, timeout=300,
+  )
+  assert result.returncode != 0
+  assert "num_draftz" in result.stderr
+
+
+def test_experiment_configs_build():
+  config = scale_config()
+  assert config.search.mode == "feedback_edit" and config.prompts.source == "arena_hard"
+  with pytest.raises(AttributeError):
+    config.search.num_draftz = 1  # locked: misspelled keys fail

@@ -1,0 +1,119 @@
+"""The search's tree, modes, filters and selection on a tiny random model."""
+
+import pytest
+from flax import nnx
+
+from helpsteer_jax.models.heads import RewardModel
+from helpsteer_jax.scaling import feedback_filters as ff
+from helpsteer_jax.scaling.search import (
+    FeedbackEditSearch, PromptItem, Role, SearchSettings, StageSampling,
+)
+from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
+from scaling_fixtures import smollm2_tokenizer, tiny_chat_model
+
+SHORT = StageSampling(temperature=1.0, top_p=0.95, max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def role():
+  return Role("policy", tiny_chat_model(), smollm2_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def items():
+  return [PromptItem("a", [{"role": "user", "content": "Name a prime number."}]),
+          PromptItem("b", [{"role": "user", "content": "Say hi."},
+                           {"role": "assistant", "content": "Hi!"},
+                           {"role": "user", "content": "Now say bye in French."}])]
+
+
+def _settings(**kw):
+  base = dict(num_drafts=2, num_feedbacks=4, max_effective_feedbacks=4, feedback_group_size=3,
+              num_edits=2, feedback_rule="keep_all", draft=SHORT, feedback=SHORT, edit=SHORT,
+              batch_size=8)
+  base.update(kw)
+  return SearchSettings(**base)
+
+
+class RecordingSelector:
+  """Scores by text length and remembers what it was asked."""
+
+  name = "length"
+
+  def __init__(self):
+    self.seen = []
+
+  def score(self, items):
+    self.seen.extend(items)
+    return [float(len(text)) for _, text in items]
+
+
+def test_feedback_edit_tree_shape_tokens_and_choice(role, items):
+  selector = RecordingSelector()
+  records = FeedbackEditSearch(_settings(), role, selector=selector).run(items)
+  assert [r["id"] for r in records] == ["a", "b"]
+  for rec in records:
+    assert len(rec["drafts"]) == 2
+    for draft in rec["drafts"]:
+      assert len(draft["feedbacks"]) == 4
+      kept = [i for i, f in enumerate(draft["feedbacks"]) if f["kept"]]
+      groups = draft["edit_groups"]
+      assert [g["feedback"] for g in groups] == [kept[:3], kept[3:]][: len(groups)]
+      assert all(len(g["edits"]) == 2 for g in groups)
+    # Every candidate was scored and the best is the highest score.
+    cands = [d for d in rec["drafts"]] + [e for d in rec["drafts"] for g in d["edit_groups"] for e in g["edits"]]
+    assert all("score" in c for c in cands)
+    assert rec["best"]["score"] == max(c["score"] for c in cands)
+    assert rec["num_candidates"] == len(cands)
+    t = rec["tokens"]
+    assert t["total"] == t["drafts"] + t["feedback"] + t["edits"] > 0
+    assert rec["token_multiple"] == pytest.approx(t["total"] / rec["greedy"]["num_tokens"])
+  assert len(selector.seen) == sum(r["num_candidates"] for r in records)
+
+
+def test_baselines_from_the_same_code_path(role, items):
+  greedy = FeedbackEditSearch(_settings(mode="greedy"), role).run(items)
+  assert all(len(r["drafts"]) == 1 and r["token_multiple"] == 1.0 for r in greedy)
+  bon = FeedbackEditSearch(_settings(mode="best_of_n", num_drafts=3), role, selector=RecordingSelector()).run(items)
+  assert all(len(r["drafts"]) == 3 and not r["drafts"][0]["feedbacks"] for r in bon)
+  assert all(r["best"]["edit"] is None for r in bon)
+  revise = FeedbackEditSearch(_settings(mode="edit_without_feedback"), role, selector=RecordingSelector()).run(items)
+  for r in revise:
+    assert all(d["edit_groups"][0]["feedback"] == [] and len(d["edit_groups"][0]["edits"]) == 2
+               for d in r["drafts"])
+    assert r["tokens"]["feedback"] == 0
+  with pytest.raises(ValueError, match="needs a selector"):
+    FeedbackEditSearch(_settings(mode="best_of_n"), role)
+
+
+def test_separate_roles_are_used(role, items):
+  other = Role("editor", tiny_chat_model(seed=3), role.tokenizer)
+  records = FeedbackEditSearch(_settings(num_drafts=1, num_feedbacks=2), role, selector=RecordingSelector(),
+                               edit=other).run(items[:1])
+  assert records[0]["roles"]["edit"] == "editor" and records[0]["roles"]["feedback"] == "policy"
+
+
+def test_selectors_score_with_models(role, items):
+  conv = items[0].conversation
+  judge = GenerativeJudgeSelector(role.model, role.tokenizer)
+  scores = judge.score([(conv, "2"), (conv, "Seven is a prime number.")])
+  assert len(scores) == 2 and all(0.0 <= s <= 4.0 for s in scores) and scores[0] != scores[1]
+  rm = RewardModel(role.model.config, rngs=nnx.Rngs(1))
+  rm_scores = RewardModelSelector(rm, role.tokenizer).score([(conv, "2"), (conv, "Seven."), (conv, "2")])
+  assert rm_scores[0] == pytest.approx(rm_scores[2], abs=1e-5) and rm_scores[0] != rm_scores[1]
+
+
+def test_feedback_parsing_and_rules():
+  good = ("The response is partially helpful. It should mention that 2 is the only even prime. "
+          "The explanation is missing a proof. Otherwise fine.")
+  perfect = "The response is perfectly helpful. Nothing to change."
+  vague = "Nice answer."
+  assert ff.parse_helpfulness(good) == 2 and ff.parse_helpfulness(perfect) == 4
+  assert ff.parse_helpfulness(vague) is None
+  assert ff.count_change_requests(good) == 2 and ff.count_change_requests(perfect) == 0
+  assert ff.constructive([perfect, vague, good, ""], cap=3) == [2, 1]
+  assert ff.constructive([perfect, vague, good], cap=1) == [2]
+  assert ff.constructive_strict([perfect, vague, good], cap=3) == [2]
+  assert ff.keep_all([perfect, "", good], cap=5) == [0, 2]
+  with pytest.raises(ValueError, match="unknown feedback rule"):
+    SearchSettings(feedback_rule="vibes")
