@@ -119,3 +119,34 @@ def test_experiment_configs_build():
   assert config.search.mode == "feedback_edit" and config.prompts.source == "arena_hard"
   with pytest.raises(AttributeError):
     config.search.num_draftz = 1  # locked: misspelled keys fail
+
+
+def _load(name):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "experiments", "scaling", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_grid_and_ablation_configs_build_at_both_sizes():
+  grid, ablations = _load("grid"), _load("ablations")
+  best = grid.get_config()
+  assert (best.search.num_drafts, best.search.num_feedbacks) == (8, 16)
+  assert best.selector.kind == "reward_model" and best.policy.param_dtype == "bfloat16"
+  for d in grid.DRAFTS:
+    for f in grid.FEEDBACKS:
+      for e in grid.EDITS:
+        assert grid.get_config(f"drafts={d},feedbacks={f},edits={e}").search.num_edits == e
+  with pytest.raises(ValueError, match="outside the paper's grid"):
+    grid.get_config("drafts=3")
+  small = grid.get_config("size=smollm2,drafts=2,feedbacks=2")
+  assert small.policy.path == "" and small.selector.kind == "generative_judge"
+  for variant in ablations.VARIANTS:
+    for size in ("70b", "smollm2"):
+      config = ablations.get_config(f"variant={variant},size={size}")
+      assert config.output_dir.endswith(variant)
+  assert ablations.get_config("variant=self_feedback_self_edit").edit_model.path == "policy"
+  assert ablations.get_config("variant=best_of_n").search.mode == "best_of_n"
+  with pytest.raises(ValueError, match="expected key=value"):
+    grid.get_config("draft=2")

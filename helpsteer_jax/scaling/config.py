@@ -43,3 +43,48 @@ def default_config() -> ConfigDict:
   config.mesh = (1, 1, 1)  # (data, fsdp, tensor); -1 = the rest of the devices
   config.output_dir = "outputs/scaling/default"
   return config
+
+
+def parse_arg(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
+  """`"drafts=8,feedbacks=16"` -> dict over `defaults`; unknown keys fail."""
+  values = dict(defaults)
+  for part in filter(None, (arg or "").split(",")):
+    key, sep, value = part.partition("=")
+    if not sep or key not in defaults:
+      raise ValueError(f"config argument {part!r}: expected key=value with key in {sorted(defaults)}")
+    values[key] = value
+  return values
+
+
+# Checkpoint folders of the 70B setup (HF format; convert with `python -m helpsteer_jax.convert`).
+LLAMA3_70B_ROLES = {
+    "policy": "checkpoints/Llama-3.3-70B-Instruct",
+    "feedback": "checkpoints/Llama-3.3-Nemotron-70B-Feedback",
+    "edit": "checkpoints/Llama-3.3-Nemotron-70B-Edit",
+    "edit_sft": "checkpoints/Llama-3.3-Nemotron-70B-Edit-SFT",
+    "select": "checkpoints/Llama-3.3-Nemotron-70B-Select",
+}
+
+
+def sized_config(size: str) -> ConfigDict:
+  """The shared part of the paper-scale configs: `70b` (real roles, bf16, 8-way tensor parallel)
+  or `smollm2` (the embedded model in every role: the same experiment at CPU scale)."""
+  config = default_config()
+  if size == "70b":
+    config.policy = role(LLAMA3_70B_ROLES["policy"], "bfloat16")
+    config.feedback_model = role(LLAMA3_70B_ROLES["feedback"], "bfloat16")
+    config.edit_model = role(LLAMA3_70B_ROLES["edit"], "bfloat16")
+    config.selector = role(LLAMA3_70B_ROLES["select"], "bfloat16")
+    config.selector.kind = "reward_model"
+    config.mesh = (1, 1, -1)  # tensor parallel over all devices of the host (8 GPUs or TPU cores)
+    config.search.batch_size = 64
+    config.prompts.limit = 0  # all 500 Arena-Hard questions
+    for name, tokens in (("draft", 2048), ("feedback", 512), ("edit", 2048)):
+      config.search[name].max_new_tokens = tokens
+  elif size == "smollm2":
+    config.prompts.limit = 3
+    for name, tokens in (("draft", 160), ("feedback", 96), ("edit", 160)):
+      config.search[name].max_new_tokens = tokens
+  else:
+    raise ValueError(f"size={size!r}; expected 70b or smollm2")
+  return config
