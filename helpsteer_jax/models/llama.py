@@ -194,35 +194,39 @@ class Llama(nnx.Module):
   def _scan_layers(self, x, positions, mask, inv_freq, cache):
     graphdef, stacked = nnx.split(self.layers)
     run_block = self._block_fn(graphdef)
+    if cache is None:
+      def body(x, state):
+        return run_block(state, x, positions, mask, inv_freq, None)[0], None
 
-    def body(carry, layer):
-      x, cache_k, cache_v = carry
-      state, i = layer
-      if cache is None:
-        x, _ = run_block(state, x, positions, mask, inv_freq, None)
-        return (x, cache_k, cache_v), None
-      layer_kv = (cache_k[i], cache_v[i], cache.index)
-      x, (k, v) = run_block(state, x, positions, mask, inv_freq, layer_kv)
-      at = (i, 0, cache.index, 0, 0)
-      cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), at)
-      cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), at)
-      return (x, cache_k, cache_v), None
+      x, _ = jax.lax.scan(body, x, stacked)
+      return x, None, None
 
-    empty = jnp.zeros((), x.dtype)
-    init = (x, empty, empty) if cache is None else (x, cache.k, cache.v)
-    layer_ids = jnp.arange(self.config.num_layers)
-    (x, new_k, new_v), _ = jax.lax.scan(body, init, (stacked, layer_ids))
-    return x, new_k, new_v
+    # The cache is read per layer as a scanned input and only the new chunk [L, B, T, K, H] is
+    # returned, then written with one in-place update: carrying the whole cache through the scan
+    # would copy it at every layer.
+    def body_with_cache(x, layer):
+      state, layer_k, layer_v = layer
+      return run_block(state, x, positions, mask, inv_freq, (layer_k, layer_v, cache.index))
+
+    x, (chunk_k, chunk_v) = jax.lax.scan(body_with_cache, x, (stacked, cache.k, cache.v))
+    return x, *self._write_chunk(cache, chunk_k, chunk_v)
 
   def _loop_layers(self, x, positions, mask, inv_freq, cache):
-    new_k = None if cache is None else cache.k
-    new_v = None if cache is None else cache.v
+    chunks = []
     for i, block in enumerate(self.layers):
       graphdef, state = nnx.split(block)
       layer_kv = None if cache is None else (cache.k[i], cache.v[i], cache.index)
       x, kv = self._block_fn(graphdef)(state, x, positions, mask, inv_freq, layer_kv)
-      if cache is not None:
-        at = (i, 0, cache.index, 0, 0)
-        new_k = jax.lax.dynamic_update_slice(new_k, kv[0][None].astype(new_k.dtype), at)
-        new_v = jax.lax.dynamic_update_slice(new_v, kv[1][None].astype(new_v.dtype), at)
-    return x, new_k, new_v
+      chunks.append(kv)
+    if cache is None:
+      return x, None, None
+    chunk_k = jnp.stack([k for k, _ in chunks])
+    chunk_v = jnp.stack([v for _, v in chunks])
+    return x, *self._write_chunk(cache, chunk_k, chunk_v)
+
+  @staticmethod
+  def _write_chunk(cache: KVCache, chunk_k: jax.Array, chunk_v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Writes the new keys/values [L, B, T, K, H] at slot `cache.index` of every layer."""
+    at = (0, 0, cache.index, 0, 0)
+    return (jax.lax.dynamic_update_slice(cache.k, chunk_k.astype(cache.k.dtype), at),
+            jax.lax.dynamic_update_slice(cache.v, chunk_v.astype(cache.v.dtype), at))
