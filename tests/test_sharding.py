@@ -87,3 +87,15 @@ def test_mesh_shape_resolution():
     resolve_mesh_shape((2, 2, 1), 8)
   with pytest.raises(ValueError, match="at most one entry may be -1"):
     resolve_mesh_shape((-1, -1, 2), 8)
+
+
+def test_sampler_on_the_mesh_gives_the_same_tokens(ctx):
+  from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
+
+  config = get_preset("tiny")
+  prompts = [[5, 6, 7], list(range(1, 12)), [42, 43], [9] * 5]
+  for settings in (SamplingSettings(max_new_tokens=12),
+                   SamplingSettings(max_new_tokens=12, temperature=0.8, top_p=0.9)):
+    single = sample_tokens(Llama(config, rngs=nnx.Rngs(2)), prompts, settings, n=2, seed=4)
+    sharded = sample_tokens(create_sharded_model(config, ctx, seed=2), prompts, settings, n=2, seed=4)
+    assert sharded == single

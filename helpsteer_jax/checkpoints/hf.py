@@ -35,9 +35,18 @@ class SafetensorsFolder:
       try:
         with open(index_path) as f:
           weight_map = json.load(f)["weight_map"]
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{index_path}: not a valid safetensors index ({e!r})") from None
-      files = sorted(set(weight_map.values()))
+        files = sorted(set(weight_map.values()))
+      except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(
+            f"{index_path}: not a valid safetensors index, expected a JSON object with a "
+            f"'weight_map' of tensor name -> file name ({e!r})"
+        ) from None
+      for name in files:
+        if not isinstance(name, str) or not os.path.isfile(os.path.join(folder, name)):
+          raise CheckpointError(
+              f"{index_path}: lists shard {name!r}, which is not in {folder} "
+              "(an incomplete download or copy?)"
+          )
     elif os.path.isfile(os.path.join(folder, SINGLE_NAME)):
       weight_map, files = None, [SINGLE_NAME]
     else:
@@ -52,6 +61,11 @@ class SafetensorsFolder:
     self._owner: dict[str, SafetensorsFile] = {}
     for file in self.files.values():
       for name in file.keys():
+        if name in self._owner:
+          raise CheckpointError(
+              f"{file.path}: tensor {name!r} is also in {self._owner[name].path}; "
+              "expected every tensor in exactly one shard"
+          )
         self._owner[name] = file
     if weight_map is not None:
       for name, file_name in weight_map.items():
@@ -66,6 +80,10 @@ class SafetensorsFolder:
   def read(self, name: str) -> np.ndarray:
     return self._owner[name].read(name)
 
+  def shape(self, name: str) -> tuple[int, ...]:
+    """The shape a tensor's header declares (checked before any data is read)."""
+    return self._owner[name].shape(name)
+
   def where(self, name: str) -> str:
     return self._owner[name].path if name in self._owner else self.folder
 
@@ -75,18 +93,22 @@ def read_config(folder: str, **overrides: Any) -> LlamaConfig:
   if not os.path.isfile(path):
     raise CheckpointError(f"{path}: file not found (an HF checkpoint folder needs config.json)")
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       hf = json.load(f)
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CheckpointError(f"{path}: not valid JSON ({e})") from None
   if not isinstance(hf, dict):
-    raise CheckpointError(f"{path}: expected a JSON object")
+    raise CheckpointError(f"{path}: expected a JSON object, got {type(hf).__name__}")
   if "param_dtype" not in overrides:
     stored = hf.get("torch_dtype") or hf.get("dtype")
     if stored in ("float32", "bfloat16", "float16"):
       overrides["param_dtype"] = stored
       overrides.setdefault("dtype", stored)
-  return from_hf_dict(hf, source=path, **overrides)
+  try:
+    return from_hf_dict(hf, source=path, **overrides)
+  except (ValueError, TypeError) as e:  # also the config's own checks, which do not know the file
+    message = str(e)
+    raise CheckpointError(message if message.startswith(path) else f"{path}: {message}") from None
 
 
 def load_hf_model(
@@ -94,7 +116,10 @@ def load_hf_model(
 ) -> Llama:
   """Streams an HF Llama checkpoint folder into a (sharded) model. `overrides` change the config."""
   if not os.path.isdir(folder):
-    raise CheckpointError(f"{folder}: not a directory")
+    problem = "is a file" if os.path.exists(folder) else "no such directory"
+    raise CheckpointError(
+        f"{folder}: {problem}; expected an HF checkpoint folder (config.json and *.safetensors)"
+    )
   config = read_config(folder, **overrides)
   source = SafetensorsFolder(folder)
   return build_model(config, source, llama_tensor_mappings(config), sharding, what=folder,
@@ -102,6 +127,8 @@ def load_hf_model(
 
 
 def _host_value(value: jax.Array) -> np.ndarray:
+  if not isinstance(value, jax.Array):  # e.g. a state edited with numpy values
+    return np.asarray(value)
   if not value.is_fully_addressable:
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(value, tiled=True))
@@ -142,11 +169,11 @@ def save_hf_model(
 
   def fetch(m: TensorMapping):
     if m.layer is None:
-      value = variables[m.path].value
+      value = variables[m.path].get_value()
     elif config.scan_layers:
-      value = variables[m.path].value[m.layer]
+      value = variables[m.path].get_value()[m.layer]
     else:
-      value = variables[(m.path[0], m.layer) + m.path[1:]].value
+      value = variables[(m.path[0], m.layer) + m.path[1:]].get_value()
     return m.to_hf(_host_value(value)).astype(np_dtype)
 
   limit = _parse_size(max_shard_size)

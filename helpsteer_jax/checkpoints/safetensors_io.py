@@ -59,6 +59,11 @@ class SafetensorsFile:
     self._data_start = 8 + header_size
     self.entries: dict[str, tuple[np.dtype, tuple[int, ...], int, int]] = {}
     for name, info in header.items():
+      if isinstance(info, dict) and isinstance(info.get("dtype"), str) and info["dtype"] not in DTYPES:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has dtype {info['dtype']!r}; expected one of {sorted(DTYPES)} "
+            "(quantized formats are read from GGUF files, not safetensors)"
+        )
       try:
         dtype = DTYPES[info["dtype"]]
         shape = tuple(int(s) for s in info["shape"])

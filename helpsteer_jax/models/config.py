@@ -138,6 +138,9 @@ def from_hf_dict(hf: dict[str, Any], source: str = "config.json", **overrides: A
     raise ValueError(f"{source}: missing required keys {missing}")
   if hf.get("attention_bias") or hf.get("mlp_bias"):
     raise ValueError(f"{source}: attention_bias/mlp_bias are not supported (Llama-3 has no biases)")
+  act = hf.get("hidden_act", "silu")
+  if act != "silu":
+    raise ValueError(f"{source}: hidden_act={act!r}; expected 'silu' (the Llama SwiGLU MLP)")
   heads = hf["num_attention_heads"]
   rope = _rope_scaling_from_hf(hf, source)
   eos = hf.get("eos_token_id")
@@ -181,6 +184,10 @@ def _rope_scaling_from_hf(hf: dict[str, Any], source: str) -> Optional[RopeScali
     return None
   if kind != "llama3":
     raise ValueError(f"{source}: rope scaling type {kind!r} is not supported; expected 'llama3' or none")
+  fields = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+  missing = [k for k in fields if k not in scaling]
+  if missing:
+    raise ValueError(f"{source}: llama3 rope scaling lacks {missing}; expected all of {list(fields)}")
   return RopeScaling(
       factor=float(scaling["factor"]),
       low_freq_factor=float(scaling["low_freq_factor"]),

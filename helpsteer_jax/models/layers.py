@@ -13,6 +13,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from helpsteer_jax.models.config import LlamaConfig, RopeScaling
@@ -61,23 +62,28 @@ class RMSNorm(nnx.Module):
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling]) -> jax.Array:
-  """[H/2] inverse frequencies, with Llama-3.1 `llama3` band-wise rescaling when given."""
-  exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
-  inv_freq = 1.0 / (theta ** exponents)
-  if scaling is None:
-    return inv_freq
-  low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
-  high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
-  wavelen = 2 * math.pi / inv_freq
-  # Long wavelengths (low frequencies) are divided by `factor`, short ones kept, the band between
-  # interpolated smoothly.
-  scaled = jnp.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
-  smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
-      scaling.high_freq_factor - scaling.low_freq_factor
-  )
-  interpolated = (1 - smooth) * scaled / scaling.factor + smooth * scaled
-  is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
-  return jnp.where(is_medium, interpolated, scaled)
+  """[H/2] fp32 inverse frequencies, with Llama-3.1 `llama3` band-wise rescaling when given.
+
+  Computed on the host in float64 and rounded once: an fp32 `theta ** x` on device can be a few
+  ulps off, and the angle error grows with the position (about 1e-5 rad at position 40), which
+  doubled the logit error against transformers' correctly rounded frequencies.
+  """
+  exponents = np.arange(0, head_dim, 2, dtype=np.float64) / head_dim
+  inv_freq = 1.0 / (float(theta) ** exponents)
+  if scaling is not None:
+    low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    # Long wavelengths (low frequencies) are divided by `factor`, short ones kept, the band between
+    # interpolated smoothly.
+    scaled = np.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    interpolated = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    inv_freq = np.where(is_medium, interpolated, scaled)
+  return jnp.asarray(inv_freq.astype(np.float32))
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:

@@ -1,0 +1,137 @@
+"""Decode throughput on SmolLM2-135M-Instruct (fp32, CPU) against transformers `generate`.
+
+    python experiments/benchmarks/decode_throughput.py [--batches=1,8,32] [--new_tokens=128]
+
+Measured side by side in one run, both models loaded from the same embedded GGUF:
+  1. tokens/s of greedy decode at each batch size, 128 new tokens, no early stop; the ratio
+     helpsteer_jax / transformers;
+  2. batch-1 decode as a fraction of the memory-bandwidth bound (bandwidth measured here with a
+     large array copy, divided by the parameter bytes read per token);
+  3. n samples sharing one prefill against n separate prefills of the same long prompt.
+Writes a Markdown table (default experiments/benchmarks/results/decode_throughput.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def measure_bandwidth(num_bytes: int = 1 << 30, repeats: int = 5) -> float:
+  """Bytes/s of a large array copy (read + write counted), best of `repeats`."""
+  src = np.ones(num_bytes // 4, np.float32)
+  dst = np.empty_like(src)
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    np.copyto(dst, src)
+    best = min(best, time.perf_counter() - start)
+  return 2 * num_bytes / best
+
+
+def time_best(fn, repeats: int) -> float:
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batches", default="1,8,32")
+  parser.add_argument("--new_tokens", type=int, default=128)
+  parser.add_argument("--prompt_tokens", type=int, default=32)
+  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--shared_prefill_n", type=int, default=8)
+  parser.add_argument("--shared_prefill_prompt", type=int, default=1024)
+  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "decode_throughput.md"))
+  args = parser.parse_args()
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+  import jax
+  import torch
+  import transformers
+
+  import helpsteer_jax as hj
+  from helpsteer_jax.checkpoints.embedded import embedded_model_path
+  from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
+
+  path = embedded_model_path()
+  model, _ = hj.load_pretrained(path, show_progress=False)
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+  torch.set_num_threads(os.cpu_count() or 1)
+  param_bytes = model.config.num_params() * 4
+  rng = np.random.default_rng(0)
+  settings = SamplingSettings(max_new_tokens=args.new_tokens)  # no stop tokens: always full length
+
+  rows = []
+  for batch in [int(b) for b in args.batches.split(",")]:
+    prompts = rng.integers(100, 40000, size=(batch, args.prompt_tokens)).tolist()
+    ours = lambda: sample_tokens(model, prompts, settings)
+    ours()  # compile
+    t_ours = time_best(ours, args.repeats)
+    ids = torch.tensor(prompts)
+
+    def theirs():
+      with torch.no_grad():
+        reference.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                           max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                           pad_token_id=0)
+
+    theirs()  # warm up
+    t_theirs = time_best(theirs, args.repeats)
+    tokens = batch * args.new_tokens
+    rows.append((batch, tokens / t_ours, tokens / t_theirs, t_theirs / t_ours))
+    print(f"batch {batch}: helpsteer_jax {tokens / t_ours:.1f} tok/s, transformers "
+          f"{tokens / t_theirs:.1f} tok/s, ratio {t_theirs / t_ours:.2f}x", flush=True)
+
+  bandwidth = measure_bandwidth()
+  bound = bandwidth / param_bytes
+  batch1 = rows[0][1] if rows and rows[0][0] == 1 else None
+
+  # n samples of one long prompt: one shared prefill vs n prefills.
+  n, length = args.shared_prefill_n, args.shared_prefill_prompt
+  prompt = rng.integers(100, 40000, size=length).tolist()
+  short = SamplingSettings(max_new_tokens=8)
+  shared = lambda: sample_tokens(model, [prompt], short, n=n)
+  separate = lambda: sample_tokens(model, [prompt] * n, short, n=1)
+  shared(), separate()
+  t_shared, t_separate = time_best(shared, args.repeats), time_best(separate, args.repeats)
+
+  lines = [
+      "# Decode throughput: SmolLM2-135M-Instruct, fp32, CPU",
+      "",
+      f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+      f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}. "
+      f"Greedy, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, best of {args.repeats}.",
+      "",
+      "| batch | helpsteer_jax tok/s | transformers tok/s | ratio |",
+      "|---:|---:|---:|---:|",
+      *[f"| {b} | {a:.1f} | {t:.1f} | {r:.2f}x |" for b, a, t, r in rows],
+      "",
+      f"Memory bandwidth (array copy): {bandwidth / 1e9:.1f} GB/s; parameters {param_bytes / 1e6:.0f} MB "
+      f"-> batch-1 bound {bound:.1f} tok/s.",
+  ]
+  if batch1 is not None:
+    lines.append(f"Batch-1 decode: {batch1:.1f} tok/s = {batch1 / bound:.0%} of the bound.")
+  lines += [
+      "",
+      f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "
+      f"{t_shared:.2f} s, {n} separate prefills {t_separate:.2f} s -> {t_separate / t_shared:.2f}x.",
+  ]
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
