@@ -16,21 +16,22 @@ import jax.numpy as jnp
 from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.parallel import axes as ax
 
-CACHE_AXES = (ax.CACHE_LAYERS, ax.CACHE_BATCH, ax.CACHE_SEQ, ax.CACHE_KV_HEADS, ax.CACHE_HEAD_DIM)
+# Heads before positions: attention then contracts over plain batched matmuls (see layers.py).
+CACHE_AXES = (ax.CACHE_LAYERS, ax.CACHE_BATCH, ax.CACHE_KV_HEADS, ax.CACHE_SEQ, ax.CACHE_HEAD_DIM)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
-  k: jax.Array  # [L, B, S, K, H]
-  v: jax.Array  # [L, B, S, K, H]
+  k: jax.Array  # [L, B, K, S, H]
+  v: jax.Array  # [L, B, K, S, H]
   valid: jax.Array  # [B, S] bool: slot holds a real token
   next_position: jax.Array  # [B] int32: RoPE position of the row's next token
   index: jax.Array  # [] int32: next slot to write, shared by all rows
 
   @property
   def max_length(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
   @property
   def batch_size(self) -> int:
@@ -39,7 +40,7 @@ class KVCache:
   @classmethod
   def init(cls, config: LlamaConfig, batch_size: int, max_length: int, dtype=None) -> "KVCache":
     dtype = config.compute_dtype if dtype is None else dtype
-    shape = (config.num_layers, batch_size, max_length, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch_size, config.num_kv_heads, max_length, config.head_dim)
     return cls(
         k=jnp.zeros(shape, dtype),
         v=jnp.zeros(shape, dtype),

@@ -104,24 +104,37 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 
 
 def grouped_query_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array
+    q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array, jax.Array]]
 ) -> jax.Array:
   """softmax(q k^T / sqrt(H)) v with K kv-heads shared by G = N / K query heads each.
 
-  q [B, T, N, H], k and v [B, S, K, H], mask [B, T, S] (True = may attend) -> [B, T, N, H].
-  Rows with no visible key (padding queries) give zeros instead of NaNs.
+  q [B, T, N, H]; `segments` are (k, v, mask) triples whose keys are attended jointly (one
+  softmax over all of them): k and v [B, K, S_i, H], mask [B, T, S_i] (True = may attend).
+  Decoding passes the cache and the new chunk as two segments, so the cache is only read, never
+  copied to insert the chunk first. Heads come before positions so that both contractions are
+  plain batched matmuls (the [B, S, K, H] layout was about 3x slower on XLA:CPU).
+  Query rows with no visible key (padding) give zeros instead of NaNs. Returns [B, T, N, H].
   """
   b, t, n, h = q.shape
-  kv_heads = k.shape[2]
-  q = q.reshape(b, t, kv_heads, n // kv_heads, h)
-  scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
-  scores = scores * (1.0 / math.sqrt(h))
-  big_negative = jnp.finfo(jnp.float32).min
-  scores = jnp.where(mask[:, None, None, :, :], scores, big_negative)
-  probs = jax.nn.softmax(scores, axis=-1)
-  probs = jnp.where(mask[:, None, None, :, :], probs, 0.0).astype(v.dtype)
-  out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
-  return out.reshape(b, t, n, h)
+  kv_heads = segments[0][0].shape[1]
+  q = q.reshape(b, t, kv_heads, n // kv_heads, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+  floor = jnp.finfo(jnp.float32).min
+  scores, visible = [], []
+  for k, _, mask in segments:
+    s = jnp.einsum("BKGTH,BKSH->BKGTS", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(h))
+    scores.append(jnp.where(mask[:, None, None], s, floor))
+    visible.append(mask[:, None, None])
+  scores = jnp.concatenate(scores, axis=-1) if len(scores) > 1 else scores[0]
+  visible = jnp.concatenate(visible, axis=-1) if len(visible) > 1 else visible[0]
+  probs = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0.0)
+  out = 0.0
+  offset = 0
+  for k, v, _ in segments:
+    width = k.shape[2]
+    part = jax.lax.slice_in_dim(probs, offset, offset + width, axis=-1).astype(v.dtype)
+    out = out + jnp.einsum("BKGTS,BKSH->BKGTH", part, v)
+    offset += width
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 class Attention(nnx.Module):

@@ -49,30 +49,27 @@ class DecoderBlock(nnx.Module):
       self,
       x: jax.Array,  # [B, T, D]
       positions: jax.Array,  # [B, T]
-      mask: jax.Array,  # [B, T, S]
+      masks: tuple[jax.Array, ...],  # [B, T, T] within the chunk (+ [B, T, S] over the cache)
       inv_freq: jax.Array,  # [H/2]
       sharding: Optional[ShardingContext],
-      cache_kv: Optional[tuple[jax.Array, jax.Array, jax.Array]] = None,  # k, v [B, S, K, H], index
-  ) -> tuple[jax.Array, Optional[tuple[jax.Array, jax.Array]]]:
-    """Returns the block output [B, T, D] and the new keys/values [B, T, K, H] (cache mode only)."""
+      cache_kv: Optional[tuple[jax.Array, jax.Array]] = None,  # this layer's cache k, v [B, K, S, H]
+  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Returns the block output [B, T, D] and the chunk's keys/values [B, K, T, H]."""
     q, k, v = self.attn.project_qkv(self.input_norm(x))
     q = checkpoint_name(apply_rope(q, positions, inv_freq), "query")
     k = checkpoint_name(apply_rope(k, positions, inv_freq), "key")
     v = checkpoint_name(v, "value")
     q = constrain(q, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_HEADS, None), sharding)
-    new_kv = None
-    if cache_kv is None:
-      keys, values = k, v
-    else:
-      cache_k, cache_v, index = cache_kv
-      keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
-      values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
-      new_kv = (k, v)
-    attended = grouped_query_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, H]
+    segments = [(k, v, masks[0])]
+    if len(masks) > 1:  # attend over the cache too (skipped for an empty one)
+      cache_k, cache_v = cache_kv
+      segments.insert(0, (cache_k.astype(q.dtype), cache_v.astype(q.dtype), masks[1]))
+    attended = grouped_query_attention(q, segments)
     x = x + self.attn.project_out(attended)
     x = constrain(x, _HIDDEN_AXES, sharding)
     x = x + self.mlp(self.post_attention_norm(x))
-    return constrain(x, _HIDDEN_AXES, sharding), new_kv
+    return constrain(x, _HIDDEN_AXES, sharding), (k, v)
 
 
 class Llama(nnx.Module):
@@ -135,37 +132,43 @@ class Llama(nnx.Module):
       segment_ids: Optional[jax.Array] = None,
       input_mask: Optional[jax.Array] = None,
       cache: Optional[KVCache] = None,
+      cache_is_empty: bool = False,
   ) -> tuple[jax.Array, Optional[KVCache]]:
-    """Final-norm hidden states [B, T, D] (what the reward heads read) and the updated cache."""
+    """Final-norm hidden states [B, T, D] (what the reward heads read) and the updated cache.
+
+    `cache_is_empty=True` (static) declares a fresh cache, as in a prefill: attention then skips
+    the cache entirely instead of attending over (and constant-folding) its zeros.
+    """
     config = self.config
     b, t = input_ids.shape
     if input_mask is None:
       input_mask = jnp.ones((b, t), bool) if segment_ids is None else segment_ids != 0
     input_mask = input_mask.astype(bool)
 
+    causal = jnp.tril(jnp.ones((t, t), bool))
     if cache is None:
       if positions is None:
         positions = jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
       seg = input_mask.astype(jnp.int32) if segment_ids is None else segment_ids
-      causal = jnp.tril(jnp.ones((t, t), bool))
-      mask = causal[None] & (seg[:, :, None] == seg[:, None, :]) & input_mask[:, None, :]
+      masks = (causal[None] & (seg[:, :, None] == seg[:, None, :]) & input_mask[:, None, :],)
       new_valid = None
     else:
       if positions is None:
         positions = cache.next_position[:, None] + jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
-      slots = jnp.arange(cache.max_length)
+      # Every filled cache slot precedes the chunk, so the cache mask is just `valid`.
+      masks = (causal[None] & input_mask[:, None, :],)
+      if not cache_is_empty:
+        masks += (jnp.broadcast_to(cache.valid[:, None, :], (b, t, cache.max_length)),)
       new_valid = jax.lax.dynamic_update_slice(cache.valid, input_mask, (0, cache.index))
-      query_slots = cache.index + jnp.arange(t)
-      mask = new_valid[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])
 
     inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     x = jnp.take(self.embed[...], input_ids, axis=0).astype(config.compute_dtype)
     x = constrain(x, _HIDDEN_AXES, self.sharding)
 
     if config.scan_layers:
-      x, new_k, new_v = self._scan_layers(x, positions, mask, inv_freq, cache)
+      x, new_k, new_v = self._scan_layers(x, positions, masks, inv_freq, cache)
     else:
-      x, new_k, new_v = self._loop_layers(x, positions, mask, inv_freq, cache)
+      x, new_k, new_v = self._loop_layers(x, positions, masks, inv_freq, cache)
     x = self.final_norm(x)
 
     new_cache = None
@@ -180,43 +183,43 @@ class Llama(nnx.Module):
   # -- layer stacks -----------------------------------------------------------------------------
 
   def _block_fn(self, graphdef):
-    """(block state, x, positions, mask, inv_freq, cache_kv) -> block output, wrapped in remat."""
+    """(block state, x, positions, masks, inv_freq, cache_kv) -> block output, wrapped in remat."""
 
-    def run(state, x, positions, mask, inv_freq, cache_kv):
+    def run(state, x, positions, masks, inv_freq, cache_kv):
       block = nnx.merge(graphdef, state)
-      return block(x, positions, mask, inv_freq, self.sharding, cache_kv)
+      return block(x, positions, masks, inv_freq, self.sharding, cache_kv)
 
     policy = self.config.remat_policy
     if policy == "none":
       return run
     return jax.checkpoint(run, policy=_REMAT_POLICIES[policy], prevent_cse=False)
 
-  def _scan_layers(self, x, positions, mask, inv_freq, cache):
+  def _scan_layers(self, x, positions, masks, inv_freq, cache):
     graphdef, stacked = nnx.split(self.layers)
     run_block = self._block_fn(graphdef)
     if cache is None:
       def body(x, state):
-        return run_block(state, x, positions, mask, inv_freq, None)[0], None
+        return run_block(state, x, positions, masks, inv_freq, None)[0], None
 
       x, _ = jax.lax.scan(body, x, stacked)
       return x, None, None
 
-    # The cache is read per layer as a scanned input and only the new chunk [L, B, T, K, H] is
+    # The cache is read per layer as a scanned input and only the new chunk [L, B, K, T, H] is
     # returned, then written with one in-place update: carrying the whole cache through the scan
     # would copy it at every layer.
     def body_with_cache(x, layer):
       state, layer_k, layer_v = layer
-      return run_block(state, x, positions, mask, inv_freq, (layer_k, layer_v, cache.index))
+      return run_block(state, x, positions, masks, inv_freq, (layer_k, layer_v))
 
     x, (chunk_k, chunk_v) = jax.lax.scan(body_with_cache, x, (stacked, cache.k, cache.v))
     return x, *self._write_chunk(cache, chunk_k, chunk_v)
 
-  def _loop_layers(self, x, positions, mask, inv_freq, cache):
+  def _loop_layers(self, x, positions, masks, inv_freq, cache):
     chunks = []
     for i, block in enumerate(self.layers):
       graphdef, state = nnx.split(block)
-      layer_kv = None if cache is None else (cache.k[i], cache.v[i], cache.index)
-      x, kv = self._block_fn(graphdef)(state, x, positions, mask, inv_freq, layer_kv)
+      layer_kv = None if cache is None else (cache.k[i], cache.v[i])
+      x, kv = self._block_fn(graphdef)(state, x, positions, masks, inv_freq, layer_kv)
       chunks.append(kv)
     if cache is None:
       return x, None, None
@@ -226,7 +229,7 @@ class Llama(nnx.Module):
 
   @staticmethod
   def _write_chunk(cache: KVCache, chunk_k: jax.Array, chunk_v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Writes the new keys/values [L, B, T, K, H] at slot `cache.index` of every layer."""
-    at = (0, 0, cache.index, 0, 0)
+    """Writes the new keys/values [L, B, K, T, H] at slot `cache.index` of every layer."""
+    at = (0, 0, 0, cache.index, 0)
     return (jax.lax.dynamic_update_slice(cache.k, chunk_k.astype(cache.k.dtype), at),
             jax.lax.dynamic_update_slice(cache.v, chunk_v.astype(cache.v.dtype), at))

@@ -24,7 +24,7 @@ ACT_KV_HEADS = "act_kv_heads"
 ACT_MLP = "act_mlp"
 ACT_VOCAB = "act_vocab"
 
-# KV cache [L, B, S, K, H].
+# KV cache [L, B, K, S, H].
 CACHE_LAYERS = "cache_layers"
 CACHE_BATCH = "cache_batch"
 CACHE_SEQ = "cache_seq"

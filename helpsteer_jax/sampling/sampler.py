@@ -71,8 +71,9 @@ def _prefill_and_decode(graphdef, state, ids, mask, rng, *, settings: SamplingSe
   batch = ids.shape[0]
   cache = KVCache.init(model.config, batch, cache_length)
   cache = _constrain_cache(cache, model)
-  logits, cache = model(ids, input_mask=mask, cache=cache)
-  last_logits = jnp.repeat(logits[:, -1], n, axis=0)  # [B*n, V]
+  hidden, cache = model.hidden_states(ids, input_mask=mask, cache=cache, cache_is_empty=True)
+  # Left padding puts every prompt's last token at the last position: only its logits are needed.
+  last_logits = jnp.repeat(model.logits(hidden[:, -1:])[:, 0], n, axis=0)  # [B*n, V]
   cache = _constrain_cache(cache.repeat(n), model) if n > 1 else cache
   rows = batch * n
   stops = jnp.asarray(settings.stop_token_ids or (-1,), jnp.int32)
@@ -130,7 +131,8 @@ def sample_tokens(
       raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
   longest = max(len(p) for p in prompts)
   prompt_length = bucket(longest)
-  cache_length = bucket(prompt_length + settings.max_new_tokens)
+  # Attention reads the whole cache at every step, so its length is rounded up finely (to 64).
+  cache_length = -(-(prompt_length + settings.max_new_tokens) // 64) * 64
   limit = model.config.max_position_embeddings
   if longest + settings.max_new_tokens > limit:
     raise ValueError(
