@@ -38,6 +38,7 @@ setup(
         "console_scripts": [
             "helpsteer-chat=helpsteer_jax.chat:run",
             "helpsteer-convert=helpsteer_jax.convert:run",
+            "helpsteer-scale=helpsteer_jax.scale:run",
         ],
     },
 )
