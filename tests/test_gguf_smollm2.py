@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpsteer_jax.checkpoints.embedded import embedded_model_path
 from helpsteer_jax.checkpoints.gguf import load_gguf
 from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
 from helpsteer_jax.models.config import get_preset
@@ -34,26 +33,18 @@ CHATS = [
 
 
 @pytest.fixture(scope="module")
-def gguf_path() -> str:
-  try:
-    return embedded_model_path()
-  except FileNotFoundError as e:
-    pytest.skip(f"embedded model not installed: {e}")
+def ours(embedded_gguf_path):
+  return load_gguf(embedded_gguf_path, show_progress=False)
 
 
 @pytest.fixture(scope="module")
-def ours(gguf_path):
-  return load_gguf(gguf_path, show_progress=False)
-
-
-@pytest.fixture(scope="module")
-def reference(gguf_path):
+def reference(embedded_gguf_path):
   torch = pytest.importorskip("torch")
   pytest.importorskip("accelerate", reason="transformers needs accelerate to read GGUF files")
   from transformers import AutoModelForCausalLM
 
   model = AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path), dtype=torch.float32)
+      os.path.dirname(embedded_gguf_path), gguf_file=os.path.basename(embedded_gguf_path), dtype=torch.float32)
   return model.eval()
 
 
@@ -107,12 +98,12 @@ def greedy(model, prompts: list[list[int]], steps: int, pad_id: int) -> np.ndarr
   return np.asarray(run(state, jnp.asarray(ids), jnp.asarray(mask)))
 
 
-def test_header_parser_agrees_with_gguf_package(gguf_path):
+def test_header_parser_agrees_with_gguf_package(embedded_gguf_path):
   import gguf
 
   from helpsteer_jax.checkpoints.gguf_reader import GGUFFile
 
-  ours, theirs = GGUFFile(gguf_path), gguf.GGUFReader(gguf_path)
+  ours, theirs = GGUFFile(embedded_gguf_path), gguf.GGUFReader(embedded_gguf_path)
   for key, field in theirs.fields.items():
     if not key.startswith("GGUF."):  # the reader's own entries for the header counts
       assert ours.metadata(key) == field.contents(), key

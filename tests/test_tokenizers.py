@@ -7,7 +7,6 @@ import os
 import gguf
 import pytest
 
-from helpsteer_jax.checkpoints.embedded import embedded_model_path
 from helpsteer_jax.checkpoints.gguf import tokenizer_from_gguf
 from helpsteer_jax.checkpoints.tokenizers import (
     llama3_tokenizer_dir, load_llama3_tokenizer, load_tokenizer, stop_token_ids,
@@ -40,24 +39,16 @@ CHAT = [
 
 
 @pytest.fixture(scope="module")
-def smol_path() -> str:
-  try:
-    return embedded_model_path()
-  except FileNotFoundError as e:
-    pytest.skip(f"embedded model not installed: {e}")
+def smol(embedded_gguf_path):
+  return tokenizer_from_gguf(embedded_gguf_path)
 
 
 @pytest.fixture(scope="module")
-def smol(smol_path):
-  return tokenizer_from_gguf(smol_path)
-
-
-@pytest.fixture(scope="module")
-def smol_reference(smol_path):
+def smol_reference(embedded_gguf_path):
   pytest.importorskip("transformers")
   from transformers import AutoTokenizer
 
-  return AutoTokenizer.from_pretrained(os.path.dirname(smol_path), gguf_file=os.path.basename(smol_path))
+  return AutoTokenizer.from_pretrained(os.path.dirname(embedded_gguf_path), gguf_file=os.path.basename(embedded_gguf_path))
 
 
 @pytest.fixture(scope="module")
