@@ -6,24 +6,28 @@ quantization error is the same on both sides) and greedy continuations are ident
 
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from helpsteer_jax.checkpoints.gguf import load_gguf
 from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
 from helpsteer_jax.models.config import get_preset
-from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.sampling.generate import sampling_settings
+from helpsteer_jax.sampling.sampler import sample_tokens
 
 LOGITS_TOLERANCE = 1e-3
-NEW_TOKENS = 32
+NEW_TOKENS = 64
 
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "user", "content": "Write a haiku about the ocean."}],
     [{"role": "user", "content": "Explain recursion to a five-year-old in two sentences."}],
+    [{"role": "system", "content": "You are a careful editor. Keep the author's voice, fix only grammar "
+                                   "and spelling, and list every change you made after the text."},
+     {"role": "user", "content": "Please fix this paragraph: 'Their going to the libary tomorow, "
+                                 "because they has a exam on friday and they dont want to fail it "
+                                 "again like last year when they forgets to study the last chapter.'"}],
     [{"role": "system", "content": "You are a pirate. Stay in character."},
      {"role": "user", "content": "How are you today?"}],
     [{"role": "user", "content": "List three prime numbers greater than 20."},
@@ -73,29 +77,6 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndar
     ids[i, t - len(p):] = p
     mask[i, t - len(p):] = True
   return ids, mask
-
-
-def greedy(model, prompts: list[list[int]], steps: int, pad_id: int) -> np.ndarray:
-  """[B, steps] greedy tokens: one left-padded prefill into a KV cache, then one token per step,
-  all in one jitted function (prefill + `fori_loop` over single-token decode steps)."""
-  ids, mask = left_pad(prompts, pad_id)
-  b, t = ids.shape
-  graphdef, state = nnx.split(model)
-
-  @jax.jit
-  def run(state, ids, mask):
-    m = nnx.merge(graphdef, state)
-    logits, cache = m(ids, input_mask=mask, cache=KVCache.init(m.config, b, t + steps))
-    out = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(jnp.argmax(logits[:, -1], -1).astype(jnp.int32))
-
-    def step(i, carry):
-      out, cache = carry
-      logits, cache = m(out[:, i - 1, None], input_mask=jnp.ones((b, 1), bool), cache=cache)
-      return out.at[:, i].set(jnp.argmax(logits[:, -1], -1).astype(jnp.int32)), cache
-
-    return jax.lax.fori_loop(1, steps, step, (out, cache))[0]
-
-  return np.asarray(run(state, jnp.asarray(ids), jnp.asarray(mask)))
 
 
 def test_header_parser_agrees_with_gguf_package(embedded_gguf_path):
@@ -151,11 +132,15 @@ def test_logits_match_transformers(ours, reference, prompts, record_property):
 
 
 def test_greedy_continuations_match_transformers(ours, reference, prompts):
+  """The project's sampler, all prompts in one left-padded batch, against transformers
+  `generate(do_sample=False)` on each prompt alone: identical tokens up to the end of turn."""
   import torch
 
   model, tokenizer = ours
-  stops = set(stop_token_ids(tokenizer))
-  tokens = greedy(model, prompts, NEW_TOKENS, tokenizer.pad_token_id)
+  assert len({len(p) for p in prompts}) == len(prompts), "prompts should differ in length"
+  settings = sampling_settings(tokenizer, max_new_tokens=NEW_TOKENS, temperature=0.0)
+  ours_tokens = [per_prompt[0] for per_prompt in sample_tokens(model, prompts, settings)]
+  stops = set(settings.stop_token_ids)
   texts = []
   for i, ids in enumerate(prompts):
     with torch.no_grad():
@@ -164,10 +149,11 @@ def test_greedy_continuations_match_transformers(ours, reference, prompts):
                                pad_token_id=tokenizer.pad_token_id)
     want = out[0, len(ids):].tolist()
     assert want, f"prompt {i}: transformers generated nothing"
-    # transformers stops at the eos; up to there (eos included) the tokens must be identical.
-    assert tokens[i, :len(want)].tolist() == want, (
-        f"prompt {i}: ours {tokenizer.decode(tokens[i])!r} vs transformers {tokenizer.decode(want)!r}")
-    if len(want) < NEW_TOKENS:
-      assert want[-1] in stops
+    if want[-1] in stops:  # our sampler returns the answer without its stop token
+      want = want[:-1]
+    assert ours_tokens[i] == want, (
+        f"prompt {i}: ours {tokenizer.decode(ours_tokens[i])!r} vs transformers {tokenizer.decode(want)!r}")
     texts.append(tokenizer.decode(want, skip_special_tokens=True))
+  print(f"greedy parity: prompt lengths {[len(p) for p in prompts]}, "
+        f"identical answers of {[len(t) for t in ours_tokens]} tokens")
   assert "Paris" in texts[0]  # the quantized model still knows its facts
