@@ -1,0 +1,53 @@
+"""Training entry point for every trainer (SFT, reward models, RLOO):
+
+    python -m helpsteer_jax.train --config=experiments/feedback_sft.py:tiny --workdir=runs/feedback_sft
+
+`config.trainer` picks the task; everything else (mesh, optimizer, checkpoints, resume) is the
+shared loop's. Rerunning the same command after a crash or preemption resumes from the latest
+checkpoint in the workdir.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, tensorboard/.")
+
+
+class _DropLibraryInfo(logging.Filter):
+  """Keeps the run's own INFO lines; Orbax logs several INFO lines per array per save."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_DropLibraryInfo())
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  # Multi-host start must come before anything touches the devices.
+  from helpsteer_jax.parallel.distributed import initialize, settings_from_config
+
+  initialize(settings_from_config(config.get("distributed", None)))
+  quiet_library_logs()
+  from helpsteer_jax.train.tasks import run_training
+
+  run_training(config, _WORKDIR.value)
+
+
+def run() -> None:
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

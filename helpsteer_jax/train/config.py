@@ -1,0 +1,108 @@
+"""Shared defaults of training experiments and the sizes they come in.
+
+An experiment file (`experiments/feedback_sft.py`, ...) starts from `default_train_config()`,
+picks its data set and calls `apply_size(config, size)`:
+
+    tiny     a 2-layer random model with SmolLM2's tokenizer, 128-token rows, the bundled data rows:
+             what tests run through the real entry point in seconds
+    smollm2  the embedded SmolLM2-135M-Instruct, 512-token rows: a real fine-tune on one CPU
+    8b / 70b Llama-3.1-8B / Llama-3.3-70B-Instruct, bf16 compute with fp32 master weights,
+             4096-token rows, full remat, FSDP over every device (the planner checks the fit)
+"""
+
+from __future__ import annotations
+
+from ml_collections import ConfigDict
+
+from helpsteer_jax.data.pipeline import default_data_config
+
+SIZES = ("tiny", "smollm2", "8b", "70b")
+
+# Checkpoint folders the large sizes start from (HF format, e.g. as downloaded from the hub).
+INIT_WEIGHTS = {
+    "8b": "checkpoints/Llama-3.1-8B-Instruct",
+    "70b": "checkpoints/Llama-3.3-70B-Instruct",
+}
+
+
+def default_train_config() -> ConfigDict:
+  return ConfigDict({
+      "name": "train",
+      "trainer": "sft",
+      "seed": 0,
+      "model": {"preset": "tiny", "overrides": {}},
+      "init_weights": "",  # HF folder or .gguf ('embedded' = the bundled SmolLM2); '' = random
+      "tokenizer": "",  # '' = from init_weights, else the embedded SmolLM2's; 'llama3' = Llama-3's
+      "resume_from": "",  # another run's checkpoint folder to continue from
+      "export_dir": "",  # HF folder written at the end of training ('' = none)
+      "mesh": {"shape": (1, -1, 1), "rules": ()},
+      "distributed": {"mode": "auto", "coordinator_address": "", "num_processes": 0, "process_id": -1},
+      "data": default_data_config(),
+      "eval_data": {"dataset": ""},  # same fields as `data` when set
+      "optim": {
+          "learning_rate": 1e-5, "warmup_steps": 10, "schedule": "cosine", "final_lr_fraction": 0.1,
+          "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0,
+      },
+      "total_steps": 1000,
+      "grad_accum_steps": 1,
+      "loss_chunk": 0,  # SFT: sequence chunk for the logits/loss (0 = whole rows)
+      "log_every": 1,
+      "eval_every": 0,
+      "eval_steps": 20,
+      "checkpoint_every": 100,
+      "keep_checkpoints": 3,
+      "async_checkpoints": True,
+      "tensorboard": True,
+      "progress": True,
+  })
+
+
+def bundled_rows(file_name: str) -> str:
+  """A bundled HelpSteer file (`../shared/data/helpsteer/<file_name>` or HELPSTEER_DATA_DIR)."""
+  from helpsteer_jax.data.prompt_sources import locate
+
+  return str(locate(f"helpsteer/{file_name}"))
+
+
+def apply_size(config: ConfigDict, size: str, bundled_file: str = "") -> ConfigDict:
+  """Model, batch shape, precision and mesh of one size (see the module docstring)."""
+  if size not in SIZES:
+    raise ValueError(f"size={size!r}; expected one of {SIZES}")
+  if size == "tiny":
+    config.model.preset = "tiny"
+    config.model.overrides = {"vocab_size": 49152, "max_position_embeddings": 2048}
+    config.data.seq_len = 128
+    config.data.batch_size = 4
+    config.data.truncation = "left"
+    config.data.path = bundled_rows(bundled_file) if bundled_file else ""
+    config.total_steps = 20
+    config.checkpoint_every = 10
+    config.optim.learning_rate = 1e-3
+    config.optim.warmup_steps = 2
+  elif size == "smollm2":
+    config.model.preset = "smollm2_135m"
+    config.init_weights = "embedded"
+    config.data.seq_len = 512
+    config.data.batch_size = 8
+    config.data.truncation = "left"
+    config.total_steps = 200
+    config.optim.learning_rate = 2e-5
+  else:
+    config.model.preset = {"8b": "llama3_8b", "70b": "llama3_70b"}[size]
+    config.model.overrides = {"dtype": "bfloat16", "param_dtype": "float32", "remat_policy": "full"}
+    config.init_weights = INIT_WEIGHTS[size]
+    config.data.seq_len = 4096
+    config.data.batch_size = 128
+    config.loss_chunk = 1024
+    config.total_steps = 2000
+    config.checkpoint_every = 200
+    config.optim.learning_rate = 2e-6 if size == "70b" else 5e-6
+  return config
+
+
+def parse_size(arg: str | None, default: str = "tiny") -> str:
+  """`"tiny"`, `"size=70b"` or None -> the size name."""
+  arg = (arg or "").strip()
+  if arg.startswith("size="):
+    arg = arg[len("size="):]
+  return arg or default

@@ -1,0 +1,282 @@
+"""The one training loop every trainer shares: `train_and_evaluate(config, workdir)`.
+
+A trainer is a `Task`: it builds the model, its data and its loss; everything else lives here:
+the mesh, the sharded train state, the jitted step (explicit shardings, donated state), gradient
+accumulation, checkpoints and resume, preemption, metrics, progress and the eval loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pathlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from helpsteer_jax.parallel import axes as ax
+from helpsteer_jax.parallel.mesh import make_mesh
+from helpsteer_jax.parallel.partitioning import ShardingContext
+from helpsteer_jax.parallel.rules import DEFAULT_RULES
+from helpsteer_jax.train.checkpointing import Checkpointer, find_checkpoint
+from helpsteer_jax.train.metrics_writer import MetricsWriter
+from helpsteer_jax.train.optimizer import make_optimizer
+from helpsteer_jax.train.state import TrainState, abstract_train_state, init_state, train_state_shardings
+from helpsteer_jax.train.step import LossFn, finalize_eval, make_eval_step, make_train_step
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or gradient norm became NaN or inf; the message names the step."""
+
+
+class ResumableIterator(Protocol):
+  """Process-local batches (numpy dicts) and a small JSON-able position to restart from."""
+
+  def __next__(self) -> dict[str, np.ndarray]: ...
+
+  def get_state(self) -> dict: ...
+
+  def set_state(self, state: dict) -> None: ...
+
+
+class Task(Protocol):
+  """What a trainer (SFT, reward model, ...) provides to the shared loop."""
+
+  def build_model(self, config: ml_collections.ConfigDict, sharding: ShardingContext) -> nnx.Module:
+    """The model with `config.init_weights` loaded, or randomly initialised; already sharded."""
+    ...
+
+  def loss_fn(self) -> LossFn: ...
+
+  def train_data(self, process_index: int, process_count: int) -> ResumableIterator: ...
+
+  def eval_data(self, process_index: int, process_count: int) -> Optional[Iterator[dict[str, np.ndarray]]]: ...
+
+
+# -- mesh and shardings -----------------------------------------------------------------------------
+
+def sharding_from_config(config: ml_collections.ConfigDict) -> ShardingContext:
+  """(data, fsdp, tensor) mesh from `config.mesh.shape` (-1 = the rest), rules from
+  `config.mesh.rules` (pairs overriding DEFAULT_RULES by logical name)."""
+  mesh_config = config.get("mesh", ml_collections.ConfigDict())
+  shape = tuple(mesh_config.get("shape", (1, -1, 1)))
+  rules = dict(DEFAULT_RULES)
+  for name, target in (mesh_config.get("rules", None) or ()):
+    if name not in rules:
+      raise KeyError(f"mesh.rules names unknown logical axis {name!r}; known: {sorted(rules)}")
+    rules[name] = tuple(target) if isinstance(target, list) else target
+  return ShardingContext(make_mesh(shape), tuple(rules.items()))
+
+
+def batch_sharding(sharding: ShardingContext, ndim: int) -> NamedSharding:
+  """Rows over (data, fsdp); every other dimension replicated."""
+  return NamedSharding(sharding.mesh, sharding.spec((ax.ACT_BATCH,) + (None,) * (ndim - 1)))
+
+
+def to_global_batch(local: dict[str, np.ndarray], sharding: ShardingContext) -> dict[str, jax.Array]:
+  """Each process's rows -> one global array per entry, rows split over (data, fsdp)."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(sharding, v.ndim), v)
+          for k, v in local.items()}
+
+
+# -- preemption -------------------------------------------------------------------------------------
+
+class PreemptionFlag:
+  """Set by SIGTERM (what schedulers send before taking the machine); the loop then saves and exits."""
+
+  def __init__(self):
+    self.event = threading.Event()
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    logger.warning("SIGTERM received: saving a checkpoint at the end of this step, then exiting")
+    self.event.set()
+
+  def is_set(self) -> bool:
+    local = self.event.is_set()
+    if jax.process_count() == 1:
+      return local
+    # Every process must agree, or some would wait forever in the next collective.
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  graphdef: Any
+  rest: Any
+  step: int
+  last_metrics: dict[str, float]
+  preempted: bool = False
+
+  def model(self) -> nnx.Module:
+    return nnx.merge(self.graphdef, self.state.params, self.rest)
+
+
+def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+  bad = {k: v for k, v in metrics.items() if k in ("loss", "grad_norm") and not math.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(f"step {step}: non-finite {bad}; stopping (the last checkpoint is "
+                             "intact; lower the learning rate or check the data of this step)")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
+  workdir_path = pathlib.Path(workdir).absolute()
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir_path.mkdir(parents=True, exist_ok=True)
+  sharding = sharding_from_config(config)
+  logger.info("mesh %s over %d devices (%d processes)", dict(sharding.mesh.shape), jax.device_count(),
+              jax.process_count())
+
+  model = task.build_model(config, sharding)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  del model
+  total_steps = int(config.total_steps)
+  optimizer, schedule = make_optimizer(config.optim, total_steps, params)
+  shardings = train_state_shardings(params, optimizer, sharding)
+  abstract = abstract_train_state(params, optimizer, shardings)
+
+  checkpointer = Checkpointer(workdir_path / "checkpoints", max_to_keep=config.get("keep_checkpoints", 3),
+                              asynchronous=config.get("async_checkpoints", True))
+  train_iter = task.train_data(jax.process_index(), jax.process_count())
+  state: Optional[TrainState] = None
+  if checkpointer.latest_step() is not None:
+    del params
+    state, position, step = checkpointer.restore(abstract)
+    train_iter.set_state(position)
+    logger.info("resume: latest checkpoint of this run, step %d (%s)", step, checkpointer.directory)
+  elif config.get("resume_from", ""):
+    del params
+    folder, step = find_checkpoint(config.resume_from)
+    state, position, step = Checkpointer(folder, asynchronous=False).restore(abstract, step)
+    train_iter.set_state(position)
+    logger.info("resume: explicit checkpoint %s, step %d", folder, step)
+  else:
+    source = config.get("init_weights", "") or "random initialisation (seed %d)" % config.get("seed", 0)
+    logger.info("resume: no checkpoint; starting at step 0 from %s", source)
+    with jax.set_mesh(sharding.mesh):
+      state = jax.jit(lambda p: init_state(p, optimizer), out_shardings=shardings)(params)
+    del params
+  start_step = int(jax.device_get(state.step))
+
+  writer = MetricsWriter(workdir_path, enabled=is_main, tensorboard=config.get("tensorboard", True))
+  writer.truncate_after(start_step)
+
+  loss_fn = task.loss_fn()
+  step_fn = make_train_step(graphdef, rest, loss_fn, optimizer, schedule, config.get("grad_accum_steps", 1))
+  replicated = NamedSharding(sharding.mesh, PartitionSpec())
+  jitted_step = jax.jit(step_fn, in_shardings=(shardings, None, replicated),
+                        out_shardings=(shardings, replicated), donate_argnums=(0,))
+  rng = jax.random.key(config.get("seed", 0))
+
+  eval_every = config.get("eval_every", 0)
+  eval_fn = None
+  if eval_every:
+    eval_fn = jax.jit(make_eval_step(graphdef, rest, loss_fn), out_shardings=replicated)
+
+  def run_eval(step: int) -> None:
+    data = task.eval_data(jax.process_index(), jax.process_count())
+    if data is None:
+      return
+    sums = None
+    for i, local in enumerate(data):
+      if i >= config.get("eval_steps", 10 ** 9):
+        break
+      out = eval_fn(state.params, to_global_batch(local, sharding), jax.random.key(i))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    if sums is not None:
+      metrics = finalize_eval(jax.device_get(sums))
+      writer.write(step, metrics, split="eval")
+      logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
+
+  preemption = PreemptionFlag()
+  log_every = max(1, config.get("log_every", 1))
+  checkpoint_every = config.get("checkpoint_every", 0)
+  progress = tqdm(total=total_steps, initial=start_step, disable=not is_main or not config.get("progress", True),
+                  desc=config.get("name", "train"), dynamic_ncols=True)
+  last: dict[str, float] = {}
+  pending: Optional[tuple[int, dict, float, int]] = None  # metrics read one step late: no stall
+  step = start_step
+  preempted = False
+  tokens_per_step = None
+
+  def flush(pending_entry) -> dict[str, float]:
+    done_step, device_metrics, started, num_tokens = pending_entry
+    metrics = _host_metrics(device_metrics)
+    _check_finite(done_step, metrics)
+    elapsed = time.perf_counter() - started
+    metrics["step_time_s"] = elapsed
+    metrics["tokens_per_s"] = num_tokens / elapsed if elapsed > 0 else 0.0
+    if done_step % log_every == 0 or done_step == total_steps:
+      writer.write(done_step, metrics)
+    progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+    return metrics
+
+  try:
+    with jax.set_mesh(sharding.mesh):
+      while step < total_steps:
+        local = next(train_iter)
+        batch = to_global_batch(local, sharding)
+        if tokens_per_step is None:
+          first = next(iter(local.values()))
+          tokens_per_step = int(np.prod(first.shape[:2])) * jax.process_count()
+        started = time.perf_counter()
+        state, metrics = jitted_step(state, batch, rng)
+        step += 1
+        if pending is not None:
+          last = flush(pending)
+        pending = (step, metrics, started, tokens_per_step)
+        progress.update(1)
+        if eval_fn is not None and step % eval_every == 0:
+          last = flush(pending)
+          pending = None
+          run_eval(step)
+        want_save = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps
+        stop = preemption.is_set()
+        if want_save or stop:
+          if pending is not None:  # never checkpoint a state whose loss was not finite
+            last = flush(pending)
+            pending = None
+          checkpointer.save(step, state, train_iter.get_state(), force=True)
+        if stop:
+          preempted = True
+          logger.warning("preempted: checkpoint of step %d written; exiting", step)
+          break
+      if pending is not None:
+        last = flush(pending)
+  finally:
+    progress.close()
+    checkpointer.close()
+    writer.close()
+    preemption.restore()
+  return TrainResult(state=state, graphdef=graphdef, rest=rest, step=step, last_metrics=last,
+                     preempted=preempted)

@@ -1,0 +1,100 @@
+"""Trainers as tasks for the shared loop, chosen by `config.trainer`.
+
+Each task says how to build its model, its data and its loss; `run_training` hands it to
+`loop.train_and_evaluate` and, at the end, exports the weights in HF format if asked.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.parallel.partitioning import ShardingContext
+from helpsteer_jax.train import model_setup
+from helpsteer_jax.train.sft import sft_loss
+
+logger = logging.getLogger(__name__)
+
+
+class SFTTask:
+  """Next-token SFT on chat data (Feedback, Edit, attribute-conditioned SteerLM)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self._tokenizer = None
+
+  @property
+  def tokenizer(self) -> Any:
+    if self._tokenizer is None:
+      self._tokenizer = model_setup.load_tokenizer_for(self.config)
+    return self._tokenizer
+
+  def abstract_model(self, sharding: Optional[ShardingContext]) -> Llama:
+    config = model_setup.model_config(self.config)
+    return nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=sharding))
+
+  def build_model(self, config: ml_collections.ConfigDict, sharding: ShardingContext) -> Llama:
+    return model_setup.build_policy(config, sharding)
+
+  def loss_fn(self):
+    return functools.partial(sft_loss, chunk=self.config.get("loss_chunk", 0))
+
+  def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch's shapes (what the planner compiles for)."""
+    b, t = int(self.config.data.batch_size), int(self.config.data.seq_len)
+    return {
+        "input_ids": jax.ShapeDtypeStruct((b, t), jnp.int32),
+        "targets": jax.ShapeDtypeStruct((b, t), jnp.int32),
+        "loss_weights": jax.ShapeDtypeStruct((b, t), jnp.float32),
+        "segment_ids": jax.ShapeDtypeStruct((b, t), jnp.int32),
+        "positions": jax.ShapeDtypeStruct((b, t), jnp.int32),
+    }
+
+  def train_data(self, process_index: int, process_count: int):
+    from helpsteer_jax.data.pipeline import make_iterator
+
+    return make_iterator(self.config.data, self.tokenizer, process_index=process_index,
+                         process_count=process_count)
+
+  def eval_data(self, process_index: int, process_count: int):
+    eval_config = self.config.get("eval_data", None)
+    if eval_config is None or not eval_config.get("dataset", ""):
+      return None
+    from helpsteer_jax.data.pipeline import make_iterator
+
+    return make_iterator(eval_config, self.tokenizer, process_index=process_index,
+                         process_count=process_count)
+
+  def export(self, model: nnx.Module, out_dir: str) -> None:
+    from helpsteer_jax.checkpoints.pretrained import save_pretrained
+
+    save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.get("progress", True))
+
+
+TASKS = {"sft": SFTTask}
+
+
+def make_task(config: ml_collections.ConfigDict):
+  name = config.trainer
+  if name not in TASKS:
+    raise KeyError(f"config.trainer={name!r}; expected one of {sorted(TASKS)}")
+  return TASKS[name](config)
+
+
+def run_training(config: ml_collections.ConfigDict, workdir: str):
+  from helpsteer_jax.train.loop import train_and_evaluate
+
+  task = make_task(config)
+  result = train_and_evaluate(config, workdir, task)
+  export_dir = config.get("export_dir", "")
+  if export_dir and not result.preempted and result.step >= int(config.total_steps):
+    task.export(result.model(), export_dir)
+    logger.info("exported the trained weights to %s", export_dir)
+  return result
