@@ -26,6 +26,20 @@ class TensorMapping:
   hf_shape: tuple[int, ...]
   to_model: Callable[[np.ndarray], np.ndarray]  # HF layout -> model layout
   to_hf: Callable[[np.ndarray], np.ndarray]  # model layout -> HF layout
+  layer_at: int = 1  # where the layer index goes in `path` when layers are unrolled (a list)
+
+  def variable_path(self, scan_layers: bool) -> Path:
+    """The parameter's path in the model's nnx.State: `path` itself for stacked (scanned) layers
+    and global tensors, with the layer index inserted at `layer_at` for unrolled layers."""
+    if self.layer is None or scan_layers:
+      return self.path
+    return self.path[:self.layer_at] + (self.layer,) + self.path[self.layer_at:]
+
+
+def with_prefix(mappings: list[TensorMapping], prefix: Path) -> list[TensorMapping]:
+  """The same tensors for a model that holds the Llama under `prefix` (e.g. `("trunk",)`)."""
+  return [dataclasses.replace(m, path=tuple(prefix) + m.path, layer_at=m.layer_at + len(prefix))
+          for m in mappings]
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -71,6 +85,28 @@ def llama_tensor_mappings(config: LlamaConfig) -> list[TensorMapping]:
   if not config.tie_word_embeddings:
     to_model, to_hf = _linear((d,), (v,))
     out.append(TensorMapping("lm_head.weight", ("lm_head",), None, (v, d), to_model, to_hf))
+  return out
+
+
+SCORE_TENSOR = "score.weight"
+LM_HEAD_TENSOR = "lm_head.weight"
+
+
+def reward_tensor_mappings(
+    config: LlamaConfig, num_outputs: int, with_score: bool = True
+) -> list[TensorMapping]:
+  """Every tensor of a transformers `LlamaForSequenceClassification` checkpoint, in file order.
+
+  The trunk's `model.*` tensors map under `trunk` of a `RewardModel`; `score.weight [O, D]` is
+  its head `[D, O]`. The classifier has no output layer, whatever `tie_word_embeddings` says.
+  `with_score=False` lists the trunk only (a reward model started from a causal LM).
+  """
+  trunk = [m for m in llama_tensor_mappings(config) if m.hf_name != LM_HEAD_TENSOR]
+  out = with_prefix(trunk, ("trunk",))
+  if with_score:
+    to_model, to_hf = _linear((config.hidden_size,), (num_outputs,))
+    out.append(TensorMapping(SCORE_TENSOR, ("head",), None, (num_outputs, config.hidden_size),
+                             to_model, to_hf))
   return out
 
 

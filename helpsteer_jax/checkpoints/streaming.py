@@ -10,7 +10,7 @@ only about two copies of the largest tensor (as read, and converted to the model
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 import ctypes
 import functools
 from typing import Any, Optional, Protocol
@@ -70,9 +70,10 @@ def _put(host: np.ndarray, target) -> jax.Array:
   return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
 
 
-def check_tensor_names(source: TensorSource, mappings: list[TensorMapping], what: str) -> None:
+def check_tensor_names(source: TensorSource, mappings: list[TensorMapping], what: str,
+                       ignore: Collection[str] = ()) -> None:
   expected = [m.hf_name for m in mappings]
-  available = set(source.names())
+  available = set(source.names()) - set(ignore)
   missing = [n for n in expected if n not in available]
   if missing:
     raise CheckpointError(
@@ -153,10 +154,22 @@ def build_model(
     sharding: Optional[ShardingContext] = None,
     what: str = "checkpoint",
     show_progress: bool = True,
-) -> Llama:
-  """A `Llama` whose every parameter comes from `source`, placed on `sharding` (one device if None)."""
-  check_tensor_names(source, mappings, what)
-  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=sharding))
+    *,
+    make_model: Optional[Callable[[], nnx.Module]] = None,
+    initial_values: Optional[Mapping[tuple, Callable[[tuple[int, ...]], np.ndarray]]] = None,
+    ignore: Collection[str] = (),
+) -> Any:
+  """A model whose every parameter comes from `source`, placed on `sharding` (one device if None).
+
+  The model is a `Llama` unless `make_model` (called under `nnx.eval_shape`, so it allocates
+  nothing) builds another module, e.g. a `RewardModel`; `mappings` then name its parameter paths.
+  `initial_values` maps the path of a parameter no tensor provides to a function of its shape
+  returning host values (e.g. a fresh reward head); `ignore` lists tensors of `source` to skip.
+  """
+  check_tensor_names(source, mappings, what, ignore)
+  if make_model is None:
+    make_model = lambda: Llama(config, rngs=nnx.Rngs(0), sharding=sharding)
+  abstract = nnx.eval_shape(make_model)
   graphdef, abstract_state = nnx.split(abstract)
   variables = variable_paths(abstract_state)
   values: dict[tuple, jax.Array] = {}
@@ -164,10 +177,7 @@ def build_model(
 
   for m in tqdm(mappings, desc=f"loading {what}", unit="tensor", disable=not show_progress,
                 mininterval=2.0):
-    if m.layer is not None and not config.scan_layers:
-      path = (m.path[0], m.layer) + m.path[1:]
-    else:
-      path = m.path
+    path = m.variable_path(config.scan_layers)
     variable = variables[path]
     host = source.read(m.hf_name)
     _check_tensor(source, m, host.shape, host.dtype)
@@ -187,6 +197,15 @@ def build_model(
     # of pending copies and updates cannot pile up, and the trim below finds them freed.
     values[path].block_until_ready()
     _return_freed_host_memory()
+
+  for path, init in (initial_values or {}).items():
+    if path in values or path not in variables:
+      why = "a tensor provides it" if path in values else "the model has no such parameter"
+      raise CheckpointError(f"{what}: cannot initialise parameter {path}: {why}")
+    variable = variables[path]
+    host = np.asarray(init(tuple(variable.get_value().shape))).astype(dtype, copy=False)
+    values[path] = _put(host, target_sharding(variable, sharding))
+    values[path].block_until_ready()
 
   missing = [p for p in variables if p not in values]
   if missing:  # a mapping table that does not cover the model is a bug, never a partial load

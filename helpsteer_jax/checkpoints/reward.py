@@ -1,0 +1,350 @@
+"""Reward models as transformers `LlamaForSequenceClassification` folders, in and out.
+
+A folder holds config.json (`architectures: ["LlamaForSequenceClassification"]`, the output names
+in `id2label`, and `pad_token_id`), the trunk's `model.*` tensors and `score.weight [O, D]`. The
+same class serves the scalar head of Bradley-Terry / Select reward models (O = 1) and the
+multi-attribute regression heads of HelpSteer (O = 9) and HelpSteer2 (O = 5); a scalar reward of
+the latter is a fixed weighted sum of the attributes (`attribute_weights`, `weighted_reward`).
+
+Loading streams tensor by tensor onto the target sharding, as for causal LMs.
+
+transformers scores the last token that is not `pad_token_id` (the rightmost one, so both left
+and right padding work); the model here scores the last position of `input_mask`. The two agree
+when the pad id never occurs as a real token at the end of a sequence, which is why the pad id
+written should not be an end-of-turn token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import json
+import logging
+import os
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from helpsteer_jax.checkpoints.hf import (
+    INDEX_NAME, SINGLE_NAME, SafetensorsFolder, _host_value, _parse_size, read_config,
+)
+from helpsteer_jax.checkpoints.param_map import (
+    LM_HEAD_TENSOR, SCORE_TENSOR, TensorMapping, reward_tensor_mappings,
+)
+from helpsteer_jax.checkpoints.safetensors_io import CheckpointError, PendingTensor, write_safetensors
+from helpsteer_jax.checkpoints.streaming import build_model, variable_paths
+from helpsteer_jax.models.config import LlamaConfig, to_hf_dict
+from helpsteer_jax.models.heads import RewardModel
+from helpsteer_jax.parallel.partitioning import ShardingContext
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURE = "LlamaForSequenceClassification"
+
+# The 9 SteerLM (HelpSteer) attributes and the 5 of HelpSteer2, in their head order.
+STEERLM_ATTRIBUTES = ("quality", "toxicity", "humor", "creativity", "helpfulness", "correctness",
+                      "coherence", "complexity", "verbosity")
+HELPSTEER2_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+# HelpSteer2's scalar reward: a fixed weighting of the attributes, by name.
+HELPSTEER2_WEIGHTS: Mapping[str, float] = {
+    "helpfulness": 0.65, "correctness": 0.8, "coherence": 0.45, "complexity": 0.55, "verbosity": -0.4,
+}
+# The same weights laid out over the 9 SteerLM slots and over the 5 HelpSteer2 slots.
+STEERLM_REWARD_WEIGHTS = (0.0, 0.0, 0.0, 0.0, 0.65, 0.8, 0.45, 0.55, -0.4)
+HELPSTEER2_REWARD_WEIGHTS = (0.65, 0.8, 0.45, 0.55, -0.4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output names and the weighted scalar reward
+
+
+def default_labels(num_outputs: int) -> tuple[str, ...]:
+  """`("reward",)` for a scalar head, the attribute names for 9 or 5 outputs, else `LABEL_i`."""
+  if num_outputs == 1:
+    return ("reward",)
+  if num_outputs == len(STEERLM_ATTRIBUTES):
+    return STEERLM_ATTRIBUTES
+  if num_outputs == len(HELPSTEER2_ATTRIBUTES):
+    return HELPSTEER2_ATTRIBUTES
+  return tuple(f"LABEL_{i}" for i in range(num_outputs))
+
+
+def attribute_weights(
+    labels: Sequence[str], weights_by_name: Mapping[str, float] = HELPSTEER2_WEIGHTS
+) -> np.ndarray:
+  """Weights [O] over a head's outputs named `labels`; outputs without a weight get 0.
+
+  Fails when a weighted attribute is not among the outputs (its term would silently vanish).
+  """
+  missing = [name for name in weights_by_name if name not in labels]
+  if missing:
+    raise ValueError(f"the head's outputs {list(labels)} lack the weighted attribute(s) {missing}")
+  return np.asarray([float(weights_by_name.get(name, 0.0)) for name in labels], np.float32)
+
+
+def weighted_reward(scores: jax.Array, weights: Sequence[float] | jax.Array) -> jax.Array:
+  """scores [..., O] (attribute predictions), weights [O] -> scalar rewards [...] (fp32)."""
+  weights = jnp.asarray(weights, jnp.float32)
+  if scores.shape[-1] != weights.shape[0]:
+    raise ValueError(f"scores have {scores.shape[-1]} outputs, weights {weights.shape[0]}")
+  return jnp.einsum("...O,O->...", jnp.asarray(scores, jnp.float32), weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _read_json(folder: str) -> dict[str, Any]:
+  path = os.path.join(folder, "config.json")
+  with open(path, encoding="utf-8") as f:  # read_config has already checked it parses
+    return json.load(f)
+
+
+def _labels_from_config(hf: dict[str, Any], num_outputs: int, where: str) -> tuple[str, ...]:
+  id2label = hf.get("id2label")
+  if id2label:
+    try:
+      labels = tuple(str(id2label[str(i)]) for i in range(len(id2label)))
+    except (KeyError, TypeError):
+      raise CheckpointError(
+          f"{where}: id2label {id2label!r} is not a mapping indexed \"0\"..\"{len(id2label) - 1}\""
+      ) from None
+    if len(labels) != num_outputs:
+      raise CheckpointError(
+          f"{where}: id2label names {len(labels)} outputs, tensor {SCORE_TENSOR!r} has {num_outputs}"
+      )
+    if num_outputs == 1 and labels == ("LABEL_0",):
+      return default_labels(1)
+    return labels
+  declared = hf.get("num_labels")
+  if declared is not None and declared != num_outputs:
+    raise CheckpointError(
+        f"{where}: num_labels={declared}, tensor {SCORE_TENSOR!r} has {num_outputs} outputs"
+    )
+  return default_labels(num_outputs)
+
+
+def _check_folder(folder: str) -> None:
+  if not os.path.isdir(folder):
+    problem = "is a file" if os.path.exists(folder) else "no such directory"
+    raise CheckpointError(
+        f"{folder}: {problem}; expected an HF {ARCHITECTURE} folder (config.json and *.safetensors)"
+    )
+
+
+def _open_reward_folder(
+    folder: str, overrides: dict[str, Any]
+) -> tuple[LlamaConfig, tuple[str, ...], SafetensorsFolder]:
+  _check_folder(folder)
+  config = read_config(folder, **overrides)
+  hf = _read_json(folder)
+  source = SafetensorsFolder(folder)
+  if SCORE_TENSOR not in source.names():
+    archs = hf.get("architectures") or []
+    causal = LM_HEAD_TENSOR in source.names() or any("CausalLM" in a for a in archs)
+    raise CheckpointError(
+        f"{folder}: {'a causal LM' if causal else 'not a reward model'} (architectures={archs}): "
+        f"no {SCORE_TENSOR!r} tensor; a reward model folder is an HF {ARCHITECTURE}; to start "
+        "one from a causal LM use reward_model_from_causal_lm"
+    )
+  shape = source.shape(SCORE_TENSOR)
+  if len(shape) != 2 or shape[1] != config.hidden_size or shape[0] < 1:
+    raise CheckpointError(
+        f"{source.where(SCORE_TENSOR)}: tensor {SCORE_TENSOR!r} has shape {tuple(shape)}, "
+        f"expected [num_outputs, hidden_size={config.hidden_size}]"
+    )
+  labels = _labels_from_config(hf, int(shape[0]), os.path.join(folder, "config.json"))
+  return config, labels, source
+
+
+def read_reward_config(folder: str, **overrides: Any) -> tuple[LlamaConfig, tuple[str, ...]]:
+  """(trunk config, output names) of a reward model folder, checked against its score tensor."""
+  config, labels, _ = _open_reward_folder(os.fspath(folder), overrides)
+  return config, labels
+
+
+def reward_labels(folder: str) -> tuple[str, ...]:
+  """The output names of a reward model folder (`id2label`), e.g. the HelpSteer attributes."""
+  return read_reward_config(folder)[1]
+
+
+def load_reward_model(
+    path: str,
+    *,
+    sharding: Optional[ShardingContext] = None,
+    show_progress: bool = True,
+    **config_overrides: Any,
+) -> tuple[RewardModel, Any]:
+  """(RewardModel, tokenizer) from an HF `LlamaForSequenceClassification` folder.
+
+  The number of outputs comes from `score.weight`; `config_overrides` replace trunk config fields
+  (e.g. `param_dtype="bfloat16"`, `scan_layers=False`). The tokenizer is None when the folder has
+  no tokenizer files. Output names: `reward_labels(path)`.
+  """
+  from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
+
+  path = os.fspath(path)
+  config, labels, source = _open_reward_folder(path, config_overrides)
+  num_outputs = len(labels)
+  model = build_model(
+      config, source, reward_tensor_mappings(config, num_outputs), sharding,
+      what=path, show_progress=show_progress,
+      make_model=lambda: RewardModel(config, num_outputs, rngs=nnx.Rngs(0), sharding=sharding),
+  )
+  return model, load_tokenizer(path)
+
+
+def reward_model_from_causal_lm(
+    path: str,
+    num_outputs: int = 1,
+    *,
+    seed: int = 0,
+    sharding: Optional[ShardingContext] = None,
+    show_progress: bool = True,
+    **config_overrides: Any,
+) -> tuple[RewardModel, Any]:
+  """A new reward model on the trunk of an HF causal LM folder (e.g. an SFT policy).
+
+  The output layer is dropped; the head [D, O] is drawn from N(0, 1 / (D + 1)) with `seed`.
+  """
+  from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
+
+  path = os.fspath(path)
+  _check_folder(path)
+  config = read_config(path, **config_overrides)
+  source = SafetensorsFolder(path)
+  if SCORE_TENSOR in source.names():
+    raise CheckpointError(f"{path}: has {SCORE_TENSOR!r}, so it is a reward model already; "
+                          "load it with load_reward_model")
+
+  def fresh_head(shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape) / np.sqrt(config.hidden_size + 1)
+
+  model = build_model(
+      config, source, reward_tensor_mappings(config, num_outputs, with_score=False), sharding,
+      what=path, show_progress=show_progress,
+      make_model=lambda: RewardModel(config, num_outputs, rngs=nnx.Rngs(0), sharding=sharding),
+      initial_values={("head",): fresh_head}, ignore=(LM_HEAD_TENSOR,),
+  )
+  return model, load_tokenizer(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def _pad_token_id(tokenizer: Any, pad_token_id: Optional[int]) -> int:
+  if pad_token_id is None and tokenizer is not None:
+    pad_token_id = getattr(tokenizer, "pad_token_id", None)
+  if pad_token_id is None:
+    raise ValueError(
+        "a reward model folder needs a pad_token_id (transformers scores the last token that is "
+        "not the pad id, and refuses batches without one): pass pad_token_id= or a tokenizer "
+        "with a pad token"
+    )
+  if tokenizer is not None:
+    from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
+
+    if int(pad_token_id) in stop_token_ids(tokenizer):
+      log.warning(
+          "pad_token_id=%d is also an end-of-turn token: transformers will skip it at the end of a "
+          "sequence and score the token before it, unlike this package", pad_token_id)
+  return int(pad_token_id)
+
+
+def reward_hf_config(config: LlamaConfig, labels: Sequence[str], pad_token_id: int,
+                     torch_dtype: Optional[str] = None) -> dict[str, Any]:
+  """The config.json dict of a `LlamaForSequenceClassification` with outputs named `labels`."""
+  hf = to_hf_dict(config, torch_dtype=torch_dtype)
+  hf["architectures"] = [ARCHITECTURE]
+  hf["id2label"] = {str(i): name for i, name in enumerate(labels)}
+  hf["label2id"] = {name: i for i, name in enumerate(labels)}
+  hf["pad_token_id"] = pad_token_id
+  if len(labels) > 1:  # attribute regression (transformers' MSE loss), not classification
+    hf["problem_type"] = "regression"
+  return hf
+
+
+def save_reward_model(
+    model: RewardModel,
+    tokenizer: Any,
+    out_dir: str,
+    *,
+    labels: Optional[Sequence[str]] = None,
+    pad_token_id: Optional[int] = None,
+    max_shard_size: int | str = "5GB",
+    dtype: Optional[str] = None,
+    show_progress: bool = True,
+) -> None:
+  """Writes an HF `LlamaForSequenceClassification` folder that transformers loads and scores alike.
+
+  `labels` name the outputs (default: `default_labels(O)`); `pad_token_id` defaults to the
+  tokenizer's. Tensors are gathered to the host one at a time; in a multi-process run every
+  process calls this (the gathers are collective) and only process 0 writes.
+  """
+  config = model.config
+  num_outputs = int(model.num_outputs)
+  labels = tuple(labels) if labels is not None else default_labels(num_outputs)
+  if len(labels) != num_outputs or len(set(labels)) != len(labels):
+    raise ValueError(f"labels {list(labels)}: expected {num_outputs} distinct names, one per output")
+  hf_config = reward_hf_config(config, labels, _pad_token_id(tokenizer, pad_token_id),
+                               torch_dtype=dtype or config.param_dtype)
+  _write_tensors(model, reward_tensor_mappings(config, num_outputs), out_dir,
+                 dtype or config.param_dtype, max_shard_size, show_progress)
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(hf_config, f, indent=2)
+  if tokenizer is not None:
+    tokenizer.save_pretrained(out_dir)
+
+
+def _write_tensors(model: nnx.Module, mappings: list[TensorMapping], out_dir: str, dtype: str,
+                   max_shard_size: int | str, show_progress: bool) -> None:
+  """safetensors shards (and an index when more than one) of `model`'s tensors under `mappings`."""
+  scan_layers = model.config.scan_layers
+  np_dtype = np.dtype(jnp.dtype(dtype))
+  variables = variable_paths(nnx.state(model))
+  writer = jax.process_index() == 0
+  if writer:
+    os.makedirs(out_dir, exist_ok=True)
+
+  def fetch(m: TensorMapping) -> np.ndarray:
+    value = variables[m.variable_path(scan_layers)].get_value()
+    if m.layer is not None and scan_layers:
+      value = value[m.layer]
+    return m.to_hf(_host_value(value)).astype(np_dtype)
+
+  limit = _parse_size(max_shard_size)
+  shards: list[list[PendingTensor]] = [[]]
+  shard_bytes = 0
+  for m in mappings:
+    nbytes = int(np.prod(m.hf_shape)) * np_dtype.itemsize
+    if shards[-1] and shard_bytes + nbytes > limit:
+      shards.append([])
+      shard_bytes = 0
+    shards[-1].append((m.hf_name, m.hf_shape, np_dtype, lambda m=m: fetch(m)))
+    shard_bytes += nbytes
+
+  progress = tqdm(total=len(mappings), desc=f"saving {out_dir}", unit="tensor",
+                  disable=not (show_progress and writer), mininterval=2.0)
+  names = [SINGLE_NAME] if len(shards) == 1 else [
+      f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
+  ]
+  weight_map: dict[str, str] = {}
+  for name, tensors in zip(names, shards):
+    counted = [(n, s, d, (lambda f=f: (progress.update(1), f())[1])) for n, s, d, f in tensors]
+    if writer:
+      write_safetensors(os.path.join(out_dir, name), counted, metadata={"format": "pt"})
+    else:
+      for *_, f in counted:
+        f()  # take part in the collective gathers
+    weight_map.update({n: name for n, *_ in tensors})
+  progress.close()
+  if writer and len(shards) > 1:
+    total = sum(int(np.prod(s)) * np_dtype.itemsize for tensors in shards for _, s, _, _ in tensors)
+    with open(os.path.join(out_dir, INDEX_NAME), "w") as f:
+      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
