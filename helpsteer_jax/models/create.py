@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 import jax
@@ -25,14 +26,24 @@ def count_params(config: LlamaConfig) -> int:
 def create_sharded_model(config: LlamaConfig, sharding: Optional[ShardingContext], seed: int = 0) -> Llama:
   """A randomly initialised model whose parameters are created directly on their shards, so no
   device ever holds more than its part (the way a 70B model must be initialised)."""
+  return create_sharded_module(
+      lambda rngs, ctx: Llama(config, rngs=rngs, sharding=ctx), sharding, seed)
+
+
+def create_sharded_module(
+    make: Callable[[nnx.Rngs, Optional[ShardingContext]], nnx.Module],
+    sharding: Optional[ShardingContext],
+    seed: int = 0,
+) -> nnx.Module:
+  """Any module built by `make(rngs, sharding)` (e.g. a reward model), initialised on its shards."""
   if sharding is None:
-    return Llama(config, rngs=nnx.Rngs(seed))
-  graphdef, abstract_state = nnx.split(abstract_model(config, sharding))
+    return make(nnx.Rngs(seed), None)
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: make(nnx.Rngs(seed), sharding)))
   shardings = state_shardings(abstract_state, sharding)
 
   @jax.jit
   def init():
-    state = nnx.state(Llama(config, rngs=nnx.Rngs(seed), sharding=sharding))
+    state = nnx.state(make(nnx.Rngs(seed), sharding))
     return jax.lax.with_sharding_constraint(state, shardings)
 
   with jax.set_mesh(sharding.mesh):

@@ -25,6 +25,21 @@ INIT_WEIGHTS = {
 }
 
 
+def eval_data_config() -> ConfigDict:
+  """The data block for evaluation: one ordered pass, the last partial batch kept."""
+  config = default_data_config()
+  config.dataset = ""
+  config.shuffle = False
+  config.num_epochs = 1
+  config.drop_remainder = False
+  return config
+
+
+def reward_config(objective: str = "bradley_terry", bt_loss: str = "plain",
+                  labels: tuple[str, ...] = ("reward",)) -> ConfigDict:
+  return ConfigDict({"objective": objective, "bt_loss": bt_loss, "labels": labels})
+
+
 def default_train_config() -> ConfigDict:
   return ConfigDict({
       "name": "train",
@@ -38,7 +53,7 @@ def default_train_config() -> ConfigDict:
       "mesh": {"shape": (1, -1, 1), "rules": ()},
       "distributed": {"mode": "auto", "coordinator_address": "", "num_processes": 0, "process_id": -1},
       "data": default_data_config(),
-      "eval_data": {"dataset": ""},  # same fields as `data` when set
+      "eval_data": eval_data_config(),  # held-out data: set eval_data.dataset (and path) to use it
       "optim": {
           "learning_rate": 1e-5, "warmup_steps": 10, "schedule": "cosine", "final_lr_fraction": 0.1,
           "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0,

@@ -78,7 +78,19 @@ class SFTTask:
     save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.get("progress", True))
 
 
-TASKS = {"sft": SFTTask}
+def _reward_task(config):
+  from helpsteer_jax.train.reward import RewardTask
+
+  return RewardTask(config)
+
+
+def _rloo_task(config):
+  from helpsteer_jax.train.rloo import RLOOTask
+
+  return RLOOTask(config)
+
+
+TASKS = {"sft": SFTTask, "reward": _reward_task, "rloo": _rloo_task}
 
 
 def make_task(config: ml_collections.ConfigDict):

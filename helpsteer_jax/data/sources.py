@@ -1,0 +1,169 @@
+"""Raw rows from a hub data set or local files, each with its location for error messages.
+
+A source is either a Hugging Face hub data set (`datasets.load_dataset(name, subset, split=...)`,
+the way users get the full HelpSteer data) or local files: one `.jsonl` / `.jsonl.gz` / `.json` /
+`.parquet` file, or a folder of them (read in sorted name order, so row order is reproducible).
+
+Local JSON lines are parsed here rather than through `datasets`, so that a bad line is reported
+by file and line number (and can be skipped and counted) instead of failing schema inference for
+the whole file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, Optional
+
+from helpsteer_jax.data.examples import BuildStats, DataError
+
+LOCAL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+ON_ERROR = ("raise", "skip")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+  """Where rows come from. With `path` set the rows are local; otherwise `hub_name` is loaded.
+
+  `data_files` is passed to `load_dataset` as is (e.g. `hub_name="json"` with local files, or a
+  glob inside a hub repository); `data_dir` selects a folder of a hub repository (HelpSteer2's
+  `preference`).
+  """
+
+  path: str = ""
+  hub_name: str = ""
+  subset: str = ""
+  split: str = "train"
+  data_dir: str = ""
+  data_files: str = ""
+
+  def describe(self) -> str:
+    if self.path:
+      return self.path
+    parts = [self.hub_name]
+    if self.subset:
+      parts.append(self.subset)
+    if self.data_dir:
+      parts.append(f"data_dir={self.data_dir}")
+    return f"{'/'.join(parts)}:{self.split}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  where: str  # "file:line" (1-based line) or "name[row i]" (0-based index)
+  data: Any  # the parsed row, normally a dict
+
+
+def read_rows(spec: SourceSpec, *, on_error: str = "raise",
+              stats: Optional[BuildStats] = None) -> Iterator[Row]:
+  """Every row of the source in a fixed order.
+
+  Unparseable lines raise `DataError` naming file and line (`on_error="raise"`) or are skipped
+  and counted in `stats` under `skipped/bad_json` (`on_error="skip"`).
+  """
+  if on_error not in ON_ERROR:
+    raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
+  stats = stats if stats is not None else BuildStats()
+  if spec.path:
+    for file in local_files(spec.path):
+      yield from _read_local(file, on_error, stats)
+  elif spec.hub_name:
+    yield from _read_hub(spec)
+  else:
+    raise ValueError("a data source needs either `path` (local files) or `hub_name`")
+
+
+def local_files(path: str) -> list[str]:
+  """The data files of `path`: itself if it is a file, else its data files in sorted order."""
+  path = os.fspath(path)
+  if os.path.isfile(path):
+    if not path.endswith(LOCAL_SUFFIXES):
+      raise DataError(f"{path}: unknown data file type; expected one of {LOCAL_SUFFIXES}")
+    return [path]
+  if not os.path.isdir(path):
+    raise DataError(f"{path}: no such data file or folder")
+  files = sorted(os.path.join(path, name) for name in os.listdir(path) if name.endswith(LOCAL_SUFFIXES))
+  if not files:
+    raise DataError(f"{path}: the folder has no data files ({', '.join(LOCAL_SUFFIXES)})")
+  return files
+
+
+def _read_local(file: str, on_error: str, stats: BuildStats) -> Iterator[Row]:
+  if file.endswith(".parquet"):
+    yield from _read_parquet(file)
+  elif file.endswith(".json"):
+    yield from _read_json_array(file)
+  else:
+    yield from _read_jsonl(file, on_error, stats)
+
+
+def _read_jsonl(file: str, on_error: str, stats: BuildStats) -> Iterator[Row]:
+  opener = gzip.open if file.endswith(".gz") else open
+  with opener(file, "rt", encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{file}:{line_no}"
+      try:
+        data = json.loads(line)
+      except json.JSONDecodeError as e:
+        message = f"{where}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+        if on_error == "raise":
+          raise DataError(message) from None
+        stats.skip("bad_json", message)
+        continue
+      yield Row(where, data)
+
+
+def _read_json_array(file: str) -> Iterator[Row]:
+  """A `.json` file holding either a list of rows or JSON lines (some hubs name them `.json`)."""
+  with open(file, encoding="utf-8") as f:
+    text = f.read()
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError:
+    data = None
+  if isinstance(data, list):
+    for i, row in enumerate(data):
+      yield Row(f"{file}[row {i}]", row)
+    return
+  if isinstance(data, dict):
+    yield Row(f"{file}[row 0]", data)
+    return
+  # Not a single JSON value: read it as JSON lines, which reports the bad line.
+  yield from _read_jsonl(file, "raise", BuildStats())
+
+
+def _read_parquet(file: str) -> Iterator[Row]:
+  import pyarrow.parquet as pq
+
+  try:
+    table = pq.ParquetFile(file)
+  except Exception as e:  # pyarrow raises several types for a damaged file
+    raise DataError(f"{file}: cannot read as parquet ({type(e).__name__}: {e})") from None
+  index = 0
+  for batch in table.iter_batches(batch_size=1024):
+    for row in batch.to_pylist():
+      yield Row(f"{file}[row {index}]", row)
+      index += 1
+
+
+def _read_hub(spec: SourceSpec) -> Iterator[Row]:
+  """Rows of `datasets.load_dataset(...)`; the split is loaded as an Arrow table (memory-mapped)."""
+  import datasets
+
+  kwargs: dict[str, Any] = {"split": spec.split}
+  if spec.data_dir:
+    kwargs["data_dir"] = spec.data_dir
+  if spec.data_files:
+    kwargs["data_files"] = spec.data_files
+  try:
+    dataset = datasets.load_dataset(spec.hub_name, spec.subset or None, **kwargs)
+  except Exception as e:  # network, missing config, ...: name the source whatever failed
+    raise DataError(f"{spec.describe()}: cannot load the data set ({type(e).__name__}: {e})") from None
+  name = spec.describe()
+  for index, row in enumerate(dataset):
+    yield Row(f"{name}[row {index}]", row)

@@ -1,0 +1,29 @@
+"""Shared helpers of the data tests: the real HelpSteer fixture rows and the real SmolLM2 tokenizer."""
+
+import json
+import pathlib
+
+import pytest
+
+from scaling_fixtures import smollm2_tokenizer
+
+HELPSTEER = "helpsteer"
+
+
+def helpsteer_file(shared_data: pathlib.Path, name: str) -> pathlib.Path:
+  """`shared/data/helpsteer/<name>.jsonl` (the rows printed in the HelpSteer data cards)."""
+  path = shared_data / HELPSTEER / f"{name}.jsonl"
+  if not path.is_file():
+    pytest.skip(f"{path} is not present")
+  return path
+
+
+def helpsteer_rows(shared_data: pathlib.Path, name: str) -> list[dict]:
+  with open(helpsteer_file(shared_data, name), encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(embedded_gguf_path):
+  """SmolLM2-135M-Instruct's tokenizer rebuilt from the embedded GGUF (ChatML template)."""
+  return smollm2_tokenizer()

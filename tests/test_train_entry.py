@@ -1,0 +1,139 @@
+"""Training through the real entry point (`python -m helpsteer_jax.train`), in subprocesses:
+a tiny model learns a synthetic chat task; kill -9 and resume gives the bit-identical run;
+two jax.distributed processes give the losses of one process."""
+
+import json
+import os
+import pathlib
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# A made-up mapping the model can only know from training.
+CODE_WORDS = {"red": "otter", "blue": "falcon", "green": "walrus", "yellow": "heron"}
+
+
+def write_task(path: pathlib.Path) -> None:
+  with open(path, "w") as f:
+    for color, animal in CODE_WORDS.items():
+      messages = [{"role": "user", "content": f"Code word for {color}?"},
+                  {"role": "assistant", "content": animal}]
+      f.write(json.dumps({"messages": messages}) + "\n")
+
+
+def env(devices: int = 1) -> dict:
+  out = dict(os.environ)
+  out.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return out
+
+
+def train_command(workdir, data, *extra):
+  return [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/chat_sft.py:tiny",
+          f"--workdir={workdir}", f"--config.data.path={data}", "--config.data.seq_len=32",
+          "--config.progress=False", "--config.tensorboard=False", *extra]
+
+
+def losses(workdir) -> dict[int, float]:
+  rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory, embedded_gguf_path):  # the tokenizer is SmolLM2's
+  path = tmp_path_factory.mktemp("data") / "code_words.jsonl"
+  write_task(path)
+  return path
+
+
+def test_tiny_model_learns_a_chat_task(tmp_path, task_file):
+  export = tmp_path / "export"
+  cmd = train_command(tmp_path / "run", task_file, "--config.total_steps=80", "--config.optim.learning_rate=3e-3",
+                      "--config.data.batch_size=4", "--config.data.packing=False", "--config.checkpoint_every=0",
+                      f"--config.export_dir={export}")
+  subprocess.run(cmd, cwd=REPO, env=env(), check=True, timeout=600, capture_output=True)
+  curve = losses(tmp_path / "run")
+  print(f"loss on the answer tokens: step 1 {curve[1]:.3f} -> step 80 {curve[80]:.4f}")
+  assert curve[1] > 5.0 and curve[80] < 0.1
+
+  import helpsteer_jax as hj
+  model, tokenizer = hj.load_pretrained(str(export), show_progress=False)
+  chats = [[{"role": "user", "content": f"Code word for {c}?"}] for c in CODE_WORDS]
+  answers = [a[0].strip() for a in hj.generate(model, tokenizer, chats, max_new_tokens=8)]
+  assert answers == list(CODE_WORDS.values())
+
+
+def test_kill_9_then_resume_is_bit_identical(tmp_path, task_file):
+  steps = ["--config.total_steps=12", "--config.checkpoint_every=3", "--config.data.batch_size=2",
+           "--config.optim.learning_rate=1e-3"]
+  straight = tmp_path / "straight"
+  subprocess.run(train_command(straight, task_file, *steps, f"--config.export_dir={straight}/export"),
+                 cwd=REPO, env=env(), check=True, timeout=600, capture_output=True)
+
+  resumed = tmp_path / "resumed"
+  kill_after = random.Random(os.getpid()).randint(4, 10)
+  proc = subprocess.Popen(train_command(resumed, task_file, *steps, f"--config.export_dir={resumed}/export"),
+                          cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    metrics = resumed / "metrics.jsonl"
+    if metrics.exists() and max(losses(resumed), default=0) >= kill_after:
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.05)
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  assert not (resumed / "export").exists()
+  subprocess.run(train_command(resumed, task_file, *steps, f"--config.export_dir={resumed}/export"),
+                 cwd=REPO, env=env(), check=True, timeout=600, capture_output=True)
+
+  a, b = losses(straight), losses(resumed)
+  assert sorted(a) == sorted(b) == list(range(1, 13))
+  assert [a[s] for s in sorted(a)] == [b[s] for s in sorted(b)]  # exact, not approximate
+  from safetensors.numpy import load_file
+  wa = load_file(str(straight / "export" / "model.safetensors"))
+  wb = load_file(str(resumed / "export" / "model.safetensors"))
+  assert wa.keys() == wb.keys()
+  for name in wa:
+    np.testing.assert_array_equal(wa[name], wb[name], err_msg=name)
+  print(f"killed after step >= {kill_after}; resumed run identical over 12 steps and {len(wa)} tensors")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path, task_file):
+  common = ["--config.total_steps=4", "--config.checkpoint_every=2", "--config.data.batch_size=4",
+            "--config.data.packing=False", "--config.mesh.shape=(1,-1,1)"]
+  single = tmp_path / "single"
+  subprocess.run(train_command(single, task_file, *common), cwd=REPO, env=env(devices=1), check=True,
+                 timeout=600, capture_output=True)
+  port = _free_port()
+  multi = tmp_path / "multi"
+  procs = []
+  for index in range(2):
+    cmd = train_command(multi, task_file, *common, "--config.distributed.mode=explicit",
+                        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                        "--config.distributed.num_processes=2", f"--config.distributed.process_id={index}")
+    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env(devices=2), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert "(2 processes)" in outputs[0] and "over 4 devices" in outputs[0]
+  one, two = losses(single), losses(multi)
+  print(f"losses one process {[round(one[s], 6) for s in sorted(one)]}, two {[round(two[s], 6) for s in sorted(two)]}")
+  assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+  np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)], rtol=1e-5)
+  assert (multi / "checkpoints" / "4").is_dir()
