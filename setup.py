@@ -27,6 +27,9 @@ setup(
         "ml_dtypes>=0.5",
         "numpy>=1.26",
         "jinja2>=3.1",
+        "tensorboardX>=2.6",
+        "requests>=2.31",  # the HTTP judge
+        "matplotlib>=3.8",  # the scaling plots
     ],
     extras_require={
         # torch only serves the parity tests (transformers' reference implementation).
@@ -39,6 +42,10 @@ setup(
             "helpsteer-chat=helpsteer_jax.chat:run",
             "helpsteer-convert=helpsteer_jax.convert:run",
             "helpsteer-scale=helpsteer_jax.scale:run",
+            "helpsteer-train=helpsteer_jax.train.__main__:run",
+            "helpsteer-plan=helpsteer_jax.plan:run",
+            "helpsteer-evaluate=helpsteer_jax.evaluate:run",
+            "helpsteer-tables=helpsteer_jax.tables:run",
         ],
     },
 )

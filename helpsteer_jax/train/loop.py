@@ -224,14 +224,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   progress = tqdm(total=total_steps, initial=start_step, disable=not is_main or not config.get("progress", True),
                   desc=config.get("name", "train"), dynamic_ncols=True)
   last: dict[str, float] = {}
-  pending: Optional[tuple[int, dict, float, int]] = None  # metrics read one step late: no stall
+  pending: Optional[tuple] = None  # metrics read one step late, so the host never stalls the device
   step = start_step
   preempted = False
-  tokens_per_step = None
+  prepare = getattr(task, "prepare_batch", None)
 
   def flush(pending_entry) -> dict[str, float]:
-    done_step, device_metrics, started, num_tokens = pending_entry
+    done_step, device_metrics, started, num_tokens, extra = pending_entry
     metrics = _host_metrics(device_metrics)
+    metrics.update(extra)
     _check_finite(done_step, metrics)
     elapsed = time.perf_counter() - started
     metrics["step_time_s"] = elapsed
@@ -245,16 +246,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     with jax.set_mesh(sharding.mesh):
       while step < total_steps:
         local = next(train_iter)
-        batch = to_global_batch(local, sharding)
-        if tokens_per_step is None:
-          first = next(iter(local.values()))
-          tokens_per_step = int(np.prod(first.shape[:2])) * jax.process_count()
         started = time.perf_counter()
+        extra: dict[str, float] = {}
+        if prepare is not None:  # e.g. RL rollouts from the current parameters
+          batch, extra = prepare(local, state, graphdef, rest, step, lambda x: to_global_batch(x, sharding))
+        else:
+          batch = to_global_batch(local, sharding)
+        first = next(iter(batch.values()))
+        num_tokens = int(np.prod(first.shape[:2]))
         state, metrics = jitted_step(state, batch, rng)
         step += 1
         if pending is not None:
           last = flush(pending)
-        pending = (step, metrics, started, tokens_per_step)
+        pending = (step, metrics, started, num_tokens, extra)
         progress.update(1)
         if eval_fn is not None and step % eval_every == 0:
           last = flush(pending)

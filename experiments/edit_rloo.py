@@ -1,0 +1,64 @@
+"""RLOO for the Edit model against the Edit RM (HelpSteer3): k samples per edit request, reward
+r' = RM - beta * KL(pi || pi_ref), leave-one-out advantages, token-mean policy gradient.
+
+Launch (size = tiny | smollm2 | 8b | 70b):
+    python -m helpsteer_jax.train --config=experiments/edit_rloo.py:tiny --workdir=runs/edit_rloo_tiny
+    python -m helpsteer_jax.train --config=experiments/edit_rloo.py:smollm2 --workdir=runs/edit_rloo \
+        --config.rloo.reward_model=runs/edit_rm_smollm2/export
+    python -m helpsteer_jax.train --config=experiments/edit_rloo.py:size=70b --workdir=gs://bucket/edit_rloo_70b
+`tiny` uses a synthetic reward (the fraction of low token ids) so the loop runs without an RM.
+"""
+
+from ml_collections import ConfigDict
+
+from helpsteer_jax.train.config import apply_size, default_train_config, parse_size
+
+
+def get_config(arg=None):
+  size = parse_size(arg)
+  config = default_train_config()
+  config.name = f"edit_rloo_{size}"
+  config.trainer = "rloo"
+  config.data.dataset = "helpsteer3_edit"
+  apply_size(config, size, bundled_file="helpsteer3_edit.jsonl")
+  config.rloo = ConfigDict({
+      "reward_model": "",  # Edit RM folder (HF LlamaForSequenceClassification)
+      "synthetic_reward": "",  # instead of an RM: low_token_fraction (tests, smoke runs)
+      "num_samples": 4,  # k per prompt
+      "beta": 0.01,
+      "kl_estimator": "abs",  # abs (mean |log pi - log pi_ref|) | k1 | k3
+      "unfinished": "drop",  # samples without an end of turn: drop | penalize | keep
+      "penalty": -1.0,
+      "max_new_tokens": 1024,
+      "temperature": 1.0,
+      "top_k": 0,  # 0 = no top-k cut
+      "top_p": 1.0,
+      "reward_batch_size": 16,
+      "max_prompt_tokens": 0,  # 0 = whole prompts; else cut from the left (first token kept)
+  })
+  config.data.seq_len = 0  # rollout rows are sized to the longest sequence (power-of-2 buckets)
+  config.data.batch_size = 64  # prompts per step (x num_samples rows)
+  config.optim.warmup_steps = 0
+  config.optim.schedule = "constant"
+  if size == "tiny":
+    config.rloo.max_prompt_tokens = 96  # the real rows run to ~3k tokens; a tiny model needs less
+    config.rloo.synthetic_reward = "low_token_fraction"
+    config.rloo.unfinished = "keep"
+    config.rloo.max_new_tokens = 16
+    config.rloo.top_k = 8  # a small action space: a random tiny policy learns within steps
+    config.rloo.beta = 0.0
+    config.data.batch_size = 2
+    config.total_steps = 30
+    config.checkpoint_every = 10
+    config.optim.learning_rate = 1e-2
+  elif size == "smollm2":
+    config.rloo.reward_model = "runs/edit_rm_smollm2/export"
+    config.rloo.max_new_tokens = 256
+    config.data.batch_size = 4
+    config.optim.learning_rate = 1e-6
+  else:
+    config.rloo.reward_model = f"checkpoints/Llama-3.3-{size.upper()}-Edit-RM"
+    config.init_weights = f"checkpoints/Llama-3.3-{size.upper()}-Edit-SFT"
+    config.optim.learning_rate = 1e-7
+    config.export_dir = f"checkpoints/Llama-3.3-{size.upper()}-Edit"
+  return config.lock()

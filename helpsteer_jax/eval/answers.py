@@ -1,0 +1,201 @@
+"""Model answers to benchmark questions: generated with the project's sampler, or read from a file.
+
+The answer record written to `answers.jsonl` (one line per question):
+    {"question_id": str, "model": str, "turns": [str, ...], "num_tokens": [int, ...],
+     "finished": [bool, ...]}
+`turns` holds one answer per user turn (MT-Bench has two, the other benchmarks one).
+
+Existing answers can be evaluated without a model. `read_answers` accepts
+- this project's `answers.jsonl`;
+- arena-hard-auto model answers (`messages` whose assistant content is `{"answer": ...}`, or the
+  older `choices[0].turns[*].content`);
+- FastChat MT-Bench answers (`choices[0].turns` as strings);
+- AlpacaEval outputs (a JSON list of `instruction` / `output`, matched by instruction text);
+- a scaling-search output folder or its `results.jsonl` (the chosen answer `best.text` of each
+  prompt); the folder's `summary.json` also gives the run's token multiple and grid point, which
+  the result file carries on to the tables and scaling plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+from tqdm.auto import tqdm
+
+from helpsteer_jax.eval.sources import Question, instruction_index, read_jsonl
+
+
+def answer_text_from_row(row: dict[str, Any]) -> list[str]:
+  """The assistant turns of one answer row, whatever its layout ([] when none is found)."""
+  if isinstance(row.get("turns"), list) and all(isinstance(t, str) for t in row["turns"]) \
+      and "question_id" in row and "choices" not in row and "category" not in row:
+    return list(row["turns"])
+  if isinstance(row.get("messages"), list):
+    out = []
+    for message in row["messages"]:
+      if isinstance(message, dict) and message.get("role") == "assistant":
+        content = message.get("content")
+        out.append(content.get("answer", "") if isinstance(content, dict) else str(content))
+    return out
+  choices = row.get("choices")
+  if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+    turns = choices[0].get("turns", [])
+    return [t["content"] if isinstance(t, dict) else str(t) for t in turns]
+  if isinstance(row.get("best"), dict) and isinstance(row["best"].get("text"), str):
+    return [row["best"]["text"]]
+  if isinstance(row.get("output"), str):
+    return [row["output"]]
+  return []
+
+
+@dataclasses.dataclass
+class AnswerSet:
+  """Answers by question id, plus what the source tells about how they were made."""
+
+  turns: dict[str, list[str]]
+  model: str
+  scaling: Optional[dict[str, Any]] = None  # token multiple and grid point of a scaling run
+
+
+def scaling_info(run_dir: str) -> Optional[dict[str, Any]]:
+  """Token multiple and grid point of a scaling-search output folder (from its summary.json)."""
+  path = os.path.join(run_dir, "summary.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    summary = json.load(f)
+  search = (summary.get("config") or {}).get("search") or {}
+  return {
+      "run_dir": os.path.abspath(run_dir),
+      "token_multiple": summary.get("mean_token_multiple"),
+      "mode": search.get("mode"),
+      "drafts": search.get("num_drafts"),
+      # Feedbacks per draft that can reach an edit: sampled, then capped by the filter's limit.
+      "feedbacks": _min_present(search.get("num_feedbacks"), search.get("max_effective_feedbacks")),
+      "edits": search.get("num_edits"),
+      "roles": {k: (summary.get("config") or {}).get(k, {}).get("path")
+                for k in ("policy", "feedback_model", "edit_model", "selector")},
+  }
+
+
+def _min_present(*values: Optional[int]) -> Optional[int]:
+  present = [v for v in values if v is not None]
+  return min(present) if present else None
+
+
+def read_answers(path: str, questions: Sequence[Question], model: str = "") -> AnswerSet:
+  """Answers to `questions` from an answer file or a scaling output folder (see module doc)."""
+  scaling = None
+  if os.path.isdir(path):
+    scaling = scaling_info(path)
+    path = os.path.join(path, "results.jsonl")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: answer file not found")
+  if path.endswith(".json"):
+    with open(path, encoding="utf-8") as f:
+      rows = json.load(f)
+    if not isinstance(rows, list):
+      raise ValueError(f"{path}: expected a JSON list of {{instruction, output}} answers")
+    by_text = instruction_index(list(questions))
+    turns, names = {}, set()
+    for i, row in enumerate(rows):
+      if not isinstance(row, dict) or not isinstance(row.get("output"), str):
+        raise ValueError(f"{path}: entry {i} lacks a string 'output'")
+      qid = by_text.get(row.get("instruction", ""))
+      if qid is not None:
+        turns[qid] = [row["output"]]
+        names.add(str(row.get("generator", "")))
+    return AnswerSet(turns, model or next(iter(names - {""}), "") or _stem(path))
+  turns, names = {}, set()
+  for i, row in enumerate(read_jsonl(path)):
+    qid = row.get("question_id", row.get("uid", row.get("id")))
+    text = answer_text_from_row(row)
+    if qid is None or not text:
+      raise ValueError(f"{path}: row {i + 1} has no question id or no answer turns")
+    turns[str(qid)] = text
+    names.add(str(row.get("model", row.get("model_id", ""))))
+  if scaling is None and os.path.basename(path) == "results.jsonl":
+    scaling = scaling_info(os.path.dirname(path) or ".")
+  name = model or (os.path.basename(os.path.dirname(os.path.abspath(path))) if scaling else "") \
+      or next(iter(names - {""}), "") or _stem(path)
+  return AnswerSet(turns, name, scaling)
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def missing_answers(answers: AnswerSet, questions: Sequence[Question], turns_needed: int) -> list[str]:
+  return [q.id for q in questions if len(answers.turns.get(q.id, [])) < turns_needed]
+
+
+# -- generation -----------------------------------------------------------------------------------
+
+GenerateFn = Callable[[list[list[dict[str, str]]], float, int], list[tuple[str, int, bool]]]
+
+
+def make_generate_fn(model: Any, tokenizer: Any, max_new_tokens: int, top_p: Optional[float],
+                     batch_size: int) -> GenerateFn:
+  """(conversations, temperature, seed) -> (text, tokens, finished) per conversation."""
+  from helpsteer_jax.sampling.generate import generate_samples, sampling_settings
+
+  def fn(conversations: list[list[dict[str, str]]], temperature: float,
+         seed: int) -> list[tuple[str, int, bool]]:
+    settings = sampling_settings(tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_p=top_p if temperature > 0 else None)
+    samples = generate_samples(model, tokenizer, conversations, settings, n=1, seed=seed,
+                               batch_size=batch_size)
+    return [(s[0].text, s[0].num_tokens, s[0].finished) for s in samples]
+
+  return fn
+
+
+def generate_answers(
+    questions: Sequence[Question],
+    generate: GenerateFn,
+    model_name: str,
+    temperature_of: Callable[[Question], float],
+    on_batch: Callable[[list[dict[str, Any]]], None],
+    batch_size: int = 8,
+    system_prompt: str = "",
+    seed: int = 0,
+) -> None:
+  """Answers every turn of `questions`, `batch_size` questions at a time, in order.
+
+  Turn t of a question is asked after the model's own answers to turns 1..t-1, as in MT-Bench.
+  Questions of one batch that share a temperature are generated together; each finished batch is
+  handed to `on_batch` (which appends it to the answer file) before the next one starts. The
+  sampling seed of a batch derives from its first question id, so a resumed run draws the same
+  samples as an uninterrupted one.
+  """
+  with tqdm(total=len(questions), desc=f"answers ({model_name})", unit="question") as bar:
+    for start in range(0, len(questions), batch_size):
+      batch = list(questions[start:start + batch_size])
+      records = [{"question_id": q.id, "model": model_name, "turns": [], "num_tokens": [],
+                  "finished": []} for q in batch]
+      groups: dict[float, list[int]] = {}
+      for i, q in enumerate(batch):
+        groups.setdefault(float(temperature_of(q)), []).append(i)
+      for temperature, members in groups.items():
+        for turn in range(max(len(batch[i].turns) for i in members)):
+          active = [i for i in members if turn < len(batch[i].turns)]
+          conversations = []
+          for i in active:
+            conv = [{"role": "system", "content": system_prompt}] if system_prompt else []
+            for t in range(turn + 1):
+              conv.append({"role": "user", "content": batch[i].turns[t]})
+              if t < turn:
+                conv.append({"role": "assistant", "content": records[i]["turns"][t]})
+            conversations.append(conv)
+          batch_seed = seed + zlib.crc32(batch[active[0]].id.encode()) % 100_003 + 7919 * turn
+          for i, (text, tokens, finished) in zip(active, generate(conversations, temperature, batch_seed)):
+            records[i]["turns"].append(text)
+            records[i]["num_tokens"].append(tokens)
+            records[i]["finished"].append(finished)
+      on_batch(records)
+      bar.update(len(batch))

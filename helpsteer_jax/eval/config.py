@@ -1,0 +1,102 @@
+"""The default evaluation config; experiment files under experiments/eval/ start from it.
+
+Every field that decides a number in a table lives here (none in shell scripts), and experiment
+files lock the config, so a misspelled command-line override fails instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from ml_collections import ConfigDict
+
+from helpsteer_jax.eval.results import BENCHMARKS
+
+JUDGE_KINDS = ("http", "generative", "reward_model")
+
+# Per benchmark: the baseline, and the judge's sampling as the benchmark's reference setup uses it.
+_BENCHMARK_DEFAULTS = {
+    "arena_hard": {"baseline": "gpt-4-0314", "judge_model": "gpt-4-1106-preview", "judge_max_tokens": 4096,
+                   "answer_tokens": 4096},
+    "mt_bench": {"baseline": "", "judge_model": "gpt-4", "judge_max_tokens": 2048, "answer_tokens": 1024},
+    "alpaca_eval": {"baseline": "gpt4_1106_preview", "judge_model": "gpt-4-1106-preview",
+                    "judge_max_tokens": 8, "answer_tokens": 2048},
+}
+
+
+def default_config(benchmark: str) -> ConfigDict:
+  if benchmark not in BENCHMARKS:
+    raise ValueError(f"benchmark={benchmark!r}; expected one of {BENCHMARKS}")
+  d = _BENCHMARK_DEFAULTS[benchmark]
+  config = ConfigDict()
+  config.benchmark = benchmark
+  config.label = ""  # the table row this run fills (e.g. "base", "feedback_edit"); "" = model name
+  config.model = ConfigDict({
+      "name": "",  # recorded in judgments and results; "" = derived from the path or answer file
+      "path": "",  # HF folder or .gguf; "" = the embedded SmolLM2-135M-Instruct
+      "param_dtype": "",
+      # Evaluate existing answers instead of generating: an answers file (this project's,
+      # arena-hard-auto's, FastChat's or AlpacaEval's layout) or a scaling-search output folder.
+      "answers": "",
+  })
+  config.generation = ConfigDict({
+      "max_new_tokens": d["answer_tokens"],
+      "temperature": 0.0,  # arena_hard / alpaca_eval; MT-Bench uses its per-category temperatures
+      "top_p": 1.0,  # 1.0 = no nucleus truncation
+      "batch_size": 16,
+      "seed": 0,
+      "system_prompt": "",
+  })
+  config.questions = ConfigDict({"path": "", "start": 0, "limit": 0})  # path "" = bundled / download
+  config.baseline = ConfigDict({"name": d["baseline"], "path": ""})
+  config.references_path = ""  # MT-Bench reference answers; "" = bundled / download
+  config.judge_prompts_path = ""  # MT-Bench judge prompts; "" = bundled / download
+  config.judge = ConfigDict({
+      "kind": "http",  # http | generative | reward_model
+      # http: any OpenAI-compatible endpoint; the key is read from the variable named here.
+      "base_url": "https://api.openai.com/v1",
+      "model": d["judge_model"],
+      "api_key_env": "OPENAI_API_KEY",
+      "timeout_s": 120.0,
+      "max_retries": 6,
+      "backoff_s": 1.0,
+      "max_backoff_s": 60.0,
+      "max_workers": 8,
+      "temperature": 0.0,
+      "max_tokens": d["judge_max_tokens"],
+      "cache_path": "",  # "" = <workdir>/judge_cache.jsonl; point several runs at one file to share
+      # generative / reward_model: a local model. generative: an instruct model ("" = the answer
+      # model). reward_model: a reward-model folder, or "" = the answer model's 0-4 digit judgment.
+      "path": "",
+      "param_dtype": "",
+      "batch_size": 8,
+      # reward_model on Arena-Hard: score differences -> verdicts (they depend on the RM's scale).
+      "tie_margin": 0.1,
+      "strong_margin": 1.0,
+  })
+  config.scoring = ConfigDict({"bootstrap_rounds": 100, "seed": 42, "style_control": False})
+  config.alpaca = ConfigDict({
+      "order_seed": 0,  # which output the judge sees first, per instruction
+      "top_logprobs": 5,  # 0 = ask for the letter only
+      # Comma-separated evaluation folders of other models on AlpacaEval: their preferences give
+      # the per-instruction difficulty term of the length-controlled GLM ("" = no difficulty term).
+      "difficulty_from": "",
+  })
+  config.questions_per_batch = 16  # answered / judged, then appended to disk
+  config.mesh = (1, 1, 1)  # (data, fsdp, tensor) for the local models; -1 = the rest of the devices
+  config.distributed = ConfigDict({"mode": "auto"})
+  config.output_dir = f"outputs/eval/{benchmark}/default"
+  return config
+
+
+def tiny_overrides(config: ConfigDict, limit: int = 3) -> ConfigDict:
+  """CPU scale: the embedded model answers a few questions briefly and judges them itself, by
+  its expected 0-4 helpfulness digit (one forward pass per answer, and always a usable verdict,
+  which a 135M model's free-text judgments seldom give)."""
+  config.questions.limit = limit
+  config.generation.max_new_tokens = 48
+  config.generation.batch_size = 4
+  config.judge.kind = "reward_model"
+  config.judge.path = ""
+  config.judge.max_tokens = 96 if config.benchmark != "alpaca_eval" else 4
+  config.scoring.bootstrap_rounds = 20
+  config.questions_per_batch = 4
+  return config

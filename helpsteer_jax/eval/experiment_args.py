@@ -1,0 +1,60 @@
+"""The shared argument of the experiments/eval configs: `variant` then `key=value` overrides.
+
+    arena_hard.py:tiny
+    arena_hard.py:full,answers=outputs/scaling/ablation_70b_arena_hard_feedback_edit,label=feedback_edit
+Keys: variant (tiny | full), model (checkpoint path), answers (answer file or scaling output
+folder), label (the table row), judge (http | generative | reward_model). The config is locked,
+so every other change goes through `--config.<field>=...` overrides and is checked.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ml_collections import ConfigDict
+
+from helpsteer_jax.eval.config import JUDGE_KINDS, default_config, tiny_overrides
+
+VARIANTS = ("tiny", "full")
+KEYS = ("variant", "model", "answers", "label", "judge")
+# The 70B policy of the paper setup (converted HF folder), used by the `full` variant.
+LLAMA3_70B_POLICY = "checkpoints/Llama-3.3-70B-Instruct"
+
+
+def parse(arg: str | None) -> dict[str, str]:
+  values = {"variant": "full", "model": "", "answers": "", "label": "", "judge": ""}
+  for i, part in enumerate(filter(None, (arg or "").split(","))):
+    key, sep, value = part.partition("=")
+    if not sep and i == 0:
+      key, value = "variant", part
+    elif not sep or key not in KEYS:
+      raise ValueError(f"config argument {part!r}: expected a variant {VARIANTS} first, then key=value "
+                       f"with key in {KEYS}")
+    values[key] = value
+  if values["variant"] not in VARIANTS:
+    raise ValueError(f"variant={values['variant']!r}; expected one of {VARIANTS}")
+  if values["judge"] and values["judge"] not in JUDGE_KINDS:
+    raise ValueError(f"judge={values['judge']!r}; expected one of {JUDGE_KINDS}")
+  return values
+
+
+def build(benchmark: str, arg: str | None) -> ConfigDict:
+  a = parse(arg)
+  config = default_config(benchmark)
+  if a["variant"] == "tiny":
+    tiny_overrides(config)
+  else:
+    config.model.path = LLAMA3_70B_POLICY
+    config.model.param_dtype = "bfloat16"
+    config.mesh = (1, 1, -1)  # tensor parallel over the host's devices
+    config.generation.batch_size = 64
+  if a["model"]:
+    config.model.path = a["model"]
+  if a["answers"]:
+    config.model.answers = a["answers"]
+  if a["judge"]:
+    config.judge.kind = a["judge"]
+  config.label = a["label"]
+  name = a["label"] or os.path.basename(os.path.normpath(a["answers"] or config.model.path or "smollm2"))
+  config.output_dir = f"outputs/eval/{benchmark}/{a['variant']}_{name}"
+  return config

@@ -1,0 +1,56 @@
+"""Scaling curves: benchmark score against token multiple, one figure per scaling axis.
+
+For an axis (drafts, feedbacks or edits), the points of one series (search mode and role models)
+that share the other two axes' values form one line, ordered by the axis value and labelled with
+it, so each line shows what spending more tokens on that one axis buys. Error bars are the
+results' 95% intervals. The x axis is logarithmic (base 2), as token multiples double along the
+paper's grid.
+
+Figures are drawn with matplotlib's object API on an Agg canvas: no display, and no pyplot global
+state touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+AXES = ("drafts", "feedbacks", "edits")
+
+
+def plot_scaling(points: Sequence[Mapping[str, Any]], axis: str, benchmark_name: str, path: str) -> None:
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  if axis not in AXES:
+    raise ValueError(f"axis={axis!r}; expected one of {AXES}")
+  others = [a for a in AXES if a != axis]
+  several_series = len({p.get("series", "") for p in points}) > 1
+  lines: dict[tuple, list[Mapping[str, Any]]] = {}
+  for p in points:
+    lines.setdefault((p.get("series", ""),) + tuple(p[a] for a in others), []).append(p)
+  fig = Figure(figsize=(6.0, 4.0), dpi=120)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for key, members in sorted(lines.items()):
+    members = sorted(members, key=lambda p: p[axis])
+    x = [p["token_multiple"] for p in members]
+    y = [p["value"] for p in members]
+    lo = [p["value"] - p["ci_low"] if p.get("ci_low") is not None else 0.0 for p in members]
+    hi = [p["ci_high"] - p["value"] if p.get("ci_high") is not None else 0.0 for p in members]
+    label = ", ".join(f"{a}={v}" for a, v in zip(others, key[1:]))
+    if several_series:
+      label = f"{key[0]}: {label}"
+    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=label)
+    for p in members:
+      ax.annotate(str(p[axis]), (p["token_multiple"], p["value"]), textcoords="offset points",
+                  xytext=(4, 4), fontsize=7)
+  if points and min(p["token_multiple"] for p in points) > 0:
+    ax.set_xscale("log", base=2)
+  ax.set_xlabel("token multiple (tokens generated / one greedy answer)")
+  ax.set_ylabel(benchmark_name)
+  ax.set_title(f"{benchmark_name}: scaling the number of {axis}")
+  ax.grid(True, alpha=0.3)
+  if lines:  # beside the axes, so it never hides a point
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+  fig.savefig(path, bbox_inches="tight")

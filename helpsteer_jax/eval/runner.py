@@ -1,0 +1,377 @@
+"""`run_evaluation(config, workdir)`: answers, judgments and the result file of one benchmark run.
+
+Order of work, each step resumable:
+1. questions (bundled data when present, the public source otherwise);
+2. answers: read from `config.model.answers`, or generated with the project's sampler and
+   appended to `<workdir>/answers.jsonl` batch by batch (a rerun answers only what is missing);
+3. judgments: appended to `<workdir>/judgments.jsonl` batch by batch, each judge call also kept in
+   the judge cache (a rerun repeats no judge call); judgments by another judge in the same file
+   are left there and ignored, so switching judges never mixes their verdicts;
+4. scoring, and `<workdir>/eval_result.json` (format in `eval/results.py`).
+With several processes (a multi-host mesh) every process generates and scores, process 0 alone
+writes files and calls an HTTP judge; the workdir must then be on a shared file system.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+import numpy as np
+from ml_collections import ConfigDict
+from tqdm.auto import tqdm
+
+from helpsteer_jax.eval import alpaca_eval, arena_hard, mt_bench, sources
+from helpsteer_jax.eval.answers import (AnswerSet, generate_answers, make_generate_fn, missing_answers,
+                                        read_answers)
+from helpsteer_jax.eval.config import JUDGE_KINDS
+from helpsteer_jax.eval.jsonl_log import JsonlLog
+from helpsteer_jax.eval.results import ANSWERS_FILE, JUDGMENTS_FILE, make_result, write_result
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+MT_BENCH_TABLE = "mt_bench_table.md"
+
+
+class _Models:
+  """Loads each (path, dtype) once: the answer model and a local judge may be the same model."""
+
+  def __init__(self, config: ConfigDict):
+    self._loaded: dict[tuple[str, str, str], Any] = {}
+    self._sharding = None
+    if tuple(config.mesh) != (1, 1, 1):
+      import helpsteer_jax as hj
+      self._sharding = hj.ShardingContext(hj.make_mesh(tuple(config.mesh)))
+
+  @staticmethod
+  def resolve(path: str) -> str:
+    if path:
+      return path
+    from helpsteer_jax.checkpoints.embedded import embedded_model_path
+    return embedded_model_path()
+
+  def causal_lm(self, path: str, param_dtype: str):
+    key = ("lm", self.resolve(path), param_dtype)
+    if key not in self._loaded:
+      from helpsteer_jax.checkpoints.pretrained import load_pretrained
+      overrides = {"param_dtype": param_dtype, "dtype": param_dtype} if param_dtype else {}
+      model, tokenizer = load_pretrained(key[1], sharding=self._sharding, **overrides)
+      if tokenizer is None:
+        raise ValueError(f"{key[1]} has no tokenizer files; answering and judging need one")
+      self._loaded[key] = (model, tokenizer)
+    return self._loaded[key]
+
+  def reward_model(self, path: str, param_dtype: str):
+    key = ("rm", path, param_dtype)
+    if key not in self._loaded:
+      from helpsteer_jax.checkpoints.reward import load_reward_model
+      overrides = {"param_dtype": param_dtype, "dtype": param_dtype} if param_dtype else {}
+      model, tokenizer = load_reward_model(path, sharding=self._sharding, **overrides)
+      if tokenizer is None:
+        raise ValueError(f"{path} has no tokenizer files; the reward model needs one")
+      self._loaded[key] = (model, tokenizer)
+    return self._loaded[key]
+
+
+def _is_writer() -> bool:
+  import jax
+  return jax.process_index() == 0
+
+
+def model_name(config: ConfigDict) -> str:
+  if config.model.name:
+    return config.model.name
+  if not config.model.path:
+    return EMBEDDED_NAME
+  return os.path.splitext(os.path.basename(os.path.normpath(config.model.path)))[0]
+
+
+# -- questions and answers ----------------------------------------------------------------------
+
+
+def load_questions(config: ConfigDict) -> tuple[list[sources.Question], dict[str, str], str]:
+  """(questions, baseline answers by id, baseline name) of the configured benchmark."""
+  q, b = config.questions, config.baseline
+  if config.benchmark == "arena_hard":
+    return (sources.arena_hard_questions(q.path, q.start, q.limit),
+            sources.arena_hard_baseline(b.name, b.path), b.name)
+  if config.benchmark == "mt_bench":
+    return sources.mt_bench_questions(q.path, q.start, q.limit), {}, ""
+  questions, baseline, generator = sources.alpaca_eval_set(b.path or q.path, q.start, q.limit)
+  return questions, baseline, b.name or generator
+
+
+def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources.Question],
+                   models: _Models) -> AnswerSet:
+  turns_needed = 2 if config.benchmark == "mt_bench" else 1
+  if config.model.answers:
+    answers = read_answers(config.model.answers, questions, config.model.name)
+    missing = missing_answers(answers, questions, turns_needed)
+    if missing:
+      raise ValueError(f"{config.model.answers}: no {turns_needed}-turn answer for {len(missing)} "
+                       f"questions (first: {missing[:5]})")
+    return answers
+  name = model_name(config)
+  log = JsonlLog(os.path.join(workdir, ANSWERS_FILE))
+  done = {str(r["question_id"]): r for r in log.read() if r.get("model") == name}
+  todo = [q for q in questions if q.id not in done]
+  logging.info("%d questions, %d already answered in %s", len(questions), len(questions) - len(todo), log.path)
+  if todo:
+    g = config.generation
+    model, tokenizer = models.causal_lm(config.model.path, config.model.param_dtype)
+    generate = make_generate_fn(model, tokenizer, g.max_new_tokens, g.top_p if g.top_p < 1.0 else None,
+                                g.batch_size)
+    if config.benchmark == "mt_bench":
+      temperature_of = lambda q: mt_bench.temperature_for(q.category)
+    else:
+      temperature_of = lambda q: g.temperature
+    collected: list[dict[str, Any]] = []
+
+    def on_batch(records: list[dict[str, Any]]) -> None:
+      collected.extend(records)
+      if _is_writer():
+        log.append(records)
+
+    generate_answers(todo, generate, name, temperature_of, on_batch, config.questions_per_batch,
+                     g.system_prompt, g.seed)
+    done.update({r["question_id"]: r for r in collected})
+  return AnswerSet({qid: list(r["turns"]) for qid, r in done.items()}, name)
+
+
+# -- judges -------------------------------------------------------------------------------------
+
+
+def build_judge(config: ConfigDict, workdir: str, models: _Models):
+  j = config.judge
+  if j.kind not in JUDGE_KINDS:
+    raise ValueError(f"judge.kind={j.kind!r}; expected one of {JUDGE_KINDS}")
+  from helpsteer_jax.eval.judges.cache import CachedChatJudge, JudgeCache
+  cache = JudgeCache(j.cache_path or os.path.join(workdir, "judge_cache.jsonl"))
+  if j.kind == "http":
+    from helpsteer_jax.eval.judges.http_judge import HttpJudge, HttpJudgeSettings
+    settings = HttpJudgeSettings(
+        base_url=j.base_url, model=j.model, api_key_env=j.api_key_env, timeout_s=j.timeout_s,
+        max_retries=j.max_retries, backoff_s=j.backoff_s, max_backoff_s=j.max_backoff_s,
+        max_workers=j.max_workers)
+    return HttpJudge(settings, cache=cache)
+  from helpsteer_jax.eval.judges.local_judge import GenerativeJudge, RewardModelJudge
+  if j.kind == "generative":
+    path = j.path or config.model.path
+    model, tokenizer = models.causal_lm(path, j.param_dtype or config.model.param_dtype)
+    return CachedChatJudge(GenerativeJudge(model, tokenizer, judge_name(config, models), j.batch_size), cache)
+  if j.path:
+    model, tokenizer = models.reward_model(j.path, j.param_dtype)
+    return RewardModelJudge.from_reward_model(model, tokenizer, judge_name(config, models), j.batch_size)
+  model, tokenizer = models.causal_lm(config.model.path, j.param_dtype or config.model.param_dtype)
+  return RewardModelJudge.from_policy(model, tokenizer, judge_name(config, models), j.batch_size)
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+
+
+def judge_name(config: ConfigDict, models: _Models) -> str:
+  """The name the configured judge records in its judgments (known without loading a model)."""
+  j = config.judge
+  if j.kind == "http":
+    return j.model
+  if j.kind == "generative":
+    return "local:" + _stem(models.resolve(j.path or config.model.path))
+  if j.path:
+    return "rm:" + _stem(j.path)
+  return "digit:" + _stem(models.resolve(config.model.path))
+
+
+def _record_judge(record: dict[str, Any]) -> str:
+  judge = record.get("judge")
+  return str(judge[0] if isinstance(judge, list) and judge else judge)
+
+
+class _LazyJudge:
+  """Builds the judge on first use: a resumed run with every judgment on disk loads no model."""
+
+  def __init__(self, config: ConfigDict, workdir: str, models: _Models):
+    self._args = (config, workdir, models)
+    self._judge = None
+    self.is_chat = config.judge.kind != "reward_model"
+    self.name = judge_name(config, models)
+
+  def get(self):
+    if self._judge is None:
+      self._judge = build_judge(*self._args)
+    return self._judge
+
+  def done(self, log: JsonlLog, model: str) -> list[dict[str, Any]]:
+    """The judgments of `model` by this judge already in `log` (others' are left alone)."""
+    rows = [r for r in log.read() if r.get("model") == model]
+    mine = [r for r in rows if _record_judge(r) == self.name]
+    if len(mine) < len(rows):
+      logging.warning("%s: %d judgments by other judges are ignored (this judge: %s)", log.path,
+                      len(rows) - len(mine), self.name)
+    return mine
+
+
+def _judge_in_batches(log: JsonlLog, todo: Sequence[Any], per_batch: int, judge_fn: Callable,
+                      desc: str) -> list[dict[str, Any]]:
+  out = []
+  with tqdm(total=len(todo), desc=desc, unit="question") as bar:
+    for start in range(0, len(todo), per_batch):
+      records = judge_fn(todo[start:start + per_batch])
+      if _is_writer():
+        log.append(records)
+      out.extend(records)
+      bar.update(len(todo[start:start + per_batch]))
+  return out
+
+
+# -- the three benchmarks -----------------------------------------------------------------------
+
+
+def _arena_hard(config, workdir, questions, answers, baseline, baseline_name, judge):
+  log = JsonlLog(os.path.join(workdir, JUDGMENTS_FILE))
+  done = judge.done(log, answers.model)
+  done_ids = {str(r["question_id"]) for r in done}
+  missing_base = [q.id for q in questions if q.id not in baseline]
+  if missing_base:
+    raise ValueError(f"the baseline {baseline_name!r} has no answer to {len(missing_base)} questions "
+                     f"(first: {missing_base[:5]})")
+  todo = [arena_hard.PairItem(q.id, q.turns[0], answers.turns[q.id][0], baseline[q.id])
+          for q in questions if q.id not in done_ids]
+  j = config.judge
+  if judge.is_chat:
+    fn = lambda items: arena_hard.judge_with_chat(judge.get(), items, answers.model, j.temperature, j.max_tokens)
+  else:
+    fn = lambda items: arena_hard.judge_with_scores(judge.get(), items, answers.model, j.tie_margin,
+                                                    j.strong_margin)
+  records = done + _judge_in_batches(log, todo, config.questions_per_batch, fn, "arena-hard judgments")
+  wanted = {q.id for q in questions}
+  records = [r for r in records if str(r["question_id"]) in wanted]
+  s = config.scoring
+  style_answers = None
+  if s.style_control:
+    style_answers = {answers.model: {k: v[0] for k, v in answers.turns.items()}, baseline_name: baseline}
+  try:
+    scores = arena_hard.score_judgments(records, baseline_name, s.bootstrap_rounds, s.seed,
+                                        s.style_control, style_answers)
+  except ValueError as e:
+    raise ValueError(f"{log.path}: cannot score the judgments ({e}); they are kept") from None
+  metrics = scores[answers.model]
+  metrics["mean_answer_chars"] = statistics.fmean(len(answers.turns[q.id][0]) for q in questions)
+  counts = {"questions": len(questions), "judged": len(records), "failed": metrics["failed_games"]}
+  return metrics, (metrics["score"], metrics["ci_low"], metrics["ci_high"]), counts, records
+
+
+def _mt_bench(config, workdir, questions, answers, judge):
+  log = JsonlLog(os.path.join(workdir, JUDGMENTS_FILE))
+  done = judge.done(log, answers.model)
+  turns_done: dict[str, set[int]] = {}
+  for r in done:
+    turns_done.setdefault(str(r["question_id"]), set()).add(int(r.get("turn", 1)))
+  todo_q = [q for q in questions if turns_done.get(q.id, set()) != {1, 2}]
+  done = [r for r in done if turns_done.get(str(r["question_id"])) == {1, 2}]
+  needs_refs = any(q.category in mt_bench.REFERENCE_CATEGORIES for q in todo_q) and judge.is_chat
+  refs = sources.mt_bench_references(config.references_path) if needs_refs else {}
+  items = [mt_bench.GradeItem(q.id, q.category, q.turns, tuple(answers.turns[q.id][:2]),
+                              tuple(refs.get(q.id, ()))) for q in todo_q]
+  j = config.judge
+  if judge.is_chat:
+    prompts = sources.mt_bench_judge_prompts(config.judge_prompts_path)
+    fn = lambda batch: mt_bench.judge_with_chat(judge.get(), batch, prompts, answers.model, j.temperature,
+                                                j.max_tokens)
+  else:
+    fn = lambda batch: mt_bench.judge_with_scores(judge.get(), batch, answers.model)
+  records = done + _judge_in_batches(log, items, config.questions_per_batch, fn, "mt-bench judgments")
+  wanted = {q.id: q.category for q in questions}
+  records = [r for r in records if str(r["question_id"]) in wanted]
+  raw = not judge.is_chat
+  table = mt_bench.category_table(records, wanted, raw_scale=raw)
+  overall = table[-1]
+  if overall["average"] is None:
+    raise ValueError(f"{log.path}: no MT-Bench judgment holds a readable rating; they are kept")
+  ci = _bootstrap_mean_by_question(records, config.scoring, raw)
+  if _is_writer():
+    with open(os.path.join(workdir, MT_BENCH_TABLE), "w") as f:
+      f.write(mt_bench.table_markdown(table) + "\n")
+  metrics = {"average": overall["average"], "turn_1": overall["turn_1"], "turn_2": overall["turn_2"],
+             "ci_low": ci[0], "ci_high": ci[1], "categories": table, "raw_scale": raw}
+  counts = {"questions": len(questions), "judged": len(records), "failed": overall["failed"]}
+  return metrics, (overall["average"], ci[0], ci[1]), counts, records
+
+
+def _bootstrap_mean_by_question(records, scoring, raw: bool) -> tuple[Optional[float], Optional[float]]:
+  by_q: dict[str, list[float]] = {}
+  for r in records:
+    if isinstance(r.get("score"), (int, float)) and (raw or r["score"] != mt_bench.FAILED):
+      by_q.setdefault(str(r["question_id"]), []).append(float(r["score"]))
+  if not by_q or not scoring.bootstrap_rounds:
+    return None, None
+  sums = np.array([sum(v) for v in by_q.values()])
+  counts = np.array([len(v) for v in by_q.values()])
+  rng = np.random.default_rng(scoring.seed)
+  means = []
+  for _ in range(scoring.bootstrap_rounds):
+    pick = rng.integers(0, len(sums), len(sums))
+    means.append(sums[pick].sum() / counts[pick].sum())
+  lo, hi = np.percentile(means, [2.5, 97.5])
+  return float(lo), float(hi)
+
+
+def _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, judge):
+  log = JsonlLog(os.path.join(workdir, JUDGMENTS_FILE))
+  done = judge.done(log, answers.model)
+  done_ids = {str(r["question_id"]) for r in done}
+  todo = [(q.id, q.turns[0], answers.turns[q.id][0], baseline[q.id]) for q in questions if q.id not in done_ids]
+  a = config.alpaca
+  if judge.is_chat:
+    fn = lambda items: alpaca_eval.judge_with_chat(judge.get(), items, answers.model, baseline_name,
+                                                   a.order_seed, config.judge.max_tokens, a.top_logprobs)
+  else:
+    fn = lambda items: alpaca_eval.judge_with_scores(judge.get(), items, answers.model, baseline_name)
+  records = done + _judge_in_batches(log, todo, config.questions_per_batch, fn, "alpaca-eval judgments")
+  wanted = {q.id for q in questions}
+  records = [r for r in records if str(r["question_id"]) in wanted]
+  difficulty = None
+  if a.difficulty_from:
+    others: dict[str, dict[str, float]] = {}
+    for folder in filter(None, (p.strip() for p in a.difficulty_from.split(","))):
+      for r in JsonlLog(os.path.join(folder, JUDGMENTS_FILE)).read():
+        others.setdefault(str(r.get("model")), {})[str(r["question_id"])] = r.get("model_win_prob")
+    difficulty = alpaca_eval.instruction_difficulty(others, exclude=answers.model) or None
+  try:
+    metrics = alpaca_eval.win_rates(records, difficulty, config.scoring.bootstrap_rounds, config.scoring.seed)
+  except ValueError as e:
+    raise ValueError(f"{log.path}: cannot score the judgments ({e}); they are kept") from None
+  counts = {"questions": len(questions), "judged": len(records), "failed": metrics["failed"]}
+  return metrics, (metrics["lc_win_rate"], metrics["lc_ci_low"], metrics["lc_ci_high"]), counts, records
+
+
+def run_evaluation(config: ConfigDict, workdir: Optional[str] = None) -> dict[str, Any]:
+  """Runs (or resumes) the evaluation of `config` in `workdir` (default `config.output_dir`);
+  returns the result record that is also written to `<workdir>/eval_result.json`."""
+  workdir = workdir or config.output_dir
+  os.makedirs(workdir, exist_ok=True)
+  questions, baseline, baseline_name = load_questions(config)
+  if not questions:
+    raise ValueError("no questions selected (check questions.start and questions.limit)")
+  models = _Models(config)
+  answers = obtain_answers(config, workdir, questions, models)
+  if config.judge.kind == "http" and not _is_writer():
+    # An API judge needs no collective work: process 0 alone judges, scores and writes.
+    return {"skipped": "judging and scoring run on process 0"}
+  judge = _LazyJudge(config, workdir, models)
+  if config.benchmark == "arena_hard":
+    outcome = _arena_hard(config, workdir, questions, answers, baseline, baseline_name, judge)
+  elif config.benchmark == "mt_bench":
+    outcome = _mt_bench(config, workdir, questions, answers, judge)
+  else:
+    outcome = _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, judge)
+  metrics, headline, counts, records = outcome
+  result = make_result(config.benchmark, answers.model, headline[0], headline[1:], metrics, counts,
+                       label=config.label, judge=judge.name,
+                       baseline=baseline_name,
+                       scaling=answers.scaling, config=config.to_dict())
+  if _is_writer():
+    write_result(workdir, result)
+  return result

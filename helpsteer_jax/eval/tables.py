@@ -1,0 +1,205 @@
+"""The papers' tables, regenerated from result files: main, ablation, and the scaling points.
+
+Rows are table labels (`label` in each `eval_result.json`, set by `config.label`); columns are the
+benchmarks' headline numbers with their 95% intervals and the run's token multiple:
+    Arena-Hard score [CI] | MT-Bench average [CI] | AlpacaEval 2 LC win rate [CI] | token multiple
+A benchmark a row was not evaluated on is left empty. The default row layout follows the
+Feedback-Edit paper: the main table compares the base policy with the full system, the ablation
+table the system with its variants. A rows file (JSON) can rename rows, reorder them, or assign
+result folders to rows when their results carry no label:
+    {"main": [{"label": "base", "name": "Llama-3.3-70B-Instruct", "dirs": ["outputs/eval/.../x"]}, ...],
+     "ablation": [...]}
+Results whose label is in no table are appended to the main table, so nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+from helpsteer_jax.eval.results import find_results, row_key
+
+MAIN_ROWS = (
+    ("base", "Base policy (greedy)"),
+    ("best_of_n", "Best-of-N"),
+    ("feedback_edit", "+ Feedback + Edit"),
+)
+ABLATION_ROWS = (
+    ("feedback_edit", "Feedback + Edit (full system)"),
+    ("self_feedback_self_edit", "Self-feedback + self-edit"),
+    ("feedback_self_edit", "Feedback + self-edit"),
+    ("edit_without_rl", "Without RL (Edit model after SFT)"),
+    ("edit_without_feedback", "Without feedback (edit only)"),
+)
+COLUMNS = (("arena_hard", "Arena-Hard"), ("mt_bench", "MT-Bench"), ("alpaca_eval", "AlpacaEval 2 LC"))
+AXES = ("drafts", "feedbacks", "edits")
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+  label: str
+  name: str
+  dirs: tuple[str, ...] = ()
+
+
+def read_row_specs(path: str = "") -> dict[str, list[RowSpec]]:
+  """The tables' rows: built-in defaults, or a rows JSON file (see module doc)."""
+  if not path:
+    return {"main": [RowSpec(*r) for r in MAIN_ROWS], "ablation": [RowSpec(*r) for r in ABLATION_ROWS]}
+  with open(path) as f:
+    data = json.load(f)
+  specs = {}
+  for table in ("main", "ablation"):
+    rows = []
+    for i, row in enumerate(data.get(table, [])):
+      if not isinstance(row, dict) or not isinstance(row.get("label"), str):
+        raise ValueError(f"{path}: {table}[{i}] needs a string 'label'")
+      rows.append(RowSpec(row["label"], row.get("name", row["label"]), tuple(row.get("dirs", ()))))
+    specs[table] = rows
+  return specs
+
+
+def assign_rows(results: Sequence[Mapping[str, Any]], specs: Mapping[str, Sequence[RowSpec]]
+                ) -> dict[str, dict[str, Mapping[str, Any]]]:
+  """label -> benchmark -> result (the newest when a label has several for one benchmark)."""
+  by_dir = {os.path.abspath(d): spec.label for rows in specs.values() for spec in rows for d in spec.dirs}
+  cells: dict[str, dict[str, Mapping[str, Any]]] = {}
+  for result in results:
+    label = by_dir.get(os.path.abspath(result["path"])) or row_key(result)
+    slot = cells.setdefault(label, {})
+    old = slot.get(result["benchmark"])
+    if old is not None:
+      logging.warning("row %r has two %s results (%s, %s); the newer is used", label, result["benchmark"],
+                      old["path"], result["path"])
+      if old.get("created", "") > result.get("created", ""):
+        continue
+    slot[result["benchmark"]] = result
+  return cells
+
+
+def _row(label: str, name: str, cell: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+  row: dict[str, Any] = {"label": label, "name": name}
+  multiple = None
+  for bench, _ in COLUMNS:
+    result = cell.get(bench)
+    h = result["headline"] if result else {}
+    row[bench] = h.get("value")
+    row[f"{bench}_ci_low"] = h.get("ci_low")
+    row[f"{bench}_ci_high"] = h.get("ci_high")
+    if result and result.get("scaling") and multiple is None:
+      multiple = result["scaling"].get("token_multiple")
+  row["token_multiple"] = multiple
+  return row
+
+
+def build_tables(results: Sequence[Mapping[str, Any]], specs: Mapping[str, Sequence[RowSpec]]
+                 ) -> dict[str, list[dict[str, Any]]]:
+  """{"main": rows, "ablation": rows}; each row holds the three headline numbers and intervals."""
+  cells = assign_rows(results, specs)
+  tables: dict[str, list[dict[str, Any]]] = {}
+  listed = set()
+  for table, rows in specs.items():
+    tables[table] = [_row(s.label, s.name, cells[s.label]) for s in rows if s.label in cells]
+    listed.update(s.label for s in rows)
+  extra = [_row(label, label, cell) for label, cell in sorted(cells.items()) if label not in listed]
+  tables.setdefault("main", []).extend(extra)
+  return tables
+
+
+def _cell(value: Optional[float], lo: Optional[float], hi: Optional[float], digits: int) -> str:
+  if value is None:
+    return ""
+  if lo is None or hi is None:
+    return f"{value:.{digits}f}"
+  return f"{value:.{digits}f} (-{value - lo:.{digits}f}, +{hi - value:.{digits}f})"
+
+
+def table_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
+  header = "| | " + " | ".join(f"{name} (95% CI)" for _, name in COLUMNS) + " | token multiple |"
+  lines = [f"### {title}", "", header, "|---" * (len(COLUMNS) + 2) + "|"]
+  for row in rows:
+    cells = [_cell(row[b], row[f"{b}_ci_low"], row[f"{b}_ci_high"], 2 if b == "mt_bench" else 1)
+             for b, _ in COLUMNS]
+    multiple = "" if row["token_multiple"] is None else f"{row['token_multiple']:.1f}x"
+    lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {multiple} |")
+  return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str) -> None:
+  fields = ["label", "name"] + [f"{b}{s}" for b, _ in COLUMNS for s in ("", "_ci_low", "_ci_high")] + ["token_multiple"]
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+
+
+def _series(scaling: Mapping[str, Any]) -> str:
+  """What makes runs comparable along a scaling axis: the search mode and the models in each role
+  (an ablation that swaps a role is its own series, not a point on the main curve)."""
+  roles = scaling.get("roles") or {}
+  parts = [str(scaling.get("mode") or "")]
+  parts += [f"{k}={os.path.basename(str(v).rstrip('/'))}" for k, v in sorted(roles.items()) if v]
+  return " ".join(parts)
+
+
+def scaling_points(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """One point per (benchmark, series, grid point) of the scaling runs with a known token
+  multiple; of several results for one point the newest is kept."""
+  points: dict[tuple, dict[str, Any]] = {}
+  for r in sorted(results, key=lambda r: r.get("created", "")):
+    s = r.get("scaling") or {}
+    if s.get("token_multiple") is None or any(s.get(axis) is None for axis in AXES):
+      continue
+    h = r["headline"]
+    point = {"benchmark": r["benchmark"], "series": _series(s), "label": row_key(r),
+             "drafts": int(s["drafts"]), "feedbacks": int(s["feedbacks"]), "edits": int(s["edits"]),
+             "token_multiple": float(s["token_multiple"]), "value": h["value"],
+             "ci_low": h.get("ci_low"), "ci_high": h.get("ci_high"), "path": r["path"]}
+    points[(point["benchmark"], point["series"], point["drafts"], point["feedbacks"], point["edits"])] = point
+  return sorted(points.values(), key=lambda p: (p["benchmark"], p["series"], p["drafts"], p["feedbacks"],
+                                                p["edits"]))
+
+
+def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "",
+              plots: bool = True) -> dict[str, Any]:
+  """Reads every result under `results_dirs`; writes tables (Markdown + CSV) and scaling plots."""
+  results = find_results(results_dirs)
+  if not results:
+    raise FileNotFoundError(f"no eval_result.json under {list(results_dirs)}")
+  os.makedirs(out_dir, exist_ok=True)
+  tables = build_tables(results, read_row_specs(rows_path))
+  titles = {"main": "Main results", "ablation": "Ablations"}
+  markdown = []
+  written = []
+  for name, rows in tables.items():
+    if not rows:
+      continue
+    markdown.append(table_markdown(rows, titles.get(name, name)))
+    write_csv(rows, os.path.join(out_dir, f"{name}.csv"))
+    written.append(os.path.join(out_dir, f"{name}.csv"))
+  points = scaling_points(results)
+  if points:
+    fields = list(points[0])
+    with open(os.path.join(out_dir, "scaling.csv"), "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=fields)
+      writer.writeheader()
+      writer.writerows({k: ("" if p[k] is None else p[k]) for k in fields} for p in points)
+    written.append(os.path.join(out_dir, "scaling.csv"))
+    if plots:
+      from helpsteer_jax.eval.plots import plot_scaling
+      for bench in sorted({p["benchmark"] for p in points}):
+        for axis in AXES:
+          path = os.path.join(out_dir, f"scaling_{bench}_{axis}.png")
+          plot_scaling([p for p in points if p["benchmark"] == bench], axis, dict(COLUMNS)[bench], path)
+          written.append(path)
+  with open(os.path.join(out_dir, "tables.md"), "w") as f:
+    f.write("\n\n".join(markdown) + "\n")
+  written.append(os.path.join(out_dir, "tables.md"))
+  return {"tables": tables, "scaling_points": points, "files": written, "num_results": len(results)}
+

@@ -1,0 +1,236 @@
+"""RLOO for the Edit model: rollouts from the current policy, Edit-RM rewards, KL to a frozen reference.
+
+One iteration (`prepare_batch`, then the shared step):
+  1. k samples per prompt from the policy with the project's sampler; the sampler reads the train
+     state's parameters where they live (no copy through the host);
+  2. rewards from the Edit RM on (edit request, sample), or a synthetic reward for tests;
+  3. per-sequence KL(pi || pi_ref) with the configured estimator, r' = RM - beta * KL, the rule
+     for samples that never end, leave-one-out advantages over the k samples of each prompt;
+  4. the step minimises the token-mean policy-gradient loss -mean_t(A_i log pi(y_i,t)).
+Metrics: reward mean and spread, KL, copy rate (edit == original), response length, finished
+fraction, and the seconds spent sampling, scoring and computing log-probs.
+
+    config.rloo: reward_model ('' with synthetic_reward set for tests), synthetic_reward,
+                 num_samples (k), beta, kl_estimator (abs | k1 | k3), unfinished (drop | penalize |
+                 keep), penalty, max_new_tokens, temperature, top_k, top_p, reward_batch_size,
+                 max_prompt_tokens (0 = whole prompts; else cut from the left, first token kept)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.parallel.partitioning import ShardingContext
+from helpsteer_jax.train import model_setup
+from helpsteer_jax.train.rloo_math import (
+    apply_unfinished_rule, chunked_token_log_probs, copy_rate, kl_penalized_rewards,
+    leave_one_out_advantages, sequence_kl,
+)
+from helpsteer_jax.train.step import Batch, LossOutput
+
+logger = logging.getLogger(__name__)
+
+UNFINISHED = ("drop", "penalize", "keep")
+
+
+# -- synthetic rewards (tests and smoke runs) ---------------------------------------------------------
+
+def low_token_fraction(response_ids: list[int], vocab_size: int) -> float:
+  """Fraction of response tokens in the lower half of the vocabulary: a reward a random policy
+  gets about 0.5 of, and that RL can raise by shifting probability mass."""
+  if not response_ids:
+    return 0.0
+  return float(np.mean(np.asarray(response_ids) < vocab_size // 2))
+
+
+SYNTHETIC_REWARDS = {"low_token_fraction": low_token_fraction}
+
+
+# -- log-probs of sampled sequences -------------------------------------------------------------------
+
+LOGITS_CHUNK = 256  # positions whose [B, C, V] logits exist at once (long rollouts, big vocabularies)
+
+
+def next_token_log_probs(model: Llama, ids: jax.Array, mask: jax.Array) -> jax.Array:
+  """ids, mask [B, L] -> log pi(ids[:, t+1] | ids[:, :t+1]) [B, L - 1], logits made chunk by chunk."""
+  hidden, _ = model.hidden_states(ids, input_mask=mask)
+  return chunked_token_log_probs(hidden[:, :-1], ids[:, 1:], model.logits, LOGITS_CHUNK)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _sequence_log_probs(graphdef, params, rest, ids, mask):
+  """ids, mask [B, L] -> [B, L] log-probs of the next tokens (last column 0)."""
+  logp = next_token_log_probs(nnx.merge(graphdef, params, rest), ids, mask)
+  return jnp.pad(logp, ((0, 0), (0, 1)))
+
+
+def rloo_step_loss(model: Llama, batch: Batch, rng: jax.Array) -> LossOutput:
+  """batch: input_ids, input_mask, target_mask [B, L]; advantages [B]; valid [B]."""
+  del rng
+  logp = next_token_log_probs(model, batch["input_ids"], batch["input_mask"])
+  mask = batch["target_mask"][:, :-1].astype(jnp.float32) * batch["valid"].astype(jnp.float32)[:, None]
+  adv = jax.lax.stop_gradient(batch["advantages"].astype(jnp.float32))[:, None]
+  total = -jnp.sum(adv * logp * mask)
+  return LossOutput(total=total, weight=jnp.sum(mask))
+
+
+class RLOOTask:
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.rl = config.rloo
+    if self.rl.unfinished not in UNFINISHED:
+      raise ValueError(f"rloo.unfinished={self.rl.unfinished!r}; expected one of {UNFINISHED}")
+    if not self.rl.reward_model and self.rl.synthetic_reward not in SYNTHETIC_REWARDS:
+      raise ValueError("rloo.reward_model is empty: set it to an Edit RM folder, or set "
+                       f"rloo.synthetic_reward to one of {sorted(SYNTHETIC_REWARDS)}")
+    if self.rl.num_samples < 2:
+      raise ValueError(f"rloo.num_samples={self.rl.num_samples}: leave-one-out needs at least 2")
+    self._tokenizer = None
+    self._reference: Optional[nnx.State] = None
+    self._reward = None
+
+  @property
+  def tokenizer(self) -> Any:
+    if self._tokenizer is None:
+      self._tokenizer = model_setup.load_tokenizer_for(self.config)
+    return self._tokenizer
+
+  # -- model and reference ---------------------------------------------------------------------
+
+  def abstract_model(self, sharding: Optional[ShardingContext]) -> Llama:
+    config = model_setup.model_config(self.config)
+    return nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=sharding))
+
+  def build_model(self, config: ml_collections.ConfigDict, sharding: ShardingContext) -> Llama:
+    model = model_setup.build_policy(config, sharding)
+    # The frozen reference is the starting policy: a device-side copy on the same shardings.
+    self._reference = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+    if self.rl.reward_model:
+      from helpsteer_jax.checkpoints.reward import load_reward_model
+      from helpsteer_jax.scaling.selectors import RewardModelSelector
+
+      rm, rm_tokenizer = load_reward_model(self.rl.reward_model, sharding=sharding)
+      self._reward = RewardModelSelector(rm, rm_tokenizer or self.tokenizer, batch_size=self.rl.reward_batch_size)
+    return model
+
+  def loss_fn(self):
+    return rloo_step_loss
+
+  def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+    b = int(self.config.data.batch_size) * int(self.rl.num_samples)
+    length = int(self.config.data.seq_len)
+    ids = jax.ShapeDtypeStruct((b, length), jnp.int32)
+    mask = jax.ShapeDtypeStruct((b, length), jnp.bool_)
+    rows = jax.ShapeDtypeStruct((b,), jnp.float32)
+    return {"input_ids": ids, "input_mask": mask, "target_mask": mask, "advantages": rows,
+            "valid": jax.ShapeDtypeStruct((b,), jnp.bool_)}
+
+  # -- data --------------------------------------------------------------------------------------
+
+  def train_data(self, process_index: int, process_count: int):
+    from helpsteer_jax.data.pipeline import source_spec
+    from helpsteer_jax.data.rl_prompts import PromptIterator, load_edit_prompts
+
+    if process_count > 1:
+      raise NotImplementedError("RLOO rollouts run in one process (sharded over its local devices)")
+    prompts = load_edit_prompts(source_spec(self.config.data), on_error=self.config.data.on_error)
+    logger.info("RLOO: %d edit prompts, %d per step, %d samples each", len(prompts),
+                self.config.data.batch_size, self.rl.num_samples)
+    return PromptIterator(prompts, int(self.config.data.batch_size), seed=int(self.config.data.seed))
+
+  def eval_data(self, process_index: int, process_count: int):
+    return None
+
+  # -- one iteration's rollouts --------------------------------------------------------------------
+
+  def _rewards(self, prompts, texts: list[str], responses: list[list[int]], vocab_size: int) -> np.ndarray:
+    if self._reward is not None:
+      items = [(p.messages, t) for p, t in zip(prompts, texts)]
+      return np.asarray(self._reward.score(items), np.float32)
+    fn = SYNTHETIC_REWARDS[self.rl.synthetic_reward]
+    return np.asarray([fn(r, vocab_size) for r in responses], np.float32)
+
+  def prepare_batch(self, prompts, state, graphdef, rest, step: int, to_global) -> tuple[Batch, dict[str, float]]:
+    from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings
+    from helpsteer_jax.sampling.sampler import bucket, sample_tokens
+
+    rl, k = self.rl, int(self.rl.num_samples)
+    tokenizer = self.tokenizer
+    policy = nnx.merge(graphdef, state.params, rest)  # the state's device arrays, no host copy
+    vocab = policy.config.vocab_size
+    settings = sampling_settings(tokenizer, max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
+                                 top_k=rl.top_k if rl.top_k > 0 else None,
+                                 top_p=rl.top_p if rl.top_p < 1.0 else None)
+    prompt_ids = encode_conversations(tokenizer, [p.messages for p in prompts])
+    if rl.max_prompt_tokens > 0:  # keep the first token (BOS) and the end, where the request is
+      prompt_ids = [ids if len(ids) <= rl.max_prompt_tokens else ids[:1] + ids[len(ids) - rl.max_prompt_tokens + 1:]
+                    for ids in prompt_ids]
+    started = time.perf_counter()
+    samples = sample_tokens(policy, prompt_ids, settings, n=k, seed=int(self.config.seed) * 100003 + step)
+    sample_s = time.perf_counter() - started
+
+    flat_prompts = [p for p in prompts for _ in range(k)]
+    flat_prompt_ids = [ids for ids in prompt_ids for _ in range(k)]
+    responses = [r for per_prompt in samples for r in per_prompt]
+    finished = np.asarray([len(r) < rl.max_new_tokens for r in responses])
+    texts = [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
+    started = time.perf_counter()
+    rm_scores = self._rewards(flat_prompts, texts, responses, vocab)
+    score_s = time.perf_counter() - started
+
+    # Sequences: prompt + response (+ the stop token when the sample ended), right-padded.
+    stop = settings.stop_token_ids[0] if settings.stop_token_ids else None
+    sequences, starts = [], []
+    for ids, r, done in zip(flat_prompt_ids, responses, finished):
+      sequences.append(list(ids) + list(r) + ([stop] if done and stop is not None else []))
+      starts.append(len(ids))
+    length = max(int(self.config.data.seq_len), bucket(max(len(s) for s in sequences)))
+    b = len(sequences)
+    ids = np.full((b, length), settings.pad_id, np.int32)
+    mask = np.zeros((b, length), bool)
+    target_mask = np.zeros((b, length), bool)  # position t predicts a response token ids[t + 1]
+    for i, (seq, start) in enumerate(zip(sequences, starts)):
+      ids[i, :len(seq)] = seq
+      mask[i, :len(seq)] = True
+      target_mask[i, start - 1:len(seq) - 1] = True
+
+    started = time.perf_counter()
+    ids_d, mask_d = jnp.asarray(ids), jnp.asarray(mask)
+    logp = _sequence_log_probs(graphdef, state.params, rest, ids_d, mask_d)
+    ref_logp = _sequence_log_probs(graphdef, self._reference, rest, ids_d, mask_d)
+    seq_kl = sequence_kl(logp, ref_logp, jnp.asarray(target_mask), rl.kl_estimator)
+    rewards = kl_penalized_rewards(jnp.asarray(rm_scores), seq_kl, rl.beta)
+    done = jnp.asarray(finished) if rl.unfinished != "keep" else jnp.ones(b, bool)
+    rule = "drop" if rl.unfinished == "keep" else rl.unfinished
+    rewards, valid = apply_unfinished_rule(rewards, done, rule, rl.penalty)
+    advantages = leave_one_out_advantages(rewards.reshape(-1, k), valid.reshape(-1, k)).reshape(-1)
+    logprob_s = time.perf_counter() - started
+
+    batch = to_global({"input_ids": ids, "input_mask": mask, "target_mask": target_mask,
+                       "advantages": np.asarray(advantages, np.float32), "valid": np.asarray(valid)})
+    metrics = {
+        "reward_mean": float(rm_scores.mean()),
+        "reward_std": float(rm_scores.reshape(-1, k).std(axis=1).mean()),
+        "kl": float(jnp.mean(seq_kl)),
+        "copy_rate": copy_rate(texts, [p.original for p in flat_prompts]),
+        "response_length": float(np.mean([len(r) for r in responses])),
+        "finished_fraction": float(finished.mean()),
+        "sample_s": sample_s, "score_s": score_s, "logprob_s": logprob_s,
+    }
+    return batch, metrics
+
+  def export(self, model: nnx.Module, out_dir: str) -> None:
+    from helpsteer_jax.checkpoints.pretrained import save_pretrained
+
+    save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.get("progress", True))
