@@ -15,6 +15,10 @@ def get_config(arg=None):
   config.name = f"edit_sft_{size}"
   config.data.dataset = "helpsteer3_edit"
   apply_size(config, size, bundled_file="helpsteer3_edit.jsonl")
+  if size == "tiny":  # the bundled rows' edited responses alone run to ~1.5k tokens
+    config.model.overrides = {**config.model.overrides, "max_position_embeddings": 4096}
+    config.data.seq_len = 4096
+    config.data.batch_size = 1
   if size in ("8b", "70b"):
     config.export_dir = f"checkpoints/Llama-3.3-{size.upper()}-Edit-SFT"
   return config.lock()

@@ -17,4 +17,7 @@ def get_config(arg=None):
   config.name = f"steerlm_acsft_{size}"
   config.data.dataset = "helpsteer2_steerlm_sft"
   apply_size(config, size, bundled_file="helpsteer2_default.jsonl")
+  if size == "tiny":  # the bundled row's response runs to ~1k tokens
+    config.data.seq_len = 2048
+    config.data.batch_size = 1
   return config.lock()

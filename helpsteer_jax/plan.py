@@ -36,11 +36,12 @@ def _fake_device_count() -> int:
   return math.prod(mesh)
 
 
-if __name__ == "__main__":
-  # The fake devices must exist before jax starts, so this runs before any import that loads jax.
+def _use_fake_devices() -> None:
+  """The fake devices must exist before jax starts its backend: called before any jax use."""
   os.environ["JAX_PLATFORMS"] = "cpu"
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              f" --xla_force_host_platform_device_count={_fake_device_count()}").strip()
+
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -135,8 +136,8 @@ def main(argv) -> None:
       f"parameters: {result['params'] / 1e9:.2f} B; tokens per step: {result['tokens_per_step']:,}",
       f"memory per device: {result['bytes_per_device'] / gib:.2f} GiB "
       f"(state and batch {result['arguments_bytes'] / gib:.2f} GiB, temporaries {result['temp_bytes'] / gib:.2f} GiB)",
-      f"FLOPs per step: {result['model_flops_per_step']:.3e} (model, 6N + attention); "
-      f"compiled per device {result['compiled_flops_per_device']:.3e}",
+      f"FLOPs per step: {result['model_flops_per_step']:.3e} (model: 6N + attention per token); "
+      f"XLA cost analysis per device {result['compiled_flops_per_device']:.3e} (loop bodies counted once)",
   ]
   if FLAGS.device_memory_gb:
     fits = result["bytes_per_device"] <= FLAGS.device_memory_gb * 1e9
@@ -148,6 +149,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
+  _use_fake_devices()
   flags.mark_flags_as_required(["config"])
   app.run(main)
 

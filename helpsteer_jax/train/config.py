@@ -89,6 +89,7 @@ def apply_size(config: ConfigDict, size: str, bundled_file: str = "") -> ConfigD
     config.data.seq_len = 128
     config.data.batch_size = 4
     config.data.truncation = "left"
+    config.data.drop_remainder = False  # the bundled files hold a handful of rows
     config.data.path = bundled_rows(bundled_file) if bundled_file else ""
     config.total_steps = 20
     config.checkpoint_every = 10
