@@ -44,6 +44,7 @@ setup(
             "helpsteer-scale=helpsteer_jax.scale:run",
             "helpsteer-train=helpsteer_jax.train.__main__:run",
             "helpsteer-plan=helpsteer_jax.plan:run",
+            "helpsteer-annotate=helpsteer_jax.annotate:run",
             "helpsteer-evaluate=helpsteer_jax.evaluate:run",
             "helpsteer-tables=helpsteer_jax.tables:run",
         ],

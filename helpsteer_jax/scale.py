@@ -94,7 +94,12 @@ def build_search(config: ConfigDict, pool: ModelPool):
     if sel.path in ("", POLICY):
       raise ValueError("selector.kind='reward_model' needs selector.path to a reward model folder")
     model, tok = pool.reward_model(sel.path, sel.param_dtype)
-    selector = RewardModelSelector(model, tok, batch_size=settings.batch_size)
+    weights = None
+    if model.num_outputs > 1:  # a multi-attribute model: HelpSteer2's weighted sum of its outputs
+      from helpsteer_jax.checkpoints.reward import attribute_weights, reward_labels
+
+      weights = attribute_weights(reward_labels(sel.path))
+    selector = RewardModelSelector(model, tok, batch_size=settings.batch_size, weights=weights)
   elif sel.kind != "none":
     raise ValueError(f"selector.kind={sel.kind!r}; expected generative_judge, reward_model or none")
   return FeedbackEditSearch(settings, policy, selector=selector, feedback=feedback, edit=edit)

@@ -66,23 +66,38 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 class RewardModelSelector:
+  """Scores (conversation, response) with a reward model: its scalar output, or for a
+  multi-attribute head the weighted sum of the attributes (`weights` [O], e.g. HelpSteer2's)."""
+
   name = "reward_model"
 
-  def __init__(self, model: RewardModel, tokenizer: Any, batch_size: int = 16):
+  def __init__(self, model: RewardModel, tokenizer: Any, batch_size: int = 16,
+               weights: Sequence[float] | None = None):
+    if model.num_outputs > 1 and weights is None:
+      raise ValueError(f"the reward model has {model.num_outputs} outputs; give `weights` (one per "
+                       "output) to turn them into one score")
+    if weights is not None and len(weights) != model.num_outputs:
+      raise ValueError(f"{len(weights)} weights for a reward model with {model.num_outputs} outputs")
     self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    self.weights = None if weights is None else np.asarray(weights, np.float32)
 
-  def score(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
+  def score_all(self, items: Sequence[tuple[Conversation, str]]) -> np.ndarray:
+    """Every output of the model per item: [len(items), O]."""
     if not items:
-      return []
+      return np.zeros((0, self.model.num_outputs), np.float32)
     prompts = [
         self.tokenizer.encode(self.tokenizer.apply_chat_template(
             list(conv) + [{"role": "assistant", "content": response}], tokenize=False),
             add_special_tokens=False)
         for conv, response in items
     ]
-    scores = _run_bucketed(_reward_scores, self.model, prompts, _pad_id(self.tokenizer),
-                           self.batch_size, self.model.config.max_position_embeddings)
-    return [float(s) for s in scores[:, 0]]
+    return _run_bucketed(_reward_scores, self.model, prompts, _pad_id(self.tokenizer),
+                         self.batch_size, self.model.config.max_position_embeddings)
+
+  def score(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
+    scores = self.score_all(items)
+    combined = scores[:, 0] if self.weights is None else scores @ self.weights
+    return [float(s) for s in combined]
 
 
 class GenerativeJudgeSelector:
