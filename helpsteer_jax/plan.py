@@ -75,8 +75,6 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
   import jax
   from flax import nnx
 
-  from helpsteer_jax.models.config import get_preset
-  from helpsteer_jax.parallel.mesh import make_mesh
   from helpsteer_jax.train.loop import batch_sharding, sharding_from_config
   from helpsteer_jax.train.model_setup import model_config
   from helpsteer_jax.train.optimizer import make_optimizer

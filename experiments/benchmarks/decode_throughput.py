@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from timing import best_time, write_report
+
 
 def measure_bandwidth(num_bytes: int = 1 << 30, repeats: int = 5) -> float:
   """Bytes/s of a large array copy (read + write counted), best of `repeats`."""
@@ -32,15 +34,6 @@ def measure_bandwidth(num_bytes: int = 1 << 30, repeats: int = 5) -> float:
     np.copyto(dst, src)
     best = min(best, time.perf_counter() - start)
   return 2 * num_bytes / best
-
-
-def time_best(fn, repeats: int) -> float:
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 def main() -> None:
@@ -77,7 +70,7 @@ def main() -> None:
     prompts = rng.integers(100, 40000, size=(batch, args.prompt_tokens)).tolist()
     ours = lambda: sample_tokens(model, prompts, settings)
     ours()  # compile
-    t_ours = time_best(ours, args.repeats)
+    t_ours = best_time(ours, args.repeats)
     ids = torch.tensor(prompts)
 
     def theirs():
@@ -87,7 +80,7 @@ def main() -> None:
                            pad_token_id=0)
 
     theirs()  # warm up
-    t_theirs = time_best(theirs, args.repeats)
+    t_theirs = best_time(theirs, args.repeats)
     tokens = batch * args.new_tokens
     rows.append((batch, tokens / t_ours, tokens / t_theirs, t_theirs / t_ours))
     print(f"batch {batch}: helpsteer_jax {tokens / t_ours:.1f} tok/s, transformers "
@@ -104,7 +97,7 @@ def main() -> None:
   shared = lambda: sample_tokens(model, [prompt], short, n=n)
   separate = lambda: sample_tokens(model, [prompt] * n, short, n=1)
   shared(), separate()
-  t_shared, t_separate = time_best(shared, args.repeats), time_best(separate, args.repeats)
+  t_shared, t_separate = best_time(shared, args.repeats), best_time(separate, args.repeats)
 
   lines = [
       "# Decode throughput: SmolLM2-135M-Instruct, fp32, CPU",
@@ -127,10 +120,7 @@ def main() -> None:
       f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "
       f"{t_shared:.2f} s, {n} separate prefills {t_separate:.2f} s -> {t_separate / t_shared:.2f}x.",
   ]
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  write_report(args.out, lines)
 
 
 if __name__ == "__main__":

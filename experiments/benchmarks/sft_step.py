@@ -16,18 +16,10 @@ import argparse
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 
-
-def best_time(fn, repeats: int) -> float:
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - start)
-  return best
+from timing import best_time, write_report
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
@@ -136,10 +128,7 @@ def main() -> None:
       f"{flops / t_ours / 1e9:.0f} GFLOP/s, {mfu:.0%} of this CPU's measured fp32 matmul peak "
       f"({peak / 1e9:.0f} GFLOP/s).",
   ]
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  write_report(args.out, lines)
 
 
 if __name__ == "__main__":

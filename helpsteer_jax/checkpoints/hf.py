@@ -146,34 +146,24 @@ def _parse_size(size: int | str) -> int:
   return int(text)
 
 
-def save_hf_model(
-    model: Llama,
-    out_dir: str,
-    max_shard_size: int | str = "5GB",
-    dtype: Optional[str] = None,
-    show_progress: bool = True,
-) -> None:
-  """Writes config.json, generation_config.json and safetensors shards (with an index when > 1).
+def write_model_tensors(model: nnx.Module, mappings: list[TensorMapping], out_dir: str, dtype: str,
+                   max_shard_size: int | str, show_progress: bool) -> None:
+  """safetensors shards (and an index when more than one) of `model`'s tensors under `mappings`.
 
   Tensors are gathered to the host one at a time; in a multi-process run every process must call
   this (the gathers are collective) and only process 0 writes.
   """
-  config = model.config
-  dtype = dtype or config.param_dtype
+  scan_layers = model.config.scan_layers
   np_dtype = np.dtype(jax.numpy.dtype(dtype))
-  mappings = llama_tensor_mappings(config)
   variables = variable_paths(nnx.state(model))
   writer = jax.process_index() == 0
   if writer:
     os.makedirs(out_dir, exist_ok=True)
 
-  def fetch(m: TensorMapping):
-    if m.layer is None:
-      value = variables[m.path].get_value()
-    elif config.scan_layers:
-      value = variables[m.path].get_value()[m.layer]
-    else:
-      value = variables[(m.path[0], m.layer) + m.path[1:]].get_value()
+  def fetch(m: TensorMapping) -> np.ndarray:
+    value = variables[m.variable_path(scan_layers)].get_value()
+    if m.layer is not None and scan_layers:
+      value = value[m.layer]
     return m.to_hf(_host_value(value)).astype(np_dtype)
 
   limit = _parse_size(max_shard_size)
@@ -202,12 +192,29 @@ def save_hf_model(
         f()  # take part in the collective gathers
     weight_map.update({n: name for n, *_ in tensors})
   progress.close()
-  if not writer:
-    return
-  if len(shards) > 1:
-    total = sum(int(np.prod(s)) * np_dtype.itemsize for _, s, _, _ in sum(shards, []))
+  if writer and len(shards) > 1:
+    total = sum(int(np.prod(s)) * np_dtype.itemsize for tensors in shards for _, s, _, _ in tensors)
     with open(os.path.join(out_dir, INDEX_NAME), "w") as f:
       json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def save_hf_model(
+    model: Llama,
+    out_dir: str,
+    max_shard_size: int | str = "5GB",
+    dtype: Optional[str] = None,
+    show_progress: bool = True,
+) -> None:
+  """Writes config.json, generation_config.json and safetensors shards (with an index when > 1).
+
+  Tensors are gathered to the host one at a time; in a multi-process run every process must call
+  this (the gathers are collective) and only process 0 writes.
+  """
+  config = model.config
+  dtype = dtype or config.param_dtype
+  write_model_tensors(model, llama_tensor_mappings(config), out_dir, dtype, max_shard_size, show_progress)
+  if jax.process_index() != 0:
+    return
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(to_hf_dict(config, torch_dtype=dtype), f, indent=2)
   generation = {"bos_token_id": config.bos_token_id}

@@ -26,16 +26,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from helpsteer_jax.checkpoints.hf import (
-    INDEX_NAME, SINGLE_NAME, SafetensorsFolder, _host_value, _parse_size, read_config,
+    SafetensorsFolder, read_config, write_model_tensors,
 )
 from helpsteer_jax.checkpoints.param_map import (
-    LM_HEAD_TENSOR, SCORE_TENSOR, TensorMapping, reward_tensor_mappings,
+    LM_HEAD_TENSOR, SCORE_TENSOR, reward_tensor_mappings,
 )
-from helpsteer_jax.checkpoints.safetensors_io import CheckpointError, PendingTensor, write_safetensors
-from helpsteer_jax.checkpoints.streaming import build_model, variable_paths
+from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
+from helpsteer_jax.checkpoints.streaming import build_model
 from helpsteer_jax.models.config import LlamaConfig, to_hf_dict
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.parallel.partitioning import ShardingContext
@@ -292,7 +291,7 @@ def save_reward_model(
     raise ValueError(f"labels {list(labels)}: expected {num_outputs} distinct names, one per output")
   hf_config = reward_hf_config(config, labels, _pad_token_id(tokenizer, pad_token_id),
                                torch_dtype=dtype or config.param_dtype)
-  _write_tensors(model, reward_tensor_mappings(config, num_outputs), out_dir,
+  write_model_tensors(model, reward_tensor_mappings(config, num_outputs), out_dir,
                  dtype or config.param_dtype, max_shard_size, show_progress)
   if jax.process_index() != 0:
     return
@@ -300,51 +299,3 @@ def save_reward_model(
     json.dump(hf_config, f, indent=2)
   if tokenizer is not None:
     tokenizer.save_pretrained(out_dir)
-
-
-def _write_tensors(model: nnx.Module, mappings: list[TensorMapping], out_dir: str, dtype: str,
-                   max_shard_size: int | str, show_progress: bool) -> None:
-  """safetensors shards (and an index when more than one) of `model`'s tensors under `mappings`."""
-  scan_layers = model.config.scan_layers
-  np_dtype = np.dtype(jnp.dtype(dtype))
-  variables = variable_paths(nnx.state(model))
-  writer = jax.process_index() == 0
-  if writer:
-    os.makedirs(out_dir, exist_ok=True)
-
-  def fetch(m: TensorMapping) -> np.ndarray:
-    value = variables[m.variable_path(scan_layers)].get_value()
-    if m.layer is not None and scan_layers:
-      value = value[m.layer]
-    return m.to_hf(_host_value(value)).astype(np_dtype)
-
-  limit = _parse_size(max_shard_size)
-  shards: list[list[PendingTensor]] = [[]]
-  shard_bytes = 0
-  for m in mappings:
-    nbytes = int(np.prod(m.hf_shape)) * np_dtype.itemsize
-    if shards[-1] and shard_bytes + nbytes > limit:
-      shards.append([])
-      shard_bytes = 0
-    shards[-1].append((m.hf_name, m.hf_shape, np_dtype, lambda m=m: fetch(m)))
-    shard_bytes += nbytes
-
-  progress = tqdm(total=len(mappings), desc=f"saving {out_dir}", unit="tensor",
-                  disable=not (show_progress and writer), mininterval=2.0)
-  names = [SINGLE_NAME] if len(shards) == 1 else [
-      f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
-  ]
-  weight_map: dict[str, str] = {}
-  for name, tensors in zip(names, shards):
-    counted = [(n, s, d, (lambda f=f: (progress.update(1), f())[1])) for n, s, d, f in tensors]
-    if writer:
-      write_safetensors(os.path.join(out_dir, name), counted, metadata={"format": "pt"})
-    else:
-      for *_, f in counted:
-        f()  # take part in the collective gathers
-    weight_map.update({n: name for n, *_ in tensors})
-  progress.close()
-  if writer and len(shards) > 1:
-    total = sum(int(np.prod(s)) * np_dtype.itemsize for tensors in shards for _, s, _, _ in tensors)
-    with open(os.path.join(out_dir, INDEX_NAME), "w") as f:
-      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)

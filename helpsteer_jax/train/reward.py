@@ -25,6 +25,7 @@ from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
 from helpsteer_jax.train.reward_losses import bradley_terry_loss, masked_mse, pairwise_metrics
 from helpsteer_jax.train.step import Batch, LossOutput
+from helpsteer_jax.train.task_base import TaskBase
 
 logger = logging.getLogger(__name__)
 
@@ -85,24 +86,17 @@ def reward_model_from_gguf(path: str, num_outputs: int, sharding: Optional[Shard
   return rm
 
 
-class RewardTask:
+class RewardTask(TaskBase):
   """Bradley-Terry (Edit RM, Select) or multi-attribute regression (HelpSteer/2, SteerLM)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     if config.reward.objective not in OBJECTIVES:
       raise ValueError(f"reward.objective={config.reward.objective!r}; expected one of {OBJECTIVES}")
-    self.config = config
-    self._tokenizer = None
+    super().__init__(config)
 
   @property
   def labels(self) -> tuple[str, ...]:
     return tuple(self.config.reward.labels)
-
-  @property
-  def tokenizer(self) -> Any:
-    if self._tokenizer is None:
-      self._tokenizer = model_setup.load_tokenizer_for(self.config)
-    return self._tokenizer
 
   def abstract_model(self, sharding: Optional[ShardingContext]) -> RewardModel:
     config = model_setup.model_config(self.config)
@@ -146,21 +140,6 @@ class RewardTask:
     return {"chosen_input_ids": ids, "chosen_input_mask": mask, "rejected_input_ids": ids,
             "rejected_input_mask": mask, "label_magnitude": rows, "example_mask": rows,
             "pair_kind": jax.ShapeDtypeStruct((b,), jnp.int32)}
-
-  def train_data(self, process_index: int, process_count: int):
-    from helpsteer_jax.data.pipeline import make_iterator
-
-    return make_iterator(self.config.data, self.tokenizer, process_index=process_index,
-                         process_count=process_count)
-
-  def eval_data(self, process_index: int, process_count: int):
-    eval_config = self.config.get("eval_data", None)
-    if eval_config is None or not eval_config.get("dataset", ""):
-      return None
-    from helpsteer_jax.data.pipeline import make_iterator
-
-    return make_iterator(eval_config, self.tokenizer, process_index=process_index,
-                         process_count=process_count)
 
   def export(self, model: RewardModel, out_dir: str) -> None:
     from helpsteer_jax.checkpoints.reward import save_reward_model

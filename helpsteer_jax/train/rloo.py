@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ from helpsteer_jax.train.rloo_math import (
     leave_one_out_advantages, sequence_kl,
 )
 from helpsteer_jax.train.step import Batch, LossOutput
+from helpsteer_jax.train.task_base import TaskBase
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +85,10 @@ def rloo_step_loss(model: Llama, batch: Batch, rng: jax.Array) -> LossOutput:
   return LossOutput(total=total, weight=jnp.sum(mask))
 
 
-class RLOOTask:
+class RLOOTask(TaskBase):
 
   def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
+    super().__init__(config)
     self.rl = config.rloo
     if self.rl.unfinished not in UNFINISHED:
       raise ValueError(f"rloo.unfinished={self.rl.unfinished!r}; expected one of {UNFINISHED}")
@@ -96,15 +97,8 @@ class RLOOTask:
                        f"rloo.synthetic_reward to one of {sorted(SYNTHETIC_REWARDS)}")
     if self.rl.num_samples < 2:
       raise ValueError(f"rloo.num_samples={self.rl.num_samples}: leave-one-out needs at least 2")
-    self._tokenizer = None
     self._reference: Optional[nnx.State] = None
     self._reward = None
-
-  @property
-  def tokenizer(self) -> Any:
-    if self._tokenizer is None:
-      self._tokenizer = model_setup.load_tokenizer_for(self.config)
-    return self._tokenizer
 
   # -- model and reference ---------------------------------------------------------------------
 

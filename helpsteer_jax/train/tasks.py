@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -19,22 +19,13 @@ from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
 from helpsteer_jax.train.sft import sft_loss
+from helpsteer_jax.train.task_base import TaskBase
 
 logger = logging.getLogger(__name__)
 
 
-class SFTTask:
+class SFTTask(TaskBase):
   """Next-token SFT on chat data (Feedback, Edit, attribute-conditioned SteerLM)."""
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self._tokenizer = None
-
-  @property
-  def tokenizer(self) -> Any:
-    if self._tokenizer is None:
-      self._tokenizer = model_setup.load_tokenizer_for(self.config)
-    return self._tokenizer
 
   def abstract_model(self, sharding: Optional[ShardingContext]) -> Llama:
     config = model_setup.model_config(self.config)
@@ -56,21 +47,6 @@ class SFTTask:
         "segment_ids": jax.ShapeDtypeStruct((b, t), jnp.int32),
         "positions": jax.ShapeDtypeStruct((b, t), jnp.int32),
     }
-
-  def train_data(self, process_index: int, process_count: int):
-    from helpsteer_jax.data.pipeline import make_iterator
-
-    return make_iterator(self.config.data, self.tokenizer, process_index=process_index,
-                         process_count=process_count)
-
-  def eval_data(self, process_index: int, process_count: int):
-    eval_config = self.config.get("eval_data", None)
-    if eval_config is None or not eval_config.get("dataset", ""):
-      return None
-    from helpsteer_jax.data.pipeline import make_iterator
-
-    return make_iterator(eval_config, self.tokenizer, process_index=process_index,
-                         process_count=process_count)
 
   def export(self, model: nnx.Module, out_dir: str) -> None:
     from helpsteer_jax.checkpoints.pretrained import save_pretrained
