@@ -82,3 +82,32 @@ def test_every_parameter_has_logical_axes_of_its_rank():
     for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
       axes = var.get_metadata()["logical_axes"]
       assert len(axes) == var.get_value().ndim
+
+
+def test_causal_blocks_equal_dense_attention_and_its_gradient():
+  """The block-skipping path (long causal chunks) against every score computed, with packed
+  segments and a padding row with no visible key, values and gradients."""
+  from helpsteer_jax.models.layers import _dense_attention, grouped_query_attention
+
+  b, t, n, k, h = 2, 256, 6, 2, 8
+  keys = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(keys[0], (b, t, n, h))
+  kk = jax.random.normal(keys[1], (b, k, t, h))
+  vv = jax.random.normal(keys[2], (b, k, t, h))
+  segment = jnp.asarray([[1] * 100 + [2] * 156, [0] * 30 + [1] * 226])  # row 1 starts with padding
+  mask = (jnp.tril(jnp.ones((t, t), bool))[None] & (segment[:, :, None] == segment[:, None, :])
+          & (segment != 0)[:, None, :])
+  cotangent = jax.random.normal(keys[3], q.shape)
+
+  def loss(fn, q, kk, vv):
+    return jnp.vdot(fn(q, kk, vv), cotangent)
+
+  blocked = lambda q, kk, vv: grouped_query_attention(q, [(kk, vv, mask)], causal=True)
+  dense = lambda q, kk, vv: _dense_attention(q, [(kk, vv, mask)])
+  np.testing.assert_allclose(blocked(q, kk, vv), dense(q, kk, vv), atol=1e-5)
+  assert float(jnp.abs(blocked(q, kk, vv)[1, :30]).max()) == 0.0  # padding rows give zeros
+  g_blocked = jax.grad(lambda *a: loss(blocked, *a), argnums=(0, 1, 2))(q, kk, vv)
+  g_dense = jax.grad(lambda *a: loss(dense, *a), argnums=(0, 1, 2))(q, kk, vv)
+  for a, d in zip(g_blocked, g_dense):
+    assert bool(jnp.all(jnp.isfinite(a)))
+    np.testing.assert_allclose(a, d, atol=1e-4)

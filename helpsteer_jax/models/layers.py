@@ -8,6 +8,7 @@ Einsum letter legend (used in every einsum of the package):
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 import math
 from typing import Optional
 
@@ -57,6 +58,23 @@ class RMSNorm(nnx.Module):
     return self.scale[...].astype(in_dtype) * x32.astype(in_dtype)
 
 
+def contract_last(x: jax.Array, w: jax.Array, dims: int = 1) -> jax.Array:
+  """x [..., *C] . w [*C, *O] -> [..., *O], with C the last `dims` axes of x, as one 2-D matmul.
+
+  Why not an einsum: the weight gradient of "BTD,DF->BTF" contracts over both B and T, and XLA:CPU
+  runs such a two-axis contraction about 1.7x slower than the same flattened [M, C] x [M, O] matmul
+  (the MLP backward of SmolLM2 at 8 x 512 tokens took 0.43 s as einsums, 0.25 s flattened).
+  Flattening first gives every forward and backward dot a single contracting axis. The reshapes
+  merge a sharded major axis with unsharded minor ones, which GSPMD keeps without communication.
+  """
+  c_shape, o_shape = w.shape[:dims], w.shape[dims:]
+  if x.shape[x.ndim - dims:] != c_shape:
+    raise ValueError(f"contracting axes of x {x.shape} do not match w {w.shape} over {dims} axes")
+  c, o = math.prod(c_shape), math.prod(o_shape)
+  out = jnp.dot(x.reshape(-1, c), w.reshape(c, o))
+  return out.reshape(*x.shape[:x.ndim - dims], *o_shape)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rotary position embeddings (rotate-half convention of the HF Llama checkpoints).
 
@@ -101,40 +119,66 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 # Attention.
 
 
-
-
 def grouped_query_attention(
-    q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array, jax.Array]]
+    q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array, jax.Array]], causal: bool = False
 ) -> jax.Array:
   """softmax(q k^T / sqrt(H)) v with K kv-heads shared by G = N / K query heads each.
 
   q [B, T, N, H]; `segments` are (k, v, mask) triples whose keys are attended jointly (one
   softmax over all of them): k and v [B, K, S_i, H], mask [B, T, S_i] (True = may attend).
   Decoding passes the cache and the new chunk as two segments, so the cache is only read, never
-  copied to insert the chunk first. Heads come before positions so that both contractions are
-  plain batched matmuls (the [B, S, K, H] layout was about 3x slower on XLA:CPU).
-  Query rows with no visible key (padding) give zeros instead of NaNs. Returns [B, T, N, H].
+  copied to insert the chunk first. Query rows with no visible key (padding) give zeros.
+
+  `causal=True` promises that a single segment is the chunk itself (S = T) under a mask that
+  allows no future key. Long chunks are then cut into query blocks that each attend only to the
+  keys up to their own end, skipping the all-masked upper triangle: about 45% fewer scores at
+  8 blocks, and the backward of SmolLM2-shaped attention at 512 tokens ran 1.9x faster on XLA:CPU.
+  Returns [B, T, N, H].
   """
+  t = q.shape[1]
+  block = max(64, t // 8)
+  if not (causal and len(segments) == 1 and t % block == 0 and t >= 2 * block):
+    return _dense_attention(q, segments)
+  (k, v, mask), = segments
+  if k.shape[2] != t:
+    raise ValueError(f"causal attention over {k.shape[2]} keys for {t} queries; expected equal")
+  outputs = []
+  for start in range(0, t, block):
+    end = start + block
+    outputs.append(_dense_attention(q[:, start:end], [(k[:, :, :end], v[:, :, :end], mask[:, start:end, :end])]))
+  return jnp.concatenate(outputs, axis=1)
+
+
+def _dense_attention(q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array, jax.Array]]) -> jax.Array:
+  """`grouped_query_attention` over every (query, key) score."""
   b, t, n, h = q.shape
   kv_heads = segments[0][0].shape[1]
-  q = q.reshape(b, t, kv_heads, n // kv_heads, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+  g = n // kv_heads
+  # Heads come before positions so that both contractions are batched matmuls (the [B, S, K, H]
+  # layout was about 3x slower on XLA:CPU), and the G query heads of a kv head and their T
+  # positions form one axis Q = G * T so that every dot, forward and backward, contracts a single
+  # axis (1.3x faster backward on XLA:CPU).
+  q = q.reshape(b, t, kv_heads, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, g * t, h)
   floor = jnp.finfo(jnp.float32).min
-  scores, visible = [], []
+  scores = []
   for k, _, mask in segments:
-    s = jnp.einsum("BKGTH,BKSH->BKGTS", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(h))
+    s = jnp.einsum("BKQH,BKSH->BKQS", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(h))
+    s = s.reshape(b, kv_heads, g, t, k.shape[2])  # [B, K, G, T, S_i]
     scores.append(jnp.where(mask[:, None, None], s, floor))
-    visible.append(mask[:, None, None])
   scores = jnp.concatenate(scores, axis=-1) if len(scores) > 1 else scores[0]
-  visible = jnp.concatenate(visible, axis=-1) if len(visible) > 1 else visible[0]
-  probs = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0.0)
+  # A row with no visible key has every score at `floor`: its softmax is uniform (finite), and the
+  # output row is zeroed below, on [.., H] rather than on the S-wide probabilities.
+  probs = jax.nn.softmax(scores, axis=-1).reshape(b, kv_heads, g * t, scores.shape[-1])  # [B, K, Q, S]
   out = 0.0
   offset = 0
   for k, v, _ in segments:
     width = k.shape[2]
     part = jax.lax.slice_in_dim(probs, offset, offset + width, axis=-1).astype(v.dtype)
-    out = out + jnp.einsum("BKGTS,BKSH->BKGTH", part, v)
+    out = out + jnp.einsum("BKQS,BKSH->BKQH", part, v)
     offset += width
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+  out = out.reshape(b, kv_heads, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+  any_visible = functools.reduce(jnp.logical_or, [jnp.any(m, axis=-1) for _, _, m in segments])  # [B, T]
+  return jnp.where(any_visible[:, :, None, None], out, 0.0).astype(out.dtype)
 
 
 class Attention(nnx.Module):
@@ -151,14 +195,14 @@ class Attention(nnx.Module):
   def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """x [B, T, D] -> q [B, T, N, H], k and v [B, T, K, H]."""
     dt = x.dtype
-    q = jnp.einsum("BTD,DNH->BTNH", x, self.q_proj[...].astype(dt))
-    k = jnp.einsum("BTD,DKH->BTKH", x, self.k_proj[...].astype(dt))
-    v = jnp.einsum("BTD,DKH->BTKH", x, self.v_proj[...].astype(dt))
+    q = contract_last(x, self.q_proj[...].astype(dt))  # BTD,DNH->BTNH
+    k = contract_last(x, self.k_proj[...].astype(dt))  # BTD,DKH->BTKH
+    v = contract_last(x, self.v_proj[...].astype(dt))
     return q, k, v
 
   def project_out(self, o: jax.Array) -> jax.Array:
     """o [B, T, N, H] -> [B, T, D]."""
-    return jnp.einsum("BTNH,NHD->BTD", o, self.o_proj[...].astype(o.dtype))
+    return contract_last(o, self.o_proj[...].astype(o.dtype), dims=2)  # BTNH,NHD->BTD
 
 
 class SwiGLU(nnx.Module):
@@ -172,7 +216,7 @@ class SwiGLU(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dt = x.dtype
-    gate = jnp.einsum("BTD,DF->BTF", x, self.gate_proj[...].astype(dt))
-    up = jnp.einsum("BTD,DF->BTF", x, self.up_proj[...].astype(dt))
+    gate = contract_last(x, self.gate_proj[...].astype(dt))  # BTD,DF->BTF
+    up = contract_last(x, self.up_proj[...].astype(dt))
     hidden = jax.nn.silu(gate) * up
-    return jnp.einsum("BTF,FD->BTD", hidden, self.down_proj[...].astype(dt))
+    return contract_last(hidden, self.down_proj[...].astype(dt))  # BTF,FD->BTD

@@ -19,7 +19,7 @@ from flax import nnx
 from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.models.kv_cache import KVCache
 from helpsteer_jax.models.layers import (
-    Attention, RMSNorm, SwiGLU, apply_rope, grouped_query_attention, make_param,
+    Attention, RMSNorm, SwiGLU, apply_rope, contract_last, grouped_query_attention, make_param,
     rope_inverse_frequencies,
 )
 from helpsteer_jax.parallel import axes as ax
@@ -65,7 +65,8 @@ class DecoderBlock(nnx.Module):
     if len(masks) > 1:  # attend over the cache too (skipped for an empty one)
       cache_k, cache_v = cache_kv
       segments.insert(0, (cache_k.astype(q.dtype), cache_v.astype(q.dtype), masks[1]))
-    attended = grouped_query_attention(q, segments)
+    # The chunk's own mask never lets a query see a later key (`hidden_states` ANDs it with causal).
+    attended = grouped_query_attention(q, segments, causal=True)
     x = x + self.attn.project_out(attended)
     x = constrain(x, _HIDDEN_AXES, sharding)
     x = x + self.mlp(self.post_attention_norm(x))
@@ -118,9 +119,9 @@ class Llama(nnx.Module):
     """hidden [B, T, D] (after the final norm) -> fp32 logits [B, T, V]."""
     dt = hidden.dtype
     if self.config.tie_word_embeddings:
-      out = jnp.einsum("BTD,VD->BTV", hidden, self.embed[...].astype(dt))
+      out = contract_last(hidden, self.embed[...].astype(dt).T)  # BTD,VD->BTV
     else:
-      out = jnp.einsum("BTD,DV->BTV", hidden, self.lm_head[...].astype(dt))
+      out = contract_last(hidden, self.lm_head[...].astype(dt))  # BTD,DV->BTV
     out = constrain(out, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_VOCAB), self.sharding)
     return out.astype(jnp.float32)
 
