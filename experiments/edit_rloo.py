@@ -36,7 +36,7 @@ def get_config(arg=None):
       "reward_batch_size": 16,
       "max_prompt_tokens": 0,  # 0 = whole prompts; else cut from the left (first token kept)
   })
-  config.data.seq_len = 0  # rollout rows are sized to the longest sequence (power-of-2 buckets)
+  config.data.seq_len = 0  # rollout rows: see RLOOTask.row_length
   config.data.batch_size = 64  # prompts per step (x num_samples rows)
   config.optim.warmup_steps = 0
   config.optim.schedule = "constant"

@@ -72,7 +72,9 @@ class RewardModelSelector:
   name = "reward_model"
 
   def __init__(self, model: RewardModel, tokenizer: Any, batch_size: int = 16,
-               weights: Sequence[float] | None = None):
+               weights: Sequence[float] | None = None, max_tokens: int = 0):
+    """`max_tokens` > 0 cuts longer inputs to their first token (BOS) and last `max_tokens` - 1,
+    where the request and the response are: long contexts cost quadratic attention time."""
     if model.num_outputs > 1 and weights is None:
       raise ValueError(f"the reward model has {model.num_outputs} outputs; give `weights` (one per "
                        "output) to turn them into one score")
@@ -80,6 +82,7 @@ class RewardModelSelector:
       raise ValueError(f"{len(weights)} weights for a reward model with {model.num_outputs} outputs")
     self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
     self.weights = None if weights is None else np.asarray(weights, np.float32)
+    self.max_tokens = max_tokens
 
   def score_all(self, items: Sequence[tuple[Conversation, str]]) -> np.ndarray:
     """Every output of the model per item: [len(items), O]."""
@@ -91,6 +94,8 @@ class RewardModelSelector:
             add_special_tokens=False)
         for conv, response in items
     ]
+    if self.max_tokens > 0:
+      prompts = [p if len(p) <= self.max_tokens else p[:1] + p[len(p) - self.max_tokens + 1:] for p in prompts]
     return _run_bucketed(_reward_scores, self.model, prompts, _pad_id(self.tokenizer),
                          self.batch_size, self.model.config.max_position_embeddings)
 

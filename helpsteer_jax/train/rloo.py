@@ -115,7 +115,8 @@ class RLOOTask(TaskBase):
       from helpsteer_jax.scaling.selectors import RewardModelSelector
 
       rm, rm_tokenizer = load_reward_model(self.rl.reward_model, sharding=sharding)
-      self._reward = RewardModelSelector(rm, rm_tokenizer or self.tokenizer, batch_size=self.rl.reward_batch_size)
+      self._reward = RewardModelSelector(rm, rm_tokenizer or self.tokenizer, batch_size=self.rl.reward_batch_size,
+                                         max_tokens=self.reward_max_tokens())
     return model
 
   def loss_fn(self):
@@ -129,6 +130,23 @@ class RLOOTask(TaskBase):
     rows = jax.ShapeDtypeStruct((b,), jnp.float32)
     return {"input_ids": ids, "input_mask": mask, "target_mask": mask, "advantages": rows,
             "valid": jax.ShapeDtypeStruct((b,), jnp.bool_)}
+
+  def reward_max_tokens(self) -> int:
+    """Tokens the Edit RM reads per rollout: the conversation cut as the policy's prompt was, plus
+    the response and the template's few closing tokens (0 = uncut when prompts are uncut)."""
+    return self.rl.max_prompt_tokens + self.rl.max_new_tokens + 8 if self.rl.max_prompt_tokens > 0 else 0
+
+  def row_length(self, longest: int) -> int:
+    """Rollout row length: with prompts cut, one fixed length (one compiled train step) rounded to
+    128; otherwise the longest sequence's power-of-2 bucket. Never below `data.seq_len`."""
+    from helpsteer_jax.sampling.sampler import bucket
+
+    if self.rl.max_prompt_tokens > 0:
+      bound = self.rl.max_prompt_tokens + self.rl.max_new_tokens + 1
+      length = -(-max(bound, longest) // 128) * 128
+    else:
+      length = bucket(longest)
+    return max(int(self.config.data.seq_len), length)
 
   # -- data --------------------------------------------------------------------------------------
 
@@ -157,7 +175,7 @@ class RLOOTask(TaskBase):
 
   def prepare_batch(self, prompts, state, graphdef, rest, step: int, to_global) -> tuple[Batch, dict[str, float]]:
     from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings
-    from helpsteer_jax.sampling.sampler import bucket, sample_tokens
+    from helpsteer_jax.sampling.sampler import sample_tokens
 
     rl, k = self.rl, int(self.rl.num_samples)
     tokenizer = self.tokenizer
@@ -189,7 +207,7 @@ class RLOOTask(TaskBase):
     for ids, r, done in zip(flat_prompt_ids, responses, finished):
       sequences.append(list(ids) + list(r) + ([stop] if done and stop is not None else []))
       starts.append(len(ids))
-    length = max(int(self.config.data.seq_len), bucket(max(len(s) for s in sequences)))
+    length = self.row_length(max(len(s) for s in sequences))
     b = len(sequences)
     ids = np.full((b, length), settings.pad_id, np.int32)
     mask = np.zeros((b, length), bool)
