@@ -1,5 +1,5 @@
 """RLOO through the real entry point: the tiny policy raises a synthetic reward; the Edit-RM path
-scores rollouts with a reward model folder."""
+scores rollouts with a reward model folder; on a (2, 2, 2) mesh of 8 devices it matches one device."""
 
 import json
 import os
@@ -12,9 +12,9 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _env():
+def _env(devices: int = 1):
   return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu",
-              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
 def _rows(workdir):
@@ -59,3 +59,21 @@ def test_rloo_scores_with_an_edit_reward_model(tmp_path, shared_data, embedded_g
   # Nothing finishes in 16 tokens, so "penalize" gives every sample the penalty: no advantage.
   assert all(r["finished_fraction"] == 0.0 for r in rows)
   assert all(np.isfinite(r["reward_mean"]) and r["score_s"] > 0 for r in rows)
+
+
+def test_rloo_on_a_mesh_of_8_devices_matches_one_device(tmp_path, shared_data, embedded_gguf_path):
+  """Rollouts from the sharded policy, the sharded step: same rewards, KL and losses as one device."""
+  runs = {}
+  for devices, mesh in ((1, "1,1,1"), (8, "2,2,2")):
+    cmd = [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/edit_rloo.py:tiny",
+           f"--workdir={tmp_path / str(devices)}", "--config.total_steps=3", "--config.progress=False",
+           "--config.tensorboard=False", f"--config.mesh.shape=({mesh})"]
+    subprocess.run(cmd, cwd=REPO, env=_env(devices), check=True, timeout=900, capture_output=True)
+    runs[devices] = _rows(tmp_path / str(devices))
+  one, eight = runs[1], runs[8]
+  assert [r["step"] for r in eight] == [1, 2, 3]
+  for a, b in zip(one, eight):
+    print(f"step {a['step']}: loss {a['loss']:.6f} vs {b['loss']:.6f}, reward {a['reward_mean']:.4f} "
+          f"vs {b['reward_mean']:.4f}, kl {a['kl']:.6f} vs {b['kl']:.6f}")
+    assert a["reward_mean"] == b["reward_mean"] and a["response_length"] == b["response_length"]
+    np.testing.assert_allclose([b["loss"], b["kl"]], [a["loss"], a["kl"]], rtol=1e-4, atol=1e-6)
