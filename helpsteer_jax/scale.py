@@ -131,6 +131,13 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
   done = writer.done_ids()
   todo = [item for item in items if item.id not in done]
   logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), config.output_dir)
+  import jax
+
+  if jax.process_count() > 1:
+    raise RuntimeError(
+        f"the scaling search runs in one process (its mesh spans one host's devices) but this run has "
+        f"{jax.process_count()} processes; run it on each host over its own prompt range "
+        "(--config.prompts.start / --config.prompts.limit) and a separate output_dir")
   search = build_search(config, ModelPool(config))
   check_prompts(todo, search.policy.tokenizer, config.search.draft.max_new_tokens,
                 search.policy.model.config.max_position_embeddings)

@@ -4,13 +4,14 @@
 #
 #   launch/tpu_pod.sh [--dry-run] --tpu=NAME --zone=ZONE [--project=ID] [--dir=PATH] [--python=BIN]
 #                     [--sync] MODULE [FLAGS...]
-#   launch/tpu_pod.sh --tpu=hs-v5p-128 --zone=us-east5-a scale --config=experiments/scaling/grid.py
+#   launch/tpu_pod.sh --tpu=hs-v5p-128 --zone=us-east5-a train --config=experiments/edit_sft.py:70b
 #   DRY_RUN=1 launch/tpu_pod.sh --tpu=hs --zone=us-east5-a evaluate --config=experiments/eval/arena_hard.py:full
 #
 # --dir: the repository on the workers (default ~/helpsteer_jax); --python: the interpreter there
 # (default python3); --sync: first copy this repository to --dir on every worker. TPU_NAME, ZONE and
 # PROJECT may be given as environment variables instead. --dry-run (or DRY_RUN=1) prints the
-# gcloud commands and exits. MODULE: train, scale, evaluate, convert, plan, tables, chat.
+# gcloud commands and exits. MODULE: train, scale, evaluate, convert, plan, tables, chat (scale runs
+# in one process per host: give each host its own prompt range and output_dir).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/launch/common.sh"
