@@ -120,24 +120,23 @@ def check_prompts(items, tokenizer, max_new_tokens: int, context: int) -> None:
 
 def run_search(config: ConfigDict) -> dict[str, Any]:
   """Runs (or resumes) the search of `config`; returns the summary."""
+  import jax
   from tqdm.auto import tqdm
 
   from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.scaling.results import ResultWriter
-
-  items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
-                       config.prompts.start)
-  writer = ResultWriter(config.output_dir)
-  done = writer.done_ids()
-  todo = [item for item in items if item.id not in done]
-  logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), config.output_dir)
-  import jax
 
   if jax.process_count() > 1:
     raise RuntimeError(
         f"the scaling search runs in one process (its mesh spans one host's devices) but this run has "
         f"{jax.process_count()} processes; run it on each host over its own prompt range "
         "(--config.prompts.start / --config.prompts.limit) and a separate output_dir")
+  items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
+                       config.prompts.start)
+  writer = ResultWriter(config.output_dir)
+  done = writer.done_ids()
+  todo = [item for item in items if item.id not in done]
+  logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), config.output_dir)
   search = build_search(config, ModelPool(config))
   check_prompts(todo, search.policy.tokenizer, config.search.draft.max_new_tokens,
                 search.policy.model.config.max_position_embeddings)

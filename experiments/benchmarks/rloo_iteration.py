@@ -40,7 +40,6 @@ def main() -> None:
   from helpsteer_jax.checkpoints.embedded import embedded_model_path
   from helpsteer_jax.parallel.mesh import make_mesh
   from helpsteer_jax.parallel.partitioning import ShardingContext
-  from helpsteer_jax.scaling.selectors import RewardModelSelector
   from helpsteer_jax.train.config import bundled_rows
   from helpsteer_jax.train.loop import to_global_batch
   from helpsteer_jax.train.optimizer import make_optimizer
@@ -60,6 +59,7 @@ def main() -> None:
   config.rloo.max_new_tokens = args.new_tokens
   config.rloo.max_prompt_tokens = args.prompt_tokens
   config.rloo.unfinished = "keep"
+  config.rloo.reward_batch_size = args.prompts * args.samples
   config.data.batch_size = args.prompts
   config.data.path = bundled_rows("helpsteer3_edit.jsonl")  # no hub access needed
   config.data.drop_remainder = False
@@ -72,8 +72,7 @@ def main() -> None:
   task = RLOOTask(config)
   model = task.build_model(config, sharding)
   rm = reward_model_from_gguf(embedded_model_path(), 1, None, seed=0)
-  task._reward = RewardModelSelector(rm, task.tokenizer, batch_size=args.prompts * args.samples,
-                                     max_tokens=task.reward_max_tokens())
+  task.use_reward_model(rm, task.tokenizer)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   optimizer, schedule = make_optimizer(config.optim, 100, params)
   state = init_state(params, optimizer)

@@ -147,7 +147,7 @@ def _parse_size(size: int | str) -> int:
 
 
 def write_model_tensors(model: nnx.Module, mappings: list[TensorMapping], out_dir: str, dtype: str,
-                   max_shard_size: int | str, show_progress: bool) -> None:
+                        max_shard_size: int | str, show_progress: bool) -> None:
   """safetensors shards (and an index when more than one) of `model`'s tensors under `mappings`.
 
   Tensors are gathered to the host one at a time; in a multi-process run every process must call

@@ -292,7 +292,7 @@ def save_reward_model(
   hf_config = reward_hf_config(config, labels, _pad_token_id(tokenizer, pad_token_id),
                                torch_dtype=dtype or config.param_dtype)
   write_model_tensors(model, reward_tensor_mappings(config, num_outputs), out_dir,
-                 dtype or config.param_dtype, max_shard_size, show_progress)
+                      dtype or config.param_dtype, max_shard_size, show_progress)
   if jax.process_index() != 0:
     return
   with open(os.path.join(out_dir, "config.json"), "w") as f:

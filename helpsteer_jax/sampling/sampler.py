@@ -52,6 +52,15 @@ def bucket(length: int, minimum: int = 16) -> int:
   return size
 
 
+def keep_ends(ids: Sequence[int], max_tokens: int) -> list[int]:
+  """`ids` cut to at most `max_tokens`: the first token (BOS) and the last `max_tokens` - 1, where a
+  request and its answer are. `max_tokens` <= 0 keeps every token."""
+  ids = list(ids)
+  if max_tokens <= 0 or len(ids) <= max_tokens:
+    return ids
+  return ids[:1] + ids[len(ids) - max_tokens + 1:]
+
+
 def left_pad(prompts: Sequence[Sequence[int]], length: int, batch: int, pad_id: int):
   """-> ids [batch, length] int32, mask [batch, length] bool; filler rows are all padding."""
   ids = np.full((batch, length), pad_id, np.int32)

@@ -19,7 +19,7 @@ from flax import nnx
 
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
-from helpsteer_jax.sampling.sampler import bucket, left_pad
+from helpsteer_jax.sampling.sampler import bucket, keep_ends, left_pad
 from helpsteer_jax.scaling.prompts import judge_request
 
 Conversation = Sequence[dict[str, str]]
@@ -94,8 +94,7 @@ class RewardModelSelector:
             add_special_tokens=False)
         for conv, response in items
     ]
-    if self.max_tokens > 0:
-      prompts = [p if len(p) <= self.max_tokens else p[:1] + p[len(p) - self.max_tokens + 1:] for p in prompts]
+    prompts = [keep_ends(p, self.max_tokens) for p in prompts]
     return _run_bucketed(_reward_scores, self.model, prompts, _pad_id(self.tokenizer),
                          self.batch_size, self.model.config.max_position_embeddings)
 

@@ -112,12 +112,18 @@ class RLOOTask(TaskBase):
     self._reference = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
     if self.rl.reward_model:
       from helpsteer_jax.checkpoints.reward import load_reward_model
-      from helpsteer_jax.scaling.selectors import RewardModelSelector
 
       rm, rm_tokenizer = load_reward_model(self.rl.reward_model, sharding=sharding)
-      self._reward = RewardModelSelector(rm, rm_tokenizer or self.tokenizer, batch_size=self.rl.reward_batch_size,
-                                         max_tokens=self.reward_max_tokens())
+      self.use_reward_model(rm, rm_tokenizer or self.tokenizer)
     return model
+
+  def use_reward_model(self, rm, tokenizer) -> None:
+    """Scores rollouts with `rm` (an Edit RM). It reads the conversation cut as the policy's prompt
+    was, plus the response and the template's few closing tokens."""
+    from helpsteer_jax.scaling.selectors import RewardModelSelector
+
+    max_tokens = self.rl.max_prompt_tokens + self.rl.max_new_tokens + 8 if self.rl.max_prompt_tokens > 0 else 0
+    self._reward = RewardModelSelector(rm, tokenizer, batch_size=self.rl.reward_batch_size, max_tokens=max_tokens)
 
   def loss_fn(self):
     return rloo_step_loss
@@ -130,11 +136,6 @@ class RLOOTask(TaskBase):
     rows = jax.ShapeDtypeStruct((b,), jnp.float32)
     return {"input_ids": ids, "input_mask": mask, "target_mask": mask, "advantages": rows,
             "valid": jax.ShapeDtypeStruct((b,), jnp.bool_)}
-
-  def reward_max_tokens(self) -> int:
-    """Tokens the Edit RM reads per rollout: the conversation cut as the policy's prompt was, plus
-    the response and the template's few closing tokens (0 = uncut when prompts are uncut)."""
-    return self.rl.max_prompt_tokens + self.rl.max_new_tokens + 8 if self.rl.max_prompt_tokens > 0 else 0
 
   def row_length(self, longest: int) -> int:
     """Rollout row length: with prompts cut, one fixed length (one compiled train step) rounded to
@@ -175,7 +176,7 @@ class RLOOTask(TaskBase):
 
   def prepare_batch(self, prompts, state, graphdef, rest, step: int, to_global) -> tuple[Batch, dict[str, float]]:
     from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings
-    from helpsteer_jax.sampling.sampler import sample_tokens
+    from helpsteer_jax.sampling.sampler import keep_ends, sample_tokens
 
     rl, k = self.rl, int(self.rl.num_samples)
     tokenizer = self.tokenizer
@@ -185,9 +186,7 @@ class RLOOTask(TaskBase):
                                  top_k=rl.top_k if rl.top_k > 0 else None,
                                  top_p=rl.top_p if rl.top_p < 1.0 else None)
     prompt_ids = encode_conversations(tokenizer, [p.messages for p in prompts])
-    if rl.max_prompt_tokens > 0:  # keep the first token (BOS) and the end, where the request is
-      prompt_ids = [ids if len(ids) <= rl.max_prompt_tokens else ids[:1] + ids[len(ids) - rl.max_prompt_tokens + 1:]
-                    for ids in prompt_ids]
+    prompt_ids = [keep_ends(ids, rl.max_prompt_tokens) for ids in prompt_ids]
     started = time.perf_counter()
     samples = sample_tokens(policy, prompt_ids, settings, n=k, seed=int(self.config.seed) * 100003 + step)
     sample_s = time.perf_counter() - started
