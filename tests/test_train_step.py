@@ -1,6 +1,8 @@
 """The shared train step: sharded equals one device, accumulation equals one big batch, the loss
 ignores prompt tokens, NaN stops with the step named, optimizer schedule and weight-decay mask."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -50,7 +52,7 @@ def packed_batch(seed: int = 0) -> dict[str, np.ndarray]:
           "positions": pos}
 
 
-def run_steps(mesh_shape, devices, num_steps=2, accum=1, batches=None):
+def run_steps(mesh_shape, devices, num_steps=2, accum=1, batches=None, loss_chunk=0):
   sharding = ShardingContext(make_mesh(mesh_shape, devices))
   model = create_sharded_model(CONFIG, sharding, seed=0)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -58,7 +60,8 @@ def run_steps(mesh_shape, devices, num_steps=2, accum=1, batches=None):
   shardings = train_state_shardings(params, optimizer, sharding)
   with jax.set_mesh(sharding.mesh):
     state = jax.jit(lambda p: init_state(p, optimizer), out_shardings=shardings)(params)
-    step = jax.jit(make_train_step(graphdef, rest, sft_loss, optimizer, schedule, accum),
+    loss = functools.partial(sft_loss, chunk=loss_chunk)
+    step = jax.jit(make_train_step(graphdef, rest, loss, optimizer, schedule, accum),
                    in_shardings=(shardings, None, NamedSharding(sharding.mesh, PartitionSpec())),
                    out_shardings=(shardings, None), donate_argnums=(0,))
     losses = []
@@ -74,11 +77,13 @@ def flat_params(state):
   return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
 
 
-def test_sharded_step_equals_one_device():
+@pytest.mark.parametrize("loss_chunk", [0, 8])
+def test_sharded_step_equals_one_device(loss_chunk):
+  """Whole-row logits, and the fused chunked loss with vocabulary-sharded logits blocks."""
   devices = jax.devices()
   assert len(devices) == 8, "conftest sets 8 fake CPU devices"
-  losses_1, state_1, _ = run_steps((1, 1, 1), devices[:1])
-  losses_8, state_8, shardings = run_steps((2, 2, 2), devices)
+  losses_1, state_1, _ = run_steps((1, 1, 1), devices[:1], loss_chunk=loss_chunk)
+  losses_8, state_8, shardings = run_steps((2, 2, 2), devices, loss_chunk=loss_chunk)
   np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5, atol=1e-5)
   one, eight = flat_params(state_1), flat_params(state_8)
   worst = max(float(np.abs(one[k] - eight[k]).max()) for k in one)
@@ -130,16 +135,21 @@ def test_prompt_tokens_get_no_gradient():
   assert float(jnp.abs(dlogits[~off]).max()) > 0.0
 
 
-def test_chunked_loss_equals_whole():
-  model = create_sharded_model(CONFIG, None, seed=0)
+@pytest.mark.parametrize("tied", [True, False])
+def test_chunked_loss_equals_whole(tied):
+  """The fused chunked loss (gradients computed in its forward) against autodiff of whole logits."""
+  model = create_sharded_model(CONFIG.replace(tie_word_embeddings=tied), None, seed=0)
   batch = {k: jnp.asarray(v) for k, v in packed_batch(3).items()}
   whole = sft_loss(model, batch, jax.random.key(0))
   chunked = sft_loss(model, batch, jax.random.key(0), chunk=8)
   np.testing.assert_allclose(float(chunked.total), float(whole.total), rtol=1e-5)
+  assert float(chunked.metrics["token_accuracy"]) == float(whole.metrics["token_accuracy"])
   g_whole = nnx.grad(lambda m: sft_loss(m, batch, None).total)(model)
   g_chunk = nnx.grad(lambda m: sft_loss(m, batch, None, chunk=8).total)(model)
   for x, y in zip(jax.tree.leaves(g_whole), jax.tree.leaves(g_chunk)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    # fp32 sums in another order: errors of ~1e-7 of the leaf's largest gradient.
+    scale = max(1.0, float(jnp.abs(x).max()))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_non_finite_loss_names_the_step():

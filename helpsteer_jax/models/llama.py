@@ -122,8 +122,17 @@ class Llama(nnx.Module):
       out = contract_last(hidden, self.embed[...].astype(dt).T)  # BTD,VD->BTV
     else:
       out = contract_last(hidden, self.lm_head[...].astype(dt))  # BTD,DV->BTV
-    out = constrain(out, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_VOCAB), self.sharding)
-    return out.astype(jnp.float32)
+    return self.constrain_logits(out).astype(jnp.float32)
+
+  def output_head(self) -> tuple[jax.Array, int]:
+    """(output projection, its vocabulary axis): the embedding [V, D] when tied, else [D, V]."""
+    if self.config.tie_word_embeddings:
+      return self.embed[...], 0
+    return self.lm_head[...], 1
+
+  def constrain_logits(self, logits: jax.Array) -> jax.Array:
+    """Places logits [B, T, V] on the mesh (batch, sequence, vocabulary axes)."""
+    return constrain(logits, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_VOCAB), self.sharding)
 
   def hidden_states(
       self,
@@ -193,7 +202,9 @@ class Llama(nnx.Module):
     policy = self.config.remat_policy
     if policy == "none":
       return run
-    return jax.checkpoint(run, policy=_REMAT_POLICIES[policy], prevent_cse=False)
+    # Inside a scan the recomputation cannot be merged with the forward; unrolled, XLA's common
+    # subexpression elimination would merge it and silently undo the remat unless prevented.
+    return jax.checkpoint(run, policy=_REMAT_POLICIES[policy], prevent_cse=not self.config.scan_layers)
 
   def _scan_layers(self, x, positions, masks, inv_freq, cache):
     graphdef, stacked = nnx.split(self.layers)

@@ -3,8 +3,8 @@
 Next-token cross-entropy on the tokens `loss_weights` marks (assistant output), summed, so that the
 shared step divides by the number of target tokens over the whole (accumulated) batch.
 With `chunk` set, the [B, T, V] logits are never held whole: the sequence is cut into chunks whose
-logits are computed, reduced to a loss and dropped, and recomputed in the backward pass (what makes
-long sequences with a 128k vocabulary fit).
+logits are computed, reduced to a loss and its gradient, and dropped (`linear_cross_entropy`: what
+makes long sequences with a 128k vocabulary fit, and saves the logits' scratch memory on CPU).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.train.linear_cross_entropy import linear_cross_entropy
 from helpsteer_jax.train.step import Batch, LossOutput
 
 BATCH_KEYS = ("input_ids", "targets", "loss_weights", "segment_ids", "positions")
@@ -37,23 +38,12 @@ def sft_loss(model: Llama, batch: Batch, rng: jax.Array, chunk: int = 0) -> Loss
   hidden, _ = model.hidden_states(batch["input_ids"], positions=batch["positions"],
                                   segment_ids=batch["segment_ids"])
   targets, weights = batch["targets"], batch["loss_weights"].astype(jnp.float32)
-  t = targets.shape[1]
-  if chunk <= 0 or chunk >= t:
+  if chunk <= 0 or chunk >= targets.shape[1]:
     total, hits = _token_losses(model, hidden, targets, weights)
   else:
-    if t % chunk:
-      raise ValueError(f"sequence length {t} is not a multiple of loss chunk {chunk}")
-    n = t // chunk
-
-    def split(x):  # [B, T, ...] -> [n, B, chunk, ...]
-      return jnp.moveaxis(x.reshape(x.shape[0], n, chunk, *x.shape[2:]), 1, 0)
-
-    @jax.checkpoint
-    def body(carry, xs):
-      h, tg, w = xs
-      total, hits = _token_losses(model, h, tg, w)
-      return (carry[0] + total, carry[1] + hits), None
-
-    zero = jnp.zeros((), jnp.float32)
-    (total, hits), _ = jax.lax.scan(body, (zero, zero), (split(hidden), split(targets), split(weights)))
+    head, vocab_axis = model.output_head()
+    sharding = model.sharding
+    total, hits = linear_cross_entropy(
+        hidden, head, targets, weights, vocab_axis=vocab_axis, chunk=chunk,
+        constrain_logits=None if sharding is None else (lambda x: model.constrain_logits(x)))
   return LossOutput(total=total, weight=jnp.sum(weights), metrics={"token_accuracy": hits})
