@@ -15,6 +15,7 @@ from helpsteer_jax.models.config import get_preset
 from helpsteer_jax.models.create import create_sharded_model
 from helpsteer_jax.parallel.mesh import make_mesh
 from helpsteer_jax.parallel.partitioning import ShardingContext
+from helpsteer_jax.train.linear_cross_entropy import linear_cross_entropy
 from helpsteer_jax.train.loop import NonFiniteLossError, _check_finite, batch_sharding
 from helpsteer_jax.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from helpsteer_jax.train.sft import sft_loss
@@ -150,6 +151,15 @@ def test_chunked_loss_equals_whole(tied):
     # fp32 sums in another order: errors of ~1e-7 of the leaf's largest gradient.
     scale = max(1.0, float(jnp.abs(x).max()))
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_chunked_loss_rejects_bad_arguments():
+  hidden, head = jnp.zeros((2, 12, 4)), jnp.zeros((16, 4))
+  targets, weights = jnp.zeros((2, 12), jnp.int32), jnp.ones((2, 12))
+  with pytest.raises(ValueError, match="multiple of loss chunk 5"):
+    linear_cross_entropy(hidden, head, targets, weights, vocab_axis=0, chunk=5)
+  with pytest.raises(ValueError, match="vocab_axis=2"):
+    linear_cross_entropy(hidden, head, targets, weights, vocab_axis=2, chunk=4)
 
 
 def test_non_finite_loss_names_the_step():

@@ -14,6 +14,7 @@ of the step's scratch memory, which XLA:CPU allocates fresh (and page-faults in)
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Optional
 
 import jax
@@ -28,7 +29,7 @@ def linear_cross_entropy(
     *,
     vocab_axis: int,
     chunk: int,
-    constrain_logits: Optional[callable] = None,
+    constrain_logits: Optional[Callable[[jax.Array], jax.Array]] = None,
 ) -> tuple[jax.Array, jax.Array]:
   """(sum of weighted NLL, sum of weighted argmax hits), both fp32 scalars.
 
