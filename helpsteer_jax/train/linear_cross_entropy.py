@@ -56,16 +56,13 @@ def _unchunk(x: jax.Array) -> jax.Array:
   return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
 
 
-def _logits(h: jax.Array, head: jax.Array, vocab_axis: int) -> jax.Array:
-  """h [M, D] -> fp32 logits [M, V]."""
-  w = head.astype(h.dtype)
-  return jax.lax.dot_general(h, w, (((1,), (1 - vocab_axis,)), ((), ())), preferred_element_type=jnp.float32)
-
-
 def _chunk_loss(h, head, tg, w, vocab_axis, constrain_logits, with_grads: bool):
-  """One chunk: h [B, C, D], tg/w [B, C] -> (nll sum, hits sum[, dh [B, C, D], dhead])."""
+  """One chunk: h [B, C, D], tg/w [B, C], head in h's dtype -> (nll sum, hits sum[, dh [B, C, D],
+  dhead])."""
   b, c, d = h.shape
-  logits = _logits(h.reshape(b * c, d), head, vocab_axis)  # [M, V]
+  hm = h.reshape(b * c, d)
+  logits = jax.lax.dot_general(hm, head, (((1,), (1 - vocab_axis,)), ((), ())),
+                               preferred_element_type=jnp.float32)  # [M, V]
   if constrain_logits is not None:
     logits = constrain_logits(logits.reshape(b, c, -1)).reshape(b * c, -1)
   tg, w = tg.reshape(-1), w.reshape(-1)
@@ -84,8 +81,7 @@ def _chunk_loss(h, head, tg, w, vocab_axis, constrain_logits, with_grads: bool):
   is_target = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1) == tg[:, None]
   g = e * (w / sum_e)[:, None] - jnp.where(is_target, w[:, None], 0.0)
   g = g.astype(h.dtype)
-  hm = h.reshape(b * c, d)
-  dh = jax.lax.dot_general(g, head.astype(h.dtype), (((1,), (vocab_axis,)), ((), ())),
+  dh = jax.lax.dot_general(g, head, (((1,), (vocab_axis,)), ((), ())),
                            preferred_element_type=jnp.float32)  # [M, D]
   if vocab_axis == 0:
     dhead = jax.lax.dot_general(g, hm, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
@@ -97,9 +93,10 @@ def _chunk_loss(h, head, tg, w, vocab_axis, constrain_logits, with_grads: bool):
 def _run(vocab_axis, chunk, constrain_logits, hidden, head, targets, weights, with_grads: bool):
   zero = jnp.zeros((), jnp.float32)
   xs = (_chunks(hidden, chunk), _chunks(targets, chunk), _chunks(weights, chunk))
+  compute_head = head.astype(hidden.dtype)  # cast once, not per chunk
   if not with_grads:
     def body(carry, x):
-      total, hits = _chunk_loss(x[0], head, x[1], x[2], vocab_axis, constrain_logits, False)
+      total, hits = _chunk_loss(x[0], compute_head, x[1], x[2], vocab_axis, constrain_logits, False)
       return (carry[0] + total, carry[1] + hits), None
 
     (total, hits), _ = jax.lax.scan(body, (zero, zero), xs)
@@ -107,7 +104,7 @@ def _run(vocab_axis, chunk, constrain_logits, hidden, head, targets, weights, wi
 
   def body_with_grads(carry, x):
     total, hits, dhead = carry
-    t, h, dh, dw = _chunk_loss(x[0], head, x[1], x[2], vocab_axis, constrain_logits, True)
+    t, h, dh, dw = _chunk_loss(x[0], compute_head, x[1], x[2], vocab_axis, constrain_logits, True)
     return (total + t, hits + h, dhead + dw), dh
 
   dhead0 = jnp.zeros(head.shape, jnp.float32)
