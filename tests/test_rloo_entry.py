@@ -4,10 +4,10 @@ scores rollouts with a reward model folder; on a (2, 2, 2) mesh of 8 devices it 
 import json
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
+from entry_runner import run_entry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_rloo_raises_a_synthetic_reward(tmp_path, shared_data, embedded_gguf_pat
   cmd = [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/edit_rloo.py:tiny",
          f"--workdir={tmp_path}", "--config.total_steps=24", "--config.progress=False",
          "--config.tensorboard=False"]
-  subprocess.run(cmd, cwd=REPO, env=_env(), check=True, timeout=900, capture_output=True)
+  run_entry(cmd, cwd=REPO, env=_env(), timeout=900)
   rows = {r["step"]: r for r in _rows(tmp_path)}
   early = np.mean([rows[s]["reward_mean"] for s in range(1, 6)])
   late = np.mean([rows[s]["reward_mean"] for s in range(20, 25)])
@@ -53,7 +53,7 @@ def test_rloo_scores_with_an_edit_reward_model(tmp_path, shared_data, embedded_g
          f"--workdir={tmp_path / 'run'}", "--config.total_steps=2", "--config.progress=False",
          "--config.tensorboard=False", f"--config.rloo.reward_model={tmp_path / 'rm'}",
          "--config.rloo.synthetic_reward=", "--config.rloo.unfinished=penalize"]
-  subprocess.run(cmd, cwd=REPO, env=_env(), check=True, timeout=900, capture_output=True)
+  run_entry(cmd, cwd=REPO, env=_env(), timeout=900)
   rows = _rows(tmp_path / "run")
   assert [r["step"] for r in rows] == [1, 2]
   # Nothing finishes in 16 tokens, so "penalize" gives every sample the penalty: no advantage.
@@ -68,7 +68,7 @@ def test_rloo_on_a_mesh_of_8_devices_matches_one_device(tmp_path, shared_data, e
     cmd = [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/edit_rloo.py:tiny",
            f"--workdir={tmp_path / str(devices)}", "--config.total_steps=3", "--config.progress=False",
            "--config.tensorboard=False", f"--config.mesh.shape=({mesh})"]
-    subprocess.run(cmd, cwd=REPO, env=_env(devices), check=True, timeout=900, capture_output=True)
+    run_entry(cmd, cwd=REPO, env=_env(devices), timeout=900)
     runs[devices] = _rows(tmp_path / str(devices))
   one, eight = runs[1], runs[8]
   assert [r["step"] for r in eight] == [1, 2, 3]

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from entry_runner import run_entry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def test_tiny_model_learns_a_chat_task(tmp_path, task_file):
   cmd = train_command(tmp_path / "run", task_file, "--config.total_steps=80", "--config.optim.learning_rate=3e-3",
                       "--config.data.batch_size=4", "--config.data.packing=False", "--config.checkpoint_every=0",
                       f"--config.export_dir={export}")
-  subprocess.run(cmd, cwd=REPO, env=env(), check=True, timeout=600, capture_output=True)
+  run_entry(cmd, cwd=REPO, env=env(), timeout=600)
   curve = losses(tmp_path / "run")
   print(f"loss on the answer tokens: step 1 {curve[1]:.3f} -> step 80 {curve[80]:.4f}")
   assert curve[1] > 5.0 and curve[80] < 0.1
@@ -75,8 +76,8 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, task_file):
   steps = ["--config.total_steps=12", "--config.checkpoint_every=3", "--config.data.batch_size=2",
            "--config.optim.learning_rate=1e-3"]
   straight = tmp_path / "straight"
-  subprocess.run(train_command(straight, task_file, *steps, f"--config.export_dir={straight}/export"),
-                 cwd=REPO, env=env(), check=True, timeout=600, capture_output=True)
+  run_entry(train_command(straight, task_file, *steps, f"--config.export_dir={straight}/export"),
+            cwd=REPO, env=env(), timeout=600)
 
   resumed = tmp_path / "resumed"
   kill_after = random.Random(os.getpid()).randint(4, 10)
@@ -92,8 +93,8 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, task_file):
   proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   assert not (resumed / "export").exists()
-  subprocess.run(train_command(resumed, task_file, *steps, f"--config.export_dir={resumed}/export"),
-                 cwd=REPO, env=env(), check=True, timeout=600, capture_output=True)
+  run_entry(train_command(resumed, task_file, *steps, f"--config.export_dir={resumed}/export"),
+            cwd=REPO, env=env(), timeout=600)
 
   a, b = losses(straight), losses(resumed)
   assert sorted(a) == sorted(b) == list(range(1, 13))
@@ -117,8 +118,7 @@ def test_two_processes_match_one(tmp_path, task_file):
   common = ["--config.total_steps=4", "--config.checkpoint_every=2", "--config.data.batch_size=4",
             "--config.data.packing=False", "--config.mesh.shape=(1,-1,1)"]
   single = tmp_path / "single"
-  subprocess.run(train_command(single, task_file, *common), cwd=REPO, env=env(devices=1), check=True,
-                 timeout=600, capture_output=True)
+  run_entry(train_command(single, task_file, *common), cwd=REPO, env=env(devices=1), timeout=600)
   port = _free_port()
   multi = tmp_path / "multi"
   procs = []

@@ -68,11 +68,22 @@ def next_token_log_probs(model: Llama, ids: jax.Array, mask: jax.Array) -> jax.A
   return chunked_token_log_probs(hidden[:, :-1], ids[:, 1:], model.logits, LOGITS_CHUNK)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _sequence_log_probs(graphdef, params, rest, ids, mask):
-  """ids, mask [B, L] -> [B, L] log-probs of the next tokens (last column 0)."""
-  logp = next_token_log_probs(nnx.merge(graphdef, params, rest), ids, mask)
-  return jnp.pad(logp, ((0, 0), (0, 1)))
+@functools.partial(jax.jit, static_argnames=("graphdef", "k", "beta", "estimator", "rule", "penalty"))
+def _kl_and_advantages(graphdef, params, reference, rest, ids, mask, target_mask, rm_scores, finished,
+                       *, k: int, beta: float, estimator: str, rule: str, penalty: float):
+  """ids, mask, target_mask [B, L]; rm_scores, finished [B] -> (sequence KL, advantages, valid) [B].
+
+  One program for the policy and reference log-probs and all the reward arithmetic. On a CPU mesh
+  XLA runs each device's part of a program on a pool with one thread per device; several
+  independent collective programs in flight at once can take every thread and wait on each other.
+  """
+  logp = jnp.pad(next_token_log_probs(nnx.merge(graphdef, params, rest), ids, mask), ((0, 0), (0, 1)))
+  ref_logp = jnp.pad(next_token_log_probs(nnx.merge(graphdef, reference, rest), ids, mask), ((0, 0), (0, 1)))
+  seq_kl = sequence_kl(logp, ref_logp, target_mask, estimator)
+  rewards = kl_penalized_rewards(rm_scores, seq_kl, beta)
+  rewards, valid = apply_unfinished_rule(rewards, finished, rule, penalty)
+  advantages = leave_one_out_advantages(rewards.reshape(-1, k), valid.reshape(-1, k)).reshape(-1)
+  return seq_kl, advantages, valid
 
 
 def rloo_step_loss(model: Llama, batch: Batch, rng: jax.Array) -> LossOutput:
@@ -217,15 +228,12 @@ class RLOOTask(TaskBase):
       target_mask[i, start - 1:len(seq) - 1] = True
 
     started = time.perf_counter()
-    ids_d, mask_d = jnp.asarray(ids), jnp.asarray(mask)
-    logp = _sequence_log_probs(graphdef, state.params, rest, ids_d, mask_d)
-    ref_logp = _sequence_log_probs(graphdef, self._reference, rest, ids_d, mask_d)
-    seq_kl = sequence_kl(logp, ref_logp, jnp.asarray(target_mask), rl.kl_estimator)
-    rewards = kl_penalized_rewards(jnp.asarray(rm_scores), seq_kl, rl.beta)
-    done = jnp.asarray(finished) if rl.unfinished != "keep" else jnp.ones(b, bool)
+    done = finished if rl.unfinished != "keep" else np.ones(b, bool)
     rule = "drop" if rl.unfinished == "keep" else rl.unfinished
-    rewards, valid = apply_unfinished_rule(rewards, done, rule, rl.penalty)
-    advantages = leave_one_out_advantages(rewards.reshape(-1, k), valid.reshape(-1, k)).reshape(-1)
+    seq_kl, advantages, valid = jax.device_get(_kl_and_advantages(
+        graphdef, state.params, self._reference, rest, ids, mask, target_mask,
+        np.asarray(rm_scores, np.float32), done, k=k, beta=float(rl.beta), estimator=rl.kl_estimator,
+        rule=rule, penalty=float(rl.penalty)))
     logprob_s = time.perf_counter() - started
 
     batch = to_global({"input_ids": ids, "input_mask": mask, "target_mask": target_mask,
@@ -233,7 +241,7 @@ class RLOOTask(TaskBase):
     metrics = {
         "reward_mean": float(rm_scores.mean()),
         "reward_std": float(rm_scores.reshape(-1, k).std(axis=1).mean()),
-        "kl": float(jnp.mean(seq_kl)),
+        "kl": float(np.mean(seq_kl)),
         "copy_rate": copy_rate(texts, [p.original for p in flat_prompts]),
         "response_length": float(np.mean([len(r) for r in responses])),
         "finished_fraction": float(finished.mean()),
