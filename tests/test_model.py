@@ -56,9 +56,9 @@ def test_packed_segments_do_not_attend_across():
   np.testing.assert_allclose(logits[:, 6:10], model(b), atol=1e-5)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_qkv_proj"])
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "dots_no_batch_attention", "save_qkv_proj"])
 def test_remat_policies_give_the_same_gradients(policy):
-  ids = _ids((2, 8))
+  ids = _ids((2, 128))  # long enough for the blocked causal attention and its own backward
   loss = lambda m: jnp.mean(m(ids) ** 2)
   base = nnx.grad(loss)(Llama(get_preset("tiny"), rngs=nnx.Rngs(0)))
   remat = nnx.grad(loss)(Llama(get_preset("tiny", remat_policy=policy), rngs=nnx.Rngs(0)))
@@ -111,3 +111,26 @@ def test_causal_blocks_equal_dense_attention_and_its_gradient():
   for a, d in zip(g_blocked, g_dense):
     assert bool(jnp.all(jnp.isfinite(a)))
     np.testing.assert_allclose(a, d, atol=1e-4)
+
+
+def test_blocked_causal_attention_in_bf16_and_bad_shapes():
+  """bf16 operands keep their dtype through the custom backward and stay near the fp32 result."""
+  from helpsteer_jax.models.causal_attention import blocked_causal_attention
+
+  b, t, n, k, h = 2, 128, 4, 2, 16
+  keys = jax.random.split(jax.random.key(1), 4)
+  q, kk, vv = (jax.random.normal(keys[i], s) for i, s in enumerate([(b, t, n, h), (b, k, t, h), (b, k, t, h)]))
+  mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+  cotangent = jax.random.normal(keys[3], q.shape)
+  loss = lambda q, kk, vv: jnp.vdot(blocked_causal_attention(q, kk, vv, mask, 32).astype(jnp.float32), cotangent)
+  g32 = jax.grad(loss, argnums=(0, 1, 2))(q, kk, vv)
+  bf = [x.astype(jnp.bfloat16) for x in (q, kk, vv)]
+  assert blocked_causal_attention(*bf, mask, 32).dtype == jnp.bfloat16
+  g16 = jax.grad(loss, argnums=(0, 1, 2))(*bf)
+  for a, c in zip(g16, g32):
+    assert a.dtype == jnp.bfloat16
+    assert float(jnp.max(jnp.abs(a.astype(jnp.float32) - c))) < 0.05 * float(jnp.max(jnp.abs(c)))
+  with pytest.raises(ValueError, match="keys for"):
+    blocked_causal_attention(q, kk[:, :, :64], vv[:, :, :64], mask, 32)
+  with pytest.raises(ValueError, match="kv heads"):
+    blocked_causal_attention(q[:, :, :3], kk, vv, mask, 32)

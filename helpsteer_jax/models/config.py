@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import jax.numpy as jnp
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_qkv_proj")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "dots_no_batch_attention", "save_qkv_proj")
 
 
 @dataclasses.dataclass(frozen=True)

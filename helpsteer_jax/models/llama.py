@@ -30,6 +30,9 @@ _REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "save_qkv_proj": jax.checkpoint_policies.save_only_these_names("query", "key", "value"),
+    "dots_no_batch_attention": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names("attention_out", "attention_lse")),
 }
 
 _HIDDEN_AXES = (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_EMBED)
