@@ -108,6 +108,32 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, task_file):
   print(f"killed after step >= {kill_after}; resumed run identical over 12 steps and {len(wa)} tensors")
 
 
+def test_eval_loop_on_a_mesh(tmp_path, task_file):
+  """Held-out evaluation every 3 steps on a (1, 2, 2) mesh: eval rows at those steps, and the
+  loss on the memorised task falls between them; held-out data that gives no batch is an error."""
+  cmd = train_command(tmp_path / "run", task_file, "--config.total_steps=6", "--config.eval_every=3",
+                      "--config.optim.learning_rate=3e-3", "--config.optim.warmup_steps=0",
+                      "--config.data.batch_size=4", "--config.data.packing=False", "--config.checkpoint_every=0",
+                      "--config.eval_data.dataset=chat_messages", f"--config.eval_data.path={task_file}",
+                      "--config.eval_data.seq_len=32", "--config.eval_data.truncation=left",
+                      "--config.eval_data.batch_size=2", "--config.eval_data.packing=False",
+                      "--config.mesh.shape=(1,2,2)")
+  output = run_entry(cmd, cwd=REPO, env=env(devices=4), timeout=600)
+  rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  evals = {r["step"]: r for r in rows if r["split"] == "eval"}
+  print(f"eval loss: step 3 {evals[3]['loss']:.3f}, step 6 {evals[6]['loss']:.3f}")
+  assert sorted(evals) == [3, 6] and "eval at step 6" in output
+  # 4 examples in 2 batches of 2: every answer token is counted once per evaluation.
+  assert evals[3]["loss_weight"] == evals[6]["loss_weight"] > 0
+  assert np.isfinite(evals[3]["loss"]) and evals[6]["loss"] < evals[3]["loss"]
+
+  too_short = [c.replace("eval_data.truncation=left", "eval_data.truncation=drop") for c in cmd]
+  too_short = [c.replace("--config.total_steps=6", "--config.total_steps=3") for c in too_short]
+  too_short = [f"--workdir={tmp_path / 'bad'}" if c.startswith("--workdir") else c for c in too_short]
+  with pytest.raises(AssertionError, match="held-out data gave no batch"):  # rows too long to keep
+    run_entry(too_short, cwd=REPO, env=env(devices=4), timeout=600)
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

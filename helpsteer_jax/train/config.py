@@ -121,6 +121,9 @@ def apply_size(config: ConfigDict, size: str, bundled_file: str = "") -> ConfigD
     config.total_steps = 2000
     config.checkpoint_every = 200
     config.optim.learning_rate = 2e-6 if size == "70b" else 5e-6
+  # Held-out rows are cut and batched like the training rows unless set otherwise afterwards.
+  for key in ("seq_len", "batch_size", "truncation"):
+    config.eval_data[key] = config.data[key]
   return config
 
 

@@ -25,6 +25,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from helpsteer_jax.data.examples import DataError
 from helpsteer_jax.parallel import axes as ax
 from helpsteer_jax.parallel.mesh import make_mesh
 from helpsteer_jax.parallel.partitioning import ShardingContext
@@ -200,22 +201,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   eval_every = config.get("eval_every", 0)
   eval_fn = None
   if eval_every:
-    eval_fn = jax.jit(make_eval_step(graphdef, rest, loss_fn), out_shardings=replicated)
+    if task.eval_data(jax.process_index(), jax.process_count()) is None:
+      logger.warning("eval_every=%d but this task has no held-out data (set eval_data.dataset and "
+                     "eval_data.path): no evaluation will run", eval_every)
+    else:
+      eval_fn = jax.jit(make_eval_step(graphdef, rest, loss_fn), out_shardings=replicated)
 
   def run_eval(step: int) -> None:
     data = task.eval_data(jax.process_index(), jax.process_count())
-    if data is None:
-      return
     sums = None
     for i, local in enumerate(data):
       if i >= config.get("eval_steps", 10 ** 9):
         break
       out = eval_fn(state.params, to_global_batch(local, sharding), jax.random.key(i))
+      # One batch at a time: independent collective programs in flight together can take all of
+      # a CPU mesh's device threads and wait on each other (see rloo.py); eval is not the hot path.
+      out = jax.block_until_ready(out)
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    if sums is not None:
-      metrics = finalize_eval(jax.device_get(sums))
-      writer.write(step, metrics, split="eval")
-      logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
+    if sums is None:
+      stats = getattr(data, "stats", None)
+      raise DataError(f"the held-out data gave no batch ({stats.summary() if stats else 'no counts'}); "
+                      f"check eval_data's seq_len, truncation and batch_size")
+    metrics = finalize_eval(jax.device_get(sums))
+    writer.write(step, metrics, split="eval")
+    logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
 
   preemption = PreemptionFlag()
   log_every = max(1, config.get("log_every", 1))
