@@ -4,9 +4,11 @@ Autodiff through softmax(q k^T) v keeps (or, under remat, recomputes) the [Q, S]
 differentiates max, exp, sum and divide one by one. This function's custom VJP does what flash
 attention does instead: the forward saves the output O and each row's logsumexp L, and the
 backward rebuilds P = exp(q k^T - L) in one pass and uses dS = P * (dO v^T - rowsum(dO * O)),
-whose row sum runs over the H head dimensions rather than the S keys. The forward is the same
-blocked computation as before: each query block attends only to the keys up to its own end, so
-the all-masked upper triangle is skipped.
+whose row sum runs over the H head dimensions rather than the S keys. Both passes go block by
+block over the queries, each block attending only to the keys up to its own end, so the all-masked
+upper triangle is skipped. Measured in the SmolLM2 SFT step on XLA:CPU (8 x 512 tokens), with the
+remat policy `dots_no_batch_attention` keeping O and L: 18.2 s against 19.9 s for autodiff
+through the same blocks.
 
 Shapes: q [B, T, N, H]; k, v [B, K, T, H] with K kv-heads shared by G = N / K query heads each;
 mask [B, T, T] (True = may attend; it must allow no future key). Query rows with no visible key
@@ -30,6 +32,7 @@ _FLOOR = float(jnp.finfo(jnp.float32).min)
 
 
 def query_blocks(t: int, block: int) -> list[tuple[int, int]]:
+  """(start, end) of each block of `block` query positions (the last may be shorter)."""
   return [(start, min(start + block, t)) for start in range(0, t, block)]
 
 
