@@ -28,7 +28,8 @@ from jax.ad_checkpoint import checkpoint_name
 OUTPUT_NAME = "attention_out"
 LOGSUMEXP_NAME = "attention_lse"
 
-_FLOOR = float(jnp.finfo(jnp.float32).min)
+# The score of a masked (query, key) pair: exp(FLOOR - max) is 0, and a row of them stays finite.
+FLOOR = float(jnp.finfo(jnp.float32).min)
 
 
 def query_blocks(t: int, block: int) -> list[tuple[int, int]]:
@@ -36,7 +37,7 @@ def query_blocks(t: int, block: int) -> list[tuple[int, int]]:
   return [(start, min(start + block, t)) for start in range(0, t, block)]
 
 
-def _grouped(q: jax.Array, kv_heads: int) -> jax.Array:
+def group_query_heads(q: jax.Array, kv_heads: int) -> jax.Array:
   """[B, t, N, H] -> [B, K, G * t, H]: the G query heads of a kv head and their positions on one
   axis, so every dot, forward and backward, contracts a single axis."""
   b, t, n, h = q.shape
@@ -44,7 +45,7 @@ def _grouped(q: jax.Array, kv_heads: int) -> jax.Array:
   return q.reshape(b, t, kv_heads, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, g * t, h)
 
 
-def _ungrouped(x: jax.Array, t: int) -> jax.Array:
+def ungroup_query_heads(x: jax.Array, t: int) -> jax.Array:
   """[B, K, G * t, H] -> [B, t, N, H]."""
   b, kv_heads, gt, h = x.shape
   g = gt // t
@@ -56,7 +57,7 @@ def _masked_scores(qg: jax.Array, k: jax.Array, mask: jax.Array, g: int) -> jax.
   b, kv_heads, gt, _ = qg.shape
   s = jnp.einsum("BKQH,BKSH->BKQS", qg, k, preferred_element_type=jnp.float32)
   s = s.reshape(b, kv_heads, g, gt // g, k.shape[2])
-  return jnp.where(mask[:, None, None], s, _FLOOR)
+  return jnp.where(mask[:, None, None], s, FLOOR)
 
 
 def _forward(q, k, v, mask, block):
@@ -66,7 +67,7 @@ def _forward(q, k, v, mask, block):
   scale = 1.0 / math.sqrt(h)
   outs, lses = [], []
   for start, end in query_blocks(t, block):
-    qg = _grouped(q[:, start:end] * jnp.asarray(scale, q.dtype), kv_heads)
+    qg = group_query_heads(q[:, start:end] * jnp.asarray(scale, q.dtype), kv_heads)
     scores = _masked_scores(qg, k[:, :, :end], mask[:, start:end, :end], g)  # [B, K, G, tb, end]
     row_max = jnp.max(scores, axis=-1, keepdims=True)
     p = jnp.exp(scores - row_max)
@@ -74,12 +75,11 @@ def _forward(q, k, v, mask, block):
     p = p.reshape(b, kv_heads, g * (end - start), end).astype(v.dtype)
     # Normalise after the product: a pass over [.., H] instead of one over the [.., S] probabilities.
     o = jnp.einsum("BKQS,BKSH->BKQH", p, v[:, :, :end], preferred_element_type=jnp.float32)
-    outs.append(o / row_sum.reshape(b, kv_heads, g * (end - start), 1))  # [B, K, G*tb, H]
+    o = o / row_sum.reshape(b, kv_heads, g * (end - start), 1)
+    outs.append(ungroup_query_heads(o, end - start))  # [B, tb, N, H]
     lses.append((row_max + jnp.log(row_sum))[..., 0])  # [B, K, G, tb]
   visible = jnp.any(mask, axis=-1)  # [B, T]
-  out = jnp.concatenate([_ungrouped(o, end - start) for o, (start, end) in zip(outs, query_blocks(t, block))],
-                        axis=1)
-  out = jnp.where(visible[:, :, None, None], out, 0.0).astype(q.dtype)
+  out = jnp.where(visible[:, :, None, None], jnp.concatenate(outs, axis=1), 0.0).astype(q.dtype)
   return out, jnp.concatenate(lses, axis=-1)  # [B, T, N, H], [B, K, G, T]
 
 
@@ -114,15 +114,15 @@ def _attention_bwd(block, residuals, d_out):
   dv = jnp.zeros(v.shape, f32)
   for start, end in query_blocks(t, block):
     tb = end - start
-    qg = _grouped(q[:, start:end] * jnp.asarray(scale, dt), kv_heads)  # [B, K, G*tb, H]
+    qg = group_query_heads(q[:, start:end] * jnp.asarray(scale, dt), kv_heads)  # [B, K, G*tb, H]
     scores = _masked_scores(qg, k[:, :, :end], mask[:, start:end, :end], g)
     p = jnp.exp(scores - lse[..., start:end, None])  # [B, K, G, tb, end]; 0 where masked
-    do_g = _grouped(d_out[:, start:end], kv_heads)  # [B, K, G*tb, H]
+    do_g = group_query_heads(d_out[:, start:end], kv_heads)  # [B, K, G*tb, H]
     dp = jnp.einsum("BKQH,BKSH->BKQS", do_g, v[:, :, :end], preferred_element_type=f32)
     ds = (p * (dp.reshape(p.shape) - delta[..., start:end, None])).reshape(b, kv_heads, g * tb, end).astype(dt)
     p = p.reshape(b, kv_heads, g * tb, end).astype(dt)
     dq_g = jnp.einsum("BKQS,BKSH->BKQH", ds, k[:, :, :end], preferred_element_type=f32)
-    dq_blocks.append(_ungrouped(dq_g, tb))
+    dq_blocks.append(ungroup_query_heads(dq_g, tb))
     dk = dk.at[:, :, :end].add(jnp.einsum("BKQS,BKQH->BKSH", ds, qg, preferred_element_type=f32))
     dv = dv.at[:, :, :end].add(jnp.einsum("BKQS,BKQH->BKSH", p, do_g, preferred_element_type=f32))
   dq = jnp.concatenate(dq_blocks, axis=1) * scale

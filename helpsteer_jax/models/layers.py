@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from helpsteer_jax.models.causal_attention import blocked_causal_attention
+from helpsteer_jax.models.causal_attention import (
+    FLOOR, blocked_causal_attention, group_query_heads, ungroup_query_heads,
+)
 from helpsteer_jax.models.config import LlamaConfig, RopeScaling
 from helpsteer_jax.parallel import axes as ax
 
@@ -154,15 +156,14 @@ def _dense_attention(q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array
   # layout was about 3x slower on XLA:CPU), and the G query heads of a kv head and their T
   # positions form one axis Q = G * T so that every dot, forward and backward, contracts a single
   # axis (1.3x faster backward on XLA:CPU).
-  q = q.reshape(b, t, kv_heads, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, g * t, h)
-  floor = jnp.finfo(jnp.float32).min
+  q = group_query_heads(q, kv_heads)
   scores = []
   for k, _, mask in segments:
     s = jnp.einsum("BKQH,BKSH->BKQS", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(h))
     s = s.reshape(b, kv_heads, g, t, k.shape[2])  # [B, K, G, T, S_i]
-    scores.append(jnp.where(mask[:, None, None], s, floor))
+    scores.append(jnp.where(mask[:, None, None], s, FLOOR))
   scores = jnp.concatenate(scores, axis=-1) if len(scores) > 1 else scores[0]
-  # A row with no visible key has every score at `floor`: its softmax is uniform (finite), and the
+  # A row with no visible key has every score at FLOOR: its softmax is uniform (finite), and the
   # output row is zeroed below, on [.., H] rather than on the S-wide probabilities.
   probs = jax.nn.softmax(scores, axis=-1).reshape(b, kv_heads, g * t, scores.shape[-1])  # [B, K, Q, S]
   out = 0.0
@@ -172,7 +173,7 @@ def _dense_attention(q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array
     part = jax.lax.slice_in_dim(probs, offset, offset + width, axis=-1).astype(v.dtype)
     out = out + jnp.einsum("BKQS,BKSH->BKQH", part, v)
     offset += width
-  out = out.reshape(b, kv_heads, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+  out = ungroup_query_heads(out, t)
   any_visible = functools.reduce(jnp.logical_or, [jnp.any(m, axis=-1) for _, _, m in segments])  # [B, T]
   return jnp.where(any_visible[:, :, None, None], out, 0.0).astype(out.dtype)
 

@@ -200,15 +200,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
 
   eval_every = config.get("eval_every", 0)
   eval_fn = None
-  if eval_every:
-    if task.eval_data(jax.process_index(), jax.process_count()) is None:
-      logger.warning("eval_every=%d but this task has no held-out data (set eval_data.dataset and "
-                     "eval_data.path): no evaluation will run", eval_every)
-    else:
-      eval_fn = jax.jit(make_eval_step(graphdef, rest, loss_fn), out_shardings=replicated)
+  # Built here to know whether there is held-out data at all; the first evaluation reads these
+  # batches and later ones start a fresh pass.
+  next_eval_data = task.eval_data(jax.process_index(), jax.process_count()) if eval_every else None
+  if eval_every and next_eval_data is None:
+    logger.warning("eval_every=%d but this task has no held-out data (set eval_data.dataset and "
+                   "eval_data.path): no evaluation will run", eval_every)
+  elif eval_every:
+    eval_fn = jax.jit(make_eval_step(graphdef, rest, loss_fn), out_shardings=replicated)
 
   def run_eval(step: int) -> None:
-    data = task.eval_data(jax.process_index(), jax.process_count())
+    nonlocal next_eval_data
+    data = next_eval_data if next_eval_data is not None else task.eval_data(jax.process_index(),
+                                                                            jax.process_count())
+    next_eval_data = None
     sums = None
     for i, local in enumerate(data):
       if i >= config.get("eval_steps", 10 ** 9):
