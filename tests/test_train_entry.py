@@ -108,6 +108,32 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, task_file):
   print(f"killed after step >= {kill_after}; resumed run identical over 12 steps and {len(wa)} tensors")
 
 
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, task_file):
+  """Preemption: SIGTERM mid-run finishes the step, checkpoints it, exits 0; a rerun resumes there."""
+  run = tmp_path / "run"
+  steps = ["--config.checkpoint_every=0", "--config.data.batch_size=2"]
+  proc = subprocess.Popen(train_command(run, task_file, "--config.total_steps=500", *steps), cwd=REPO,
+                          env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if (run / "metrics.jsonl").exists() and max(losses(run), default=0) >= 3:
+      proc.send_signal(signal.SIGTERM)
+      break
+    time.sleep(0.05)
+  output = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, output[-3000:]
+  saved = sorted(int(d.name) for d in (run / "checkpoints").iterdir() if d.name.isdigit())
+  assert len(saved) == 1 and 3 <= saved[0] < 500  # checkpoint_every=0: only the preemption's save
+  assert f"preempted: checkpoint of step {saved[0]} written" in output
+  assert max(losses(run)) == saved[0]  # no step ran after the one saved
+
+  resumed = run_entry(train_command(run, task_file, f"--config.total_steps={saved[0] + 2}", *steps),
+                      cwd=REPO, env=env(), timeout=600)
+  assert f"resume: latest checkpoint of this run, step {saved[0]}" in resumed
+  print(f"SIGTERM after step {saved[0]}; resumed to step {max(losses(run))}")
+  assert max(losses(run)) == saved[0] + 2
+
+
 def test_eval_loop_on_a_mesh(tmp_path, task_file):
   """Held-out evaluation every 3 steps on a (1, 2, 2) mesh: eval rows at those steps, and the
   loss on the memorised task falls between them; held-out data that gives no batch is an error."""
