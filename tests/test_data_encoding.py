@@ -23,17 +23,6 @@ CHAT = (
 )
 
 
-@pytest.fixture(scope="module")
-def llama3_tokenizer():
-  from helpsteer_jax.checkpoints.tokenizers import llama3_tokenizer_dir, load_llama3_tokenizer
-
-  try:
-    llama3_tokenizer_dir()
-  except FileNotFoundError as e:
-    pytest.skip(f"Llama-3 tokenizer not installed: {e}")
-  return load_llama3_tokenizer()
-
-
 def _runs(mask):
   """[(start, stop)] of the True runs of a bool vector."""
   edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))

@@ -56,7 +56,9 @@ def test_results_summary_distillation_and_resume(model_dir, tmp_path):
   _write_prompts(prompts, ["What is 2+2?", "Name a colour.", "Say hello."])
   out = tmp_path / "out"
   summary = scale.run_search(_config(model_dir, prompts, out))
-  assert summary["num_prompts"] == 3 and summary["mean_token_multiple"] > 1
+  assert summary["num_prompts"] == 3 and summary["token_multiple"] > 1
+  assert summary["tokens"]["total"] / summary["tokens"]["greedy"] == pytest.approx(summary["token_multiple"])
+  assert summary["mean_effective_feedbacks_per_draft"] is not None
   lines = (out / "results.jsonl").read_text().splitlines()
   assert [json.loads(l)["id"] for l in lines] == ["q0", "q1", "q2"]
   distill = [json.loads(l) for l in (out / "distill.jsonl").read_text().splitlines()]
@@ -92,6 +94,27 @@ def test_a_failure_mid_run_keeps_finished_prompts(model_dir, tmp_path, monkeypat
   scale.run_search(_config(model_dir, prompts, out))
   ids = [json.loads(l)["id"] for l in (out / "results.jsonl").read_text().splitlines()]
   assert ids == ["q0", "q1", "q2", "q3"]
+
+
+def test_select_stored_as_a_causal_lm_chooses_in_nemotron_layouts(model_dir, tmp_path):
+  """A causal-LM folder as the selector (`logit_index=0`: its tied embedding's row 0 is the head),
+  the Feedback role in NVIDIA's layout, through the entry point."""
+  prompts = tmp_path / "prompts.jsonl"
+  _write_prompts(prompts, ["Name a colour."])
+  config = _config(model_dir, prompts, tmp_path / "out")
+  config.feedback_model.prompt_format = "nemotron"
+  config.selector.kind = "reward_model"
+  config.selector.path = model_dir
+  config.selector.logit_index = 0
+  config.selector.prompt_format = "nemotron"
+  summary = scale.run_search(config)
+  (record,) = [json.loads(l) for l in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+  assert record["prompt_formats"] == {"feedback": "nemotron", "edit": "plain"}
+  assert record["roles"]["selector"] == "reward_model" and record["best"]["score"] is not None
+  assert summary["num_prompts"] == 1
+  config.edit_model.prompt_format = "nemotron"
+  with pytest.raises(ValueError, match="edit role: the input layout of NVIDIA's Llama-3.3-Nemotron-70B-Edit"):
+    scale.run_search(config)
 
 
 def test_bad_prompts_fail_before_any_work(model_dir, tmp_path):
@@ -150,3 +173,28 @@ def test_grid_and_ablation_configs_build_at_both_sizes():
   assert ablations.get_config("variant=best_of_n").search.mode == "best_of_n"
   with pytest.raises(ValueError, match="expected key=value"):
     grid.get_config("draft=2")
+
+
+def test_70b_configs_send_nvidias_models_their_own_layouts():
+  from helpsteer_jax.scaling.config import RELEASED_MODELS
+
+  grid, ablations = _load("grid"), _load("ablations")
+  best = grid.get_config()
+  assert best.policy.path == "checkpoints/Llama-3.1-Nemotron-70B-Instruct-HF"
+  assert (best.feedback_model.path, best.feedback_model.prompt_format) == (
+      "checkpoints/Llama-3.3-Nemotron-70B-Feedback", "nemotron")
+  # The Edit model's layout is unpublished: it keeps the project's own.
+  assert (best.edit_model.path, best.edit_model.prompt_format) == (
+      "checkpoints/Llama-3.3-Nemotron-70B-Edit", "plain")
+  assert (best.selector.path, best.selector.prompt_format, best.selector.logit_index) == (
+      "checkpoints/Llama-3.3-Nemotron-70B-Select", "nemotron", 0)
+  assert RELEASED_MODELS["select"] == "nvidia/Llama-3.3-Nemotron-70B-Select"
+  # The paper's grid: 16 *effective* feedbacks per draft, 32 sampled at temperature 0.7.
+  settings = scale.search_settings(best.search)
+  assert (settings.num_feedbacks, settings.feedback_samples, settings.feedback.temperature) == (16, 32, 0.7)
+  base = ablations.get_config("variant=greedy,policy=llama3.3_instruct")
+  assert base.policy.path == "checkpoints/Llama-3.3-70B-Instruct" and base.search.mode == "greedy"
+  assert base.output_dir.endswith("llama3.3_instruct_arena_hard_greedy")
+  assert grid.get_config("policy=llama3.3_instruct").policy.path == "checkpoints/Llama-3.3-70B-Instruct"
+  with pytest.raises(ValueError, match="policy='gpt'"):
+    grid.get_config("policy=gpt")

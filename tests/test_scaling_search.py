@@ -3,10 +3,12 @@
 import pytest
 from flax import nnx
 
+from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.scaling import feedback_filters as ff
+from helpsteer_jax.scaling.results import summarize
 from helpsteer_jax.scaling.search import (
-    FeedbackEditSearch, PromptItem, Role, SearchSettings, StageSampling,
+    FeedbackEditSearch, Role, SearchSettings, StageSampling, default_feedback_samples,
 )
 from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
 from scaling_fixtures import smollm2_tokenizer, tiny_chat_model
@@ -28,7 +30,7 @@ def items():
 
 
 def _settings(**kw):
-  base = dict(num_drafts=2, num_feedbacks=4, max_effective_feedbacks=4, feedback_group_size=3,
+  base = dict(num_drafts=2, num_feedbacks=4, num_feedback_samples=4, feedback_group_size=3,
               num_edits=2, feedback_rule="keep_all", draft=SHORT, feedback=SHORT, edit=SHORT,
               batch_size=8)
   base.update(kw)
@@ -68,7 +70,38 @@ def test_feedback_edit_tree_shape_tokens_and_choice(role, items):
     t = rec["tokens"]
     assert t["total"] == t["drafts"] + t["feedback"] + t["edits"] > 0
     assert rec["token_multiple"] == pytest.approx(t["total"] / rec["greedy"]["num_tokens"])
+    per_draft = [sum(f["kept"] for f in d["feedbacks"]) for d in rec["drafts"]]
+    assert rec["effective_feedbacks"] == {"per_draft": per_draft, "total": sum(per_draft),
+                                          "sampled_per_draft": 4}
   assert len(selector.seen) == sum(r["num_candidates"] for r in records)
+
+
+def test_effective_feedbacks_sample_twice_as_many_by_default(role, items):
+  assert [default_feedback_samples(m) for m in (1, 2, 16, 32, 40, 64, 80)] == [2, 4, 32, 64, 64, 64, 80]
+  settings = _settings(num_drafts=1, num_feedbacks=2, num_feedback_samples=0, num_edits=1)
+  assert settings.feedback_samples == 4
+  records = FeedbackEditSearch(settings, role, selector=RecordingSelector()).run(items[:1])
+  draft = records[0]["drafts"][0]
+  # 4 sampled, at most M = 2 kept (the rule drops empty text, which a random model can write).
+  assert len(draft["feedbacks"]) == 4
+  assert draft["num_effective_feedbacks"] == sum(f["kept"] for f in draft["feedbacks"]) <= 2
+  with pytest.raises(ValueError, match="cannot keep more effective feedbacks than are sampled"):
+    _settings(num_feedbacks=4, num_feedback_samples=3)
+
+
+def test_summary_token_multiple_is_a_ratio_of_sums():
+  def record(total, greedy, kept):
+    return {"tokens": {"drafts": total, "feedback": 0, "edits": 0, "total": total, "greedy": greedy},
+            "token_multiple": total / greedy, "best": {"score": 1.0, "edit": None}, "drafts": [],
+            "num_candidates": 1, "effective_feedbacks": {"per_draft": kept, "total": sum(kept)}}
+  # One 6-token greedy answer: the mean of ratios is (252/6 + 300/300) / 2 = 21.5, the ratio of
+  # sums (252 + 300) / (6 + 300) = 1.80.
+  summary = summarize([record(252, 6, [2, 1]), record(300, 300, [2, 2])])
+  assert summary["token_multiple"] == pytest.approx(552 / 306)
+  assert summary["mean_token_multiple_per_prompt"] == pytest.approx(21.5)
+  assert summary["tokens"] == {"drafts": 552, "feedback": 0, "edits": 0, "total": 552, "greedy": 306}
+  assert summary["mean_effective_feedbacks_per_draft"] == pytest.approx(7 / 4)
+  assert summary["mean_effective_feedbacks_per_prompt"] == pytest.approx(3.5)
 
 
 def test_baselines_from_the_same_code_path(role, items):

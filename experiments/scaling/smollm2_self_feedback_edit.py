@@ -16,7 +16,10 @@ def get_config(arg=None):
   config.prompts.source = arg or "arena_hard"
   config.prompts.limit = 3
   config.search.num_drafts = 2
+  # 2 feedbacks sampled per draft and every effective one kept (the default samples 2M): a short
+  # CPU run.
   config.search.num_feedbacks = 2
+  config.search.num_feedback_samples = 2
   config.search.num_edits = 1
   config.search.draft.max_new_tokens = 160
   config.search.edit.max_new_tokens = 160

@@ -110,5 +110,30 @@ def reward_tensor_mappings(
   return out
 
 
+def reward_logit_mapping(config: LlamaConfig, logit_index: int, hf_name: str = "") -> TensorMapping:
+  """The head [D, 1] of a reward model stored as a causal LM, as NVIDIA stores Select and
+  Reward-HF: the reward is the logit of vocabulary index `logit_index` at the last position, so
+  the head is that row of the output layer `[V, D]` (of the embedding when they are tied).
+
+  Reading keeps only the row; writing fills the other rows with zeros (their logits carry
+  nothing). `hf_name` defaults to the tensor that holds the output layer under `config`.
+  """
+  v, d = config.vocab_size, config.hidden_size
+  if not 0 <= logit_index < v:
+    raise ValueError(f"logit_index={logit_index}; expected a vocabulary index in [0, {v})")
+  if not hf_name:
+    hf_name = "model.embed_tokens.weight" if config.tie_word_embeddings else LM_HEAD_TENSOR
+
+  def to_model(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w[logit_index][:, None])
+
+  def to_hf(head: np.ndarray) -> np.ndarray:
+    out = np.zeros((v, d), head.dtype)
+    out[logit_index] = head[:, 0]
+    return out
+
+  return TensorMapping(hf_name, ("head",), None, (v, d), to_model, to_hf)
+
+
 # Tensors some exporters write that carry no information (recomputed from the config).
 IGNORED_HF_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)

@@ -1,4 +1,13 @@
-"""Reward models as transformers `LlamaForSequenceClassification` folders, in and out.
+"""Reward models as transformers folders, in and out, in two layouts.
+
+- `LlamaForSequenceClassification` (the default, below).
+- `LlamaForCausalLM` with the reward in one output-layer row, as NVIDIA stores
+  Llama-3.3-Nemotron-70B-Select and Llama-3.1-Nemotron-70B-Reward-HF: the score is the logit of
+  vocabulary index `logit_index` (0 for them) at the last position. `load_reward_model(path,
+  logit_index=0)` reads only that row, as the head of a one-output reward model, so scoring never
+  computes the [B, T, V] logits; `save_reward_model(..., layout="causal_lm")` writes the layout
+  (the other rows zero) so NVIDIA's Quick Start code scores a model trained here. The folder's
+  config.json then records `reward_logit_index`, which later loads read by themselves.
 
 A folder holds config.json (`architectures: ["LlamaForSequenceClassification"]`, the output names
 in `id2label`, and `pad_token_id`), the trunk's `model.*` tensors and `score.weight [O, D]`. The
@@ -31,7 +40,7 @@ from helpsteer_jax.checkpoints.hf import (
     SafetensorsFolder, read_config, write_model_tensors,
 )
 from helpsteer_jax.checkpoints.param_map import (
-    LM_HEAD_TENSOR, SCORE_TENSOR, reward_tensor_mappings,
+    LM_HEAD_TENSOR, SCORE_TENSOR, reward_logit_mapping, reward_tensor_mappings,
 )
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.checkpoints.streaming import build_model
@@ -42,6 +51,10 @@ from helpsteer_jax.parallel.partitioning import ShardingContext
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "LlamaForSequenceClassification"
+CAUSAL_ARCHITECTURE = "LlamaForCausalLM"
+LAYOUTS = ("sequence_classification", "causal_lm")
+# config.json key of a causal-LM reward folder written here: the vocabulary index of the reward.
+LOGIT_INDEX_KEY = "reward_logit_index"
 
 # The 9 SteerLM (HelpSteer) attributes and the 5 of HelpSteer2, in their head order.
 STEERLM_ATTRIBUTES = ("quality", "toxicity", "humor", "creativity", "helpfulness", "correctness",
@@ -135,20 +148,39 @@ def _check_folder(folder: str) -> None:
 
 
 def _open_reward_folder(
-    folder: str, overrides: dict[str, Any]
-) -> tuple[LlamaConfig, tuple[str, ...], SafetensorsFolder]:
+    folder: str, overrides: dict[str, Any], logit_index: Optional[int] = None
+) -> tuple[LlamaConfig, tuple[str, ...], SafetensorsFolder, list]:
+  """(trunk config, output names, tensors, tensor mappings) of a reward model folder."""
   _check_folder(folder)
   config = read_config(folder, **overrides)
   hf = _read_json(folder)
   source = SafetensorsFolder(folder)
+  archs = hf.get("architectures") or []
   if SCORE_TENSOR not in source.names():
-    archs = hf.get("architectures") or []
+    if logit_index is None:
+      logit_index = hf.get(LOGIT_INDEX_KEY)
     causal = LM_HEAD_TENSOR in source.names() or any("CausalLM" in a for a in archs)
+    if logit_index is None:
+      hint = ("; a causal LM that stores its reward in one output-layer row, as NVIDIA's Select "
+              "and Reward-HF models do, loads with logit_index=0") if causal else ""
+      raise CheckpointError(
+          f"{folder}: {'a causal LM' if causal else 'not a reward model'} (architectures={archs}): "
+          f"no {SCORE_TENSOR!r} tensor; a reward model folder is an HF {ARCHITECTURE}{hint}; to "
+          "start a new reward model from a causal LM use reward_model_from_causal_lm"
+      )
+    try:
+      head = reward_logit_mapping(config, int(logit_index))
+    except ValueError as e:
+      raise CheckpointError(f"{folder}: {e}") from None
+    if head.hf_name not in source.names():
+      raise CheckpointError(f"{folder}: logit_index={logit_index} needs the output layer "
+                            f"{head.hf_name!r}, which the folder does not have")
+    trunk = reward_tensor_mappings(config, 1, with_score=False)
+    return config, default_labels(1), source, trunk + [head]
+  if logit_index is not None:
     raise CheckpointError(
-        f"{folder}: {'a causal LM' if causal else 'not a reward model'} (architectures={archs}): "
-        f"no {SCORE_TENSOR!r} tensor; a reward model folder is an HF {ARCHITECTURE}; to start "
-        "one from a causal LM use reward_model_from_causal_lm"
-    )
+        f"{folder}: has {SCORE_TENSOR!r}, so it is an HF {ARCHITECTURE} that scores with its own "
+        f"head; logit_index={logit_index} is for reward models stored as a causal LM")
   shape = source.shape(SCORE_TENSOR)
   if len(shape) != 2 or shape[1] != config.hidden_size or shape[0] < 1:
     raise CheckpointError(
@@ -156,28 +188,34 @@ def _open_reward_folder(
         f"expected [num_outputs, hidden_size={config.hidden_size}]"
     )
   labels = _labels_from_config(hf, int(shape[0]), os.path.join(folder, "config.json"))
-  return config, labels, source
+  return config, labels, source, reward_tensor_mappings(config, len(labels))
 
 
-def read_reward_config(folder: str, **overrides: Any) -> tuple[LlamaConfig, tuple[str, ...]]:
+def read_reward_config(folder: str, logit_index: Optional[int] = None,
+                       **overrides: Any) -> tuple[LlamaConfig, tuple[str, ...]]:
   """(trunk config, output names) of a reward model folder, checked against its score tensor."""
-  config, labels, _ = _open_reward_folder(os.fspath(folder), overrides)
+  config, labels, _, _ = _open_reward_folder(os.fspath(folder), overrides, logit_index)
   return config, labels
 
 
-def reward_labels(folder: str) -> tuple[str, ...]:
+def reward_labels(folder: str, logit_index: Optional[int] = None) -> tuple[str, ...]:
   """The output names of a reward model folder (`id2label`), e.g. the HelpSteer attributes."""
-  return read_reward_config(folder)[1]
+  return read_reward_config(folder, logit_index)[1]
 
 
 def load_reward_model(
     path: str,
     *,
+    logit_index: Optional[int] = None,
     sharding: Optional[ShardingContext] = None,
     show_progress: bool = True,
     **config_overrides: Any,
 ) -> tuple[RewardModel, Any]:
-  """(RewardModel, tokenizer) from an HF `LlamaForSequenceClassification` folder.
+  """(RewardModel, tokenizer) from an HF `LlamaForSequenceClassification` folder, or from a
+  `LlamaForCausalLM` folder whose reward is the logit of vocabulary index `logit_index` at the
+  last position (NVIDIA's Select and Reward-HF: `logit_index=0`). The latter loads as a
+  one-output model whose head is that output-layer row, so its score equals transformers'
+  `logits[0, -1, logit_index]` without computing the other logits.
 
   The number of outputs comes from `score.weight`; `config_overrides` replace trunk config fields
   (e.g. `param_dtype="bfloat16"`, `scan_layers=False`). The tokenizer is None when the folder has
@@ -186,10 +224,10 @@ def load_reward_model(
   from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
 
   path = os.fspath(path)
-  config, labels, source = _open_reward_folder(path, config_overrides)
+  config, labels, source, mappings = _open_reward_folder(path, config_overrides, logit_index)
   num_outputs = len(labels)
   model = build_model(
-      config, source, reward_tensor_mappings(config, num_outputs), sharding,
+      config, source, mappings, sharding,
       what=path, show_progress=show_progress,
       make_model=lambda: RewardModel(config, num_outputs, rngs=nnx.Rngs(0), sharding=sharding),
   )
@@ -267,6 +305,19 @@ def reward_hf_config(config: LlamaConfig, labels: Sequence[str], pad_token_id: i
   return hf
 
 
+def causal_lm_reward_hf_config(config: LlamaConfig, logit_index: int,
+                               pad_token_id: Optional[int] = None,
+                               torch_dtype: Optional[str] = None) -> dict[str, Any]:
+  """The config.json dict of a reward model stored as `LlamaForCausalLM` (reward at `logit_index`)."""
+  hf = to_hf_dict(config, torch_dtype=torch_dtype)
+  hf["architectures"] = [CAUSAL_ARCHITECTURE]
+  hf["tie_word_embeddings"] = False  # the output layer is its own tensor: the reward row
+  hf[LOGIT_INDEX_KEY] = int(logit_index)
+  if pad_token_id is not None:
+    hf["pad_token_id"] = int(pad_token_id)
+  return hf
+
+
 def save_reward_model(
     model: RewardModel,
     tokenizer: Any,
@@ -274,25 +325,43 @@ def save_reward_model(
     *,
     labels: Optional[Sequence[str]] = None,
     pad_token_id: Optional[int] = None,
+    layout: str = "sequence_classification",
+    logit_index: int = 0,
     max_shard_size: int | str = "5GB",
     dtype: Optional[str] = None,
     show_progress: bool = True,
 ) -> None:
-  """Writes an HF `LlamaForSequenceClassification` folder that transformers loads and scores alike.
+  """Writes an HF folder that transformers loads and scores alike.
 
-  `labels` name the outputs (default: `default_labels(O)`); `pad_token_id` defaults to the
-  tokenizer's. Tensors are gathered to the host one at a time; in a multi-process run every
-  process calls this (the gathers are collective) and only process 0 writes.
+  `layout="sequence_classification"`: a `LlamaForSequenceClassification`; `labels` name the
+  outputs (default: `default_labels(O)`), `pad_token_id` defaults to the tokenizer's.
+  `layout="causal_lm"`: a `LlamaForCausalLM` whose output layer is zero but for row `logit_index`,
+  the head of a one-output model, as NVIDIA stores Select (their Quick Start code scores it).
+  Tensors are gathered to the host one at a time; in a multi-process run every process calls
+  this (the gathers are collective) and only process 0 writes.
   """
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout={layout!r}; expected one of {LAYOUTS}")
   config = model.config
   num_outputs = int(model.num_outputs)
-  labels = tuple(labels) if labels is not None else default_labels(num_outputs)
-  if len(labels) != num_outputs or len(set(labels)) != len(labels):
-    raise ValueError(f"labels {list(labels)}: expected {num_outputs} distinct names, one per output")
-  hf_config = reward_hf_config(config, labels, _pad_token_id(tokenizer, pad_token_id),
-                               torch_dtype=dtype or config.param_dtype)
-  write_model_tensors(model, reward_tensor_mappings(config, num_outputs), out_dir,
-                      dtype or config.param_dtype, max_shard_size, show_progress)
+  dtype = dtype or config.param_dtype
+  if layout == "causal_lm":
+    if num_outputs != 1:
+      raise ValueError(f"layout='causal_lm' stores one reward logit; the model has {num_outputs} "
+                       "outputs (save multi-attribute models as sequence_classification)")
+    if pad_token_id is None and tokenizer is not None:
+      pad_token_id = getattr(tokenizer, "pad_token_id", None)
+    hf_config = causal_lm_reward_hf_config(config, logit_index, pad_token_id, torch_dtype=dtype)
+    mappings = reward_tensor_mappings(config, 1, with_score=False) + [
+        reward_logit_mapping(config, logit_index, hf_name=LM_HEAD_TENSOR)]
+  else:
+    labels = tuple(labels) if labels is not None else default_labels(num_outputs)
+    if len(labels) != num_outputs or len(set(labels)) != len(labels):
+      raise ValueError(f"labels {list(labels)}: expected {num_outputs} distinct names, one per output")
+    hf_config = reward_hf_config(config, labels, _pad_token_id(tokenizer, pad_token_id),
+                                 torch_dtype=dtype)
+    mappings = reward_tensor_mappings(config, num_outputs)
+  write_model_tensors(model, mappings, out_dir, dtype, max_shard_size, show_progress)
   if jax.process_index() != 0:
     return
   with open(os.path.join(out_dir, "config.json"), "w") as f:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
-Message = dict[str, str]
+from helpsteer_jax.formats.messages import Message, assistant
 
 MISSING_LABEL = -100.0  # a regression target the row does not have; masked out of the loss
 
@@ -186,10 +186,6 @@ def messages_field(row: Mapping[str, Any], key: str, *, last_role: str = "user")
 def _describe(value: Any) -> str:
   text = repr(value)
   return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
-
-
-def assistant(content: str) -> Message:
-  return {"role": "assistant", "content": content}
 
 
 def freeze(messages: Sequence[Message]) -> tuple[Message, ...]:

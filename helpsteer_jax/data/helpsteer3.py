@@ -1,9 +1,9 @@
 """Builders from nvidia/HelpSteer3 rows to training examples (one builder per subset).
 
-The Feedback and Edit models are trained on exactly the user message the inference-time search
-sends them (`scaling/prompts.py`: `feedback_request`, `edit_request`), so a trained model and the
-search agree on the format. The Edit RM scores (edit prompt, edited response) the same way, since
-it judges the Edit model's outputs during RLOO.
+The Feedback and Edit models are trained on exactly the messages the inference-time search sends
+them (`formats/prompts.py`: `feedback_request`, `edit_request`, in the builder's `prompt_format`),
+so a trained model and the search agree on the layout. The Edit RM scores (edit prompt, edited
+response) the same way, since it judges the Edit model's outputs during RLOO.
 
 Each builder is called per row as `builder(row, where, stats)` and returns a list of examples;
 a malformed row raises `RowError` (the reader adds the row's location and either raises or skips
@@ -22,7 +22,8 @@ from helpsteer_jax.data.examples import (
     BuildStats, ChatExample, Message, PairExample, RowError, assistant, freeze, int_field,
     messages_field, text_field, text_list_field,
 )
-from helpsteer_jax.scaling.prompts import HELPFULNESS_LEVELS, edit_request, feedback_request
+from helpsteer_jax.formats import prompts
+from helpsteer_jax.formats.prompts import HELPFULNESS_LEVELS
 
 # Every HelpSteer3 feedback opens with this sentence (the card's annotation guideline).
 FEEDBACK_OPENING = re.compile(r"\s*The response is (%s) helpful" % "|".join(HELPFULNESS_LEVELS))
@@ -47,10 +48,15 @@ class FeedbackBuilder:
   A row has two responses with up to 3 feedbacks each; every (response, feedback) is one example.
   With `require_opening`, feedback that does not open with "The response is {level} helpful" is
   left out and counted (`feedback_without_opening`): the search parses that level, so the model
-  must always write it.
+  must always write it. `prompt_format` is the Feedback role's layout in the search (`plain`, or
+  `nemotron` for the layout of NVIDIA's released Feedback model).
   """
 
   require_opening: bool = True
+  prompt_format: str = "plain"
+
+  def __post_init__(self):
+    prompts.check_prompt_format(self.prompt_format, "feedback")
 
   def __call__(self, row: Mapping[str, Any], where: str, stats: BuildStats) -> list[ChatExample]:
     context = messages_field(row, "context")
@@ -65,7 +71,8 @@ class FeedbackBuilder:
         if self.require_opening and helpfulness_level(feedback) is None:
           stats.add("feedback_without_opening")
           continue
-        examples.append(_sft(feedback_request(context, response), feedback,
+        request = prompts.feedback_request(context, response, self.prompt_format)
+        examples.append(_sft(request, feedback,
                              f"{where} response{side} feedback {i}"))
     return examples
 
@@ -80,6 +87,10 @@ class EditBuilder:
   """
 
   max_permutations: int = 0
+  prompt_format: str = "plain"
+
+  def __post_init__(self):
+    prompts.check_prompt_format(self.prompt_format, "edit")
 
   def __call__(self, row: Mapping[str, Any], where: str, stats: BuildStats) -> list[ChatExample]:
     context = messages_field(row, "context")
@@ -88,7 +99,8 @@ class EditBuilder:
     edited = text_field(row, "edited_response")
     examples = []
     for k, order in enumerate(feedback_orders(feedback, self.max_permutations)):
-      examples.append(_sft(edit_request(context, original, order), edited, f"{where} permutation {k}"))
+      request = prompts.edit_request(context, original, order, self.prompt_format)
+      examples.append(_sft(request, edited, f"{where} permutation {k}"))
     return examples
 
 
@@ -119,6 +131,10 @@ class EditQualityBuilder:
   include_bad_edit: bool = True
   include_no_edit: bool = True
   permute_feedback: bool = False
+  prompt_format: str = "plain"  # the Edit role's layout
+
+  def __post_init__(self):
+    prompts.check_prompt_format(self.prompt_format, "edit")
 
   def __call__(self, row: Mapping[str, Any], where: str, stats: BuildStats) -> list[PairExample]:
     context = messages_field(row, "context")
@@ -129,7 +145,7 @@ class EditQualityBuilder:
     orders = feedback_orders(feedback) if self.permute_feedback else [tuple(feedback)]
     pairs = []
     for k, order in enumerate(orders):
-      prompt = edit_request(context, original, order)
+      prompt = prompts.edit_request(context, original, order, self.prompt_format)
       chosen = freeze(prompt + [assistant(good)])
       suffix = f" permutation {k}" if self.permute_feedback else ""
       if self.include_bad_edit:

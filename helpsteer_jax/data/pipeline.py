@@ -68,15 +68,17 @@ DATASETS: dict[str, DatasetInfo] = {
         "generic chat SFT rows {'messages': [...]} (e.g. the scaling search's distill.jsonl)"),
     "helpsteer3_feedback": DatasetInfo(
         "nvidia/HelpSteer3", "feedback", "",
-        lambda o, split: FeedbackBuilder(require_opening=o.require_feedback_opening),
+        lambda o, split: FeedbackBuilder(require_opening=o.require_feedback_opening,
+                                         prompt_format=o.prompt_format),
         "Feedback-model SFT: (conversation, response) -> feedback"),
     "helpsteer3_edit": DatasetInfo(
         "nvidia/HelpSteer3", "edit", "",
-        lambda o, split: EditBuilder(max_permutations=o.max_permutations),
+        lambda o, split: EditBuilder(max_permutations=o.max_permutations, prompt_format=o.prompt_format),
         "Edit-model SFT: (conversation, response, feedback) -> edit, every feedback order"),
     "helpsteer3_edit_quality": DatasetInfo(
         "nvidia/HelpSteer3", "edit_quality", "",
-        lambda o, split: EditQualityBuilder(o.include_bad_edit, o.include_no_edit, o.permute_feedback),
+        lambda o, split: EditQualityBuilder(o.include_bad_edit, o.include_no_edit, o.permute_feedback,
+                                            prompt_format=o.prompt_format),
         "Edit RM pairs: (bad edit, good edit) and (no edit, good edit)"),
     "helpsteer3_preference": DatasetInfo(
         "nvidia/HelpSteer3", "preference", "",
@@ -132,6 +134,9 @@ def default_data_config() -> ConfigDict:
       "drop_remainder": True,  # drop each epoch's last partial batch (False for evaluation)
       "lookahead": 256,  # examples tokenised per tokenizer call
       "builder": {
+          # Feedback / Edit SFT, Edit RM: the role's prompt layout, as the search sends it
+          # (formats/prompts.py: plain | nemotron; the Edit role has only plain).
+          "prompt_format": "plain",
           "require_feedback_opening": True,  # feedback SFT: only "The response is X helpful ..."
           "max_permutations": 0,  # edit SFT: feedback orders per row, 0 = all (3 -> 6)
           "include_bad_edit": True,  # edit RM: (bad edit, good edit) pairs

@@ -7,13 +7,14 @@ into `~/.cache/helpsteer_jax`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
 import urllib.request
 from typing import Any, Optional
 
-from helpsteer_jax.scaling.search import PromptItem
+from helpsteer_jax.formats.messages import Message
 
 _SOURCES = {
     "arena_hard": ("eval/arena-hard-v0.1/question.jsonl",
@@ -21,6 +22,14 @@ _SOURCES = {
     "mt_bench": ("eval/mt_bench/question.jsonl",
                  "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data/mt_bench/question.jsonl"),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptItem:
+  """One prompt of a generation job: its id in the source file and the conversation to answer."""
+
+  id: str
+  conversation: list[Message]
 
 
 def data_dirs() -> list[pathlib.Path]:

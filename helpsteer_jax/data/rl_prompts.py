@@ -1,7 +1,7 @@
 """Prompts for RL on the Edit model: HelpSteer3 edit rows as (edit request, original response).
 
-The request is the Edit model's own prompt (`scaling.prompts.edit_request`: conversation, the
-original response, the feedback in the row's order), so RL trains the model on exactly what the
+The request is the Edit model's own prompt (`formats.prompts.edit_request`: conversation, the
+original response, the feedback in the row's order, in the Edit role's `prompt_format`), so RL trains the model on exactly what the
 search asks of it; the original response is kept to measure how often an edit merely copies it.
 The iterator is seeded, repeats forever, and resumes from a small state dict.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from helpsteer_jax.data.examples import BuildStats, DataError, Message, RowError, messages_field, text_field
 from helpsteer_jax.data.sources import SourceSpec, read_rows
-from helpsteer_jax.scaling.prompts import edit_request
+from helpsteer_jax.formats import prompts as layouts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +25,9 @@ class EditPrompt:
   source: str
 
 
-def load_edit_prompts(spec: SourceSpec, on_error: str = "raise") -> list[EditPrompt]:
+def load_edit_prompts(spec: SourceSpec, on_error: str = "raise",
+                      prompt_format: str = "plain") -> list[EditPrompt]:
+  layouts.check_prompt_format(prompt_format, "edit")
   stats = BuildStats()
   prompts = []
   for row in read_rows(spec, on_error=on_error, stats=stats):
@@ -40,7 +42,8 @@ def load_edit_prompts(spec: SourceSpec, on_error: str = "raise") -> list[EditPro
         raise DataError(f"{row.where}: {e}") from None
       stats.skip("malformed_row", f"{row.where}: {e}")
       continue
-    prompts.append(EditPrompt(tuple(edit_request(context, original, feedback)), original, row.where))
+    request = layouts.edit_request(context, original, feedback, prompt_format)
+    prompts.append(EditPrompt(tuple(request), original, row.where))
   if not prompts:
     raise DataError(f"no edit prompts in {spec.describe()} ({stats.summary()})")
   return prompts

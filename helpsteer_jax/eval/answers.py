@@ -72,10 +72,11 @@ def scaling_info(run_dir: str) -> Optional[dict[str, Any]]:
   search = (summary.get("config") or {}).get("search") or {}
   return {
       "run_dir": os.path.abspath(run_dir),
-      "token_multiple": summary.get("mean_token_multiple"),
+      # The ratio of sums; summaries written before it existed have only the per-prompt mean.
+      "token_multiple": summary.get("token_multiple", summary.get("mean_token_multiple")),
       "mode": search.get("mode"),
       "drafts": search.get("num_drafts"),
-      # Feedbacks per draft that can reach an edit: sampled, then capped by the filter's limit.
+      # Effective feedbacks per draft, the grid's axis (older configs: sampled, capped by the filter).
       "feedbacks": _min_present(search.get("num_feedbacks"), search.get("max_effective_feedbacks")),
       "edits": search.get("num_edits"),
       "roles": {k: (summary.get("config") or {}).get(k, {}).get("path")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
 
 def stage(temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 256) -> ConfigDict:
@@ -10,9 +10,10 @@ def stage(temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 2
                      "max_new_tokens": max_new_tokens}, type_safe=False)
 
 
-def role(path: str = "policy", param_dtype: str = "") -> ConfigDict:
-  """`path`: an HF folder or .gguf; "policy" = the policy plays the role; "" = embedded SmolLM2."""
-  return ConfigDict({"path": path, "param_dtype": param_dtype})
+def role(path: str = "policy", param_dtype: str = "", prompt_format: str = "plain") -> ConfigDict:
+  """`path`: an HF folder or .gguf; "policy" = the policy plays the role; "" = embedded SmolLM2.
+  `prompt_format`: the layout of the role's requests (formats/prompts.py: plain | nemotron)."""
+  return ConfigDict({"path": path, "param_dtype": param_dtype, "prompt_format": prompt_format})
 
 
 def default_config() -> ConfigDict:
@@ -22,17 +23,19 @@ def default_config() -> ConfigDict:
   config.edit_model = role()
   config.selector = role()
   config.selector.kind = "generative_judge"  # generative_judge | reward_model | none
+  # reward_model stored as a causal LM (NVIDIA's Select): the vocabulary index of its reward logit.
+  config.selector.logit_index = config_dict.placeholder(int)
   config.prompts = ConfigDict({"source": "arena_hard", "path": "", "limit": 4, "start": 0})
   config.search = ConfigDict({
       "mode": "feedback_edit",
       "num_drafts": 2,
-      "num_feedbacks": 2,
-      "max_effective_feedbacks": 3,
+      "num_feedbacks": 2,  # M: effective feedbacks kept per draft (the paper's grid axis)
+      "num_feedback_samples": 0,  # F: sampled per draft; 0 = 2M, at most 64, at least M
       "feedback_group_size": 3,
       "num_edits": 1,
       "feedback_rule": "constructive",
       "draft": stage(),
-      "feedback": stage(temperature=1.0, max_new_tokens=160),
+      "feedback": stage(temperature=0.7, max_new_tokens=160),  # the Feedback model card's 0.7
       "edit": stage(),
       "select_drafts": True,
       "measure_greedy": True,
@@ -56,32 +59,48 @@ def parse_arg(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
   return values
 
 
-# Checkpoint folders of the 70B setup (HF format; convert with `python -m helpsteer_jax.convert`).
-LLAMA3_70B_ROLES = {
-    "policy": "checkpoints/Llama-3.3-70B-Instruct",
-    "feedback": "checkpoints/Llama-3.3-Nemotron-70B-Feedback",
-    "edit": "checkpoints/Llama-3.3-Nemotron-70B-Edit",
-    "edit_sft": "checkpoints/Llama-3.3-Nemotron-70B-Edit-SFT",
-    "select": "checkpoints/Llama-3.3-Nemotron-70B-Select",
+# The released models of the paper's system, by role, and the folders the 70B configs read them
+# from: `checkpoints/<repository name>` (download, then load as they are or convert; see
+# docs/reproducing.md). The Edit model before RL is not released: experiments/edit_sft.py:70b
+# trains it.
+RELEASED_MODELS = {
+    "policy": "nvidia/Llama-3.1-Nemotron-70B-Instruct-HF",  # the paper's drafts
+    "base_policy": "meta-llama/Llama-3.3-70B-Instruct",  # the main table's base row, an ablation
+    "feedback": "nvidia/Llama-3.3-Nemotron-70B-Feedback",
+    "edit": "nvidia/Llama-3.3-Nemotron-70B-Edit",
+    "select": "nvidia/Llama-3.3-Nemotron-70B-Select",
 }
+LLAMA3_70B_ROLES = {name: "checkpoints/" + repo.split("/")[1] for name, repo in RELEASED_MODELS.items()}
+LLAMA3_70B_ROLES["edit_sft"] = "checkpoints/Llama-3.3-Nemotron-70B-Edit-SFT"
+# Which model writes the drafts (`policy=` argument of the 70B experiments).
+POLICIES = {"nemotron_instruct": "policy", "llama3.3_instruct": "base_policy"}
 
 
-def sized_config(size: str) -> ConfigDict:
-  """The shared part of the paper-scale configs: `70b` (real roles, bf16, 8-way tensor parallel)
-  or `smollm2` (the embedded model in every role: the same experiment at CPU scale)."""
+def sized_config(size: str, policy: str = "nemotron_instruct") -> ConfigDict:
+  """The shared part of the paper-scale configs: `70b` (NVIDIA's released roles in their own
+  layouts, bf16, 8-way tensor parallel) or `smollm2` (the embedded model in every role: the same
+  experiment at CPU scale). `policy` picks the 70B drafting model (POLICIES)."""
+  if policy not in POLICIES:
+    raise ValueError(f"policy={policy!r}; expected one of {sorted(POLICIES)}")
   config = default_config()
   if size == "70b":
-    config.policy = role(LLAMA3_70B_ROLES["policy"], "bfloat16")
-    config.feedback_model = role(LLAMA3_70B_ROLES["feedback"], "bfloat16")
-    config.edit_model = role(LLAMA3_70B_ROLES["edit"], "bfloat16")
-    config.selector = role(LLAMA3_70B_ROLES["select"], "bfloat16")
+    config.policy = role(LLAMA3_70B_ROLES[POLICIES[policy]], "bfloat16")
+    # The Feedback model reads NVIDIA's multi-turn layout; the Edit model's layout is unpublished,
+    # so it gets the project's (docs/reproducing.md).
+    config.feedback_model = role(LLAMA3_70B_ROLES["feedback"], "bfloat16", prompt_format="nemotron")
+    config.edit_model = role(LLAMA3_70B_ROLES["edit"], "bfloat16", prompt_format="plain")
+    config.selector = role(LLAMA3_70B_ROLES["select"], "bfloat16", prompt_format="nemotron")
     config.selector.kind = "reward_model"
+    config.selector.logit_index = config_dict.placeholder(int)
+    config.selector.logit_index = 0  # Select stores its reward as the logit of token 0
     config.mesh = (1, 1, -1)  # tensor parallel over all devices of the host (8 GPUs or TPU cores)
     config.search.batch_size = 64
     config.prompts.limit = 0  # all 500 Arena-Hard questions
     for name, tokens in (("draft", 2048), ("feedback", 512), ("edit", 2048)):
       config.search[name].max_new_tokens = tokens
   elif size == "smollm2":
+    if policy != "nemotron_instruct":
+      raise ValueError("policy= picks a 70B drafting model; size=smollm2 has only the embedded one")
     config.prompts.limit = 3
     for name, tokens in (("draft", 160), ("feedback", 96), ("edit", 160)):
       config.search[name].max_new_tokens = tokens

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Optional
 
-from helpsteer_jax.scaling.prompts import HELPFULNESS_LEVELS
+from helpsteer_jax.formats.prompts import HELPFULNESS_LEVELS
 
 _LEVEL = re.compile(r"the response is\s+(not|slightly|partially|mostly|perfectly)\s+helpful", re.I)
 # Phrases that ask for a concrete change; each sentence counts once.

@@ -74,22 +74,33 @@ class ResultWriter:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+  """Run-level figures. `token_multiple` is a ratio of sums, all tokens generated over all greedy
+  tokens, over the prompts that have a greedy answer: a mean of per-prompt ratios (kept as
+  `mean_token_multiple_per_prompt`) lets one very short greedy answer dominate."""
   if not records:
     return {"num_prompts": 0}
+  mean = lambda xs: statistics.fmean(xs) if xs else None
   multiples = [r["token_multiple"] for r in records if r.get("token_multiple")]
+  measured = [r for r in records if r["tokens"].get("greedy")]
+  greedy_total = sum(r["tokens"]["greedy"] for r in measured)
   best_scores = [r["best"]["score"] for r in records if r["best"].get("score") is not None]
   draft_scores = [d["score"] for r in records for d in r["drafts"] if d.get("score") is not None]
   chose_edit = sum(1 for r in records if r["best"].get("edit") is not None)
   kept = [f["kept"] for r in records for d in r["drafts"] for f in d["feedbacks"]]
   tokens = {k: sum(r["tokens"][k] for r in records) for k in ("drafts", "feedback", "edits", "total")}
-  mean = lambda xs: statistics.fmean(xs) if xs else None
+  tokens["greedy"] = greedy_total
+  effective = [r["effective_feedbacks"] for r in records if r.get("effective_feedbacks")]
   return {
       "num_prompts": len(records),
-      "mean_token_multiple": mean(multiples),
+      "token_multiple": (sum(r["tokens"]["total"] for r in measured) / greedy_total
+                         if greedy_total else None),
+      "mean_token_multiple_per_prompt": mean(multiples),
       "mean_best_score": mean(best_scores),
       "mean_draft_score": mean(draft_scores),
       "best_is_an_edit": chose_edit / len(records),
       "feedback_kept_fraction": mean([float(k) for k in kept]),
+      "mean_effective_feedbacks_per_draft": mean([n for e in effective for n in e["per_draft"]]),
+      "mean_effective_feedbacks_per_prompt": mean([e["total"] for e in effective]),
       "mean_candidates": mean([r["num_candidates"] for r in records]),
       "tokens": tokens,
   }

@@ -1,7 +1,8 @@
 """The HelpSteer3 multi-dimensional inference-time scaling search, and its baselines.
 
 For each prompt: N drafts from the policy; for each draft F sampled feedbacks, filtered by a named
-rule to at most M effective ones; the kept feedback split into groups (default 3, as in the Edit
+rule to at most M *effective* ones (the paper's grid counts M: "8 drafts x 16 feedbacks" keeps 16
+per draft out of more sampled); the kept feedback split into groups (default 3, as in the Edit
 data); K edits per group; then a selector scores every candidate (drafts and edits) and the best is
 returned with the whole tree. Baselines come from the same code path by `mode`:
 
@@ -10,8 +11,8 @@ returned with the whole tree. Baselines come from the same code path by `mode`:
   feedback_edit          the full search (self-feedback / self-edit when the policy plays a role)
   edit_without_feedback  K revisions per draft with no feedback (ablation)
 
-Work is batched across all prompts of a call, stage by stage, so every generate call is as wide as
-the batch allows.
+Each role sends its requests in its own `prompt_format` (formats/prompts.py). Work is batched
+across all prompts of a call, stage by stage, so every generate call is as wide as the batch allows.
 """
 
 from __future__ import annotations
@@ -20,13 +21,23 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from helpsteer_jax.data.prompt_sources import PromptItem
+from helpsteer_jax.formats import prompts as templates
+from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.sampling.generate import Sample, generate_samples, sampling_settings
-from helpsteer_jax.scaling import prompts as templates
 from helpsteer_jax.scaling.feedback_filters import describe, get_rule
 from helpsteer_jax.scaling.selectors import Selector
 
 MODES = ("greedy", "best_of_n", "feedback_edit", "edit_without_feedback")
-Conversation = list[dict[str, str]]
+# The paper samples 10-64 feedbacks per draft to keep its effective ones; by default twice the
+# number kept, and never more than this.
+MAX_FEEDBACK_SAMPLES = 64
+
+
+def default_feedback_samples(num_feedbacks: int) -> int:
+  """Feedbacks sampled per draft to keep `num_feedbacks` effective ones: 2M, at most 64, at
+  least M."""
+  return max(num_feedbacks, min(2 * num_feedbacks, MAX_FEEDBACK_SAMPLES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +52,8 @@ class StageSampling:
 class SearchSettings:
   mode: str = "feedback_edit"
   num_drafts: int = 2  # N
-  num_feedbacks: int = 2  # F, sampled per draft
-  max_effective_feedbacks: int = 3  # M, kept per draft after the rule
+  num_feedbacks: int = 2  # M, effective feedbacks kept per draft after the rule
+  num_feedback_samples: int = 0  # F, sampled per draft; 0 = default_feedback_samples(M)
   feedback_group_size: int = 3  # feedbacks shown together to one edit
   num_edits: int = 1  # K, per feedback group
   feedback_rule: str = "constructive"
@@ -57,20 +68,32 @@ class SearchSettings:
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"search mode {self.mode!r}; expected one of {MODES}")
-    for name in ("num_drafts", "num_feedbacks", "max_effective_feedbacks", "feedback_group_size",
-                 "num_edits", "batch_size"):
+    for name in ("num_drafts", "num_feedbacks", "feedback_group_size", "num_edits", "batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+    if self.num_feedback_samples and self.num_feedback_samples < self.num_feedbacks:
+      raise ValueError(
+          f"num_feedback_samples={self.num_feedback_samples} < num_feedbacks={self.num_feedbacks}: "
+          "cannot keep more effective feedbacks than are sampled (0 = the default, "
+          f"{default_feedback_samples(self.num_feedbacks)})")
+    if self.num_feedback_samples < 0:
+      raise ValueError(f"num_feedback_samples={self.num_feedback_samples}; expected 0 (default) or more")
     get_rule(self.feedback_rule)  # fails early on an unknown rule name
+
+  @property
+  def feedback_samples(self) -> int:
+    """F: feedbacks sampled per draft."""
+    return self.num_feedback_samples or default_feedback_samples(self.num_feedbacks)
 
 
 @dataclasses.dataclass
 class Role:
-  """A model playing one role of the search (policy, feedback, edit)."""
+  """A model playing one role of the search (policy, feedback, edit) in its prompt layout."""
 
   name: str
   model: Any
   tokenizer: Any
+  prompt_format: str = "plain"
 
   def generate(self, conversations: Sequence[Conversation], stage: StageSampling, n: int, seed: int,
                batch_size: int, greedy: bool = False) -> list[list[Sample]]:
@@ -83,12 +106,6 @@ class Role:
     )
     return generate_samples(self.model, self.tokenizer, conversations, settings, n=n, seed=seed,
                             batch_size=batch_size)
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptItem:
-  id: str
-  conversation: Conversation
 
 
 def _sample_record(sample: Sample) -> dict[str, Any]:
@@ -106,6 +123,8 @@ class FeedbackEditSearch:
     self.edit = edit or policy
     self.selector = selector
     self.rule = get_rule(settings.feedback_rule)
+    templates.check_prompt_format(self.feedback.prompt_format, "feedback")
+    templates.check_prompt_format(self.edit.prompt_format, "edit")
     if settings.mode in ("best_of_n", "feedback_edit", "edit_without_feedback") and selector is None:
       raise ValueError(f"search mode {settings.mode!r} needs a selector")
 
@@ -125,24 +144,28 @@ class FeedbackEditSearch:
         "id": item.id, "conversation": item.conversation, "mode": s.mode,
         "roles": {"policy": self.policy.name, "feedback": self.feedback.name, "edit": self.edit.name,
                   "selector": None if self.selector is None else self.selector.name},
+        "prompt_formats": {"feedback": self.feedback.prompt_format, "edit": self.edit.prompt_format},
         "drafts": [dict(_sample_record(d), feedbacks=[], edit_groups=[]) for d in per_prompt],
     } for item, per_prompt in zip(items, drafts)]
 
     # 2. Feedback, filtered into groups.
     if s.mode == "feedback_edit":
       pairs = [(p, d) for p, rec in enumerate(records) for d in range(len(rec["drafts"]))]
-      requests = [templates.feedback_request(convs[p], records[p]["drafts"][d]["text"]) for p, d in pairs]
-      feedback = self.feedback.generate(requests, s.feedback, s.num_feedbacks, seed + 1, batch)
+      fmt = self.feedback.prompt_format
+      requests = [templates.feedback_request(convs[p], records[p]["drafts"][d]["text"], fmt)
+                  for p, d in pairs]
+      feedback = self.feedback.generate(requests, s.feedback, s.feedback_samples, seed + 1, batch)
       for (p, d), samples in zip(pairs, feedback):
         draft = records[p]["drafts"][d]
         texts = [x.text for x in samples]
-        kept = self.rule(texts, s.max_effective_feedbacks)
+        kept = self.rule(texts, s.num_feedbacks)
         for i, x in enumerate(samples):
           info = describe(x.text)
           draft["feedbacks"].append(dict(
               _sample_record(x), helpfulness=info.helpfulness, change_requests=info.change_requests,
               kept=i in kept, rank=kept.index(i) if i in kept else None))
         g = s.feedback_group_size
+        draft["num_effective_feedbacks"] = len(kept)
         draft["edit_groups"] = [{"feedback": kept[i:i + g], "edits": []} for i in range(0, len(kept), g)]
     elif s.mode == "edit_without_feedback":
       for rec in records:
@@ -159,9 +182,10 @@ class FeedbackEditSearch:
         indices = draft["edit_groups"][g]["feedback"]
         if indices:
           requests.append(templates.edit_request(
-              convs[p], draft["text"], [draft["feedbacks"][i]["text"] for i in indices]))
+              convs[p], draft["text"], [draft["feedbacks"][i]["text"] for i in indices],
+              self.edit.prompt_format))
         else:
-          requests.append(templates.revision_request(convs[p], draft["text"]))
+          requests.append(templates.revision_request(convs[p], draft["text"], self.edit.prompt_format))
       edits = self.edit.generate(requests, s.edit, s.num_edits, seed + 2, batch)
       for (p, d, g), samples in zip(slots, edits):
         records[p]["drafts"][d]["edit_groups"][g]["edits"] = [_sample_record(x) for x in samples]
@@ -220,3 +244,7 @@ class FeedbackEditSearch:
                      "greedy": greedy_tokens}
     rec["token_multiple"] = None if not greedy_tokens else total / greedy_tokens
     rec["num_candidates"] = len(cands)
+    if self.settings.mode == "feedback_edit":
+      per_draft = [d.get("num_effective_feedbacks", 0) for d in rec["drafts"]]
+      rec["effective_feedbacks"] = {"per_draft": per_draft, "total": sum(per_draft),
+                                    "sampled_per_draft": self.settings.feedback_samples}

@@ -1,6 +1,9 @@
 """Selectors score every candidate answer of the search; the highest score is returned.
 
-- `RewardModelSelector`: a reward model with a scalar head reads (conversation, response).
+- `RewardModelSelector`: a reward model with a scalar head reads (conversation, response), laid
+  out by `prompt_format` and rendered without a generation prompt (as NVIDIA's Select card does).
+  A Select model stored as a causal LM loads as a one-output reward model whose head is the
+  output-layer row of its reward logit (`load_reward_model(path, logit_index=0)`).
 - `GenerativeJudgeSelector`: an instruct model (the policy itself when no reward model is at hand)
   is asked for a 0-4 helpfulness score; the score is the expectation of the digit under the
   model's next-token distribution, so it needs one forward pass and no decoding.
@@ -17,12 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from helpsteer_jax.formats import prompts as templates
+from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.sampling.sampler import bucket, keep_ends, left_pad
-from helpsteer_jax.scaling.prompts import judge_request
-
-Conversation = Sequence[dict[str, str]]
 
 
 class Selector(Protocol):
@@ -72,9 +74,11 @@ class RewardModelSelector:
   name = "reward_model"
 
   def __init__(self, model: RewardModel, tokenizer: Any, batch_size: int = 16,
-               weights: Sequence[float] | None = None, max_tokens: int = 0):
+               weights: Sequence[float] | None = None, max_tokens: int = 0,
+               prompt_format: str = "plain"):
     """`max_tokens` > 0 cuts longer inputs to their first token (BOS) and last `max_tokens` - 1,
-    where the request and the response are: long contexts cost quadratic attention time."""
+    where the request and the response are: long contexts cost quadratic attention time.
+    `prompt_format` lays out (conversation, response) as the model was trained to read it."""
     if model.num_outputs > 1 and weights is None:
       raise ValueError(f"the reward model has {model.num_outputs} outputs; give `weights` (one per "
                        "output) to turn them into one score")
@@ -83,18 +87,19 @@ class RewardModelSelector:
     self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
     self.weights = None if weights is None else np.asarray(weights, np.float32)
     self.max_tokens = max_tokens
+    self.prompt_format = templates.check_prompt_format(prompt_format, "select")
+
+  def encode(self, conversation: Conversation, response: str) -> list[int]:
+    """The token ids scored for one (conversation, response), before any `max_tokens` cut."""
+    messages = templates.select_request(conversation, response, self.prompt_format)
+    text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    return self.tokenizer.encode(text, add_special_tokens=False)
 
   def score_all(self, items: Sequence[tuple[Conversation, str]]) -> np.ndarray:
     """Every output of the model per item: [len(items), O]."""
     if not items:
       return np.zeros((0, self.model.num_outputs), np.float32)
-    prompts = [
-        self.tokenizer.encode(self.tokenizer.apply_chat_template(
-            list(conv) + [{"role": "assistant", "content": response}], tokenize=False),
-            add_special_tokens=False)
-        for conv, response in items
-    ]
-    prompts = [keep_ends(p, self.max_tokens) for p in prompts]
+    prompts = [keep_ends(self.encode(conv, response), self.max_tokens) for conv, response in items]
     return _run_bucketed(_reward_scores, self.model, prompts, _pad_id(self.tokenizer),
                          self.batch_size, self.model.config.max_position_embeddings)
 
@@ -107,13 +112,15 @@ class RewardModelSelector:
 class GenerativeJudgeSelector:
   name = "generative_judge"
 
-  def __init__(self, model: Llama, tokenizer: Any, batch_size: int = 16):
+  def __init__(self, model: Llama, tokenizer: Any, batch_size: int = 16, prompt_format: str = "plain"):
     self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    self.prompt_format = templates.check_prompt_format(prompt_format, "judge")
 
   def _encode(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
     """Prompt ids ending right before the score digit, and the token id of each digit 0-4."""
     text = self.tokenizer.apply_chat_template(
-        judge_request(conversation, response), tokenize=False, continue_final_message=True)
+        templates.judge_request(conversation, response, self.prompt_format), tokenize=False,
+        continue_final_message=True)
     encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
     # Tokenizers differ on digits after a space (" 4" is one token for Llama-3, two for SmolLM2),
     # so pick the split where every digit is exactly one token after the prompt.

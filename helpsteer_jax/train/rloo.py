@@ -168,7 +168,8 @@ class RLOOTask(TaskBase):
 
     if process_count > 1:
       raise NotImplementedError("RLOO rollouts run in one process (sharded over its local devices)")
-    prompts = load_edit_prompts(source_spec(self.config.data), on_error=self.config.data.on_error)
+    prompts = load_edit_prompts(source_spec(self.config.data), on_error=self.config.data.on_error,
+                                prompt_format=self.config.data.builder.prompt_format)
     logger.info("RLOO: %d edit prompts, %d per step, %d samples each", len(prompts),
                 self.config.data.batch_size, self.rl.num_samples)
     return PromptIterator(prompts, int(self.config.data.batch_size), seed=int(self.config.data.seed))
