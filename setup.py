@@ -9,6 +9,9 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["helpsteer_jax", "helpsteer_jax.*"]),
+    # The bundled data files (HelpSteer card rows, benchmark questions; see their README).
+    package_data={"helpsteer_jax.data": ["files/README.md", "files/*/*.md", "files/*/*.jsonl",
+                                         "files/*/*/*.jsonl", "files/*/*/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10",

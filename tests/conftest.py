@@ -15,7 +15,6 @@ import pathlib
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def pytest_configure(config):
@@ -23,10 +22,12 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> pathlib.Path:
-  if not SHARED_DATA.is_dir():
-    pytest.skip("../shared/data is not present")
-  return SHARED_DATA
+def bundled_data() -> pathlib.Path:
+  """The data files shipped in the package (helpsteer_jax/data/files): always there."""
+  from helpsteer_jax.data.prompt_sources import BUNDLED_DATA_DIR
+
+  assert (BUNDLED_DATA_DIR / "helpsteer" / "helpsteer3_feedback.jsonl").is_file(), BUNDLED_DATA_DIR
+  return BUNDLED_DATA_DIR
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,15 @@ from scaling_fixtures import smollm2_tokenizer
 HELPSTEER = "helpsteer"
 
 
-def helpsteer_file(shared_data: pathlib.Path, name: str) -> pathlib.Path:
-  """`shared/data/helpsteer/<name>.jsonl` (the rows printed in the HelpSteer data cards)."""
-  path = shared_data / HELPSTEER / f"{name}.jsonl"
-  if not path.is_file():
-    pytest.skip(f"{path} is not present")
+def helpsteer_file(bundled_data: pathlib.Path, name: str) -> pathlib.Path:
+  """`helpsteer/<name>.jsonl` of the bundled data (the rows printed in the HelpSteer data cards)."""
+  path = bundled_data / HELPSTEER / f"{name}.jsonl"
+  assert path.is_file(), f"{path} is missing from the bundled data"
   return path
 
 
-def helpsteer_rows(shared_data: pathlib.Path, name: str) -> list[dict]:
-  with open(helpsteer_file(shared_data, name), encoding="utf-8") as f:
+def helpsteer_rows(bundled_data: pathlib.Path, name: str) -> list[dict]:
+  with open(helpsteer_file(bundled_data, name), encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
 
 

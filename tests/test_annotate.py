@@ -25,8 +25,8 @@ def attribute_model(tmp_path_factory, embedded_gguf_path):
   return str(folder)
 
 
-def test_annotated_rows_feed_attribute_conditioned_sft(tmp_path, attribute_model, shared_data):
-  source = shared_data / "helpsteer" / "helpsteer2_default.jsonl"
+def test_annotated_rows_feed_attribute_conditioned_sft(tmp_path, attribute_model, bundled_data):
+  source = bundled_data / "helpsteer" / "helpsteer2_default.jsonl"
   stripped = tmp_path / "rows.jsonl"  # the rows without their human labels
   with open(source) as f, open(stripped, "w") as out:
     for line in f:

@@ -26,8 +26,8 @@ def _build(builder, row, where="row"):
   return builder(row, where, stats), stats
 
 
-def test_feedback_examples(shared_data):
-  row = helpsteer_rows(shared_data, "helpsteer3_feedback")[0]
+def test_feedback_examples(bundled_data):
+  row = helpsteer_rows(bundled_data, "helpsteer3_feedback")[0]
   examples, _ = _build(FeedbackBuilder(), row)
   expected = [(row[f"response{s}"], f) for s in "12" for f in row[f"feedback{s}"]]
   assert len(examples) == len(expected) == 6
@@ -49,8 +49,8 @@ def test_feedback_without_opening_is_counted():
   assert len(examples) == 2
 
 
-def test_edit_uses_every_feedback_permutation(shared_data):
-  row = helpsteer_rows(shared_data, "helpsteer3_edit")[0]
+def test_edit_uses_every_feedback_permutation(bundled_data):
+  row = helpsteer_rows(bundled_data, "helpsteer3_edit")[0]
   assert len(row["feedback"]) == 3
   examples, _ = _build(EditBuilder(), row)
   assert len(examples) == 6
@@ -63,8 +63,8 @@ def test_edit_uses_every_feedback_permutation(shared_data):
   assert [ex.messages for ex in limited] == [ex.messages for ex in examples[:2]]
 
 
-def test_edit_quality_pairs(shared_data):
-  row = helpsteer_rows(shared_data, "helpsteer3_edit_quality")[0]
+def test_edit_quality_pairs(bundled_data):
+  row = helpsteer_rows(bundled_data, "helpsteer3_edit_quality")[0]
   pairs, _ = _build(EditQualityBuilder(), row)
   assert [p.kind for p in pairs] == ["bad_edit", "no_edit"]
   prompt = edit_request(row["context"], row["original_response"], row["feedback"])
@@ -78,8 +78,8 @@ def test_edit_quality_pairs(shared_data):
   assert len(permuted) == 12
 
 
-def test_preference_pairs_sign_magnitude_and_ties(shared_data):
-  rows = helpsteer_rows(shared_data, "helpsteer3_preference")
+def test_preference_pairs_sign_magnitude_and_ties(bundled_data):
+  rows = helpsteer_rows(bundled_data, "helpsteer3_preference")
   assert [r["overall_preference"] for r in rows] == [-2, -2]
   for row in rows:
     (pair,), _ = _build(PreferenceBuilder(), row)
@@ -97,8 +97,8 @@ def test_preference_pairs_sign_magnitude_and_ties(shared_data):
   assert pairs == [] and stats.counts["preference_below_min"] == 1
 
 
-def test_helpsteer2_preference(shared_data):
-  row = helpsteer_rows(shared_data, "helpsteer2_preference")[0]
+def test_helpsteer2_preference(bundled_data):
+  row = helpsteer_rows(bundled_data, "helpsteer2_preference")[0]
   (pair,), _ = _build(HelpSteer2PreferenceBuilder(), row)
   assert row["preference_strength"] == 1
   assert pair.chosen[-1]["content"] == row["response_2"] and pair.label_magnitude == 1.0
@@ -107,8 +107,8 @@ def test_helpsteer2_preference(shared_data):
   assert pairs == [] and stats.counts["rows_in_split/train"] == 1
 
 
-def test_attribute_targets_with_missing(shared_data):
-  row = helpsteer_rows(shared_data, "helpsteer2_default")[0]
+def test_attribute_targets_with_missing(bundled_data):
+  row = helpsteer_rows(bundled_data, "helpsteer2_default")[0]
   (five,), _ = _build(AttributeRegressionBuilder(HELPSTEER2_ATTRIBUTES), row)
   assert five.targets == (3.0, 4.0, 4.0, 2.0, 1.0)
   (nine,), stats = _build(AttributeRegressionBuilder(STEERLM_ATTRIBUTES), row)
@@ -123,8 +123,8 @@ def test_attribute_targets_with_missing(shared_data):
     _build(AttributeRegressionBuilder(), dict(row, helpfulness=7))
 
 
-def test_steerlm_conditioning_in_system_turn(shared_data):
-  row = helpsteer_rows(shared_data, "helpsteer2_default")[0]
+def test_steerlm_conditioning_in_system_turn(bundled_data):
+  row = helpsteer_rows(bundled_data, "helpsteer2_default")[0]
   (ex,), _ = _build(AttributeConditionedSFTBuilder(), row)
   assert isinstance(ex, ChatExample)
   assert ex.messages[0] == {"role": "system",
@@ -147,9 +147,9 @@ def test_parse_multi_turn_prompt():
 
 # -- readers and malformed rows ------------------------------------------------------------------
 
-def _bad_feedback_file(tmp_path, shared_data):
+def _bad_feedback_file(tmp_path, bundled_data):
   """The real feedback row, then a line that is not JSON, then one missing `context`."""
-  good = helpsteer_file(shared_data, "helpsteer3_feedback").read_text().strip()
+  good = helpsteer_file(bundled_data, "helpsteer3_feedback").read_text().strip()
   broken = json.loads(good)
   del broken["context"]
   path = tmp_path / "feedback.jsonl"
@@ -157,8 +157,8 @@ def _bad_feedback_file(tmp_path, shared_data):
   return path
 
 
-def test_malformed_rows_raise_with_location(tmp_path, shared_data):
-  path = _bad_feedback_file(tmp_path, shared_data)
+def test_malformed_rows_raise_with_location(tmp_path, bundled_data):
+  path = _bad_feedback_file(tmp_path, bundled_data)
   with pytest.raises(DataError, match=rf"{path}:2: not valid JSON .* expected one JSON object per line"):
     build_examples(SourceSpec(path=str(path)), FeedbackBuilder())
   lines = path.read_text().splitlines()
@@ -167,9 +167,9 @@ def test_malformed_rows_raise_with_location(tmp_path, shared_data):
     build_examples(SourceSpec(path=str(path)), FeedbackBuilder())
 
 
-def test_malformed_rows_skipped_and_counted(tmp_path, shared_data):
+def test_malformed_rows_skipped_and_counted(tmp_path, bundled_data):
   config = default_data_config()
-  config.path = str(_bad_feedback_file(tmp_path, shared_data))
+  config.path = str(_bad_feedback_file(tmp_path, bundled_data))
   config.on_error = "skip"
   examples, stats = load_examples(config)
   assert len(examples) == 12  # the two good rows, 6 feedbacks each
@@ -186,18 +186,18 @@ def test_malformed_rows_skipped_and_counted(tmp_path, shared_data):
      "ends with a 'assistant' turn; expected a 'user' turn"),
     ({"context": [{"role": "robot", "content": "x"}]}, "has role 'robot'"),
 ])
-def test_edit_row_type_errors(shared_data, bad, message):
-  row = dict(helpsteer_rows(shared_data, "helpsteer3_edit")[0], **bad)
+def test_edit_row_type_errors(bundled_data, bad, message):
+  row = dict(helpsteer_rows(bundled_data, "helpsteer3_edit")[0], **bad)
   with pytest.raises(RowError, match=message):
     _build(EditBuilder(), row)
 
 
-def test_parquet_folder_and_datasets_loader_agree(tmp_path, shared_data):
+def test_parquet_folder_and_datasets_loader_agree(tmp_path, bundled_data):
   pa = pytest.importorskip("pyarrow")
   import pyarrow.parquet as pq
 
-  jsonl = helpsteer_file(shared_data, "helpsteer3_preference")
-  rows = helpsteer_rows(shared_data, "helpsteer3_preference")
+  jsonl = helpsteer_file(bundled_data, "helpsteer3_preference")
+  rows = helpsteer_rows(bundled_data, "helpsteer3_preference")
   pq.write_table(pa.Table.from_pylist(rows), tmp_path / "part-0.parquet")
   (tmp_path / "part-1.jsonl").write_text(jsonl.read_text())
   from_folder = [r.data for r in read_rows(SourceSpec(path=str(tmp_path)))]

@@ -39,8 +39,8 @@ def _check_loss_text(tokenizer, tokenized, example, end_of_turn, trim):
     assert text == (content.strip() if trim else content) + end_of_turn
 
 
-def test_smollm2_feedback_mask_and_prompt_tokens(shared_data, smol_tokenizer):
-  row = helpsteer_rows(shared_data, "helpsteer3_feedback")[0]
+def test_smollm2_feedback_mask_and_prompt_tokens(bundled_data, smol_tokenizer):
+  row = helpsteer_rows(bundled_data, "helpsteer3_feedback")[0]
   examples = FeedbackBuilder()(row, "row", BuildStats())
   encoder = ChatEncoder(smol_tokenizer, max_length=8192)
   for example, tokenized in zip(examples, encoder.encode_many(examples)):
@@ -54,12 +54,12 @@ def test_smollm2_feedback_mask_and_prompt_tokens(shared_data, smol_tokenizer):
     assert tokenized.loss_mask[-1]
 
 
-def test_multi_turn_and_system_conditioning(shared_data, smol_tokenizer, llama3_tokenizer):
+def test_multi_turn_and_system_conditioning(bundled_data, smol_tokenizer, llama3_tokenizer):
   example = ChatExample(CHAT, loss_turns=(2, 4))
   for tokenizer, eot, trim in ((smol_tokenizer, "<|im_end|>", False), (llama3_tokenizer, "<|eot_id|>", True)):
     tokenized = ChatEncoder(tokenizer, 4096).encode(example)
     _check_loss_text(tokenizer, tokenized, example, eot, trim)
-  row = helpsteer_rows(shared_data, "helpsteer2_default")[0]
+  row = helpsteer_rows(bundled_data, "helpsteer2_default")[0]
   (sft,) = AttributeConditionedSFTBuilder()(row, "row", BuildStats())
   tokenized = ChatEncoder(smol_tokenizer, 4096).encode(sft)
   _check_loss_text(smol_tokenizer, tokenized, sft, "<|im_end|>", trim=False)
@@ -67,8 +67,8 @@ def test_multi_turn_and_system_conditioning(shared_data, smol_tokenizer, llama3_
   assert "helpfulness:3,correctness:4,coherence:4,complexity:2,verbosity:1" in context
 
 
-def test_llama3_edit_mask_keeps_bos(shared_data, llama3_tokenizer):
-  row = helpsteer_rows(shared_data, "helpsteer3_edit")[0]
+def test_llama3_edit_mask_keeps_bos(bundled_data, llama3_tokenizer):
+  row = helpsteer_rows(bundled_data, "helpsteer3_edit")[0]
   examples = EditBuilder()(row, "row", BuildStats())
   encoded = ChatEncoder(llama3_tokenizer, 8192).encode_many(examples)
   for example, tokenized in zip(examples, encoded):
@@ -79,27 +79,27 @@ def test_llama3_edit_mask_keeps_bos(shared_data, llama3_tokenizer):
   assert len({t.input_ids.tobytes() for t in encoded}) == 6
 
 
-def test_reward_inputs_match_the_selector(shared_data, smol_tokenizer):
+def test_reward_inputs_match_the_selector(bundled_data, smol_tokenizer):
   """Pairs and regression inputs are tokenised as RewardModelSelector tokenises what it scores."""
   def selector_ids(messages):
     text = smol_tokenizer.apply_chat_template(list(messages), tokenize=False)
     return smol_tokenizer.encode(text, add_special_tokens=False)
 
   encoder = ChatEncoder(smol_tokenizer, 8192)
-  pairs = EditQualityBuilder()(helpsteer_rows(shared_data, "helpsteer3_edit_quality")[0], "r", BuildStats())
-  pairs += PreferenceBuilder()(helpsteer_rows(shared_data, "helpsteer3_preference")[1], "r", BuildStats())
+  pairs = EditQualityBuilder()(helpsteer_rows(bundled_data, "helpsteer3_edit_quality")[0], "r", BuildStats())
+  pairs += PreferenceBuilder()(helpsteer_rows(bundled_data, "helpsteer3_preference")[1], "r", BuildStats())
   for pair, tokenized in zip(pairs, encoder.encode_many(pairs)):
     assert tokenized.chosen.tolist() == selector_ids(pair.chosen)
     assert tokenized.rejected.tolist() == selector_ids(pair.rejected)
-  row = helpsteer_rows(shared_data, "helpsteer2_default")[0]
+  row = helpsteer_rows(bundled_data, "helpsteer2_default")[0]
   (reg,) = AttributeRegressionBuilder()(row, "r", BuildStats())
   tokenized = encoder.encode(reg)
   assert tokenized.input_ids.tolist() == selector_ids(reg.messages)
   assert tokenized.targets.dtype == np.float32 and tokenized.targets.tolist() == [3, 4, 4, 2, 1]
 
 
-def test_truncation_rules(shared_data, smol_tokenizer, llama3_tokenizer):
-  row = helpsteer_rows(shared_data, "helpsteer3_feedback")[0]
+def test_truncation_rules(bundled_data, smol_tokenizer, llama3_tokenizer):
+  row = helpsteer_rows(bundled_data, "helpsteer3_feedback")[0]
   example = FeedbackBuilder()(row, "row", BuildStats())[0]
   full = ChatEncoder(smol_tokenizer, 8192).encode(example)
   output = int(full.loss_mask.sum())
@@ -125,7 +125,7 @@ def test_truncation_rules(shared_data, smol_tokenizer, llama3_tokenizer):
   assert kept.input_ids[0] == llama3_tokenizer.bos_token_id
   assert kept.input_ids[1:].tolist() == llama.input_ids[-(len(kept) - 1):].tolist()
 
-  pair = PreferenceBuilder()(helpsteer_rows(shared_data, "helpsteer3_preference")[1], "r", BuildStats())[0]
+  pair = PreferenceBuilder()(helpsteer_rows(bundled_data, "helpsteer3_preference")[1], "r", BuildStats())[0]
   whole = ChatEncoder(smol_tokenizer, 8192).encode(pair)
   short = ChatEncoder(smol_tokenizer, len(whole.chosen) - 50, "left").encode(pair)
   assert short.chosen.tolist() == whole.chosen[:1].tolist() + whole.chosen[51:].tolist()

@@ -20,12 +20,12 @@ SEQ_LEN = 2048
 
 
 @pytest.fixture(scope="module")
-def examples(shared_data):
+def examples(bundled_data):
   """13 real SFT examples: 6 feedback, 6 edit orders, 1 SteerLM."""
   stats = BuildStats()
-  out = FeedbackBuilder()(helpsteer_rows(shared_data, "helpsteer3_feedback")[0], "f", stats)
-  out += EditBuilder()(helpsteer_rows(shared_data, "helpsteer3_edit")[0], "e", stats)
-  out += AttributeConditionedSFTBuilder()(helpsteer_rows(shared_data, "helpsteer2_default")[0], "s", stats)
+  out = FeedbackBuilder()(helpsteer_rows(bundled_data, "helpsteer3_feedback")[0], "f", stats)
+  out += EditBuilder()(helpsteer_rows(bundled_data, "helpsteer3_edit")[0], "e", stats)
+  out += AttributeConditionedSFTBuilder()(helpsteer_rows(bundled_data, "helpsteer2_default")[0], "s", stats)
   return out
 
 
@@ -122,8 +122,8 @@ def test_no_batch_possible_is_an_error(examples, smol_tokenizer):
     next(it)
 
 
-def test_make_iterator_from_config(tmp_path, shared_data, smol_tokenizer):
-  good = helpsteer_file(shared_data, "helpsteer3_edit").read_text().strip()
+def test_make_iterator_from_config(tmp_path, bundled_data, smol_tokenizer):
+  good = helpsteer_file(bundled_data, "helpsteer3_edit").read_text().strip()
   path = tmp_path / "edit.jsonl"
   path.write_text("\n".join([good, '{"context": "not a list"}', good]) + "\n")
   config = default_data_config()

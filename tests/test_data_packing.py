@@ -22,11 +22,11 @@ PAD = 2
 
 
 @pytest.fixture(scope="module")
-def feedback_examples(shared_data):
+def feedback_examples(bundled_data):
   """The 6 feedback examples of the real feedback row and the SteerLM example of HelpSteer2's."""
-  rows = helpsteer_rows(shared_data, "helpsteer3_feedback")
+  rows = helpsteer_rows(bundled_data, "helpsteer3_feedback")
   examples = FeedbackBuilder()(rows[0], "row", BuildStats())
-  return examples + AttributeConditionedSFTBuilder()(helpsteer_rows(shared_data, "helpsteer2_default")[0],
+  return examples + AttributeConditionedSFTBuilder()(helpsteer_rows(bundled_data, "helpsteer2_default")[0],
                                                      "r", BuildStats())
 
 
@@ -162,10 +162,10 @@ def test_padded_mode_one_example_per_row(feedback_tokens):
     assert batch["loss_weights"][r].sum() == example.loss_mask.sum()
 
 
-def test_pair_and_regression_batches(shared_data, smol_tokenizer):
+def test_pair_and_regression_batches(bundled_data, smol_tokenizer):
   encoder = ChatEncoder(smol_tokenizer, SEQ_LEN)
-  pairs = EditQualityBuilder()(helpsteer_rows(shared_data, "helpsteer3_edit_quality")[0], "r", BuildStats())
-  pairs += PreferenceBuilder()(helpsteer_rows(shared_data, "helpsteer3_preference")[0], "r", BuildStats())
+  pairs = EditQualityBuilder()(helpsteer_rows(bundled_data, "helpsteer3_edit_quality")[0], "r", BuildStats())
+  pairs += PreferenceBuilder()(helpsteer_rows(bundled_data, "helpsteer3_preference")[0], "r", BuildStats())
   tokens = encoder.encode_many(pairs)
   batcher = PairBatcher(rows=4, seq_len=SEQ_LEN, pad_id=PAD)
   plan, placed = _pack(batcher, tokens)
@@ -183,7 +183,7 @@ def test_pair_and_regression_batches(shared_data, smol_tokenizer):
     assert batch["chosen_input_ids"][r, :len(t.chosen)].tolist() == t.chosen.tolist()
     assert batch["rejected_input_ids"][r, :len(t.rejected)].tolist() == t.rejected.tolist()
 
-  row = helpsteer_rows(shared_data, "helpsteer2_default")[0]
+  row = helpsteer_rows(bundled_data, "helpsteer2_default")[0]
   reg = encoder.encode_many(AttributeRegressionBuilder(STEERLM_ATTRIBUTES)(row, "r", BuildStats()))
   batcher = RegressionBatcher(rows=2, seq_len=256, pad_id=PAD, num_outputs=9)
   plan, _ = _pack(batcher, reg)

@@ -95,7 +95,7 @@ def test_order_is_randomised_per_instruction_and_recorded():
   assert records == ae.judge_with_chat(_Judge(), items, "m", "base", seed=0)  # seeded: same order
 
 
-def test_bundled_alpaca_eval_set(shared_data):
+def test_bundled_alpaca_eval_set(bundled_data):
   questions, baseline, name = sources.alpaca_eval_set()
   assert len(questions) == 805 and len(baseline) == 805 and name == "gpt4_1106_preview"
   sub, sub_base, _ = sources.alpaca_eval_set(start=10, limit=5)

@@ -17,14 +17,14 @@ def _jsonl(path, rows):
   return str(path)
 
 
-def test_bundled_arena_hard_questions_and_baseline(shared_data):
+def test_bundled_arena_hard_questions_and_baseline(bundled_data):
   questions = sources.arena_hard_questions()
   baseline = sources.arena_hard_baseline()
   assert len(questions) == 500 and len(baseline) == 500
   assert all(q.id in baseline and baseline[q.id] for q in questions)
   assert [q.id for q in sources.arena_hard_questions(start=2, limit=3)] == [q.id for q in questions[2:5]]
   # The baseline file read as an answer file (arena-hard-auto's model-answer layout).
-  answers = read_answers(str(shared_data / "eval/arena-hard-v0.1/gpt-4-0314.jsonl"), questions)
+  answers = read_answers(str(bundled_data / "eval/arena-hard-v0.1/gpt-4-0314.jsonl"), questions)
   assert answers.model == "gpt-4-0314" and answers.turns[questions[0].id] == [baseline[questions[0].id]]
 
 

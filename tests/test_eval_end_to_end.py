@@ -72,7 +72,7 @@ def _lines(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
-def test_arena_hard_end_to_end_with_resume(model_dir, server, tmp_path, shared_data, monkeypatch):
+def test_arena_hard_end_to_end_with_resume(model_dir, server, tmp_path, bundled_data, monkeypatch):
   work = tmp_path / "arena"
   result = evaluate(_config("arena_hard", model_dir, server, limit=1, label="base"), str(work))
   assert len(server.requests) == 2  # two games for one question
@@ -103,7 +103,7 @@ def test_arena_hard_end_to_end_with_resume(model_dir, server, tmp_path, shared_d
   _no_secret_in(work)
 
 
-def test_a_judge_failure_keeps_the_answers_and_the_rerun_resumes(model_dir, server, tmp_path, shared_data):
+def test_a_judge_failure_keeps_the_answers_and_the_rerun_resumes(model_dir, server, tmp_path, bundled_data):
   work = tmp_path / "crash"
   server.fail_next = [401]  # not retryable: the run stops
   with pytest.raises(JudgeError, match="HTTP 401"):
@@ -113,7 +113,7 @@ def test_a_judge_failure_keeps_the_answers_and_the_rerun_resumes(model_dir, serv
   assert result["counts"]["judged"] == 1 and len(_lines(work / "answers.jsonl")) == 1
 
 
-def test_mt_bench_end_to_end(model_dir, server, tmp_path, shared_data):
+def test_mt_bench_end_to_end(model_dir, server, tmp_path, bundled_data):
   # Question 100 (roleplay, no reference) and 101 (reasoning, graded against its reference).
   work = tmp_path / "mt"
   result = evaluate(_config("mt_bench", model_dir, server, limit=2, start=19), str(work))
@@ -131,7 +131,7 @@ def test_mt_bench_end_to_end(model_dir, server, tmp_path, shared_data):
   _no_secret_in(work)
 
 
-def test_alpaca_eval_end_to_end_and_tables(model_dir, server, tmp_path, shared_data):
+def test_alpaca_eval_end_to_end_and_tables(model_dir, server, tmp_path, bundled_data):
   work = tmp_path / "alpaca"
   result = evaluate(_config("alpaca_eval", model_dir, server, limit=3, label="base"), str(work))
   judgments = _lines(work / "judgments.jsonl")
@@ -148,7 +148,7 @@ def test_alpaca_eval_end_to_end_and_tables(model_dir, server, tmp_path, shared_d
   _no_secret_in(tmp_path)
 
 
-def test_score_judge_from_the_policy(model_dir, tmp_path, shared_data):
+def test_score_judge_from_the_policy(model_dir, tmp_path, bundled_data):
   config = _experiment("arena_hard", f"tiny,model={model_dir}")  # tiny: the 0-4 digit judge
   config.questions.limit = 2
   config.generation.max_new_tokens = 4
@@ -161,7 +161,7 @@ def test_score_judge_from_the_policy(model_dir, tmp_path, shared_data):
     assert g1 == {"A>>B": "B>>A", "A>B": "B>A", "A=B": "A=B", "B>A": "A>B", "B>>A": "A>>B"}[g2]
 
 
-def test_command_line_entry_point(model_dir, server, tmp_path, shared_data):
+def test_command_line_entry_point(model_dir, server, tmp_path, bundled_data):
   env = dict(os.environ, **{KEY_ENV: SECRET})
   work = tmp_path / "cli"
   cmd = [sys.executable, "-m", "helpsteer_jax.evaluate",

@@ -37,7 +37,7 @@ def test_category_temperatures():
   assert mt.temperature_for("stem") == 0.1 and mt.temperature_for("humanities") == 0.1
 
 
-def test_judge_prompts_from_the_bundled_file(shared_data):
+def test_judge_prompts_from_the_bundled_file(bundled_data):
   prompts = sources.mt_bench_judge_prompts()
   questions = {q.id: q for q in sources.mt_bench_questions()}
   refs = sources.mt_bench_references()

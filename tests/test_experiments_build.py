@@ -28,7 +28,7 @@ def test_there_are_training_experiments():
 
 
 @pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.stem)
-def test_builds_at_tiny(path, shared_data, embedded_gguf_path):
+def test_builds_at_tiny(path, bundled_data, embedded_gguf_path):
   module = load(path)
   assert "python -m helpsteer_jax.train" in module.__doc__, "the docstring carries the launch command"
   config = module.get_config("tiny")

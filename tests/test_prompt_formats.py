@@ -67,8 +67,8 @@ def test_unknown_and_unpublished_layouts_fail_by_name():
     load_edit_prompts(SourceSpec(path="unused.jsonl"), prompt_format="nemotron")
 
 
-def test_feedback_sft_in_the_nemotron_layout_trains_on_the_searchs_tokens(shared_data, llama3_tokenizer):
-  row = helpsteer_rows(shared_data, "helpsteer3_feedback")[0]
+def test_feedback_sft_in_the_nemotron_layout_trains_on_the_searchs_tokens(bundled_data, llama3_tokenizer):
+  row = helpsteer_rows(bundled_data, "helpsteer3_feedback")[0]
   examples = FeedbackBuilder(prompt_format="nemotron")(row, "row", BuildStats())
   assert examples
   encoder = ChatEncoder(llama3_tokenizer, max_length=16384)

@@ -21,7 +21,7 @@ def _rows(workdir):
   return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_rloo_raises_a_synthetic_reward(tmp_path, shared_data, embedded_gguf_path):
+def test_rloo_raises_a_synthetic_reward(tmp_path, bundled_data, embedded_gguf_path):
   """Stated margin: the mean reward of steps 20-24 exceeds that of steps 1-5 by at least 0.2
   (reward = fraction of sampled tokens in the lower half of the vocabulary; random policy ~0.5)."""
   cmd = [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/edit_rloo.py:tiny",
@@ -39,7 +39,7 @@ def test_rloo_raises_a_synthetic_reward(tmp_path, shared_data, embedded_gguf_pat
   assert rows[24]["kl"] > 0  # the policy moved away from the frozen reference
 
 
-def test_rloo_scores_with_an_edit_reward_model(tmp_path, shared_data, embedded_gguf_path):
+def test_rloo_scores_with_an_edit_reward_model(tmp_path, bundled_data, embedded_gguf_path):
   from flax import nnx
 
   from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
@@ -61,7 +61,7 @@ def test_rloo_scores_with_an_edit_reward_model(tmp_path, shared_data, embedded_g
   assert all(np.isfinite(r["reward_mean"]) and r["score_s"] > 0 for r in rows)
 
 
-def test_rloo_on_a_mesh_of_8_devices_matches_one_device(tmp_path, shared_data, embedded_gguf_path):
+def test_rloo_on_a_mesh_of_8_devices_matches_one_device(tmp_path, bundled_data, embedded_gguf_path):
   """Rollouts from the sharded policy, the sharded step: same rewards, KL and losses as one device."""
   runs = {}
   for devices, mesh in ((1, "1,1,1"), (8, "2,2,2")):

@@ -2,7 +2,7 @@
 
     config = default_data_config()            # ml_collections ConfigDict
     config.dataset = "helpsteer3_edit"        # a key of DATASETS
-    config.path = "../shared/data/helpsteer/helpsteer3_edit.jsonl"   # or leave empty: the hub
+    config.path = "my_data/helpsteer3_edit.jsonl"   # a local file or folder; empty: the hub
     it = make_iterator(config, tokenizer, process_index=jax.process_index(),
                        process_count=jax.process_count())
     batch = next(it); state = it.get_state()  # store `state` in the checkpoint; `set_state` resumes

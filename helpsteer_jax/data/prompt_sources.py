@@ -1,8 +1,8 @@
 """Prompts for generation jobs: a JSONL file, or the Arena-Hard v0.1 / MT-Bench question sets.
 
-The question sets are read from a local data folder when one is present (`HELPSTEER_DATA_DIR`, or
-`shared/data` beside the repository), and otherwise downloaded once from their public sources
-into `~/.cache/helpsteer_jax`.
+The question sets ship with the package (`helpsteer_jax/data/files/`, see its README);
+`HELPSTEER_DATA_DIR`, when set, is searched first. A file in neither is downloaded once from its
+public source into `~/.cache/helpsteer_jax`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,16 @@ class PromptItem:
   conversation: list[Message]
 
 
+# The files bundled with the package (tests, demo, default experiments).
+BUNDLED_DATA_DIR = pathlib.Path(__file__).resolve().parent / "files"
+
+
 def data_dirs() -> list[pathlib.Path]:
+  """Where data files are looked up, in order: `HELPSTEER_DATA_DIR`, then the bundled files."""
   dirs = []
   if os.environ.get("HELPSTEER_DATA_DIR"):
     dirs.append(pathlib.Path(os.environ["HELPSTEER_DATA_DIR"]))
-  repo = pathlib.Path(__file__).resolve().parents[2]
-  dirs.append(repo.parent / "shared" / "data")
+  dirs.append(BUNDLED_DATA_DIR)
   return dirs
 
 

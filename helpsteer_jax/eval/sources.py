@@ -1,8 +1,8 @@
 """The benchmark files: questions, baseline answers, reference answers and judge prompts.
 
-Each file is read from the bundled data folder when present (`HELPSTEER_DATA_DIR` or
-`../shared/data`, through `prompt_sources.locate`) and otherwise downloaded once from its public
-source, so an evaluation runs the same offline and on a fresh machine. Every loader returns
+Each file is read from the package's bundled data (`helpsteer_jax/data/files/`, or
+`HELPSTEER_DATA_DIR` first, through `prompt_sources.locate`) and otherwise downloaded once from
+its public source, so an evaluation runs the same offline and on a fresh machine. Every loader returns
 `Question`s with string ids, so the three benchmarks share the answer and result code.
 """
 

@@ -74,7 +74,8 @@ def default_train_config() -> ConfigDict:
 
 
 def bundled_rows(file_name: str) -> str:
-  """A bundled HelpSteer file (`../shared/data/helpsteer/<file_name>` or HELPSTEER_DATA_DIR)."""
+  """A bundled HelpSteer file (`helpsteer_jax/data/files/helpsteer/<file_name>`, or under
+  HELPSTEER_DATA_DIR)."""
   from helpsteer_jax.data.prompt_sources import locate
 
   return str(locate(f"helpsteer/{file_name}"))
