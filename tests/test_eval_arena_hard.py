@@ -3,6 +3,7 @@ synthetic battles whose answer is known."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -175,27 +176,119 @@ def test_score_judge_verdicts_follow_the_margins():
   assert [g["score"] for g in records[1]["games"]] == ["A=B", "A=B"]
 
 
-def test_style_control_removes_a_pure_length_preference():
-  rng = np.random.default_rng(11)
-  records, answers = [], {"m": {}, ah.BASELINE: {}}
-  for q in range(400):
-    qid = str(q)
-    long_answer = rng.random() < 0.8  # the model is usually the longer one
-    answers[ah.BASELINE][qid] = "word " * 100
-    answers["m"][qid] = "word " * (200 if long_answer else 50)
+def _styled_variant(text, rng):
+  """A model answer made from a baseline answer: longer or shorter, more or less markdown."""
+  if rng.random() < 0.5:
+    text = text + "\n\nIn more detail: " + text[: int(len(text) * rng.uniform(0.2, 1.0))]
+  else:
+    text = text[: max(20, int(len(text) * rng.uniform(0.4, 0.9)))]
+  if rng.random() < 0.4:
+    text = "## Overview\n" + text
+  if rng.random() < 0.5:
+    text = text + "\n\n**Key point:** see above.\n- first\n- second"
+  return text
+
+
+def _style_judgments(baseline, rng, quality=0.3, length_pull=1.5):
+  """Judgments by a judge that likes longer and bolder answers on top of the model's quality."""
+  answers = {"m": {}, ah.BASELINE: dict(baseline)}
+  records = []
+  for qid, text in baseline.items():
+    mine = _styled_variant(text, rng)
+    answers["m"][qid] = mine
+    ratio = (len(mine) - len(text)) / (len(mine) + len(text))
+    p_model = 1 / (1 + math.exp(-(quality + length_pull * ratio + 0.5 * ("**" in mine))))
     games = []
     for g in range(2):
-      model_wins = (rng.random() < 0.9) == long_answer  # the judge prefers the longer answer
-      games.append(MODEL_WINS[g] if model_wins else MODEL_LOSES[g])
-    records.append(_record(q, *games))
-  raw = ah.score_judgments(records, rounds=0)["m"]
-  controlled = ah.score_judgments(records, rounds=0, style_control=True, answers=answers)["m"]
-  assert raw["score"] > 65
-  assert abs(controlled["score"] - 50) < abs(raw["score"] - 50) / 3
-  assert controlled["style_coef"]["length"] > 1.0
+      u = rng.random()
+      if u < 0.1:
+        games.append("A=B")
+      elif (u - 0.1) / 0.9 < p_model:
+        games.append(("B>>A", "A>>B")[g] if rng.random() < 0.2 else MODEL_WINS[g])
+      else:
+        games.append(MODEL_LOSES[g])
+    records.append(_record(qid, *games))
+  return records, answers
 
 
-def test_style_counts_skip_code_blocks():
-  text = "# Title\n\n- a\n- b\n1. c\n\n**bold** and __bold__\n```\n# not a header\n- not a list\n```"
+def _reference_style_score(records, answers):
+  """arena-hard-auto's style-controlled score, worked out here with scikit-learn: features
+  (a - b) / (a + b + 1) centred and scaled, +-log(10) rating columns for both models, each battle
+  fitted twice (a tie as one win and one loss), LogisticRegression(C=1) without intercept."""
+  linear_model = pytest.importorskip("sklearn.linear_model")
+  battles = ah.battles_from_judgments(records)
+  a = np.stack([ah.style_counts(answers[m][q]) for m, q in zip(battles.model_a, battles.question_id)])
+  b = np.stack([ah.style_counts(answers[m][q]) for m, q in zip(battles.model_b, battles.question_id)])
+  f = (a - b) / (a + b + 1)
+  f = (f - f.mean(0)) / f.std(0)
+  n = len(battles)
+  x = np.concatenate([np.full((n, 1), math.log(10)), np.full((n, 1), -math.log(10)), f], axis=1)  # [base, m]
+  y1 = (battles.winner == "model_a").astype(float)
+  y1[battles.winner == "tie"] = 1.0
+  y2 = (battles.winner == "model_a").astype(float)  # the tie's second copy is a loss
+  model = linear_model.LogisticRegression(fit_intercept=False, tol=1e-12, max_iter=10000)
+  model.fit(np.concatenate([x, x]), np.concatenate([y1, y2]))
+  coef = model.coef_[0]
+  elo_base, elo_m = 400 * coef[0], 400 * coef[1]
+  return 100 / (1 + 10 ** ((elo_base - elo_m) / 400)), coef[2:]
+
+
+def test_style_control_matches_arena_hard_on_the_bundled_questions(shared_data):
+  from helpsteer_jax.eval import sources
+
+  baseline = sources.arena_hard_baseline()
+  assert len(baseline) == 500
+  records, answers = _style_judgments(baseline, np.random.default_rng(11))
+  ours = ah.score_judgments(records, rounds=0, style_control=True, answers=answers)["m"]
+  ref_score, ref_coef = _reference_style_score(records, answers)
+  assert ours["score"] == pytest.approx(ref_score, abs=1e-3)
+  assert np.allclose([ours["style_coef"][k] for k in ah.STYLE_FEATURES], ref_coef, atol=1e-4)
+  assert ours["style_length_unit"] == "word pieces"
+  plain = ah.score_judgments(records, rounds=0)["m"]
+  assert ours["style_coef"]["length"] > 0.2  # the judge's length preference is found...
+  assert ours["score"] != pytest.approx(plain["score"], abs=0.5)  # ...and moves the score
+  # With the bootstrap the interval brackets the point estimate.
+  boot = ah.score_judgments(records, rounds=10, style_control=True, answers=answers)["m"]
+  assert boot["ci_low"] <= boot["score"] <= boot["ci_high"]
+
+
+def test_style_counts_from_answer_metadata_are_used_as_they_are():
+  meta = {"token_len": 120, "header_count": {"h1": 1, "h2": 2}, "list_count": {"ordered": 3, "unordered": 0},
+          "bold_count": {"**": 4, "__": 1}}
+  assert list(ah.style_counts_from_metadata(meta, "x")) == [120, 3, 3, 5]
+  with pytest.raises(ValueError, match="token_len"):
+    ah.style_counts_from_metadata({"header_count": 1}, "answers.jsonl:3")
+
+
+def test_style_features_without_spread_are_reported_not_scored():
+  rng = np.random.default_rng(4)
+  answers = {"m": {}, ah.BASELINE: {}}
+  records = []
+  for q in range(100):
+    answers[ah.BASELINE][str(q)] = "word " * 100
+    answers["m"][str(q)] = "word " * int(rng.integers(50, 200))  # no markdown anywhere
+    records.append(_record(q, *(MODEL_WINS if rng.random() < 0.6 else MODEL_LOSES)))
+  with pytest.raises(ah.DegenerateFitError, match=r"\['headers', 'lists', 'bold'\]"):
+    ah.score_judgments(records, rounds=0, style_control=True, answers=answers)
+
+
+def test_a_singular_style_design_is_reported_not_scored():
+  rng = np.random.default_rng(5)
+  answers = {"m": {}, ah.BASELINE: {}}
+  records = []
+  for q in range(100):
+    k = int(rng.integers(0, 3))  # as many headers as list items as bold spans: three equal columns
+    answers[ah.BASELINE][str(q)] = "word " * 100
+    answers["m"][str(q)] = "word " * int(rng.integers(50, 200)) + "\n# h\n- **b**\n" * k
+    records.append(_record(q, *(MODEL_WINS if rng.random() < 0.6 else MODEL_LOSES)))
+  with pytest.raises(ah.DegenerateFitError, match="rank"):
+    ah.score_judgments(records, rounds=0, style_control=True, answers=answers)
+
+
+def test_style_counts_follow_arena_hard_patterns():
+  text = ("# Title\n## Sub\n####### not a header\n#no space\n\n- a\n* b\n+ c\n1. d\n  2. e\n-no space\n\n"
+          "**bold** and __bold__ and ** not bold\n**across\nlines**\n"
+          "```\n# not a header\n- not a list\n**not bold**\n```")
   length, headers, lists, bold = ah.style_counts(text)
-  assert (headers, lists, bold) == (1, 3, 2) and length > 10
+  assert (headers, lists, bold) == (2, 5, 2)
+  assert length == len(re.findall(r"\w+|[^\w\s]", text))

@@ -14,8 +14,10 @@ from helpsteer_jax.eval.judges.base import ChatReply
     ("[[8.5]]", 8.5),
     ("The answer is accurate. [[ 9 ]]", 9.0),
     ("Rating: [[7/10]]", 7.0),
-    # The judge quotes the format's example before its verdict: the last rating wins.
-    ('As asked, I use the format "Rating: [[5]]". ... Final: [[3]]', 3.0),
+    # Two ratings in one judgment: the first counts, as in FastChat's grader.
+    ("Turn 1 deserves [[8]]; after the correction I would say [[6]].", 8.0),
+    ('As asked, I use the format "Rating: [[5]]". ... Final: [[3]]', 5.0),
+    ("[[7.]]", 7.0),  # FastChat's number pattern accepts a trailing dot
     ("single brackets: [8]", 8.0),
     ("Rating: 6", 6.0),
     ("rating of 4/10", 4.0),

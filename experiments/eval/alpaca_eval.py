@@ -3,8 +3,8 @@
 Launch:
     python -m helpsteer_jax.evaluate --config=experiments/eval/alpaca_eval.py:tiny
     python -m helpsteer_jax.evaluate --config=experiments/eval/alpaca_eval.py:full,label=base
-    # with the instruction-difficulty term estimated from other evaluated models:
-    ... --config.alpaca.difficulty_from=outputs/eval/alpaca_eval/full_base,outputs/eval/alpaca_eval/full_feedback_edit
+    # with a local copy of AlpacaEval's instruction-difficulty table (default: from the hub):
+    ... --config.alpaca.difficulty_file=data/alpaca_eval/df_gamed.csv
 Argument: a variant (tiny | full), then model=, answers=, label=, judge= (see
 helpsteer_jax/eval/experiment_args.py).
 """

@@ -13,16 +13,12 @@ where `model_win_prob` in [0, 1] (null = failed) is the probability the model's 
 
 Raw win rate: the mean of `model_win_prob`, in percent.
 
-Length-controlled win rate (AlpacaEval 2's GLM, reduced to one model against the baseline):
-    logit P(model wins on i) = theta + phi * tanh(delta_len_i / std(delta_len)) [+ psi * gamma_i]
-fitted to the soft preferences by logistic regression; the LC win rate is the prediction at zero
-length difference averaged over instructions, `mean_i sigmoid(theta + psi * gamma_i)`. Lengths
-are in characters, as in AlpacaEval. Simplifications, stated: AlpacaEval fits the GLM jointly
-with its leaderboard models and takes the instruction difficulty `gamma_i` from that joint fit;
-here `gamma_i` is optional and, when given, is estimated from other evaluated models'
-preferences on the same instructions (`instruction_difficulty`); without it the model term alone
-absorbs the mean. Its small ridge penalty is fixed rather than cross-validated. Intervals are
-bootstrap percentiles over instructions (AlpacaEval reports a standard error instead).
+Length-controlled win rate: AlpacaEval 2's `length_controlled_v1` GLM (`eval/length_control.py`),
+with AlpacaEval's published instruction difficulties and gamed-baseline rows
+(`eval/alpaca_difficulty.py`). Without that table the result carries `lc_comparable: false` and
+a note saying the number cannot be compared with the leaderboard. Lengths are in characters, as
+in AlpacaEval. The interval is a bootstrap over instructions (with the cross-validated penalty
+of the full fit); AlpacaEval's standard error is reported as well (`lc_standard_error`).
 """
 
 from __future__ import annotations
@@ -35,8 +31,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from helpsteer_jax.eval import length_control
+from helpsteer_jax.eval.alpaca_difficulty import DifficultyTable
 from helpsteer_jax.eval.judges.base import ChatRequest
-from helpsteer_jax.eval.logistic import fit_logistic, sigmoid
+from helpsteer_jax.eval.logistic import sigmoid
 
 JUDGE_SYSTEM_PROMPT = (
     "You compare the outputs of AI models for a given instruction and pick the one a careful "
@@ -137,69 +135,51 @@ def _record(qid, instruction, output, base, model, baseline, judge, first, judgm
 # -- scoring --------------------------------------------------------------------------------------
 
 
-def instruction_difficulty(win_probs: Mapping[str, Mapping[str, float]],
-                           exclude: str = "") -> dict[str, float]:
-  """question id -> standardised difficulty: the logit of other models' mean win probability
-  against the baseline on that instruction (higher = easier to beat the baseline)."""
-  by_question: dict[str, list[float]] = {}
-  for model, probs in win_probs.items():
-    if model == exclude:
-      continue
-    for qid, p in probs.items():
-      if p is not None:
-        by_question.setdefault(qid, []).append(float(p))
-  if not by_question:
-    return {}
-  qids = sorted(by_question)
-  mean = np.clip([np.mean(by_question[q]) for q in qids], 0.02, 0.98)
-  logit = np.log(mean / (1 - mean))
-  std = logit.std()
-  z = (logit - logit.mean()) / (std if std > 0 else 1.0)
-  return dict(zip(qids, map(float, z)))
+def win_rates(annotations: Sequence[Mapping[str, Any]], table: Optional[DifficultyTable] = None,
+              rounds: int = 100, seed: int = 42, table_note: str = "") -> dict[str, Any]:
+  """Raw and length-controlled win rates (%) with 95% bootstrap intervals, for one model.
 
-
-def _fit_lc(p: np.ndarray, length_feature: np.ndarray, gamma: Optional[np.ndarray],
-            counts: np.ndarray, l2: float) -> float:
-  cols = [np.ones_like(p), length_feature] + ([gamma] if gamma is not None else [])
-  x = np.stack(cols, axis=1)
-  ridge = np.array([0.0] + [l2] * (x.shape[1] - 1)) + 1e-9
-  coef = fit_logistic(x, p, counts, l2=ridge).coef
-  at_zero_length = coef[0] + (coef[2] * gamma if gamma is not None else 0.0)
-  return float(np.sum(counts * sigmoid(at_zero_length)) / np.sum(counts))
-
-
-def win_rates(annotations: Sequence[Mapping[str, Any]], difficulty: Optional[Mapping[str, float]] = None,
-              rounds: int = 100, seed: int = 42, l2: float = 1e-2) -> dict[str, Any]:
-  """Raw and length-controlled win rates (%) with 95% bootstrap intervals, for one model."""
+  `table`: AlpacaEval's difficulty table (None: the LC number is flagged as not comparable, with
+  `table_note` saying why). Question ids must be AlpacaEval's instruction indices ("0" ... "804").
+  """
+  if not annotations:
+    raise ValueError("no annotations to score")
   valid = [a for a in annotations if a.get("model_win_prob") is not None]
   if not valid:
     raise ValueError("no usable annotation: the judge named neither output on every instruction")
   p = np.array([float(a["model_win_prob"]) for a in valid])
-  delta = np.array([float(a["len_model"]) - float(a["len_baseline"]) for a in valid])
-  std = delta.std()
-  length_feature = np.tanh(delta / (std if std > 0 else 1.0))
-  gamma = None
-  if difficulty:
-    gamma = np.array([difficulty.get(str(a["question_id"]), 0.0) for a in valid])
+  n_all = len(annotations)
+  prob_all = np.array([np.nan if a.get("model_win_prob") is None else float(a["model_win_prob"])
+                       for a in annotations])
+  lens_model = np.array([float(a["len_model"]) for a in annotations])
+  lens_base = np.array([float(a["len_baseline"]) for a in annotations])
+  qids = [str(a["question_id"]) for a in annotations]
+  lc = length_control.length_controlled(prob_all, lens_model, lens_base, qids, table)
   n = len(valid)
-  ones = np.ones(n)
   raw = float(p.mean())
-  lc = _fit_lc(p, length_feature, gamma, ones, l2)
   rng = np.random.default_rng(seed)
   raw_boot, lc_boot = [], []
+  valid_mask = ~np.isnan(prob_all)
   for _ in range(rounds):
-    counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-    raw_boot.append(float(np.sum(counts * p) / n))
-    lc_boot.append(_fit_lc(p, length_feature, gamma, counts, l2))
+    counts = np.bincount(rng.integers(0, n_all, n_all), minlength=n_all).astype(np.float64)
+    raw_boot.append(float(np.sum(counts[valid_mask] * p) / max(np.sum(counts[valid_mask]), 1.0)))
+    lc_boot.append(length_control.fit_length_controlled(lc.design, lc.c, counts)[1])
   ci = lambda xs, v: (np.percentile(xs, [2.5, 97.5]) if rounds else np.array([v, v])) * 100
   raw_lo, raw_hi = ci(raw_boot, raw)
-  lc_lo, lc_hi = ci(lc_boot, lc)
-  return {
+  lc_lo, lc_hi = ci(lc_boot, lc.win_rate / 100)
+  out = {
       "win_rate": 100 * raw, "win_rate_ci_low": float(raw_lo), "win_rate_ci_high": float(raw_hi),
       "win_rate_se": float(100 * p.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
-      "lc_win_rate": 100 * lc, "lc_ci_low": float(lc_lo), "lc_ci_high": float(lc_hi),
-      "num_annotations": len(annotations), "failed": len(annotations) - n,
+      "lc_win_rate": lc.win_rate, "lc_ci_low": float(lc_lo), "lc_ci_high": float(lc_hi),
+      "lc_standard_error": lc.standard_error, "lc_glm": lc.glm, "lc_coef": lc.coef, "lc_c": lc.c,
+      "lc_comparable": lc.comparable,
+      "lc_difficulty_source": table.source if table is not None else None,
+      "num_annotations": n_all, "failed": n_all - n,
       "mean_len_model": float(np.mean([a["len_model"] for a in valid])),
       "mean_len_baseline": float(np.mean([a["len_baseline"] for a in valid])),
-      "difficulty": gamma is not None, "bootstrap_rounds": rounds,
+      "bootstrap_rounds": rounds,
   }
+  if not lc.comparable:
+    out["lc_note"] = ("not comparable to the AlpacaEval leaderboard: no instruction-difficulty table"
+                      + (f" ({table_note})" if table_note else ""))
+  return out

@@ -17,13 +17,27 @@ shifted so the baseline is exactly 1000. The score is the predicted win rate aga
 baseline, in percent; the 95% interval takes the 2.5 and 97.5 percentiles of the ratings over
 bootstrap resamples of the battles (100 rounds, seeded) and maps them to win rates.
 
-Style control (optional) adds, as in arena-hard's style-controlled leaderboard, four features per
-battle: the normalised differences `(a - b) / (a + b + 1)` of answer length and of the numbers of
-markdown headers, list items and bold spans (code blocks removed first), each scaled to unit
-spread. The model ratings are then read at equal style, so a model cannot gain by being longer or
-more heavily formatted. (Unlike arena-hard, the features are not centred: see `style_matrix`.)
-Length is counted in word and punctuation pieces, not in a particular tokenizer's tokens; a ratio
-of counts is nearly insensitive to the choice.
+Style control (optional), as arena-hard-auto's `show_result.py --style-control` computes it:
+1. per answer, four counts: its length in tokens, and, with the contents of its code blocks
+   removed, its markdown headers, list items and bold spans (`style_counts`; answer files that
+   carry arena-hard-auto's `conv_metadata` / `metadata` counts are read as they are);
+2. per battle (baseline = a, model = b) and per count, `(a - b) / (a + b + 1)`;
+3. each feature centred and divided by its standard deviation over all battles;
+4. a Bradley-Terry fit with the four features added, L2-penalised as scikit-learn's default
+   `LogisticRegression(C=1, fit_intercept=False)` that arena-hard-auto uses: every model,
+   the baseline included, has a rating column (`+log 10` for a, `-log 10` for b) and every
+   coefficient is penalised; arena-hard-auto fits each battle twice (a tie as one win and one
+   loss), which the weights reproduce;
+5. ratings anchored so the baseline is 1000 (arena-hard-auto anchors at 1114; only differences
+   enter the win rate), the score read as the win rate against the baseline.
+Centring matters when every battle pits one baseline against the models: the rating columns then
+act as an intercept, so the model's rating is its strength at its own average style difference
+from the baseline, the style coefficients take up only how the outcome varies with style around
+it. A design in which a feature has no spread, or whose columns are linearly dependent, has no
+well-defined style-controlled score: `DegenerateFitError` says so instead of returning a number.
+Length is counted in tokens when the answer file carries `token_len` (arena-hard-auto's
+tiktoken count); otherwise in word and punctuation pieces, which the result records
+(`style_length_unit`): a ratio of counts is nearly insensitive to the choice.
 """
 
 from __future__ import annotations
@@ -45,6 +59,7 @@ LABELS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 STRONG_WEIGHT = 3
 ELO_SCALE, ELO_BASE, ELO_INIT = 400.0, 10.0, 1000.0
 STYLE_FEATURES = ("length", "headers", "lists", "bold")
+STYLE_C = 1.0  # scikit-learn's default inverse L2 strength, which arena-hard-auto's style fit uses
 
 JUDGE_SYSTEM_PROMPT = """\
 You are an impartial judge. Below is a user prompt followed by two answers to it, one from \
@@ -216,43 +231,84 @@ def battles_from_judgments(records: Sequence[Mapping[str, Any]], baseline: str =
   return Battles(*(np.asarray(c, dtype=object) for c in cols))
 
 
-def _strip_code(text: str) -> str:
-  return re.sub(r"```.*?```", "", text, flags=re.S)
+class DegenerateFitError(ValueError):
+  """The style-controlled design has no unique optimum: a feature without spread, or linearly
+  dependent columns. No score is reported, since any number would be an artefact of the solver."""
+
+
+_CODE_BLOCK = re.compile(r"```([^`]*)```")
+_HEADER = re.compile(r"^#{1,6}\s", re.M)  # one per line: h1 ... h6
+_LIST_ITEM = re.compile(r"^\s*\d+\.\s|^\s*[-*+]\s", re.M)  # ordered or unordered
+_BOLD = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__")
+
+
+def _without_code(text: str) -> str:
+  # arena-hard-auto's rule, kept as it is so the counts agree: the text between each pair of
+  # fences is deleted wherever it occurs in the answer (the fences themselves stay).
+  for inner in _CODE_BLOCK.findall(text):
+    if inner:
+      text = text.replace(inner, "")
+  return text
 
 
 def style_counts(text: str) -> np.ndarray:
-  """[4] length (word/punctuation pieces), markdown headers, list items, bold spans."""
-  prose = _strip_code(text)
-  return np.array([
-      len(re.findall(r"\w+|[^\w\s]", text)),
-      len(re.findall(r"^#{1,6} ", prose, flags=re.M)),
-      len(re.findall(r"^\s*(?:[-*+]|\d+\.) ", prose, flags=re.M)),
-      len(re.findall(r"\*\*[^*\n]+\*\*|__[^_\n]+__", prose)),
-  ], dtype=np.float64)
+  """[4] length (word/punctuation pieces of the whole answer), markdown headers, list items and
+  bold spans outside code blocks, counted with arena-hard-auto's patterns."""
+  prose = _without_code(text)
+  return np.array([len(re.findall(r"\w+|[^\w\s]", text)), len(_HEADER.findall(prose)),
+                   len(_LIST_ITEM.findall(prose)), len(_BOLD.findall(prose))], dtype=np.float64)
 
 
-def style_matrix(battles: Battles, answers: Mapping[str, Mapping[str, str]]) -> np.ndarray:
-  """[N, 4] style differences `(a - b) / (a + b + 1)`, scaled to unit root-mean-square;
-  `answers[model][qid]` holds every model's answers (the baseline's included)."""
+_METADATA_KEYS = ("token_len", "header_count", "list_count", "bold_count")
+
+
+def style_counts_from_metadata(meta: Mapping[str, Any], where: str) -> np.ndarray:
+  """[4] from arena-hard-auto's answer metadata: `token_len` and the markdown counts, each an int
+  or a mapping of sub-counts (h1 ... h6; ordered, unordered; ** and __) that are summed."""
+  out = []
+  for key in _METADATA_KEYS:
+    if key not in meta:
+      raise ValueError(f"{where}: answer metadata lacks {key!r}")
+    value = meta[key]
+    out.append(sum(value.values()) if isinstance(value, Mapping) else value)
+  return np.asarray(out, dtype=np.float64)
+
+
+StyleSource = Any  # an answer text (str) or precomputed counts ([4] array)
+
+
+def style_matrix(battles: Battles, answers: Mapping[str, Mapping[str, StyleSource]]) -> np.ndarray:
+  """[N, 4] normalised style features of the battles (module docstring, steps 2 and 3).
+
+  `answers[model][qid]` is every model's answer (the baseline's included) as text, or its [4]
+  counts (`style_counts_from_metadata`). Raises `DegenerateFitError` naming a feature that does
+  not vary over the battles.
+  """
   cache: dict[tuple[str, str], np.ndarray] = {}
 
   def counts(model: str, qid: str) -> np.ndarray:
     if (model, qid) not in cache:
       try:
-        cache[(model, qid)] = style_counts(answers[model][qid])
+        source = answers[model][qid]
       except KeyError:
         raise ValueError(f"style control needs the answer of {model!r} to question {qid!r}") from None
+      cache[(model, qid)] = style_counts(source) if isinstance(source, str) else np.asarray(
+          source, dtype=np.float64)
     return cache[(model, qid)]
 
-  a = np.stack([counts(m, q) for m, q in zip(battles.model_a, battles.question_id)])
-  b = np.stack([counts(m, q) for m, q in zip(battles.model_b, battles.question_id)])
+  if len(battles) == 0:
+    raise ValueError("no battles: every judgment lacks a verdict")
+  a = np.stack([counts(m, q) for m, q in zip(battles.model_a, battles.question_id)])  # [N, 4]
+  b = np.stack([counts(m, q) for m, q in zip(battles.model_b, battles.question_id)])  # [N, 4]
   diff = (a - b) / (a + b + 1.0)
-  # Scaled to unit spread but not centred: zero must keep meaning "equal style", so that the
-  # model ratings are read at equal style. (arena-hard also subtracts the mean; with every battle
-  # pitting one baseline against the models, that mean is the models' average style advantage,
-  # and centring on it would leave that advantage inside the ratings.)
-  scale = np.sqrt((diff * diff).mean(axis=0))
-  return diff / np.where(scale > 0, scale, 1.0)
+  spread = diff.std(axis=0)
+  flat = [name for name, s in zip(STYLE_FEATURES, spread) if not s > 1e-12]
+  if flat:
+    raise DegenerateFitError(
+        f"style control: the feature(s) {flat} take the same value in all {len(battles)} battles "
+        "(e.g. no answer uses that markdown), so they cannot be normalised or fitted; the "
+        "style-controlled score is undefined for these judgments")
+  return (diff - diff.mean(axis=0)) / spread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,28 +320,64 @@ class BradleyTerry:
 
 def fit_bradley_terry(battles: Battles, baseline: str = BASELINE, style: Optional[np.ndarray] = None,
                       counts: Optional[np.ndarray] = None, models: Optional[Sequence[str]] = None,
-                      l2: float = 1e-6) -> BradleyTerry:
-  """Elo ratings (baseline at 1000) from battles; `counts` [N] reweights rows (the bootstrap)."""
+                      l2: float = 1e-6, check: bool = False) -> BradleyTerry:
+  """Elo ratings (baseline at 1000) from battles; `counts` [N] reweights rows (the bootstrap).
+
+  Without `style`: the unpenalised fit (a vanishing `l2` keeps separable data finite), the
+  baseline's rating fixed at 0. With `style` [N, 4] (`style_matrix`): arena-hard-auto's
+  L2-penalised fit (module docstring, step 4); `check` raises `DegenerateFitError` when that
+  design is singular or the fit does not converge.
+  """
   models = tuple(models or sorted(set(battles.model_a) | set(battles.model_b)))
   index = {m: i for i, m in enumerate(models)}
   n, p = len(battles), len(models)
-  free = [i for i, m in enumerate(models) if m != baseline]  # the baseline's rating is fixed at 0
-  x = np.zeros((n, p))
-  x[np.arange(n), [index[m] for m in battles.model_a]] += 1.0
-  x[np.arange(n), [index[m] for m in battles.model_b]] -= 1.0
-  x = x[:, free]
-  if style is not None:
-    x = np.concatenate([x, style], axis=1)
   win_a = (battles.winner == "model_a").astype(np.float64) + 0.5 * (battles.winner == "tie")
   c = np.ones(n) if counts is None else np.asarray(counts, dtype=np.float64)
+  rows_a = [index[m] for m in battles.model_a]
+  rows_b = [index[m] for m in battles.model_b]
+  if style is None:
+    free = [i for i, m in enumerate(models) if m != baseline]  # the baseline's rating is fixed at 0
+    x = np.zeros((n, p))
+    x[np.arange(n), rows_a] += 1.0
+    x[np.arange(n), rows_b] -= 1.0
+    x = x[:, free]
+    fit = fit_logistic(np.concatenate([x, x]), np.concatenate([np.ones(n), np.zeros(n)]),
+                       np.concatenate([c * win_a, c * (1.0 - win_a)]), l2=l2)
+    coef = np.zeros(p)
+    coef[free] = fit.coef
+    if baseline not in index:  # nothing to anchor: centre the ratings instead
+      coef -= coef.mean()
+    elo = ELO_INIT + ELO_SCALE / math.log(ELO_BASE) * coef
+    return BradleyTerry(models, elo, None)
+  x = np.zeros((n, p))  # [N, M + 4]: every model's rating column, then the style features
+  x[np.arange(n), rows_a] += math.log(ELO_BASE)
+  x[np.arange(n), rows_b] -= math.log(ELO_BASE)
+  x = np.concatenate([x, style], axis=1)
+  if check:
+    _check_style_design(x, c, models, baseline)
+  # Weight 2: arena-hard-auto fits each battle twice (its C applies to the doubled data).
   fit = fit_logistic(np.concatenate([x, x]), np.concatenate([np.ones(n), np.zeros(n)]),
-                     np.concatenate([c * win_a, c * (1.0 - win_a)]), l2=l2)
-  coef = np.zeros(p)
-  coef[free] = fit.coef[:len(free)]
-  if baseline not in index:  # nothing to anchor: centre the ratings instead
-    coef -= coef.mean()
-  elo = ELO_INIT + ELO_SCALE / math.log(ELO_BASE) * coef
-  return BradleyTerry(models, elo, None if style is None else fit.coef[len(free):])
+                     2.0 * np.concatenate([c * win_a, c * (1.0 - win_a)]), l2=1.0 / STYLE_C)
+  if check and not fit.converged:
+    raise DegenerateFitError(f"style control: the fit did not converge in {fit.iterations} steps")
+  rating = ELO_SCALE * fit.coef[:p]
+  rating -= rating[index[baseline]] if baseline in index else rating.mean()
+  return BradleyTerry(models, ELO_INIT + rating, fit.coef[p:])
+
+
+def _check_style_design(x: np.ndarray, counts: np.ndarray, models: Sequence[str], baseline: str) -> None:
+  """Raises `DegenerateFitError` when the unpenalised style design is rank deficient: the L2
+  penalty would still give a number, but one set by the penalty, not by the judgments."""
+  used = x[counts > 0]
+  keep = [i for i, m in enumerate(models) if m != baseline] + list(range(len(models), x.shape[1]))
+  design = used[:, keep] if baseline in models else used[:, 1:]
+  rank = np.linalg.matrix_rank(design)
+  if rank < design.shape[1]:
+    raise DegenerateFitError(
+        f"style control: the design of {len(used)} battles has rank {rank} < {design.shape[1]} "
+        f"columns (models {list(models)} and features {list(STYLE_FEATURES)}): a feature is a "
+        "linear combination of the others or of the model indicators, so the style-controlled "
+        "score is not identified")
 
 
 def win_rate(elo: np.ndarray | float, elo_baseline: float = ELO_INIT) -> np.ndarray:
@@ -298,7 +390,7 @@ def score_battles(battles: Battles, baseline: str = BASELINE, rounds: int = 100,
   """Per model: score (win rate vs. baseline, %), its 95% bootstrap interval, Elo and its interval."""
   if len(battles) == 0:
     raise ValueError("no battles: every judgment lacks a verdict")
-  full = fit_bradley_terry(battles, baseline, style)
+  full = fit_bradley_terry(battles, baseline, style, check=style is not None)
   rng = np.random.default_rng(seed)
   n = len(battles)
   boot = np.zeros((rounds, len(full.models)))
@@ -328,9 +420,10 @@ def score_battles(battles: Battles, baseline: str = BASELINE, rounds: int = 100,
 
 def score_judgments(records: Sequence[Mapping[str, Any]], baseline: str = BASELINE, rounds: int = 100,
                     seed: int = 42, style_control: bool = False,
-                    answers: Optional[Mapping[str, Mapping[str, str]]] = None) -> dict[str, dict[str, Any]]:
-  """`score_battles` over judgment records; `answers[model][qid]` (baseline included) is needed
-  only for style control."""
+                    answers: Optional[Mapping[str, Mapping[str, StyleSource]]] = None
+                    ) -> dict[str, dict[str, Any]]:
+  """`score_battles` over judgment records; `answers[model][qid]` (baseline included: a text or
+  [4] counts, see `style_matrix`) is needed only for style control."""
   for i, row in enumerate(records):
     check_judgment(row, f"judgment {i}")
   battles = battles_from_judgments(records, baseline)
@@ -340,7 +433,15 @@ def score_judgments(records: Sequence[Mapping[str, Any]], baseline: str = BASELI
       raise ValueError("style control needs the answers of every model and of the baseline")
     style = style_matrix(battles, answers)
   scores = score_battles(battles, baseline, rounds, seed, style)
+  unit = None
+  if style is not None:
+    used = {m for m in set(battles.model_a) | set(battles.model_b)}
+    kinds = {isinstance(v, str) for m in used for v in answers[m].values()}
+    unit = {frozenset({True}): "word pieces", frozenset({False}): "tokens (answer metadata)"}.get(
+        frozenset(kinds), "mixed: tokens (answer metadata) and word pieces")
   for model, entry in scores.items():
+    if unit is not None:
+      entry["style_length_unit"] = unit
     mine = [r for r in records if r["model"] == model]
     entry["num_questions"] = len(mine)
     entry["failed_games"] = sum(1 for r in mine for g in r["games"] if g.get("score") not in LABELS)

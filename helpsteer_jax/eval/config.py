@@ -76,9 +76,10 @@ def default_config(benchmark: str) -> ConfigDict:
   config.alpaca = ConfigDict({
       "order_seed": 0,  # which output the judge sees first, per instruction
       "top_logprobs": 5,  # 0 = ask for the letter only
-      # Comma-separated evaluation folders of other models on AlpacaEval: their preferences give
-      # the per-instruction difficulty term of the length-controlled GLM ("" = no difficulty term).
-      "difficulty_from": "",
+      # AlpacaEval's instruction-difficulty table (df_gamed.csv) for the length-controlled GLM:
+      # "" = the published one, downloaded once from the hub and cached. Without it (offline, no
+      # cache) the LC win rate is flagged as not comparable to the leaderboard.
+      "difficulty_file": "",
   })
   config.questions_per_batch = 16  # answered / judged, then appended to disk
   config.mesh = (1, 1, 1)  # (data, fsdp, tensor) for the local models; -1 = the rest of the devices

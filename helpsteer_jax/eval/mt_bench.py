@@ -24,6 +24,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
+import numpy as np
+
 from helpsteer_jax.eval.judges.base import ChatRequest
 
 CATEGORY_TEMPERATURE = {
@@ -35,7 +37,7 @@ REFERENCE_CATEGORIES = frozenset({"math", "reasoning", "coding"})
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 FAILED = -1
 
-_NUMBER = r"(\d+(?:\.\d+)?)\s*(?:/\s*10)?"
+_NUMBER = r"(\d+\.?\d*)\s*(?:/\s*10)?"
 _PATTERNS = (
     re.compile(r"\[\[\s*" + _NUMBER + r"\s*\]\]"),  # the requested form, [[7]]
     re.compile(r"\[\s*" + _NUMBER + r"\s*\]"),  # a single bracket, [7]
@@ -51,16 +53,14 @@ def parse_rating(judgment: str) -> Optional[float]:
   """The 1-10 rating of a judgment, or None if it has none (a failed grading).
 
   Forms are tried in order of how closely they follow the requested format: `[[x]]`, then `[x]`,
-  then `Rating: x`; `x` may carry decimals or a `/10`. When a form occurs several times the LAST
-  occurrence is taken: the prompt asks for the explanation first and the rating after it, so
-  earlier occurrences are a judge quoting the format's example (`Rating: [[5]]`) or the scale
-  while it reasons, and the verdict is the final one. (FastChat takes the first; the two agree on
-  every judgment that follows the format.) A value outside 1-10 is a failed grading.
+  then `Rating: x`; `x` may carry decimals or a `/10`. When a form occurs several times the FIRST
+  occurrence is taken, as FastChat's grader does (`re.search`), so a judgment file graded here
+  and there gets the same scores. A value outside 1-10 is a failed grading.
   """
   for pattern in _PATTERNS:
-    found = pattern.findall(judgment or "")
+    found = pattern.search(judgment or "")
     if found:
-      value = float(found[-1])
+      value = float(found.group(1))
       return value if 1.0 <= value <= 10.0 else None
   return None
 
@@ -174,6 +174,26 @@ def category_table(records: Sequence[Mapping[str, Any]], categories: Mapping[str
     rows.append({"category": cat, "turn_1": mean(t1), "turn_2": mean(t2), "average": mean(t1 + t2),
                  "graded": len(t1) + len(t2), "failed": n_failed})
   return rows
+
+
+def bootstrap_mean_by_question(records: Sequence[Mapping[str, Any]], rounds: int, seed: int,
+                               raw_scale: bool = False) -> tuple[Optional[float], Optional[float]]:
+  """95% interval of the mean rating, resampling questions (both turns of a question together)."""
+  by_q: dict[str, list[float]] = {}
+  for r in records:
+    if _valid(r.get("score"), raw_scale):
+      by_q.setdefault(str(r["question_id"]), []).append(float(r["score"]))
+  if not by_q or not rounds:
+    return None, None
+  sums = np.array([sum(v) for v in by_q.values()])  # [Q]
+  counts = np.array([len(v) for v in by_q.values()])  # [Q]
+  rng = np.random.default_rng(seed)
+  means = []
+  for _ in range(rounds):
+    pick = rng.integers(0, len(sums), len(sums))
+    means.append(sums[pick].sum() / counts[pick].sum())
+  lo, hi = np.percentile(means, [2.5, 97.5])
+  return float(lo), float(hi)
 
 
 def table_markdown(rows: Sequence[Mapping[str, Any]]) -> str:

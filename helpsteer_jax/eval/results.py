@@ -13,7 +13,9 @@ and, for MT-Bench, `mt_bench_table.md` (the per-category table).
       "model": str,                 # the evaluated model's name
       "label": str,                 # the table row it belongs to ("" = use the model name)
       "judge": str, "baseline": str,
-      "headline": {"name": str, "value": float, "ci_low": float | null, "ci_high": float | null},
+      "headline": {"name": str, "value": float, "ci_low": float | null, "ci_high": float | null,
+                   "note": str},  # note only when the number is not comparable to the reference
+
       "metrics": {...},             # everything the benchmark's scorer returned
       "counts": {"questions": int, "judged": int, "failed": int},
       "scaling": null | {"token_multiple": float, "mode": str, "drafts": int, "feedbacks": int,
@@ -45,10 +47,10 @@ HEADLINES = {"arena_hard": "score", "mt_bench": "average", "alpaca_eval": "lc_wi
 def make_result(benchmark: str, model: str, headline_value: float, ci: tuple[Optional[float], Optional[float]],
                 metrics: Mapping[str, Any], counts: Mapping[str, int], label: str = "", judge: str = "",
                 baseline: str = "", scaling: Optional[Mapping[str, Any]] = None,
-                config: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+                config: Optional[Mapping[str, Any]] = None, note: str = "") -> dict[str, Any]:
   if benchmark not in BENCHMARKS:
     raise ValueError(f"benchmark {benchmark!r}; expected one of {BENCHMARKS}")
-  return {
+  result = {
       "format": FORMAT, "benchmark": benchmark, "model": model, "label": label, "judge": judge,
       "baseline": baseline,
       "headline": {"name": HEADLINES[benchmark], "value": float(headline_value),
@@ -59,6 +61,9 @@ def make_result(benchmark: str, model: str, headline_value: float, ci: tuple[Opt
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "config": dict(config or {}),
   }
+  if note:
+    result["headline"]["note"] = note
+  return result
 
 
 def write_result(out_dir: str, result: Mapping[str, Any]) -> str:

@@ -20,11 +20,10 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
-import numpy as np
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
-from helpsteer_jax.eval import alpaca_eval, arena_hard, mt_bench, sources
+from helpsteer_jax.eval import alpaca_difficulty, alpaca_eval, arena_hard, mt_bench, sources
 from helpsteer_jax.eval.answers import (AnswerSet, generate_answers, make_generate_fn, missing_answers,
                                         read_answers)
 from helpsteer_jax.eval.config import JUDGE_KINDS
@@ -290,7 +289,7 @@ def _mt_bench(config, workdir, questions, answers, judge):
   overall = table[-1]
   if overall["average"] is None:
     raise ValueError(f"{log.path}: no MT-Bench judgment holds a readable rating; they are kept")
-  ci = _bootstrap_mean_by_question(records, config.scoring, raw)
+  ci = mt_bench.bootstrap_mean_by_question(records, config.scoring.bootstrap_rounds, config.scoring.seed, raw)
   if _is_writer():
     with open(os.path.join(workdir, MT_BENCH_TABLE), "w") as f:
       f.write(mt_bench.table_markdown(table) + "\n")
@@ -300,25 +299,10 @@ def _mt_bench(config, workdir, questions, answers, judge):
   return metrics, (overall["average"], ci[0], ci[1]), counts, records
 
 
-def _bootstrap_mean_by_question(records, scoring, raw: bool) -> tuple[Optional[float], Optional[float]]:
-  by_q: dict[str, list[float]] = {}
-  for r in records:
-    if isinstance(r.get("score"), (int, float)) and (raw or r["score"] != mt_bench.FAILED):
-      by_q.setdefault(str(r["question_id"]), []).append(float(r["score"]))
-  if not by_q or not scoring.bootstrap_rounds:
-    return None, None
-  sums = np.array([sum(v) for v in by_q.values()])
-  counts = np.array([len(v) for v in by_q.values()])
-  rng = np.random.default_rng(scoring.seed)
-  means = []
-  for _ in range(scoring.bootstrap_rounds):
-    pick = rng.integers(0, len(sums), len(sums))
-    means.append(sums[pick].sum() / counts[pick].sum())
-  lo, hi = np.percentile(means, [2.5, 97.5])
-  return float(lo), float(hi)
-
-
 def _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, judge):
+  # The difficulty table first: a wrong local path fails before any judge call, and a missing
+  # hub table warns once, here, for the whole run.
+  table, table_note = alpaca_difficulty.resolve_difficulty_table(config.alpaca.difficulty_file)
   log = JsonlLog(os.path.join(workdir, JUDGMENTS_FILE))
   done = judge.done(log, answers.model)
   done_ids = {str(r["question_id"]) for r in done}
@@ -332,15 +316,9 @@ def _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, j
   records = done + _judge_in_batches(log, todo, config.questions_per_batch, fn, "alpaca-eval judgments")
   wanted = {q.id for q in questions}
   records = [r for r in records if str(r["question_id"]) in wanted]
-  difficulty = None
-  if a.difficulty_from:
-    others: dict[str, dict[str, float]] = {}
-    for folder in filter(None, (p.strip() for p in a.difficulty_from.split(","))):
-      for r in JsonlLog(os.path.join(folder, JUDGMENTS_FILE)).read():
-        others.setdefault(str(r.get("model")), {})[str(r["question_id"])] = r.get("model_win_prob")
-    difficulty = alpaca_eval.instruction_difficulty(others, exclude=answers.model) or None
   try:
-    metrics = alpaca_eval.win_rates(records, difficulty, config.scoring.bootstrap_rounds, config.scoring.seed)
+    metrics = alpaca_eval.win_rates(records, table, config.scoring.bootstrap_rounds, config.scoring.seed,
+                                    table_note)
   except ValueError as e:
     raise ValueError(f"{log.path}: cannot score the judgments ({e}); they are kept") from None
   counts = {"questions": len(questions), "judged": len(records), "failed": metrics["failed"]}
@@ -371,7 +349,8 @@ def run_evaluation(config: ConfigDict, workdir: Optional[str] = None) -> dict[st
   result = make_result(config.benchmark, answers.model, headline[0], headline[1:], metrics, counts,
                        label=config.label, judge=judge.name,
                        baseline=baseline_name,
-                       scaling=answers.scaling, config=config.to_dict())
+                       scaling=answers.scaling, config=config.to_dict(),
+                       note=metrics.get("lc_note", ""))
   if _is_writer():
     write_result(workdir, result)
   return result

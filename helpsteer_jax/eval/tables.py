@@ -91,6 +91,7 @@ def _row(label: str, name: str, cell: Mapping[str, Mapping[str, Any]]) -> dict[s
     row[bench] = h.get("value")
     row[f"{bench}_ci_low"] = h.get("ci_low")
     row[f"{bench}_ci_high"] = h.get("ci_high")
+    row[f"{bench}_note"] = h.get("note", "")  # e.g. an LC win rate not comparable to the leaderboard
     if result and result.get("scaling") and multiple is None:
       multiple = result["scaling"].get("token_multiple")
   row["token_multiple"] = multiple
@@ -124,6 +125,7 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
   lines = [f"### {title}", "", header, "|---" * (len(COLUMNS) + 2) + "|"]
   for row in rows:
     cells = [_cell(row[b], row[f"{b}_ci_low"], row[f"{b}_ci_high"], 2 if b == "mt_bench" else 1)
+             + (f" [{row[f'{b}_note'].split(':')[0]}]" if row.get(f"{b}_note") else "")
              for b, _ in COLUMNS]
     multiple = "" if row["token_multiple"] is None else f"{row['token_multiple']:.1f}x"
     lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {multiple} |")
@@ -131,7 +133,8 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str) -> None:
-  fields = ["label", "name"] + [f"{b}{s}" for b, _ in COLUMNS for s in ("", "_ci_low", "_ci_high")] + ["token_multiple"]
+  fields = (["label", "name"] + [f"{b}{s}" for b, _ in COLUMNS for s in ("", "_ci_low", "_ci_high", "_note")]
+            + ["token_multiple"])
   with open(path, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
