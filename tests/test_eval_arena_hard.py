@@ -233,7 +233,7 @@ def _reference_style_score(records, answers):
   return 100 / (1 + 10 ** ((elo_base - elo_m) / 400)), coef[2:]
 
 
-def test_style_control_matches_arena_hard_on_the_bundled_questions(shared_data):
+def test_style_control_matches_arena_hard_on_the_bundled_questions(bundled_data):
   from helpsteer_jax.eval import sources
 
   baseline = sources.arena_hard_baseline()

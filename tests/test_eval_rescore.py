@@ -85,7 +85,7 @@ def test_alpaca_eval_annotations_are_rescored(tmp_path):
     rescore.read_alpaca_annotations(str(bad))
 
 
-def test_fastchat_single_judgments_are_rescored(tmp_path, shared_data):
+def test_fastchat_single_judgments_are_rescored(tmp_path, bundled_data):
   from helpsteer_jax.eval import sources
 
   questions = sources.mt_bench_questions()
