@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from absl import app, flags
+from helpsteer_jax import entry_point
 
 flags.DEFINE_string("model", None, "Attribute reward model folder (HF LlamaForSequenceClassification).")
 flags.DEFINE_string("input", None, "JSONL rows to label.")
@@ -92,7 +93,7 @@ def main(argv) -> None:
 
 def run() -> None:
   flags.mark_flags_as_required(["model", "input", "output"])
-  app.run(main)
+  entry_point.run(main)
 
 
 if __name__ == "__main__":

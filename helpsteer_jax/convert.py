@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Optional
 
 from absl import app, flags
+from helpsteer_jax import entry_point
 
 _SRC = flags.DEFINE_string("src", None, "HF checkpoint folder or .gguf file.", required=True)
 _DST = flags.DEFINE_string("dst", None, "Output folder.", required=True)
@@ -49,7 +50,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  entry_point.run(main)
 
 
 if __name__ == "__main__":

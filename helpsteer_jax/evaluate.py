@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 from ml_collections import ConfigDict
 
+from helpsteer_jax import entry_point
+
 
 def evaluate(config: ConfigDict, workdir: Optional[str] = None) -> dict[str, Any]:
   """Runs (or resumes) the evaluation; returns the result record (also in `eval_result.json`)."""
@@ -66,7 +68,7 @@ def run():
     print("\n".join(_summary_lines(result)))
     print(f"results in {workdir_flag.value or config.output_dir}")
 
-  app.run(main)
+  entry_point.run(main)
 
 
 if __name__ == "__main__":

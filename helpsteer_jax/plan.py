@@ -27,6 +27,8 @@ def _flag(name: str) -> str | None:
 
 
 def _fake_device_count() -> int:
+  if any(a in ("-h", "--help", "--helpshort", "--helpfull", "-?") for a in sys.argv[1:]):
+    return 1  # help needs no devices (and no --devices for a -1 mesh)
   mesh = [int(x) for x in (_flag("mesh") or "1,-1,1").split(",")]
   devices = _flag("devices")
   if devices is not None:
@@ -44,6 +46,7 @@ def _use_fake_devices() -> None:
 
 
 from absl import app, flags  # noqa: E402
+from helpsteer_jax import entry_point  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training experiment config.", lock_config=False)
@@ -71,6 +74,25 @@ def attention_flops_per_token(config, seq_len: int) -> float:
   return 6.0 * config.num_layers * seq_len * config.num_heads * config.head_dim  # 12 L T N H / 2 (causal)
 
 
+class PlanError(ValueError):
+  """A plan that cannot be made as asked (printed as one line, with a way out)."""
+
+
+def check_batch_split(batch_rows: int, mesh: dict[str, int]) -> None:
+  """Rows of the global batch split over `data x fsdp`; fails with the dimension, the axes and a
+  mesh of the same device count that would work."""
+  split = mesh["data"] * mesh["fsdp"]
+  if batch_rows % split == 0:
+    return
+  devices = math.prod(mesh.values())
+  fsdp = math.gcd(batch_rows, devices)
+  raise PlanError(
+      f"data.batch_size={batch_rows} rows do not split over the mesh axes data x fsdp = "
+      f"{mesh['data']} x {mesh['fsdp']} = {split}; on {devices} devices use e.g. "
+      f"--mesh=1,{fsdp},{devices // fsdp} (the rest on tensor), or a batch size that is a "
+      f"multiple of {split}")
+
+
 def plan(config, mesh_shape: tuple[int, ...]) -> dict:
   import jax
   from flax import nnx
@@ -85,6 +107,7 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
 
   config.mesh.shape = mesh_shape
   sharding = sharding_from_config(config)
+  check_batch_split(int(config.data.batch_size), dict(sharding.mesh.shape))
   task = make_task(config)
   abstract_model = task.abstract_model(sharding)
   graphdef, params, rest = nnx.split(abstract_model, nnx.Param, ...)
@@ -127,7 +150,10 @@ def main(argv) -> None:
   config = _CONFIG.value
   config.progress = False
   mesh_shape = tuple(int(x) for x in FLAGS.mesh.split(","))
-  result = plan(config, mesh_shape)
+  try:
+    result = plan(config, mesh_shape)
+  except PlanError as e:
+    raise SystemExit(f"error: {e}") from None
   gib = 1024 ** 3
   lines = [
       f"config: {config.get('name', '?')}  mesh {result['mesh']} ({result['devices']} devices)",
@@ -149,7 +175,7 @@ def main(argv) -> None:
 def run() -> None:
   _use_fake_devices()
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  entry_point.run(main)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from helpsteer_jax import entry_point
+
 RESCORE_BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
 
 
@@ -96,7 +98,7 @@ def run():
     if output_dir.value:
       print(f"{len(results)} results in {output_dir.value}")
 
-  app.run(main)
+  entry_point.run(main)
 
 
 if __name__ == "__main__":

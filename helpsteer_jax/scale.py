@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from absl import app, flags
+from helpsteer_jax import entry_point
 from ml_collections import ConfigDict, config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -188,7 +189,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  entry_point.run(main)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from helpsteer_jax import entry_point
+
 
 def make_tables(results: Sequence[str], out_dir: str, rows: str = "", plots: bool = True) -> dict[str, Any]:
   from helpsteer_jax.eval.tables import write_all
@@ -39,7 +41,7 @@ def run():
       print(f.read())
     print(f"{report['num_results']} results; wrote {len(report['files'])} files to {out.value}")
 
-  app.run(main)
+  entry_point.run(main)
 
 
 if __name__ == "__main__":

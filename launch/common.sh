@@ -30,6 +30,23 @@ helpsteer_print_cmd() {
   echo "${out% }"
 }
 
+# Fails before anything is printed or launched when a --config=PATH[:ARG] names no file (PATH is
+# relative to the repository root, as in the README).
+helpsteer_check_config() {
+  local root="$1" arg path
+  shift
+  for arg in "$@"; do
+    [[ "$arg" == --config=* ]] || continue
+    path="${arg#--config=}"
+    path="${path%%:*}"
+    [[ "$path" == /* ]] || path="$root/$path"
+    if [[ ! -f "$path" ]]; then
+      echo "error: ${arg}: no experiment file ${path#"$root/"} (experiments are files under experiments/, e.g. --config=experiments/feedback_sft.py:tiny)" >&2
+      return 2
+    fi
+  done
+}
+
 helpsteer_default_python() {
   local root="$1"
   if [[ -n "${PYTHON:-}" ]]; then

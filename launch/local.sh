@@ -4,7 +4,7 @@
 #   launch/local.sh [--dry-run] MODULE [FLAGS...]
 #   launch/local.sh evaluate --config=experiments/eval/arena_hard.py:tiny
 #   launch/local.sh scale --config=experiments/scaling/grid.py:size=smollm2,drafts=2,feedbacks=2
-#   DRY_RUN=1 launch/local.sh train --config=experiments/train/sft.py:tiny
+#   DRY_RUN=1 launch/local.sh train --config=experiments/feedback_sft.py:tiny --workdir=runs/fb_tiny
 #
 # MODULE is one of train, scale, evaluate, convert, plan, tables, chat; FLAGS go to
 # `python -m helpsteer_jax.MODULE` unchanged. The interpreter is $PYTHON, else .venv/bin/python,
@@ -20,6 +20,7 @@ if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
 fi
 module="$1"; shift
 helpsteer_check_module "$module"
+helpsteer_check_config "$ROOT" "$@"
 
 cmd=("$(helpsteer_default_python "$ROOT")" -m "helpsteer_jax.$module" "$@")
 if [[ "$dry_run" == "1" ]]; then

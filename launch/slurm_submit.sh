@@ -3,7 +3,7 @@
 #
 #   launch/slurm_submit.sh [--dry-run] [--nodes=N] [--gpus-per-node=G] [--per-gpu] [--partition=P]
 #                          [--account=A] [--time=HH:MM:SS] [--job-name=NAME] MODULE [FLAGS...]
-#   launch/slurm_submit.sh --nodes=2 train --config=experiments/train/sft.py:llama3_70b
+#   launch/slurm_submit.sh --nodes=8 train --config=experiments/feedback_sft.py:70b --workdir=runs/fb70b
 #   DRY_RUN=1 launch/slurm_submit.sh --per-gpu evaluate --config=experiments/eval/arena_hard.py:full
 #
 # Default: one task per node seeing all its G GPUs (G=8). --per-gpu: G tasks per node with one GPU
@@ -31,6 +31,7 @@ done
 if [[ $# -lt 1 ]]; then echo "error: MODULE missing" >&2; exit 2; fi
 module="$1"; shift
 helpsteer_check_module "$module"
+helpsteer_check_config "$ROOT" "$@"
 
 if [[ "$per_gpu" == "1" ]]; then
   tasks=(--ntasks-per-node="$gpus" --gpus-per-task=1)

@@ -4,7 +4,7 @@
 #
 #   launch/tpu_pod.sh [--dry-run] --tpu=NAME --zone=ZONE [--project=ID] [--dir=PATH] [--python=BIN]
 #                     [--sync] MODULE [FLAGS...]
-#   launch/tpu_pod.sh --tpu=hs-v5p-128 --zone=us-east5-a train --config=experiments/edit_sft.py:70b
+#   launch/tpu_pod.sh --tpu=hs-v5p-128 --zone=us-east5-a train --config=experiments/edit_sft.py:70b --workdir=gs://bucket/edit70b
 #   DRY_RUN=1 launch/tpu_pod.sh --tpu=hs --zone=us-east5-a evaluate --config=experiments/eval/arena_hard.py:full
 #
 # --dir: the repository on the workers (default ~/helpsteer_jax); --python: the interpreter there
@@ -38,6 +38,7 @@ if [[ $# -lt 1 ]]; then echo "error: MODULE missing" >&2; exit 2; fi
 [[ -n "$zone" ]] || { echo "error: --zone=ZONE (or ZONE) is required" >&2; exit 2; }
 module="$1"; shift
 helpsteer_check_module "$module"
+helpsteer_check_config "$ROOT" "$@"
 
 where=(--zone="$zone")
 [[ -n "$project" ]] && where+=(--project="$project")

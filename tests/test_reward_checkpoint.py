@@ -10,6 +10,7 @@ left-padded rows does not change the result).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from helpsteer_jax.checkpoints.reward import (
     weighted_reward,
 )
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsFile
+from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
 from helpsteer_jax.models.config import LlamaConfig, RopeScaling
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
@@ -261,7 +263,7 @@ def test_weighted_reward():
   np.testing.assert_allclose(weighted_reward(nine, STEERLM_REWARD_WEIGHTS), expected[:1], rtol=1e-6)
 
 
-def test_tokenizer_travels_with_the_model(tmp_path, caplog):
+def test_tokenizer_travels_with_the_model(tmp_path):
   from helpsteer_jax.checkpoints.tokenizers import load_llama3_tokenizer
 
   try:
@@ -276,8 +278,38 @@ def test_tokenizer_travels_with_the_model(tmp_path, caplog):
   _, loaded = load_reward_model(folder, show_progress=False)
   assert loaded.pad_token_id == tokenizer.pad_token_id and loaded.chat_template
 
-  # A pad id that ends turns would make transformers score another token: warned about.
-  with caplog.at_level("WARNING"):
-    save_reward_model(model, tokenizer, str(tmp_path / "eos_pad"), pad_token_id=tokenizer.eos_token_id,
-                      show_progress=False)
-  assert "end-of-turn" in caplog.text
+  # A pad id that ends turns would make transformers score another token: the export pads with
+  # another special token instead.
+  save_reward_model(model, tokenizer, str(tmp_path / "eos_pad"), pad_token_id=tokenizer.eos_token_id,
+                    show_progress=False)
+  with open(os.path.join(tmp_path / "eos_pad", "config.json")) as f:
+    written = json.load(f)["pad_token_id"]
+  assert written != tokenizer.eos_token_id and written not in stop_token_ids(tokenizer)
+
+
+def test_export_scores_text_ending_in_the_end_of_turn_token_as_transformers(tmp_path, embedded_gguf_path):
+  """SmolLM2 pads with <|im_end|>, which also ends every turn: exported as it is, transformers
+  would score the token before a final <|im_end|> (1.524 against -0.602 once)."""
+  from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
+
+  tokenizer = tokenizer_from_gguf(embedded_gguf_path)
+  end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+  assert tokenizer.pad_token_id == end_of_turn
+  config = dataclasses.replace(CONFIG, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                               eos_token_id=(end_of_turn,))
+  model = _random_reward_model(config, 1, seed=3)
+  folder = tmp_path / "smol_rm"
+  save_reward_model(model, tokenizer, str(folder), show_progress=False)
+  hf_config = json.loads((folder / "config.json").read_text())
+  assert hf_config["pad_token_id"] not in stop_token_ids(tokenizer)
+  assert transformers.AutoTokenizer.from_pretrained(folder).pad_token_id == hf_config["pad_token_id"]
+
+  text = tokenizer.apply_chat_template([{"role": "user", "content": "Name a prime."},
+                                        {"role": "assistant", "content": "Seven."}], tokenize=False)
+  ids = tokenizer.encode(text.rstrip(), add_special_tokens=False)
+  assert ids[-1] == end_of_turn
+  ours = float(model(jnp.asarray([ids], jnp.int32))[0, 0])
+  hf = transformers.LlamaForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
+  with torch.no_grad():
+    theirs = float(hf(torch.tensor([ids])).logits[0, 0])
+  assert theirs == pytest.approx(ours, abs=TOL)

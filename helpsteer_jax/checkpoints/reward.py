@@ -19,13 +19,14 @@ Loading streams tensor by tensor onto the target sharding, as for causal LMs.
 
 transformers scores the last token that is not `pad_token_id` (the rightmost one, so both left
 and right padding work); the model here scores the last position of `input_mask`. The two agree
-when the pad id never occurs as a real token at the end of a sequence, which is why the pad id
-written should not be an end-of-turn token.
+when the pad id never occurs as a real token at the end of a sequence, so an export never writes
+an end-of-turn token as the pad id (`safe_pad_token`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import copy
 import json
 import logging
 import os
@@ -273,7 +274,25 @@ def reward_model_from_causal_lm(
 # Saving
 
 
-def _pad_token_id(tokenizer: Any, pad_token_id: Optional[int]) -> int:
+def safe_pad_token(tokenizer: Any) -> Optional[tuple[str, int]]:
+  """(token, id) of a special token that never ends a text: not a stop, BOS or EOS token and not
+  written by the chat template; the highest such id, or None. transformers scores the last token
+  that is not the pad id, so a pad id that ends turns would make it score the token before."""
+  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
+
+  excluded = set(stop_token_ids(tokenizer)) | {tokenizer.bos_token_id, tokenizer.eos_token_id}
+  template = getattr(tokenizer, "chat_template", None) or ""
+  added = getattr(tokenizer, "get_added_vocab", dict)()
+  candidates = [(i, t) for t, i in added.items() if i not in excluded and t not in template]
+  if not candidates:
+    return None
+  token_id, token = max(candidates)
+  return token, int(token_id)
+
+
+def _export_tokenizer_and_pad(tokenizer: Any, pad_token_id: Optional[int]) -> tuple[Any, int]:
+  """The tokenizer to save and the pad id to write: a pad id that ends turns is replaced by
+  `safe_pad_token` (in a copy of the tokenizer, whose pad token becomes it)."""
   if pad_token_id is None and tokenizer is not None:
     pad_token_id = getattr(tokenizer, "pad_token_id", None)
   if pad_token_id is None:
@@ -282,14 +301,24 @@ def _pad_token_id(tokenizer: Any, pad_token_id: Optional[int]) -> int:
         "not the pad id, and refuses batches without one): pass pad_token_id= or a tokenizer "
         "with a pad token"
     )
-  if tokenizer is not None:
-    from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
+  if tokenizer is None:
+    return None, int(pad_token_id)
+  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
 
-    if int(pad_token_id) in stop_token_ids(tokenizer):
-      log.warning(
-          "pad_token_id=%d is also an end-of-turn token: transformers will skip it at the end of a "
-          "sequence and score the token before it, unlike this package", pad_token_id)
-  return int(pad_token_id)
+  if int(pad_token_id) not in stop_token_ids(tokenizer):
+    return tokenizer, int(pad_token_id)
+  safe = safe_pad_token(tokenizer)
+  if safe is None:
+    raise ValueError(
+        f"pad_token_id={pad_token_id} also ends turns, and the tokenizer has no other special token "
+        "to pad with: transformers would score the token before a final end-of-turn; pass "
+        "pad_token_id= of a token that never ends a text")
+  token, safe_id = safe
+  log.info("reward export: pad id %d also ends turns; padding with %r (id %d) instead, so "
+           "transformers scores the last real token", pad_token_id, token, safe_id)
+  exported = copy.deepcopy(tokenizer)
+  exported.pad_token = token
+  return exported, safe_id
 
 
 def reward_hf_config(config: LlamaConfig, labels: Sequence[str], pad_token_id: int,
@@ -334,7 +363,9 @@ def save_reward_model(
   """Writes an HF folder that transformers loads and scores alike.
 
   `layout="sequence_classification"`: a `LlamaForSequenceClassification`; `labels` name the
-  outputs (default: `default_labels(O)`), `pad_token_id` defaults to the tokenizer's.
+  outputs (default: `default_labels(O)`), `pad_token_id` defaults to the tokenizer's; one that
+  also ends turns (SmolLM2 pads with `<|im_end|>`) is replaced by another special token
+  (`safe_pad_token`), so transformers scores the same last token as this package.
   `layout="causal_lm"`: a `LlamaForCausalLM` whose output layer is zero but for row `logit_index`,
   the head of a one-output model, as NVIDIA stores Select (their Quick Start code scores it).
   Tensors are gathered to the host one at a time; in a multi-process run every process calls
@@ -358,8 +389,8 @@ def save_reward_model(
     labels = tuple(labels) if labels is not None else default_labels(num_outputs)
     if len(labels) != num_outputs or len(set(labels)) != len(labels):
       raise ValueError(f"labels {list(labels)}: expected {num_outputs} distinct names, one per output")
-    hf_config = reward_hf_config(config, labels, _pad_token_id(tokenizer, pad_token_id),
-                                 torch_dtype=dtype)
+    tokenizer, pad_token_id = _export_tokenizer_and_pad(tokenizer, pad_token_id)
+    hf_config = reward_hf_config(config, labels, pad_token_id, torch_dtype=dtype)
     mappings = reward_tensor_mappings(config, num_outputs)
   write_model_tensors(model, mappings, out_dir, dtype, max_shard_size, show_progress)
   if jax.process_index() != 0:

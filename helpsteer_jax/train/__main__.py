@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from absl import app, flags
+from helpsteer_jax import entry_point
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -46,7 +47,7 @@ def main(argv) -> None:
 
 def run() -> None:
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  entry_point.run(main)
 
 
 if __name__ == "__main__":

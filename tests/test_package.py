@@ -1,5 +1,5 @@
-"""The data the tests, the demo and the default experiments read ships inside the package, so a
-clone (or an installed wheel) runs without any folder beside it; HELPSTEER_DATA_DIR overrides."""
+"""The package is the whole product: the data the tests, the demo and the default experiments read
+ships inside it (HELPSTEER_DATA_DIR overrides), and it lists its public API."""
 
 import pathlib
 
@@ -28,3 +28,17 @@ def test_the_data_dir_override_comes_first(tmp_path, monkeypatch):
   monkeypatch.setenv("HELPSTEER_DATA_DIR", str(tmp_path))
   assert locate(relative) == tmp_path / relative
   assert [item.id for item in load_prompts("arena_hard")] == ["x"]
+
+
+def test_the_package_lists_its_public_api():
+  import subprocess
+  import sys
+
+  names = set(dir(helpsteer_jax))
+  assert {"load_pretrained", "save_pretrained", "generate", "load_reward_model", "make_mesh"} <= names
+  assert set(helpsteer_jax.__all__) <= names
+  for name in helpsteer_jax.__all__:
+    assert name in helpsteer_jax.__doc__ and getattr(helpsteer_jax, name) is not None
+  # Importing the package stays light: no jax until a name is used.
+  code = "import sys, helpsteer_jax; dir(helpsteer_jax); print('jax' in sys.modules)"
+  assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

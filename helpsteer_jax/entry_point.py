@@ -1,0 +1,28 @@
+"""What every `python -m helpsteer_jax.<command>` shares: absl's `app.run`, except that `--help`
+prints the command's own docstring and flags and exits 0 (absl's help flag exits 1, which reads
+as a failure in scripts), and needs no other flag."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+
+HELP_ARGS = ("-h", "--help", "--helpshort", "-?")
+
+
+def wants_help(argv: list[str]) -> bool:
+  return any(arg in HELP_ARGS for arg in argv[1:])
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`app.run(main)` for the entry module that defines `main` and its flags."""
+  if wants_help(sys.argv):
+    module = sys.modules[main.__module__]
+    print((module.__doc__ or "").strip())
+    options = flags.FLAGS.module_help(module)
+    if options:
+      print(f"\nflags:\n{options}")
+    sys.exit(0)
+  app.run(main)

@@ -1,0 +1,83 @@
+"""Every example in the launch scripts' usage text prints, in a dry run, a command whose config
+builds: the experiment file exists, its size or variant is one it knows, and the scripts take the
+README's `--config=experiments/<name>.py:<size>`. The local train example also runs for real."""
+
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from entry_runner import run_entry
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ("local.sh", "slurm_submit.sh", "slurm_gpu.sbatch", "tpu_pod.sh")
+
+
+def _examples(script: str) -> list[list[str]]:
+  """The example invocations in a script's header comments, as argument lists."""
+  out = []
+  for line in open(os.path.join(REPO, "launch", script)):
+    if not line.startswith("#"):
+      break
+    text = line.lstrip("#").strip()
+    if "--config=" not in text:
+      continue
+    words = shlex.split(text)
+    words = [w for w in words if w not in ("sbatch", "bash") and not w.startswith("DRY_RUN=")]
+    if words[0].startswith("--"):  # `sbatch --nodes=8 launch/slurm_gpu.sbatch ...`: sbatch options
+      words = words[next(i for i, w in enumerate(words) if w.startswith("launch/")):]
+    out.append(words)
+  return out
+
+
+def _dry_run(words: list[str]) -> list[str]:
+  env = dict(os.environ, PYTHON="python3", DRY_RUN="1")
+  proc = subprocess.run(["bash"] + words, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, f"{words}: {proc.stderr}"
+  return shlex.split(proc.stdout.strip().splitlines()[-1])
+
+
+def _build(config_arg: str):
+  path, _, arg = config_arg[len("--config="):].partition(":")
+  spec = importlib.util.spec_from_file_location("experiment", os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_usage_example_prints_a_command_whose_config_builds(script):
+  examples = _examples(script)
+  assert examples, f"launch/{script} shows no example"
+  for words in examples:
+    printed = _dry_run(words)
+    remote = next((w for w in printed if w.startswith("--command=")), None)
+    if remote is not None:  # the TPU pod: the command the workers run
+      printed = shlex.split(remote.split("&&", 1)[1])
+    configs = [w for w in printed if w.startswith("--config=")]
+    assert len(configs) == 1, printed
+    assert re.fullmatch(r"--config=experiments/[\w/]+\.py(:[\w=.,]+)?", configs[0]), configs[0]
+    config = _build(configs[0])
+    assert config is not None
+
+
+def test_a_config_path_that_is_not_there_fails_before_printing():
+  proc = subprocess.run(["bash", "launch/local.sh", "--dry-run", "train", "--config=experiments/train/sft.py:tiny"],
+                        cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 2 and proc.stdout == ""
+  assert "no experiment file experiments/train/sft.py" in proc.stderr
+
+
+def test_the_local_train_example_runs_at_tiny_size(tmp_path, bundled_data, embedded_gguf_path):
+  (words,) = [w for w in _examples("local.sh") if "train" in w]
+  words = [w for w in words if not w.startswith("--workdir=")]
+  env = dict(os.environ, PYTHON=sys.executable, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env.pop("DRY_RUN", None)
+  out = run_entry(["bash"] + words + [f"--workdir={tmp_path / 'run'}", "--config.total_steps=2",
+                                      "--config.checkpoint_every=2"],
+                  cwd=REPO, env=env, timeout=600)
+  assert (tmp_path / "run" / "metrics.jsonl").is_file(), out[-2000:]
