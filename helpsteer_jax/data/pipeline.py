@@ -37,6 +37,7 @@ from helpsteer_jax.data.helpsteer3 import (
     EditBuilder, EditQualityBuilder, FeedbackBuilder, PreferenceBuilder,
 )
 from helpsteer_jax.data.iterator import DataIterator
+from helpsteer_jax.data.preference_pairs import PreferencePairsBuilder
 from helpsteer_jax.data.sources import SourceSpec, read_rows
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,22 @@ def _attributes(options: ConfigDict, default: tuple[str, ...]) -> tuple[str, ...
   return names or default
 
 
+def _rl_prompts_only(options: ConfigDict, split: str) -> RowBuilder:
+  raise ValueError("data set 'rl_prompts' holds RLOO prompts (trainer='rloo'), not training examples")
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "chat_messages": DatasetInfo(
         "", "", "",
         lambda o, split: ChatMessagesBuilder(all_assistant_turns=o.all_assistant_turns),
         "generic chat SFT rows {'messages': [...]} (e.g. the scaling search's distill.jsonl)"),
+    "preference_pairs": DatasetInfo(
+        "", "", "",
+        lambda o, split: PreferencePairsBuilder(),
+        "TRL-style preference rows {prompt, chosen, rejected} (strings or messages) -> pairs"),
+    "rl_prompts": DatasetInfo(
+        "", "", "", _rl_prompts_only,
+        "prompt-only rows {prompt} or {messages} (+ original_response) for RLOO"),
     "helpsteer3_feedback": DatasetInfo(
         "nvidia/HelpSteer3", "feedback", "",
         lambda o, split: FeedbackBuilder(require_opening=o.require_feedback_opening,

@@ -1,8 +1,11 @@
-"""Prompts for RL on the Edit model: HelpSteer3 edit rows as (edit request, original response).
+"""Prompts for RL: HelpSteer3 edit rows as (edit request, original response), or prompt-only files.
 
 The request is the Edit model's own prompt (`formats.prompts.edit_request`: conversation, the
 original response, the feedback in the row's order, in the Edit role's `prompt_format`), so RL trains the model on exactly what the
 search asks of it; the original response is kept to measure how often an edit merely copies it.
+Prompt-only files (data set `rl_prompts`) hold one prompt per row, as `{"prompt": str}` or
+`{"messages": [...]}` ending on a user turn, with an optional `original_response` (the text an
+edit should change; without it the copy rate counts empty answers only).
 The iterator is seeded, repeats forever, and resumes from a small state dict.
 """
 
@@ -13,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from helpsteer_jax.data.examples import BuildStats, DataError, Message, RowError, messages_field, text_field
+from helpsteer_jax.data.examples import (
+    BuildStats, DataError, Message, RowError, field, messages_field, text_field,
+)
 from helpsteer_jax.data.sources import SourceSpec, read_rows
 from helpsteer_jax.formats import prompts as layouts
 
@@ -47,6 +52,51 @@ def load_edit_prompts(spec: SourceSpec, on_error: str = "raise",
   if not prompts:
     raise DataError(f"no edit prompts in {spec.describe()} ({stats.summary()})")
   return prompts
+
+
+def _prompt_only(row: dict[str, Any]) -> tuple[list[Message], str]:
+  if "messages" in row:
+    messages = messages_field(row, "messages", last_role="user")
+  else:
+    prompt = field(row, "prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+      raise RowError(f"field 'prompt' must be a non-empty string, got {type(prompt).__name__}")
+    messages = [{"role": "user", "content": prompt}]
+  original = row.get("original_response", "")
+  if not isinstance(original, str):
+    raise RowError(f"field 'original_response' must be a string, got {type(original).__name__}")
+  return messages, original
+
+
+def load_prompt_file(spec: SourceSpec, on_error: str = "raise") -> list[EditPrompt]:
+  """Prompt-only rows (`prompt` or `messages`, optional `original_response`), used as they are."""
+  stats = BuildStats()
+  prompts = []
+  for row in read_rows(spec, on_error=on_error, stats=stats):
+    try:
+      messages, original = _prompt_only(row.data)
+    except RowError as e:
+      if on_error == "raise":
+        raise DataError(f"{row.where}: {e}") from None
+      stats.skip("malformed_row", f"{row.where}: {e}")
+      continue
+    prompts.append(EditPrompt(tuple(messages), original, row.where))
+  if not prompts:
+    raise DataError(f"no prompts in {spec.describe()} ({stats.summary()})")
+  return prompts
+
+
+# RL prompt sets by data set name: HelpSteer3 edit rows, or prompt-only files.
+RL_DATASETS = ("helpsteer3_edit", "rl_prompts")
+
+
+def load_rl_prompts(spec: SourceSpec, dataset: str, on_error: str = "raise",
+                    prompt_format: str = "plain") -> list[EditPrompt]:
+  if dataset == "helpsteer3_edit":
+    return load_edit_prompts(spec, on_error, prompt_format)
+  if dataset == "rl_prompts":
+    return load_prompt_file(spec, on_error)
+  raise ValueError(f"RLOO data set {dataset!r}; expected one of {RL_DATASETS}")
 
 
 class PromptIterator:

@@ -164,12 +164,13 @@ class RLOOTask(TaskBase):
 
   def train_data(self, process_index: int, process_count: int):
     from helpsteer_jax.data.pipeline import source_spec
-    from helpsteer_jax.data.rl_prompts import PromptIterator, load_edit_prompts
+    from helpsteer_jax.data.rl_prompts import PromptIterator, load_rl_prompts
 
     if process_count > 1:
       raise NotImplementedError("RLOO rollouts run in one process (sharded over its local devices)")
-    prompts = load_edit_prompts(source_spec(self.config.data), on_error=self.config.data.on_error,
-                                prompt_format=self.config.data.builder.prompt_format)
+    data = self.config.data
+    prompts = load_rl_prompts(source_spec(data), data.dataset, on_error=data.on_error,
+                              prompt_format=data.builder.prompt_format)
     logger.info("RLOO: %d edit prompts, %d per step, %d samples each", len(prompts),
                 self.config.data.batch_size, self.rl.num_samples)
     return PromptIterator(prompts, int(self.config.data.batch_size), seed=int(self.config.data.seed))
