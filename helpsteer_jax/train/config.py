@@ -57,9 +57,20 @@ def default_train_config() -> ConfigDict:
       "eval_data": eval_data_config(),  # held-out data: set eval_data.dataset (and path) to use it
       "optim": {
           "learning_rate": 1e-5, "warmup_steps": 10, "schedule": "cosine", "final_lr_fraction": 0.1,
+          "constant_steps": 0,  # the final lr held for the last N steps (NeMo's CosineAnnealing)
           "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0,
       },
+      # Run length: total_steps, or num_epochs > 0 passes over the real training rows (the steps
+      # are then counted at start-up; see train/run_length.py). expected_train_examples: the
+      # published size of the training split in examples, for planning without the data.
       "total_steps": 1000,
+      "num_epochs": 0,
+      "expected_train_examples": 0,
+      # Rows per optimizer step (0 = data.batch_size; RLOO: x rloo.num_samples), and their split:
+      # micro_batch_size rows per data-parallel shard per pass (0 = from grad_accum_steps), the
+      # accumulation derived from the mesh (see train/batch_plan.py).
+      "global_batch_size": 0,
+      "micro_batch_size": 0,
       "grad_accum_steps": 1,
       "loss_chunk": 0,  # SFT: sequence chunk for the logits/loss (0 = whole rows)
       "log_every": 1,
@@ -67,6 +78,8 @@ def default_train_config() -> ConfigDict:
       "eval_steps": 20,
       "checkpoint_every": 100,
       "keep_checkpoints": 3,
+      "keep_best_by": "loss",  # with held-out data: also keep the best checkpoint (loss | accuracy | '')
+      "export_from": "latest",  # latest | best: the parameters export_dir gets
       "async_checkpoints": True,
       "tensorboard": True,
       "progress": True,
