@@ -37,8 +37,9 @@ def eval_data_config() -> ConfigDict:
 
 
 def reward_config(objective: str = "bradley_terry", bt_loss: str = "plain",
-                  labels: tuple[str, ...] = ("reward",)) -> ConfigDict:
-  return ConfigDict({"objective": objective, "bt_loss": bt_loss, "labels": labels})
+                  labels: tuple[str, ...] = ("reward",), score_output: str = "") -> ConfigDict:
+  return ConfigDict({"objective": objective, "bt_loss": bt_loss, "labels": labels,
+                     "score_output": score_output})
 
 
 def default_train_config() -> ConfigDict:
