@@ -1,6 +1,6 @@
 """Ahead-of-time planner: will this train step fit this mesh, and how much work is it?
 
-    python -m helpsteer_jax.plan --config=experiments/feedback_sft.py:size=70b --mesh=1,-1,1 --devices=256 \
+    python -m helpsteer_jax.plan --config=experiments/feedback_sft.py:size=70b --mesh=1,64,4 --devices=256 \
         --device_memory_gb=95
 
 The train step is lowered and compiled for a mesh of fake CPU devices from ShapeDtypeStructs only
