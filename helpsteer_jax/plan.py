@@ -1,13 +1,19 @@
 """Ahead-of-time planner: will this train step fit this mesh, and how much work is it?
 
-    python -m helpsteer_jax.plan --config=experiments/feedback_sft.py:size=70b --mesh=1,-1,1 --devices=256 \
+    python -m helpsteer_jax.plan --config=experiments/feedback_sft.py:size=70b --mesh=1,64,4 --devices=256 \
         --device_memory_gb=95
 
 The train step is lowered and compiled for a mesh of fake CPU devices from ShapeDtypeStructs only
 (no parameter is allocated), then XLA's buffer assignment gives the memory each device needs
 (arguments + outputs - donated aliases + temporaries) and its cost analysis the FLOPs per device.
 The CPU compiler's numbers approximate an accelerator's (its fusion and bf16 handling differ);
-keep a margin of about 10%.
+keep a margin of about 10%. The global batch's split (micro-batch x accumulation x data-parallel
+shards) is derived from the mesh first, and a split that does not divide is refused before the
+compile. With `--peak_tflops` it also prints the whole run's steps, tokens, FLOPs and hours.
+
+Every 70B recipe at once, no compile (steps, tokens, FLOPs and hours on docs/70b.md's meshes):
+
+    python -m helpsteer_jax.plan --recipes
 """
 
 from __future__ import annotations
@@ -26,9 +32,13 @@ def _flag(name: str) -> str | None:
   return None
 
 
+def _recipes_only() -> bool:
+  return "--recipes" in sys.argv or "--recipes=true" in sys.argv
+
+
 def _fake_device_count() -> int:
-  if any(a in ("-h", "--help", "--helpshort", "--helpfull", "-?") for a in sys.argv[1:]):
-    return 1  # help needs no devices (and no --devices for a -1 mesh)
+  if _recipes_only() or any(a in ("-h", "--help", "--helpshort", "--helpfull", "-?") for a in sys.argv[1:]):
+    return 1  # help and the recipe table need no devices (and no --devices for a -1 mesh)
   mesh = [int(x) for x in (_flag("mesh") or "1,-1,1").split(",")]
   devices = _flag("devices")
   if devices is not None:
@@ -55,23 +65,36 @@ flags.DEFINE_integer("devices", None, "Number of devices to plan for (default: t
 flags.DEFINE_float("device_memory_gb", 0.0, "Memory per device to check the fit against (0 = no check).")
 flags.DEFINE_float("peak_tflops", 0.0, "Peak bf16 TFLOP/s per device, for a step-time estimate at --mfu.")
 flags.DEFINE_float("mfu", 0.4, "Assumed model FLOPs utilisation for the step-time estimate.")
+flags.DEFINE_bool("recipes", False, "Print every 70B recipe's steps, tokens, FLOPs and hours; no compile.")
+flags.DEFINE_string("experiments", "experiments", "Folder of experiment configs for --recipes.")
 FLAGS = flags.FLAGS
 
 
-def model_flops_per_token(config) -> float:
-  """Training FLOPs per token: 6 x matmul parameters + attention (12 x L x T x D per token, causal
-  halved), the usual MFU convention."""
-  from helpsteer_jax.models.create import count_params
+def recipe_configs(folder: str, size: str = "70b") -> list:
+  """`get_config("size=<size>")` of every experiment file in `folder` whose run length is known
+  without its data (a recipe in steps, or in epochs with a published split size)."""
+  import importlib.util
+  import pathlib
 
-  params = count_params(config)
-  embed = config.vocab_size * config.hidden_size  # the input embedding is a gather, not a matmul
-  if not config.tie_word_embeddings:
-    params -= embed
-  return 6.0 * params
+  from helpsteer_jax.train.batch_plan import global_batch_size
+  from helpsteer_jax.train.run_length import planned_total_steps
 
-
-def attention_flops_per_token(config, seq_len: int) -> float:
-  return 6.0 * config.num_layers * seq_len * config.num_heads * config.head_dim  # 12 L T N H / 2 (causal)
+  configs = []
+  for path in sorted(pathlib.Path(folder).glob("*.py")):
+    spec = importlib.util.spec_from_file_location(f"experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      continue
+    config = module.get_config(f"size={size}")
+    try:
+      planned_total_steps(config, int(config.data.batch_size))
+      global_batch_size(config)
+    except ValueError as e:
+      print(f"{path.name}: left out ({e})")
+      continue
+    configs.append(config)
+  return configs
 
 
 class PlanError(ValueError):
@@ -87,7 +110,7 @@ def check_batch_split(batch_rows: int, mesh: dict[str, int]) -> None:
   devices = math.prod(mesh.values())
   fsdp = math.gcd(batch_rows, devices)
   raise PlanError(
-      f"data.batch_size={batch_rows} rows do not split over the mesh axes data x fsdp = "
+      f"the global batch of {batch_rows} rows does not split over the mesh axes data x fsdp = "
       f"{mesh['data']} x {mesh['fsdp']} = {split}; on {devices} devices use e.g. "
       f"--mesh=1,{fsdp},{devices // fsdp} (the rest on tensor), or a batch size that is a "
       f"multiple of {split}")
@@ -97,8 +120,10 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
   import jax
   from flax import nnx
 
-  from helpsteer_jax.train.loop import batch_sharding, sharding_from_config
+  from helpsteer_jax.train.batch_plan import rows_per_step
+  from helpsteer_jax.train.loop import batch_plan_from_config, batch_sharding, sharding_from_config
   from helpsteer_jax.train.model_setup import model_config
+  from helpsteer_jax.train.recipe_cost import attention_flops_per_token, model_flops_per_token
   from helpsteer_jax.train.optimizer import make_optimizer
   from helpsteer_jax.train.state import abstract_train_state, train_state_shardings
   from helpsteer_jax.train.step import make_train_step
@@ -107,7 +132,11 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
 
   config.mesh.shape = mesh_shape
   sharding = sharding_from_config(config)
-  check_batch_split(int(config.data.batch_size), dict(sharding.mesh.shape))
+  check_batch_split(rows_per_step(config), dict(sharding.mesh.shape))
+  try:
+    split = batch_plan_from_config(config, sharding)  # refuses a micro-batch that does not divide
+  except ValueError as e:
+    raise PlanError(str(e)) from None
   task = make_task(config)
   abstract_model = task.abstract_model(sharding)
   graphdef, params, rest = nnx.split(abstract_model, nnx.Param, ...)
@@ -118,7 +147,7 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
            for k, v in task.batch_spec().items()}
   replicated = NamedSharding(sharding.mesh, PartitionSpec())
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
-  step = make_train_step(graphdef, rest, task.loss_fn(), optimizer, schedule, config.get("grad_accum_steps", 1))
+  step = make_train_step(graphdef, rest, task.loss_fn(), optimizer, schedule, split.grad_accum_steps)
   with jax.set_mesh(sharding.mesh):
     lowered = jax.jit(step, in_shardings=(shardings, None, replicated), out_shardings=(shardings, replicated),
                       donate_argnums=(0,)).lower(state, batch, rng)
@@ -132,6 +161,7 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
   tokens = int(config.data.batch_size) * int(config.data.seq_len)
   model_flops = tokens * (model_flops_per_token(mc) + attention_flops_per_token(mc, int(config.data.seq_len)))
   return {
+      "batch_plan": split.describe(),
       "mesh": dict(sharding.mesh.shape),
       "devices": sharding.mesh.size,
       "params": sum(int(math.prod(x.shape)) for x in jax.tree.leaves(params)),
@@ -147,6 +177,14 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.recipes:
+    from helpsteer_jax.train.recipe_cost import cost_table
+
+    print(f"Every 70B recipe (hours at {FLAGS.mfu:.0%} MFU of the devices' peak bf16 FLOP/s):")
+    print(cost_table(recipe_configs(FLAGS.experiments), mfu=FLAGS.mfu))
+    return
+  if _CONFIG.value is None:
+    raise app.UsageError("give --config (or --recipes)")
   config = _CONFIG.value
   config.progress = False
   mesh_shape = tuple(int(x) for x in FLAGS.mesh.split(","))
@@ -157,6 +195,7 @@ def main(argv) -> None:
   gib = 1024 ** 3
   lines = [
       f"config: {config.get('name', '?')}  mesh {result['mesh']} ({result['devices']} devices)",
+      result["batch_plan"],
       f"parameters: {result['params'] / 1e9:.2f} B; tokens per step: {result['tokens_per_step']:,}",
       f"memory per device: {result['bytes_per_device'] / gib:.2f} GiB "
       f"(state and batch {result['arguments_bytes'] / gib:.2f} GiB, temporaries {result['temp_bytes'] / gib:.2f} GiB)",
@@ -169,12 +208,19 @@ def main(argv) -> None:
   if FLAGS.peak_tflops:
     seconds = result["model_flops_per_step"] / (result["devices"] * FLAGS.peak_tflops * 1e12 * FLAGS.mfu)
     lines.append(f"step time at {FLAGS.mfu:.0%} MFU of {FLAGS.peak_tflops:g} TFLOP/s: {seconds:.2f} s")
+    try:
+      from helpsteer_jax.train.recipe_cost import recipe_cost
+
+      cost = recipe_cost(config)
+      lines.append(f"run: {cost.steps:,} steps, {cost.tokens / 1e9:.2f} B tokens, {cost.flops:.3e} FLOPs, "
+                   f"{cost.hours(result['devices'], FLAGS.peak_tflops, FLAGS.mfu):.1f} h")
+    except ValueError as e:  # e.g. epochs over data of unknown size
+      lines.append(f"run: length unknown without the data ({e})")
   print("\n".join(lines))
 
 
 def run() -> None:
   _use_fake_devices()
-  flags.mark_flags_as_required(["config"])
   entry_point.run(main)
 
 

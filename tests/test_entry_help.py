@@ -35,6 +35,6 @@ def test_plan_names_the_axis_and_a_mesh_for_a_batch_that_does_not_split():
   proc = _run(["helpsteer_jax.plan", "--config=experiments/feedback_sft.py:tiny", "--mesh=1,8,1"])
   assert proc.returncode == 1
   (line,) = proc.stderr.strip().splitlines()
-  assert line == ("error: data.batch_size=4 rows do not split over the mesh axes data x fsdp = 1 x 8 = 8; "
+  assert line == ("error: the global batch of 4 rows does not split over the mesh axes data x fsdp = 1 x 8 = 8; "
                   "on 8 devices use e.g. --mesh=1,4,2 (the rest on tensor), or a batch size that is a "
                   "multiple of 8")

@@ -43,3 +43,16 @@ def test_plan_rejects_a_mesh_that_does_not_divide_the_devices():
     assert "mesh" in str(e).lower() and "8" in str(e)
   else:
     raise AssertionError("a (1, 3, 1) mesh over 8 devices was accepted")
+
+
+def test_plan_refuses_a_mesh_that_does_not_split_the_global_batch_before_compiling():
+  """256 devices all on fsdp cannot split 128 rows; the planner says so at once."""
+  cmd = [sys.executable, "-m", "helpsteer_jax.plan", "--config=experiments/edit_sft.py:size=70b",
+         "--mesh=1,256,1", "--devices=256"]
+  try:
+    run_entry(cmd, cwd=REPO, env=_env(), timeout=300)
+  except AssertionError as e:
+    assert ("the global batch of 128 rows does not split over the mesh axes data x fsdp = 1 x 256 = 256; "
+            "on 256 devices use e.g. --mesh=1,128,2") in str(e)
+  else:
+    raise AssertionError("a (1, 256, 1) mesh was accepted for a global batch of 128")

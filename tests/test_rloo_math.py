@@ -10,7 +10,7 @@ import pytest
 from helpsteer_jax.train.rloo_math import (
     apply_unfinished_rule, chunked_token_log_probs, copied, copy_rate, kl_penalized_rewards,
     kl_per_token, leave_one_out_advantages, masked_token_mean, policy_gradient_loss,
-    rloo_advantages, sequence_kl, token_log_probs,
+    rloo_advantages, rule_advantages, sequence_kl, token_log_probs,
 )
 
 
@@ -126,6 +126,30 @@ def test_penalize_rule():
                              rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="never end"):
     apply_unfinished_rule(REWARDS, finished, "ignore")
+
+
+def test_exclude_from_baseline_rule_as_nemo_aligner():
+  """NeMo-Aligner's rule, the default: samples that never end leave the baselines, stay in the loss."""
+  finished = jnp.array([[True, True, False, True], [True, False, False, False]])
+  adv, rewards, in_loss = jax.jit(rule_advantages, static_argnames="rule")(REWARDS, finished,
+                                                                        rule="exclude_from_baseline")
+  # Row 0 [1, 2, 3, 6], finished {0, 1, 3}: the finished sum 9 over n - 1 = 2 others.
+  #   A0 = 1 - (2 + 6) / 2 = -3, A1 = 2 - (1 + 6) / 2 = -1.5, A3 = 6 - (1 + 2) / 2 = 4.5;
+  #   unfinished sample 2: baseline 9 / 2 (NeMo-Aligner's divisor), A2 = 3 - 4.5 = -1.5.
+  # Row 1: one finished sample, no baseline: every baseline is the sample's reward, A = 0.
+  np.testing.assert_allclose(adv, [[-3.0, -1.5, -1.5, 4.5], [0.0, 0.0, 0.0, 0.0]], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(rewards, REWARDS)
+  assert bool(jnp.all(in_loss)), "every sample stays in the policy loss"
+  # The rule's advantages reach the loss: the unfinished sample's tokens weigh in with A2.
+  logp = jnp.array([[-1.0, -2.0], [-1.0, -1.0], [-3.0, -1.0], [-1.0, -1.0]])
+  mask = jnp.ones((4, 2))
+  loss = policy_gradient_loss(logp, adv[0], mask, in_loss[0])
+  by_hand = -(-3.0 * -3.0 + -1.5 * -2.0 + -1.5 * -4.0 + 4.5 * -2.0) / 8
+  np.testing.assert_allclose(loss, by_hand, rtol=1e-6)
+  # Against "drop": the same baselines for the finished samples, the unfinished one left out.
+  dropped, _, valid = rule_advantages(REWARDS, finished, "drop")
+  np.testing.assert_allclose(dropped[0], [-3.0, -1.5, 0.0, 4.5], rtol=1e-6, atol=1e-6)
+  assert not bool(valid[0, 2])
 
 
 def test_rloo_advantages_end_to_end():

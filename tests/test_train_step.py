@@ -196,6 +196,12 @@ def test_schedules_and_decay_mask():
   assert float(constant(2)) == 0.5 and float(constant(80)) == 1.0
   with pytest.raises(ValueError, match="schedule"):
     learning_rate_schedule(1.0, 10, kind="exponential")
+  # NeMo's CosineAnnealing as SteerLM's recipe uses it: 1 warmup step to 6e-6, cosine to 5e-6,
+  # held for the last 200 steps.
+  held = learning_rate_schedule(6e-6, 316, warmup_steps=1, kind="cosine", final_fraction=5 / 6,
+                                constant_steps=200)
+  assert abs(float(held(1)) - 6e-6) < 1e-12 and 5e-6 < float(held(50)) < 6e-6
+  assert all(abs(float(held(s)) - 5e-6) < 1e-12 for s in (116, 200, 315))
   model = create_sharded_model(CONFIG, None, seed=0)
   _, params = nnx.split(model, nnx.Param)
   mask = decay_mask(params)

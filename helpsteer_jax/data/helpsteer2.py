@@ -94,13 +94,18 @@ class AttributeRegressionBuilder:
   """Regression targets for the attribute reward model: (prompt, response) -> `attributes`.
 
   A row with none of the attributes is skipped as malformed (it would add no gradient).
+  `labelled` (empty = all) keeps only those outputs' labels and masks the rest, e.g. HelpSteer2-
+  Preference's helpfulness-only first stage (NeMo-Aligner's `--only_helpfulness`) on 9 outputs.
   """
 
   attributes: tuple[str, ...] = HELPSTEER2_ATTRIBUTES
+  labelled: tuple[str, ...] = ()
 
   def __call__(self, row: Mapping[str, Any], where: str, stats: BuildStats) -> list[RegressionExample]:
     messages = parse_prompt(text_field(row, "prompt")) + [assistant(text_field(row, "response"))]
     targets = attribute_values(row, self.attributes)
+    if self.labelled:
+      targets = tuple(t if name in self.labelled else MISSING_LABEL for name, t in zip(self.attributes, targets))
     if all(t == MISSING_LABEL for t in targets):
       raise RowError(f"the row has none of the attributes {list(self.attributes)}")
     stats.add("attribute_labels_missing", sum(t == MISSING_LABEL for t in targets))

@@ -118,6 +118,36 @@ class DataIterator:
     self._order_epoch = None
     self._cache.clear()
 
+  # -- length ----------------------------------------------------------------------------------
+
+  def epoch_batches(self, num_epochs: int) -> list[int]:
+    """The batches each of epochs 0 .. num_epochs - 1 yields, from the real examples after the
+    length rules: the same plan as iteration (order, packing, remainder) with nothing built.
+
+    Every example is tokenised once for this, by a separate encoder so that `stats` keeps
+    counting only what training reads. A trainer calls it once, to know its total steps.
+    """
+    counter = ChatEncoder(self.encoder.tokenizer, self.encoder.max_length, self.encoder.truncation)
+    tokenized: list[Optional[Tokenized]] = []
+    for start in range(0, len(self.examples), self.lookahead):
+      tokenized.extend(counter.encode_many(list(self.examples[start:start + self.lookahead])))
+    counts = []
+    for epoch in range(num_epochs):
+      batches, plan = 0, self.batcher.start()
+      for j in epoch_order(len(self.examples), self.seed, epoch, self.shuffle):
+        example = tokenized[int(j)]
+        if example is None:
+          continue
+        if not self.batcher.add(plan, example):  # full: the example opens the next batch
+          batches, plan = batches + 1, self.batcher.start()
+          self.batcher.add(plan, example)
+        if self.batcher.is_full(plan):
+          batches, plan = batches + 1, self.batcher.start()
+      if not self.batcher.is_empty(plan) and not self.drop_remainder:
+        batches += 1
+      counts.append(batches)
+    return counts
+
   # -- iteration -------------------------------------------------------------------------------
 
   def __iter__(self) -> "DataIterator":

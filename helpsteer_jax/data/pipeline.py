@@ -57,9 +57,12 @@ class DatasetInfo:
   hub_split: str = ""  # a fixed hub split (HelpSteer2-Preference serves everything as "train")
 
 
+def _names(text: str) -> tuple[str, ...]:
+  return tuple(a.strip() for a in text.split(",") if a.strip())
+
+
 def _attributes(options: ConfigDict, default: tuple[str, ...]) -> tuple[str, ...]:
-  names = tuple(a.strip() for a in options.attributes.split(",") if a.strip())
-  return names or default
+  return _names(options.attributes) or default
 
 
 def _rl_prompts_only(options: ConfigDict, split: str) -> RowBuilder:
@@ -103,7 +106,8 @@ DATASETS: dict[str, DatasetInfo] = {
         hub_split="train"),
     "helpsteer2_attributes": DatasetInfo(
         "nvidia/HelpSteer2", "", "",
-        lambda o, split: AttributeRegressionBuilder(_attributes(o, HELPSTEER2_ATTRIBUTES)),
+        lambda o, split: AttributeRegressionBuilder(_attributes(o, HELPSTEER2_ATTRIBUTES),
+                                                    _names(o.labelled_attributes)),
         "attribute regression, HelpSteer2's 5 attributes"),
     "helpsteer_attributes": DatasetInfo(
         "nvidia/HelpSteer", "", "",
@@ -156,6 +160,7 @@ def default_data_config() -> ConfigDict:
           "permute_feedback": False,  # edit RM: pairs for every feedback order
           "min_magnitude": 1,  # preference pairs: drop |label| below this (0 = tie is always dropped)
           "attributes": "",  # comma-separated output names; empty = the data set's own
+          "labelled_attributes": "",  # regression: only these outputs keep labels (empty = all)
           "all_assistant_turns": True,  # chat_messages: loss on every assistant turn (else the last)
       },
   })

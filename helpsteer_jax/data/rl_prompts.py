@@ -109,6 +109,10 @@ class PromptIterator:
     self.prompts, self.batch_size, self.seed = prompts, batch_size, seed
     self.epoch, self.position = 0, 0
 
+  def epoch_batches(self, num_epochs: int) -> list[int]:
+    """Batches per epoch (each epoch's last partial batch is left out, as `__next__` does)."""
+    return [len(self.prompts) // self.batch_size] * num_epochs
+
   def _order(self) -> np.ndarray:
     return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.prompts))
 

@@ -94,6 +94,11 @@ class Checkpointer:
     )
     return from_nested_dict(abstract_state, restored["state"]), dict(restored["data"] or {}), step
 
+  def read_data(self, step: int) -> dict:
+    """The JSON item of `step` alone (no array is read)."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+    return dict(restored["data"] or {})
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 

@@ -8,7 +8,12 @@ picks its data set and calls `apply_size(config, size)`:
     smollm2  the embedded SmolLM2-135M-Instruct, 512-token rows: a real fine-tune on one CPU
              (scanned layers, projections saved and the rest recomputed, a fused chunked loss)
     8b / 70b Llama-3.1-8B / Llama-3.3-70B-Instruct, bf16 compute with fp32 master weights,
-             4096-token rows, full remat, FSDP over every device (the planner checks the fit)
+             4096-token rows, full remat, FSDP over every device (the planner checks the fit),
+             and the shape the papers' NeMo-Aligner runs share: a global batch of 128 split by
+             the mesh (micro-batch 1), one example per row (NeMo-Aligner does not pack), AdamW
+             betas (0.9, 0.98), one epoch of the published training split, held-out data from
+             the validation split. Each experiment then sets its published recipe (its
+             docstring cites where each number comes from).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 from helpsteer_jax.data.pipeline import default_data_config
+from helpsteer_jax.train.published_sizes import expected_train_examples
 
 SIZES = ("tiny", "smollm2", "8b", "70b")
 
@@ -37,8 +43,9 @@ def eval_data_config() -> ConfigDict:
 
 
 def reward_config(objective: str = "bradley_terry", bt_loss: str = "plain",
-                  labels: tuple[str, ...] = ("reward",)) -> ConfigDict:
-  return ConfigDict({"objective": objective, "bt_loss": bt_loss, "labels": labels})
+                  labels: tuple[str, ...] = ("reward",), score_output: str = "") -> ConfigDict:
+  return ConfigDict({"objective": objective, "bt_loss": bt_loss, "labels": labels,
+                     "score_output": score_output})
 
 
 def default_train_config() -> ConfigDict:
@@ -57,9 +64,20 @@ def default_train_config() -> ConfigDict:
       "eval_data": eval_data_config(),  # held-out data: set eval_data.dataset (and path) to use it
       "optim": {
           "learning_rate": 1e-5, "warmup_steps": 10, "schedule": "cosine", "final_lr_fraction": 0.1,
+          "constant_steps": 0,  # the final lr held for the last N steps (NeMo's CosineAnnealing)
           "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0,
       },
+      # Run length: total_steps, or num_epochs > 0 passes over the real training rows (the steps
+      # are then counted at start-up; see train/run_length.py). expected_train_examples: the
+      # published size of the training split in examples, for planning without the data.
       "total_steps": 1000,
+      "num_epochs": 0,
+      "expected_train_examples": 0,
+      # Rows per optimizer step (0 = data.batch_size; RLOO: x rloo.num_samples), and their split:
+      # micro_batch_size rows per data-parallel shard per pass (0 = from grad_accum_steps), the
+      # accumulation derived from the mesh (see train/batch_plan.py).
+      "global_batch_size": 0,
+      "micro_batch_size": 0,
       "grad_accum_steps": 1,
       "loss_chunk": 0,  # SFT: sequence chunk for the logits/loss (0 = whole rows)
       "log_every": 1,
@@ -67,6 +85,8 @@ def default_train_config() -> ConfigDict:
       "eval_steps": 20,
       "checkpoint_every": 100,
       "keep_checkpoints": 3,
+      "keep_best_by": "loss",  # with held-out data: also keep the best checkpoint (loss | accuracy | '')
+      "export_from": "latest",  # latest | best: the parameters export_dir gets
       "async_checkpoints": True,
       "tensorboard": True,
       "progress": True,
@@ -118,12 +138,21 @@ def apply_size(config: ConfigDict, size: str, bundled_file: str = "") -> ConfigD
     config.init_weights = INIT_WEIGHTS[size]
     config.data.seq_len = 4096
     config.data.batch_size = 128
+    config.data.packing = False
+    config.global_batch_size = 128
+    config.micro_batch_size = 1
     config.loss_chunk = 1024
-    config.total_steps = 2000
-    config.checkpoint_every = 200
+    config.num_epochs = 1
+    config.expected_train_examples = expected_train_examples(config.data.dataset)
+    config.checkpoint_every = 10
     config.optim.learning_rate = 2e-6 if size == "70b" else 5e-6
+    config.optim.schedule = "constant"
+    config.optim.warmup_steps = 10
+    config.optim.b2 = 0.98
+    config.eval_data.dataset = config.data.dataset
+    config.eval_data.split = "validation"
   # Held-out rows are cut and batched like the training rows unless set otherwise afterwards.
-  for key in ("seq_len", "batch_size", "truncation"):
+  for key in ("seq_len", "batch_size", "truncation", "packing"):
     config.eval_data[key] = config.data[key]
   return config
 

@@ -1,8 +1,13 @@
 """The one training loop every trainer shares: `train_and_evaluate(config, workdir)`.
 
 A trainer is a `Task`: it builds the model, its data and its loss; everything else lives here:
-the mesh, the sharded train state, the jitted step (explicit shardings, donated state), gradient
-accumulation, checkpoints and resume, preemption, metrics, progress and the eval loop.
+the mesh, the sharded train state, the jitted step (explicit shardings, donated state), the global
+batch's split into micro-batches (`batch_plan`), the run's length in steps or epochs
+(`run_length`), checkpoints and resume, preemption, metrics, progress, the eval loop and the
+checkpoint of best held-out loss or accuracy (`best_checkpoint`).
+
+Start-up order: mesh and batch split (a split that does not divide fails here, before anything
+is loaded or compiled), training data and run length, model, train state, step.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from helpsteer_jax.parallel import axes as ax
 from helpsteer_jax.parallel.mesh import make_mesh
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.parallel.rules import DEFAULT_RULES
+from helpsteer_jax.train import run_length
+from helpsteer_jax.train.batch_plan import BatchPlan, data_parallel_size, plan_batch
+from helpsteer_jax.train.best_checkpoint import BestCheckpoint, check_settings
 from helpsteer_jax.train.checkpointing import Checkpointer, find_checkpoint
 from helpsteer_jax.train.metrics_writer import MetricsWriter
 from helpsteer_jax.train.optimizer import make_optimizer
@@ -132,6 +140,8 @@ class TrainResult:
   step: int
   last_metrics: dict[str, float]
   preempted: bool = False
+  total_steps: int = 0
+  best_step: Optional[int] = None  # step of the kept best checkpoint (None: no evaluation kept one)
 
   def model(self) -> nnx.Module:
     return nnx.merge(self.graphdef, self.state.params, self.rest)
@@ -148,26 +158,37 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
                              "intact; lower the learning rate or check the data of this step)")
 
 
+def batch_plan_from_config(config: ml_collections.ConfigDict, sharding: ShardingContext) -> BatchPlan:
+  """The global batch's split over this mesh (raises before any compile if it does not divide)."""
+  return plan_batch(config, data_parallel_size(sharding))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
   workdir_path = pathlib.Path(workdir).absolute()
   is_main = jax.process_index() == 0
-  if is_main:
-    workdir_path.mkdir(parents=True, exist_ok=True)
+  keep_best_by = config.get("keep_best_by", "")
+  check_settings(keep_best_by, config.get("export_from", "latest"))
   sharding = sharding_from_config(config)
   logger.info("mesh %s over %d devices (%d processes)", dict(sharding.mesh.shape), jax.device_count(),
               jax.process_count())
+  batch_plan = batch_plan_from_config(config, sharding)
+  logger.info("%s", batch_plan.describe())
+  if is_main:
+    workdir_path.mkdir(parents=True, exist_ok=True)
+
+  train_iter = task.train_data(jax.process_index(), jax.process_count())
+  total_steps = run_length.total_steps(config, train_iter)
+  logger.info("run length: %d steps of %d rows", total_steps, batch_plan.global_batch_size)
 
   model = task.build_model(config, sharding)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   del model
-  total_steps = int(config.total_steps)
   optimizer, schedule = make_optimizer(config.optim, total_steps, params)
   shardings = train_state_shardings(params, optimizer, sharding)
   abstract = abstract_train_state(params, optimizer, shardings)
 
   checkpointer = Checkpointer(workdir_path / "checkpoints", max_to_keep=config.get("keep_checkpoints", 3),
                               asynchronous=config.get("async_checkpoints", True))
-  train_iter = task.train_data(jax.process_index(), jax.process_count())
   state: Optional[TrainState] = None
   if checkpointer.latest_step() is not None:
     del params
@@ -192,7 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   writer.truncate_after(start_step)
 
   loss_fn = task.loss_fn()
-  step_fn = make_train_step(graphdef, rest, loss_fn, optimizer, schedule, config.get("grad_accum_steps", 1))
+  step_fn = make_train_step(graphdef, rest, loss_fn, optimizer, schedule, batch_plan.grad_accum_steps)
   replicated = NamedSharding(sharding.mesh, PartitionSpec())
   jitted_step = jax.jit(step_fn, in_shardings=(shardings, None, replicated),
                         out_shardings=(shardings, replicated), donate_argnums=(0,))
@@ -208,8 +229,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
                    "eval_data.path): no evaluation will run", eval_every)
   elif eval_every:
     eval_fn = jax.jit(make_eval_step(graphdef, rest, loss_fn), out_shardings=replicated)
+  if config.get("export_from", "latest") == "best" and eval_fn is None:
+    raise ValueError("export_from='best' but this run evaluates nothing: set eval_every > 0 and "
+                     "eval_data.dataset / eval_data.path")
+  best = (BestCheckpoint(workdir_path, keep_best_by, asynchronous=config.get("async_checkpoints", True))
+          if eval_fn is not None and keep_best_by else None)
 
-  def run_eval(step: int) -> None:
+  def run_eval(step: int) -> dict[str, float]:
     nonlocal next_eval_data
     data = next_eval_data if next_eval_data is not None else task.eval_data(jax.process_index(),
                                                                             jax.process_count())
@@ -230,6 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     metrics = finalize_eval(jax.device_get(sums))
     writer.write(step, metrics, split="eval")
     logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
+    return metrics
 
   preemption = PreemptionFlag()
   log_every = max(1, config.get("log_every", 1))
@@ -273,10 +300,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
           last = flush(pending)
         pending = (step, metrics, started, num_tokens, extra)
         progress.update(1)
-        if eval_fn is not None and step % eval_every == 0:
+        # The last step is evaluated too: a run ends on a checkpoint the choice of best has seen.
+        if eval_fn is not None and (step % eval_every == 0 or step == total_steps):
           last = flush(pending)
           pending = None
-          run_eval(step)
+          eval_metrics = run_eval(step)
+          if best is not None:
+            best.offer(step, state.params, eval_metrics)
         want_save = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps
         stop = preemption.is_set()
         if want_save or stop:
@@ -293,7 +323,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   finally:
     progress.close()
     checkpointer.close()
+    if best is not None:
+      best.close()
     writer.close()
     preemption.restore()
   return TrainResult(state=state, graphdef=graphdef, rest=rest, step=step, last_metrics=last,
-                     preempted=preempted)
+                     preempted=preempted, total_steps=total_steps,
+                     best_step=best.step if best is not None else None)

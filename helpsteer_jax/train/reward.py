@@ -3,6 +3,9 @@
     config.reward.objective   bradley_terry | regression
     config.reward.bt_loss     plain | margin | scaled (HelpSteer2-Preference's |label|-scaled loss)
     config.reward.labels      output names (regression: the attributes; Bradley-Terry: ("reward",))
+    config.reward.score_output  Bradley-Terry: the output compared ('' = the first). HelpSteer2-
+                              Preference's stage 2 starts from a 9-output regression model with its
+                              head and compares `helpfulness` (slot 4), as NeMo-Aligner's scaled_bt does
 
 Pair batches run chosen and rejected responses through the model as one [2B, T] batch. Losses are
 returned as sums with the number of pairs (or present labels) as weight, so gradient accumulation
@@ -32,13 +35,15 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = ("bradley_terry", "regression")
 
 
-def bradley_terry_step_loss(model: RewardModel, batch: Batch, rng: jax.Array, kind: str = "plain") -> LossOutput:
-  """batch: chosen_/rejected_input_ids and _input_mask [B, T], label_magnitude [B], example_mask [B]."""
+def bradley_terry_step_loss(model: RewardModel, batch: Batch, rng: jax.Array, kind: str = "plain",
+                            output: int = 0) -> LossOutput:
+  """batch: chosen_/rejected_input_ids and _input_mask [B, T], label_magnitude [B], example_mask [B];
+  `output`: the model output that is the reward."""
   del rng
   b = batch["chosen_input_ids"].shape[0]
   ids = jnp.concatenate([batch["chosen_input_ids"], batch["rejected_input_ids"]], axis=0)
   mask = jnp.concatenate([batch["chosen_input_mask"], batch["rejected_input_mask"]], axis=0)
-  scores = model(ids, mask)[:, 0]  # [2B]
+  scores = model(ids, mask)[:, output]  # [2B]
   chosen, rejected = scores[:b], scores[b:]
   weights = batch["example_mask"].astype(jnp.float32)
   count = jnp.sum(weights)
@@ -98,6 +103,15 @@ class RewardTask(TaskBase):
   def labels(self) -> tuple[str, ...]:
     return tuple(self.config.reward.labels)
 
+  def score_output(self) -> int:
+    """Index of the output Bradley-Terry compares (`reward.score_output` by name, '' = the first)."""
+    name = self.config.reward.get("score_output", "")
+    if not name:
+      return 0
+    if name not in self.labels:
+      raise ValueError(f"reward.score_output={name!r} is not one of reward.labels {list(self.labels)}")
+    return self.labels.index(name)
+
   def abstract_model(self, sharding: Optional[ShardingContext]) -> RewardModel:
     config = model_setup.model_config(self.config)
     return nnx.eval_shape(lambda: RewardModel(config, len(self.labels), rngs=nnx.Rngs(0), sharding=sharding))
@@ -128,7 +142,7 @@ class RewardTask(TaskBase):
   def loss_fn(self):
     if self.config.reward.objective == "regression":
       return regression_step_loss
-    return functools.partial(bradley_terry_step_loss, kind=self.config.reward.bt_loss)
+    return functools.partial(bradley_terry_step_loss, kind=self.config.reward.bt_loss, output=self.score_output())
 
   def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
     b, t = int(self.config.data.batch_size), int(self.config.data.seq_len)

@@ -11,8 +11,8 @@ Metrics: reward mean and spread, KL, copy rate (edit == original), response leng
 fraction, and the seconds spent sampling, scoring and computing log-probs.
 
     config.rloo: reward_model ('' with synthetic_reward set for tests), synthetic_reward,
-                 num_samples (k), beta, kl_estimator (abs | k1 | k3), unfinished (drop | penalize |
-                 keep), penalty, max_new_tokens, temperature, top_k, top_p, reward_batch_size,
+                 num_samples (k), beta, kl_estimator (abs | k1 | k3), unfinished
+                 (exclude_from_baseline | drop | penalize | keep), penalty, max_new_tokens, temperature, top_k, top_p, reward_batch_size,
                  max_prompt_tokens (0 = whole prompts; else cut from the left, first token kept)
 """
 
@@ -33,15 +33,17 @@ from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
 from helpsteer_jax.train.rloo_math import (
-    apply_unfinished_rule, chunked_token_log_probs, copy_rate, kl_penalized_rewards,
-    leave_one_out_advantages, sequence_kl,
+    UNFINISHED_RULES, chunked_token_log_probs, copy_rate, kl_penalized_rewards, rule_advantages,
+    sequence_kl,
 )
 from helpsteer_jax.train.step import Batch, LossOutput
 from helpsteer_jax.train.task_base import TaskBase
 
 logger = logging.getLogger(__name__)
 
-UNFINISHED = ("drop", "penalize", "keep")
+# A rule of rloo_math.UNFINISHED_RULES, or "keep": treat every sample as finished (tiny runs, whose
+# few new tokens rarely reach an end of turn).
+UNFINISHED = UNFINISHED_RULES + ("keep",)
 
 
 # -- synthetic rewards (tests and smoke runs) ---------------------------------------------------------
@@ -81,9 +83,8 @@ def _kl_and_advantages(graphdef, params, reference, rest, ids, mask, target_mask
   ref_logp = jnp.pad(next_token_log_probs(nnx.merge(graphdef, reference, rest), ids, mask), ((0, 0), (0, 1)))
   seq_kl = sequence_kl(logp, ref_logp, target_mask, estimator)
   rewards = kl_penalized_rewards(rm_scores, seq_kl, beta)
-  rewards, valid = apply_unfinished_rule(rewards, finished, rule, penalty)
-  advantages = leave_one_out_advantages(rewards.reshape(-1, k), valid.reshape(-1, k)).reshape(-1)
-  return seq_kl, advantages, valid
+  advantages, _, valid = rule_advantages(rewards.reshape(-1, k), finished.reshape(-1, k), rule, penalty)
+  return seq_kl, advantages.reshape(-1), valid.reshape(-1)
 
 
 def rloo_step_loss(model: Llama, batch: Batch, rng: jax.Array) -> LossOutput:

@@ -4,8 +4,13 @@ Per sample i of the k samples drawn for one prompt:
   r'_i = RM_i - beta * KL_i                       (KL_i: token mean of an estimator over the response)
   A_i  = r'_i - mean_{j != i} r'_j                (leave-one-out baseline)
   loss = -mean_tokens(A_i * log pi(y_i,t))        (over every response token of the batch)
-Samples that never end (no end-of-turn token) follow a rule: "drop" removes them from both the
-baselines and the loss, "penalize" sets their reward r' to a fixed penalty.
+Samples that never end (no end-of-turn token) follow a rule:
+  "exclude_from_baseline" (the default; NeMo-Aligner's REINFORCE, `calculate_rloo_baseline(...,
+      mask=is_end)`): they leave every leave-one-out baseline but stay in the policy loss with
+      their own advantage, so the policy is pushed away from rambling without rambling samples
+      distorting the other samples' baselines;
+  "drop": removed from both the baselines and the loss;
+  "penalize": their reward r' becomes a fixed penalty, and they count everywhere.
 
 Shapes: B samples (B = P * k when grouped [P, k] by prompt), T response positions, V vocabulary,
 D model width. Log-probabilities are fp32.
@@ -21,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 KL_ESTIMATORS = ("abs", "k1", "k3")
-UNFINISHED_RULES = ("drop", "penalize")
+UNFINISHED_RULES = ("exclude_from_baseline", "drop", "penalize")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +124,7 @@ def apply_unfinished_rule(rewards: jax.Array, finished: jax.Array, rule: str,
 
   "drop": rewards unchanged, valid = finished (the caller's baselines and loss skip the rest).
   "penalize": an unfinished sample's reward becomes `penalty` (KL term included), all valid.
+  "exclude_from_baseline" is not a per-sample change of reward: see `rule_advantages`.
   """
   finished = finished.astype(bool)
   if rule == "drop":
@@ -145,18 +151,50 @@ def leave_one_out_advantages(rewards: jax.Array, valid: Optional[jax.Array] = No
   return jnp.where(valid & (others > 0), rewards - baseline, 0.0)
 
 
+def baseline_excluded_advantages(rewards: jax.Array, in_baseline: jax.Array) -> jax.Array:
+  """rewards [P, k], in_baseline [P, k] -> A [P, k] as NeMo-Aligner's `calculate_rloo_baseline`.
+
+  With n samples of a group in the baseline (n >= 2), sample i's baseline is
+  `sum_{j != i, j in} r_j / (n - 1)`: for a sample in the baseline the mean of the others in it,
+  for one left out the sum over all n divided by n - 1 (NeMo-Aligner's arithmetic, kept so the
+  published runs are reproduced; it pushes an unfinished sample down a little more than the
+  plain mean would). With n <= 1 the group has no baseline: every baseline is the sample's own
+  reward and every advantage 0.
+  """
+  if rewards.ndim != 2:
+    raise ValueError(f"expected rewards grouped [prompts, samples], got shape {rewards.shape}")
+  rewards = rewards.astype(jnp.float32)
+  m = in_baseline.astype(jnp.float32)
+  n = jnp.sum(m, axis=1, keepdims=True)
+  others = jnp.sum(rewards * m, axis=1, keepdims=True) - rewards * m
+  baseline = jnp.where(n > 1, others / jnp.where(n > 1, n - 1.0, 1.0), rewards)
+  return rewards - baseline
+
+
+def rule_advantages(rewards: jax.Array, finished: jax.Array, rule: str,
+                    penalty: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """rewards r' [P, k], finished [P, k] -> (advantages, rewards after the rule, in_loss) [P, k]
+  under a rule of UNFINISHED_RULES for the samples that never end."""
+  finished = finished.astype(bool)
+  if rule == "exclude_from_baseline":
+    rewards = rewards.astype(jnp.float32)
+    return baseline_excluded_advantages(rewards, finished), rewards, jnp.ones_like(finished)
+  rewards, valid = apply_unfinished_rule(rewards, finished, rule, penalty)
+  return leave_one_out_advantages(rewards, valid), rewards, valid
+
+
 def rloo_advantages(
     rm_scores: jax.Array,  # [P, k]
     seq_kl: jax.Array,  # [P, k]
     finished: jax.Array,  # [P, k] bool
     beta: float,
-    unfinished_rule: str = "drop",
+    unfinished_rule: str = "exclude_from_baseline",
     penalty: float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(advantages [P, k], rewards r' [P, k], valid [P, k]) for one RLOO batch."""
+  """(advantages [P, k], rewards r' [P, k], in the loss [P, k]) for one RLOO batch."""
   rewards = kl_penalized_rewards(rm_scores, seq_kl, beta)
-  rewards, valid = apply_unfinished_rule(rewards, finished, unfinished_rule, penalty)
-  return jax.lax.stop_gradient(leave_one_out_advantages(rewards, valid)), rewards, valid
+  advantages, rewards, valid = rule_advantages(rewards, finished, unfinished_rule, penalty)
+  return jax.lax.stop_gradient(advantages), rewards, valid
 
 
 def policy_gradient_loss(

@@ -76,13 +76,25 @@ def make_task(config: ml_collections.ConfigDict):
   return TASKS[name](config)
 
 
+def model_to_export(result, workdir: str, export_from: str) -> nnx.Module:
+  """The trained model (`latest`) or the one of the kept best checkpoint (`best`), bit for bit."""
+  if export_from == "latest":
+    return result.model()
+  from helpsteer_jax.train.best_checkpoint import restore_best_params
+
+  params, step, info = restore_best_params(workdir, result.state.params)
+  logger.info("exporting the best checkpoint: step %d (%s %.6g)", step, info.get("metric"), info.get("value"))
+  return nnx.merge(result.graphdef, params, result.rest)
+
+
 def run_training(config: ml_collections.ConfigDict, workdir: str):
   from helpsteer_jax.train.loop import train_and_evaluate
 
   task = make_task(config)
   result = train_and_evaluate(config, workdir, task)
   export_dir = config.get("export_dir", "")
-  if export_dir and not result.preempted and result.step >= int(config.total_steps):
-    task.export(result.model(), export_dir)
-    logger.info("exported the trained weights to %s", export_dir)
+  if export_dir and not result.preempted and result.step >= result.total_steps:
+    export_from = config.get("export_from", "latest")
+    task.export(model_to_export(result, workdir, export_from), export_dir)
+    logger.info("exported the %s weights to %s", export_from, export_dir)
   return result
