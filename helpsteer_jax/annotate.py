@@ -55,8 +55,15 @@ def annotate(model_path: str, input_path: str, output_path: str, batch_size: int
   from helpsteer_jax.checkpoints.reward import load_reward_model, reward_labels
   from helpsteer_jax.scaling.selectors import RewardModelSelector
 
-  with open(input_path) as f:
-    rows = [(f"{input_path}:{i + 1}", json.loads(line)) for i, line in enumerate(f) if line.strip()]
+  from helpsteer_jax.data.text_files import text_lines
+
+  rows = []
+  for line_no, line in text_lines(input_path):
+    if line.strip():
+      try:
+        rows.append((f"{input_path}:{line_no}", json.loads(line)))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{input_path}:{line_no}: not valid JSON ({e})") from None
   done = 0
   if os.path.exists(output_path):
     with open(output_path) as f:

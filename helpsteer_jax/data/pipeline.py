@@ -215,6 +215,10 @@ def load_examples(config: ConfigDict) -> tuple[list[Example], BuildStats]:
   spec = source_spec(config)
   builder = info.make_builder(config.builder, config.split)
   examples, stats = build_examples(spec, builder, on_error=config.on_error)
+  if not examples:
+    empty = " (the file is empty)" if not stats.counts.get("rows_read") else ""
+    raise DataError(f"{spec.describe()}: no {config.dataset} examples were built from this "
+                    f"source{empty} ({stats.summary()}); expected rows in the data set's layout")
   log.info("%s from %s: %d examples (%s)", config.dataset, spec.describe(), len(examples), stats.summary())
   return examples, stats
 

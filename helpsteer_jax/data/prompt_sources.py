@@ -14,6 +14,7 @@ import pathlib
 import urllib.request
 from typing import Any, Optional
 
+from helpsteer_jax.data.text_files import text_lines
 from helpsteer_jax.formats.messages import Message
 
 _SOURCES = {
@@ -73,17 +74,16 @@ def locate(relative: str, url: Optional[str] = None) -> pathlib.Path:
 
 def _read_jsonl(path: pathlib.Path) -> list[tuple[int, dict[str, Any]]]:
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
-      if not isinstance(row, dict):
-        raise ValueError(f"{path}:{line_no}: expected a JSON object")
-      rows.append((line_no, row))
+  for line_no, line in text_lines(path):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
+    if not isinstance(row, dict):
+      raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+    rows.append((line_no, row))
   return rows
 
 
@@ -99,10 +99,13 @@ def _conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
       break
   else:
     text = row.get("prompt")
+    key = "prompt"
     if text is None and isinstance(row.get("turns"), list) and row["turns"]:
-      text = row["turns"][0]  # MT-Bench: the search answers the first turn
-    if not isinstance(text, str):
+      text, key = row["turns"][0], "turns[0]"  # MT-Bench: the search answers the first turn
+    if text is None:
       raise ValueError(f"{where}: no 'messages', 'conversation', 'context', 'prompt' or 'turns' field")
+    if not isinstance(text, str):
+      raise ValueError(f"{where}: field {key!r} must be a string, got {type(text).__name__} {text!r:.60}")
     messages = [{"role": "user", "content": text}]
   if not messages or not any(m["content"].strip() for m in messages if m["role"] == "user"):
     raise ValueError(f"{where}: empty prompt")
@@ -126,6 +129,8 @@ def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0) ->
     where = f"{file}:{line_no}"
     item_id = row.get("id", row.get("uid", row.get("question_id", f"line{line_no}")))
     items.append(PromptItem(str(item_id), _conversation(row, where)))
+  if not items:
+    raise ValueError(f"{file}: no prompts (the file is empty); expected one JSON object per line")
   ids = [item.id for item in items]
   if len(set(ids)) != len(ids):
     raise ValueError(f"{file}: prompt ids are not unique")

@@ -12,13 +12,13 @@ the whole file.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 from collections.abc import Iterator
 from typing import Any, Optional
 
 from helpsteer_jax.data.examples import BuildStats, DataError
+from helpsteer_jax.data.text_files import read_text, text_lines
 
 LOCAL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 ON_ERROR = ("raise", "skip")
@@ -101,27 +101,24 @@ def _read_local(file: str, on_error: str, stats: BuildStats) -> Iterator[Row]:
 
 
 def _read_jsonl(file: str, on_error: str, stats: BuildStats) -> Iterator[Row]:
-  opener = gzip.open if file.endswith(".gz") else open
-  with opener(file, "rt", encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{file}:{line_no}"
-      try:
-        data = json.loads(line)
-      except json.JSONDecodeError as e:
-        message = f"{where}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
-        if on_error == "raise":
-          raise DataError(message) from None
-        stats.skip("bad_json", message)
-        continue
-      yield Row(where, data)
+  for line_no, line in text_lines(file):
+    if not line.strip():
+      continue
+    where = f"{file}:{line_no}"
+    try:
+      data = json.loads(line)
+    except json.JSONDecodeError as e:
+      message = f"{where}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+      if on_error == "raise":
+        raise DataError(message) from None
+      stats.skip("bad_json", message)
+      continue
+    yield Row(where, data)
 
 
 def _read_json_array(file: str) -> Iterator[Row]:
   """A `.json` file holding either a list of rows or JSON lines (some hubs name them `.json`)."""
-  with open(file, encoding="utf-8") as f:
-    text = f.read()
+  text = read_text(file)
   try:
     data = json.loads(text)
   except json.JSONDecodeError:

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from helpsteer_jax.data.text_files import text_lines
+
 
 class JsonlLog:
   """One JSONL file written by appending; safe to share between threads."""
@@ -36,15 +38,15 @@ class JsonlLog:
     if not os.path.isfile(self.path):
       return []
     rows = []
-    with open(self.path, encoding="utf-8") as f:
-      for line_no, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          if f.readline():
-            raise ValueError(f"{self.path}:{line_no}: corrupt line in the middle of the file") from None
+    lines = list(text_lines(self.path))
+    for i, (line_no, line) in enumerate(lines):
+      if not line.strip():
+        continue
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        if i + 1 < len(lines):  # only a crash mid-write leaves a partial line, always the last
+          raise ValueError(f"{self.path}:{line_no}: corrupt line in the middle of the file") from None
     return rows
 
   def append(self, rows: Iterable[dict[str, Any]]) -> None:

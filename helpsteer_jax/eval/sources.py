@@ -14,6 +14,7 @@ import pathlib
 from typing import Any
 
 from helpsteer_jax.data.prompt_sources import locate
+from helpsteer_jax.data.text_files import read_text, text_lines
 
 _ARENA = "https://raw.githubusercontent.com/lmarena/arena-hard-auto/main/data/arena-hard-v0.1"
 _FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
@@ -38,17 +39,16 @@ class Question:
 def read_jsonl(path: pathlib.Path | str) -> list[dict[str, Any]]:
   """Rows of a JSONL file; an error names the file and line of a bad row."""
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
-      if not isinstance(row, dict):
-        raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-      rows.append(row)
+  for line_no, line in text_lines(path):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
+    if not isinstance(row, dict):
+      raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+    rows.append(row)
   return rows
 
 
@@ -75,8 +75,10 @@ def arena_hard_questions(path: str = "", start: int = 0, limit: int = 0) -> list
     text = row.get("prompt")
     if text is None and isinstance(row.get("turns"), list):  # the older arena-hard layout
       text = row["turns"][0]["content"] if isinstance(row["turns"][0], dict) else row["turns"][0]
-    if qid is None or not isinstance(text, str):
+    if qid is None or text is None:
       raise ValueError(f"{file}: row {i + 1} lacks a 'uid' and a 'prompt'")
+    if not isinstance(text, str):
+      raise ValueError(f"{file}: row {i + 1}: field 'prompt' must be a string, got {type(text).__name__}")
     items.append(Question(str(qid), (text,), str(row.get("cluster", row.get("category", "")))))
   return _limit(items, start, limit)
 
@@ -137,8 +139,10 @@ def alpaca_eval_set(path: str = "", start: int = 0,
   AlpacaEval's own layout (a list of `instruction`/`output`) are matched by instruction text.
   """
   file = _file(ALPACA_EVAL_BASELINE, path)
-  with open(file, encoding="utf-8") as f:
-    rows = json.load(f)
+  try:
+    rows = json.loads(read_text(file))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{file}: not valid JSON ({e})") from None
   if not isinstance(rows, list):
     raise ValueError(f"{file}: expected a JSON list of {{instruction, output, generator}}")
   questions, baseline, generator = [], {}, ""
