@@ -122,21 +122,26 @@ def build_search(config: ConfigDict, pool: ModelPool):
   return FeedbackEditSearch(settings, policy, selector=selector, feedback=feedback, edit=edit)
 
 
-def check_prompts(items, tokenizer, max_new_tokens: int, context: int) -> None:
-  """Fails before any work on a prompt that cannot be answered within the model's context."""
-  from helpsteer_jax.sampling.generate import encode_conversations
+def check_requests(items, search) -> None:
+  """Fails before any work on a prompt whose longest request in any stage (the Edit request
+  carries the draft and its feedback group) cannot fit the context of the model answering it."""
+  from helpsteer_jax.scaling.request_lengths import RoleLimits, check_request_lengths
 
-  for item in items:
-    length = len(encode_conversations(tokenizer, [item.conversation])[0])
-    if length + max_new_tokens > context:
-      raise ValueError(
-          f"prompt {item.id!r} has {length} tokens; with max_new_tokens={max_new_tokens} it exceeds "
-          f"the policy's context of {context}"
-      )
+  limits = [RoleLimits(r.name, r.tokenizer, r.prompt_format, r.model.config.max_position_embeddings)
+            for r in (search.policy, search.feedback, search.edit)]
+  check_request_lengths(items, search.settings, *limits)
 
 
 def run_search(config: ConfigDict) -> dict[str, Any]:
-  """Runs (or resumes) the search of `config`; returns the summary."""
+  """Runs (or resumes) the search of `config`; returns the summary. The output folder is checked
+  writable and held by this run alone (`data/run_folder.py`) before any prompt is read."""
+  from helpsteer_jax.data.run_folder import claim_run_folder
+
+  with claim_run_folder(config.output_dir, what="scaling search"):
+    return _run_search(config)
+
+
+def _run_search(config: ConfigDict) -> dict[str, Any]:
   import jax
   from tqdm.auto import tqdm
 
@@ -155,8 +160,7 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
   todo = [item for item in items if item.id not in done]
   logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), config.output_dir)
   search = build_search(config, ModelPool(config))
-  check_prompts(todo, search.policy.tokenizer, config.search.draft.max_new_tokens,
-                search.policy.model.config.max_position_embeddings)
+  check_requests(todo, search)
 
   start = time.perf_counter()
   per_batch = config.prompts_per_batch

@@ -327,8 +327,16 @@ def _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, j
 
 def run_evaluation(config: ConfigDict, workdir: Optional[str] = None) -> dict[str, Any]:
   """Runs (or resumes) the evaluation of `config` in `workdir` (default `config.output_dir`);
-  returns the result record that is also written to `<workdir>/eval_result.json`."""
+  returns the result record that is also written to `<workdir>/eval_result.json`. The workdir
+  is checked writable and held by this run alone (on process 0, the one that writes)."""
+  from helpsteer_jax.data.run_folder import claim_run_folder
+
   workdir = workdir or config.output_dir
+  with claim_run_folder(workdir, what=f"{config.benchmark} evaluation", enabled=_is_writer()):
+    return _run_evaluation(config, workdir)
+
+
+def _run_evaluation(config: ConfigDict, workdir: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   questions, baseline, baseline_name = load_questions(config)
   if not questions:

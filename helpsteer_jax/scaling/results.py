@@ -14,6 +14,8 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
+from helpsteer_jax.data.text_files import text_lines
+
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 DISTILL = "distill.jsonl"
@@ -24,17 +26,29 @@ def read_records(out_dir: str) -> list[dict[str, Any]]:
   if not os.path.isfile(path):
     return []
   records = []
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        # Only a crash in the middle of a write leaves a partial line; it is always the last one.
-        if f.readline():
-          raise ValueError(f"{path}:{line_no}: corrupt result line in the middle of the file") from None
-    return records
+  lines = list(text_lines(path))
+  for i, (line_no, line) in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      # Only a crash in the middle of a write leaves a partial line; it is always the last one.
+      if i + 1 < len(lines):
+        raise ValueError(f"{path}:{line_no}: corrupt result line in the middle of the file") from None
+  return records
+
+
+def unique_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The first record of each prompt id, in file order: a prompt written twice (two runs that
+  shared a folder before it was locked) counts once in the summary and the distillation set."""
+  seen: set[str] = set()
+  out = []
+  for r in records:
+    if str(r["id"]) not in seen:
+      seen.add(str(r["id"]))
+      out.append(r)
+  return out
 
 
 class ResultWriter:
@@ -63,7 +77,7 @@ class ResultWriter:
       os.fsync(f.fileno())
 
   def finalize(self, run_info: dict[str, Any]) -> dict[str, Any]:
-    records = read_records(self.out_dir)
+    records = unique_records(read_records(self.out_dir))
     summary = dict(run_info, **summarize(records))
     tmp = os.path.join(self.out_dir, SUMMARY + ".partial")
     with open(tmp, "w") as f:

@@ -31,6 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from helpsteer_jax.data.examples import DataError
+from helpsteer_jax.data.run_folder import claim_run_folder
 from helpsteer_jax.parallel import axes as ax
 from helpsteer_jax.parallel.mesh import make_mesh
 from helpsteer_jax.parallel.partitioning import ShardingContext
@@ -164,6 +165,14 @@ def batch_plan_from_config(config: ml_collections.ConfigDict, sharding: Sharding
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
+  """Trains `task` in `workdir`, resuming what is there; process 0 first checks the workdir
+  writable and holds it for the run (`data/run_folder.py`), so a second run on it fails at once."""
+  with claim_run_folder(workdir, what=f"training run {config.get('name', 'train')!r}",
+                        enabled=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir, task)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
   workdir_path = pathlib.Path(workdir).absolute()
   is_main = jax.process_index() == 0
   keep_best_by = config.get("keep_best_by", "")
