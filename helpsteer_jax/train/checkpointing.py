@@ -10,6 +10,11 @@ Resume order (first that applies; logged by the loop):
   2. `config.resume_from`, an explicit checkpoint folder of another run,
   3. `config.init_weights`, model weights only (an HF folder or GGUF file), fresh optimizer,
   4. random initialisation.
+
+A newest checkpoint that cannot be restored (a data file lost or cut short, e.g. by a disk that
+filled up) raises `CheckpointError` naming its step folder; with `resume_fallback="previous"` (the
+default) it is moved aside to `<workdir>/corrupt_checkpoints/` and the newest intact step is used
+instead, so a preempted job that lost its last save restarts by itself.
 """
 
 from __future__ import annotations
@@ -17,12 +22,37 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import re
+import shutil
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
+from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
+
 logger = logging.getLogger(__name__)
+
+RESUME_FALLBACKS = ("previous", "none")
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+_UNREADABLE = re.compile(r'Error reading "([^"]+)" in OCDBT database at [^:]*: ([^;]+)')
+
+
+def _what_failed(e: BaseException) -> str:
+  """The array TensorStore could not read and why, from the chain of `e` (Orbax wraps the one
+  line that says so in a long dump of the array's spec), else the first line of `e`."""
+  x: Optional[BaseException] = e
+  while x is not None:
+    match = _UNREADABLE.search(str(x))
+    if match:
+      name = match.group(1).rsplit("/", 1)[0]
+      return (f"array {name!r} cannot be read: {match.group(2).strip()}; a data file of the step is "
+              "missing or cut short")
+    x = x.__cause__ or x.__context__
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def _key(entry: Any) -> str:
@@ -87,12 +117,63 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    restored = self.manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(to_nested_dict(abstract_state)),
-                                data=ocp.args.JsonRestore()),
-    )
+    folder = self.directory / str(step)
+    missing = [item for item in ("state", "data") if not (folder / item).is_dir()]
+    if missing:
+      raise CheckpointError(f"{folder}: the checkpoint of step {step} has no {' or '.join(missing)} item")
+    try:
+      restored = self.manager.restore(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardRestore(to_nested_dict(abstract_state)),
+                                  data=ocp.args.JsonRestore()),
+      )
+    except Exception as e:  # Orbax and TensorStore raise several types for a damaged folder
+      raise CheckpointError(f"{folder}: the checkpoint of step {step} cannot be restored "
+                            f"({_what_failed(e)})") from None
     return from_nested_dict(abstract_state, restored["state"]), dict(restored["data"] or {}), step
+
+  def restore_newest_intact(self, abstract_state: Any, fallback: str = "previous") -> tuple[Any, dict, int]:
+    """`restore` of the latest step; when it fails and `fallback="previous"`, that step is moved
+    aside (logged) and the next older one is tried, until one restores. With `fallback="none"`, or
+    when no step restores, the newest step's `CheckpointError` is raised."""
+    if fallback not in RESUME_FALLBACKS:
+      raise ValueError(f"resume_fallback={fallback!r}; expected one of {RESUME_FALLBACKS}")
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    first_error: Optional[CheckpointError] = None
+    for i, step in enumerate(steps):
+      try:
+        return self.restore(abstract_state, step)
+      except CheckpointError as e:
+        if fallback == "none":
+          raise
+        first_error = first_error or e
+        if i + 1 == len(steps):
+          raise CheckpointError(f"{first_error}; no older checkpoint in {self.directory} restores "
+                                "either") from None
+        logger.warning("%s; resume_fallback='previous': moving it aside and resuming from step %d", e,
+                       steps[i + 1])
+        self._set_aside(step)
+    raise AssertionError("unreachable")
+
+  def _set_aside(self, step: int) -> None:
+    """Moves a damaged step out of the checkpoint folder (kept for inspection), so the run can
+    save that step number again."""
+    if jax.process_index() == 0:
+      target = self.directory.parent / CORRUPT_DIR / str(step)
+      n = 1
+      while target.exists():
+        target = self.directory.parent / CORRUPT_DIR / f"{step}.{n}"
+        n += 1
+      target.parent.mkdir(parents=True, exist_ok=True)
+      shutil.move(str(self.directory / str(step)), str(target))
+      logger.warning("moved the damaged checkpoint of step %d to %s", step, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
+    self.manager.reload()
 
   def read_data(self, step: int) -> dict:
     """The JSON item of `step` alone (no array is read)."""

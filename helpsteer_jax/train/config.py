@@ -57,6 +57,9 @@ def default_train_config() -> ConfigDict:
       "init_weights": "",  # HF folder or .gguf ('embedded' = the bundled SmolLM2); '' = random
       "tokenizer": "",  # '' = from init_weights, else the embedded SmolLM2's; 'llama3' = Llama-3's
       "resume_from": "",  # another run's checkpoint folder to continue from
+      # A newest checkpoint that does not restore: "previous" resumes from the newest intact step
+      # (logged; the damaged one is moved to <workdir>/corrupt_checkpoints), "none" fails.
+      "resume_fallback": "previous",
       "export_dir": "",  # HF folder written at the end of training ('' = none)
       "mesh": {"shape": (1, -1, 1), "rules": ()},
       "distributed": {"mode": "auto", "coordinator_address": "", "num_processes": 0, "process_id": -1},

@@ -201,7 +201,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
   state: Optional[TrainState] = None
   if checkpointer.latest_step() is not None:
     del params
-    state, position, step = checkpointer.restore(abstract)
+    state, position, step = checkpointer.restore_newest_intact(
+        abstract, config.get("resume_fallback", "previous"))
     train_iter.set_state(position)
     logger.info("resume: latest checkpoint of this run, step %d (%s)", step, checkpointer.directory)
   elif config.get("resume_from", ""):
