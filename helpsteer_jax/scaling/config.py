@@ -6,7 +6,9 @@ from ml_collections import ConfigDict, config_dict
 
 
 def stage(temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 256) -> ConfigDict:
-  return ConfigDict({"temperature": temperature, "top_p": top_p, "top_k": None,
+  # top_k is unset by default; a typed placeholder (not a bare None) lets the command line set it
+  # (`--config.search.draft.top_k=50`), since a flag's value is parsed by the field's type.
+  return ConfigDict({"temperature": temperature, "top_p": top_p, "top_k": config_dict.placeholder(int),
                      "max_new_tokens": max_new_tokens}, type_safe=False)
 
 
