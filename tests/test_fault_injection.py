@@ -143,6 +143,32 @@ def test_a_stale_record_on_this_host_is_taken_over(tmp_path, caplog):
   assert f"taking over the lock of old run (pid {dead.pid}" in caplog.text
 
 
+def test_without_os_locks_the_record_decides(tmp_path, monkeypatch):
+  """On a filesystem whose flock fails (ENOLCK), a live pid on this host holds the folder and a
+  dead one is taken over."""
+  import errno
+  import fcntl
+  import socket
+
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(fcntl, "flock", no_locks)
+  host = socket.gethostname()
+  (tmp_path / LOCK_NAME).write_text(json.dumps({"what": "live run", "pid": os.getppid(), "host": host}))
+  with pytest.raises(RunFolderBusy, match=rf"in use by live run \(pid {os.getppid()} on host {host}"):
+    with claim_run_folder(tmp_path):
+      pass
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  (tmp_path / LOCK_NAME).write_text(json.dumps({"what": "dead run", "pid": dead.pid, "host": host}))
+  with claim_run_folder(tmp_path, what="new run"):
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["what"] == "new run"
+    with pytest.raises(RunFolderBusy, match="in use by new run"):  # its own record holds it too
+      with claim_run_folder(tmp_path):
+        pass
+
+
 def test_the_summary_counts_each_prompt_once(tmp_path):
   from helpsteer_jax.scaling.results import RESULTS, ResultWriter
 
@@ -293,8 +319,12 @@ COLUMN = LATIN1.index(b"\xe9") + 1
 def _readers():
   from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.data.sources import SourceSpec, read_rows
+  from helpsteer_jax.eval.answers import read_answers
   from helpsteer_jax.eval.jsonl_log import JsonlLog
+  from helpsteer_jax.eval.rescore import read_alpaca_annotations
+  from helpsteer_jax.eval.results import read_result
   from helpsteer_jax.eval.sources import alpaca_eval_set, read_jsonl
+  from helpsteer_jax.eval.tables import read_row_specs
   from helpsteer_jax.scaling.results import read_records
 
   return {
@@ -306,6 +336,10 @@ def _readers():
       "alpaca_json": ("outputs.json", alpaca_eval_set),
       "answers_log": ("answers.jsonl", lambda p: JsonlLog(p).read()),
       "search_results": ("results.jsonl", lambda p: read_records(os.path.dirname(p))),
+      "answers_json": ("answers.json", lambda p: read_answers(p, [])),
+      "eval_result": ("eval_result.json", read_result),
+      "table_rows": ("rows.json", read_row_specs),
+      "annotations": ("annotations.json", read_alpaca_annotations),
   }
 
 

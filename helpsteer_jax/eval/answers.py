@@ -98,8 +98,12 @@ def read_answers(path: str, questions: Sequence[Question], model: str = "") -> A
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: answer file not found")
   if path.endswith(".json"):
-    with open(path, encoding="utf-8") as f:
-      rows = json.load(f)
+    from helpsteer_jax.data.text_files import read_text
+
+    try:
+      rows = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(rows, list):
       raise ValueError(f"{path}: expected a JSON list of {{instruction, output}} answers")
     by_text = instruction_index(list(questions))

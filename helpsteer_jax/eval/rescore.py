@@ -134,11 +134,12 @@ def read_alpaca_annotations(path: str) -> dict[str, list[dict[str, Any]]]:
   """model (generator_2) -> annotation records, in file order."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such annotations file")
-  with open(path, encoding="utf-8") as f:
-    try:
-      rows = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e})") from None
+  from helpsteer_jax.data.text_files import read_text
+
+  try:
+    rows = json.loads(read_text(path))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from None
   if not isinstance(rows, list):
     raise ValueError(f"{path}: expected a JSON list of annotations")
   out: dict[str, list[dict[str, Any]]] = {}

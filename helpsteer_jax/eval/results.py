@@ -92,11 +92,12 @@ def check_result(result: Mapping[str, Any], where: str) -> None:
 
 
 def read_result(path: str) -> dict[str, Any]:
-  with open(path, encoding="utf-8") as f:
-    try:
-      result = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e})") from None
+  from helpsteer_jax.data.text_files import read_text
+
+  try:
+    result = json.loads(read_text(path))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from None
   check_result(result, path)
   result["path"] = os.path.dirname(os.path.abspath(path))
   return result

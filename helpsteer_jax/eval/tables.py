@@ -51,8 +51,12 @@ def read_row_specs(path: str = "") -> dict[str, list[RowSpec]]:
   """The tables' rows: built-in defaults, or a rows JSON file (see module doc)."""
   if not path:
     return {"main": [RowSpec(*r) for r in MAIN_ROWS], "ablation": [RowSpec(*r) for r in ABLATION_ROWS]}
-  with open(path) as f:
-    data = json.load(f)
+  from helpsteer_jax.data.text_files import read_text
+
+  try:
+    data = json.loads(read_text(path))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from None
   specs = {}
   for table in ("main", "ablation"):
     rows = []
