@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 from absl import app, flags
-from helpsteer_jax import entry_point
 from ml_collections import ConfigDict, config_flags
+
+from helpsteer_jax import entry_point
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 

@@ -118,3 +118,17 @@ def test_start_errors_name_what_is_wrong(recorder):
   with pytest.raises(ValueError, match=r"outside \[0, 2\)"):
     distributed.initialize(distributed.DistributedSettings("explicit", "h:1", num_processes=2, process_id=2))
   assert calls == []
+
+
+def test_the_resolved_config_goes_to_tensorboard_as_hyperparameters(tmp_path):
+  from helpsteer_jax.train.run_record import flat_hparams
+
+  hparams = flat_hparams({"optim": {"learning_rate": 1e-5, "b1": 0.9}, "mesh": {"shape": [1, -1, 1]},
+                          "name": "x", "resume_from": None})
+  assert hparams == {"optim/learning_rate": 1e-5, "optim/b1": 0.9, "mesh/shape": "[1, -1, 1]",
+                     "name": "x", "resume_from": "null"}
+  writer = MetricsWriter(tmp_path, tensorboard=True)
+  writer.write_hparams(hparams, json.dumps({"name": "x"}))
+  writer.close()
+  events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+  assert b"hparams" in events and b"optim/learning_rate" in events

@@ -13,6 +13,7 @@ is loaded or compiled), training data and run length, model, train state, step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import pathlib
@@ -35,7 +36,7 @@ from helpsteer_jax.parallel import axes as ax
 from helpsteer_jax.parallel.mesh import make_mesh
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.parallel.rules import DEFAULT_RULES
-from helpsteer_jax.train import run_length
+from helpsteer_jax.train import run_length, run_record
 from helpsteer_jax.train.batch_plan import BatchPlan, data_parallel_size, plan_batch
 from helpsteer_jax.train.best_checkpoint import BestCheckpoint, check_settings
 from helpsteer_jax.train.checkpointing import Checkpointer, find_checkpoint
@@ -142,6 +143,7 @@ class TrainResult:
   preempted: bool = False
   total_steps: int = 0
   best_step: Optional[int] = None  # step of the kept best checkpoint (None: no evaluation kept one)
+  tokens: int = 0  # token positions of the batches trained by this invocation
 
   def model(self) -> nnx.Module:
     return nnx.merge(self.graphdef, self.state.params, self.rest)
@@ -175,6 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   logger.info("%s", batch_plan.describe())
   if is_main:
     workdir_path.mkdir(parents=True, exist_ok=True)
+    resolved = run_record.record_config(config, workdir_path)
 
   train_iter = task.train_data(jax.process_index(), jax.process_count())
   total_steps = run_length.total_steps(config, train_iter)
@@ -211,6 +214,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
 
   writer = MetricsWriter(workdir_path, enabled=is_main, tensorboard=config.get("tensorboard", True))
   writer.truncate_after(start_step)
+  if is_main:
+    writer.write_hparams(run_record.flat_hparams(resolved), json.dumps(resolved, indent=2, sort_keys=True))
 
   loss_fn = task.loss_fn()
   step_fn = make_train_step(graphdef, rest, loss_fn, optimizer, schedule, batch_plan.grad_accum_steps)
@@ -266,6 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   last: dict[str, float] = {}
   pending: Optional[tuple] = None  # metrics read one step late, so the host never stalls the device
   step = start_step
+  tokens_trained = 0
   preempted = False
   prepare = getattr(task, "prepare_batch", None)
 
@@ -294,6 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
           batch = to_global_batch(local, sharding)
         first = next(iter(batch.values()))
         num_tokens = int(np.prod(first.shape[:2]))
+        tokens_trained += num_tokens
         state, metrics = jitted_step(state, batch, rng)
         step += 1
         if pending is not None:
@@ -329,4 +336,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
     preemption.restore()
   return TrainResult(state=state, graphdef=graphdef, rest=rest, step=step, last_metrics=last,
                      preempted=preempted, total_steps=total_steps,
-                     best_step=best.step if best is not None else None)
+                     best_step=best.step if best is not None else None, tokens=tokens_trained)
