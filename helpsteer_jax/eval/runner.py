@@ -41,8 +41,9 @@ class _Models:
     self._loaded: dict[tuple[str, str, str], Any] = {}
     self._sharding = None
     if tuple(config.mesh) != (1, 1, 1):
-      import helpsteer_jax as hj
-      self._sharding = hj.ShardingContext(hj.make_mesh(tuple(config.mesh)))
+      from helpsteer_jax.parallel.mesh import make_mesh
+      from helpsteer_jax.parallel.partitioning import ShardingContext
+      self._sharding = ShardingContext(make_mesh(tuple(config.mesh)))
 
   @staticmethod
   def resolve(path: str) -> str:
