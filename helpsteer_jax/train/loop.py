@@ -33,9 +33,8 @@ from tqdm.auto import tqdm
 
 from helpsteer_jax.data.examples import DataError
 from helpsteer_jax.parallel import axes as ax
-from helpsteer_jax.parallel.mesh import make_mesh
+from helpsteer_jax.parallel.mesh_config import sharding_from_mesh_config
 from helpsteer_jax.parallel.partitioning import ShardingContext
-from helpsteer_jax.parallel.rules import DEFAULT_RULES
 from helpsteer_jax.train import run_length, run_record
 from helpsteer_jax.train.batch_plan import BatchPlan, data_parallel_size, plan_batch
 from helpsteer_jax.train.best_checkpoint import BestCheckpoint, check_settings
@@ -81,14 +80,7 @@ class Task(Protocol):
 def sharding_from_config(config: ml_collections.ConfigDict) -> ShardingContext:
   """(data, fsdp, tensor) mesh from `config.mesh.shape` (-1 = the rest), rules from
   `config.mesh.rules` (pairs overriding DEFAULT_RULES by logical name)."""
-  mesh_config = config.get("mesh", ml_collections.ConfigDict())
-  shape = tuple(mesh_config.get("shape", (1, -1, 1)))
-  rules = dict(DEFAULT_RULES)
-  for name, target in (mesh_config.get("rules", None) or ()):
-    if name not in rules:
-      raise KeyError(f"mesh.rules names unknown logical axis {name!r}; known: {sorted(rules)}")
-    rules[name] = tuple(target) if isinstance(target, list) else target
-  return ShardingContext(make_mesh(shape), tuple(rules.items()))
+  return sharding_from_mesh_config(config.get("mesh", None))
 
 
 def batch_sharding(sharding: ShardingContext, ndim: int) -> NamedSharding:
