@@ -132,3 +132,19 @@ def test_the_resolved_config_goes_to_tensorboard_as_hyperparameters(tmp_path):
   writer.close()
   events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
   assert b"hparams" in events and b"optim/learning_rate" in events
+
+
+def test_tokens_per_second_counts_real_tokens_from_the_masks():
+  from helpsteer_jax.train.task_base import TaskBase
+
+  task = TaskBase(None)
+  pairs = {"chosen_input_mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool),
+           "rejected_input_mask": np.array([[1, 0, 0, 0], [1, 1, 1, 1]], bool),
+           "label_magnitude": np.ones(2, np.float32)}
+  assert task.num_tokens(pairs) == 5 + 5
+  packed = {"input_ids": np.ones((2, 5), np.int32), "segment_ids": np.array([[1, 1, 2, 0, 0], [1, 1, 1, 1, 1]])}
+  assert task.num_tokens(packed) == 8
+  batch, extra, tokens = task.prepare_batch(packed, None, None, None, 0, to_global=lambda x: x)
+  assert batch is packed and extra == {} and tokens == 8 * jax.process_count()
+  with pytest.raises(KeyError, match="no mask to count tokens from"):
+    task.num_tokens({"input_ids": np.ones((1, 2))})

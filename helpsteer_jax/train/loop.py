@@ -20,7 +20,7 @@ import pathlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional, Protocol
 
 import jax
@@ -62,7 +62,8 @@ class ResumableIterator(Protocol):
 
 
 class Task(Protocol):
-  """What a trainer (SFT, reward model, ...) provides to the shared loop."""
+  """What a trainer (SFT, reward model, RLOO) provides to the shared loop. `TaskBase` gives the
+  defaults of `train_data`, `eval_data`, `prepare_batch` and `num_tokens`."""
 
   def build_model(self, config: ml_collections.ConfigDict, sharding: ShardingContext) -> nnx.Module:
     """The model with `config.init_weights` loaded, or randomly initialised; already sharded."""
@@ -73,6 +74,17 @@ class Task(Protocol):
   def train_data(self, process_index: int, process_count: int) -> ResumableIterator: ...
 
   def eval_data(self, process_index: int, process_count: int) -> Optional[Iterator[dict[str, np.ndarray]]]: ...
+
+  def prepare_batch(self, local: Any, state: TrainState, graphdef: Any, rest: Any, step: int,
+                    to_global: Callable[[dict[str, np.ndarray]], dict[str, jax.Array]]
+                    ) -> tuple[dict[str, jax.Array], dict[str, float], int]:
+    """(global batch, extra metrics, real tokens of the global batch) from what `train_data` gave
+    (RLOO samples its rollouts here)."""
+    ...
+
+  def num_tokens(self, batch: dict[str, np.ndarray]) -> int:
+    """Real (non-padding) tokens of a process-local batch, for tokens/s."""
+    ...
 
 
 # -- mesh and shardings -----------------------------------------------------------------------------
@@ -265,7 +277,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   step = start_step
   tokens_trained = 0
   preempted = False
-  prepare = getattr(task, "prepare_batch", None)
 
   def flush(pending_entry) -> dict[str, float]:
     done_step, device_metrics, started, num_tokens, extra = pending_entry
@@ -286,12 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
         local = next(train_iter)
         started = time.perf_counter()
         extra: dict[str, float] = {}
-        if prepare is not None:  # e.g. RL rollouts from the current parameters
-          batch, extra = prepare(local, state, graphdef, rest, step, lambda x: to_global_batch(x, sharding))
-        else:
-          batch = to_global_batch(local, sharding)
-        first = next(iter(batch.values()))
-        num_tokens = int(np.prod(first.shape[:2]))
+        batch, extra, num_tokens = task.prepare_batch(
+            local, state, graphdef, rest, step, lambda x: to_global_batch(x, sharding))
         tokens_trained += num_tokens
         state, metrics = jitted_step(state, batch, rng)
         step += 1

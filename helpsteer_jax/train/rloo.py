@@ -187,7 +187,8 @@ class RLOOTask(TaskBase):
     fn = SYNTHETIC_REWARDS[self.rl.synthetic_reward]
     return np.asarray([fn(r, vocab_size) for r in responses], np.float32)
 
-  def prepare_batch(self, prompts, state, graphdef, rest, step: int, to_global) -> tuple[Batch, dict[str, float]]:
+  def prepare_batch(self, prompts, state, graphdef, rest, step: int,
+                    to_global) -> tuple[Batch, dict[str, float], int]:
     from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings
     from helpsteer_jax.sampling.sampler import keep_ends, sample_tokens
 
@@ -249,7 +250,7 @@ class RLOOTask(TaskBase):
         "finished_fraction": float(finished.mean()),
         "sample_s": sample_s, "score_s": score_s, "logprob_s": logprob_s,
     }
-    return batch, metrics
+    return batch, metrics, int(np.count_nonzero(mask))  # one process samples every rollout
 
   def export(self, model: nnx.Module, out_dir: str) -> None:
     from helpsteer_jax.checkpoints.pretrained import save_pretrained
