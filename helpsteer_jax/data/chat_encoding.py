@@ -160,10 +160,6 @@ class ChatEncoder:
 
   # -- public encoders -------------------------------------------------------------------------
 
-  def encode_prompt(self, messages: Sequence[Message]) -> list[int]:
-    """The ids a model is given to answer `messages` (as `encode_conversations` makes them)."""
-    return self._encode_texts([self.render(messages, add_generation_prompt=True)])[0]
-
   def encode(self, example: Example) -> Optional[Tokenized]:
     return self.encode_many([example])[0]
 

@@ -56,7 +56,3 @@ class ScoreJudge(Protocol):
 
 
 Judge = Union[ChatJudge, ScoreJudge]
-
-
-def is_chat_judge(judge: object) -> bool:
-  return callable(getattr(judge, "chat", None))
