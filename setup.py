@@ -53,6 +53,7 @@ setup(
             "helpsteer-annotate=helpsteer_jax.annotate:run",
             "helpsteer-evaluate=helpsteer_jax.evaluate:run",
             "helpsteer-tables=helpsteer_jax.tables:run",
+            "helpsteer-sweep=helpsteer_jax.sweep:run",
             "helpsteer-rescore=helpsteer_jax.rescore:run",
         ],
     },

@@ -18,6 +18,11 @@ The 70B recipe (HelpSteer3, arXiv 2503.04378, and its model card):
                                                                              RM shape at 70B
   checkpoint     the last; held-out loss every 100 steps (NeMo-Aligner's     NeMo-Aligner gpt_sft
                  val_check_interval) on the validation split                 defaults
+  prompt layout  `nemotron` at 8b/70b: NVIDIA's released Feedback model's    the model card
+                 multi-turn request, which the 70B search configs send the
+                 Feedback role (formats/nemotron.py; its instruction's end
+                 is unpublished, see docs/reproducing.md); `plain` at the
+                 CPU sizes, the demo's one-turn layout
 """
 
 from helpsteer_jax.train.config import apply_size, default_train_config, parse_size
@@ -31,6 +36,8 @@ def get_config(arg=None):
   apply_size(config, size, bundled_file="helpsteer3_feedback.jsonl")
   if size in ("8b", "70b"):
     config.num_epochs = 1
+    # What the 70B search sends the Feedback role, in training and held-out rows alike.
+    config.data.builder.prompt_format = config.eval_data.builder.prompt_format = "nemotron"
     config.eval_every = 100
     config.checkpoint_every = 100
     config.export_dir = f"checkpoints/Llama-3.3-{size.upper()}-Feedback-SFT"

@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from absl import app, flags
+
 from helpsteer_jax import entry_point
 
 flags.DEFINE_string("model", None, "Attribute reward model folder (HF LlamaForSequenceClassification).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from absl import app, flags
+
 from helpsteer_jax import entry_point
 
 _MODEL = flags.DEFINE_string("model", None, "HF checkpoint folder or .gguf file; default: embedded SmolLM2.")

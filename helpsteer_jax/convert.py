@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Optional
 
 from absl import app, flags
+
 from helpsteer_jax import entry_point
 
 _SRC = flags.DEFINE_string("src", None, "HF checkpoint folder or .gguf file.", required=True)

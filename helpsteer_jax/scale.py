@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 from absl import app, flags
-from helpsteer_jax import entry_point
 from ml_collections import ConfigDict, config_flags
+
+from helpsteer_jax import entry_point
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
@@ -41,9 +42,10 @@ class ModelPool:
     self._config = config
     self._models: dict[tuple, Any] = {}
     self.sharding = None
-    mesh_shape = tuple(config.mesh)
-    if mesh_shape != (1, 1, 1):
-      self.sharding = hj.ShardingContext(hj.make_mesh(mesh_shape))
+    from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh_config
+
+    if not is_one_device(config.mesh):
+      self.sharding = sharding_from_mesh_config(config.mesh)
 
   def _path(self, path: str) -> str:
     if path:

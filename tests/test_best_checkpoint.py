@@ -51,12 +51,20 @@ def test_best_checkpoint_is_the_step_of_lowest_held_out_loss(tmp_path, embedded_
          f"--config.export_dir={export}", "--config.progress=False", "--config.tensorboard=False"]
   env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-  run_entry(cmd, cwd=REPO, env=env, timeout=600)
+  out = run_entry(cmd, cwd=REPO, env=env, timeout=600)
 
   rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
   evals = {r["step"]: r["loss"] for r in rows if r["split"] == "eval"}
   print("held-out loss by step:", {k: round(v, 3) for k, v in evals.items()})
   best_step = min(evals, key=evals.get)
+  # The run records its resolved config and ends with a summary naming what it kept.
+  recorded = json.loads((run / "config.json").read_text())
+  assert recorded["total_steps"] == 20 and recorded["eval_data"]["path"] == str(held)
+  assert "training finished at step 20 of 20; 2,560 tokens this run" in out  # 20 x 4 rows x 32
+  assert (f"held-out loss: best {evals[best_step]:.4f} at step {best_step}, final {evals[20]:.4f} at step 20"
+          in out)
+  assert f"best checkpoint: step {best_step} in {run / 'best_checkpoint'}" in out
+  assert f"export (best weights): {export}" in out
   assert sorted(evals) == [5, 10, 15, 20]
   assert best_step < 20 and evals[20] > evals[best_step], "the held-out loss must rise after its minimum"
 

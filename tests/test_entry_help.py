@@ -9,7 +9,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("train", "scale", "evaluate", "convert", "plan", "tables", "chat", "annotate", "rescore")
+COMMANDS = ("train", "scale", "evaluate", "convert", "plan", "tables", "chat", "annotate", "rescore", "sweep")
 
 
 def _run(args, **env):

@@ -14,7 +14,7 @@ import pytest
 from entry_runner import run_entry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("local.sh", "slurm_submit.sh", "slurm_gpu.sbatch", "tpu_pod.sh")
+SCRIPTS = ("local.sh", "slurm_submit.sh", "slurm_gpu.sbatch", "tpu_pod.sh", "sweep.sh")
 
 
 def _examples(script: str) -> list[list[str]]:
@@ -24,18 +24,19 @@ def _examples(script: str) -> list[list[str]]:
     if not line.startswith("#"):
       break
     text = line.lstrip("#").strip()
-    if "--config=" not in text:
+    if "--config=experiments/" not in text:  # the synopsis line names --config=PATH[:ARG]
       continue
     words = shlex.split(text)
     words = [w for w in words if w not in ("sbatch", "bash") and not w.startswith("DRY_RUN=")]
-    if words[0].startswith("--"):  # `sbatch --nodes=8 launch/slurm_gpu.sbatch ...`: sbatch options
+    if words[0].startswith("--") and any(w.startswith("launch/") for w in words):
+      # `sbatch --nodes=8 launch/slurm_gpu.sbatch ...`: sbatch options
       words = words[next(i for i, w in enumerate(words) if w.startswith("launch/")):]
     out.append(words)
   return out
 
 
 def _dry_run(words: list[str]) -> list[str]:
-  env = dict(os.environ, PYTHON="python3", DRY_RUN="1")
+  env = dict(os.environ, PYTHON=sys.executable, DRY_RUN="1")
   proc = subprocess.run(["bash"] + words, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
   assert proc.returncode == 0, f"{words}: {proc.stderr}"
   return shlex.split(proc.stdout.strip().splitlines()[-1])
@@ -81,3 +82,26 @@ def test_the_local_train_example_runs_at_tiny_size(tmp_path, bundled_data, embed
                                       "--config.checkpoint_every=2"],
                   cwd=REPO, env=env, timeout=600)
   assert (tmp_path / "run" / "metrics.jsonl").is_file(), out[-2000:]
+
+
+def test_sweeps_list_every_grid_point_and_variant_and_each_builds():
+  def commands(config):
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "launch/sweep.sh", "--dry-run", "local.sh", "scale", config,
+                           "--config.prompts.limit=2"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return [shlex.split(line) for line in proc.stdout.strip().splitlines()]
+
+  grid = commands("--config=experiments/scaling/grid.py")
+  assert len(grid) == 4 * 5 * 3 and len({c[3] for c in grid}) == 60
+  assert grid[0][3].endswith("drafts=8,feedbacks=16,edits=1")  # the paper's best point first
+  assert all(c[2] == "helpsteer_jax.scale" and c[4] == "--config.prompts.limit=2" for c in grid)
+  ablations = commands("--config=experiments/scaling/ablations.py")
+  assert len(ablations) == 8 and "policy=llama3.3_instruct" in ablations[-1][3]
+  for command in grid[:3] + ablations:
+    _build(command[3])
+  single = subprocess.run(["bash", "launch/sweep.sh", "--dry-run", "local.sh", "scale",
+                           "--config=experiments/feedback_sft.py"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHON=sys.executable))
+  assert single.returncode != 0 and "defines no get_sweep" in single.stderr

@@ -79,3 +79,18 @@ def test_feedback_sft_in_the_nemotron_layout_trains_on_the_searchs_tokens(bundle
     assert list(example.messages[:-1]) == request
     start = int(tokenized.loss_mask.argmax())
     assert tokenized.input_ids[:start].tolist() == encode_conversations(llama3_tokenizer, [request])[0]
+
+
+def test_the_70b_feedback_recipe_trains_on_the_layout_the_70b_search_sends():
+  import importlib.util
+  import pathlib
+
+  root = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+  spec = importlib.util.spec_from_file_location("feedback_sft", root / "feedback_sft.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("size=70b")
+  assert config.data.builder.prompt_format == config.eval_data.builder.prompt_format == "nemotron"
+  assert module.get_config("tiny").data.builder.prompt_format == "plain"
+  from helpsteer_jax.scaling.config import sized_config
+  assert sized_config("70b").feedback_model.prompt_format == "nemotron"

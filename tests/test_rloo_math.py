@@ -10,7 +10,7 @@ import pytest
 from helpsteer_jax.train.rloo_math import (
     apply_unfinished_rule, chunked_token_log_probs, copied, copy_rate, kl_penalized_rewards,
     kl_per_token, leave_one_out_advantages, masked_token_mean, policy_gradient_loss,
-    rloo_advantages, rule_advantages, sequence_kl, token_log_probs,
+    policy_gradient_terms, rloo_advantages, rule_advantages, sequence_kl, token_log_probs,
 )
 
 
@@ -196,3 +196,20 @@ def test_copy_rate():
   orig = jnp.array([[1, 2, 3, 7], [1, 2, 3, 0], [1, 2, 3, 0]])  # pad values differ in row 0
   orig_mask = jnp.array([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0]], bool)
   np.testing.assert_array_equal(copied(edit, edit_mask, orig, orig_mask), [True, False, False])
+
+
+def test_policy_gradient_terms_accumulate_exactly():
+  """The (sum, weight) the trainer's loss returns: micro-batch sums over their total weight are
+  the loss of the whole batch, whatever the micro-batches' token counts."""
+  rng = np.random.default_rng(0)
+  logp = jnp.asarray(-rng.random((4, 6)), jnp.float32)
+  adv = jnp.asarray([1.5, -0.5, 0.25, 2.0], jnp.float32)
+  mask = jnp.asarray(rng.random((4, 6)) < 0.6)
+  valid = jnp.asarray([True, True, False, True])
+  total, weight = policy_gradient_terms(logp, adv, mask, valid)
+  want = -sum(float(adv[i]) * float(logp[i, t]) for i in range(4) for t in range(6) if mask[i, t] and valid[i])
+  assert float(total) == pytest.approx(want, rel=1e-6)
+  assert float(weight) == float(jnp.sum(mask[jnp.asarray(valid)]))
+  halves = [policy_gradient_terms(logp[s], adv[s], mask[s], valid[s]) for s in (slice(0, 1), slice(1, 4))]
+  accumulated = sum(float(t) for t, _ in halves) / sum(float(w) for _, w in halves)
+  assert accumulated == pytest.approx(float(policy_gradient_loss(logp, adv, mask, valid)), rel=1e-6)

@@ -11,7 +11,7 @@ from helpsteer_jax.checkpoints.gguf import tokenizer_from_gguf
 from helpsteer_jax.checkpoints.tokenizers import (
     llama3_tokenizer_dir, load_llama3_tokenizer, load_tokenizer, stop_token_ids,
 )
-from helpsteer_jax.data.chat_templates import LLAMA3_CHAT_TEMPLATE
+from helpsteer_jax.checkpoints.chat_templates import LLAMA3_CHAT_TEMPLATE
 
 TEXTS = [
     "Hello world",

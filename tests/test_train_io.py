@@ -118,3 +118,33 @@ def test_start_errors_name_what_is_wrong(recorder):
   with pytest.raises(ValueError, match=r"outside \[0, 2\)"):
     distributed.initialize(distributed.DistributedSettings("explicit", "h:1", num_processes=2, process_id=2))
   assert calls == []
+
+
+def test_the_resolved_config_goes_to_tensorboard_as_hyperparameters(tmp_path):
+  from helpsteer_jax.train.run_record import flat_hparams
+
+  hparams = flat_hparams({"optim": {"learning_rate": 1e-5, "b1": 0.9}, "mesh": {"shape": [1, -1, 1]},
+                          "name": "x", "resume_from": None})
+  assert hparams == {"optim/learning_rate": 1e-5, "optim/b1": 0.9, "mesh/shape": "[1, -1, 1]",
+                     "name": "x", "resume_from": "null"}
+  writer = MetricsWriter(tmp_path, tensorboard=True)
+  writer.write_hparams(hparams, json.dumps({"name": "x"}))
+  writer.close()
+  events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+  assert b"hparams" in events and b"optim/learning_rate" in events
+
+
+def test_tokens_per_second_counts_real_tokens_from_the_masks():
+  from helpsteer_jax.train.task_base import TaskBase
+
+  task = TaskBase(None)
+  pairs = {"chosen_input_mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool),
+           "rejected_input_mask": np.array([[1, 0, 0, 0], [1, 1, 1, 1]], bool),
+           "label_magnitude": np.ones(2, np.float32)}
+  assert task.num_tokens(pairs) == 5 + 5
+  packed = {"input_ids": np.ones((2, 5), np.int32), "segment_ids": np.array([[1, 1, 2, 0, 0], [1, 1, 1, 1, 1]])}
+  assert task.num_tokens(packed) == 8
+  batch, extra, tokens = task.prepare_batch(packed, None, None, None, 0, to_global=lambda x: x)
+  assert batch is packed and extra == {} and tokens == 8 * jax.process_count()
+  with pytest.raises(KeyError, match="no mask to count tokens from"):
+    task.num_tokens({"input_ids": np.ones((1, 2))})

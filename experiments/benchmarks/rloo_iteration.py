@@ -82,7 +82,7 @@ def main() -> None:
   rows = []
   for i in range(args.iterations):
     started = time.perf_counter()
-    batch, metrics = task.prepare_batch(next(prompts), state, graphdef, rest, i,
+    batch, metrics, _ = task.prepare_batch(next(prompts), state, graphdef, rest, i,
                                         lambda x: to_global_batch(x, sharding))
     prepared = time.perf_counter()
     state, out = step(state, batch, jax.random.key(0))

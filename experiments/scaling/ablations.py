@@ -13,19 +13,32 @@ Variants:
 `feedbacks` counts effective feedbacks per draft (the search samples 2M, at most 64). The main
 table's bare Llama-3.3-70B-Instruct row is `variant=greedy,policy=llama3.3_instruct`; any variant
 takes `policy=llama3.3_instruct` to draft with that model instead of Llama-3.1-Nemotron-70B-Instruct.
+Sweep: `get_sweep(arg)` lists every variant (and the base row); launch/sweep.sh runs them.
 Argument keys: variant, size (70b | smollm2), policy (nemotron_instruct | llama3.3_instruct),
 drafts, feedbacks, prompts.
 """
 
-from helpsteer_jax.scaling.config import LLAMA3_70B_ROLES, parse_arg, role, sized_config
+from helpsteer_jax.config_args import parse_arg
+from helpsteer_jax.scaling.config import LLAMA3_70B_ROLES, role, sized_config
 
 VARIANTS = ("greedy", "best_of_n", "feedback_edit", "self_feedback_self_edit", "feedback_self_edit",
             "edit_without_feedback", "edit_without_rl")
 
 
+def get_sweep(arg=None) -> list[str]:
+  """The config argument of every variant, then the main table's bare base row
+  (`variant=greedy,policy=llama3.3_instruct`); `arg` fixes size, drafts, feedbacks and prompts."""
+  a = parse_arg(arg, size="70b", drafts="8", feedbacks="16", prompts="arena_hard")
+  base = ",".join(f"{k}={v}" for k, v in a.items())
+  out = [f"variant={v},{base}" for v in VARIANTS]
+  if a["size"] == "70b":
+    out.append(f"variant=greedy,policy=llama3.3_instruct,{base}")
+  return out
+
+
 def get_config(arg=None):
-  a = parse_arg(arg, {"variant": "feedback_edit", "size": "70b", "policy": "nemotron_instruct",
-                      "drafts": "8", "feedbacks": "16", "prompts": "arena_hard"})
+  a = parse_arg(arg, positional="variant", variant="feedback_edit", size="70b",
+                policy="nemotron_instruct", drafts="8", feedbacks="16", prompts="arena_hard")
   variant = a["variant"]
   if variant not in VARIANTS:
     raise ValueError(f"variant={variant!r}; expected one of {VARIANTS}")

@@ -11,21 +11,37 @@ Launch one grid point:
     python -m helpsteer_jax.scale --config=experiments/scaling/grid.py:policy=llama3.3_instruct
     # the same point at CPU scale, on the embedded model:
     python -m helpsteer_jax.scale --config=experiments/scaling/grid.py:size=smollm2,drafts=2,feedbacks=2
-Sweep: launch/local.sh or the cluster scripts over the `drafts`/`feedbacks`/`edits` values.
+Sweep: `get_sweep(arg)` lists every grid point (60), which launch/sweep.sh runs through any
+launcher, e.g. `launch/sweep.sh --dry-run local.sh scale --config=experiments/scaling/grid.py`.
 Argument keys: size (70b | smollm2), policy (nemotron_instruct | llama3.3_instruct), drafts,
 feedbacks, edits, prompts (arena_hard | mt_bench).
 """
 
-from helpsteer_jax.scaling.config import parse_arg, sized_config
+from helpsteer_jax.config_args import parse_arg
+from helpsteer_jax.scaling.config import sized_config
 
 DRAFTS = (1, 2, 4, 8)
 FEEDBACKS = (1, 2, 4, 8, 16)
 EDITS = (1, 2, 4)
 
 
+ARGUMENTS = dict(size="70b", policy="nemotron_instruct", drafts="8", feedbacks="16", edits="1",
+                 prompts="arena_hard")
+AXES = ("drafts", "feedbacks", "edits")
+
+
+def get_sweep(arg=None) -> list[str]:
+  """The config argument of every point of the paper's grid; `arg` fixes the other keys (size,
+  policy, prompts). The best point comes first."""
+  fixed = {k: v for k, v in parse_arg(arg, **ARGUMENTS).items() if k not in AXES}
+  base = ",".join(f"{k}={v}" for k, v in fixed.items())
+  points = [(d, f, e) for d in DRAFTS for f in FEEDBACKS for e in EDITS]
+  points.sort(key=lambda p: p != (8, 16, 1))
+  return [f"{base},drafts={d},feedbacks={f},edits={e}" for d, f, e in points]
+
+
 def get_config(arg=None):
-  a = parse_arg(arg, {"size": "70b", "policy": "nemotron_instruct", "drafts": "8", "feedbacks": "16",
-                      "edits": "1", "prompts": "arena_hard"})
+  a = parse_arg(arg, **ARGUMENTS)
   config = sized_config(a["size"], a["policy"])
   drafts, feedbacks, edits = int(a["drafts"]), int(a["feedbacks"]), int(a["edits"])
   if a["size"] == "70b" and (drafts not in DRAFTS or feedbacks not in FEEDBACKS or edits not in EDITS):

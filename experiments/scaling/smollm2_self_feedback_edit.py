@@ -5,15 +5,16 @@ Launch:
     python -m helpsteer_jax.scale --config=experiments/scaling/smollm2_self_feedback_edit.py
     python -m helpsteer_jax.scale --config=experiments/scaling/smollm2_self_feedback_edit.py:mt_bench \
         --config.prompts.limit=10
-Argument: prompt set, `arena_hard` (default) or `mt_bench`.
+Argument: prompt set, `arena_hard` (default) or `mt_bench` (also as `prompts=mt_bench`).
 """
 
+from helpsteer_jax.config_args import parse_arg
 from helpsteer_jax.scaling.config import default_config
 
 
 def get_config(arg=None):
   config = default_config()
-  config.prompts.source = arg or "arena_hard"
+  config.prompts.source = parse_arg(arg, positional="prompts", prompts="arena_hard")["prompts"]
   config.prompts.limit = 3
   config.search.num_drafts = 2
   # 2 feedbacks sampled per draft and every effective one kept (the default samples 2M): a short

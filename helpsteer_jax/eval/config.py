@@ -9,6 +9,7 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 from helpsteer_jax.eval.results import BENCHMARKS
+from helpsteer_jax.parallel.mesh_config import mesh_config
 
 JUDGE_KINDS = ("http", "generative", "reward_model")
 
@@ -82,7 +83,7 @@ def default_config(benchmark: str) -> ConfigDict:
       "difficulty_file": "",
   })
   config.questions_per_batch = 16  # answered / judged, then appended to disk
-  config.mesh = (1, 1, 1)  # (data, fsdp, tensor) for the local models; -1 = the rest of the devices
+  config.mesh = mesh_config((1, 1, 1))  # for the local models: shape (data, fsdp, tensor), rules
   config.distributed = ConfigDict({"mode": "auto"})
   config.output_dir = f"outputs/eval/{benchmark}/default"
   return config

@@ -13,24 +13,16 @@ import os
 
 from ml_collections import ConfigDict
 
+from helpsteer_jax.config_args import parse_arg
 from helpsteer_jax.eval.config import JUDGE_KINDS, default_config, tiny_overrides
 
 VARIANTS = ("tiny", "full")
-KEYS = ("variant", "model", "answers", "label", "judge")
 # The 70B policy of the paper setup (converted HF folder), used by the `full` variant.
 LLAMA3_70B_POLICY = "checkpoints/Llama-3.3-70B-Instruct"
 
 
 def parse(arg: str | None) -> dict[str, str]:
-  values = {"variant": "full", "model": "", "answers": "", "label": "", "judge": ""}
-  for i, part in enumerate(filter(None, (arg or "").split(","))):
-    key, sep, value = part.partition("=")
-    if not sep and i == 0:
-      key, value = "variant", part
-    elif not sep or key not in KEYS:
-      raise ValueError(f"config argument {part!r}: expected a variant {VARIANTS} first, then key=value "
-                       f"with key in {KEYS}")
-    values[key] = value
+  values = parse_arg(arg, positional="variant", variant="full", model="", answers="", label="", judge="")
   if values["variant"] not in VARIANTS:
     raise ValueError(f"variant={values['variant']!r}; expected one of {VARIANTS}")
   if values["judge"] and values["judge"] not in JUDGE_KINDS:
@@ -46,7 +38,7 @@ def build(benchmark: str, arg: str | None) -> ConfigDict:
   else:
     config.model.path = LLAMA3_70B_POLICY
     config.model.param_dtype = "bfloat16"
-    config.mesh = (1, 1, -1)  # tensor parallel over the host's devices
+    config.mesh.shape = (1, 1, -1)  # tensor parallel over the host's devices
     config.generation.batch_size = 64
   if a["model"]:
     config.model.path = a["model"]

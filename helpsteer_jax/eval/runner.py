@@ -29,6 +29,7 @@ from helpsteer_jax.eval.answers import (AnswerSet, generate_answers, make_genera
 from helpsteer_jax.eval.config import JUDGE_KINDS
 from helpsteer_jax.eval.jsonl_log import JsonlLog
 from helpsteer_jax.eval.results import ANSWERS_FILE, JUDGMENTS_FILE, make_result, write_result
+from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh_config
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 MT_BENCH_TABLE = "mt_bench_table.md"
@@ -40,9 +41,8 @@ class _Models:
   def __init__(self, config: ConfigDict):
     self._loaded: dict[tuple[str, str, str], Any] = {}
     self._sharding = None
-    if tuple(config.mesh) != (1, 1, 1):
-      import helpsteer_jax as hj
-      self._sharding = hj.ShardingContext(hj.make_mesh(tuple(config.mesh)))
+    if not is_one_device(config.mesh):
+      self._sharding = sharding_from_mesh_config(config.mesh)
 
   @staticmethod
   def resolve(path: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from helpsteer_jax.data.prompt_sources import locate
 from helpsteer_jax.data.text_files import read_text, text_lines
+from helpsteer_jax.eval.answer_rows import answer_text_from_row
 
 _ARENA = "https://raw.githubusercontent.com/lmarena/arena-hard-auto/main/data/arena-hard-v0.1"
 _FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
@@ -85,8 +86,6 @@ def arena_hard_questions(path: str = "", start: int = 0, limit: int = 0) -> list
 
 def arena_hard_baseline(name: str = "gpt-4-0314", path: str = "") -> dict[str, str]:
   """question id -> the baseline model's answer (arena-hard's model-answer layout)."""
-  from helpsteer_jax.eval.answers import answer_text_from_row
-
   default = (f"eval/arena-hard-v0.1/{name}.jsonl", f"{_ARENA}/model_answer/{name}.jsonl")
   file = _file(default, path)
   out = {}
@@ -113,8 +112,6 @@ def mt_bench_questions(path: str = "", start: int = 0, limit: int = 0) -> list[Q
 
 def mt_bench_references(path: str = "") -> dict[str, list[str]]:
   """question id -> the reference answer turns (graded against for math, reasoning, coding)."""
-  from helpsteer_jax.eval.answers import answer_text_from_row
-
   file = _file(MT_BENCH_REFERENCES, path)
   return {str(row["question_id"]): answer_text_from_row(row) for row in read_jsonl(file)}
 

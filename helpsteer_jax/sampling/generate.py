@@ -6,10 +6,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
 
-Conversation = Sequence[dict[str, str]]
 
 
 @dataclasses.dataclass(frozen=True)

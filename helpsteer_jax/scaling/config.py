@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict, config_dict
 
+from helpsteer_jax.parallel.mesh_config import mesh_config
+
 
 def stage(temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 256) -> ConfigDict:
   # top_k is unset by default; a typed placeholder (not a bare None) lets the command line set it
@@ -45,20 +47,9 @@ def default_config() -> ConfigDict:
       "seed": 0,
   })
   config.prompts_per_batch = 4
-  config.mesh = (1, 1, 1)  # (data, fsdp, tensor); -1 = the rest of the devices
+  config.mesh = mesh_config((1, 1, 1))  # shape (data, fsdp, tensor), -1 = the rest; rules
   config.output_dir = "outputs/scaling/default"
   return config
-
-
-def parse_arg(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
-  """`"drafts=8,feedbacks=16"` -> dict over `defaults`; unknown keys fail."""
-  values = dict(defaults)
-  for part in filter(None, (arg or "").split(",")):
-    key, sep, value = part.partition("=")
-    if not sep or key not in defaults:
-      raise ValueError(f"config argument {part!r}: expected key=value with key in {sorted(defaults)}")
-    values[key] = value
-  return values
 
 
 # The released models of the paper's system, by role, and the folders the 70B configs read them
@@ -95,7 +86,7 @@ def sized_config(size: str, policy: str = "nemotron_instruct") -> ConfigDict:
     config.selector.kind = "reward_model"
     config.selector.logit_index = config_dict.placeholder(int)
     config.selector.logit_index = 0  # Select stores its reward as the logit of token 0
-    config.mesh = (1, 1, -1)  # tensor parallel over all devices of the host (8 GPUs or TPU cores)
+    config.mesh.shape = (1, 1, -1)  # tensor parallel over all devices of the host (8 GPUs or TPU cores)
     config.search.batch_size = 64
     config.prompts.limit = 0  # all 500 Arena-Hard questions
     for name, tokens in (("draft", 2048), ("feedback", 512), ("edit", 2048)):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 
 from absl import app, flags
-from helpsteer_jax import entry_point
 from ml_collections import config_flags
+
+from helpsteer_jax import entry_point
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, tensorboard/.")

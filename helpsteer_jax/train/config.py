@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
+from helpsteer_jax.config_args import parse_arg
 from helpsteer_jax.data.pipeline import default_data_config
+from helpsteer_jax.parallel.mesh_config import mesh_config
 from helpsteer_jax.train.published_sizes import expected_train_examples
 
 SIZES = ("tiny", "smollm2", "8b", "70b")
@@ -61,7 +63,7 @@ def default_train_config() -> ConfigDict:
       # (logged; the damaged one is moved to <workdir>/corrupt_checkpoints), "none" fails.
       "resume_fallback": "previous",
       "export_dir": "",  # HF folder written at the end of training ('' = none)
-      "mesh": {"shape": (1, -1, 1), "rules": ()},
+      "mesh": mesh_config((1, -1, 1)),
       "distributed": {"mode": "auto", "coordinator_address": "", "num_processes": 0, "process_id": -1},
       "data": default_data_config(),
       "eval_data": eval_data_config(),  # held-out data: set eval_data.dataset (and path) to use it
@@ -161,8 +163,5 @@ def apply_size(config: ConfigDict, size: str, bundled_file: str = "") -> ConfigD
 
 
 def parse_size(arg: str | None, default: str = "tiny") -> str:
-  """`"tiny"`, `"size=70b"` or None -> the size name."""
-  arg = (arg or "").strip()
-  if arg.startswith("size="):
-    arg = arg[len("size="):]
-  return arg or default
+  """`"tiny"`, `"size=70b"` or None -> the size name (config_args.parse_arg's one key, `size`)."""
+  return parse_arg(arg, positional="size", size=default)["size"]

@@ -13,13 +13,14 @@ is loaded or compiled), training data and run length, model, train state, step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import pathlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional, Protocol
 
 import jax
@@ -33,10 +34,9 @@ from tqdm.auto import tqdm
 from helpsteer_jax.data.examples import DataError
 from helpsteer_jax.data.run_folder import claim_run_folder
 from helpsteer_jax.parallel import axes as ax
-from helpsteer_jax.parallel.mesh import make_mesh
+from helpsteer_jax.parallel.mesh_config import sharding_from_mesh_config
 from helpsteer_jax.parallel.partitioning import ShardingContext
-from helpsteer_jax.parallel.rules import DEFAULT_RULES
-from helpsteer_jax.train import run_length
+from helpsteer_jax.train import run_length, run_record
 from helpsteer_jax.train.batch_plan import BatchPlan, data_parallel_size, plan_batch
 from helpsteer_jax.train.best_checkpoint import BestCheckpoint, check_settings
 from helpsteer_jax.train.checkpointing import Checkpointer, find_checkpoint
@@ -63,7 +63,8 @@ class ResumableIterator(Protocol):
 
 
 class Task(Protocol):
-  """What a trainer (SFT, reward model, ...) provides to the shared loop."""
+  """What a trainer (SFT, reward model, RLOO) provides to the shared loop. `TaskBase` gives the
+  defaults of `train_data`, `eval_data`, `prepare_batch` and `num_tokens`."""
 
   def build_model(self, config: ml_collections.ConfigDict, sharding: ShardingContext) -> nnx.Module:
     """The model with `config.init_weights` loaded, or randomly initialised; already sharded."""
@@ -75,20 +76,24 @@ class Task(Protocol):
 
   def eval_data(self, process_index: int, process_count: int) -> Optional[Iterator[dict[str, np.ndarray]]]: ...
 
+  def prepare_batch(self, local: Any, state: TrainState, graphdef: Any, rest: Any, step: int,
+                    to_global: Callable[[dict[str, np.ndarray]], dict[str, jax.Array]]
+                    ) -> tuple[dict[str, jax.Array], dict[str, float], int]:
+    """(global batch, extra metrics, real tokens of the global batch) from what `train_data` gave
+    (RLOO samples its rollouts here)."""
+    ...
+
+  def num_tokens(self, batch: dict[str, np.ndarray]) -> int:
+    """Real (non-padding) tokens of a process-local batch, for tokens/s."""
+    ...
+
 
 # -- mesh and shardings -----------------------------------------------------------------------------
 
 def sharding_from_config(config: ml_collections.ConfigDict) -> ShardingContext:
   """(data, fsdp, tensor) mesh from `config.mesh.shape` (-1 = the rest), rules from
   `config.mesh.rules` (pairs overriding DEFAULT_RULES by logical name)."""
-  mesh_config = config.get("mesh", ml_collections.ConfigDict())
-  shape = tuple(mesh_config.get("shape", (1, -1, 1)))
-  rules = dict(DEFAULT_RULES)
-  for name, target in (mesh_config.get("rules", None) or ()):
-    if name not in rules:
-      raise KeyError(f"mesh.rules names unknown logical axis {name!r}; known: {sorted(rules)}")
-    rules[name] = tuple(target) if isinstance(target, list) else target
-  return ShardingContext(make_mesh(shape), tuple(rules.items()))
+  return sharding_from_mesh_config(config.get("mesh", None))
 
 
 def batch_sharding(sharding: ShardingContext, ndim: int) -> NamedSharding:
@@ -143,6 +148,7 @@ class TrainResult:
   preempted: bool = False
   total_steps: int = 0
   best_step: Optional[int] = None  # step of the kept best checkpoint (None: no evaluation kept one)
+  tokens: int = 0  # token positions of the batches trained by this invocation
 
   def model(self) -> nnx.Module:
     return nnx.merge(self.graphdef, self.state.params, self.rest)
@@ -184,6 +190,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
   logger.info("%s", batch_plan.describe())
   if is_main:
     workdir_path.mkdir(parents=True, exist_ok=True)
+    resolved = run_record.record_config(config, workdir_path)
 
   train_iter = task.train_data(jax.process_index(), jax.process_count())
   total_steps = run_length.total_steps(config, train_iter)
@@ -221,6 +228,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
 
   writer = MetricsWriter(workdir_path, enabled=is_main, tensorboard=config.get("tensorboard", True))
   writer.truncate_after(start_step)
+  if is_main:
+    writer.write_hparams(run_record.flat_hparams(resolved), json.dumps(resolved, indent=2, sort_keys=True))
 
   loss_fn = task.loss_fn()
   step_fn = make_train_step(graphdef, rest, loss_fn, optimizer, schedule, batch_plan.grad_accum_steps)
@@ -276,8 +285,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
   last: dict[str, float] = {}
   pending: Optional[tuple] = None  # metrics read one step late, so the host never stalls the device
   step = start_step
+  tokens_trained = 0
   preempted = False
-  prepare = getattr(task, "prepare_batch", None)
 
   def flush(pending_entry) -> dict[str, float]:
     done_step, device_metrics, started, num_tokens, extra = pending_entry
@@ -298,12 +307,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
         local = next(train_iter)
         started = time.perf_counter()
         extra: dict[str, float] = {}
-        if prepare is not None:  # e.g. RL rollouts from the current parameters
-          batch, extra = prepare(local, state, graphdef, rest, step, lambda x: to_global_batch(x, sharding))
-        else:
-          batch = to_global_batch(local, sharding)
-        first = next(iter(batch.values()))
-        num_tokens = int(np.prod(first.shape[:2]))
+        batch, extra, num_tokens = task.prepare_batch(
+            local, state, graphdef, rest, step, lambda x: to_global_batch(x, sharding))
+        tokens_trained += num_tokens
         state, metrics = jitted_step(state, batch, rng)
         step += 1
         if pending is not None:
@@ -339,4 +345,4 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
     preemption.restore()
   return TrainResult(state=state, graphdef=graphdef, rest=rest, step=step, last_metrics=last,
                      preempted=preempted, total_steps=total_steps,
-                     best_step=best.step if best is not None else None)
+                     best_step=best.step if best is not None else None, tokens=tokens_trained)

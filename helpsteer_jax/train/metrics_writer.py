@@ -61,6 +61,15 @@ class MetricsWriter:
         self._tb.add_scalar(f"{split}/{key}", float(value), int(step))
       self._tb.flush()
 
+  def write_hparams(self, hparams: dict[str, Any], config_json: str) -> None:
+    """The run's resolved settings for TensorBoard: the hyperparameters table and the full JSON."""
+    if self._tb is None:
+      return
+    self._tb.add_text("config", f"```\n{config_json}\n```", 0)
+    # name="." keeps the hyperparameters in this run's folder instead of a timestamped one.
+    self._tb.add_hparams(hparams, {}, name=".")
+    self._tb.flush()
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()

@@ -33,7 +33,7 @@ from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
 from helpsteer_jax.train.rloo_math import (
-    UNFINISHED_RULES, chunked_token_log_probs, copy_rate, kl_penalized_rewards, rule_advantages,
+    UNFINISHED_RULES, chunked_token_log_probs, copy_rate, policy_gradient_terms, rloo_advantages,
     sequence_kl,
 )
 from helpsteer_jax.train.step import Batch, LossOutput
@@ -82,8 +82,8 @@ def _kl_and_advantages(graphdef, params, reference, rest, ids, mask, target_mask
   logp = jnp.pad(next_token_log_probs(nnx.merge(graphdef, params, rest), ids, mask), ((0, 0), (0, 1)))
   ref_logp = jnp.pad(next_token_log_probs(nnx.merge(graphdef, reference, rest), ids, mask), ((0, 0), (0, 1)))
   seq_kl = sequence_kl(logp, ref_logp, target_mask, estimator)
-  rewards = kl_penalized_rewards(rm_scores, seq_kl, beta)
-  advantages, _, valid = rule_advantages(rewards.reshape(-1, k), finished.reshape(-1, k), rule, penalty)
+  advantages, _, valid = rloo_advantages(rm_scores.reshape(-1, k), seq_kl.reshape(-1, k),
+                                         finished.reshape(-1, k), beta, rule, penalty)
   return seq_kl, advantages.reshape(-1), valid.reshape(-1)
 
 
@@ -91,10 +91,9 @@ def rloo_step_loss(model: Llama, batch: Batch, rng: jax.Array) -> LossOutput:
   """batch: input_ids, input_mask, target_mask [B, L]; advantages [B]; valid [B]."""
   del rng
   logp = next_token_log_probs(model, batch["input_ids"], batch["input_mask"])
-  mask = batch["target_mask"][:, :-1].astype(jnp.float32) * batch["valid"].astype(jnp.float32)[:, None]
-  adv = jax.lax.stop_gradient(batch["advantages"].astype(jnp.float32))[:, None]
-  total = -jnp.sum(adv * logp * mask)
-  return LossOutput(total=total, weight=jnp.sum(mask))
+  total, weight = policy_gradient_terms(logp, batch["advantages"], batch["target_mask"][:, :-1],
+                                        batch["valid"])
+  return LossOutput(total=total, weight=weight)
 
 
 class RLOOTask(TaskBase):
@@ -188,7 +187,8 @@ class RLOOTask(TaskBase):
     fn = SYNTHETIC_REWARDS[self.rl.synthetic_reward]
     return np.asarray([fn(r, vocab_size) for r in responses], np.float32)
 
-  def prepare_batch(self, prompts, state, graphdef, rest, step: int, to_global) -> tuple[Batch, dict[str, float]]:
+  def prepare_batch(self, prompts, state, graphdef, rest, step: int,
+                    to_global) -> tuple[Batch, dict[str, float], int]:
     from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings
     from helpsteer_jax.sampling.sampler import keep_ends, sample_tokens
 
@@ -250,7 +250,7 @@ class RLOOTask(TaskBase):
         "finished_fraction": float(finished.mean()),
         "sample_s": sample_s, "score_s": score_s, "logprob_s": logprob_s,
     }
-    return batch, metrics
+    return batch, metrics, int(np.count_nonzero(mask))  # one process samples every rollout
 
   def export(self, model: nnx.Module, out_dir: str) -> None:
     from helpsteer_jax.checkpoints.pretrained import save_pretrained

@@ -197,24 +197,35 @@ def rloo_advantages(
   return jax.lax.stop_gradient(advantages), rewards, valid
 
 
-def policy_gradient_loss(
+def policy_gradient_terms(
     logp: jax.Array,  # [B, T] log pi of the sampled tokens
     advantages: jax.Array,  # [B]
     mask: jax.Array,  # [B, T] response tokens
     valid: Optional[jax.Array] = None,  # [B]; False drops a sample
-) -> jax.Array:
-  """-sum_{i,t} A_i log pi(y_i,t) m_i,t / sum_{i,t} m_i,t over the valid samples (scalar).
+) -> tuple[jax.Array, jax.Array]:
+  """(sum, weight): -sum_{i,t} A_i log pi(y_i,t) m_i,t and sum_{i,t} m_i,t over the valid samples.
 
-  The mean is over every response token of the batch (longer responses weigh more), and the
-  advantages are constants.
+  Kept apart so gradient accumulation divides the sums of all micro-batches by their total weight
+  (exactly the loss of the whole batch); the advantages are constants.
   """
   mask = mask.astype(jnp.float32)
   if valid is not None:
     mask = mask * valid.astype(jnp.float32)[:, None]
   adv = jax.lax.stop_gradient(advantages.astype(jnp.float32))[:, None]
   total = jnp.sum(jnp.where(mask > 0, adv * logp.astype(jnp.float32), 0.0) * mask)
-  count = jnp.sum(mask)
-  return jnp.where(count > 0, -total / jnp.where(count > 0, count, 1.0), 0.0)
+  return -total, jnp.sum(mask)
+
+
+def policy_gradient_loss(
+    logp: jax.Array,  # [B, T]
+    advantages: jax.Array,  # [B]
+    mask: jax.Array,  # [B, T]
+    valid: Optional[jax.Array] = None,  # [B]
+) -> jax.Array:
+  """-sum_{i,t} A_i log pi(y_i,t) m_i,t / sum_{i,t} m_i,t over the valid samples (scalar): the mean
+  is over every response token of the batch (longer responses weigh more)."""
+  total, count = policy_gradient_terms(logp, advantages, mask, valid)
+  return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------

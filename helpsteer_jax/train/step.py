@@ -58,7 +58,8 @@ def make_train_step(
     schedule: optax.Schedule,
     grad_accum_steps: int = 1,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-  """The pure step function (jit it with shardings and donation; see `loop.compile_step`).
+  """The pure step function (jit it with shardings and donation, as
+  `loop.train_and_evaluate` and the planner do).
 
   `rest` holds the model's non-trainable state (e.g. nothing for Llama; buffers otherwise); it is
   closed over, not updated.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import pathlib
 from typing import Optional
 
 import jax
@@ -90,11 +91,18 @@ def model_to_export(result, workdir: str, export_from: str) -> nnx.Module:
 def run_training(config: ml_collections.ConfigDict, workdir: str):
   from helpsteer_jax.train.loop import train_and_evaluate
 
+  from helpsteer_jax.train.run_record import summary_lines
+
   task = make_task(config)
   result = train_and_evaluate(config, workdir, task)
   export_dir = config.get("export_dir", "")
-  if export_dir and not result.preempted and result.step >= result.total_steps:
-    export_from = config.get("export_from", "latest")
+  export_from = config.get("export_from", "latest")
+  exported = export_dir and not result.preempted and result.step >= result.total_steps
+  if exported:
     task.export(model_to_export(result, workdir, export_from), export_dir)
     logger.info("exported the %s weights to %s", export_from, export_dir)
+  if jax.process_index() == 0:
+    print("\n".join(summary_lines(pathlib.Path(workdir).absolute(), result.step, result.total_steps,
+                                   result.tokens, result.preempted, result.best_step,
+                                   export_dir if exported else "", export_from)), flush=True)
   return result

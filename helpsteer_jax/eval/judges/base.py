@@ -6,8 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Optional, Protocol, Union, runtime_checkable
 
-Message = dict[str, str]
-Conversation = Sequence[Message]
+from helpsteer_jax.formats.messages import Conversation, Message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +56,3 @@ class ScoreJudge(Protocol):
 
 
 Judge = Union[ChatJudge, ScoreJudge]
-
-
-def is_chat_judge(judge: object) -> bool:
-  return callable(getattr(judge, "chat", None))

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from helpsteer_jax.eval.judges.base import ChatReply, ChatRequest, Conversation
+from helpsteer_jax.eval.judges.base import ChatReply, ChatRequest
+from helpsteer_jax.formats.messages import Conversation
 
 
 class GenerativeJudge:
