@@ -54,17 +54,10 @@ def annotate(model_path: str, input_path: str, output_path: str, batch_size: int
   from tqdm.auto import tqdm
 
   from helpsteer_jax.checkpoints.reward import load_reward_model, reward_labels
+  from helpsteer_jax.data.jsonl import read_jsonl_rows
   from helpsteer_jax.scaling.selectors import RewardModelSelector
 
-  from helpsteer_jax.data.text_files import text_lines
-
-  rows = []
-  for line_no, line in text_lines(input_path):
-    if line.strip():
-      try:
-        rows.append((f"{input_path}:{line_no}", json.loads(line)))
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{input_path}:{line_no}: not valid JSON ({e})") from None
+  rows = [(f"{input_path}:{line_no}", row) for line_no, row in read_jsonl_rows(input_path)]
   done = 0
   if os.path.exists(output_path):
     with open(output_path) as f:

@@ -7,7 +7,7 @@ import pytest
 
 from helpsteer_jax.eval import sources
 from helpsteer_jax.eval.answers import read_answers
-from helpsteer_jax.eval.jsonl_log import JsonlLog
+from helpsteer_jax.data.jsonl import JsonlAppender
 
 QUESTIONS = [sources.Question("q1", ("Say hi",)), sources.Question("q2", ("Say bye",))]
 
@@ -67,19 +67,19 @@ def test_scaling_output_folder_gives_answers_and_the_grid_point(tmp_path):
   assert got.scaling["roles"]["edit_model"] == "e"
 
 
-def test_jsonl_log_drops_a_partial_last_line(tmp_path):
+def test_jsonl_appender_drops_a_partial_last_line(tmp_path):
   path = tmp_path / "log.jsonl"
-  log = JsonlLog(str(path))
+  log = JsonlAppender(str(path))
   log.append([{"a": 1}, {"a": 2}])
   with open(path, "a") as f:
     f.write('{"a": 3, "trunc')  # a crash in the middle of a write
-  assert JsonlLog(str(path)).read() == [{"a": 1}, {"a": 2}]
-  JsonlLog(str(path)).append([{"a": 4}])
-  assert JsonlLog(str(path)).read() == [{"a": 1}, {"a": 2}, {"a": 4}]
+  assert JsonlAppender(str(path)).read() == [{"a": 1}, {"a": 2}]
+  JsonlAppender(str(path)).append([{"a": 4}])
+  assert JsonlAppender(str(path)).read() == [{"a": 1}, {"a": 2}, {"a": 4}]
   with open(path, "a") as f:
     f.write("not json\n{\"a\": 5}\n")
   with pytest.raises(ValueError, match="middle of the file"):
-    JsonlLog(str(path)).read()
+    JsonlAppender(str(path)).read()
 
 
 def test_a_missing_benchmark_file_is_named(monkeypatch, tmp_path):

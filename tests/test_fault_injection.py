@@ -320,7 +320,7 @@ def _readers():
   from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.data.sources import SourceSpec, read_rows
   from helpsteer_jax.eval.answers import read_answers
-  from helpsteer_jax.eval.jsonl_log import JsonlLog
+  from helpsteer_jax.data.jsonl import JsonlAppender
   from helpsteer_jax.eval.rescore import read_alpaca_annotations
   from helpsteer_jax.eval.results import read_result
   from helpsteer_jax.eval.sources import alpaca_eval_set, read_jsonl
@@ -334,7 +334,7 @@ def _readers():
       "prompts": ("prompts.jsonl", lambda p: load_prompts("jsonl", p)),
       "benchmark_jsonl": ("question.jsonl", read_jsonl),
       "alpaca_json": ("outputs.json", alpaca_eval_set),
-      "answers_log": ("answers.jsonl", lambda p: JsonlLog(p).read()),
+      "answers_log": ("answers.jsonl", lambda p: JsonlAppender(p).read()),
       "search_results": ("results.jsonl", lambda p: read_records(os.path.dirname(p))),
       "answers_json": ("answers.json", lambda p: read_answers(p, [])),
       "eval_result": ("eval_result.json", read_result),

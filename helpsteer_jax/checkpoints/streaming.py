@@ -26,6 +26,7 @@ from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
+from helpsteer_jax.parallel.tree_paths import path_key
 
 
 class TensorSource(Protocol):
@@ -43,16 +44,9 @@ class TensorSource(Protocol):
   # every shape before the load starts.
 
 
-def _key(entry: Any) -> Any:
-  for attr in ("key", "idx", "name"):
-    if hasattr(entry, attr):
-      return getattr(entry, attr)
-  return entry
-
-
 def variable_paths(state: nnx.State) -> dict[tuple, nnx.Variable]:
   leaves = jax.tree_util.tree_flatten_with_path(state, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
-  return {tuple(_key(k) for k in path): var for path, var in leaves}
+  return {path_key(path): var for path, var in leaves}
 
 
 def target_sharding(variable: nnx.Variable, sharding: Optional[ShardingContext], drop_leading: bool = False):
@@ -211,7 +205,7 @@ def build_model(
   if missing:  # a mapping table that does not cover the model is a bug, never a partial load
     raise CheckpointError(f"{what}: parameters left unloaded: {missing[:5]}")
   state = jax.tree_util.tree_map_with_path(
-      lambda p, v: v.replace(values[tuple(_key(k) for k in p)]),
+      lambda p, v: v.replace(values[path_key(p)]),
       abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable),
   )
   return nnx.merge(graphdef, state)

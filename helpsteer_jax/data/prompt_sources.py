@@ -8,13 +8,12 @@ public source into `~/.cache/helpsteer_jax`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import urllib.request
 from typing import Any, Optional
 
-from helpsteer_jax.data.text_files import text_lines
+from helpsteer_jax.data.jsonl import read_jsonl_rows
 from helpsteer_jax.formats.messages import Message
 
 _SOURCES = {
@@ -72,21 +71,6 @@ def locate(relative: str, url: Optional[str] = None) -> pathlib.Path:
   return target
 
 
-def _read_jsonl(path: pathlib.Path) -> list[tuple[int, dict[str, Any]]]:
-  rows = []
-  for line_no, line in text_lines(path):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
-    if not isinstance(row, dict):
-      raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-    rows.append((line_no, row))
-  return rows
-
-
 def _conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
   """A row's conversation: `messages`/`conversation`/`context` lists, or a `prompt`/`turns` string."""
   for key in ("messages", "conversation", "context"):
@@ -125,7 +109,7 @@ def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0) ->
   else:
     raise ValueError(f"unknown prompt source {source!r}; expected 'jsonl', 'arena_hard' or 'mt_bench'")
   items = []
-  for line_no, row in _read_jsonl(file):
+  for line_no, row in read_jsonl_rows(file):
     where = f"{file}:{line_no}"
     item_id = row.get("id", row.get("uid", row.get("question_id", f"line{line_no}")))
     items.append(PromptItem(str(item_id), _conversation(row, where)))

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 from helpsteer_jax.data.examples import BuildStats, DataError
+from helpsteer_jax.data.jsonl import parse_jsonl_line
 from helpsteer_jax.data.text_files import read_text, text_lines
 
 LOCAL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
@@ -104,16 +105,14 @@ def _read_jsonl(file: str, on_error: str, stats: BuildStats) -> Iterator[Row]:
   for line_no, line in text_lines(file):
     if not line.strip():
       continue
-    where = f"{file}:{line_no}"
     try:
-      data = json.loads(line)
-    except json.JSONDecodeError as e:
-      message = f"{where}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+      data = parse_jsonl_line(file, line_no, line, objects=False)  # rows' fields are checked later
+    except DataError as e:
       if on_error == "raise":
-        raise DataError(message) from None
-      stats.skip("bad_json", message)
+        raise
+      stats.skip("bad_json", str(e))
       continue
-    yield Row(where, data)
+    yield Row(f"{file}:{line_no}", data)
 
 
 def _read_json_array(file: str) -> Iterator[Row]:

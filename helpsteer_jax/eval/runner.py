@@ -23,11 +23,11 @@ from typing import Any, Optional
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
+from helpsteer_jax.data.jsonl import JsonlAppender
 from helpsteer_jax.eval import alpaca_difficulty, alpaca_eval, arena_hard, mt_bench, sources
 from helpsteer_jax.eval.answers import (AnswerSet, generate_answers, make_generate_fn, missing_answers,
                                         read_answers)
 from helpsteer_jax.eval.config import JUDGE_KINDS
-from helpsteer_jax.eval.jsonl_log import JsonlLog
 from helpsteer_jax.eval.results import ANSWERS_FILE, JUDGMENTS_FILE, make_result, write_result
 from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh_config
 
@@ -113,7 +113,7 @@ def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources
                        f"questions (first: {missing[:5]})")
     return answers
   name = model_name(config)
-  log = JsonlLog(os.path.join(workdir, ANSWERS_FILE))
+  log = JsonlAppender(os.path.join(workdir, ANSWERS_FILE))
   done = {str(r["question_id"]): r for r in log.read() if r.get("model") == name}
   todo = [q for q in questions if q.id not in done]
   logging.info("%d questions, %d already answered in %s", len(questions), len(questions) - len(todo), log.path)
@@ -202,7 +202,7 @@ class _LazyJudge:
       self._judge = build_judge(*self._args)
     return self._judge
 
-  def done(self, log: JsonlLog, model: str) -> list[dict[str, Any]]:
+  def done(self, log: JsonlAppender, model: str) -> list[dict[str, Any]]:
     """The judgments of `model` by this judge already in `log` (others' are left alone)."""
     rows = [r for r in log.read() if r.get("model") == model]
     mine = [r for r in rows if _record_judge(r) == self.name]
@@ -212,7 +212,7 @@ class _LazyJudge:
     return mine
 
 
-def _judge_in_batches(log: JsonlLog, todo: Sequence[Any], per_batch: int, judge_fn: Callable,
+def _judge_in_batches(log: JsonlAppender, todo: Sequence[Any], per_batch: int, judge_fn: Callable,
                       desc: str) -> list[dict[str, Any]]:
   out = []
   with tqdm(total=len(todo), desc=desc, unit="question") as bar:
@@ -229,7 +229,7 @@ def _judge_in_batches(log: JsonlLog, todo: Sequence[Any], per_batch: int, judge_
 
 
 def _arena_hard(config, workdir, questions, answers, baseline, baseline_name, judge):
-  log = JsonlLog(os.path.join(workdir, JUDGMENTS_FILE))
+  log = JsonlAppender(os.path.join(workdir, JUDGMENTS_FILE))
   done = judge.done(log, answers.model)
   done_ids = {str(r["question_id"]) for r in done}
   missing_base = [q.id for q in questions if q.id not in baseline]
@@ -263,7 +263,7 @@ def _arena_hard(config, workdir, questions, answers, baseline, baseline_name, ju
 
 
 def _mt_bench(config, workdir, questions, answers, judge):
-  log = JsonlLog(os.path.join(workdir, JUDGMENTS_FILE))
+  log = JsonlAppender(os.path.join(workdir, JUDGMENTS_FILE))
   done = judge.done(log, answers.model)
   turns_done: dict[str, set[int]] = {}
   for r in done:
@@ -303,7 +303,7 @@ def _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, j
   # The difficulty table first: a wrong local path fails before any judge call, and a missing
   # hub table warns once, here, for the whole run.
   table, table_note = alpaca_difficulty.resolve_difficulty_table(config.alpaca.difficulty_file)
-  log = JsonlLog(os.path.join(workdir, JUDGMENTS_FILE))
+  log = JsonlAppender(os.path.join(workdir, JUDGMENTS_FILE))
   done = judge.done(log, answers.model)
   done_ids = {str(r["question_id"]) for r in done}
   todo = [(q.id, q.turns[0], answers.turns[q.id][0], baseline[q.id]) for q in questions if q.id not in done_ids]

@@ -13,8 +13,9 @@ import json
 import pathlib
 from typing import Any
 
+from helpsteer_jax.data.jsonl import read_jsonl
 from helpsteer_jax.data.prompt_sources import locate
-from helpsteer_jax.data.text_files import read_text, text_lines
+from helpsteer_jax.data.text_files import read_text
 from helpsteer_jax.eval.answer_rows import answer_text_from_row
 
 _ARENA = "https://raw.githubusercontent.com/lmarena/arena-hard-auto/main/data/arena-hard-v0.1"
@@ -35,22 +36,6 @@ class Question:
   id: str
   turns: tuple[str, ...]  # user messages, one per turn
   category: str = ""
-
-
-def read_jsonl(path: pathlib.Path | str) -> list[dict[str, Any]]:
-  """Rows of a JSONL file; an error names the file and line of a bad row."""
-  rows = []
-  for line_no, line in text_lines(path):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
-    if not isinstance(row, dict):
-      raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-    rows.append(row)
-  return rows
 
 
 def _file(default: tuple[str, str], override: str) -> pathlib.Path:

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from helpsteer_jax.data.text_files import text_lines
+from helpsteer_jax.data.jsonl import JsonlAppender, read_jsonl
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
@@ -23,20 +23,7 @@ DISTILL = "distill.jsonl"
 
 def read_records(out_dir: str) -> list[dict[str, Any]]:
   path = os.path.join(out_dir, RESULTS)
-  if not os.path.isfile(path):
-    return []
-  records = []
-  lines = list(text_lines(path))
-  for i, (line_no, line) in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      # Only a crash in the middle of a write leaves a partial line; it is always the last one.
-      if i + 1 < len(lines):
-        raise ValueError(f"{path}:{line_no}: corrupt result line in the middle of the file") from None
-  return records
+  return read_jsonl(path, torn_tail_ok=True) if os.path.isfile(path) else []
 
 
 def unique_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -56,25 +43,13 @@ class ResultWriter:
     self.out_dir = out_dir
     os.makedirs(out_dir, exist_ok=True)
     self.path = os.path.join(out_dir, RESULTS)
-    self._drop_partial_last_line()
-
-  def _drop_partial_last_line(self) -> None:
-    if not os.path.isfile(self.path):
-      return
-    with open(self.path, "rb+") as f:
-      data = f.read()
-      if data and not data.endswith(b"\n"):
-        f.truncate(data.rfind(b"\n") + 1)
+    self._log = JsonlAppender(self.path)  # cuts off a line a crash left half-written
 
   def done_ids(self) -> set[str]:
     return {str(r["id"]) for r in read_records(self.out_dir)}
 
   def append(self, records: Iterable[dict[str, Any]]) -> None:
-    with open(self.path, "a", encoding="utf-8") as f:
-      for record in records:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    self._log.append(records)
 
   def finalize(self, run_info: dict[str, Any]) -> dict[str, Any]:
     records = unique_records(read_records(self.out_dir))

@@ -30,6 +30,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
+from helpsteer_jax.parallel.tree_paths import path_names
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +56,11 @@ def _what_failed(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def _key(entry: Any) -> str:
-  for attr in ("key", "idx", "name"):
-    if hasattr(entry, attr):
-      return str(getattr(entry, attr))
-  return str(entry)
-
-
 def to_nested_dict(tree: Any) -> dict:
   """Any pytree -> nested dict keyed by the path components (what Orbax stores portably)."""
   out: dict = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    keys = [_key(k) for k in path] or ["value"]
+    keys = list(path_names(path)) or ["value"]
     node = out
     for k in keys[:-1]:
       node = node.setdefault(k, {})
@@ -80,7 +74,7 @@ def from_nested_dict(template: Any, nested: dict) -> Any:
   leaves = []
   for path, _ in paths:
     node = nested
-    for k in [_key(k) for k in path] or ["value"]:
+    for k in list(path_names(path)) or ["value"]:
       node = node[k]
     leaves.append(node)
   return jax.tree_util.tree_unflatten(treedef, leaves)

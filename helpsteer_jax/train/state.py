@@ -16,6 +16,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from helpsteer_jax.parallel.partitioning import ShardingContext, state_shardings
+from helpsteer_jax.parallel.tree_paths import path_names
 
 
 @flax.struct.dataclass
@@ -29,10 +30,6 @@ def init_state(params: nnx.State, optimizer: optax.GradientTransformation) -> Tr
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
-def _path_key(path) -> tuple:
-  return tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-
-
 def train_state_shardings(
     abstract_params: nnx.State, optimizer: optax.GradientTransformation, sharding: ShardingContext
 ) -> TrainState:
@@ -44,15 +41,15 @@ def train_state_shardings(
   param_shardings = state_shardings(abstract_params, sharding)
   by_path: dict[tuple, tuple[tuple, Any]] = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
-    by_path[_path_key(path)] = leaf.shape
+    by_path[path_names(path)] = leaf.shape
   flat_shardings = {
-      _path_key(path): s for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]
+      path_names(path): s for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]
   }
   replicated = NamedSharding(sharding.mesh, PartitionSpec())
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
 
   def for_opt_leaf(path, leaf):
-    key = _path_key(path)
+    key = path_names(path)
     for start in range(len(key)):
       suffix = key[start:]
       if suffix in by_path and tuple(by_path[suffix]) == tuple(leaf.shape):

@@ -14,7 +14,7 @@ import json
 import threading
 from typing import Optional
 
-from helpsteer_jax.eval.jsonl_log import JsonlLog
+from helpsteer_jax.data.jsonl import JsonlAppender
 from helpsteer_jax.eval.judges.base import ChatReply, ChatRequest
 
 
@@ -34,7 +34,7 @@ class JudgeCache:
   """Reply cache backed by a JSONL file; the file is read once, then appended to."""
 
   def __init__(self, path: str):
-    self._log = JsonlLog(path)
+    self._log = JsonlAppender(path)
     self.path = self._log.path
     self._lock = threading.Lock()
     self._entries: dict[str, ChatReply] = {}

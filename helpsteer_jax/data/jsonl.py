@@ -1,0 +1,90 @@
+"""JSON-lines files, read and appended the one way the package does it.
+
+- `read_jsonl_rows(path)`: (line number, row) for each non-blank line; a bad line raises
+  `DataError` naming the file and line (and, through `text_files`, the byte offset of a non-UTF-8
+  byte). With `torn_tail_ok`, a last line cut short by a crash mid-write is dropped instead.
+- `JsonlAppender(path)`: an append-only log (search results, answers, judgments, the judge
+  cache). Every append is flushed and fsynced, so a crash loses at most the line being written;
+  that line is always the last and is cut off when the file is reopened, and a rerun redoes only
+  that item. Safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from helpsteer_jax.data.examples import DataError
+from helpsteer_jax.data.text_files import text_lines
+
+
+def parse_jsonl_line(path: str | os.PathLike, line_no: int, line: str, objects: bool = True) -> Any:
+  """One line as JSON (an object when `objects`), or a `DataError` naming `path:line_no`."""
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); expected one "
+                    "JSON object per line") from None
+  if objects and not isinstance(row, dict):
+    raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+  return row
+
+
+def read_jsonl_rows(path: str | os.PathLike, *, objects: bool = True,
+                    torn_tail_ok: bool = False) -> list[tuple[int, Any]]:
+  """(1-based line number, row) of every non-blank line of `path`."""
+  lines = [(n, line) for n, line in text_lines(path) if line.strip()]
+  rows = []
+  for i, (line_no, line) in enumerate(lines):
+    try:
+      rows.append((line_no, parse_jsonl_line(path, line_no, line, objects)))
+    except DataError:
+      if torn_tail_ok and i + 1 == len(lines) and not line.endswith("\n"):
+        break  # the line a crash cut short: the item is redone
+      if torn_tail_ok:
+        raise DataError(f"{path}:{line_no}: corrupt line in the middle of the file (only the last "
+                        "line can be cut short by a crash)") from None
+      raise
+  return rows
+
+
+def read_jsonl(path: str | os.PathLike, **kwargs: Any) -> list[Any]:
+  """The rows of `read_jsonl_rows`, without their line numbers."""
+  return [row for _, row in read_jsonl_rows(path, **kwargs)]
+
+
+class JsonlAppender:
+  """One JSONL file written by appending (see the module docstring)."""
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = os.fspath(path)
+    parent = os.path.dirname(self.path)
+    if parent:
+      os.makedirs(parent, exist_ok=True)
+    self._lock = threading.Lock()
+    self._drop_partial_last_line()
+
+  def _drop_partial_last_line(self) -> None:
+    if not os.path.isfile(self.path):
+      return
+    with open(self.path, "rb+") as f:
+      data = f.read()
+      if data and not data.endswith(b"\n"):
+        f.truncate(data.rfind(b"\n") + 1)
+
+  def read(self) -> list[dict[str, Any]]:
+    if not os.path.isfile(self.path):
+      return []
+    return read_jsonl(self.path, torn_tail_ok=True)
+
+  def append(self, rows: Iterable[dict[str, Any]]) -> None:
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if not lines:
+      return
+    with self._lock, open(self.path, "a", encoding="utf-8") as f:
+      f.write(lines)
+      f.flush()
+      os.fsync(f.fileno())
