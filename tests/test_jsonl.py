@@ -16,7 +16,7 @@ def test_rows_with_line_numbers_and_named_errors(tmp_path):
     read_jsonl(path)
   assert read_jsonl(path, objects=False) == [{"a": 1}, [1, 2]]
   path.write_text('{"a": 1}\n{"a": \n')
-  with pytest.raises(DataError, match=r"rows.jsonl:2: not valid JSON \(Expecting value at column 6\)"):
+  with pytest.raises(DataError, match=r"rows.jsonl:2: not valid JSON \(Expecting value"):
     read_jsonl(path)
 
 
