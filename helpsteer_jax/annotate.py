@@ -53,7 +53,8 @@ def annotate(model_path: str, input_path: str, output_path: str, batch_size: int
   """Scores every row not yet in `output_path`; returns how many rows were written."""
   from tqdm.auto import tqdm
 
-  from helpsteer_jax.checkpoints.reward import load_reward_model, reward_labels
+  from helpsteer_jax.checkpoints.model_pool import ModelPool
+  from helpsteer_jax.checkpoints.reward import reward_labels
   from helpsteer_jax.data.jsonl import read_jsonl_rows
   from helpsteer_jax.scaling.selectors import RewardModelSelector
 
@@ -65,9 +66,7 @@ def annotate(model_path: str, input_path: str, output_path: str, batch_size: int
   todo = rows[done:]
   if not todo:
     return 0
-  model, tokenizer = load_reward_model(model_path)
-  if tokenizer is None:
-    raise FileNotFoundError(f"{model_path} has no tokenizer files")
+  model, tokenizer = ModelPool().reward_model(model_path)
   names = reward_labels(model_path)
   scorer = RewardModelSelector(model, tokenizer, batch_size=batch_size, weights=[1.0] * model.num_outputs)
   written = 0

@@ -28,13 +28,14 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 def main(argv):
   del argv
   import helpsteer_jax as hj
-  from helpsteer_jax.checkpoints.embedded import embedded_model_path
+  from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 
-  path = _MODEL.value or embedded_model_path()
+  path = resolve_path(_MODEL.value)
   start = time.perf_counter()
-  model, tokenizer = hj.load_pretrained(path)
-  if tokenizer is None:
-    raise app.UsageError(f"{path} has no tokenizer files; chat needs a tokenizer")
+  try:
+    model, tokenizer = ModelPool().causal_lm(path)
+  except ValueError as e:  # e.g. a folder without tokenizer files
+    raise app.UsageError(str(e)) from None
   print(f"loaded {path} in {time.perf_counter() - start:.1f}s")
   conversations = []
   for prompt in _PROMPTS.value:

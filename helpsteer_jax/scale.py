@@ -18,6 +18,7 @@ from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
 from helpsteer_jax import entry_point
+from helpsteer_jax.checkpoints.model_pool import ModelPool
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
@@ -30,48 +31,6 @@ def search_settings(cfg: ConfigDict):
   s = cfg.to_dict()
   stages = {name: StageSampling(**s.pop(name)) for name in ("draft", "feedback", "edit")}
   return SearchSettings(**s, **stages)
-
-
-class ModelPool:
-  """Loads each checkpoint once, whatever number of roles it plays."""
-
-  def __init__(self, config: ConfigDict):
-    import helpsteer_jax as hj
-
-    self._hj = hj
-    self._config = config
-    self._models: dict[tuple, Any] = {}
-    self.sharding = None
-    from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh_config
-
-    if not is_one_device(config.mesh):
-      self.sharding = sharding_from_mesh_config(config.mesh)
-
-  def _path(self, path: str) -> str:
-    if path:
-      return path
-    from helpsteer_jax.checkpoints.embedded import embedded_model_path
-    return embedded_model_path()
-
-  def causal_lm(self, path: str, param_dtype: str):
-    key = ("lm", self._path(path), param_dtype)
-    if key not in self._models:
-      overrides = {} if not param_dtype else {"param_dtype": param_dtype, "dtype": param_dtype}
-      self._models[key] = self._hj.load_pretrained(key[1], sharding=self.sharding, **overrides)
-      if self._models[key][1] is None:
-        raise ValueError(f"{key[1]} has no tokenizer files; every role needs a tokenizer")
-    return self._models[key]
-
-  def reward_model(self, path: str, param_dtype: str, logit_index=None):
-    """A reward model folder; `logit_index` for one stored as a causal LM (NVIDIA's Select: 0)."""
-    from helpsteer_jax.checkpoints.reward import load_reward_model
-
-    key = ("rm", path, param_dtype, logit_index)
-    if key not in self._models:
-      overrides = {} if not param_dtype else {"param_dtype": param_dtype, "dtype": param_dtype}
-      self._models[key] = load_reward_model(path, logit_index=logit_index, sharding=self.sharding,
-                                            **overrides)
-    return self._models[key]
 
 
 def build_search(config: ConfigDict, pool: ModelPool):
@@ -161,7 +120,7 @@ def _run_search(config: ConfigDict) -> dict[str, Any]:
   done = writer.done_ids()
   todo = [item for item in items if item.id not in done]
   logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), config.output_dir)
-  search = build_search(config, ModelPool(config))
+  search = build_search(config, ModelPool(config.mesh))
   check_requests(todo, search)
 
   start = time.perf_counter()

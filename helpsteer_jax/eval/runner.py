@@ -23,55 +23,16 @@ from typing import Any, Optional
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
+from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 from helpsteer_jax.data.jsonl import JsonlAppender
 from helpsteer_jax.eval import alpaca_difficulty, alpaca_eval, arena_hard, mt_bench, sources
 from helpsteer_jax.eval.answers import (AnswerSet, generate_answers, make_generate_fn, missing_answers,
                                         read_answers)
 from helpsteer_jax.eval.config import JUDGE_KINDS
 from helpsteer_jax.eval.results import ANSWERS_FILE, JUDGMENTS_FILE, make_result, write_result
-from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh_config
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 MT_BENCH_TABLE = "mt_bench_table.md"
-
-
-class _Models:
-  """Loads each (path, dtype) once: the answer model and a local judge may be the same model."""
-
-  def __init__(self, config: ConfigDict):
-    self._loaded: dict[tuple[str, str, str], Any] = {}
-    self._sharding = None
-    if not is_one_device(config.mesh):
-      self._sharding = sharding_from_mesh_config(config.mesh)
-
-  @staticmethod
-  def resolve(path: str) -> str:
-    if path:
-      return path
-    from helpsteer_jax.checkpoints.embedded import embedded_model_path
-    return embedded_model_path()
-
-  def causal_lm(self, path: str, param_dtype: str):
-    key = ("lm", self.resolve(path), param_dtype)
-    if key not in self._loaded:
-      from helpsteer_jax.checkpoints.pretrained import load_pretrained
-      overrides = {"param_dtype": param_dtype, "dtype": param_dtype} if param_dtype else {}
-      model, tokenizer = load_pretrained(key[1], sharding=self._sharding, **overrides)
-      if tokenizer is None:
-        raise ValueError(f"{key[1]} has no tokenizer files; answering and judging need one")
-      self._loaded[key] = (model, tokenizer)
-    return self._loaded[key]
-
-  def reward_model(self, path: str, param_dtype: str):
-    key = ("rm", path, param_dtype)
-    if key not in self._loaded:
-      from helpsteer_jax.checkpoints.reward import load_reward_model
-      overrides = {"param_dtype": param_dtype, "dtype": param_dtype} if param_dtype else {}
-      model, tokenizer = load_reward_model(path, sharding=self._sharding, **overrides)
-      if tokenizer is None:
-        raise ValueError(f"{path} has no tokenizer files; the reward model needs one")
-      self._loaded[key] = (model, tokenizer)
-    return self._loaded[key]
 
 
 def _is_writer() -> bool:
@@ -103,7 +64,7 @@ def load_questions(config: ConfigDict) -> tuple[list[sources.Question], dict[str
 
 
 def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources.Question],
-                   models: _Models) -> AnswerSet:
+                   models: ModelPool) -> AnswerSet:
   turns_needed = 2 if config.benchmark == "mt_bench" else 1
   if config.model.answers:
     answers = read_answers(config.model.answers, questions, config.model.name)
@@ -142,7 +103,7 @@ def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources
 # -- judges -------------------------------------------------------------------------------------
 
 
-def build_judge(config: ConfigDict, workdir: str, models: _Models):
+def build_judge(config: ConfigDict, workdir: str, models: ModelPool):
   j = config.judge
   if j.kind not in JUDGE_KINDS:
     raise ValueError(f"judge.kind={j.kind!r}; expected one of {JUDGE_KINDS}")
@@ -171,16 +132,16 @@ def _stem(path: str) -> str:
   return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
-def judge_name(config: ConfigDict, models: _Models) -> str:
+def judge_name(config: ConfigDict, models: ModelPool) -> str:
   """The name the configured judge records in its judgments (known without loading a model)."""
   j = config.judge
   if j.kind == "http":
     return j.model
   if j.kind == "generative":
-    return "local:" + _stem(models.resolve(j.path or config.model.path))
+    return "local:" + _stem(resolve_path(j.path or config.model.path))
   if j.path:
     return "rm:" + _stem(j.path)
-  return "digit:" + _stem(models.resolve(config.model.path))
+  return "digit:" + _stem(resolve_path(config.model.path))
 
 
 def _record_judge(record: dict[str, Any]) -> str:
@@ -191,7 +152,7 @@ def _record_judge(record: dict[str, Any]) -> str:
 class _LazyJudge:
   """Builds the judge on first use: a resumed run with every judgment on disk loads no model."""
 
-  def __init__(self, config: ConfigDict, workdir: str, models: _Models):
+  def __init__(self, config: ConfigDict, workdir: str, models: ModelPool):
     self._args = (config, workdir, models)
     self._judge = None
     self.is_chat = config.judge.kind != "reward_model"
@@ -341,7 +302,7 @@ def _run_evaluation(config: ConfigDict, workdir: str) -> dict[str, Any]:
   questions, baseline, baseline_name = load_questions(config)
   if not questions:
     raise ValueError("no questions selected (check questions.start and questions.limit)")
-  models = _Models(config)
+  models = ModelPool(config.mesh)
   answers = obtain_answers(config, workdir, questions, models)
   if config.judge.kind == "http" and not _is_writer():
     # An API judge needs no collective work: process 0 alone judges, scores and writes.
