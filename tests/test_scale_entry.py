@@ -79,11 +79,13 @@ def test_a_failure_mid_run_keeps_finished_prompts(model_dir, tmp_path, monkeypat
   real_run = FeedbackEditSearch.run
   calls = {"n": 0}
 
-  def failing_run(self, items):
-    calls["n"] += 1
-    if calls["n"] == 2:
-      raise RuntimeError("device lost")
-    return real_run(self, items)
+  def failing_run(self, items, on_record=None, **kwargs):
+    def record(rec):  # the device is lost after two prompts are complete
+      if calls["n"] == 2:
+        raise RuntimeError("device lost")
+      calls["n"] += 1
+      on_record(rec)
+    return real_run(self, items, on_record=record, **kwargs)
 
   monkeypatch.setattr(FeedbackEditSearch, "run", failing_run)
   with pytest.raises(RuntimeError, match="2 finished prompts are kept"):

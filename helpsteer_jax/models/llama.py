@@ -17,7 +17,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from helpsteer_jax.models.config import LlamaConfig
+from helpsteer_jax.models.decode_attention import num_blocks, ragged_decode_attention
 from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
     Attention, RMSNorm, SwiGLU, apply_rope, contract_last, grouped_query_attention, make_param,
     rope_inverse_frequencies,
@@ -71,6 +73,27 @@ class DecoderBlock(nnx.Module):
     # The chunk's own mask never lets a query see a later key (`hidden_states` ANDs it with causal).
     attended = grouped_query_attention(q, segments, causal=True)
     x = x + self.attn.project_out(attended)
+    x = constrain(x, _HIDDEN_AXES, sharding)
+    x = x + self.mlp(self.post_attention_norm(x))
+    return constrain(x, _HIDDEN_AXES, sharding), (k, v)
+
+  def decode(
+      self,
+      x: jax.Array,  # [B, 1, D]
+      positions: jax.Array,  # [B, 1]
+      inv_freq: jax.Array,
+      sharding: Optional[ShardingContext],
+      slots: tuple,  # (cache_k, cache_v [L, B, K, S, H], layer index, lengths [B], blocks, block)
+  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """One token per slot against a `SlotCache`: the block output [B, 1, D] and the token's keys
+    and values [B, K, H]."""
+    cache_k, cache_v, layer, lengths, blocks, block = slots
+    q, k, v = self.attn.project_qkv(self.input_norm(x))
+    q = apply_rope(q, positions, inv_freq)[:, 0]  # [B, N, H]
+    k = apply_rope(k, positions, inv_freq)[:, 0]  # [B, K, H]
+    v = v[:, 0]
+    attended = ragged_decode_attention(q, k, v, cache_k, cache_v, layer, lengths, blocks, block)
+    x = x + self.attn.project_out(attended[:, None])
     x = constrain(x, _HIDDEN_AXES, sharding)
     x = x + self.mlp(self.post_attention_norm(x))
     return constrain(x, _HIDDEN_AXES, sharding), (k, v)
@@ -192,6 +215,47 @@ class Llama(nnx.Module):
           index=cache.index + t,
       )
     return x, new_cache
+
+  def decode_slots(
+      self,
+      tokens: jax.Array,  # [B] int32: each slot's last token
+      cache: SlotCache,
+      active: jax.Array,  # [B] bool: slots that decode (the others' outputs are discarded)
+      block: int = 128,
+  ) -> tuple[jax.Array, SlotCache]:
+    """One decode step of every slot, each at its own position: fp32 logits [B, V] and the cache
+    with the tokens appended to the active slots. Attention reads the cache in `block`-position
+    blocks up to the longest active slot (models/decode_attention.py)."""
+    config = self.config
+    positions = cache.lengths[:, None]
+    blocks = num_blocks(cache.lengths, active, block)
+    inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    x = jnp.take(self.embed[...], tokens[:, None], axis=0).astype(config.compute_dtype)
+    x = constrain(x, _HIDDEN_AXES, self.sharding)
+
+    def run(graphdef, state, x, layer):
+      block_module = nnx.merge(graphdef, state)
+      slots = (cache.k, cache.v, layer, cache.lengths, blocks, block)
+      return block_module.decode(x, positions, inv_freq, self.sharding, slots)
+
+    if config.scan_layers:
+      graphdef, stacked = nnx.split(self.layers)
+      # The whole cache is a loop-invariant operand: each layer slices only the blocks it reads.
+      def body(x, layer_in):
+        state, layer = layer_in
+        return run(graphdef, state, x, layer)
+
+      x, (new_k, new_v) = jax.lax.scan(body, x, (stacked, jnp.arange(config.num_layers)))
+    else:
+      chunks = []
+      for i, layer_module in enumerate(self.layers):
+        graphdef, state = nnx.split(layer_module)
+        x, kv = run(graphdef, state, x, i)
+        chunks.append(kv)
+      new_k = jnp.stack([k for k, _ in chunks])
+      new_v = jnp.stack([v for _, v in chunks])
+    logits = self.logits(self.final_norm(x))[:, 0]
+    return logits, cache.append(new_k, new_v, active)
 
   # -- layer stacks -----------------------------------------------------------------------------
 

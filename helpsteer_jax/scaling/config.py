@@ -42,6 +42,7 @@ def default_config() -> ConfigDict:
       "batch_size": 16,
       "seed": 0,
   })
+  # Prompts admitted to the search together at least; more enter while the engine has free slots.
   config.prompts_per_batch = 4
   config.mesh = (1, 1, 1)  # (data, fsdp, tensor); -1 = the rest of the devices
   config.output_dir = "outputs/scaling/default"
