@@ -171,7 +171,8 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
     try:
       # Prompts enter the search's engine as it has room; each record is written (in prompt
       # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
-      search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch)
+      search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
+                 max_in_flight=config.prompts_in_flight)
     except Exception as e:
       finished = done_before + written[0]
       raise RuntimeError(

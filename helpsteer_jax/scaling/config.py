@@ -44,6 +44,7 @@ def default_config() -> ConfigDict:
   })
   # Prompts admitted to the search together at least; more enter while the engine has free slots.
   config.prompts_per_batch = 4
+  config.prompts_in_flight = 0  # at most this many prompts at a time; 0 = as the engine has room
   config.mesh = (1, 1, 1)  # (data, fsdp, tensor); -1 = the rest of the devices
   config.output_dir = "outputs/scaling/default"
   return config

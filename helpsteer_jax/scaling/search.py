@@ -160,10 +160,11 @@ class FeedbackEditSearch:
 
   def run(self, items: Sequence[PromptItem],
           on_record: Optional[Callable[[dict[str, Any]], None]] = None,
-          min_in_flight: int = 1) -> list[dict[str, Any]]:
+          min_in_flight: int = 1, max_in_flight: int = 0) -> list[dict[str, Any]]:
     """Records in the order of `items`. `on_record` receives each record, also in that order, as
     soon as it and every earlier one are complete; at least `min_in_flight` prompts are admitted
-    at a time, and more while the policy's engine has free slots."""
+    at a time, and more while the policy's engine has free slots, up to `max_in_flight` (0: no
+    cap)."""
     if not items:
       return []
     records: list[Optional[dict[str, Any]]] = [None] * len(items)
@@ -183,7 +184,7 @@ class FeedbackEditSearch:
         emitted += 1
 
     while admitted < len(items) or any(e.busy for e in self._engines.values()):
-      while admitted < len(items) and (
+      while admitted < len(items) and (not max_in_flight or open_prompts < max_in_flight) and (
           open_prompts < min_in_flight
           or policy_engine.queued_samples < policy_engine.free_slots):
         records[admitted] = self._start(admitted, items[admitted], finished)
