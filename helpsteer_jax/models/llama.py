@@ -16,6 +16,7 @@ from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 from flax import nnx
 
+from helpsteer_jax.models.attention_kernels import kernel_attention, resolve as resolve_attention
 from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.models.decode_attention import num_blocks, ragged_decode_attention
 from helpsteer_jax.models.kv_cache import KVCache
@@ -58,6 +59,7 @@ class DecoderBlock(nnx.Module):
       inv_freq: jax.Array,  # [H/2]
       sharding: Optional[ShardingContext],
       cache_kv: Optional[tuple[jax.Array, jax.Array]] = None,  # this layer's cache k, v [B, K, S, H]
+      kernel: Optional[tuple[str, jax.Array]] = None,  # (attention kernel, key lengths [B])
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Returns the block output [B, T, D] and the chunk's keys/values [B, K, T, H]."""
     q, k, v = self.attn.project_qkv(self.input_norm(x))
@@ -71,7 +73,10 @@ class DecoderBlock(nnx.Module):
       cache_k, cache_v = cache_kv
       segments.insert(0, (cache_k.astype(q.dtype), cache_v.astype(q.dtype), masks[1]))
     # The chunk's own mask never lets a query see a later key (`hidden_states` ANDs it with causal).
-    attended = grouped_query_attention(q, segments, causal=True)
+    if kernel is not None and len(segments) == 1:
+      attended = kernel_attention(q, k, v, kernel[1], kernel[0])
+    else:
+      attended = grouped_query_attention(q, segments, causal=True)
     x = x + self.attn.project_out(attended)
     x = constrain(x, _HIDDEN_AXES, sharding)
     x = x + self.mlp(self.post_attention_norm(x))
@@ -169,14 +174,19 @@ class Llama(nnx.Module):
       input_mask: Optional[jax.Array] = None,
       cache: Optional[KVCache] = None,
       cache_is_empty: bool = False,
+      key_lengths: Optional[jax.Array] = None,
   ) -> tuple[jax.Array, Optional[KVCache]]:
     """Final-norm hidden states [B, T, D] (what the reward heads read) and the updated cache.
 
     `cache_is_empty=True` (static) declares a fresh cache, as in a prefill: attention then skips
     the cache entirely instead of attending over (and constant-folding) its zeros.
+    `key_lengths` [B] declares `input_mask` a right-padding mask (position < length), which lets
+    an accelerator kernel (`config.attention_impl`, attention_kernels.py) run the attention.
     """
     config = self.config
     b, t = input_ids.shape
+    if key_lengths is None and input_mask is None and segment_ids is None:
+      key_lengths = jnp.full((b,), t, jnp.int32)  # no padding: every key is real
     if input_mask is None:
       input_mask = jnp.ones((b, t), bool) if segment_ids is None else segment_ids != 0
     input_mask = input_mask.astype(bool)
@@ -197,14 +207,20 @@ class Llama(nnx.Module):
         masks += (jnp.broadcast_to(cache.valid[:, None, :], (b, t, cache.max_length)),)
       new_valid = jax.lax.dynamic_update_slice(cache.valid, input_mask, (0, cache.index))
 
+    kernel = None
+    impl = resolve_attention(config.attention_impl)
+    # A kernel takes the chunk's own causal attention under a right-padding mask; packed segments,
+    # other masks and attention over a filled cache stay on the XLA path.
+    if impl != "xla" and len(masks) == 1 and segment_ids is None and key_lengths is not None:
+      kernel = (impl, key_lengths.astype(jnp.int32))
     inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     x = jnp.take(self.embed[...], input_ids, axis=0).astype(config.compute_dtype)
     x = constrain(x, _HIDDEN_AXES, self.sharding)
 
     if config.scan_layers:
-      x, new_k, new_v = self._scan_layers(x, positions, masks, inv_freq, cache)
+      x, new_k, new_v = self._scan_layers(x, positions, masks, inv_freq, cache, kernel)
     else:
-      x, new_k, new_v = self._loop_layers(x, positions, masks, inv_freq, cache)
+      x, new_k, new_v = self._loop_layers(x, positions, masks, inv_freq, cache, kernel)
     x = self.final_norm(x)
 
     new_cache = None
@@ -262,9 +278,9 @@ class Llama(nnx.Module):
   def _block_fn(self, graphdef):
     """(block state, x, positions, masks, inv_freq, cache_kv) -> block output, wrapped in remat."""
 
-    def run(state, x, positions, masks, inv_freq, cache_kv):
+    def run(state, x, positions, masks, inv_freq, cache_kv, kernel=None):
       block = nnx.merge(graphdef, state)
-      return block(x, positions, masks, inv_freq, self.sharding, cache_kv)
+      return block(x, positions, masks, inv_freq, self.sharding, cache_kv, kernel)
 
     policy = self.config.remat_policy
     if policy == "none":
@@ -273,12 +289,12 @@ class Llama(nnx.Module):
     # subexpression elimination would merge it and silently undo the remat unless prevented.
     return jax.checkpoint(run, policy=_REMAT_POLICIES[policy], prevent_cse=not self.config.scan_layers)
 
-  def _scan_layers(self, x, positions, masks, inv_freq, cache):
+  def _scan_layers(self, x, positions, masks, inv_freq, cache, kernel=None):
     graphdef, stacked = nnx.split(self.layers)
     run_block = self._block_fn(graphdef)
     if cache is None:
       def body(x, state):
-        return run_block(state, x, positions, masks, inv_freq, None)[0], None
+        return run_block(state, x, positions, masks, inv_freq, None, kernel)[0], None
 
       x, _ = jax.lax.scan(body, x, stacked)
       return x, None, None
@@ -288,17 +304,17 @@ class Llama(nnx.Module):
     # would copy it at every layer.
     def body_with_cache(x, layer):
       state, layer_k, layer_v = layer
-      return run_block(state, x, positions, masks, inv_freq, (layer_k, layer_v))
+      return run_block(state, x, positions, masks, inv_freq, (layer_k, layer_v), kernel)
 
     x, (chunk_k, chunk_v) = jax.lax.scan(body_with_cache, x, (stacked, cache.k, cache.v))
     return x, *self._write_chunk(cache, chunk_k, chunk_v)
 
-  def _loop_layers(self, x, positions, masks, inv_freq, cache):
+  def _loop_layers(self, x, positions, masks, inv_freq, cache, kernel=None):
     chunks = []
     for i, block in enumerate(self.layers):
       graphdef, state = nnx.split(block)
       layer_kv = None if cache is None else (cache.k[i], cache.v[i])
-      x, kv = self._block_fn(graphdef)(state, x, positions, masks, inv_freq, layer_kv)
+      x, kv = self._block_fn(graphdef)(state, x, positions, masks, inv_freq, layer_kv, kernel)
       chunks.append(kv)
     if cache is None:
       return x, None, None

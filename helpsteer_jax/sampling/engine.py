@@ -113,7 +113,8 @@ def _prefill(graphdef, state, ids, length):
   p = ids.shape[1]
   mask = (jnp.arange(p) < length)[None, :]
   cache = KVCache.init(model.config, 1, p)
-  hidden, cache = model.hidden_states(ids, input_mask=mask, cache=cache, cache_is_empty=True)
+  hidden, cache = model.hidden_states(ids, input_mask=mask, cache=cache, cache_is_empty=True,
+                                      key_lengths=length[None])
   last = jax.lax.dynamic_slice_in_dim(hidden, length - 1, 1, axis=1)
   return cache.k, cache.v, model.logits(last)[:, 0]
 
