@@ -105,3 +105,24 @@ def test_keys_name_samples_and_bad_requests_fail(model):
     engine.submit(Request([], SamplingSettings(), sample_key(0)))
   with pytest.raises(ValueError, match="exceeds the model's context"):
     engine.submit(Request([1] * 500, SamplingSettings(max_new_tokens=64), sample_key(0)))
+
+
+def test_layout_choice_keeps_the_tokens(model):
+  from helpsteer_jax.models.llama import with_unrolled_layers
+
+  unrolled = with_unrolled_layers(model)
+  assert not unrolled.config.scan_layers and with_unrolled_layers(unrolled) is unrolled
+  ids = jnp.asarray([[3, 1, 4, 1, 5, 9]])
+  np.testing.assert_allclose(np.asarray(unrolled(ids)), np.asarray(model(ids)), atol=1e-5)
+  # auto: few slots on CPU decode unrolled, many keep the model's scanned layers.
+  assert not Engine(model, EngineSettings(num_slots=2)).model_layout_scanned
+  assert Engine(model, EngineSettings(num_slots=8)).model_layout_scanned
+  greedy = SamplingSettings(max_new_tokens=8)
+  runs = []
+  for layout in ("model", "unrolled"):
+    request = Request([5, 6, 7, 8], greedy, sample_key(0))
+    _run(model, [request], num_slots=2, layout=layout)
+    runs.append(request.results)
+  assert runs[0] == runs[1]
+  with pytest.raises(ValueError, match="layout='wide'"):
+    EngineSettings(layout="wide")

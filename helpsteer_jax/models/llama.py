@@ -328,3 +328,24 @@ class Llama(nnx.Module):
     at = (0, 0, 0, cache.index, 0)
     return (jax.lax.dynamic_update_slice(cache.k, chunk_k.astype(cache.k.dtype), at),
             jax.lax.dynamic_update_slice(cache.v, chunk_v.astype(cache.v.dtype), at))
+
+
+def with_unrolled_layers(model: Llama) -> Llama:
+  """The same weights with the layers as a list (`scan_layers=False`), for a shape where the
+  unrolled program is faster (batch-1 decode on CPU reads each layer's weights in place instead
+  of slicing them out of the stacked arrays). The weights are copied once; the model is returned
+  as it is when already unrolled."""
+  if not model.config.scan_layers:
+    return model
+  config = model.config.replace(scan_layers=False)
+  with_head = hasattr(model, "lm_head")
+  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=model.sharding,
+                                          with_lm_head=with_head))
+  graphdef, abstract_state = nnx.split(abstract)
+  stacked = {path: var for path, var in nnx.to_flat_state(nnx.state(model))}
+  values = []
+  for path, var in nnx.to_flat_state(abstract_state):
+    # ("layers", i, ...) in the list is row i of ("layers", ...) in the stack.
+    value = stacked[("layers",) + path[2:]][...][path[1]] if path[0] == "layers" else stacked[path][...]
+    values.append((path, var.replace(value)))
+  return nnx.merge(graphdef, nnx.from_flat_state(values))

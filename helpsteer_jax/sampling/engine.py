@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from helpsteer_jax.models.kv_cache import KVCache
-from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.models.llama import Llama, with_unrolled_layers
 from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.sampling.rules import sample_rows
 from helpsteer_jax.sampling.sampler import SamplingSettings, bucket
@@ -41,11 +41,16 @@ class EngineSettings:
   num_slots: int = 16
   stop_token_ids: tuple[int, ...] = ()
   pad_id: int = 0
-  attention_block: int = 128  # cache positions read per attention block
+  attention_block: int = 256  # cache positions read per attention block
   steps_per_call: int = 32  # decode steps per device call at most (fewer when a slot frees)
   top_p_candidates: int = 1024
+  # auto: unrolled layers for few slots on CPU (measured faster at batch 1, where decode reads
+  # weights; scanned from batch 8 on), the model's own layout elsewhere; "model" | "unrolled" force one.
+  layout: str = "auto"
 
   def __post_init__(self):
+    if self.layout not in ("auto", "model", "unrolled"):
+      raise ValueError(f"layout={self.layout!r}; expected auto, model or unrolled")
     if self.num_slots < 1:
       raise ValueError(f"num_slots={self.num_slots}; expected at least 1")
     if self.attention_block < 1 or self.steps_per_call < 1:
@@ -55,8 +60,10 @@ class EngineSettings:
 
 @dataclasses.dataclass
 class Request:
-  """`n` continuations of `prompt`; sample j draws from fold_in(key, j). `on_done(request,
-  samples)` is called with the n token lists (stop token excluded) when all have finished."""
+  """`n` continuations of `prompt`; sample j draws from fold_in(key, j). `on_sample(request, j,
+  tokens)` is called as each sample finishes and `on_done(request, samples)` with the n token
+  lists (stop token excluded) when all have. Higher `priority` requests take free slots first (equal
+  ones in submission order); the order changes no request's tokens."""
 
   prompt: Sequence[int]
   settings: SamplingSettings
@@ -64,6 +71,8 @@ class Request:
   n: int = 1
   tag: str = ""
   on_done: Optional[Callable[["Request", list[list[int]]], None]] = None
+  on_sample: Optional[Callable[["Request", int, list[int]], None]] = None
+  priority: int = 0
   results: list = dataclasses.field(default_factory=list)
 
 
@@ -212,10 +221,15 @@ class Engine:
   def __init__(self, model: Llama, settings: EngineSettings):
     self.model = model
     self.settings = settings
-    self._graphdef, self._state = nnx.split(model)
+    decode_model = self._decode_model(model, settings)
+    self._scanned = decode_model.config.scan_layers
+    self._graphdef, self._state = nnx.split(decode_model)
     self._slots: Optional[SlotState] = None
     self._owner: list[Optional[tuple[_Pending, int]]] = [None] * settings.num_slots
-    self._queue: collections.deque[_Pending] = collections.deque()
+    self._queue: list[_Pending] = []  # by priority, then submission order
+    # Recent prefills by prompt: requests with the same prompt (a search's drafts and its greedy
+    # reference) share one.
+    self._prefills: collections.OrderedDict[tuple[int, ...], tuple] = collections.OrderedDict()
     self._context = model.config.max_position_embeddings
     self._tags: dict[str, TagStats] = collections.defaultdict(TagStats)
     self._time = collections.Counter()  # seconds: prefill, insert, decode, retire
@@ -237,15 +251,24 @@ class Engine:
           f"model's context of {self._context} positions")
     request.results = [None] * request.n
     self._tags[request.tag].requests += 1
-    self._queue.append(_Pending(request))
+    at = len(self._queue)
+    while at > 0 and self._queue[at - 1].request.priority < request.priority:
+      at -= 1
+    self._queue.insert(at, _Pending(request))
+
+  @property
+  def model_layout_scanned(self) -> bool:
+    """Whether decoding runs the layers as a scan (else unrolled; see `EngineSettings.layout`)."""
+    return self._scanned
 
   @property
   def busy(self) -> bool:
     return bool(self._queue) or any(o is not None for o in self._owner)
 
-  @property
-  def queued_samples(self) -> int:
-    return sum(p.request.n - p.inserted for p in self._queue)
+  def queued_samples(self, min_priority: Optional[int] = None) -> int:
+    """Samples waiting for a slot (of requests at `min_priority` or above, when given)."""
+    return sum(p.request.n - p.inserted for p in self._queue
+               if min_priority is None or p.request.priority >= min_priority)
 
   @property
   def free_slots(self) -> int:
@@ -262,7 +285,9 @@ class Engine:
       return
     start = time.perf_counter()
     self._slots, steps, generated = _decode(
-        self._graphdef, self._state, self._slots, jnp.asarray(bool(self._queue)),
+        # Every freed slot returns to the host: a finished sample may complete a request whose
+        # callback has the next stage's work.
+        self._graphdef, self._state, self._slots, jnp.asarray(True),
         settings=self.settings)
     done, count = jax.device_get((self._slots.done, self._slots.count))
     self._time["decode"] += time.perf_counter() - start
@@ -291,6 +316,14 @@ class Engine:
 
   # -- internals --------------------------------------------------------------------------------
 
+  @staticmethod
+  def _decode_model(model: Llama, settings: EngineSettings) -> Llama:
+    layout = settings.layout
+    if layout == "auto":
+      few_slots_on_cpu = settings.num_slots < 8 and jax.default_backend() == "cpu"
+      layout = "unrolled" if few_slots_on_cpu and model.sharding is None else "model"
+    return with_unrolled_layers(model) if layout == "unrolled" else model
+
   def _ensure_capacity(self, need_length: int, need_width: int) -> None:
     block = self.settings.attention_block
     round_up = lambda x: -(-x // block) * block
@@ -313,15 +346,22 @@ class Engine:
         padded = bucket(len(request.prompt))
         self._ensure_capacity(max(padded, len(request.prompt) + request.settings.max_new_tokens),
                               request.settings.max_new_tokens)
-        start = time.perf_counter()
-        ids = np.full((1, padded), self.settings.pad_id, np.int32)
-        ids[0, :len(request.prompt)] = request.prompt
-        # Waited for, so that the prefill's time is counted as prefill, not as the next decode.
-        pending.prefill = jax.block_until_ready(_prefill(
-            self._graphdef, self._state, jnp.asarray(ids), jnp.asarray(len(request.prompt), jnp.int32)))
-        self._time["prefill"] += time.perf_counter() - start
-        self._prefill_tokens += len(request.prompt)
-        self._tags[request.tag].prefill_tokens += len(request.prompt)
+        prompt = tuple(request.prompt)
+        if prompt in self._prefills:
+          pending.prefill = self._prefills[prompt]
+        else:
+          start = time.perf_counter()
+          ids = np.full((1, padded), self.settings.pad_id, np.int32)
+          ids[0, :len(prompt)] = prompt
+          # Waited for, so that the prefill's time is counted as prefill, not as the next decode.
+          pending.prefill = jax.block_until_ready(_prefill(
+              self._graphdef, self._state, jnp.asarray(ids), jnp.asarray(len(prompt), jnp.int32)))
+          self._time["prefill"] += time.perf_counter() - start
+          self._prefill_tokens += len(prompt)
+          self._tags[request.tag].prefill_tokens += len(prompt)
+          self._prefills[prompt] = pending.prefill
+          while len(self._prefills) > 4:
+            self._prefills.popitem(last=False)
       start = time.perf_counter()
       slot = self._owner.index(None)
       k, v, logits = pending.prefill
@@ -337,7 +377,7 @@ class Engine:
       tag = self._tags[request.tag]
       tag.first_insert = tag.first_insert or time.perf_counter()
       if pending.inserted == request.n:
-        self._queue.popleft()
+        self._queue.pop(0)
         pending.prefill = None  # frees the prefilled cache
       self._time["insert"] += time.perf_counter() - start
 
@@ -353,14 +393,16 @@ class Engine:
       self._owner[b] = None
       request = pending.request
       request.results[j] = out[b, :count[b]].tolist()
+      if request.on_sample is not None:
+        callbacks.append((request.on_sample, (request, j, request.results[j])))
       tag = self._tags[request.tag]
       tag.samples += 1
       tag.tokens += int(count[b])
       tag.last_retire = time.perf_counter()
       if all(r is not None for r in request.results) and pending.inserted == request.n:
-        callbacks.append(request)
+        if request.on_done is not None:
+          callbacks.append((request.on_done, (request, request.results)))
     # Free slots are marked on device only by the next insert; `live & done` rows do no work.
     self._time["retire"] += time.perf_counter() - start
-    for request in callbacks:
-      if request.on_done is not None:
-        request.on_done(request, request.results)
+    for callback, args in callbacks:
+      callback(*args)

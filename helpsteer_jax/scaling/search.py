@@ -36,6 +36,9 @@ MODES = ("greedy", "best_of_n", "feedback_edit", "edit_without_feedback")
 # The paper samples 10-64 feedbacks per draft to keep its effective ones; by default twice the
 # number kept, and never more than this.
 MAX_FEEDBACK_SAMPLES = 64
+# Engine priorities: later stages first (a prompt's tree completes sooner and fewer prompts are in
+# flight), the greedy reference last.
+GREEDY_PRIORITY, DRAFT_PRIORITY, FEEDBACK_PRIORITY, EDIT_PRIORITY = -1, 0, 1, 2
 
 
 def default_feedback_samples(num_feedbacks: int) -> int:
@@ -100,16 +103,19 @@ class Role:
   prompt_format: str = "plain"
 
   def request(self, conversation: Conversation, stage: StageSampling, n: int, key, tag: str,
-              on_done, greedy: bool = False) -> Request:
+              on_done, greedy: bool = False, on_sample=None, priority: int = 0) -> Request:
+    """A request whose callbacks receive `Sample`s: `on_done(samples)`, `on_sample(j, sample)`."""
     settings = sampling_settings(
         self.tokenizer, max_new_tokens=stage.max_new_tokens,
         temperature=0.0 if greedy else stage.temperature,
         top_k=None if greedy else stage.top_k, top_p=None if greedy else stage.top_p,
     )
     prompt = encode_conversations(self.tokenizer, [conversation])[0]
-    return Request(prompt, settings, key, n=n, tag=tag,
-                   on_done=lambda request, tokens: on_done([to_sample(self.tokenizer, t, settings)
-                                                            for t in tokens]))
+    sample = lambda tokens: to_sample(self.tokenizer, tokens, settings)
+    return Request(prompt, settings, key, n=n, tag=tag, priority=priority,
+                   on_done=lambda request, tokens: on_done([sample(t) for t in tokens]),
+                   on_sample=None if on_sample is None else
+                   lambda request, j, tokens: on_sample(j, sample(tokens)))
 
 
 def _sample_record(sample: Sample) -> dict[str, Any]:
@@ -186,7 +192,7 @@ class FeedbackEditSearch:
     while admitted < len(items) or any(e.busy for e in self._engines.values()):
       while admitted < len(items) and (not max_in_flight or open_prompts < max_in_flight) and (
           open_prompts < min_in_flight
-          or policy_engine.queued_samples < policy_engine.free_slots):
+          or policy_engine.queued_samples(min_priority=0) < policy_engine.free_slots):
         records[admitted] = self._start(admitted, items[admitted], finished)
         admitted += 1
         open_prompts += 1
@@ -233,21 +239,24 @@ class FeedbackEditSearch:
         node["score"] = self.selector.score([(conv, node["text"])])[0]
       self._select_s += time.perf_counter() - started
 
-    def on_drafts(samples: list[Sample]) -> None:
-      rec["drafts"] = [dict(_sample_record(d), feedbacks=[], edit_groups=[]) for d in samples]
-      score(rec["drafts"])
-      for d, draft in enumerate(rec["drafts"]):
-        if s.mode == "feedback_edit":
-          request = templates.feedback_request(conv, draft["text"], self.feedback.prompt_format)
-          submit(self.feedback, self.feedback.request(
-              request, s.feedback, s.feedback_samples, key("feedback", d), "feedback",
-              lambda samples, d=d: on_feedback(d, samples)))
-        elif s.mode == "edit_without_feedback":
-          draft["edit_groups"] = [{"feedback": [], "edits": []}]
-          request = templates.revision_request(conv, draft["text"], self.edit.prompt_format)
-          submit(self.edit, self.edit.request(request, s.edit, s.num_edits, key("edit", d, 0), "edit",
-                                              lambda samples, d=d: on_edits(d, 0, samples)))
-      done_one()
+    n_drafts = 1 if greedy_mode else s.num_drafts
+    rec["drafts"] = [None] * n_drafts
+
+    def on_draft(d: int, sample: Sample) -> None:
+      # Each draft's feedback (or revision) enters as soon as that draft is written.
+      draft = rec["drafts"][d] = dict(_sample_record(sample), feedbacks=[], edit_groups=[])
+      score([draft])
+      if s.mode == "feedback_edit":
+        request = templates.feedback_request(conv, draft["text"], self.feedback.prompt_format)
+        submit(self.feedback, self.feedback.request(
+            request, s.feedback, s.feedback_samples, key("feedback", d), "feedback",
+            lambda samples: on_feedback(d, samples), priority=FEEDBACK_PRIORITY))
+      elif s.mode == "edit_without_feedback":
+        draft["edit_groups"] = [{"feedback": [], "edits": []}]
+        request = templates.revision_request(conv, draft["text"], self.edit.prompt_format)
+        submit(self.edit, self.edit.request(request, s.edit, s.num_edits, key("edit", d, 0), "edit",
+                                            lambda samples: on_edits(d, 0, samples),
+                                            priority=EDIT_PRIORITY))
 
     def on_feedback(d: int, samples: list[Sample]) -> None:
       draft = rec["drafts"][d]
@@ -266,7 +275,7 @@ class FeedbackEditSearch:
                                          self.edit.prompt_format)
         submit(self.edit, self.edit.request(
             request, s.edit, s.num_edits, key("edit", d, group_index), "edit",
-            lambda samples, d=d, g=group_index: on_edits(d, g, samples)))
+            lambda samples, g=group_index: on_edits(d, g, samples), priority=EDIT_PRIORITY))
       done_one()
 
     def on_edits(d: int, g: int, samples: list[Sample]) -> None:
@@ -279,13 +288,15 @@ class FeedbackEditSearch:
       rec["greedy"] = _sample_record(samples[0])
       done_one()
 
-    n_drafts = 1 if greedy_mode else s.num_drafts
-    submit(self.policy, self.policy.request(conv, s.draft, n_drafts, key("draft"), "draft", on_drafts,
-                                            greedy=greedy_mode))
+    submit(self.policy, self.policy.request(conv, s.draft, n_drafts, key("draft"), "draft",
+                                            lambda samples: done_one(), greedy=greedy_mode,
+                                            priority=DRAFT_PRIORITY,
+                                            on_sample=on_draft))
     if measure_greedy:
-      # The greedy reference (the token multiple's denominator) decodes beside the search.
+      # The greedy reference (the token multiple's denominator) depends on nothing and nothing
+      # depends on it: it fills slots the search leaves idle.
       submit(self.policy, self.policy.request(conv, s.draft, 1, key("greedy"), "greedy", on_greedy,
-                                              greedy=True))
+                                              greedy=True, priority=GREEDY_PRIORITY))
     return rec
 
   # -- tree helpers -----------------------------------------------------------------------------
