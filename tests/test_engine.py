@@ -114,9 +114,9 @@ def test_layout_choice_keeps_the_tokens(model):
   assert not unrolled.config.scan_layers and with_unrolled_layers(unrolled) is unrolled
   ids = jnp.asarray([[3, 1, 4, 1, 5, 9]])
   np.testing.assert_allclose(np.asarray(unrolled(ids)), np.asarray(model(ids)), atol=1e-5)
-  # auto: few slots on CPU decode unrolled, many keep the model's scanned layers.
-  assert not Engine(model, EngineSettings(num_slots=2)).model_layout_scanned
-  assert Engine(model, EngineSettings(num_slots=8)).model_layout_scanned
+  # auto and "model" keep the model's scanned layers; "unrolled" decodes from the list.
+  assert Engine(model, EngineSettings(num_slots=2)).model_layout_scanned
+  assert not Engine(model, EngineSettings(num_slots=2, layout="unrolled")).model_layout_scanned
   greedy = SamplingSettings(max_new_tokens=8)
   runs = []
   for layout in ("model", "unrolled"):

@@ -59,6 +59,12 @@ def test_results_summary_distillation_and_resume(model_dir, tmp_path):
   assert summary["num_prompts"] == 3 and summary["token_multiple"] > 1
   assert summary["tokens"]["total"] / summary["tokens"]["greedy"] == pytest.approx(summary["token_multiple"])
   assert summary["mean_effective_feedbacks_per_draft"] is not None
+  # The engine's own figures: slot use and tokens per stage (the policy plays every role).
+  engine = json.loads((out / "summary.json").read_text())["engine"]["engines"]["policy"]
+  assert 0 < engine["slot_use"] <= 1
+  assert set(engine["stages"]) == {"draft", "greedy", "feedback", "edit"}
+  assert sum(s["tokens"] for s in engine["stages"].values()) == (
+      summary["tokens"]["total"] + summary["tokens"]["greedy"])
   lines = (out / "results.jsonl").read_text().splitlines()
   assert [json.loads(l)["id"] for l in lines] == ["q0", "q1", "q2"]
   distill = [json.loads(l) for l in (out / "distill.jsonl").read_text().splitlines()]
