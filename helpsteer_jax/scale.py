@@ -2,8 +2,9 @@
 
     python -m helpsteer_jax.scale --config=experiments/scaling/smollm2_self_feedback_edit.py
 
-Results are appended to `<output_dir>/results.jsonl` prompt batch by prompt batch, so an
-interrupted run loses at most one batch and a rerun resumes where it stopped; `summary.json` and
+Results are appended to `<output_dir>/results.jsonl` prompt by prompt, in prompt order, as each
+prompt's tree completes, so an interrupted run loses only the prompts in flight and a rerun resumes
+where it stopped; `summary.json` (with the engine's slot use and tokens/s per stage) and
 `distill.jsonl` (the chosen answers as SFT data) are rebuilt at the end.
 """
 
@@ -124,21 +125,29 @@ def _run_search(config: ConfigDict) -> dict[str, Any]:
   check_requests(todo, search)
 
   start = time.perf_counter()
-  per_batch = config.prompts_per_batch
-  with tqdm(total=len(items), initial=len(items) - len(todo), desc="scaling search", unit="prompt") as bar:
-    for i in range(0, len(todo), per_batch):
-      batch = todo[i:i + per_batch]
-      try:
-        records = search.run(batch)
-      except Exception as e:
-        finished = len(items) - len(todo) + i
-        raise RuntimeError(
-            f"the search failed on prompts {[b.id for b in batch]} ({type(e).__name__}: {e}); the "
-            f"{finished} finished prompts are kept in {writer.path} and a rerun resumes after them"
-        ) from e
-      writer.append(records)
-      bar.update(len(batch))
-  run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start}
+  done_before = len(items) - len(todo)
+  written = [0]
+  with tqdm(total=len(items), initial=done_before, desc="scaling search", unit="prompt") as bar:
+
+    def write(record):
+      writer.append([record])
+      written[0] += 1
+      bar.update(1)
+
+    try:
+      # Prompts enter the search's engine as it has room; each record is written (in prompt
+      # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
+      search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
+                 max_in_flight=config.prompts_in_flight)
+    except Exception as e:
+      finished = done_before + written[0]
+      raise RuntimeError(
+          f"the search failed with prompts {[b.id for b in todo[written[0]:]][:8]} unfinished "
+          f"({type(e).__name__}: {e}); the {finished} finished prompts are kept in {writer.path} "
+          "and a rerun resumes after them"
+      ) from e
+  run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start,
+              "engine": search.stats()}
   return writer.finalize(run_info)
 
 

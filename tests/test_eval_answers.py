@@ -86,3 +86,29 @@ def test_a_missing_benchmark_file_is_named(monkeypatch, tmp_path):
   monkeypatch.setenv("HELPSTEER_CACHE", str(tmp_path))
   with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
     sources.arena_hard_questions(path=str(tmp_path / "nowhere.jsonl"))
+
+
+def test_sampled_answers_are_keyed_by_question_not_by_batch():
+  from helpsteer_jax.eval.answers import generate_answers, make_generate_fn
+  from helpsteer_jax.eval.sources import Question
+  from scaling_fixtures import smollm2_tokenizer, tiny_chat_model
+
+  questions = [Question("q1", ("Name a colour.",), "x"), Question("q2", ("Say hi.", "Again?"), "x"),
+               Question("q3", ("Count to three.",), "x")]
+  generate = make_generate_fn(tiny_chat_model(), smollm2_tokenizer(), max_new_tokens=6, top_p=0.9,
+                              batch_size=4)
+  names = []
+
+  def recording(conversations, temperature, keys):
+    names.append(list(keys))
+    return generate(conversations, temperature, keys)
+
+  runs = []
+  for batch_size, subset in ((3, questions), (1, questions[1:2])):
+    out = []
+    generate_answers(subset, recording, "m", lambda q: 1.0, out.extend, batch_size=batch_size)
+    runs.append({r["question_id"]: r for r in out})
+  assert runs[1]["q2"] == runs[0]["q2"]  # alone or beside others, first and second turn alike
+  # Keys name the question and turn, never the batch.
+  assert names == [["0/q1/turn0", "0/q2/turn0", "0/q3/turn0"], ["0/q2/turn1"],
+                   ["0/q2/turn0"], ["0/q2/turn1"]]

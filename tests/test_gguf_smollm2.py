@@ -132,7 +132,7 @@ def test_logits_match_transformers(ours, reference, prompts, record_property):
 
 
 def test_greedy_continuations_match_transformers(ours, reference, prompts):
-  """The project's sampler, all prompts in one left-padded batch, against transformers
+  """The project's sampler, all prompts in one decode engine, against transformers
   `generate(do_sample=False)` on each prompt alone: identical tokens up to the end of turn."""
   import torch
 

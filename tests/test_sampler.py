@@ -49,14 +49,25 @@ def test_stop_tokens_end_each_row(model):
 
 
 def test_new_prompt_length_in_the_same_bucket_does_not_recompile(model):
+  from helpsteer_jax.sampling import engine
+
   settings = SamplingSettings(max_new_tokens=4)
   sample_tokens(model, [[1, 2, 3]], settings)
-  before = sampler._prefill_and_decode._cache_size()
+  programs = lambda: (engine._prefill._cache_size(), engine._decode._cache_size(),
+                      engine._insert._cache_size())
+  before = programs()
   for length in (4, 7, 12, 16):
     sample_tokens(model, [list(range(1, length + 1))], settings)
-  assert sampler._prefill_and_decode._cache_size() == before
-  sample_tokens(model, [list(range(1, 20))], settings)  # next bucket (32): one more program
-  assert sampler._prefill_and_decode._cache_size() == before + 1
+  assert programs() == before
+  # The next prefill bucket (32): one more prefill, and one more insert of its cache rows.
+  sample_tokens(model, [list(range(1, 20))], settings)
+  assert programs() == (before[0] + 1, before[1], before[2] + 1)
+
+
+def test_static_batch_reference_gives_the_same_greedy_tokens(model):
+  prompts = [[5, 6, 7], list(range(1, 12)), [42]]
+  settings = SamplingSettings(max_new_tokens=8)
+  assert sample_tokens(model, prompts, settings) == sampler.sample_tokens_static(model, prompts, settings)
 
 
 def test_top_k_one_is_greedy_and_top_p_keeps_the_nucleus():

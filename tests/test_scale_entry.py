@@ -59,6 +59,12 @@ def test_results_summary_distillation_and_resume(model_dir, tmp_path):
   assert summary["num_prompts"] == 3 and summary["token_multiple"] > 1
   assert summary["tokens"]["total"] / summary["tokens"]["greedy"] == pytest.approx(summary["token_multiple"])
   assert summary["mean_effective_feedbacks_per_draft"] is not None
+  # The engine's own figures: slot use and tokens per stage (the policy plays every role).
+  engine = json.loads((out / "summary.json").read_text())["engine"]["engines"]["policy"]
+  assert 0 < engine["slot_use"] <= 1
+  assert {"draft", "greedy", "feedback"} <= set(engine["stages"])  # edits only for kept feedback
+  assert sum(s["tokens"] for s in engine["stages"].values()) == (
+      summary["tokens"]["total"] + summary["tokens"]["greedy"])
   lines = (out / "results.jsonl").read_text().splitlines()
   assert [json.loads(l)["id"] for l in lines] == ["q0", "q1", "q2"]
   distill = [json.loads(l) for l in (out / "distill.jsonl").read_text().splitlines()]
@@ -79,11 +85,13 @@ def test_a_failure_mid_run_keeps_finished_prompts(model_dir, tmp_path, monkeypat
   real_run = FeedbackEditSearch.run
   calls = {"n": 0}
 
-  def failing_run(self, items):
-    calls["n"] += 1
-    if calls["n"] == 2:
-      raise RuntimeError("device lost")
-    return real_run(self, items)
+  def failing_run(self, items, on_record=None, **kwargs):
+    def record(rec):  # the device is lost after two prompts are complete
+      if calls["n"] == 2:
+        raise RuntimeError("device lost")
+      calls["n"] += 1
+      on_record(rec)
+    return real_run(self, items, on_record=record, **kwargs)
 
   monkeypatch.setattr(FeedbackEditSearch, "run", failing_run)
   with pytest.raises(RuntimeError, match="2 finished prompts are kept"):
@@ -198,3 +206,43 @@ def test_70b_configs_send_nvidias_models_their_own_layouts():
   assert grid.get_config("policy=llama3.3_instruct").policy.path == "checkpoints/Llama-3.3-70B-Instruct"
   with pytest.raises(ValueError, match="policy='gpt'"):
     grid.get_config("policy=gpt")
+
+
+def _records_by_id(out):
+  return {r["id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+
+
+def test_a_prompts_tree_does_not_depend_on_batching_or_a_kill_and_resume(model_dir, tmp_path):
+  import signal
+  import time
+
+  prompts = tmp_path / "prompts.jsonl"
+  _write_prompts(prompts, ["What is 2+2?", "Name a colour.", "Say hello."])
+  together = tmp_path / "together"
+  scale.run_search(_config(model_dir, prompts, together))  # prompts_per_batch=2
+  # The same prompts one at a time in a separate process, killed with SIGKILL once the first is
+  # written, then resumed.
+  alone = tmp_path / "alone"
+  args = [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}",
+          f"--config.policy.path={model_dir}", "--config.prompts.source=jsonl",
+          f"--config.prompts.path={prompts}", "--config.prompts.limit=0",
+          "--config.prompts_per_batch=1", "--config.prompts_in_flight=1", f"--config.output_dir={alone}"]
+  for name in ("draft", "feedback", "edit"):
+    args += [f"--config.search.{name}.temperature=1.0", f"--config.search.{name}.max_new_tokens=5"]
+  env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+  proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  results = alone / "results.jsonl"
+  while proc.poll() is None and not (results.exists() and results.read_text().count("\n") >= 1):
+    time.sleep(0.02)
+  if proc.poll() is None:
+    os.kill(proc.pid, signal.SIGKILL)
+  _, err = proc.communicate()
+  assert proc.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+  config = _config(model_dir, prompts, alone)
+  config.prompts_per_batch = 1
+  config.prompts_in_flight = 1
+  scale.run_search(config)
+  a, b = _records_by_id(together), _records_by_id(alone)
+  assert sorted(a) == sorted(b) == ["q0", "q1", "q2"]
+  for key in a:
+    assert a[key] == b[key]

@@ -4,7 +4,8 @@
 
 Measured side by side in one run, both models loaded from the same embedded GGUF:
   1. tokens/s of greedy decode at each batch size, 128 new tokens, no early stop; the ratio
-     helpsteer_jax / transformers, with layers scanned (the default) and unrolled;
+     helpsteer_jax / transformers, for the decode engine with its default layout (the model's
+     scanned layers), the engine with unrolled layers, and the earlier static batch (scanned);
   2. batch-1 decode as a fraction of the memory-bandwidth bound (bandwidth measured here with a
      large array copy, divided by the parameter bytes read per token);
   3. n samples sharing one prefill against n separate prefills of the same long prompt.
@@ -54,13 +55,18 @@ def main() -> None:
 
   import helpsteer_jax as hj
   from helpsteer_jax.checkpoints.embedded import embedded_model_path
-  from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
+  from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
+  from helpsteer_jax.sampling.keys import sample_key
+  from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens, sample_tokens_static
 
   path = embedded_model_path()
   model, _ = hj.load_pretrained(path, show_progress=False)
-  # The same weights with unrolled layers: on XLA:CPU each scanned layer slices its weights out of
-  # the stacked arrays, which costs most at batch 1, where decode is bound by weight reads.
-  unrolled, _ = hj.load_pretrained(path, show_progress=False, scan_layers=False)
+
+  def engine_unrolled(prompts, settings):
+    engine = Engine(model, EngineSettings(num_slots=len(prompts), layout="unrolled"))
+    for i, p in enumerate(prompts):
+      engine.submit(Request(p, settings, sample_key(0, i)))
+    engine.run()
   reference = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
   torch.set_num_threads(os.cpu_count() or 1)
@@ -74,9 +80,12 @@ def main() -> None:
     ours = lambda: sample_tokens(model, prompts, settings)
     ours()  # compile
     t_ours = best_time(ours, args.repeats)
-    ours_unrolled = lambda: sample_tokens(unrolled, prompts, settings)
-    ours_unrolled()
-    t_unrolled = best_time(ours_unrolled, args.repeats)
+    scanned = lambda: engine_unrolled(prompts, settings)
+    scanned()
+    t_scanned = best_time(scanned, args.repeats)
+    static = lambda: sample_tokens_static(model, prompts, settings)
+    static()
+    t_static = best_time(static, args.repeats)
     ids = torch.tensor(prompts)
 
     def theirs():
@@ -88,14 +97,14 @@ def main() -> None:
     theirs()  # warm up
     t_theirs = best_time(theirs, args.repeats)
     tokens = batch * args.new_tokens
-    rows.append((batch, tokens / t_ours, tokens / t_unrolled, tokens / t_theirs))
-    print(f"batch {batch}: helpsteer_jax scanned {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), "
-          f"unrolled {tokens / t_unrolled:.1f} tok/s ({t_theirs / t_unrolled:.2f}x), transformers "
-          f"{tokens / t_theirs:.1f} tok/s", flush=True)
+    rows.append((batch, tokens / t_ours, tokens / t_scanned, tokens / t_static, tokens / t_theirs))
+    print(f"batch {batch}: engine {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), engine unrolled "
+          f"{tokens / t_scanned:.1f} ({t_theirs / t_scanned:.2f}x), static batch {tokens / t_static:.1f} "
+          f"({t_theirs / t_static:.2f}x), transformers {tokens / t_theirs:.1f} tok/s", flush=True)
 
   bandwidth = measure_bandwidth()
   bound = bandwidth / param_bytes
-  batch1 = max(rows[0][1], rows[0][2]) if rows and rows[0][0] == 1 else None
+  batch1 = rows[0][1] if rows and rows[0][0] == 1 else None  # the default layout
 
   # n samples of one long prompt: one shared prefill vs n prefills.
   n, length = args.shared_prefill_n, args.shared_prefill_prompt
@@ -113,15 +122,16 @@ def main() -> None:
       f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}. "
       f"Greedy, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, best of {args.repeats}.",
       "",
-      "| batch | helpsteer_jax tok/s, scanned layers | unrolled layers | transformers tok/s | ratio, scanned | ratio, unrolled |",
-      "|---:|---:|---:|---:|---:|---:|",
-      *[f"| {b} | {a:.1f} | {u:.1f} | {t:.1f} | {a / t:.2f}x | {u / t:.2f}x |" for b, a, u, t in rows],
+      "| batch | engine tok/s, default layout (scanned) | engine, unrolled layers | static batch (scanned) | transformers tok/s | ratio, default | ratio, engine unrolled | ratio, static |",
+      "|---:|---:|---:|---:|---:|---:|---:|---:|",
+      *[f"| {b} | {a:.1f} | {e:.1f} | {u:.1f} | {t:.1f} | {a / t:.2f}x | {e / t:.2f}x | {u / t:.2f}x |"
+        for b, a, e, u, t in rows],
       "",
       f"Memory bandwidth (array copy): {bandwidth / 1e9:.1f} GB/s; parameters {param_bytes / 1e6:.0f} MB "
       f"-> batch-1 bound {bound:.1f} tok/s.",
   ]
   if batch1 is not None:
-    lines.append(f"Batch-1 decode (faster layout): {batch1:.1f} tok/s = {batch1 / bound:.0%} of the bound.")
+    lines.append(f"Batch-1 decode (default layout): {batch1:.1f} tok/s = {batch1 / bound:.0%} of the bound.")
   lines += [
       "",
       f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
@@ -119,20 +118,23 @@ def missing_answers(answers: AnswerSet, questions: Sequence[Question], turns_nee
 
 # -- generation -----------------------------------------------------------------------------------
 
-GenerateFn = Callable[[list[list[dict[str, str]]], float, int], list[tuple[str, int, bool]]]
+# (conversations, temperature, names) -> (text, tokens, finished) per conversation; `names` name
+# each conversation's sample (question id and turn), from which its random key derives.
+GenerateFn = Callable[[list[list[dict[str, str]]], float, list[str]], list[tuple[str, int, bool]]]
 
 
 def make_generate_fn(model: Any, tokenizer: Any, max_new_tokens: int, top_p: Optional[float],
-                     batch_size: int) -> GenerateFn:
-  """(conversations, temperature, seed) -> (text, tokens, finished) per conversation."""
+                     batch_size: int, seed: int = 0) -> GenerateFn:
+  """(conversations, temperature, names) -> (text, tokens, finished) per conversation; each
+  conversation samples from the key of (seed, its name), whatever else is in the batch."""
   from helpsteer_jax.sampling.generate import generate_samples, sampling_settings
 
   def fn(conversations: list[list[dict[str, str]]], temperature: float,
-         seed: int) -> list[tuple[str, int, bool]]:
+         names: list[str]) -> list[tuple[str, int, bool]]:
     settings = sampling_settings(tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
                                  top_p=top_p if temperature > 0 else None)
     samples = generate_samples(model, tokenizer, conversations, settings, n=1, seed=seed,
-                               batch_size=batch_size)
+                               batch_size=batch_size, names=names)
     return [(s[0].text, s[0].num_tokens, s[0].finished) for s in samples]
 
   return fn
@@ -152,9 +154,9 @@ def generate_answers(
 
   Turn t of a question is asked after the model's own answers to turns 1..t-1, as in MT-Bench.
   Questions of one batch that share a temperature are generated together; each finished batch is
-  handed to `on_batch` (which appends it to the answer file) before the next one starts. The
-  sampling seed of a batch derives from its first question id, so a resumed run draws the same
-  samples as an uninterrupted one.
+  handed to `on_batch` (which appends it to the answer file) before the next one starts. Each
+  answer's random key derives from (seed, question id, turn), so a question gets the same answer
+  alone, in any batch, or after a resume.
   """
   with tqdm(total=len(questions), desc=f"answers ({model_name})", unit="question") as bar:
     for start in range(0, len(questions), batch_size):
@@ -175,8 +177,8 @@ def generate_answers(
               if t < turn:
                 conv.append({"role": "assistant", "content": records[i]["turns"][t]})
             conversations.append(conv)
-          batch_seed = seed + zlib.crc32(batch[active[0]].id.encode()) % 100_003 + 7919 * turn
-          for i, (text, tokens, finished) in zip(active, generate(conversations, temperature, batch_seed)):
+          names = [f"{seed}/{batch[i].id}/turn{turn}" for i in active]
+          for i, (text, tokens, finished) in zip(active, generate(conversations, temperature, names)):
             records[i]["turns"].append(text)
             records[i]["num_tokens"].append(tokens)
             records[i]["finished"].append(finished)

@@ -46,12 +46,15 @@ class LlamaConfig:
   param_dtype: str = "float32"  # storage dtype of parameters (fp32 master weights for training)
   scan_layers: bool = True  # stack layer parameters and run them with lax.scan
   remat_policy: str = "none"  # see REMAT_POLICIES
+  attention_impl: str = "auto"  # auto | xla | cudnn | pallas (models/attention_kernels.py)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+    if self.attention_impl not in ("auto", "xla", "cudnn", "pallas"):
+      raise ValueError(f"attention_impl={self.attention_impl!r}; expected auto, xla, cudnn or pallas")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy={self.remat_policy!r}; expected one of {REMAT_POLICIES}")
     for name in ("dtype", "param_dtype"):

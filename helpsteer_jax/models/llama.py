@@ -16,8 +16,11 @@ from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 from flax import nnx
 
+from helpsteer_jax.models.attention_kernels import kernel_attention, resolve as resolve_attention
 from helpsteer_jax.models.config import LlamaConfig
+from helpsteer_jax.models.decode_attention import num_blocks, ragged_decode_attention
 from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
     Attention, RMSNorm, SwiGLU, apply_rope, contract_last, grouped_query_attention, make_param,
     rope_inverse_frequencies,
@@ -56,6 +59,7 @@ class DecoderBlock(nnx.Module):
       inv_freq: jax.Array,  # [H/2]
       sharding: Optional[ShardingContext],
       cache_kv: Optional[tuple[jax.Array, jax.Array]] = None,  # this layer's cache k, v [B, K, S, H]
+      kernel: Optional[tuple[str, jax.Array]] = None,  # (attention kernel, key lengths [B])
   ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Returns the block output [B, T, D] and the chunk's keys/values [B, K, T, H]."""
     q, k, v = self.attn.project_qkv(self.input_norm(x))
@@ -69,8 +73,32 @@ class DecoderBlock(nnx.Module):
       cache_k, cache_v = cache_kv
       segments.insert(0, (cache_k.astype(q.dtype), cache_v.astype(q.dtype), masks[1]))
     # The chunk's own mask never lets a query see a later key (`hidden_states` ANDs it with causal).
-    attended = grouped_query_attention(q, segments, causal=True)
+    if kernel is not None and len(segments) == 1:
+      attended = kernel_attention(q, k, v, kernel[1], kernel[0])
+    else:
+      attended = grouped_query_attention(q, segments, causal=True)
     x = x + self.attn.project_out(attended)
+    x = constrain(x, _HIDDEN_AXES, sharding)
+    x = x + self.mlp(self.post_attention_norm(x))
+    return constrain(x, _HIDDEN_AXES, sharding), (k, v)
+
+  def decode(
+      self,
+      x: jax.Array,  # [B, 1, D]
+      positions: jax.Array,  # [B, 1]
+      inv_freq: jax.Array,
+      sharding: Optional[ShardingContext],
+      slots: tuple,  # (cache_k, cache_v [L, B, K, S, H], layer index, lengths [B], blocks, block)
+  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """One token per slot against a `SlotCache`: the block output [B, 1, D] and the token's keys
+    and values [B, K, H]."""
+    cache_k, cache_v, layer, lengths, blocks, block = slots
+    q, k, v = self.attn.project_qkv(self.input_norm(x))
+    q = apply_rope(q, positions, inv_freq)[:, 0]  # [B, N, H]
+    k = apply_rope(k, positions, inv_freq)[:, 0]  # [B, K, H]
+    v = v[:, 0]
+    attended = ragged_decode_attention(q, k, v, cache_k, cache_v, layer, lengths, blocks, block)
+    x = x + self.attn.project_out(attended[:, None])
     x = constrain(x, _HIDDEN_AXES, sharding)
     x = x + self.mlp(self.post_attention_norm(x))
     return constrain(x, _HIDDEN_AXES, sharding), (k, v)
@@ -146,14 +174,19 @@ class Llama(nnx.Module):
       input_mask: Optional[jax.Array] = None,
       cache: Optional[KVCache] = None,
       cache_is_empty: bool = False,
+      key_lengths: Optional[jax.Array] = None,
   ) -> tuple[jax.Array, Optional[KVCache]]:
     """Final-norm hidden states [B, T, D] (what the reward heads read) and the updated cache.
 
     `cache_is_empty=True` (static) declares a fresh cache, as in a prefill: attention then skips
     the cache entirely instead of attending over (and constant-folding) its zeros.
+    `key_lengths` [B] declares `input_mask` a right-padding mask (position < length), which lets
+    an accelerator kernel (`config.attention_impl`, attention_kernels.py) run the attention.
     """
     config = self.config
     b, t = input_ids.shape
+    if key_lengths is None and input_mask is None and segment_ids is None:
+      key_lengths = jnp.full((b,), t, jnp.int32)  # no padding: every key is real
     if input_mask is None:
       input_mask = jnp.ones((b, t), bool) if segment_ids is None else segment_ids != 0
     input_mask = input_mask.astype(bool)
@@ -174,14 +207,20 @@ class Llama(nnx.Module):
         masks += (jnp.broadcast_to(cache.valid[:, None, :], (b, t, cache.max_length)),)
       new_valid = jax.lax.dynamic_update_slice(cache.valid, input_mask, (0, cache.index))
 
+    kernel = None
+    impl = resolve_attention(config.attention_impl)
+    # A kernel takes the chunk's own causal attention under a right-padding mask; packed segments,
+    # other masks and attention over a filled cache stay on the XLA path.
+    if impl != "xla" and len(masks) == 1 and segment_ids is None and key_lengths is not None:
+      kernel = (impl, key_lengths.astype(jnp.int32))
     inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     x = jnp.take(self.embed[...], input_ids, axis=0).astype(config.compute_dtype)
     x = constrain(x, _HIDDEN_AXES, self.sharding)
 
     if config.scan_layers:
-      x, new_k, new_v = self._scan_layers(x, positions, masks, inv_freq, cache)
+      x, new_k, new_v = self._scan_layers(x, positions, masks, inv_freq, cache, kernel)
     else:
-      x, new_k, new_v = self._loop_layers(x, positions, masks, inv_freq, cache)
+      x, new_k, new_v = self._loop_layers(x, positions, masks, inv_freq, cache, kernel)
     x = self.final_norm(x)
 
     new_cache = None
@@ -193,14 +232,55 @@ class Llama(nnx.Module):
       )
     return x, new_cache
 
+  def decode_slots(
+      self,
+      tokens: jax.Array,  # [B] int32: each slot's last token
+      cache: SlotCache,
+      active: jax.Array,  # [B] bool: slots that decode (the others' outputs are discarded)
+      block: int = 128,
+  ) -> tuple[jax.Array, SlotCache]:
+    """One decode step of every slot, each at its own position: fp32 logits [B, V] and the cache
+    with the tokens appended to the active slots. Attention reads the cache in `block`-position
+    blocks up to the longest active slot (models/decode_attention.py)."""
+    config = self.config
+    positions = cache.lengths[:, None]
+    blocks = num_blocks(cache.lengths, active, block)
+    inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    x = jnp.take(self.embed[...], tokens[:, None], axis=0).astype(config.compute_dtype)
+    x = constrain(x, _HIDDEN_AXES, self.sharding)
+
+    def run(graphdef, state, x, layer):
+      block_module = nnx.merge(graphdef, state)
+      slots = (cache.k, cache.v, layer, cache.lengths, blocks, block)
+      return block_module.decode(x, positions, inv_freq, self.sharding, slots)
+
+    if config.scan_layers:
+      graphdef, stacked = nnx.split(self.layers)
+      # The whole cache is a loop-invariant operand: each layer slices only the blocks it reads.
+      def body(x, layer_in):
+        state, layer = layer_in
+        return run(graphdef, state, x, layer)
+
+      x, (new_k, new_v) = jax.lax.scan(body, x, (stacked, jnp.arange(config.num_layers)))
+    else:
+      chunks = []
+      for i, layer_module in enumerate(self.layers):
+        graphdef, state = nnx.split(layer_module)
+        x, kv = run(graphdef, state, x, i)
+        chunks.append(kv)
+      new_k = jnp.stack([k for k, _ in chunks])
+      new_v = jnp.stack([v for _, v in chunks])
+    logits = self.logits(self.final_norm(x))[:, 0]
+    return logits, cache.append(new_k, new_v, active)
+
   # -- layer stacks -----------------------------------------------------------------------------
 
   def _block_fn(self, graphdef):
     """(block state, x, positions, masks, inv_freq, cache_kv) -> block output, wrapped in remat."""
 
-    def run(state, x, positions, masks, inv_freq, cache_kv):
+    def run(state, x, positions, masks, inv_freq, cache_kv, kernel=None):
       block = nnx.merge(graphdef, state)
-      return block(x, positions, masks, inv_freq, self.sharding, cache_kv)
+      return block(x, positions, masks, inv_freq, self.sharding, cache_kv, kernel)
 
     policy = self.config.remat_policy
     if policy == "none":
@@ -209,12 +289,12 @@ class Llama(nnx.Module):
     # subexpression elimination would merge it and silently undo the remat unless prevented.
     return jax.checkpoint(run, policy=_REMAT_POLICIES[policy], prevent_cse=not self.config.scan_layers)
 
-  def _scan_layers(self, x, positions, masks, inv_freq, cache):
+  def _scan_layers(self, x, positions, masks, inv_freq, cache, kernel=None):
     graphdef, stacked = nnx.split(self.layers)
     run_block = self._block_fn(graphdef)
     if cache is None:
       def body(x, state):
-        return run_block(state, x, positions, masks, inv_freq, None)[0], None
+        return run_block(state, x, positions, masks, inv_freq, None, kernel)[0], None
 
       x, _ = jax.lax.scan(body, x, stacked)
       return x, None, None
@@ -224,17 +304,17 @@ class Llama(nnx.Module):
     # would copy it at every layer.
     def body_with_cache(x, layer):
       state, layer_k, layer_v = layer
-      return run_block(state, x, positions, masks, inv_freq, (layer_k, layer_v))
+      return run_block(state, x, positions, masks, inv_freq, (layer_k, layer_v), kernel)
 
     x, (chunk_k, chunk_v) = jax.lax.scan(body_with_cache, x, (stacked, cache.k, cache.v))
     return x, *self._write_chunk(cache, chunk_k, chunk_v)
 
-  def _loop_layers(self, x, positions, masks, inv_freq, cache):
+  def _loop_layers(self, x, positions, masks, inv_freq, cache, kernel=None):
     chunks = []
     for i, block in enumerate(self.layers):
       graphdef, state = nnx.split(block)
       layer_kv = None if cache is None else (cache.k[i], cache.v[i])
-      x, kv = self._block_fn(graphdef)(state, x, positions, masks, inv_freq, layer_kv)
+      x, kv = self._block_fn(graphdef)(state, x, positions, masks, inv_freq, layer_kv, kernel)
       chunks.append(kv)
     if cache is None:
       return x, None, None
@@ -248,3 +328,24 @@ class Llama(nnx.Module):
     at = (0, 0, 0, cache.index, 0)
     return (jax.lax.dynamic_update_slice(cache.k, chunk_k.astype(cache.k.dtype), at),
             jax.lax.dynamic_update_slice(cache.v, chunk_v.astype(cache.v.dtype), at))
+
+
+def with_unrolled_layers(model: Llama) -> Llama:
+  """The same weights with the layers as a list (`scan_layers=False`), for a shape where the
+  unrolled program is faster (batch-1 decode on CPU reads each layer's weights in place instead
+  of slicing them out of the stacked arrays). The weights are copied once; the model is returned
+  as it is when already unrolled."""
+  if not model.config.scan_layers:
+    return model
+  config = model.config.replace(scan_layers=False)
+  with_head = hasattr(model, "lm_head")
+  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=model.sharding,
+                                          with_lm_head=with_head))
+  graphdef, abstract_state = nnx.split(abstract)
+  stacked = {path: var for path, var in nnx.to_flat_state(nnx.state(model))}
+  values = []
+  for path, var in nnx.to_flat_state(abstract_state):
+    # ("layers", i, ...) in the list is row i of ("layers", ...) in the stack.
+    value = stacked[("layers",) + path[2:]][...][path[1]] if path[0] == "layers" else stacked[path][...]
+    values.append((path, var.replace(value)))
+  return nnx.merge(graphdef, nnx.from_flat_state(values))

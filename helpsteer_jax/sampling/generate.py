@@ -66,19 +66,20 @@ def generate_samples(
     n: int = 1,
     seed: int = 0,
     batch_size: int = 32,
+    names: Optional[Sequence[object]] = None,
 ) -> list[list[Sample]]:
-  """n `Sample`s per conversation, generated `batch_size` conversations at a time."""
+  """n `Sample`s per conversation, decoded by an engine of at most `batch_size` slots.
+
+  Conversation i's samples draw from the key of (seed, names[i]) (default: its index), so they do
+  not depend on the other conversations of the call."""
   prompts = encode_conversations(tokenizer, conversations)
-  out: list[list[Sample]] = []
-  for start in range(0, len(prompts), batch_size):
-    chunk = sample_tokens(model, prompts[start:start + batch_size], settings, n=n, seed=seed + start)
-    for per_prompt in chunk:
-      out.append([
-          Sample(tokenizer.decode(ids, skip_special_tokens=True), len(ids),
-                 len(ids) < settings.max_new_tokens)
-          for ids in per_prompt
-      ])
-  return out
+  tokens = sample_tokens(model, prompts, settings, n=n, seed=seed, names=names, num_slots=batch_size)
+  return [[to_sample(tokenizer, ids, settings) for ids in per_prompt] for per_prompt in tokens]
+
+
+def to_sample(tokenizer: Any, ids: Sequence[int], settings: SamplingSettings) -> Sample:
+  return Sample(tokenizer.decode(list(ids), skip_special_tokens=True), len(ids),
+                len(ids) < settings.max_new_tokens)
 
 
 def generate(

@@ -1,6 +1,8 @@
-"""Batched generation: one jitted prefill, then a jitted `lax.while_loop` of single-token decode steps.
+"""Sampling settings, prompt buckets, and `sample_tokens` (on the decode engine, engine.py).
 
-Static settings (`SamplingSettings`, hashable) select the compiled program; dynamic state (tokens,
+`sample_tokens_static` is the earlier static batch, kept as the benchmarks' reference: one jitted
+prefill, then a jitted `lax.while_loop` of single-token decode steps in which every row runs until
+the longest has finished. Static settings (`SamplingSettings`, hashable) select the compiled program; dynamic state (tokens,
 cache, rng) flows through it as a pytree. Prompts are left-padded to a length bucket (and the batch
 to a batch bucket), so a new prompt length reuses an existing compilation. The `n` samples of a
 prompt share one prefill: its cache rows are repeated, not recomputed.
@@ -131,8 +133,41 @@ def sample_tokens(
     settings: SamplingSettings,
     n: int = 1,
     seed: int = 0,
+    names: Optional[Sequence[object]] = None,
+    num_slots: int = 32,
 ) -> list[list[list[int]]]:
-  """Token ids of n continuations per prompt (stop token excluded): [len(prompts)][n][tokens]."""
+  """Token ids of n continuations per prompt (stop token excluded): [len(prompts)][n][tokens],
+  decoded by an engine of at most `num_slots` slots. Prompt i's samples draw from the key of
+  (seed, names[i]) (default: its index), whatever else is in the call."""
+  from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
+  from helpsteer_jax.sampling.keys import sample_key
+
+  if not prompts:
+    return []
+  for i, prompt in enumerate(prompts):
+    if len(prompt) == 0:
+      raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+  if names is not None and len(names) != len(prompts):
+    raise ValueError(f"{len(names)} names for {len(prompts)} prompts; expected one each")
+  names = list(range(len(prompts))) if names is None else list(names)
+  slots = min(num_slots, bucket(len(prompts) * n, minimum=1))
+  engine = Engine(model, EngineSettings(num_slots=slots, stop_token_ids=settings.stop_token_ids,
+                                        pad_id=settings.pad_id))
+  requests = [Request(list(p), settings, sample_key(seed, name), n=n) for p, name in zip(prompts, names)]
+  for request in requests:
+    engine.submit(request)
+  engine.run()
+  return [r.results for r in requests]
+
+
+def sample_tokens_static(
+    model: Llama,
+    prompts: Sequence[Sequence[int]],
+    settings: SamplingSettings,
+    n: int = 1,
+    seed: int = 0,
+) -> list[list[list[int]]]:
+  """As `sample_tokens`, as one static left-padded batch (the benchmarks' reference)."""
   if not prompts:
     return []
   for i, prompt in enumerate(prompts):

@@ -46,7 +46,9 @@ def default_config() -> ConfigDict:
       "batch_size": 16,
       "seed": 0,
   })
+  # Prompts admitted to the search together at least; more enter while the engine has free slots.
   config.prompts_per_batch = 4
+  config.prompts_in_flight = 0  # at most this many prompts at a time; 0 = as the engine has room
   config.mesh = mesh_config((1, 1, 1))  # shape (data, fsdp, tensor), -1 = the rest; rules
   config.output_dir = "outputs/scaling/default"
   return config

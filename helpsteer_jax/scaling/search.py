@@ -11,20 +11,24 @@ returned with the whole tree. Baselines come from the same code path by `mode`:
   feedback_edit          the full search (self-feedback / self-edit when the policy plays a role)
   edit_without_feedback  K revisions per draft with no feedback (ablation)
 
-Each role sends its requests in its own `prompt_format` (formats/prompts.py). Work is batched
-across all prompts of a call, stage by stage, so every generate call is as wide as the batch allows.
+Each role sends its requests in its own `prompt_format` (formats/prompts.py). All stages of all
+prompts in flight share one decode engine per model, each request entering as soon as the stage
+before it has finished for that prompt (see `FeedbackEditSearch`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
-from helpsteer_jax.sampling.generate import Sample, generate_samples, sampling_settings
+from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
+from helpsteer_jax.sampling.generate import Sample, encode_conversations, sampling_settings, to_sample
+from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.scaling.feedback_filters import describe, get_rule
 from helpsteer_jax.scaling.selectors import Selector
 
@@ -32,6 +36,9 @@ MODES = ("greedy", "best_of_n", "feedback_edit", "edit_without_feedback")
 # The paper samples 10-64 feedbacks per draft to keep its effective ones; by default twice the
 # number kept, and never more than this.
 MAX_FEEDBACK_SAMPLES = 64
+# Engine priorities: later stages first (a prompt's tree completes sooner and fewer prompts are in
+# flight), the greedy reference last.
+GREEDY_PRIORITY, DRAFT_PRIORITY, FEEDBACK_PRIORITY, EDIT_PRIORITY = -1, 0, 1, 2
 
 
 def default_feedback_samples(num_feedbacks: int) -> int:
@@ -95,17 +102,20 @@ class Role:
   tokenizer: Any
   prompt_format: str = "plain"
 
-  def generate(self, conversations: Sequence[Conversation], stage: StageSampling, n: int, seed: int,
-               batch_size: int, greedy: bool = False) -> list[list[Sample]]:
-    if not conversations:
-      return []
+  def request(self, conversation: Conversation, stage: StageSampling, n: int, key, tag: str,
+              on_done, greedy: bool = False, on_sample=None, priority: int = 0) -> Request:
+    """A request whose callbacks receive `Sample`s: `on_done(samples)`, `on_sample(j, sample)`."""
     settings = sampling_settings(
         self.tokenizer, max_new_tokens=stage.max_new_tokens,
         temperature=0.0 if greedy else stage.temperature,
         top_k=None if greedy else stage.top_k, top_p=None if greedy else stage.top_p,
     )
-    return generate_samples(self.model, self.tokenizer, conversations, settings, n=n, seed=seed,
-                            batch_size=batch_size)
+    prompt = encode_conversations(self.tokenizer, [conversation])[0]
+    sample = lambda tokens: to_sample(self.tokenizer, tokens, settings)
+    return Request(prompt, settings, key, n=n, tag=tag, priority=priority,
+                   on_done=lambda request, tokens: on_done([sample(t) for t in tokens]),
+                   on_sample=None if on_sample is None else
+                   lambda request, j, tokens: on_sample(j, sample(tokens)))
 
 
 def _sample_record(sample: Sample) -> dict[str, Any]:
@@ -113,7 +123,14 @@ def _sample_record(sample: Sample) -> dict[str, Any]:
 
 
 class FeedbackEditSearch:
-  """Runs the search for batches of prompts; `run` returns one JSON-ready record per prompt."""
+  """Runs the search over prompts; `run` returns one JSON-ready record per prompt.
+
+  Every stage of every prompt shares one decode engine per model (sampling/engine.py), fed as work
+  becomes ready: a prompt's feedback requests enter as soon as its drafts finish, its edits as
+  soon as its feedback is filtered, and the selector scores each candidate as it completes. New
+  prompts are admitted while the engine would otherwise leave slots idle. Each sample's random key
+  derives from (seed, prompt id, stage, candidate index), so a prompt's whole tree is the same
+  whatever else runs beside it."""
 
   def __init__(self, settings: SearchSettings, policy: Role, selector: Optional[Selector] = None,
                feedback: Optional[Role] = None, edit: Optional[Role] = None):
@@ -123,94 +140,164 @@ class FeedbackEditSearch:
     self.edit = edit or policy
     self.selector = selector
     self.rule = get_rule(settings.feedback_rule)
+    self._engines: dict[int, Engine] = {}
+    self._select_s = 0.0
     templates.check_prompt_format(self.feedback.prompt_format, "feedback")
     templates.check_prompt_format(self.edit.prompt_format, "edit")
     if settings.mode in ("best_of_n", "feedback_edit", "edit_without_feedback") and selector is None:
       raise ValueError(f"search mode {settings.mode!r} needs a selector")
 
-  def run(self, items: Sequence[PromptItem]) -> list[dict[str, Any]]:
-    s = self.settings
+  def engine(self, role: Role) -> Engine:
+    """The engine of a role's model: roles played by one model share it."""
+    key = id(role.model)
+    if key not in self._engines:
+      base = sampling_settings(role.tokenizer)
+      self._engines[key] = Engine(role.model, EngineSettings(
+          num_slots=self.settings.batch_size, stop_token_ids=base.stop_token_ids, pad_id=base.pad_id))
+    return self._engines[key]
+
+  def stats(self) -> dict[str, Any]:
+    """Each engine's slot use and per-stage tokens, and the seconds spent selecting."""
+    names = {}
+    for role in (self.policy, self.feedback, self.edit):
+      names.setdefault(id(role.model), role.name)
+    return {"engines": {names[k]: e.stats() for k, e in self._engines.items()},
+            "select_seconds": self._select_s}
+
+  def run(self, items: Sequence[PromptItem],
+          on_record: Optional[Callable[[dict[str, Any]], None]] = None,
+          min_in_flight: int = 1, max_in_flight: int = 0) -> list[dict[str, Any]]:
+    """Records in the order of `items`. `on_record` receives each record, also in that order, as
+    soon as it and every earlier one are complete; at least `min_in_flight` prompts are admitted
+    at a time, and more while the policy's engine has free slots, up to `max_in_flight` (0: no
+    cap)."""
     if not items:
       return []
-    convs = [item.conversation for item in items]
-    batch = s.batch_size
-    seed = s.seed
+    records: list[Optional[dict[str, Any]]] = [None] * len(items)
+    complete = [False] * len(items)
+    emitted = 0
+    admitted = 0
+    open_prompts = 0
+    policy_engine = self.engine(self.policy)
 
-    # 1. Drafts.
+    def finished(p: int) -> None:
+      nonlocal emitted, open_prompts
+      complete[p] = True
+      open_prompts -= 1
+      while emitted < len(items) and complete[emitted]:
+        if on_record is not None:
+          on_record(records[emitted])
+        emitted += 1
+
+    while admitted < len(items) or any(e.busy for e in self._engines.values()):
+      while admitted < len(items) and (not max_in_flight or open_prompts < max_in_flight) and (
+          open_prompts < min_in_flight
+          or policy_engine.queued_samples(min_priority=0) < policy_engine.free_slots):
+        records[admitted] = self._start(admitted, items[admitted], finished)
+        admitted += 1
+        open_prompts += 1
+      for engine in list(self._engines.values()):
+        if engine.busy:
+          engine.step()
+    return records
+
+  # -- one prompt's tree, stage by stage ---------------------------------------------------------
+
+  def _start(self, p: int, item: PromptItem, finished) -> dict[str, Any]:
+    s = self.settings
     greedy_mode = s.mode == "greedy"
-    n_drafts = 1 if greedy_mode else s.num_drafts
-    drafts = self.policy.generate(convs, s.draft, n_drafts, seed, batch, greedy=greedy_mode)
-    records = [{
-        "id": item.id, "conversation": item.conversation, "mode": s.mode,
+    conv = item.conversation
+    rec = {
+        "id": item.id, "conversation": conv, "mode": s.mode,
         "roles": {"policy": self.policy.name, "feedback": self.feedback.name, "edit": self.edit.name,
                   "selector": None if self.selector is None else self.selector.name},
         "prompt_formats": {"feedback": self.feedback.prompt_format, "edit": self.edit.prompt_format},
-        "drafts": [dict(_sample_record(d), feedbacks=[], edit_groups=[]) for d in per_prompt],
-    } for item, per_prompt in zip(items, drafts)]
+        "drafts": [],
+    }
+    outstanding = [0]
+    measure_greedy = s.measure_greedy and not greedy_mode
 
-    # 2. Feedback, filtered into groups.
-    if s.mode == "feedback_edit":
-      pairs = [(p, d) for p, rec in enumerate(records) for d in range(len(rec["drafts"]))]
-      fmt = self.feedback.prompt_format
-      requests = [templates.feedback_request(convs[p], records[p]["drafts"][d]["text"], fmt)
-                  for p, d in pairs]
-      feedback = self.feedback.generate(requests, s.feedback, s.feedback_samples, seed + 1, batch)
-      for (p, d), samples in zip(pairs, feedback):
-        draft = records[p]["drafts"][d]
-        texts = [x.text for x in samples]
-        kept = self.rule(texts, s.num_feedbacks)
-        for i, x in enumerate(samples):
-          info = describe(x.text)
-          draft["feedbacks"].append(dict(
-              _sample_record(x), helpfulness=info.helpfulness, change_requests=info.change_requests,
-              kept=i in kept, rank=kept.index(i) if i in kept else None))
-        g = s.feedback_group_size
-        draft["num_effective_feedbacks"] = len(kept)
-        draft["edit_groups"] = [{"feedback": kept[i:i + g], "edits": []} for i in range(0, len(kept), g)]
-    elif s.mode == "edit_without_feedback":
-      for rec in records:
-        for draft in rec["drafts"]:
-          draft["edit_groups"] = [{"feedback": [], "edits": []}]
+    def key(*parts):
+      return sample_key(s.seed, item.id, *parts)
 
-    # 3. Edits, K per group.
-    slots = [(p, d, g) for p, rec in enumerate(records) for d, draft in enumerate(rec["drafts"])
-             for g in range(len(draft["edit_groups"]))]
-    if slots:
-      requests = []
-      for p, d, g in slots:
-        draft = records[p]["drafts"][d]
-        indices = draft["edit_groups"][g]["feedback"]
-        if indices:
-          requests.append(templates.edit_request(
-              convs[p], draft["text"], [draft["feedbacks"][i]["text"] for i in indices],
-              self.edit.prompt_format))
-        else:
-          requests.append(templates.revision_request(convs[p], draft["text"], self.edit.prompt_format))
-      edits = self.edit.generate(requests, s.edit, s.num_edits, seed + 2, batch)
-      for (p, d, g), samples in zip(slots, edits):
-        records[p]["drafts"][d]["edit_groups"][g]["edits"] = [_sample_record(x) for x in samples]
+    def submit(role: Role, request: Request) -> None:
+      outstanding[0] += 1
+      self.engine(role).submit(request)
 
-    # 4. Selection over every candidate.
-    candidates = [self._candidates(rec) for rec in records]
-    if self.selector is not None and not greedy_mode:
-      flat = [(p, ref) for p, cands in enumerate(candidates) for ref in cands]
-      scores = self.selector.score([(convs[p], self._node(records[p], ref)["text"]) for p, ref in flat])
-      for (p, ref), score in zip(flat, scores):
-        self._node(records[p], ref)["score"] = score
+    def done_one() -> None:
+      outstanding[0] -= 1
+      if outstanding[0] == 0:
+        self._finish(rec, self._candidates(rec), rec["drafts"][0]["num_tokens"] if greedy_mode
+                     else rec["greedy"]["num_tokens"] if measure_greedy else None)
+        finished(p)
 
-    # 5. Greedy reference for the token multiple.
-    greedy_tokens: list[Optional[int]] = [None] * len(records)
-    if greedy_mode:
-      greedy_tokens = [rec["drafts"][0]["num_tokens"] for rec in records]
-    elif s.measure_greedy:
-      greedy = self.policy.generate(convs, s.draft, 1, seed, batch, greedy=True)
-      greedy_tokens = [g[0].num_tokens for g in greedy]
-      for rec, g in zip(records, greedy):
-        rec["greedy"] = _sample_record(g[0])
+    def score(nodes: list[dict[str, Any]]) -> None:
+      if self.selector is None or greedy_mode:
+        return
+      started = time.perf_counter()
+      for node in nodes:  # one at a time: a score never depends on what it was batched with
+        node["score"] = self.selector.score([(conv, node["text"])])[0]
+      self._select_s += time.perf_counter() - started
 
-    for rec, cands, g_tokens in zip(records, candidates, greedy_tokens):
-      self._finish(rec, cands, g_tokens)
-    return records
+    n_drafts = 1 if greedy_mode else s.num_drafts
+    rec["drafts"] = [None] * n_drafts
+
+    def on_draft(d: int, sample: Sample) -> None:
+      # Each draft's feedback (or revision) enters as soon as that draft is written.
+      draft = rec["drafts"][d] = dict(_sample_record(sample), feedbacks=[], edit_groups=[])
+      score([draft])
+      if s.mode == "feedback_edit":
+        request = templates.feedback_request(conv, draft["text"], self.feedback.prompt_format)
+        submit(self.feedback, self.feedback.request(
+            request, s.feedback, s.feedback_samples, key("feedback", d), "feedback",
+            lambda samples: on_feedback(d, samples), priority=FEEDBACK_PRIORITY))
+      elif s.mode == "edit_without_feedback":
+        draft["edit_groups"] = [{"feedback": [], "edits": []}]
+        request = templates.revision_request(conv, draft["text"], self.edit.prompt_format)
+        submit(self.edit, self.edit.request(request, s.edit, s.num_edits, key("edit", d, 0), "edit",
+                                            lambda samples: on_edits(d, 0, samples),
+                                            priority=EDIT_PRIORITY))
+
+    def on_feedback(d: int, samples: list[Sample]) -> None:
+      draft = rec["drafts"][d]
+      kept = self.rule([x.text for x in samples], s.num_feedbacks)
+      for i, x in enumerate(samples):
+        info = describe(x.text)
+        draft["feedbacks"].append(dict(
+            _sample_record(x), helpfulness=info.helpfulness, change_requests=info.change_requests,
+            kept=i in kept, rank=kept.index(i) if i in kept else None))
+      g = s.feedback_group_size
+      draft["num_effective_feedbacks"] = len(kept)
+      draft["edit_groups"] = [{"feedback": kept[i:i + g], "edits": []} for i in range(0, len(kept), g)]
+      for group_index, group in enumerate(draft["edit_groups"]):
+        request = templates.edit_request(conv, draft["text"],
+                                         [draft["feedbacks"][i]["text"] for i in group["feedback"]],
+                                         self.edit.prompt_format)
+        submit(self.edit, self.edit.request(
+            request, s.edit, s.num_edits, key("edit", d, group_index), "edit",
+            lambda samples, g=group_index: on_edits(d, g, samples), priority=EDIT_PRIORITY))
+      done_one()
+
+    def on_edits(d: int, g: int, samples: list[Sample]) -> None:
+      edits = [_sample_record(x) for x in samples]
+      rec["drafts"][d]["edit_groups"][g]["edits"] = edits
+      score(edits)
+      done_one()
+
+    def on_greedy(samples: list[Sample]) -> None:
+      rec["greedy"] = _sample_record(samples[0])
+      done_one()
+
+    submit(self.policy, self.policy.request(conv, s.draft, n_drafts, key("draft"), "draft",
+                                            lambda samples: done_one(), greedy=greedy_mode,
+                                            priority=DRAFT_PRIORITY,
+                                            on_sample=on_draft))
+    if measure_greedy:
+      # The greedy reference (the token multiple's denominator) depends on nothing and nothing
+      # depends on it: it fills slots the search leaves idle.
+      submit(self.policy, self.policy.request(conv, s.draft, 1, key("greedy"), "greedy", on_greedy,
+                                              greedy=True, priority=GREEDY_PRIORITY))
+    return rec
 
   # -- tree helpers -----------------------------------------------------------------------------
 

@@ -202,7 +202,9 @@ class RLOOTask(TaskBase):
     prompt_ids = encode_conversations(tokenizer, [p.messages for p in prompts])
     prompt_ids = [keep_ends(ids, rl.max_prompt_tokens) for ids in prompt_ids]
     started = time.perf_counter()
-    samples = sample_tokens(policy, prompt_ids, settings, n=k, seed=int(self.config.seed) * 100003 + step)
+    # Keys by (seed, step, row): a prompt's samples do not depend on the other prompts of the step.
+    samples = sample_tokens(policy, prompt_ids, settings, n=k, seed=int(self.config.seed),
+                            names=[f"step{step}/{i}" for i in range(len(prompt_ids))])
     sample_s = time.perf_counter() - started
 
     flat_prompts = [p for p in prompts for _ in range(k)]

@@ -1,0 +1,71 @@
+"""Decode attention over a slot cache: one new query per slot, keys read block by block.
+
+Each slot's keys are positions [0, lengths[b]) of the cache plus the new token itself. The cache is
+read in blocks of `block` positions, only as many blocks as the longest live slot needs (a dynamic
+trip count, so one compiled step serves every length), never the whole allocated length. The
+softmax is accumulated online as in flash decoding, starting from the new token's own score, which
+is always visible: a block a slot does not reach contributes exp(-inf) = 0 and rescales by
+exp(0) = 1, so its result is bit for bit the same whether its neighbours are long or short.
+
+Shapes: q [B, N, H]; k_new, v_new [B, K, H]; cache_k, cache_v [L, B, K, S, H] (S a multiple of
+`block`); lengths [B]. G = N / K query heads share a kv head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def num_blocks(lengths: jax.Array, active: jax.Array, block: int) -> jax.Array:
+  """Blocks of cache to read: enough for the longest active slot ([] int32)."""
+  longest = jnp.max(jnp.where(active, lengths, 0))
+  return (longest + block - 1) // block
+
+
+def ragged_decode_attention(
+    q: jax.Array,
+    k_new: jax.Array,
+    v_new: jax.Array,
+    cache_k: jax.Array,
+    cache_v: jax.Array,
+    layer: jax.Array | int,
+    lengths: jax.Array,
+    blocks: jax.Array,
+    block: int,
+) -> jax.Array:
+  """softmax over (cache keys < length, new key) of q k / sqrt(H), times v -> [B, N, H]."""
+  b, n, h = q.shape
+  kv_heads = k_new.shape[1]
+  g = n // kv_heads
+  if cache_k.shape[3] % block:
+    raise ValueError(f"cache length {cache_k.shape[3]} is not a multiple of the block {block}")
+  f32 = jnp.float32
+  qg = (q.astype(f32) * (1.0 / math.sqrt(h))).reshape(b, kv_heads, g, h).astype(q.dtype)
+  # The new token's own score starts the running max: it is finite for every row.
+  m = jnp.einsum("BKGH,BKH->BKG", qg, k_new, preferred_element_type=f32)
+  denom = jnp.ones_like(m)
+  acc = jnp.broadcast_to(v_new.astype(f32)[:, :, None, :], (b, kv_heads, g, h))
+
+  def body(i, carry):
+    m, denom, acc = carry
+    start = i * block
+    at = (layer, 0, 0, start, 0)
+    size = (1, b, kv_heads, block, h)
+    kb = jax.lax.dynamic_slice(cache_k, at, size)[0].astype(q.dtype)  # [B, K, block, H]
+    vb = jax.lax.dynamic_slice(cache_v, at, size)[0].astype(q.dtype)
+    s = jnp.einsum("BKGH,BKSH->BKGS", qg, kb, preferred_element_type=f32)
+    visible = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [B, block]
+    s = jnp.where(visible[:, None, None, :], s, -jnp.inf)
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    scale = jnp.exp(m - m_new)
+    p = jnp.exp(s - m_new[..., None])
+    denom = denom * scale + jnp.sum(p, axis=-1)
+    acc = acc * scale[..., None] + jnp.einsum("BKGS,BKSH->BKGH", p.astype(vb.dtype), vb,
+                                              preferred_element_type=f32)
+    return m_new, denom, acc
+
+  m, denom, acc = jax.lax.fori_loop(0, blocks, body, (m, denom, acc))
+  return (acc / denom[..., None]).reshape(b, n, h).astype(q.dtype)

@@ -1,0 +1,128 @@
+"""The decode engine on a tiny random model: per-slot positions, block reads, refill, keys, stats."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from helpsteer_jax.models.config import get_preset
+from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
+from helpsteer_jax.sampling.keys import sample_key
+from helpsteer_jax.sampling.rules import sample_rows
+from helpsteer_jax.sampling.sampler import SamplingSettings
+
+
+@pytest.fixture(scope="module")
+def model():
+  return Llama(get_preset("tiny"), rngs=nnx.Rngs(0))
+
+
+def _greedy_reference(model, prompt, steps):
+  ids = list(prompt)
+  for _ in range(steps):
+    ids.append(int(jnp.argmax(model(jnp.asarray([ids]))[0, -1])))
+  return ids[len(prompt):]
+
+
+def _run(model, requests, **settings):
+  engine = Engine(model, EngineSettings(**settings))
+  for r in requests:
+    engine.submit(r)
+  engine.run()
+  return engine
+
+
+def test_greedy_rows_at_their_own_positions_read_in_blocks(model):
+  # Blocks of 4 positions: the prompts and answers span several, and rows of different lengths
+  # decode side by side with no padding; more requests than slots forces refills.
+  prompts = [[5, 6, 7], list(range(1, 14)), [42], [9] * 6, [3, 1, 4, 1, 5]]
+  greedy = SamplingSettings(max_new_tokens=9)
+  requests = [Request(p, greedy, sample_key(0, i)) for i, p in enumerate(prompts)]
+  engine = _run(model, requests, num_slots=2, attention_block=4, steps_per_call=3)
+  for prompt, request in zip(prompts, requests):
+    assert request.results == [_greedy_reference(model, prompt, 9)]
+  stats = engine.stats()
+  assert stats["stages"][""]["tokens"] == 5 * 9
+  # Each sample's first token comes from its prefill; the other 8 from decode steps.
+  assert stats["decode_tokens"] == 5 * 8
+  assert 0 < stats["slot_use"] <= 1
+
+
+def test_a_request_gives_the_same_tokens_alone_and_in_a_busy_engine(model):
+  sampled = SamplingSettings(max_new_tokens=12, temperature=1.0, top_p=0.9)
+  target = lambda: Request([7, 8, 9, 10], sampled, sample_key(3, "target"), n=3)
+  alone = target()
+  _run(model, [alone], num_slots=4, attention_block=8)
+  # Neighbours of other lengths, settings and stop rules come and go around it.
+  busy = target()
+  neighbours = [Request(list(range(1, 2 + 5 * i)), SamplingSettings(max_new_tokens=3 + 4 * i,
+                        temperature=0.7 * (i % 2), top_k=5 if i == 2 else None), sample_key(3, i), n=2)
+                for i in range(4)]
+  _run(model, neighbours[:2] + [busy] + neighbours[2:], num_slots=4, attention_block=8)
+  assert busy.results == alone.results
+  assert len({tuple(x) for x in alone.results}) > 1  # its samples differ from each other
+
+
+def test_stop_tokens_end_a_sample_and_callbacks_chain_requests(model):
+  settings = SamplingSettings(max_new_tokens=10)
+  free = Request([5, 6, 7], settings, sample_key(0))
+  _run(model, [free])
+  stop = free.results[0][3]
+  engine = Engine(model, EngineSettings(num_slots=2, stop_token_ids=(stop, 999)))
+  seen = []
+
+  def follow_up(request, samples):
+    seen.append(samples)
+    if len(seen) == 1:  # submitted from inside the engine's run: it joins the same run
+      engine.submit(Request(samples[0] + [1], settings, sample_key(1), on_done=follow_up))
+
+  engine.submit(Request([5, 6, 7], settings, sample_key(0), on_done=follow_up))
+  engine.run()
+  assert seen[0] == [free.results[0][:3]] and len(seen) == 2
+
+
+def test_per_row_sampling_rules():
+  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]] * 4))
+  keys = jax.random.split(jax.random.key(0), 400).reshape(100, 4)
+  picks = np.array([sample_rows(logits, k, jnp.asarray([0.0, 1.0, 1.0, 1.0]), jnp.asarray([0, 1, 0, 0]),
+                                jnp.asarray([1.0, 1.0, 0.7, 1.0])) for k in keys])
+  assert (picks[:, 0] == 0).all()  # greedy
+  assert (picks[:, 1] == 0).all()  # top-k 1
+  assert set(picks[:, 2]) == {0, 1}  # top-p 0.7 keeps 0.5 + 0.3
+  assert set(picks[:, 3]) == {0, 1, 2, 3}  # the full distribution
+  # A row's draw does not depend on the other rows' settings.
+  one = sample_rows(logits[:1], keys[0][3:], jnp.asarray([1.0]), jnp.asarray([0]), jnp.asarray([1.0]))
+  assert int(one[0]) == int(picks[0, 3])
+
+
+def test_keys_name_samples_and_bad_requests_fail(model):
+  assert (sample_key(0, "a", "draft", 1) == sample_key(0, "a", "draft", 1)).all()
+  assert not (sample_key(0, "a", "draft", 1) == sample_key(0, "a", "draft", 2)).all()
+  engine = Engine(model, EngineSettings(num_slots=2))
+  with pytest.raises(ValueError, match="prompt is empty"):
+    engine.submit(Request([], SamplingSettings(), sample_key(0)))
+  with pytest.raises(ValueError, match="exceeds the model's context"):
+    engine.submit(Request([1] * 500, SamplingSettings(max_new_tokens=64), sample_key(0)))
+
+
+def test_layout_choice_keeps_the_tokens(model):
+  from helpsteer_jax.models.llama import with_unrolled_layers
+
+  unrolled = with_unrolled_layers(model)
+  assert not unrolled.config.scan_layers and with_unrolled_layers(unrolled) is unrolled
+  ids = jnp.asarray([[3, 1, 4, 1, 5, 9]])
+  np.testing.assert_allclose(np.asarray(unrolled(ids)), np.asarray(model(ids)), atol=1e-5)
+  # auto and "model" keep the model's scanned layers; "unrolled" decodes from the list.
+  assert Engine(model, EngineSettings(num_slots=2)).model_layout_scanned
+  assert not Engine(model, EngineSettings(num_slots=2, layout="unrolled")).model_layout_scanned
+  greedy = SamplingSettings(max_new_tokens=8)
+  runs = []
+  for layout in ("model", "unrolled"):
+    request = Request([5, 6, 7, 8], greedy, sample_key(0))
+    _run(model, [request], num_slots=2, layout=layout)
+    runs.append(request.results)
+  assert runs[0] == runs[1]
+  with pytest.raises(ValueError, match="layout='wide'"):
+    EngineSettings(layout="wide")
