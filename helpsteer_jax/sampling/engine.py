@@ -33,7 +33,7 @@ from helpsteer_jax.models.kv_cache import KVCache
 from helpsteer_jax.models.llama import Llama, with_unrolled_layers
 from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.sampling.rules import sample_rows
-from helpsteer_jax.sampling.sampler import SamplingSettings, bucket
+from helpsteer_jax.sampling.settings import SamplingSettings, bucket
 
 
 @dataclasses.dataclass(frozen=True)
