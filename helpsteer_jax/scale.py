@@ -10,145 +10,15 @@ where it stopped; `summary.json` (with the engine's slot use and tokens/s per st
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import time
-from typing import Any
-
-from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from absl import app
+from ml_collections import config_flags
 
 from helpsteer_jax import entry_point
-from helpsteer_jax.checkpoints.model_pool import ModelPool
+# The search's orchestration lives in scaling/run.py; its functions are named here for callers of
+# `helpsteer_jax.scale.run_search`.
+from helpsteer_jax.scaling.run import build_search, run_search, search_settings  # noqa: F401
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-
-POLICY = "policy"  # a role path that means "the policy model plays this role"
-
-
-def search_settings(cfg: ConfigDict):
-  from helpsteer_jax.scaling.search import SearchSettings, StageSampling
-
-  s = cfg.to_dict()
-  stages = {name: StageSampling(**s.pop(name)) for name in ("draft", "feedback", "edit")}
-  return SearchSettings(**s, **stages)
-
-
-def build_search(config: ConfigDict, pool: ModelPool):
-  from helpsteer_jax.scaling.search import FeedbackEditSearch, Role
-  from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
-
-  from helpsteer_jax.formats.prompts import check_prompt_format
-
-  settings = search_settings(config.search)
-  # Bad layout names fail here, before any model loads.
-  check_prompt_format(config.feedback_model.prompt_format, "feedback")
-  check_prompt_format(config.edit_model.prompt_format, "edit")
-  check_prompt_format(config.selector.prompt_format,
-                      "select" if config.selector.kind == "reward_model" else "judge")
-  if config.selector.logit_index is not None and config.selector.kind != "reward_model":
-    raise ValueError(f"selector.logit_index={config.selector.logit_index} is for "
-                     f"selector.kind='reward_model', not {config.selector.kind!r}")
-  policy_model, policy_tok = pool.causal_lm(config.policy.path, config.policy.param_dtype)
-  policy = Role("policy", policy_model, policy_tok)
-
-  def role(name: str, cfg: ConfigDict) -> Role:
-    if cfg.path == POLICY:
-      return dataclasses.replace(policy, name=f"{name}=policy", prompt_format=cfg.prompt_format)
-    model, tok = pool.causal_lm(cfg.path, cfg.param_dtype)
-    return Role(name, model, tok, prompt_format=cfg.prompt_format)
-
-  feedback = role("feedback", config.feedback_model)
-  edit = role("edit", config.edit_model)
-  selector = None
-  sel = config.selector
-  if sel.kind == "generative_judge":
-    judge = role("judge", sel)
-    selector = GenerativeJudgeSelector(judge.model, judge.tokenizer, batch_size=settings.batch_size,
-                                       prompt_format=sel.prompt_format)
-  elif sel.kind == "reward_model":
-    if sel.path in ("", POLICY):
-      raise ValueError("selector.kind='reward_model' needs selector.path to a reward model folder")
-    model, tok = pool.reward_model(sel.path, sel.param_dtype, sel.logit_index)
-    weights = None
-    if model.num_outputs > 1:  # a multi-attribute model: HelpSteer2's weighted sum of its outputs
-      from helpsteer_jax.checkpoints.reward import attribute_weights, reward_labels
-
-      weights = attribute_weights(reward_labels(sel.path))
-    if tok is None:
-      raise ValueError(f"{sel.path} has no tokenizer files; the selector needs a tokenizer")
-    selector = RewardModelSelector(model, tok, batch_size=settings.batch_size, weights=weights,
-                                   prompt_format=sel.prompt_format)
-  elif sel.kind != "none":
-    raise ValueError(f"selector.kind={sel.kind!r}; expected generative_judge, reward_model or none")
-  return FeedbackEditSearch(settings, policy, selector=selector, feedback=feedback, edit=edit)
-
-
-def check_requests(items, search) -> None:
-  """Fails before any work on a prompt whose longest request in any stage (the Edit request
-  carries the draft and its feedback group) cannot fit the context of the model answering it."""
-  from helpsteer_jax.scaling.request_lengths import RoleLimits, check_request_lengths
-
-  limits = [RoleLimits(r.name, r.tokenizer, r.prompt_format, r.model.config.max_position_embeddings)
-            for r in (search.policy, search.feedback, search.edit)]
-  check_request_lengths(items, search.settings, *limits)
-
-
-def run_search(config: ConfigDict) -> dict[str, Any]:
-  """Runs (or resumes) the search of `config`; returns the summary. The output folder is checked
-  writable and held by this run alone (`data/run_folder.py`) before any prompt is read."""
-  from helpsteer_jax.data.run_folder import claim_run_folder
-
-  with claim_run_folder(config.output_dir, what="scaling search"):
-    return _run_search(config)
-
-
-def _run_search(config: ConfigDict) -> dict[str, Any]:
-  import jax
-  from tqdm.auto import tqdm
-
-  from helpsteer_jax.data.prompt_sources import load_prompts
-  from helpsteer_jax.scaling.results import ResultWriter
-
-  if jax.process_count() > 1:
-    raise RuntimeError(
-        f"the scaling search runs in one process (its mesh spans one host's devices) but this run has "
-        f"{jax.process_count()} processes; run it on each host over its own prompt range "
-        "(--config.prompts.start / --config.prompts.limit) and a separate output_dir")
-  items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
-                       config.prompts.start)
-  writer = ResultWriter(config.output_dir)
-  done = writer.done_ids()
-  todo = [item for item in items if item.id not in done]
-  logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), config.output_dir)
-  search = build_search(config, ModelPool(config.mesh))
-  check_requests(todo, search)
-
-  start = time.perf_counter()
-  done_before = len(items) - len(todo)
-  written = [0]
-  with tqdm(total=len(items), initial=done_before, desc="scaling search", unit="prompt") as bar:
-
-    def write(record):
-      writer.append([record])
-      written[0] += 1
-      bar.update(1)
-
-    try:
-      # Prompts enter the search's engine as it has room; each record is written (in prompt
-      # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
-      search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
-                 max_in_flight=config.prompts_in_flight)
-    except Exception as e:
-      finished = done_before + written[0]
-      raise RuntimeError(
-          f"the search failed with prompts {[b.id for b in todo[written[0]:]][:8]} unfinished "
-          f"({type(e).__name__}: {e}); the {finished} finished prompts are kept in {writer.path} "
-          "and a rerun resumes after them"
-      ) from e
-  run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start,
-              "engine": search.stats()}
-  return writer.finalize(run_info)
 
 
 def main(argv):
