@@ -150,3 +150,26 @@ def test_feedback_parsing_and_rules():
   assert ff.keep_all([perfect, "", good], cap=5) == [0, 2]
   with pytest.raises(ValueError, match="unknown feedback rule"):
     SearchSettings(feedback_rule="vibes")
+
+
+def test_stage_progress_counts_every_stage_as_samples_complete(role, items):
+  from helpsteer_jax.scaling.progress import StageProgress, stage_log_lines
+
+  lines = []
+  progress = StageProgress(on_change=lambda p: lines.append(p.line()), min_interval_s=0.0)
+  search = FeedbackEditSearch(_settings(num_drafts=2, num_edits=1), role, selector=RecordingSelector(),
+                              progress=progress)
+  records = search.run(items)
+  drafts = sum(len(r["drafts"]) for r in records)
+  feedbacks = sum(len(d["feedbacks"]) for r in records for d in r["drafts"])
+  edits = sum(len(g["edits"]) for r in records for d in r["drafts"] for g in d["edit_groups"])
+  assert progress.stages["draft"].samples == drafts == 4
+  assert progress.stages["feedback"].samples == feedbacks == 16
+  assert progress.stages["edit"].samples == edits and progress.stages["greedy"].samples == 2
+  assert progress.stages["draft"].tokens == sum(r["tokens"]["drafts"] for r in records)
+  assert progress.scored == sum(r["num_candidates"] for r in records)
+  assert len(lines) > drafts and lines[-1].startswith("draft 4 (") and "select" in lines[-1]
+  stats = search.stats()
+  log = stage_log_lines(stats["engines"], stats["select_seconds"], progress.scored)
+  assert any(l.startswith("stage feedback (policy): 16 samples") and "tokens/s" in l for l in log)
+  assert log[-1].startswith(f"stage select: {progress.scored} candidates scored")

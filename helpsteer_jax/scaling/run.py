@@ -13,6 +13,7 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from helpsteer_jax.checkpoints.model_pool import ModelPool
+from helpsteer_jax.scaling.progress import StageProgress, stage_log_lines
 
 POLICY = "policy"  # a role path that means "the policy model plays this role"
 
@@ -119,6 +120,8 @@ def _run_search(config: ConfigDict) -> dict[str, Any]:
   done_before = len(items) - len(todo)
   written = [0]
   with tqdm(total=len(items), initial=done_before, desc="scaling search", unit="prompt") as bar:
+    # The bar's counter moves per finished prompt, its postfix per finished sample of any stage.
+    search.progress = StageProgress(on_change=lambda p: bar.set_postfix_str(p.line()))
 
     def write(record):
       writer.append([record])
@@ -137,6 +140,9 @@ def _run_search(config: ConfigDict) -> dict[str, Any]:
           f"({type(e).__name__}: {e}); the {finished} finished prompts are kept in {writer.path} "
           "and a rerun resumes after them"
       ) from e
+  stats = search.stats()
+  for line in stage_log_lines(stats["engines"], stats["select_seconds"], search.progress.scored):
+    logging.info("%s", line)
   run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start,
-              "engine": search.stats()}
+              "engine": stats}
   return writer.finalize(run_info)

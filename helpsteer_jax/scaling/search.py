@@ -30,6 +30,7 @@ from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
 from helpsteer_jax.sampling.generate import Sample, encode_conversations, sampling_settings, to_sample
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.scaling.feedback_filters import describe, get_rule
+from helpsteer_jax.scaling.progress import StageProgress
 from helpsteer_jax.scaling.selectors import Selector
 
 MODES = ("greedy", "best_of_n", "feedback_edit", "edit_without_feedback")
@@ -133,7 +134,8 @@ class FeedbackEditSearch:
   whatever else runs beside it."""
 
   def __init__(self, settings: SearchSettings, policy: Role, selector: Optional[Selector] = None,
-               feedback: Optional[Role] = None, edit: Optional[Role] = None):
+               feedback: Optional[Role] = None, edit: Optional[Role] = None,
+               progress: Optional[StageProgress] = None):
     self.settings = settings
     self.policy = policy
     self.feedback = feedback or policy
@@ -142,6 +144,7 @@ class FeedbackEditSearch:
     self.rule = get_rule(settings.feedback_rule)
     self._engines: dict[int, Engine] = {}
     self._select_s = 0.0
+    self.progress = progress or StageProgress()
     templates.check_prompt_format(self.feedback.prompt_format, "feedback")
     templates.check_prompt_format(self.edit.prompt_format, "edit")
     if settings.mode in ("best_of_n", "feedback_edit", "edit_without_feedback") and selector is None:
@@ -238,6 +241,7 @@ class FeedbackEditSearch:
       for node in nodes:  # one at a time: a score never depends on what it was batched with
         node["score"] = self.selector.score([(conv, node["text"])])[0]
       self._select_s += time.perf_counter() - started
+      self.progress.add_scored(len(nodes))
 
     n_drafts = 1 if greedy_mode else s.num_drafts
     rec["drafts"] = [None] * n_drafts
@@ -245,6 +249,7 @@ class FeedbackEditSearch:
     def on_draft(d: int, sample: Sample) -> None:
       # Each draft's feedback (or revision) enters as soon as that draft is written.
       draft = rec["drafts"][d] = dict(_sample_record(sample), feedbacks=[], edit_groups=[])
+      self.progress.add("draft", 1, sample.num_tokens)
       score([draft])
       if s.mode == "feedback_edit":
         request = templates.feedback_request(conv, draft["text"], self.feedback.prompt_format)
@@ -260,6 +265,7 @@ class FeedbackEditSearch:
 
     def on_feedback(d: int, samples: list[Sample]) -> None:
       draft = rec["drafts"][d]
+      self.progress.add("feedback", len(samples), sum(x.num_tokens for x in samples))
       kept = self.rule([x.text for x in samples], s.num_feedbacks)
       for i, x in enumerate(samples):
         info = describe(x.text)
@@ -280,12 +286,14 @@ class FeedbackEditSearch:
 
     def on_edits(d: int, g: int, samples: list[Sample]) -> None:
       edits = [_sample_record(x) for x in samples]
+      self.progress.add("edit", len(samples), sum(x.num_tokens for x in samples))
       rec["drafts"][d]["edit_groups"][g]["edits"] = edits
       score(edits)
       done_one()
 
     def on_greedy(samples: list[Sample]) -> None:
       rec["greedy"] = _sample_record(samples[0])
+      self.progress.add("greedy", 1, samples[0].num_tokens)
       done_one()
 
     submit(self.policy, self.policy.request(conv, s.draft, n_drafts, key("draft"), "draft",
