@@ -131,21 +131,21 @@ def test_logits_match_transformers(ours, reference, prompts, record_property):
   assert worst <= LOGITS_TOLERANCE, f"max |logits diff| per run: {diffs}"
 
 
-def test_greedy_continuations_match_transformers(ours, reference, prompts):
-  """The project's sampler, all prompts in one decode engine, against transformers
+def _greedy_parity(ours, reference, prompts, new_tokens: int) -> list[str]:
+  """The project's sampler, all prompts in one call, against transformers
   `generate(do_sample=False)` on each prompt alone: identical tokens up to the end of turn."""
   import torch
 
   model, tokenizer = ours
   assert len({len(p) for p in prompts}) == len(prompts), "prompts should differ in length"
-  settings = sampling_settings(tokenizer, max_new_tokens=NEW_TOKENS, temperature=0.0)
+  settings = sampling_settings(tokenizer, max_new_tokens=new_tokens, temperature=0.0)
   ours_tokens = [per_prompt[0] for per_prompt in sample_tokens(model, prompts, settings)]
   stops = set(settings.stop_token_ids)
   texts = []
   for i, ids in enumerate(prompts):
     with torch.no_grad():
       out = reference.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               do_sample=False, max_new_tokens=NEW_TOKENS,
+                               do_sample=False, max_new_tokens=new_tokens,
                                pad_token_id=tokenizer.pad_token_id)
     want = out[0, len(ids):].tolist()
     assert want, f"prompt {i}: transformers generated nothing"
@@ -156,4 +156,17 @@ def test_greedy_continuations_match_transformers(ours, reference, prompts):
     texts.append(tokenizer.decode(want, skip_special_tokens=True))
   print(f"greedy parity: prompt lengths {[len(p) for p in prompts]}, "
         f"identical answers of {[len(t) for t in ours_tokens]} tokens")
+  return texts
+
+
+@pytest.mark.slow
+def test_greedy_continuations_match_transformers(ours, reference, prompts):
+  """Six chat prompts of different lengths in one call, 64 new tokens (about 100 s here)."""
+  texts = _greedy_parity(ours, reference, prompts, NEW_TOKENS)
   assert "Paris" in texts[0]  # the quantized model still knows its facts
+
+
+def test_greedy_continuations_match_transformers_short(ours, reference, prompts):
+  """The same path at a smaller size for the default suite: three of the prompts, 16 new tokens."""
+  texts = _greedy_parity(ours, reference, [prompts[0], prompts[2], prompts[4]], 16)
+  assert "Paris" in texts[0]
