@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpsteer_jax.eval import arena_hard as ah
-from helpsteer_jax.eval.jsonl_log import JsonlLog
+from helpsteer_jax.data.jsonl import JsonlAppender
 from helpsteer_jax.eval.judges.base import ChatReply
 
 # Game 1 shows the baseline as A, game 2 shows the model as A: the labels that mean "model wins".
@@ -120,14 +120,14 @@ def test_several_models_are_scored_against_one_baseline():
 def test_judgment_file_round_trip_and_rescoring(tmp_path):
   rng = np.random.default_rng(5)
   records = _bernoulli_records(0.65, 40, rng)
-  log = JsonlLog(str(tmp_path / "judgments.jsonl"))
+  log = JsonlAppender(str(tmp_path / "judgments.jsonl"))
   log.append(records[:20])
   log.append(records[20:])
   # arena-hard-auto lines carry extra fields; they are read all the same.
   extra = dict(_record("x1", "A>>B", "B>>A"), tstamp=1.0)
   with open(log.path, "a") as f:
     f.write(json.dumps(extra) + "\n")
-  back = JsonlLog(log.path).read()
+  back = JsonlAppender(log.path).read()
   assert back[:40] == records and back[40]["tstamp"] == 1.0
   assert ah.score_judgments(back, rounds=5)["m"]["num_questions"] == 41
   with pytest.raises(ValueError, match="2 games"):
