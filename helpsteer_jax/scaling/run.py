@@ -133,6 +133,7 @@ def _run_search(config: ConfigDict) -> dict[str, Any]:
       # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
       search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
                  max_in_flight=config.prompts_in_flight)
+      bar.set_postfix_str(search.progress.line())  # the last counts, past the refresh interval
     except Exception as e:
       finished = done_before + written[0]
       raise RuntimeError(
