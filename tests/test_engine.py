@@ -4,26 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from helpsteer_jax.models.config import get_preset
-from helpsteer_jax.models.llama import Llama
+from decode_fixtures import greedy_reference, model  # noqa: F401  (fixture)
 from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.sampling.rules import sample_rows
 from helpsteer_jax.sampling.sampler import SamplingSettings
-
-
-@pytest.fixture(scope="module")
-def model():
-  return Llama(get_preset("tiny"), rngs=nnx.Rngs(0))
-
-
-def _greedy_reference(model, prompt, steps):
-  ids = list(prompt)
-  for _ in range(steps):
-    ids.append(int(jnp.argmax(model(jnp.asarray([ids]))[0, -1])))
-  return ids[len(prompt):]
 
 
 def _run(model, requests, **settings):
@@ -42,7 +28,7 @@ def test_greedy_rows_at_their_own_positions_read_in_blocks(model):
   requests = [Request(p, greedy, sample_key(0, i)) for i, p in enumerate(prompts)]
   engine = _run(model, requests, num_slots=2, attention_block=4, steps_per_call=3)
   for prompt, request in zip(prompts, requests):
-    assert request.results == [_greedy_reference(model, prompt, 9)]
+    assert request.results == [greedy_reference(model, prompt, 9)]
   stats = engine.stats()
   assert stats["stages"][""]["tokens"] == 5 * 9
   # Each sample's first token comes from its prefill; the other 8 from decode steps.

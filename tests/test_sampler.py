@@ -3,32 +3,18 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from helpsteer_jax.models.config import get_preset
-from helpsteer_jax.models.llama import Llama
+from decode_fixtures import greedy_reference, model  # noqa: F401  (fixture)
 from helpsteer_jax.sampling import sampler
 from helpsteer_jax.sampling.rules import sample_next
 from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
-
-
-@pytest.fixture(scope="module")
-def model():
-  return Llama(get_preset("tiny"), rngs=nnx.Rngs(0))
-
-
-def _greedy_reference(model, prompt, steps):
-  ids = list(prompt)
-  for _ in range(steps):
-    ids.append(int(jnp.argmax(model(jnp.asarray([ids]))[0, -1])))
-  return ids[len(prompt):]
 
 
 def test_greedy_batch_of_different_lengths_equals_argmax_loop(model):
   prompts = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [42]]
   out = sample_tokens(model, prompts, SamplingSettings(max_new_tokens=10))
   for prompt, samples in zip(prompts, out):
-    assert samples[0] == _greedy_reference(model, prompt, 10)
+    assert samples[0] == greedy_reference(model, prompt, 10)
 
 
 def test_seed_determinism_and_n_samples(model):
