@@ -1,6 +1,10 @@
-"""Test setup: offline hubs, and 8 fake CPU devices for the sharding tests (set before jax loads)."""
+"""Test setup: offline hubs, 8 fake CPU devices for the sharding tests, and one compilation cache
+for the session (all set before jax loads)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -9,6 +13,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+# The entry-point tests start many processes that compile the same tiny programs: a persistent
+# compilation cache shared through the environment lets each compile once per session (the
+# RLOO entry tests took 106 s without it and 83 s with it). A JAX_COMPILATION_CACHE_DIR already
+# set is used as it is (jax reads an empty one as no cache).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="helpsteer_jax_test_xla_")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pathlib
 
