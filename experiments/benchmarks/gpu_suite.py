@@ -121,7 +121,7 @@ def train_part(config, batch: int, seq_len: int, remat: str, peak: float) -> str
   import ml_collections
   from flax import nnx
 
-  from helpsteer_jax.plan import attention_flops_per_token, model_flops_per_token
+  from helpsteer_jax.train.recipe_cost import attention_flops_per_token, model_flops_per_token
   from helpsteer_jax.train.optimizer import make_optimizer
   from helpsteer_jax.train.sft import sft_loss
   from helpsteer_jax.train.state import init_state

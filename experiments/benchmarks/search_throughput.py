@@ -56,10 +56,11 @@ def main() -> None:
 
   from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens_static
-  from helpsteer_jax.scale import ModelPool, build_search
+  from helpsteer_jax.checkpoints.model_pool import ModelPool
+  from helpsteer_jax.scaling.run import build_search
 
   config = demo_config(args.prompts)
-  pool = ModelPool(config)
+  pool = ModelPool(config.mesh)
   search = build_search(config, pool)  # loads the model: not timed
   items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit, config.prompts.start)
   start = time.perf_counter()

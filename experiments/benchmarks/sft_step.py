@@ -175,7 +175,7 @@ def main() -> None:
   import jax
 
   from helpsteer_jax.models.config import get_preset
-  from helpsteer_jax.plan import attention_flops_per_token, model_flops_per_token
+  from helpsteer_jax.train.recipe_cost import attention_flops_per_token, model_flops_per_token
 
   config = get_preset("smollm2_135m")
   chunk, overrides = smollm2_settings()
