@@ -114,3 +114,26 @@ def test_layout_choice_keeps_the_tokens(model):
   assert runs[0] == runs[1]
   with pytest.raises(ValueError, match="layout='wide'"):
     EngineSettings(layout="wide")
+
+
+def test_a_prefill_is_kept_while_a_queued_request_needs_its_prompt(model):
+  # One slot: the low-priority request with the first prompt is inserted after six others, whose
+  # prefills would have pushed the first one out of the few recent ones kept.
+  greedy = SamplingSettings(max_new_tokens=2)
+  shared = [4, 5, 6, 7]
+  requests = [Request(shared, greedy, sample_key(0, "first"), tag="first", priority=1)]
+  requests += [Request([10 + i] * 3, greedy, sample_key(0, i), priority=1) for i in range(6)]
+  requests.append(Request(shared, greedy, sample_key(0, "again"), tag="again", priority=0))
+  engine = _run(model, requests, num_slots=1)
+  stages = engine.stats()["stages"]
+  assert stages["first"]["prefill_tokens"] == len(shared) and stages["again"]["prefill_tokens"] == 0
+  assert requests[-1].results == requests[0].results  # greedy: the same prompt, the same tokens
+  assert not engine._queued_prompts  # nothing pinned once the queue is empty
+
+
+def test_prompt_buckets_pad_long_prompts_by_less_than_64():
+  from helpsteer_jax.sampling.settings import prompt_bucket
+
+  assert [prompt_bucket(n) for n in (1, 16, 17, 100, 128)] == [16, 16, 32, 128, 128]
+  assert [prompt_bucket(n) for n in (129, 192, 193, 500, 1000)] == [192, 192, 256, 512, 1024]
+  assert all(0 <= prompt_bucket(n) - n < 64 for n in range(129, 3000))

@@ -33,7 +33,7 @@ from helpsteer_jax.models.kv_cache import KVCache
 from helpsteer_jax.models.llama import Llama, with_unrolled_layers
 from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.sampling.rules import sample_rows
-from helpsteer_jax.sampling.settings import SamplingSettings, bucket
+from helpsteer_jax.sampling.settings import SamplingSettings, bucket, prompt_bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,9 +230,11 @@ class Engine:
     self._slots: Optional[SlotState] = None
     self._owner: list[Optional[tuple[_Pending, int]]] = [None] * settings.num_slots
     self._queue: list[_Pending] = []  # by priority, then submission order
-    # Recent prefills by prompt: requests with the same prompt (a search's drafts and its greedy
-    # reference) share one.
+    # Prefills by prompt: requests with the same prompt (a search's drafts and its greedy
+    # reference) share one. A prefill is kept while a queued request has its prompt, and the
+    # last few besides.
     self._prefills: collections.OrderedDict[tuple[int, ...], tuple] = collections.OrderedDict()
+    self._queued_prompts: collections.Counter[tuple[int, ...]] = collections.Counter()
     self._context = model.config.max_position_embeddings
     self._tags: dict[str, TagStats] = collections.defaultdict(TagStats)
     self._time = collections.Counter()  # seconds: prefill, insert, decode, retire
@@ -253,6 +255,7 @@ class Engine:
           f"prompt of {length} tokens + max_new_tokens={request.settings.max_new_tokens} exceeds the "
           f"model's context of {self._context} positions")
     request.results = [None] * request.n
+    self._queued_prompts[tuple(request.prompt)] += 1
     self._tags[request.tag].requests += 1
     at = len(self._queue)
     while at > 0 and self._queue[at - 1].request.priority < request.priority:
@@ -346,7 +349,7 @@ class Engine:
       pending = self._queue[0]
       request = pending.request
       if pending.prefill is None:
-        padded = bucket(len(request.prompt))
+        padded = prompt_bucket(len(request.prompt))
         self._ensure_capacity(max(padded, len(request.prompt) + request.settings.max_new_tokens),
                               request.settings.max_new_tokens)
         prompt = tuple(request.prompt)
@@ -363,8 +366,7 @@ class Engine:
           self._prefill_tokens += len(prompt)
           self._tags[request.tag].prefill_tokens += len(prompt)
           self._prefills[prompt] = pending.prefill
-          while len(self._prefills) > 4:
-            self._prefills.popitem(last=False)
+          self._evict_prefills()
       start = time.perf_counter()
       slot = self._owner.index(None)
       k, v, logits = pending.prefill
@@ -382,7 +384,21 @@ class Engine:
       if pending.inserted == request.n:
         self._queue.pop(0)
         pending.prefill = None  # frees the prefilled cache
+        prompt = tuple(request.prompt)
+        self._queued_prompts[prompt] -= 1
+        if not self._queued_prompts[prompt]:
+          del self._queued_prompts[prompt]
+        self._evict_prefills()
       self._time["insert"] += time.perf_counter() - start
+
+  def _evict_prefills(self, keep: int = 4, most: int = 16) -> None:
+    """Drops the oldest prefills past `keep` that no queued request needs, and the oldest of any
+    past `most` (a bound on the memory they hold)."""
+    spare = [p for p in self._prefills if p not in self._queued_prompts]
+    for prompt in spare[:max(0, len(spare) - keep)]:
+      del self._prefills[prompt]
+    while len(self._prefills) > most:
+      self._prefills.popitem(last=False)
 
   def _retire(self, done: np.ndarray, count: np.ndarray) -> None:
     finished = [b for b, o in enumerate(self._owner) if o is not None and done[b]]

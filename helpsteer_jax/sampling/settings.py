@@ -1,7 +1,8 @@
 """Static sampling settings and prompt shaping, shared by the engine and the static sampler.
 
-`SamplingSettings` is hashable: it selects compiled programs. Prompt lengths round up to buckets
-(powers of two) so that a new length reuses an existing compilation.
+`SamplingSettings` is hashable: it selects compiled programs. Lengths round up to buckets so that a
+new length reuses an existing compilation: powers of two (`bucket`), and for prompts that one
+prefill computes in full, steps of 64 past 128 (`prompt_bucket`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ def bucket(length: int, minimum: int = 16) -> int:
   while size < length:
     size *= 2
   return size
+
+
+# Past twice this, a prefilled prompt pads to a multiple of it rather than to a power of two.
+PROMPT_GRANULARITY = 64
+
+
+def prompt_bucket(length: int, minimum: int = 16) -> int:
+  """The padded length of a prompt that is prefilled in one pass: `bucket(length)` up to 128, then
+  the next multiple of 64. Prefill compute grows with the padded length, and the search's
+  feedback, edit and judge prompts run to hundreds of tokens, where a power of two pads by up to
+  2x; a compilation costs a fraction of a second on CPU (34 programs compiled in 11.8 s in one
+  8-prompt search), so the extra programs are cheaper than the padding."""
+  if length <= 2 * PROMPT_GRANULARITY:
+    return bucket(length, minimum)
+  return -(-length // PROMPT_GRANULARITY) * PROMPT_GRANULARITY
 
 
 def keep_ends(ids: Sequence[int], max_tokens: int) -> list[int]:

@@ -24,7 +24,7 @@ from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
-from helpsteer_jax.sampling.sampler import bucket, keep_ends, left_pad
+from helpsteer_jax.sampling.settings import bucket, keep_ends, left_pad, prompt_bucket
 
 
 class Selector(Protocol):
@@ -58,7 +58,7 @@ def _run_bucketed(fn, model: nnx.Module, prompts: list[list[int]], pad_id: int, 
     longest = max(len(p) for p in chunk)
     if longest > context:
       raise ValueError(f"a prompt to score has {longest} tokens; the model's context is {context}")
-    ids, mask = left_pad(chunk, bucket(longest), bucket(len(chunk), minimum=1), pad_id)
+    ids, mask = left_pad(chunk, prompt_bucket(longest), bucket(len(chunk), minimum=1), pad_id)
     outputs.append(np.asarray(fn(graphdef, state, jnp.asarray(ids), jnp.asarray(mask)))[: len(chunk)])
   return np.concatenate(outputs, axis=0)
 
