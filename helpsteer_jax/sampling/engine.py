@@ -203,6 +203,7 @@ def _grow(slots: SlotState, *, cache_length: int, width: int) -> SlotState:
 @dataclasses.dataclass
 class _Pending:
   request: Request
+  prompt: tuple[int, ...]  # the request's prompt, the key of its prefill
   prefill: Optional[tuple] = None  # (k, v, logits) once prefilled
   inserted: int = 0  # samples inserted so far
 
@@ -255,12 +256,13 @@ class Engine:
           f"prompt of {length} tokens + max_new_tokens={request.settings.max_new_tokens} exceeds the "
           f"model's context of {self._context} positions")
     request.results = [None] * request.n
-    self._queued_prompts[tuple(request.prompt)] += 1
     self._tags[request.tag].requests += 1
     at = len(self._queue)
     while at > 0 and self._queue[at - 1].request.priority < request.priority:
       at -= 1
-    self._queue.insert(at, _Pending(request))
+    pending = _Pending(request, tuple(request.prompt))
+    self._queued_prompts[pending.prompt] += 1
+    self._queue.insert(at, pending)
 
   @property
   def model_layout_scanned(self) -> bool:
@@ -352,7 +354,7 @@ class Engine:
         padded = prompt_bucket(len(request.prompt))
         self._ensure_capacity(max(padded, len(request.prompt) + request.settings.max_new_tokens),
                               request.settings.max_new_tokens)
-        prompt = tuple(request.prompt)
+        prompt = pending.prompt
         if prompt in self._prefills:
           pending.prefill = self._prefills[prompt]
         else:
@@ -384,10 +386,9 @@ class Engine:
       if pending.inserted == request.n:
         self._queue.pop(0)
         pending.prefill = None  # frees the prefilled cache
-        prompt = tuple(request.prompt)
-        self._queued_prompts[prompt] -= 1
-        if not self._queued_prompts[prompt]:
-          del self._queued_prompts[prompt]
+        self._queued_prompts[pending.prompt] -= 1
+        if not self._queued_prompts[pending.prompt]:
+          del self._queued_prompts[pending.prompt]
         self._evict_prefills()
       self._time["insert"] += time.perf_counter() - start
 
