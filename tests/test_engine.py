@@ -137,3 +137,34 @@ def test_prompt_buckets_pad_long_prompts_by_less_than_64():
   assert [prompt_bucket(n) for n in (1, 16, 17, 100, 128)] == [16, 16, 32, 128, 128]
   assert [prompt_bucket(n) for n in (129, 192, 193, 500, 1000)] == [192, 192, 256, 512, 1024]
   assert all(0 <= prompt_bucket(n) - n < 64 for n in range(129, 3000))
+
+
+def test_the_tail_decodes_in_a_smaller_program_with_the_same_tokens(model):
+  # 16 slots; requests of different lengths, so that most slots empty long before the last ends.
+  # Over 8 slots the rows are bitwise those over 16 on CPU (see EngineSettings.tail_slots), and
+  # a request submitted from a callback brings the full program back.
+  def requests():
+    out = [Request([3 + i, 4, 5], SamplingSettings(max_new_tokens=2 + 3 * i, temperature=0.8),
+                   sample_key(5, i), n=1) for i in range(16)]
+    late = Request([9, 8, 7, 6], SamplingSettings(max_new_tokens=20, temperature=0.8), sample_key(5, "late"), n=12)
+    out[12].on_done = lambda request, samples: engine.submit(late)  # arrives in the tail
+    return out, late
+
+  runs = []
+  for tail in (0, 8):
+    batch, late = requests()
+    engine = Engine(model, EngineSettings(num_slots=16, tail_slots=tail, attention_block=8))
+    for r in batch:
+      engine.submit(r)
+    engine.run()
+    runs.append(([r.results for r in batch] + [late.results], engine.stats()))
+  (plain, plain_stats), (tailed, tail_stats) = runs
+  assert tailed == plain
+  assert plain_stats["tail_steps"] == 0 and tail_stats["tail_steps"] > 0
+  assert tail_stats["decode_steps"] == plain_stats["decode_steps"]
+  assert tail_stats["decode_tokens"] == plain_stats["decode_tokens"]
+  assert tail_stats["slot_use"] > plain_stats["slot_use"]
+  assert tail_stats["resizes"] >= 2  # shrank, grew back for the late request (12 samples), ...
+  assert Engine(model, EngineSettings(num_slots=16)).free_slots == 16
+  with pytest.raises(ValueError, match="tail_slots=-1"):
+    EngineSettings(tail_slots=-1)

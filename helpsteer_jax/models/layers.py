@@ -78,6 +78,21 @@ def contract_last(x: jax.Array, w: jax.Array, dims: int = 1) -> jax.Array:
   return out.reshape(*x.shape[:x.ndim - dims], *o_shape)
 
 
+def contract_last_with_rows(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x [..., C] . w [O, C] -> [..., O]: the last axis of x against the last axis of w (a tied
+  output head, whose embedding rows are the output units), flattened as in `contract_last`.
+
+  Why not `contract_last(x, w.T)`: at one row of x XLA:CPU lays the transpose out in memory before
+  the matrix-vector product, a copy of the whole embedding at every decode step (113 MB read and
+  written for SmolLM2, a third of the weights' traffic); contracting w's own last axis reads it
+  in place.
+  """
+  if x.shape[-1] != w.shape[-1]:
+    raise ValueError(f"contracting axis of x {x.shape} does not match w {w.shape}")
+  out = jax.lax.dot_general(x.reshape(-1, x.shape[-1]), w, (((1,), (1,)), ((), ())))
+  return out.reshape(*x.shape[:-1], w.shape[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # Rotary position embeddings (rotate-half convention of the HF Llama checkpoints).
 

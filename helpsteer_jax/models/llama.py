@@ -8,6 +8,8 @@ every backend) or kept as a list and unrolled.
 
 from __future__ import annotations
 
+import functools
+from functools import partial
 from collections.abc import Sequence
 from typing import Optional
 
@@ -22,7 +24,8 @@ from helpsteer_jax.models.decode_attention import num_blocks, ragged_decode_atte
 from helpsteer_jax.models.kv_cache import KVCache
 from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
-    Attention, RMSNorm, SwiGLU, apply_rope, contract_last, grouped_query_attention, make_param,
+    Attention, RMSNorm, SwiGLU, apply_rope, contract_last, contract_last_with_rows, grouped_query_attention,
+    make_param,
     rope_inverse_frequencies,
 )
 from helpsteer_jax.parallel import axes as ax
@@ -150,7 +153,7 @@ class Llama(nnx.Module):
     """hidden [B, T, D] (after the final norm) -> fp32 logits [B, T, V]."""
     dt = hidden.dtype
     if self.config.tie_word_embeddings:
-      out = contract_last(hidden, self.embed[...].astype(dt).T)  # BTD,VD->BTV
+      out = contract_last_with_rows(hidden, self.embed[...].astype(dt))  # BTD,VD->BTV
     else:
       out = contract_last(hidden, self.lm_head[...].astype(dt))  # BTD,DV->BTV
     return self.constrain_logits(out).astype(jnp.float32)
@@ -332,20 +335,37 @@ class Llama(nnx.Module):
 
 def with_unrolled_layers(model: Llama) -> Llama:
   """The same weights with the layers as a list (`scan_layers=False`), for a shape where the
-  unrolled program is faster (batch-1 decode on CPU reads each layer's weights in place instead
-  of slicing them out of the stacked arrays). The weights are copied once; the model is returned
-  as it is when already unrolled."""
+  unrolled program is faster (decode on CPU reads each layer's weights in place instead of
+  slicing them out of the stacked arrays). The weights are copied once, by one compiled program
+  (a slice per layer of each stacked array, each keeping the stack's sharding); the model is
+  returned as it is when already unrolled."""
   if not model.config.scan_layers:
     return model
   config = model.config.replace(scan_layers=False)
-  with_head = hasattr(model, "lm_head")
-  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=model.sharding,
-                                          with_lm_head=with_head))
-  graphdef, abstract_state = nnx.split(abstract)
-  stacked = {path: var for path, var in nnx.to_flat_state(nnx.state(model))}
+  graphdef, abstract_vars = _unrolled_skeleton(config, model.sharding, hasattr(model, "lm_head"))
+  stacked = {path: var[...] for path, var in nnx.to_flat_state(nnx.state(model))}
+  layer_paths = sorted({path[1:] for path in stacked if path[0] == "layers"})
+  layers = _split_layers({p: stacked[("layers",) + p] for p in layer_paths}, config.num_layers)
   values = []
-  for path, var in nnx.to_flat_state(abstract_state):
+  for path, var in abstract_vars:
     # ("layers", i, ...) in the list is row i of ("layers", ...) in the stack.
-    value = stacked[("layers",) + path[2:]][...][path[1]] if path[0] == "layers" else stacked[path][...]
+    value = layers[path[1]][path[2:]] if path[0] == "layers" else stacked[path]
     values.append((path, var.replace(value)))
   return nnx.merge(graphdef, nnx.from_flat_state(values))
+
+
+@partial(jax.jit, static_argnums=(1,))
+def _split_layers(stacked: dict, num_layers: int) -> list[dict]:
+  """{path: [L, ...]} -> L dicts {path: [...]}: row i of every stacked array."""
+  return [{path: value[i] for path, value in stacked.items()} for i in range(num_layers)]
+
+
+@functools.lru_cache(maxsize=8)
+def _unrolled_skeleton(config: LlamaConfig, sharding: Optional[ShardingContext], with_head: bool):
+  """The graph and abstract variables [(path, Variable)] of an unrolled model: building them
+  traces every layer's initialiser (seconds at 30 layers), so they are kept per configuration
+  (each engine converts its model again, and a search or RLOO run makes many engines)."""
+  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=sharding,
+                                          with_lm_head=with_head))
+  graphdef, abstract_state = nnx.split(abstract)
+  return graphdef, tuple(nnx.to_flat_state(abstract_state))
