@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from functools import partial
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 from jax.ad_checkpoint import checkpoint_name
@@ -21,6 +21,7 @@ from flax import nnx
 from helpsteer_jax.models.attention_kernels import kernel_attention, resolve as resolve_attention
 from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.models.decode_attention import num_blocks, ragged_decode_attention
+from helpsteer_jax.models.paged_decode import paged_decode_attention, resolve as resolve_decode_attention
 from helpsteer_jax.models.kv_cache import KVCache
 from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
@@ -91,20 +92,18 @@ class DecoderBlock(nnx.Module):
       positions: jax.Array,  # [B, 1]
       inv_freq: jax.Array,
       sharding: Optional[ShardingContext],
-      slots: tuple,  # (cache_k, cache_v [L, B, K, S, H], layer index, lengths [B], blocks, block)
-  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """One token per slot against a `SlotCache`: the block output [B, 1, D] and the token's keys
-    and values [B, K, H]."""
-    cache_k, cache_v, layer, lengths, blocks, block = slots
+      attend,  # (q [B, N, H], k, v [B, K, H]) -> (attended [B, N, H], carried out)
+  ) -> tuple[jax.Array, Any]:
+    """One token per slot against a slot cache: the block output [B, 1, D] and what `attend`
+    returns beside the attention (the token's keys and values, or the updated cache)."""
     q, k, v = self.attn.project_qkv(self.input_norm(x))
     q = apply_rope(q, positions, inv_freq)[:, 0]  # [B, N, H]
     k = apply_rope(k, positions, inv_freq)[:, 0]  # [B, K, H]
-    v = v[:, 0]
-    attended = ragged_decode_attention(q, k, v, cache_k, cache_v, layer, lengths, blocks, block)
+    attended, out = attend(q, k, v[:, 0])
     x = x + self.attn.project_out(attended[:, None])
     x = constrain(x, _HIDDEN_AXES, sharding)
     x = x + self.mlp(self.post_attention_norm(x))
-    return constrain(x, _HIDDEN_AXES, sharding), (k, v)
+    return constrain(x, _HIDDEN_AXES, sharding), out
 
 
 class Llama(nnx.Module):
@@ -241,21 +240,31 @@ class Llama(nnx.Module):
       cache: SlotCache,
       active: jax.Array,  # [B] bool: slots that decode (the others' outputs are discarded)
       block: int = 128,
+      kernel: Optional[str] = None,
   ) -> tuple[jax.Array, SlotCache]:
     """One decode step of every slot, each at its own position: fp32 logits [B, V] and the cache
     with the tokens appended to the active slots. Attention reads the cache in `block`-position
-    blocks up to the longest active slot (models/decode_attention.py)."""
+    blocks up to the longest active slot, by `kernel` ("xla": models/decode_attention.py, "paged":
+    the TPU kernel, models/paged_decode.py; default: `config.decode_attention_impl` resolved for
+    the backend and the cache's dtype)."""
     config = self.config
+    if kernel is None:
+      kernel = resolve_decode_attention(config.decode_attention_impl, cache.k.dtype)
+    if self.sharding is not None and self.sharding.mesh.size > 1 and kernel == "paged":
+      kernel = "xla"  # the kernel is not partitioned over a mesh yet
     positions = cache.lengths[:, None]
     blocks = num_blocks(cache.lengths, active, block)
     inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     x = jnp.take(self.embed[...], tokens[:, None], axis=0).astype(config.compute_dtype)
     x = constrain(x, _HIDDEN_AXES, self.sharding)
+    if kernel == "paged":
+      return self._decode_slots_paged(x, positions, inv_freq, cache, active, block)
 
     def run(graphdef, state, x, layer):
       block_module = nnx.merge(graphdef, state)
-      slots = (cache.k, cache.v, layer, cache.lengths, blocks, block)
-      return block_module.decode(x, positions, inv_freq, self.sharding, slots)
+      attend = lambda q, k, v: (ragged_decode_attention(
+          q, k, v, cache.k, cache.v, layer, cache.lengths, blocks, block), (k, v))
+      return block_module.decode(x, positions, inv_freq, self.sharding, attend)
 
     if config.scan_layers:
       graphdef, stacked = nnx.split(self.layers)
@@ -275,6 +284,36 @@ class Llama(nnx.Module):
       new_v = jnp.stack([v for _, v in chunks])
     logits = self.logits(self.final_norm(x))[:, 0]
     return logits, cache.append(new_k, new_v, active)
+
+  def _decode_slots_paged(self, x, positions, inv_freq, cache: SlotCache, active, block):
+    """`decode_slots` by the paged kernel: each layer writes its token into the cache it carries,
+    then attends over it (the kernel reads only the cache)."""
+    config = self.config
+
+    def run(graphdef, state, x, cache_k, cache_v, layer):
+      block_module = nnx.merge(graphdef, state)
+      attend = lambda q, k, v: (lambda out: (out[0], out[1:]))(paged_decode_attention(
+          q, k, v, cache_k, cache_v, layer, cache.lengths, active, block))
+      return block_module.decode(x, positions, inv_freq, self.sharding, attend)
+
+    cache_k, cache_v = cache.k, cache.v
+    if config.scan_layers:
+      graphdef, stacked = nnx.split(self.layers)
+
+      def body(carry, layer_in):
+        x, cache_k, cache_v = carry
+        state, layer = layer_in
+        x, (cache_k, cache_v) = run(graphdef, state, x, cache_k, cache_v, layer)
+        return (x, cache_k, cache_v), None
+
+      (x, cache_k, cache_v), _ = jax.lax.scan(
+          body, (x, cache_k, cache_v), (stacked, jnp.arange(config.num_layers)))
+    else:
+      for i, layer_module in enumerate(self.layers):
+        graphdef, state = nnx.split(layer_module)
+        x, (cache_k, cache_v) = run(graphdef, state, x, cache_k, cache_v, i)
+    logits = self.logits(self.final_norm(x))[:, 0]
+    return logits, cache.replace(k=cache_k, v=cache_v, lengths=cache.lengths + active.astype(jnp.int32))
 
   # -- layer stacks -----------------------------------------------------------------------------
 
