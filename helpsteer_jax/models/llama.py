@@ -9,7 +9,6 @@ every backend) or kept as a list and unrolled.
 from __future__ import annotations
 
 import functools
-from functools import partial
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -25,9 +24,8 @@ from helpsteer_jax.models.paged_decode import paged_decode_attention, resolve as
 from helpsteer_jax.models.kv_cache import KVCache
 from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
-    Attention, RMSNorm, SwiGLU, apply_rope, contract_last, contract_last_with_rows, grouped_query_attention,
-    make_param,
-    rope_inverse_frequencies,
+    Attention, RMSNorm, SwiGLU, apply_rope, contract_last, contract_last_with_rows,
+    grouped_query_attention, make_param, rope_inverse_frequencies,
 )
 from helpsteer_jax.parallel import axes as ax
 from helpsteer_jax.parallel.partitioning import ShardingContext, constrain
@@ -291,10 +289,12 @@ class Llama(nnx.Module):
     config = self.config
 
     def run(graphdef, state, x, cache_k, cache_v, layer):
-      block_module = nnx.merge(graphdef, state)
-      attend = lambda q, k, v: (lambda out: (out[0], out[1:]))(paged_decode_attention(
-          q, k, v, cache_k, cache_v, layer, cache.lengths, active, block))
-      return block_module.decode(x, positions, inv_freq, self.sharding, attend)
+      def attend(q, k, v):
+        attended, new_k, new_v = paged_decode_attention(
+            q, k, v, cache_k, cache_v, layer, cache.lengths, active, block)
+        return attended, (new_k, new_v)
+
+      return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
 
     cache_k, cache_v = cache.k, cache.v
     if config.scan_layers:
@@ -376,15 +376,15 @@ def with_unrolled_layers(model: Llama) -> Llama:
   """The same weights with the layers as a list (`scan_layers=False`), for a shape where the
   unrolled program is faster (decode on CPU reads each layer's weights in place instead of
   slicing them out of the stacked arrays). The weights are copied once, by one compiled program
-  (a slice per layer of each stacked array, each keeping the stack's sharding); the model is
-  returned as it is when already unrolled."""
+  (a slice per layer of each stacked array); the model is returned as it is when already
+  unrolled."""
   if not model.config.scan_layers:
     return model
   config = model.config.replace(scan_layers=False)
   graphdef, abstract_vars = _unrolled_skeleton(config, model.sharding, hasattr(model, "lm_head"))
   stacked = {path: var[...] for path, var in nnx.to_flat_state(nnx.state(model))}
-  layer_paths = sorted({path[1:] for path in stacked if path[0] == "layers"})
-  layers = _split_layers({p: stacked[("layers",) + p] for p in layer_paths}, config.num_layers)
+  layers = _split_layers({path[1:]: value for path, value in stacked.items() if path[0] == "layers"},
+                         config.num_layers)
   values = []
   for path, var in abstract_vars:
     # ("layers", i, ...) in the list is row i of ("layers", ...) in the stack.
@@ -393,7 +393,7 @@ def with_unrolled_layers(model: Llama) -> Llama:
   return nnx.merge(graphdef, nnx.from_flat_state(values))
 
 
-@partial(jax.jit, static_argnums=(1,))
+@functools.partial(jax.jit, static_argnums=(1,))
 def _split_layers(stacked: dict, num_layers: int) -> list[dict]:
   """{path: [L, ...]} -> L dicts {path: [...]}: row i of every stacked array."""
   return [{path: value[i] for path, value in stacked.items()} for i in range(num_layers)]

@@ -312,7 +312,7 @@ class Engine:
 
   @property
   def busy(self) -> bool:
-    return bool(self._queue) or any(o is not None for o in self._owner)
+    return bool(self._queue) or self._live_slots() > 0
 
   def queued_samples(self, min_priority: Optional[int] = None) -> int:
     """Samples waiting for a slot (of requests at `min_priority` or above, when given)."""
@@ -335,7 +335,7 @@ class Engine:
   def step(self) -> None:
     """Fills free slots from the queue, runs one decode call, retires finished samples."""
     self._fill()
-    if self._slots is None or not any(o is not None for o in self._owner):
+    if self._slots is None or not self._live_slots():
       return
     self._resize_for_tail()
     start = time.perf_counter()
