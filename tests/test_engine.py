@@ -116,19 +116,31 @@ def test_layout_choice_keeps_the_tokens(model):
     EngineSettings(layout="wide")
 
 
-def test_a_prefill_is_kept_while_a_queued_request_needs_its_prompt(model):
-  # One slot: the low-priority request with the first prompt is inserted after six others, whose
-  # prefills would have pushed the first one out of the few recent ones kept.
-  greedy = SamplingSettings(max_new_tokens=2)
-  shared = [4, 5, 6, 7]
-  requests = [Request(shared, greedy, sample_key(0, "first"), tag="first", priority=1)]
-  requests += [Request([10 + i] * 3, greedy, sample_key(0, i), priority=1) for i in range(6)]
-  requests.append(Request(shared, greedy, sample_key(0, "again"), tag="again", priority=0))
-  engine = _run(model, requests, num_slots=1)
-  stages = engine.stats()["stages"]
-  assert stages["first"]["prefill_tokens"] == len(shared) and stages["again"]["prefill_tokens"] == 0
-  assert requests[-1].results == requests[0].results  # greedy: the same prompt, the same tokens
-  assert not engine._queued_prompts  # nothing pinned once the queue is empty
+def test_prompts_that_start_alike_reuse_kept_chunks_with_the_same_tokens(model):
+  # Chunks of 4: the second prompt shares its first two chunks with the first, the third is the
+  # first again (the search's drafts and greedy reference), and the sampled request has 3
+  # samples. Keeping no chunks recomputes everything and must give the same tokens.
+  first = [4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+  def requests():
+    return [Request(first, SamplingSettings(max_new_tokens=6), sample_key(0, "a"), tag="first"),
+            Request(first[:8] + [30, 31, 32], SamplingSettings(max_new_tokens=6, temperature=0.9),
+                    sample_key(0, "b"), n=3, tag="second"),
+            Request(first, SamplingSettings(max_new_tokens=6), sample_key(0, "c"), tag="again")]
+
+  runs = []
+  for keep in (1024, 0):
+    batch = requests()
+    runs.append(([r.results for r in batch],
+                 _run(model, batch, num_slots=2, prefill_chunk=4, keep_prefill_mb=keep).stats()))
+  (kept, stats), (recomputed, plain) = runs
+  assert kept == recomputed
+  stages = stats["stages"]
+  assert stages["first"]["prefill_tokens"] == 10
+  assert stages["second"]["prefill_tokens"] == 3 and stages["second"]["reused_prompt_tokens"] == 8 + 2 * 11
+  assert stages["again"]["prefill_tokens"] == 0 and stages["again"]["reused_prompt_tokens"] == 10
+  assert plain["prefill_tokens"] == 10 + 3 * 11 + 10 and plain["reused_prompt_tokens"] == 0
+  with pytest.raises(ValueError, match="prefill_chunk=0"):
+    EngineSettings(prefill_chunk=0)
 
 
 def test_prompt_buckets_pad_long_prompts_by_less_than_64():

@@ -105,17 +105,28 @@ def test_the_engine_decodes_by_the_kernel_with_the_xla_tokens(monkeypatch):
   model = Llama(get_preset("tiny", dtype="bfloat16", param_dtype="bfloat16"), rngs=nnx.Rngs(0))
   greedy = SamplingSettings(max_new_tokens=6)
 
+  prompts = [list(range(1, 3 + 4 * i)) for i in range(3)]
+
   def run():
-    requests = [Request(list(range(1, 3 + 4 * i)), greedy, sample_key(0, i)) for i in range(3)]
+    requests = [Request(p, greedy, sample_key(0, i)) for i, p in enumerate(prompts)]
     engine = Engine(model, EngineSettings(num_slots=2, attention_block=8))
     for r in requests:
       engine.submit(r)
     engine.run()
-    return [r.results for r in requests]
+    return [r.results[0] for r in requests]
 
   expected = run()
   chosen = []
   monkeypatch.setattr(llama, "resolve_decode_attention", lambda impl, dtype: chosen.append(impl) or "paged")
   with pltpu.force_tpu_interpret_mode():
-    assert run() == expected
+    got = run()
   assert chosen  # the decode step was traced with the kernel
+  # Greedy tokens agree until a step where the two best logits are closer than bf16 resolves
+  # (the paths round differently); from there on they may part.
+  for prompt, ours, theirs in zip(prompts, got, expected):
+    differ = [t for t, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+    if differ:
+      t = differ[0]
+      logits = np.asarray(model(jnp.asarray([prompt + theirs[:t]]))[0, -1], np.float32)
+      assert abs(logits[ours[t]] - logits[theirs[t]]) <= BF16_TOL * max(1.0, np.abs(logits).max())
+  assert sum(a == b for ours, theirs in zip(got, expected) for a, b in zip(ours, theirs)) >= 15

@@ -34,21 +34,21 @@ def test_stop_tokens_end_each_row(model):
   assert stopped[0][0] == free[: free.index(stop)]
 
 
-def test_new_prompt_length_in_the_same_bucket_does_not_recompile(model):
-  from helpsteer_jax.sampling import engine
+def test_no_prompt_length_compiles_a_new_program(model):
+  from helpsteer_jax.sampling import chunked_prefill, engine
 
   settings = SamplingSettings(max_new_tokens=4)
-  sample_tokens(model, [[1, 2, 3]], settings)
-  programs = lambda: (engine._prefill._cache_size(), engine._decode._cache_size(),
-                      engine._write_prompt._cache_size(), engine._insert._cache_size())
+  # One prompt per chunk program: 128 tokens, and a last chunk of 16, 32 or 64.
+  for n in (16, 32, 64, 128):
+    sample_tokens(model, [list(range(1, n + 1))], settings)
+  programs = lambda: (chunked_prefill._compute_chunk._cache_size(), chunked_prefill._copy_chunk._cache_size(),
+                      chunked_prefill._head._cache_size(), engine._decode._cache_size(),
+                      engine._insert._cache_size())
   before = programs()
-  for length in (4, 7, 12, 16):
+  # Prompts of any length, up to several chunks, run those programs.
+  for length in (3, 7, 12, 19, 50, 100, 130, 300):
     sample_tokens(model, [list(range(1, length + 1))], settings)
   assert programs() == before
-  # The next prefill bucket (32): one more prefill, and one more write of its cache rows; the
-  # first token's draw does not recompile.
-  sample_tokens(model, [list(range(1, 20))], settings)
-  assert programs() == (before[0] + 1, before[1], before[2] + 1, before[3])
 
 
 def test_static_batch_reference_gives_the_same_greedy_tokens(model):

@@ -131,6 +131,15 @@ def test_selectors_score_with_models(role, items):
   judge = GenerativeJudgeSelector(role.model, role.tokenizer)
   scores = judge.score([(conv, "2"), (conv, "Seven is a prime number.")])
   assert len(scores) == 2 and all(0.0 <= s <= 4.0 for s in scores) and scores[0] != scores[1]
+  # Through a search's engine: the judge shares its chunked prefill (the judge prompt begins as
+  # the Feedback request about the same draft does) and scores as the batched forward does.
+  search = FeedbackEditSearch(_settings(num_drafts=1), role, selector=judge)
+  engine = search.engine(role)
+  assert judge.prefill is engine.prefill
+  assert judge.score([(conv, "2"), (conv, "Seven is a prime number.")]) == pytest.approx(scores, abs=1e-5)
+  assert engine.stats()["prefill_chunks"]["computed_chunks"] > 0
+  assert not GenerativeJudgeSelector(role.model, role.tokenizer).share_prefill(
+      tiny_chat_model(seed=3), engine.prefill)
   rm = RewardModel(role.model.config, rngs=nnx.Rngs(1))
   rm_scores = RewardModelSelector(rm, role.tokenizer).score([(conv, "2"), (conv, "Seven."), (conv, "2")])
   assert rm_scores[0] == pytest.approx(rm_scores[2], abs=1e-5) and rm_scores[0] != rm_scores[1]

@@ -112,9 +112,9 @@ def main() -> None:
   prompt = rng.integers(100, 40000, size=length).tolist()
   short = SamplingSettings(max_new_tokens=8)
   shared = lambda: sample_tokens(model, [prompt], short, n=n)
-  # The engine shares the prefill of identical prompts, so the separate ones differ in their
-  # last token.
-  distinct = [prompt[:-1] + [prompt[-1] + i] for i in range(n)]
+  # The engine reuses the prefill chunks of prompts that start alike, so the separate ones differ
+  # in their first token.
+  distinct = [[prompt[0] + i] + prompt[1:] for i in range(n)]
   separate = lambda: sample_tokens(model, distinct, short, n=1)
   shared(), separate()
   t_shared, t_separate = best_time(shared, args.repeats), best_time(separate, args.repeats)

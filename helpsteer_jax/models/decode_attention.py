@@ -25,6 +25,18 @@ def num_blocks(lengths: jax.Array, active: jax.Array, block: int) -> jax.Array:
   return (longest + block - 1) // block
 
 
+def online_softmax_update(m, denom, acc, s, v):
+  """Folds one block of scores s [B, K, Q, S] (fp32) and its values v [B, K, S, H] into the
+  running max m and denominator [B, K, Q] and the unnormalised output acc [B, K, Q, H]."""
+  m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+  scale = jnp.exp(m - m_new)
+  p = jnp.exp(s - m_new[..., None])
+  denom = denom * scale + jnp.sum(p, axis=-1)
+  acc = acc * scale[..., None] + jnp.einsum("BKQS,BKSH->BKQH", p.astype(v.dtype), v,
+                                            preferred_element_type=jnp.float32)
+  return m_new, denom, acc
+
+
 def ragged_decode_attention(
     q: jax.Array,
     k_new: jax.Array,
@@ -59,13 +71,7 @@ def ragged_decode_attention(
     s = jnp.einsum("BKGH,BKSH->BKGS", qg, kb, preferred_element_type=f32)
     visible = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [B, block]
     s = jnp.where(visible[:, None, None, :], s, -jnp.inf)
-    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-    scale = jnp.exp(m - m_new)
-    p = jnp.exp(s - m_new[..., None])
-    denom = denom * scale + jnp.sum(p, axis=-1)
-    acc = acc * scale[..., None] + jnp.einsum("BKGS,BKSH->BKGH", p.astype(vb.dtype), vb,
-                                              preferred_element_type=f32)
-    return m_new, denom, acc
+    return online_softmax_update(m, denom, acc, s, vb)
 
   m, denom, acc = jax.lax.fori_loop(0, blocks, body, (m, denom, acc))
   return (acc / denom[..., None]).reshape(b, n, h).astype(q.dtype)

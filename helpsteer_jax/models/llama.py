@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from helpsteer_jax.models.attention_kernels import kernel_attention, resolve as resolve_attention
+from helpsteer_jax.models.chunk_attention import chunk_attention
 from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.models.decode_attention import num_blocks, ragged_decode_attention
 from helpsteer_jax.models.paged_decode import paged_decode_attention, resolve as resolve_decode_attention
@@ -86,19 +87,20 @@ class DecoderBlock(nnx.Module):
 
   def decode(
       self,
-      x: jax.Array,  # [B, 1, D]
-      positions: jax.Array,  # [B, 1]
+      x: jax.Array,  # [B, T, D]
+      positions: jax.Array,  # [B, T]
       inv_freq: jax.Array,
       sharding: Optional[ShardingContext],
-      attend,  # (q [B, N, H], k, v [B, K, H]) -> (attended [B, N, H], carried out)
+      attend,  # (q [B, T, N, H], k, v [B, T, K, H]) -> (attended [B, T, N, H], carried out)
   ) -> tuple[jax.Array, Any]:
-    """One token per slot against a slot cache: the block output [B, 1, D] and what `attend`
-    returns beside the attention (the token's keys and values, or the updated cache)."""
+    """New tokens against a slot cache (one per slot when decoding, a prompt chunk of one slot
+    when prefilling): the block output [B, T, D] and what `attend` returns beside the attention
+    (the tokens' keys and values, or the updated cache)."""
     q, k, v = self.attn.project_qkv(self.input_norm(x))
-    q = apply_rope(q, positions, inv_freq)[:, 0]  # [B, N, H]
-    k = apply_rope(k, positions, inv_freq)[:, 0]  # [B, K, H]
-    attended, out = attend(q, k, v[:, 0])
-    x = x + self.attn.project_out(attended[:, None])
+    q = apply_rope(q, positions, inv_freq)  # [B, T, N, H]
+    k = apply_rope(k, positions, inv_freq)  # [B, T, K, H]
+    attended, out = attend(q, k, v)
+    x = x + self.attn.project_out(attended)
     x = constrain(x, _HIDDEN_AXES, sharding)
     x = x + self.mlp(self.post_attention_norm(x))
     return constrain(x, _HIDDEN_AXES, sharding), out
@@ -260,28 +262,67 @@ class Llama(nnx.Module):
 
     def run(graphdef, state, x, layer):
       block_module = nnx.merge(graphdef, state)
-      attend = lambda q, k, v: (ragged_decode_attention(
-          q, k, v, cache.k, cache.v, layer, cache.lengths, blocks, block), (k, v))
+      def attend(q, k, v):  # one token per slot: [B, 1, ...]
+        attended = ragged_decode_attention(
+            q[:, 0], k[:, 0], v[:, 0], cache.k, cache.v, layer, cache.lengths, blocks, block)
+        return attended[:, None], (k[:, 0], v[:, 0])
+
       return block_module.decode(x, positions, inv_freq, self.sharding, attend)
 
-    if config.scan_layers:
+    # The whole cache is a loop-invariant operand: each layer slices only the blocks it reads.
+    x, (new_k, new_v) = self._over_layers(x, run)
+    logits = self.logits(self.final_norm(x))[:, 0]
+    return logits, cache.append(new_k, new_v, active)
+
+  def prefill_chunk(
+      self,
+      ids: jax.Array,  # [1, T] int32: the chunk's tokens (the last chunk of a prompt right-padded)
+      cache: SlotCache,
+      slot: jax.Array,  # [] int32
+      start: jax.Array,  # [] int32, a multiple of `block`: the chunk's first position
+      last: jax.Array,  # [] int32: index in the chunk of the hidden state to return
+      block: int,  # cache positions read at a time: the prefill's chunk length
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One chunk of slot `slot`'s prompt against the chunks before it, which the cache holds at
+    positions [0, start) (models/chunk_attention.py). -> the final-norm hidden state of chunk
+    position `last` [1, D] and the chunk's keys and values [L, 1, K, T, H] (the caller writes them
+    into the cache, and may keep them for a prompt with the same first start + T tokens).
+    Padding after a prompt's last token attends only to earlier keys, so it changes no real
+    position; its keys lie past the prompt's length, where decoding overwrites them."""
+    config = self.config
+    positions = (start + jnp.arange(ids.shape[1], dtype=jnp.int32))[None]
+    inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    x = jnp.take(self.embed[...], ids, axis=0).astype(config.compute_dtype)
+    x = constrain(x, _HIDDEN_AXES, self.sharding)
+
+    def run(graphdef, state, x, layer):
+      def attend(q, k, v):
+        attended = chunk_attention(q, k, v, cache.k, cache.v, layer, slot, start, block)
+        return attended, (k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))  # [1, K, T, H]
+
+      return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
+
+    x, (chunk_k, chunk_v) = self._over_layers(x, run)
+    hidden = jax.lax.dynamic_slice_in_dim(x, last, 1, axis=1)[:, 0]
+    return self.final_norm(hidden), chunk_k, chunk_v
+
+  def _over_layers(self, x, run):
+    """x through every layer by `run(graphdef, state, x, layer) -> (x, (k, v))`, as a scan or
+    unrolled; -> x and each layer's k, v stacked [L, ...]."""
+    if self.config.scan_layers:
       graphdef, stacked = nnx.split(self.layers)
-      # The whole cache is a loop-invariant operand: each layer slices only the blocks it reads.
+
       def body(x, layer_in):
         state, layer = layer_in
         return run(graphdef, state, x, layer)
 
-      x, (new_k, new_v) = jax.lax.scan(body, x, (stacked, jnp.arange(config.num_layers)))
-    else:
-      chunks = []
-      for i, layer_module in enumerate(self.layers):
-        graphdef, state = nnx.split(layer_module)
-        x, kv = run(graphdef, state, x, i)
-        chunks.append(kv)
-      new_k = jnp.stack([k for k, _ in chunks])
-      new_v = jnp.stack([v for _, v in chunks])
-    logits = self.logits(self.final_norm(x))[:, 0]
-    return logits, cache.append(new_k, new_v, active)
+      return jax.lax.scan(body, x, (stacked, jnp.arange(self.config.num_layers)))
+    chunks = []
+    for i, layer_module in enumerate(self.layers):
+      graphdef, state = nnx.split(layer_module)
+      x, kv = run(graphdef, state, x, i)
+      chunks.append(kv)
+    return x, (jnp.stack([k for k, _ in chunks]), jnp.stack([v for _, v in chunks]))
 
   def _decode_slots_paged(self, x, positions, inv_freq, cache: SlotCache, active, block):
     """`decode_slots` by the paged kernel: each layer writes its token into the cache it carries,
@@ -289,10 +330,10 @@ class Llama(nnx.Module):
     config = self.config
 
     def run(graphdef, state, x, cache_k, cache_v, layer):
-      def attend(q, k, v):
+      def attend(q, k, v):  # one token per slot: [B, 1, ...]
         attended, new_k, new_v = paged_decode_attention(
-            q, k, v, cache_k, cache_v, layer, cache.lengths, active, block)
-        return attended, (new_k, new_v)
+            q[:, 0], k[:, 0], v[:, 0], cache_k, cache_v, layer, cache.lengths, active, block)
+        return attended[:, None], (new_k, new_v)
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
 

@@ -1,7 +1,9 @@
 """A decode engine: a fixed number of slots, kept busy by prefilling and inserting requests.
 
 In the manner of JetStream: each `Request` (a prompt, `n` samples, its sampling settings and key)
-is prefilled once at a bucketed prompt length and inserted into free slots, one slot per sample;
+is prefilled once, in fixed-size chunks that one compiled program computes for every prompt
+length and that later prompts with the same start reuse (`sampling/chunked_prefill.py`), and
+inserted into free slots, one slot per sample;
 a jitted `lax.while_loop` of single-token steps decodes every live slot at its own position
 (`SlotCache`); a slot whose sample stops is retired and refilled from the queue, and nothing
 recompiles as requests come and go. Rows never wait for the longest row of a batch, there is no
@@ -33,11 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from helpsteer_jax.models.kv_cache import KVCache
 from helpsteer_jax.models.llama import Llama, with_unrolled_layers
 from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 from helpsteer_jax.sampling.rules import sample_rows
-from helpsteer_jax.sampling.settings import SamplingSettings, bucket, prompt_bucket
+from helpsteer_jax.sampling.settings import SamplingSettings, bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,13 @@ class EngineSettings:
   attention_block: int = 128
   steps_per_call: int = 32  # decode steps per device call at most (fewer when a slot frees)
   top_p_candidates: int = 1024
+  # Prompts are prefilled in chunks of this many tokens (sampling/chunked_prefill.py): one compiled
+  # program for every prompt length. On a 2-core CPU, 128-row matmuls of SmolLM2's shapes ran at
+  # ~185 GFLOP/s, 64-row ones at ~160. Chunks stay kept for prompts with the same start, up to
+  # `keep_prefill_mb` MiB (a 128-token chunk of SmolLM2 in fp32 is 5.9 MB; of Llama-3-8B in bf16,
+  # 16.8 MB).
+  prefill_chunk: int = 128
+  keep_prefill_mb: int = 1024
   # auto: the model's own layout (scanned by default). A scan slices each layer's weights out of
   # the stacked arrays, which XLA:CPU does by copying them, so unrolled layers should decode
   # faster there; measured on a 2-core CPU they do not: batch-1 steps of SmolLM2 took 35-38 ms in
@@ -71,6 +80,9 @@ class EngineSettings:
       raise ValueError(f"num_slots={self.num_slots}; expected at least 1")
     if self.tail_slots < 0:
       raise ValueError(f"tail_slots={self.tail_slots}; expected 0 (never) or more")
+    if self.prefill_chunk < 1 or self.keep_prefill_mb < 0:
+      raise ValueError(f"prefill_chunk={self.prefill_chunk} and keep_prefill_mb="
+                       f"{self.keep_prefill_mb}; expected at least 1 and at least 0")
     if self.attention_block < 1 or self.steps_per_call < 1:
       raise ValueError(f"attention_block={self.attention_block} and steps_per_call="
                        f"{self.steps_per_call}; expected at least 1")
@@ -143,32 +155,11 @@ def _stops(settings: EngineSettings) -> jax.Array:
   return jnp.asarray(settings.stop_token_ids or (-1,), jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("graphdef",))
-def _prefill(graphdef, state, ids, length):
-  """ids [1, P] (right-padded), length [] -> k, v [L, 1, K, P, H] and the last real logits [1, V]."""
-  model: Llama = nnx.merge(graphdef, state)
-  p = ids.shape[1]
-  mask = (jnp.arange(p) < length)[None, :]
-  cache = KVCache.init(model.config, 1, p)
-  hidden, cache = model.hidden_states(ids, input_mask=mask, cache=cache, cache_is_empty=True,
-                                      key_lengths=length[None])
-  last = jax.lax.dynamic_slice_in_dim(hidden, length - 1, 1, axis=1)
-  return cache.k, cache.v, model.logits(last)[:, 0]
-
-
-@partial(jax.jit, donate_argnums=(0,))
-def _write_prompt(cache: SlotCache, k, v, slot, length) -> SlotCache:
-  """A prefilled prompt's keys and values (k, v [L, 1, K, P, H]) into `slot`. Kept apart from
-  `_insert`: this small program compiles once per prompt bucket P (~0.1 s), where the first token's
-  draw, compiled with it, took 0.8 s for every new bucket on a 2-core CPU."""
-  return cache.insert(slot, k, v, length)
-
-
 @partial(jax.jit, static_argnames=("settings",), donate_argnums=(0,))
 def _insert(slots: SlotState, logits, slot, key, sample, temperature, top_k, top_p, max_new, *,
             settings: EngineSettings) -> SlotState:
-  """Puts sample `sample` of a prefilled request (its prompt already in the cache, `_write_prompt`)
-  into `slot` and draws its first token."""
+  """Puts sample `sample` of a prefilled request (its prompt already in the cache,
+  sampling/chunked_prefill.py) into `slot` and draws its first token."""
   key = jax.random.fold_in(jax.random.wrap_key_data(key), sample)
   key_data = jax.random.key_data(key)
   first = sample_rows(logits, jax.random.fold_in(key, 0)[None], temperature[None], top_k[None],
@@ -241,8 +232,8 @@ def _grow(slots: SlotState, *, cache_length: int, width: int) -> SlotState:
 @dataclasses.dataclass
 class _Pending:
   request: Request
-  prompt: tuple[int, ...]  # the request's prompt, the key of its prefill
-  prefill: Optional[tuple] = None  # (k, v, logits) once prefilled
+  prompt: tuple[int, ...]
+  logits: Optional[jax.Array] = None  # [1, V] after the prompt, once prefilled
   inserted: int = 0  # samples inserted so far
 
 
@@ -251,7 +242,8 @@ class TagStats:
   requests: int = 0
   samples: int = 0
   tokens: int = 0  # generated, stop tokens excluded
-  prefill_tokens: int = 0
+  prefill_tokens: int = 0  # prompt tokens computed
+  reused_tokens: int = 0  # prompt tokens copied from kept chunks
   first_insert: Optional[float] = None
   last_retire: Optional[float] = None
 
@@ -269,11 +261,9 @@ class Engine:
     self._slots: Optional[SlotState] = None
     self._owner: list[Optional[tuple[_Pending, int]]] = [None] * settings.num_slots
     self._queue: list[_Pending] = []  # by priority, then submission order
-    # Prefills by prompt: requests with the same prompt (a search's drafts and its greedy
-    # reference) share one. A prefill is kept while a queued request has its prompt, and the
-    # last few besides.
-    self._prefills: collections.OrderedDict[tuple[int, ...], tuple] = collections.OrderedDict()
-    self._queued_prompts: collections.Counter[tuple[int, ...]] = collections.Counter()
+    # Prompts are prefilled chunk by chunk; chunks are kept and reused by any prompt that starts
+    # with the same tokens (a request's n samples, the search's requests about one draft).
+    self.prefill = ChunkedPrefill(decode_model, settings.prefill_chunk, settings.keep_prefill_mb << 20)
     self._context = model.config.max_position_embeddings
     self._tags: dict[str, TagStats] = collections.defaultdict(TagStats)
     self._time = collections.Counter()  # seconds: prefill, insert, decode, retire, resize
@@ -283,6 +273,7 @@ class Engine:
     self._resizes = 0  # moves between the full and the tail program
     self._decode_tokens = 0
     self._prefill_tokens = 0
+    self._reused_tokens = 0
 
   # -- public ----------------------------------------------------------------------------------
 
@@ -301,9 +292,7 @@ class Engine:
     at = len(self._queue)
     while at > 0 and self._queue[at - 1].request.priority < request.priority:
       at -= 1
-    pending = _Pending(request, tuple(request.prompt))
-    self._queued_prompts[pending.prompt] += 1
-    self._queue.insert(at, pending)
+    self._queue.insert(at, _Pending(request, tuple(int(t) for t in request.prompt)))
 
   @property
   def model_layout_scanned(self) -> bool:
@@ -359,7 +348,8 @@ class Engine:
     for tag, t in self._tags.items():
       span = (t.last_retire - t.first_insert) if t.first_insert and t.last_retire else None
       tags[tag] = {"requests": t.requests, "samples": t.samples, "tokens": t.tokens,
-                   "prefill_tokens": t.prefill_tokens, "seconds": span,
+                   "prefill_tokens": t.prefill_tokens, "reused_prompt_tokens": t.reused_tokens,
+                   "seconds": span,
                    "tokens_per_s": t.tokens / span if span else None}
     return {
         "num_slots": self.settings.num_slots,
@@ -369,6 +359,10 @@ class Engine:
         "slot_use": self._decode_tokens / slot_steps if slot_steps else None,
         "decode_tokens": self._decode_tokens,
         "prefill_tokens": self._prefill_tokens,
+        "reused_prompt_tokens": self._reused_tokens,
+        # Every user of the engine's chunked prefill (a judge sharing it, too): chunks and tokens
+        # computed and reused.
+        "prefill_chunks": dataclasses.asdict(self.prefill.counts),
         "seconds": {k: float(v) for k, v in self._time.items()},
         "stages": tags,
     }
@@ -420,33 +414,28 @@ class Engine:
     while self._queue and None in self._owner:
       pending = self._queue[0]
       request = pending.request
-      if pending.prefill is None:
-        padded = prompt_bucket(len(request.prompt))
-        self._ensure_capacity(max(padded, len(request.prompt) + request.settings.max_new_tokens),
-                              request.settings.max_new_tokens)
-        prompt = pending.prompt
-        if prompt in self._prefills:
-          pending.prefill = self._prefills[prompt]
-        else:
-          start = time.perf_counter()
-          ids = np.full((1, padded), self.settings.pad_id, np.int32)
-          ids[0, :len(prompt)] = prompt
-          # Waited for, so that the prefill's time is counted as prefill, not as the next decode.
-          pending.prefill = jax.block_until_ready(_prefill(
-              self._graphdef, self._state, jnp.asarray(ids), jnp.asarray(len(prompt), jnp.int32)))
-          self._time["prefill"] += time.perf_counter() - start
-          self._prefill_tokens += len(prompt)
-          self._tags[request.tag].prefill_tokens += len(prompt)
-          self._prefills[prompt] = pending.prefill
-          self._evict_prefills()
+      prompt = pending.prompt
+      s = request.settings
+      self._ensure_capacity(max(self.prefill.padded_length(len(prompt)), len(prompt) + s.max_new_tokens),
+                            s.max_new_tokens)
       start = time.perf_counter()
       slot = self._owner.index(None)
-      k, v, logits = pending.prefill
-      s = request.settings
+      cache, hidden, computed = self.prefill.fill(self._slots.cache, slot, prompt)
+      if pending.logits is None:
+        pending.logits = self.prefill.logits(hidden)
+      if computed:
+        # Waited for, so that the prefill's time is counted as prefill, not as the next decode.
+        jax.block_until_ready(pending.logits)
+        self._time["prefill"] += time.perf_counter() - start
+        self._prefill_tokens += computed
+        self._tags[request.tag].prefill_tokens += computed
+        start = time.perf_counter()
+      self._reused_tokens += len(prompt) - computed
+      self._tags[request.tag].reused_tokens += len(prompt) - computed
       at = jnp.asarray(slot, jnp.int32)
-      cache = _write_prompt(self._slots.cache, k, v, at, jnp.asarray(len(request.prompt), jnp.int32))
       self._slots = _insert(
-          dataclasses.replace(self._slots, cache=cache), logits, at, jnp.asarray(request.key, jnp.uint32),
+          dataclasses.replace(self._slots, cache=cache), pending.logits, at,
+          jnp.asarray(request.key, jnp.uint32),
           jnp.asarray(pending.inserted, jnp.int32), jnp.asarray(s.temperature, jnp.float32),
           jnp.asarray(s.top_k or 0, jnp.int32), jnp.asarray(1.0 if s.top_p is None else s.top_p, jnp.float32),
           jnp.asarray(s.max_new_tokens, jnp.int32), settings=self.settings)
@@ -456,21 +445,8 @@ class Engine:
       tag.first_insert = tag.first_insert or time.perf_counter()
       if pending.inserted == request.n:
         self._queue.pop(0)
-        pending.prefill = None  # frees the prefilled cache
-        self._queued_prompts[pending.prompt] -= 1
-        if not self._queued_prompts[pending.prompt]:
-          del self._queued_prompts[pending.prompt]
-        self._evict_prefills()
+        pending.logits = None
       self._time["insert"] += time.perf_counter() - start
-
-  def _evict_prefills(self, keep: int = 4, most: int = 16) -> None:
-    """Drops the oldest prefills past `keep` that no queued request needs, and the oldest of any
-    past `most` (a bound on the memory they hold)."""
-    spare = [p for p in self._prefills if p not in self._queued_prompts]
-    for prompt in spare[:max(0, len(spare) - keep)]:
-      del self._prefills[prompt]
-    while len(self._prefills) > most:
-      self._prefills.popitem(last=False)
 
   def _retire(self, done: np.ndarray, count: np.ndarray) -> None:
     finished = [b for b, o in enumerate(self._owner) if o is not None and done[b]]

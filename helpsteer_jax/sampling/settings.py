@@ -47,11 +47,12 @@ PROMPT_GRANULARITY = 64
 
 
 def prompt_bucket(length: int, minimum: int = 16) -> int:
-  """The padded length of a prompt that is prefilled in one pass: `bucket(length)` up to 128, then
-  the next multiple of 64. Prefill compute grows with the padded length, and the search's
-  feedback, edit and judge prompts run to hundreds of tokens, where a power of two pads by up to
-  2x; a compilation costs a fraction of a second on CPU (34 programs compiled in 11.8 s in one
-  8-prompt search), so the extra programs are cheaper than the padding."""
+  """The padded length of a prompt that is computed in one pass (the static sampler's prefill, a
+  reward model's scoring batch): `bucket(length)` up to 128, then the next multiple of 64.
+  Compute grows with the padded length, and prompts of hundreds of tokens padded to a power of two
+  grow by up to 2x; a compilation costs a fraction of a second on CPU, so the extra programs are
+  cheaper than the padding. (The decode engine prefills in fixed chunks instead and compiles one
+  program for every length: sampling/chunked_prefill.py.)"""
   if length <= 2 * PROMPT_GRANULARITY:
     return bucket(length, minimum)
   return -(-length // PROMPT_GRANULARITY) * PROMPT_GRANULARITY

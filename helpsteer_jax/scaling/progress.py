@@ -64,7 +64,8 @@ def stage_log_lines(engine_stats: dict[str, Any], select_seconds: float, scored:
     for stage, s in stats.get("stages", {}).items():
       rate = f"{s['tokens_per_s']:.1f} tokens/s" if s.get("tokens_per_s") else "no decode time"
       lines.append(f"stage {stage} ({role}): {s['samples']} samples, {s['tokens']} tokens, {rate}, "
-                   f"{s.get('prefill_tokens', 0)} prompt tokens prefilled")
+                   f"{s.get('prefill_tokens', 0)} prompt tokens prefilled, "
+                   f"{s.get('reused_prompt_tokens', 0)} reused from kept chunks")
     if stats.get("slot_use") is not None:
       lines.append(f"engine of {role}: slot use {stats['slot_use']:.1%} over {stats['decode_steps']} "
                    f"decode steps of {stats['num_slots']} slots")

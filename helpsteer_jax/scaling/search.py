@@ -155,8 +155,12 @@ class FeedbackEditSearch:
     key = id(role.model)
     if key not in self._engines:
       base = sampling_settings(role.tokenizer)
-      self._engines[key] = Engine(role.model, EngineSettings(
+      engine = self._engines[key] = Engine(role.model, EngineSettings(
           num_slots=self.settings.batch_size, stop_token_ids=base.stop_token_ids, pad_id=base.pad_id))
+      # A judge over the same model scores through the engine's kept prompt chunks.
+      share = getattr(self.selector, "share_prefill", None)
+      if share is not None:
+        share(role.model, engine.prefill)
     return self._engines[key]
 
   def stats(self) -> dict[str, Any]:

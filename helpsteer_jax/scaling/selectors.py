@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,7 @@ from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 from helpsteer_jax.sampling.settings import bucket, keep_ends, left_pad, prompt_bucket
 
 
@@ -110,11 +111,25 @@ class RewardModelSelector:
 
 
 class GenerativeJudgeSelector:
+  """Scores in left-padded batches of `batch_size`; once `share_prefill` hands it the chunked
+  prefill of a decode engine over the same model, one item at a time through that engine's kept
+  chunks instead: the search's judge requests begin as its Feedback and Edit requests about the
+  same draft do (formats/plain.py), so most of each judge prompt is already computed."""
+
   name = "generative_judge"
 
   def __init__(self, model: Llama, tokenizer: Any, batch_size: int = 16, prompt_format: str = "plain"):
     self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
     self.prompt_format = templates.check_prompt_format(prompt_format, "judge")
+    self.prefill: Optional[ChunkedPrefill] = None
+
+  def share_prefill(self, model: Llama, prefill: ChunkedPrefill) -> bool:
+    """Uses `prefill` (an engine's, sampling/chunked_prefill.py) if it serves this judge's model;
+    returns whether it does."""
+    if model is not self.model:
+      return False
+    self.prefill = prefill
+    return True
 
   def _encode(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
     """Prompt ids ending right before the score digit, and the token id of each digit 0-4."""
@@ -140,9 +155,12 @@ class GenerativeJudgeSelector:
     if not items:
       return []
     encoded = [self._encode(conv, response) for conv, response in items]
-    logits = _run_bucketed(_last_position_logits, self.model, [p for p, _ in encoded],
-                           _pad_id(self.tokenizer), self.batch_size,
-                           self.model.config.max_position_embeddings)
+    if self.prefill is not None:
+      logits = [self.prefill.next_token_logits(p) for p, _ in encoded]
+    else:
+      logits = _run_bucketed(_last_position_logits, self.model, [p for p, _ in encoded],
+                             _pad_id(self.tokenizer), self.batch_size,
+                             self.model.config.max_position_embeddings)
     scores = []
     for row, (_, digits) in zip(logits, encoded):
       digit_logits = row[digits]

@@ -1,0 +1,204 @@
+"""Prompts prefilled chunk by chunk into a slot of a cache, with chunks kept and reused by prefix.
+
+A prompt of P tokens is prefilled as ceil(P / C) chunks of C tokens (the last right-padded), by
+the same few compiled programs (`Llama.prefill_chunk`) whatever the prompt's length: a prefill
+that ran at each padded prompt length compiled 1-1.5 s per new length on a 2-core CPU, about 20
+programs in an 8-prompt search.
+
+Chunk j of a prompt depends only on its first (j+1) C tokens, so it is kept (`PrefixChunks`, least
+recently used first out, bounded in bytes) under those tokens, and a later prompt that starts with
+the same tokens copies it into its slot instead of computing it. In the search the Feedback, Edit
+and judge requests about one draft all begin with the conversation and that draft
+(formats/plain.py), and the n samples of a request, or two requests with one prompt (the drafts and
+the greedy reference), share every chunk. A kept chunk is what recomputing it would give, bit for
+bit: the same program on the same inputs, so reuse changes no token.
+
+A prompt's last chunk, when shorter than C, runs in a narrower program (the power of two, at least
+16, that holds it): a few more programs, compiled once each, so that short prompts are not padded
+to a whole chunk.
+
+Shapes: chunk keys and values [L, 1, K, T, H] (T = C but for a prompt's last chunk); the hidden
+state of a chunk's last token [1, D].
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.sampling.settings import bucket
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+  k: jax.Array  # [L, 1, K, T, H]
+  v: jax.Array  # [L, 1, K, T, H]
+  hidden: jax.Array  # [1, D]: final-norm hidden state of the chunk's last real token
+
+  @property
+  def nbytes(self) -> int:
+    return self.k.nbytes + self.v.nbytes + self.hidden.nbytes
+
+
+class PrefixChunks:
+  """Chunks by the prompt tokens they depend on (every token up to the chunk's end), evicted
+  least recently used first once they hold more than `max_bytes`."""
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes = max_bytes
+    self._chunks: collections.OrderedDict[tuple[int, ...], Chunk] = collections.OrderedDict()
+    self._bytes = 0
+
+  def __len__(self) -> int:
+    return len(self._chunks)
+
+  def get(self, tokens: tuple[int, ...]) -> Chunk | None:
+    chunk = self._chunks.get(tokens)
+    if chunk is not None:
+      self._chunks.move_to_end(tokens)
+    return chunk
+
+  def put(self, tokens: tuple[int, ...], chunk: Chunk) -> None:
+    if tokens in self._chunks:
+      return
+    self._chunks[tokens] = chunk
+    self._bytes += chunk.nbytes
+    while self._bytes > self.max_bytes and self._chunks:
+      _, old = self._chunks.popitem(last=False)
+      self._bytes -= old.nbytes
+
+
+@partial(jax.jit, static_argnames=("graphdef", "block"), donate_argnums=(2,))
+def _compute_chunk(graphdef, state, cache: SlotCache, ids, slot, start, last, *, block: int):
+  """Computes one chunk (ids [1, T], T <= block) of `slot`'s prompt and writes it at `start`."""
+  model: Llama = nnx.merge(graphdef, state)
+  hidden, k, v = model.prefill_chunk(ids, cache, slot, start, last, block)
+  return _write(cache, k, v, slot, start), Chunk(k, v, hidden)
+
+
+def _write(cache: SlotCache, k, v, slot, start) -> SlotCache:
+  at = (0, slot, 0, start, 0)
+  return cache.replace(k=jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), at),
+                       v=jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), at))
+
+
+_copy_chunk = jax.jit(_write, donate_argnums=(0,))
+
+
+@partial(jax.jit, static_argnames=("graphdef",))
+def _head(graphdef, state, hidden):
+  """hidden [1, D] -> fp32 logits [1, V]."""
+  model: Llama = nnx.merge(graphdef, state)
+  return model.logits(hidden[:, None])[:, 0]
+
+
+@dataclasses.dataclass
+class PrefillCounts:
+  computed_tokens: int = 0  # prompt tokens whose chunk was computed
+  reused_tokens: int = 0  # prompt tokens whose chunk was copied from a kept one
+  computed_chunks: int = 0
+  reused_chunks: int = 0
+
+
+class ChunkedPrefill:
+  """Prefills prompts of one model into slots of `SlotCache`s, `chunk` tokens at a time, keeping
+  up to `keep_bytes` of chunks for reuse (0 keeps none). One object may serve an engine's slots
+  and a scorer that needs only a prompt's next-token logits: they then share the kept chunks."""
+
+  def __init__(self, model: Llama, chunk: int = 128, keep_bytes: int = 1 << 30):
+    if chunk < 1:
+      raise ValueError(f"prefill chunk={chunk}; expected at least 1")
+    self.model = model
+    self.chunk = chunk
+    self._graphdef, self._state = nnx.split(model)
+    self.kept = PrefixChunks(keep_bytes)
+    self.counts = PrefillCounts()
+    self._scratch: SlotCache | None = None  # the row every chunk is computed in
+
+  def width(self, tokens: int) -> int:
+    """The width of the chunk program that computes `tokens` <= chunk tokens: the chunk, or for a
+    prompt's last, shorter chunk the power of two (at least 16) that holds it, so that a short
+    prompt is not padded to a whole chunk (a 32-token prompt cost 4x its compute at 128)."""
+    return min(self.chunk, bucket(tokens, minimum=16))
+
+  def padded_length(self, length: int) -> int:
+    """Cache positions a prompt of `length` tokens writes: whole chunks."""
+    return -(-length // self.chunk) * self.chunk
+
+  def fill(self, cache: SlotCache, slot: int, prompt: Sequence[int]) -> tuple[SlotCache, jax.Array, int]:
+    """Writes `prompt` into positions [0, padded_length) of `slot` (the cache is donated) and sets
+    the slot's length to len(prompt). -> the cache, the hidden state of the prompt's last token
+    [1, D], and how many of its tokens were computed (the rest were copied from kept chunks)."""
+    if self.padded_length(len(prompt)) > cache.max_length:
+      raise ValueError(f"a prompt of {len(prompt)} tokens needs {self.padded_length(len(prompt))} "
+                       f"cache positions (chunks of {self.chunk}); the cache has {cache.max_length}")
+    chunks, computed = self._prefill(prompt)
+    at = jnp.asarray(slot, jnp.int32)
+    for j, chunk in enumerate(chunks):
+      cache = _copy_chunk(cache, chunk.k, chunk.v, at, jnp.asarray(j * self.chunk, jnp.int32))
+    cache = cache.replace(lengths=cache.lengths.at[slot].set(len(prompt)))
+    return cache, chunks[-1].hidden, computed
+
+  def next_token_logits(self, prompt: Sequence[int]) -> np.ndarray:
+    """fp32 logits [V] of the token after `prompt` (a scorer's one forward pass), through the same
+    chunks as every other prompt."""
+    context = self.model.config.max_position_embeddings
+    if len(prompt) > context:
+      raise ValueError(f"a prompt to score has {len(prompt)} tokens; the model's context is {context}")
+    chunks, _ = self._prefill(prompt)
+    return np.asarray(self.logits(chunks[-1].hidden))[0]
+
+  def _prefill(self, prompt: Sequence[int]) -> tuple[list[Chunk], int]:
+    """The chunks of `prompt`, kept ones reused and the rest computed in this object's own cache
+    row, so that every chunk of every prompt runs in one compiled program whatever cache it is
+    then copied into. -> the chunks and the number of prompt tokens computed."""
+    length, c = len(prompt), self.chunk
+    if length == 0:
+      raise ValueError("a prompt to prefill is empty")
+    need = self.padded_length(length)
+    if self._scratch is None or self._scratch.max_length < need:
+      size = 1024  # sizes double, so a longer prompt seldom compiles the chunk program again
+      while size < need:
+        size *= 2
+      self._scratch = SlotCache.init(self.model.config, 1, size)
+    tokens = tuple(int(t) for t in prompt)
+    row = jnp.asarray(0, jnp.int32)
+    chunks: list[Chunk] = []
+    held = 0  # leading chunks of this prompt that the scratch row holds
+    computed = 0
+    for j, start in enumerate(range(0, length, c)):
+      end = min(start + c, length)
+      chunk = self.kept.get(tokens[:end])
+      if chunk is not None:
+        chunks.append(chunk)
+        self.counts.reused_tokens += end - start
+        self.counts.reused_chunks += 1
+        continue
+      for i in range(held, j):  # the chunks this one attends to, if they came from the kept ones
+        self._scratch = _copy_chunk(self._scratch, chunks[i].k, chunks[i].v, row, jnp.asarray(i * c, jnp.int32))
+      ids = np.zeros((1, self.width(end - start)), np.int32)
+      ids[0, :end - start] = tokens[start:end]
+      self._scratch, chunk = _compute_chunk(
+          self._graphdef, self._state, self._scratch, jnp.asarray(ids), row, jnp.asarray(start, jnp.int32),
+          jnp.asarray(end - start - 1, jnp.int32), block=c)
+      held = j + 1
+      self.kept.put(tokens[:end], chunk)
+      chunks.append(chunk)
+      computed += end - start
+      self.counts.computed_chunks += 1
+    self.counts.computed_tokens += computed
+    return chunks, computed
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """The output head on a prompt's last hidden state: [1, D] -> fp32 logits [1, V]."""
+    return _head(self._graphdef, self._state, hidden)

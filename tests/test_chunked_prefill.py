@@ -1,0 +1,91 @@
+"""Chunked prefill on a tiny random model: against the full forward, reuse by prefix bit for bit,
+writes confined to the slot filled, the kept chunks' byte bound, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from decode_fixtures import model  # noqa: F401  (fixture)
+from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.sampling.chunked_prefill import Chunk, ChunkedPrefill, PrefixChunks
+
+CHUNK = 4
+
+
+def _prompt(length, offset=0):
+  return [(7 * i + 3 + offset) % 250 + 1 for i in range(length)]
+
+
+@pytest.mark.parametrize("length", [1, 4, 5, 13])
+def test_chunks_give_the_full_forward_logits_and_cache(model, length):
+  prompt = _prompt(length)
+  prefill = ChunkedPrefill(model, chunk=CHUNK)
+  cache, hidden, computed = prefill.fill(SlotCache.init(model.config, 2, 32), 1, prompt)
+  assert computed == length and int(cache.lengths[1]) == length and int(cache.lengths[0]) == 0
+  ids = jnp.asarray([prompt])
+  full = model(ids)[0, -1]
+  np.testing.assert_allclose(np.asarray(prefill.logits(hidden))[0], np.asarray(full), atol=2e-5)
+  np.testing.assert_allclose(prefill.next_token_logits(prompt), np.asarray(full), atol=2e-5)
+  _, reference = model.hidden_states(ids, cache=KVCache.init(model.config, 1, length), cache_is_empty=True)
+  for got, want in ((cache.k, reference.k), (cache.v, reference.v)):
+    np.testing.assert_allclose(np.asarray(got[:, 1, :, :length]), np.asarray(want[:, 0]), atol=2e-5)
+
+
+def test_a_kept_chunk_is_what_recomputing_it_gives_bit_for_bit(model):
+  first = _prompt(11)
+  second = first[:8] + _prompt(6, offset=40)  # shares two whole chunks, then differs
+  shared = ChunkedPrefill(model, chunk=CHUNK)
+  cache = SlotCache.init(model.config, 3, 32)
+  cache, _, _ = shared.fill(cache, 0, first)
+  cache, hidden, computed = shared.fill(cache, 2, second)
+  assert computed == len(second) - 8 and shared.counts.reused_tokens == 8
+  fresh = ChunkedPrefill(model, chunk=CHUNK)
+  alone, alone_hidden, _ = fresh.fill(SlotCache.init(model.config, 3, 32), 2, second)
+  assert np.array_equal(np.asarray(hidden), np.asarray(alone_hidden))
+  padded = fresh.padded_length(len(second))
+  for got, want in ((cache.k, alone.k), (cache.v, alone.v)):
+    assert np.array_equal(np.asarray(got[:, 2, :, :padded]), np.asarray(want[:, 2, :, :padded]))
+  # The whole prompt again: every chunk is copied, none computed.
+  _, again, computed = shared.fill(cache, 1, second)
+  assert computed == 0 and np.array_equal(np.asarray(again), np.asarray(hidden))
+
+
+def test_a_fill_writes_its_slot_and_leaves_the_others(model):
+  prompt = _prompt(10)
+  noise = jax.random.normal(jax.random.key(1), SlotCache.init(model.config, 4, 16).k.shape)
+  busy = SlotCache.init(model.config, 4, 16).replace(k=noise, v=-noise, lengths=jnp.asarray([3, 5, 7, 9]))
+  prefill = ChunkedPrefill(model, chunk=CHUNK)
+  filled, hidden, _ = prefill.fill(busy.replace(k=busy.k + 0, v=busy.v + 0), 2, prompt)
+  alone, alone_hidden, _ = ChunkedPrefill(model, chunk=CHUNK).fill(SlotCache.init(model.config, 1, 16), 0, prompt)
+  assert np.array_equal(np.asarray(hidden), np.asarray(alone_hidden))
+  assert np.array_equal(np.asarray(filled.k[:, 2, :, :12]), np.asarray(alone.k[:, 0, :, :12]))
+  others = [0, 1, 3]
+  assert np.array_equal(np.asarray(filled.k[:, others]), np.asarray(noise[:, others]))
+  assert np.array_equal(np.asarray(filled.v[:, 2, :, 12:]), -np.asarray(noise[:, 2, :, 12:]))
+  assert filled.lengths.tolist() == [3, 5, 10, 9]
+
+
+def test_kept_chunks_are_bounded_in_bytes_least_recently_used_first_out():
+  one = Chunk(jnp.zeros((2, 1, 1, 4, 2)), jnp.zeros((2, 1, 1, 4, 2)), jnp.zeros((1, 8)))
+  kept = PrefixChunks(max_bytes=2 * one.nbytes)
+  kept.put((1,), one)
+  kept.put((2,), one)
+  assert kept.get((1,)) is one  # (1,) is now the most recent
+  kept.put((3,), one)
+  assert len(kept) == 2 and kept.get((2,)) is None and kept.get((1,)) is one
+  assert len(PrefixChunks(max_bytes=0)) == 0
+
+
+def test_bad_prompts_fail_before_any_work(model):
+  prefill = ChunkedPrefill(model, chunk=CHUNK)
+  cache = SlotCache.init(model.config, 1, 8)
+  with pytest.raises(ValueError, match="empty"):
+    prefill.fill(cache, 0, [])
+  with pytest.raises(ValueError, match="needs 12 cache positions"):
+    prefill.fill(cache, 0, _prompt(9))
+  with pytest.raises(ValueError, match="context"):
+    prefill.next_token_logits([1] * (model.config.max_position_embeddings + 1))
+  with pytest.raises(ValueError, match="chunk=0"):
+    ChunkedPrefill(model, chunk=0)
