@@ -139,7 +139,7 @@ def main() -> None:
   lines += [
       "",
       f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "
-      f"{t_shared:.2f} s, {n} prompts differing in their last token (one prefill each) "
+      f"{t_shared:.2f} s, {n} prompts differing in their first token (one prefill each) "
       f"{t_separate:.2f} s -> {t_separate / t_shared:.2f}x.",
   ]
   write_report(args.out, lines)
