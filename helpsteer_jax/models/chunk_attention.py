@@ -1,7 +1,7 @@
 """Attention of a prompt chunk against the earlier chunks of its own slot in a slot cache.
 
-A prompt is prefilled in chunks of a fixed length C (sampling/chunked_prefill.py): one compiled
-program serves every prompt length, and chunk j, which depends only on tokens [0, (j+1) C), can be
+A prompt is prefilled in chunks of a fixed length C (sampling/chunked_prefill.py): the same few
+compiled programs serve every prompt length, and chunk j, which depends only on tokens [0, (j+1) C), can be
 kept and reused by any later prompt with the same first (j+1) C tokens. Chunk j starts at position
 j C, so the cache positions it reads, [0, j C), are whole blocks of C positions that all hold real
 tokens: no length mask is needed, and only the blocks before the chunk are read (a dynamic trip

@@ -41,16 +41,6 @@ class SlotCache:
   def replace(self, **changes) -> "SlotCache":
     return dataclasses.replace(self, **changes)
 
-  def insert(self, slot: jax.Array, k: jax.Array, v: jax.Array, length: jax.Array) -> "SlotCache":
-    """Writes a prefilled prompt (k, v [L, 1, K, P, H], its first `length` positions real) into
-    `slot`; positions past `length` are ignored by the length mask and overwritten by decoding."""
-    at = (0, slot, 0, 0, 0)
-    return self.replace(
-        k=jax.lax.dynamic_update_slice(self.k, k.astype(self.k.dtype), at),
-        v=jax.lax.dynamic_update_slice(self.v, v.astype(self.v.dtype), at),
-        lengths=self.lengths.at[slot].set(length.astype(jnp.int32)),
-    )
-
   def append(self, k: jax.Array, v: jax.Array, active: jax.Array) -> "SlotCache":
     """Writes one new token per slot (k, v [L, B, K, H]) at its own length; inactive slots
     ([B] bool False) write nothing and keep their length."""

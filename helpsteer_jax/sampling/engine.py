@@ -1,9 +1,9 @@
 """A decode engine: a fixed number of slots, kept busy by prefilling and inserting requests.
 
 In the manner of JetStream: each `Request` (a prompt, `n` samples, its sampling settings and key)
-is prefilled once, in fixed-size chunks that one compiled program computes for every prompt
-length and that later prompts with the same start reuse (`sampling/chunked_prefill.py`), and
-inserted into free slots, one slot per sample;
+is prefilled once, in fixed-size chunks that the same few compiled programs compute for every
+prompt length and that later prompts with the same start reuse (`sampling/chunked_prefill.py`),
+and inserted into free slots, one slot per sample;
 a jitted `lax.while_loop` of single-token steps decodes every live slot at its own position
 (`SlotCache`); a slot whose sample stops is retired and refilled from the queue, and nothing
 recompiles as requests come and go. Rows never wait for the longest row of a batch, there is no
@@ -52,8 +52,8 @@ class EngineSettings:
   attention_block: int = 128
   steps_per_call: int = 32  # decode steps per device call at most (fewer when a slot frees)
   top_p_candidates: int = 1024
-  # Prompts are prefilled in chunks of this many tokens (sampling/chunked_prefill.py): one compiled
-  # program for every prompt length. On a 2-core CPU, 128-row matmuls of SmolLM2's shapes ran at
+  # Prompts are prefilled in chunks of this many tokens (sampling/chunked_prefill.py): the same few
+  # compiled programs for every prompt length. On a 2-core CPU, 128-row matmuls of SmolLM2's shapes ran at
   # ~185 GFLOP/s, 64-row ones at ~160. Chunks stay kept for prompts with the same start, up to
   # `keep_prefill_mb` MiB (a 128-token chunk of SmolLM2 in fp32 is 5.9 MB; of Llama-3-8B in bf16,
   # 16.8 MB).
@@ -232,7 +232,6 @@ def _grow(slots: SlotState, *, cache_length: int, width: int) -> SlotState:
 @dataclasses.dataclass
 class _Pending:
   request: Request
-  prompt: tuple[int, ...]
   logits: Optional[jax.Array] = None  # [1, V] after the prompt, once prefilled
   inserted: int = 0  # samples inserted so far
 
@@ -272,8 +271,6 @@ class Engine:
     self._tail_steps = 0  # decode steps run in the `tail_slots` program
     self._resizes = 0  # moves between the full and the tail program
     self._decode_tokens = 0
-    self._prefill_tokens = 0
-    self._reused_tokens = 0
 
   # -- public ----------------------------------------------------------------------------------
 
@@ -292,7 +289,7 @@ class Engine:
     at = len(self._queue)
     while at > 0 and self._queue[at - 1].request.priority < request.priority:
       at -= 1
-    self._queue.insert(at, _Pending(request, tuple(int(t) for t in request.prompt)))
+    self._queue.insert(at, _Pending(request))
 
   @property
   def model_layout_scanned(self) -> bool:
@@ -358,8 +355,8 @@ class Engine:
         "resizes": self._resizes,
         "slot_use": self._decode_tokens / slot_steps if slot_steps else None,
         "decode_tokens": self._decode_tokens,
-        "prefill_tokens": self._prefill_tokens,
-        "reused_prompt_tokens": self._reused_tokens,
+        "prefill_tokens": sum(t.prefill_tokens for t in self._tags.values()),
+        "reused_prompt_tokens": sum(t.reused_tokens for t in self._tags.values()),
         # Every user of the engine's chunked prefill (a judge sharing it, too): chunks and tokens
         # computed and reused.
         "prefill_chunks": dataclasses.asdict(self.prefill.counts),
@@ -414,7 +411,7 @@ class Engine:
     while self._queue and None in self._owner:
       pending = self._queue[0]
       request = pending.request
-      prompt = pending.prompt
+      prompt = request.prompt
       s = request.settings
       self._ensure_capacity(max(self.prefill.padded_length(len(prompt)), len(prompt) + s.max_new_tokens),
                             s.max_new_tokens)
@@ -427,10 +424,8 @@ class Engine:
         # Waited for, so that the prefill's time is counted as prefill, not as the next decode.
         jax.block_until_ready(pending.logits)
         self._time["prefill"] += time.perf_counter() - start
-        self._prefill_tokens += computed
         self._tags[request.tag].prefill_tokens += computed
         start = time.perf_counter()
-      self._reused_tokens += len(prompt) - computed
       self._tags[request.tag].reused_tokens += len(prompt) - computed
       at = jnp.asarray(slot, jnp.int32)
       self._slots = _insert(
