@@ -102,9 +102,10 @@ def test_layout_choice_keeps_the_tokens(model):
   assert not unrolled.config.scan_layers and with_unrolled_layers(unrolled) is unrolled
   ids = jnp.asarray([[3, 1, 4, 1, 5, 9]])
   np.testing.assert_allclose(np.asarray(unrolled(ids)), np.asarray(model(ids)), atol=1e-5)
-  # auto and "model" keep the model's scanned layers; "unrolled" decodes from the list.
-  assert Engine(model, EngineSettings(num_slots=2)).model_layout_scanned
+  # "model" keeps the model's scanned layers; "unrolled" decodes from the list, as auto does on CPU.
+  assert Engine(model, EngineSettings(num_slots=2, layout="model")).model_layout_scanned
   assert not Engine(model, EngineSettings(num_slots=2, layout="unrolled")).model_layout_scanned
+  assert not Engine(model, EngineSettings(num_slots=2)).model_layout_scanned
   greedy = SamplingSettings(max_new_tokens=8)
   runs = []
   for layout in ("model", "unrolled"):
@@ -114,6 +115,25 @@ def test_layout_choice_keeps_the_tokens(model):
   assert runs[0] == runs[1]
   with pytest.raises(ValueError, match="layout='wide'"):
     EngineSettings(layout="wide")
+
+
+def test_a_decode_call_copies_no_cache_in_either_layout(model):
+  # Unrolled, the layers' attention loops would share one cache buffer and XLA would copy the whole
+  # cache at every step to keep it for the in-place append (decode_attention.loop_over_blocks).
+  # The compiled decode call of the engine (its slots donated) must hold no copy of a cache array.
+  from helpsteer_jax.sampling import engine as engine_module
+
+  for layout in ("model", "unrolled"):
+    engine = Engine(model, EngineSettings(num_slots=2, attention_block=8, layout=layout))
+    engine.submit(Request([5, 6, 7], SamplingSettings(max_new_tokens=4), sample_key(0)))
+    engine._fill()
+    cache_k = engine._slots.cache.k
+    shape = f"{cache_k.dtype}[{','.join(map(str, cache_k.shape))}]".replace("float32", "f32")
+    hlo = engine_module._decode.lower(engine._graphdef, engine._state, engine._slots, jnp.asarray(True),
+                                      settings=engine.settings).compile().as_text()
+    assert f"{shape}" in hlo
+    copies = [line for line in hlo.splitlines() if " copy(" in line and f"= {shape}" in line]
+    assert copies == [], (layout, copies)
 
 
 def test_prompts_that_start_alike_reuse_kept_chunks_with_the_same_tokens(model):

@@ -53,8 +53,8 @@ def test_paged_attention_matches_the_xla_blocks_and_writes_the_new_token():
   lengths = jnp.asarray([5, 17, 0, 40], jnp.int32)
   active = jnp.asarray([True, True, True, False])
   layer = 1
-  expected = ragged_decode_attention(q, k_new, v_new, cache_k, cache_v, layer, lengths,
-                                     num_blocks(lengths, active, block), block)
+  expected, _ = ragged_decode_attention(q, k_new, v_new, cache_k, cache_v, layer, lengths,
+                                        num_blocks(lengths, active, block), block)
   with pltpu.force_tpu_interpret_mode():
     out, new_k, new_v = jax.jit(paged_decode.paged_decode_attention, static_argnums=(8,))(
         q, k_new, v_new, cache_k, cache_v, layer, lengths, active, block)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from helpsteer_jax.models.causal_attention import group_query_heads, ungroup_query_heads
-from helpsteer_jax.models.decode_attention import online_softmax_update
+from helpsteer_jax.models.decode_attention import loop_over_blocks, online_softmax_update
 
 
 def chunk_attention(
@@ -36,10 +36,12 @@ def chunk_attention(
     slot: jax.Array,
     start: jax.Array,
     block: int,
-) -> jax.Array:
+    thread_cache: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """softmax over (cache keys < start, chunk keys <= the query) of q k / sqrt(H), times v ->
-  [1, T, N, H]. The cache is read `block` positions at a time (`start` is a multiple of it); the
-  chunk's own T tokens may be fewer (a prompt's last, narrower chunk)."""
+  [1, T, N, H], and the cache (carried through the loop with `thread_cache`: see
+  decode_attention.loop_over_blocks). The cache is read `block` positions at a time (`start` is a
+  multiple of it); the chunk's own T tokens may be fewer (a prompt's last, narrower chunk)."""
   _, c, n, h = q.shape
   kv_heads = k.shape[2]
   g = n // kv_heads
@@ -54,7 +56,7 @@ def chunk_attention(
   denom = jnp.sum(p, axis=-1)
   acc = jnp.einsum("BKQS,BKSH->BKQH", p.astype(vc.dtype), vc, preferred_element_type=f32)
 
-  def body(i, carry):
+  def body(i, carry, cache_k, cache_v):
     m, denom, acc = carry
     at = (layer, slot, 0, i * block, 0)
     size = (1, 1, kv_heads, block, h)
@@ -63,5 +65,6 @@ def chunk_attention(
     s = jnp.einsum("BKQH,BKSH->BKQS", qg, kb, preferred_element_type=f32)
     return online_softmax_update(m, denom, acc, s, vb)
 
-  m, denom, acc = jax.lax.fori_loop(0, start // block, body, (m, denom, acc))
-  return ungroup_query_heads(acc / denom[..., None], c).astype(q.dtype)
+  (m, denom, acc), cache = loop_over_blocks(start // block, body, (m, denom, acc), cache_k, cache_v,
+                                            thread_cache)
+  return ungroup_query_heads(acc / denom[..., None], c).astype(q.dtype), cache
