@@ -102,17 +102,21 @@ def test_layout_choice_keeps_the_tokens(model):
   assert not unrolled.config.scan_layers and with_unrolled_layers(unrolled) is unrolled
   ids = jnp.asarray([[3, 1, 4, 1, 5, 9]])
   np.testing.assert_allclose(np.asarray(unrolled(ids)), np.asarray(model(ids)), atol=1e-5)
-  # "model" keeps the model's scanned layers; "unrolled" decodes from the list, as auto does on CPU.
+  # "model" keeps the model's scanned layers; "unrolled" decodes from the list, as auto does on CPU,
+  # with the input projections fused for a single slot.
   assert Engine(model, EngineSettings(num_slots=2, layout="model")).model_layout_scanned
   assert not Engine(model, EngineSettings(num_slots=2, layout="unrolled")).model_layout_scanned
-  assert not Engine(model, EngineSettings(num_slots=2)).model_layout_scanned
+  assert Engine(model, EngineSettings(num_slots=2)).layout == "unrolled"
+  assert Engine(model, EngineSettings(num_slots=1)).layout == "fused"
   greedy = SamplingSettings(max_new_tokens=8)
-  runs = []
-  for layout in ("model", "unrolled"):
-    request = Request([5, 6, 7, 8], greedy, sample_key(0))
-    _run(model, [request], num_slots=2, layout=layout)
-    runs.append(request.results)
-  assert runs[0] == runs[1]
+  sampled = SamplingSettings(max_new_tokens=8, temperature=1.0, top_k=20)
+  for settings, slots in ((greedy, 2), (sampled, 1)):
+    runs = []
+    for layout in ("model", "unrolled", "fused"):
+      request = Request([5, 6, 7, 8], settings, sample_key(0), n=2)
+      _run(model, [request], num_slots=slots, layout=layout)
+      runs.append(request.results)
+    assert runs[0] == runs[1] == runs[2], settings
   with pytest.raises(ValueError, match="layout='wide'"):
     EngineSettings(layout="wide")
 
@@ -123,8 +127,8 @@ def test_a_decode_call_copies_no_cache_in_either_layout(model):
   # The compiled decode call of the engine (its slots donated) must hold no copy of a cache array.
   from helpsteer_jax.sampling import engine as engine_module
 
-  for layout in ("model", "unrolled"):
-    engine = Engine(model, EngineSettings(num_slots=2, attention_block=8, layout=layout))
+  for layout, slots in (("model", 2), ("unrolled", 2), ("fused", 1)):
+    engine = Engine(model, EngineSettings(num_slots=slots, attention_block=8, layout=layout))
     engine.submit(Request([5, 6, 7], SamplingSettings(max_new_tokens=4), sample_key(0)))
     engine._fill()
     cache_k = engine._slots.cache.k

@@ -4,10 +4,12 @@
 
 Measured side by side in one run, both models loaded from the same embedded GGUF:
   1. tokens/s of greedy decode at each batch size, 128 new tokens, no early stop; the ratio
-     helpsteer_jax / transformers, for the decode engine with its default layout (the model's
-     scanned layers), the engine with unrolled layers, and the earlier static batch (scanned);
+     helpsteer_jax / transformers, for the decode engine with its default layout (on CPU unrolled
+     layers, with fused input projections at batch 1), the engine with the model's scanned
+     layers, and the earlier static batch (scanned);
   2. batch-1 decode as a fraction of the memory-bandwidth bound (bandwidth measured here with a
-     large array copy, divided by the parameter bytes read per token);
+     large array copy, divided by the parameter bytes read per token), end to end and over the
+     engine's decode steps alone (its own decode seconds: no prefill, no setup);
   3. n samples sharing one prefill against n prefills of n long prompts of the same length
      (identical but for their last token: the engine would share the prefill of identical ones).
 Writes a Markdown table (default experiments/benchmarks/results/decode_throughput.md).
@@ -63,11 +65,12 @@ def main() -> None:
   path = embedded_model_path()
   model, _ = hj.load_pretrained(path, show_progress=False)
 
-  def engine_unrolled(prompts, settings):
-    engine = Engine(model, EngineSettings(num_slots=len(prompts), layout="unrolled"))
+  def engine_run(prompts, settings, layout):
+    engine = Engine(model, EngineSettings(num_slots=len(prompts), layout=layout))
     for i, p in enumerate(prompts):
       engine.submit(Request(p, settings, sample_key(0, i)))
     engine.run()
+    return engine
   reference = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
   torch.set_num_threads(os.cpu_count() or 1)
@@ -81,7 +84,7 @@ def main() -> None:
     ours = lambda: sample_tokens(model, prompts, settings)
     ours()  # compile
     t_ours = best_time(ours, args.repeats)
-    scanned = lambda: engine_unrolled(prompts, settings)
+    scanned = lambda: engine_run(prompts, settings, "model")
     scanned()
     t_scanned = best_time(scanned, args.repeats)
     static = lambda: sample_tokens_static(model, prompts, settings)
@@ -99,13 +102,19 @@ def main() -> None:
     t_theirs = best_time(theirs, args.repeats)
     tokens = batch * args.new_tokens
     rows.append((batch, tokens / t_ours, tokens / t_scanned, tokens / t_static, tokens / t_theirs))
-    print(f"batch {batch}: engine {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), engine unrolled "
+    if batch == 1:  # the default engine's decode steps alone, best of the same repeats
+      steps_rate = 0.0
+      for _ in range(args.repeats):
+        stats = engine_run(prompts, settings, "auto").stats()
+        steps_rate = max(steps_rate, stats["decode_tokens"] / stats["seconds"]["decode"])
+      batch1_layout = Engine(model, EngineSettings(num_slots=1)).layout
+    print(f"batch {batch}: engine {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), engine scanned "
           f"{tokens / t_scanned:.1f} ({t_theirs / t_scanned:.2f}x), static batch {tokens / t_static:.1f} "
           f"({t_theirs / t_static:.2f}x), transformers {tokens / t_theirs:.1f} tok/s", flush=True)
 
   bandwidth = measure_bandwidth()
   bound = bandwidth / param_bytes
-  batch1 = rows[0][1] if rows and rows[0][0] == 1 else None  # the default layout
+  batch1 = rows[0][1] if rows and rows[0][0] == 1 else None  # the default layout, end to end
 
   # n samples of one long prompt: one shared prefill vs n prefills.
   n, length = args.shared_prefill_n, args.shared_prefill_prompt
@@ -126,7 +135,7 @@ def main() -> None:
       f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}. "
       f"Greedy, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, best of {args.repeats}.",
       "",
-      "| batch | engine tok/s, default layout (scanned) | engine, unrolled layers | static batch (scanned) | transformers tok/s | ratio, default | ratio, engine unrolled | ratio, static |",
+      "| batch | engine tok/s, default layout | engine, scanned layers | static batch (scanned) | transformers tok/s | ratio, default | ratio, engine scanned | ratio, static |",
       "|---:|---:|---:|---:|---:|---:|---:|---:|",
       *[f"| {b} | {a:.1f} | {e:.1f} | {u:.1f} | {t:.1f} | {a / t:.2f}x | {e / t:.2f}x | {u / t:.2f}x |"
         for b, a, e, u, t in rows],
@@ -135,7 +144,9 @@ def main() -> None:
       f"-> batch-1 bound {bound:.1f} tok/s.",
   ]
   if batch1 is not None:
-    lines.append(f"Batch-1 decode (default layout): {batch1:.1f} tok/s = {batch1 / bound:.0%} of the bound.")
+    lines.append(f"Batch-1 decode (default layout, here {batch1_layout}): {batch1:.1f} tok/s end to end = "
+                 f"{batch1 / bound:.0%} of the bound; its decode steps alone {steps_rate:.1f} tok/s = "
+                 f"{steps_rate / bound:.0%}.")
   lines += [
       "",
       f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "

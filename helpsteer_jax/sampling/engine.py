@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from helpsteer_jax.models.llama import Llama, with_unrolled_layers
+from helpsteer_jax.models.decode_layout import LAYOUTS, decode_layouts
+from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 from helpsteer_jax.sampling.rules import sample_rows
@@ -59,12 +60,13 @@ class EngineSettings:
   # 16.8 MB).
   prefill_chunk: int = 128
   keep_prefill_mb: int = 1024
-  # auto: unrolled layers on CPU, the model's own layout (scanned by default) elsewhere. A scan
-  # slices each layer's weights out of the stacked arrays, which XLA:CPU does by copying them;
-  # unrolled layers read them in place. Measured on a 2-core CPU (SmolLM2, fp32, the engine's
-  # end-to-end tok/s, one run): 29.6 / 120.3 / 180.3 unrolled against 23.3 / 108.4 / 161.8
-  # scanned at 1 / 8 / 32 slots. The unrolled engine holds a second copy of the weights. Other
-  # backends are not measured here, so they keep the model's layout.
+  # Weights for the decode step (models/decode_layout.py). auto: on CPU, unrolled layers, with
+  # fused input projections for a single slot; elsewhere the model's own layout (scanned by
+  # default), as other backends are not measured here. A scan slices each layer's weights out of
+  # the stacked arrays, which XLA:CPU does by copying them; unrolled layers read them in place.
+  # Measured on a 2-core CPU (SmolLM2, fp32, the engine's end-to-end tok/s, one run): 29.6 / 120.3
+  # / 180.3 unrolled against 23.3 / 108.4 / 161.8 scanned at 1 / 8 / 32 slots. An unrolled engine
+  # holds a second copy of the weights, converted once per model and kept while it lives.
   layout: str = "auto"
   # When nothing is queued and at most this many slots are live, they decode in a program of this
   # many slots (the tail of a run, where most slots have nothing left to do); 0 = never. On the
@@ -75,8 +77,8 @@ class EngineSettings:
   tail_slots: int = 8
 
   def __post_init__(self):
-    if self.layout not in ("auto", "model", "unrolled"):
-      raise ValueError(f"layout={self.layout!r}; expected auto, model or unrolled")
+    if self.layout not in ("auto", *LAYOUTS):
+      raise ValueError(f"layout={self.layout!r}; expected auto or one of {LAYOUTS}")
     if self.num_slots < 1:
       raise ValueError(f"num_slots={self.num_slots}; expected at least 1")
     if self.tail_slots < 0:
@@ -255,7 +257,8 @@ class Engine:
   def __init__(self, model: Llama, settings: EngineSettings):
     self.model = model
     self.settings = settings
-    decode_model = self._decode_model(model, settings)
+    self.layout = self._resolve_layout(model, settings)
+    decode_model = decode_layouts.get(model, self.layout)
     self._scanned = decode_model.config.scan_layers
     self._graphdef, self._state = nnx.split(decode_model)
     self._slots: Optional[SlotState] = None
@@ -371,12 +374,14 @@ class Engine:
   # -- internals --------------------------------------------------------------------------------
 
   @staticmethod
-  def _decode_model(model: Llama, settings: EngineSettings) -> Llama:
-    layout = settings.layout
-    if layout == "auto":
-      platform = next(iter(model.embed[...].devices())).platform
-      layout = "unrolled" if platform == "cpu" else "model"
-    return with_unrolled_layers(model) if layout == "unrolled" else model
+  def _resolve_layout(model: Llama, settings: EngineSettings) -> str:
+    """`settings.layout`, with auto resolved for the model's backend and the number of slots."""
+    if settings.layout != "auto":
+      return settings.layout
+    if next(iter(model.embed[...].devices())).platform != "cpu":
+      return "model"
+    single_device = model.sharding is None or model.sharding.mesh.size == 1
+    return "fused" if settings.num_slots == 1 and single_device else "unrolled"
 
   def _ensure_capacity(self, need_length: int, need_width: int) -> None:
     block = self.settings.attention_block
