@@ -119,6 +119,8 @@ def test_layout_choice_keeps_the_tokens(model):
     assert runs[0] == runs[1] == runs[2], settings
   with pytest.raises(ValueError, match="layout='wide'"):
     EngineSettings(layout="wide")
+  with pytest.raises(ValueError, match="single slot"):
+    EngineSettings(layout="fused", num_slots=4)
 
 
 def test_a_decode_call_copies_no_cache_in_either_layout(model):

@@ -81,6 +81,11 @@ class EngineSettings:
       raise ValueError(f"layout={self.layout!r}; expected auto or one of {LAYOUTS}")
     if self.num_slots < 1:
       raise ValueError(f"num_slots={self.num_slots}; expected at least 1")
+    if self.layout == "fused" and self.num_slots != 1:
+      # At several rows the fused products tile differently: slower on CPU, and not checked to
+      # keep a row's tokens independent of how many slots its program has (`tail_slots`).
+      raise ValueError(f"layout='fused' is for a single slot; num_slots={self.num_slots} "
+                       "(use auto or unrolled)")
     if self.tail_slots < 0:
       raise ValueError(f"tail_slots={self.tail_slots}; expected 0 (never) or more")
     if self.prefill_chunk < 1 or self.keep_prefill_mb < 0:
