@@ -110,13 +110,16 @@ def test_layout_choice_keeps_the_tokens(model):
   assert Engine(model, EngineSettings(num_slots=1)).layout == "fused"
   greedy = SamplingSettings(max_new_tokens=8)
   sampled = SamplingSettings(max_new_tokens=8, temperature=1.0, top_k=20)
-  for settings, slots in ((greedy, 2), (sampled, 1)):
+  # Fused projections serve a single slot only.
+  for settings, slots, layouts in ((greedy, 2, ("model", "unrolled")),
+                                   (greedy, 1, ("model", "unrolled", "fused")),
+                                   (sampled, 1, ("model", "unrolled", "fused"))):
     runs = []
-    for layout in ("model", "unrolled", "fused"):
+    for layout in layouts:
       request = Request([5, 6, 7, 8], settings, sample_key(0), n=2)
       _run(model, [request], num_slots=slots, layout=layout)
       runs.append(request.results)
-    assert runs[0] == runs[1] == runs[2], settings
+    assert all(run == runs[0] for run in runs), (settings, slots)
   with pytest.raises(ValueError, match="layout='wide'"):
     EngineSettings(layout="wide")
   with pytest.raises(ValueError, match="single slot"):
