@@ -36,8 +36,9 @@ def test_fused_projections_decode_as_the_model_layers(model):
   np.testing.assert_allclose(np.asarray(got_logits), np.asarray(want_logits), atol=2e-5, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(got_cache.k), np.asarray(want_cache.k), atol=2e-5)
   np.testing.assert_array_equal(np.asarray(got_cache.lengths), [4, 18])
-  with pytest.raises(NotImplementedError, match="only decodes"):
-    fused(jnp.asarray([[1, 2, 3]]))
+  # The blocks keep their interface, so the full forward runs on the fused weights too.
+  ids = jnp.asarray([[3, 1, 4, 1, 5]])
+  np.testing.assert_allclose(np.asarray(fused(ids)), np.asarray(model(ids)), atol=2e-5, rtol=1e-5)
 
 
 def test_conversions_are_kept_until_the_weights_change():

@@ -5,8 +5,9 @@ Why fuse: at one row a decode step is a chain of matrix-vector products that onl
 weights, and on a CPU each product also pays a fixed cost for spreading it over the cores. Seven
 products per layer become four. Measured on a 2-core CPU (SmolLM2, fp32, 32 steps, best of 8): one
 slot decoded at 22.7 ms a step fused against 24.9 unrolled, with the same tokens and cache bit for
-bit; 16 slots decoded slower fused (121 ms against 104), where the products are matmuls and the
-narrower ones tile better. So the engine fuses only for a single slot (sampling/engine.py).
+bit; 16 slots decoded slower fused (121 ms against 104), where the products are matmuls. So the
+engine fuses only for a single slot (sampling/engine.py). The fused blocks keep the blocks'
+interface (`project_qkv`, `project_out`, the MLP call), so every forward of the model runs on them.
 
 Conversions are kept per model (weakly: a model that is dropped frees its converted copy) and
 redone when any of the model's weight arrays is no longer the one converted, so repeated calls on
@@ -17,76 +18,69 @@ decoded with stale weights.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from helpsteer_jax.models.config import LlamaConfig
-from helpsteer_jax.models.layers import RMSNorm, apply_rope, contract_last
-from helpsteer_jax.models.llama import DecoderBlock, Llama, with_unrolled_layers
-from helpsteer_jax.parallel.partitioning import ShardingContext
+from helpsteer_jax.models.layers import Attention, SwiGLU, contract_last
+from helpsteer_jax.models.llama import Llama, with_unrolled_layers
 
 LAYOUTS = ("model", "unrolled", "fused")
 
 
-class FusedDecoderBlock(nnx.Module):
-  """A `DecoderBlock` for decoding only, with qkv [D, (N + 2K) H] and gate_up [D, 2F] fused; the
-  norms, o [N, H, D] and down [F, D] are the block's own arrays."""
+class FusedAttention(nnx.Module):
+  """`Attention` with q, k and v in one matrix qkv [D, (N + 2K) H]; o [N, H, D] is the original's."""
 
-  def __init__(self, block: DecoderBlock, config: LlamaConfig):
+  def __init__(self, attn: Attention, config: LlamaConfig):
     d, n, k, h = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
     self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
-    self.intermediate_size = config.intermediate_size
-    self.input_norm: RMSNorm = block.input_norm
-    self.post_attention_norm: RMSNorm = block.post_attention_norm
-    attn, mlp = block.attn, block.mlp
     self.qkv_proj = nnx.Param(jnp.concatenate(
         [attn.q_proj[...].reshape(d, n * h), attn.k_proj[...].reshape(d, k * h),
          attn.v_proj[...].reshape(d, k * h)], axis=1))
     self.o_proj = attn.o_proj
+
+  def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x [B, T, D] -> q [B, T, N, H], k and v [B, T, K, H], by one product."""
+    b, t, _ = x.shape
+    n, k, h = self.num_heads, self.num_kv_heads, self.head_dim
+    qkv = contract_last(x, self.qkv_proj[...].astype(x.dtype))  # [B, T, (N + 2K) H]
+    return (qkv[..., :n * h].reshape(b, t, n, h), qkv[..., n * h:(n + k) * h].reshape(b, t, k, h),
+            qkv[..., (n + k) * h:].reshape(b, t, k, h))
+
+  def project_out(self, o: jax.Array) -> jax.Array:
+    """o [B, T, N, H] -> [B, T, D]."""
+    return contract_last(o, self.o_proj[...].astype(o.dtype), dims=2)
+
+
+class FusedSwiGLU(nnx.Module):
+  """`SwiGLU` with gate and up in one matrix gate_up [D, 2F]; down [F, D] is the original's."""
+
+  def __init__(self, mlp: SwiGLU):
+    self.intermediate_size = mlp.gate_proj[...].shape[-1]
     self.gate_up_proj = nnx.Param(jnp.concatenate([mlp.gate_proj[...], mlp.up_proj[...]], axis=1))
     self.down_proj = mlp.down_proj
 
-  def __call__(self, *args, **kwargs):
-    raise NotImplementedError("a FusedDecoderBlock only decodes (decode); run the model's own layers")
-
-  def decode(
-      self,
-      x: jax.Array,  # [B, T, D]
-      positions: jax.Array,  # [B, T]
-      inv_freq: jax.Array,
-      sharding: Optional[ShardingContext],
-      attend,  # (q [B, T, N, H], k, v [B, T, K, H]) -> (attended [B, T, N, H], carried out)
-  ) -> tuple[jax.Array, Any]:
-    """`DecoderBlock.decode` with the fused products (single device: `sharding` must be None)."""
-    del sharding
-    b, t, _ = x.shape
-    n, k, h, f = self.num_heads, self.num_kv_heads, self.head_dim, self.intermediate_size
-    dt = x.dtype
-    qkv = contract_last(self.input_norm(x), self.qkv_proj[...].astype(dt))  # [B, T, (N + 2K) H]
-    q = qkv[..., :n * h].reshape(b, t, n, h)
-    key = qkv[..., n * h:(n + k) * h].reshape(b, t, k, h)
-    value = qkv[..., (n + k) * h:].reshape(b, t, k, h)
-    attended, out = attend(apply_rope(q, positions, inv_freq), apply_rope(key, positions, inv_freq), value)
-    x = x + contract_last(attended, self.o_proj[...].astype(dt), dims=2)
-    gate_up = contract_last(self.post_attention_norm(x), self.gate_up_proj[...].astype(dt))
-    hidden = jax.nn.silu(gate_up[..., :f]) * gate_up[..., f:]
-    return x + contract_last(hidden, self.down_proj[...].astype(dt)), out
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dt, f = x.dtype, self.intermediate_size
+    gate_up = contract_last(x, self.gate_up_proj[...].astype(dt))  # [B, T, 2F]
+    return contract_last(jax.nn.silu(gate_up[..., :f]) * gate_up[..., f:], self.down_proj[...].astype(dt))
 
 
 def with_fused_projections(model: Llama) -> Llama:
-  """The model with unrolled layers whose input projections are fused, for decoding on one
-  device (`decode_slots`; its prefill and full forward are not supported). The fused matrices are
-  new arrays; the rest are shared with the unrolled model."""
+  """The model with unrolled layers whose input projections are fused, on one device (the fused
+  matrices have no sharding rules). The fused matrices are new arrays; the rest are shared with
+  the unrolled model."""
   if model.sharding is not None and model.sharding.mesh.size > 1:
     raise ValueError("fused projections are for a single device; the model is sharded over "
                      f"{model.sharding.mesh.size} devices (use the unrolled layout)")
   unrolled = with_unrolled_layers(model)
   graphdef, state = nnx.split(unrolled)
   fused = nnx.merge(graphdef, state)  # a new module over the same arrays
-  fused.layers = nnx.List([FusedDecoderBlock(block, fused.config) for block in fused.layers])
+  for block in fused.layers:
+    block.attn = FusedAttention(block.attn, fused.config)
+    block.mlp = FusedSwiGLU(block.mlp)
   return fused
 
 
