@@ -105,9 +105,10 @@ def main() -> None:
     if batch == 1:  # the default engine's decode steps alone, best of the same repeats
       steps_rate = 0.0
       for _ in range(args.repeats):
-        stats = engine_run(prompts, settings, "auto").stats()
+        engine = engine_run(prompts, settings, "auto")
+        stats = engine.stats()
         steps_rate = max(steps_rate, stats["decode_tokens"] / stats["seconds"]["decode"])
-      batch1_layout = Engine(model, EngineSettings(num_slots=1)).layout
+      batch1_layout = engine.layout
     print(f"batch {batch}: engine {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), engine scanned "
           f"{tokens / t_scanned:.1f} ({t_theirs / t_scanned:.2f}x), static batch {tokens / t_static:.1f} "
           f"({t_theirs / t_static:.2f}x), transformers {tokens / t_theirs:.1f} tok/s", flush=True)

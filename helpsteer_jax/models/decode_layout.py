@@ -106,7 +106,10 @@ class DecodeLayouts:
       refs, converted = kept[layout]
       if len(refs) == len(weights) and all(r() is w for r, w in zip(refs, weights)):
         return converted
-    converted = with_fused_projections(model) if layout == "fused" else with_unrolled_layers(model)
+    if layout == "fused":  # built on the kept unrolled copy: both share all but the fused arrays
+      converted = with_fused_projections(self.get(model, "unrolled"))
+    else:
+      converted = with_unrolled_layers(model)
     kept[layout] = ([weakref.ref(w) for w in weights], converted)
     return converted
 
