@@ -1,5 +1,6 @@
-"""Chunked prefill on a tiny random model: against the full forward, reuse by prefix bit for bit,
-writes confined to the slot filled, the kept chunks' byte bound, bad input."""
+"""Chunked prefill on a tiny random model: against the full forward (also with chunks broken at
+positions inside a block), reuse by prefix bit for bit, writes confined to the slot filled, the
+kept chunks' byte bound, bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,47 @@ def test_a_kept_chunk_is_what_recomputing_it_gives_bit_for_bit(model):
   assert computed == 0 and np.array_equal(np.asarray(again), np.asarray(hidden))
 
 
+def test_segments_break_chunks_and_restart_them_after_each_break(model):
+  prefill = ChunkedPrefill(model, chunk=CHUNK)
+  assert prefill.segments(9) == [(0, 4), (4, 8), (8, 9)]
+  assert prefill.segments(13, breaks=(6, 0, 13, 20, 6)) == [(0, 4), (4, 6), (6, 10), (10, 13)]
+  assert prefill.segments(9, breaks=(2, 3)) == [(0, 2), (2, 3), (3, 7), (7, 9)]
+  assert prefill.padded_length(13, breaks=(6,)) == 14  # the last chunk's program holds 4 positions
+
+
+@pytest.mark.parametrize("breaks", [(6,), (3, 9), (1, 2, 11)])
+def test_chunks_broken_anywhere_give_the_full_forward(model, breaks):
+  prompt = _prompt(13)
+  prefill = ChunkedPrefill(model, chunk=CHUNK)
+  cache, hidden, computed = prefill.fill(SlotCache.init(model.config, 1, 32), 0, prompt, breaks)
+  assert computed == 13
+  ids = jnp.asarray([prompt])
+  full = model(ids)[0, -1]
+  np.testing.assert_allclose(np.asarray(prefill.logits(hidden))[0], np.asarray(full), atol=2e-5)
+  _, reference = model.hidden_states(ids, cache=KVCache.init(model.config, 1, 13), cache_is_empty=True)
+  for got, want in ((cache.k, reference.k), (cache.v, reference.v)):
+    np.testing.assert_allclose(np.asarray(got[:, 0, :, :13]), np.asarray(want[:, 0]), atol=2e-5)
+
+
+def test_a_break_where_prompts_stop_sharing_reuses_the_shared_part_bit_for_bit(model):
+  shared_part = _prompt(6)
+  first, second = shared_part + _prompt(5, offset=20), shared_part + _prompt(7, offset=40)
+  prefill = ChunkedPrefill(model, chunk=CHUNK)
+  cache = SlotCache.init(model.config, 2, 32)
+  cache, _, _ = prefill.fill(cache, 0, first, breaks=(6,))
+  cache, hidden, computed = prefill.fill(cache, 1, second, breaks=(6,))
+  assert computed == len(second) - 6  # without the break, the chunk at [4, 8) is computed again
+  alone, alone_hidden, _ = ChunkedPrefill(model, chunk=CHUNK).fill(
+      SlotCache.init(model.config, 2, 32), 1, second, breaks=(6,))
+  assert np.array_equal(np.asarray(hidden), np.asarray(alone_hidden))
+  for got, want in ((cache.k, alone.k), (cache.v, alone.v)):
+    assert np.array_equal(np.asarray(got[:, 1, :, :len(second)]), np.asarray(want[:, 1, :, :len(second)]))
+  # Chunked another way, the same tokens are not the same chunks: nothing past the first is reused.
+  before = prefill.counts.reused_tokens
+  _, _, computed = prefill.fill(cache, 1, second, breaks=(5,))
+  assert computed == len(second) - 4 and prefill.counts.reused_tokens == before + 4
+
+
 def test_a_fill_writes_its_slot_and_leaves_the_others(model):
   prompt = _prompt(10)
   noise = jax.random.normal(jax.random.key(1), SlotCache.init(model.config, 4, 16).k.shape)
@@ -70,11 +112,12 @@ def test_a_fill_writes_its_slot_and_leaves_the_others(model):
 def test_kept_chunks_are_bounded_in_bytes_least_recently_used_first_out():
   one = Chunk(jnp.zeros((2, 1, 1, 4, 2)), jnp.zeros((2, 1, 1, 4, 2)), jnp.zeros((1, 8)))
   kept = PrefixChunks(max_bytes=2 * one.nbytes)
-  kept.put((1,), one)
-  kept.put((2,), one)
-  assert kept.get((1,)) is one  # (1,) is now the most recent
-  kept.put((3,), one)
-  assert len(kept) == 2 and kept.get((2,)) is None and kept.get((1,)) is one
+  key = lambda token: ((token,), (0,))
+  kept.put(key(1), one)
+  kept.put(key(2), one)
+  assert kept.get(key(1)) is one  # 1 is now the most recent
+  kept.put(key(3), one)
+  assert len(kept) == 2 and kept.get(key(2)) is None and kept.get(key(1)) is one
   assert len(PrefixChunks(max_bytes=0)) == 0
 
 

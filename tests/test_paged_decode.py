@@ -27,6 +27,7 @@ def test_the_kernel_is_chosen_for_16_bit_caches_on_tpu_only(caplog):
   assert resolve("auto", jnp.float32, "tpu") == "xla"  # the kernel's dots are bf16 passes
   assert resolve("paged", jnp.float32, "tpu") == "paged"
   assert resolve("auto", jnp.bfloat16, "gpu") == "xla" and resolve("xla", jnp.bfloat16, "tpu") == "xla"
+  assert resolve("auto", jnp.float32, "cpu") == "per_slot" and resolve("per_slot", jnp.bfloat16, "tpu") == "per_slot"
   with caplog.at_level(logging.WARNING):
     assert resolve("paged", jnp.bfloat16, "cpu") == "xla"
   assert "TPU kernel" in caplog.text

@@ -1,18 +1,18 @@
 """Attention of a prompt chunk against the earlier chunks of its own slot in a slot cache.
 
-A prompt is prefilled in chunks of a fixed length C (sampling/chunked_prefill.py): the same few
-compiled programs serve every prompt length, and chunk j, which depends only on tokens [0, (j+1) C), can be
-kept and reused by any later prompt with the same first (j+1) C tokens. Chunk j starts at position
-j C, so the cache positions it reads, [0, j C), are whole blocks of C positions that all hold real
-tokens: no length mask is needed, and only the blocks before the chunk are read (a dynamic trip
-count).
+A prompt is prefilled in chunks of at most C tokens (sampling/chunked_prefill.py): the same few
+compiled programs serve every prompt length, and a chunk, which depends only on the tokens up to its
+end, can be kept and reused by any later prompt that starts with them. Chunks usually start at
+multiples of C, but a prompt may also break a chunk where it stops sharing tokens with related
+prompts, so a chunk may start anywhere: the cache positions it reads, [0, start), are read in blocks
+of C positions (a dynamic trip count, ceil(start / C)), and the last block's positions from `start`
+on, which hold the chunk's own keys or leftovers, are masked out.
 
 The softmax is accumulated online, starting from the chunk's own causal scores: every query sees
 at least its own key, so the running max is finite from the start.
 
 Shapes: q [1, T, N, H]; k, v [1, T, K, H] (the chunk's own T <= C keys and values); cache_k,
-cache_v [L, B, K, S, H]; `slot` and `start` (a multiple of C) index the slot row and the chunk's
-first position. G = N / K query heads share a kv head.
+cache_v [L, B, K, S, H]; `slot` and `start` index the slot row and the chunk's first position. G = N / K query heads share a kv head.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def chunk_attention(
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """softmax over (cache keys < start, chunk keys <= the query) of q k / sqrt(H), times v ->
   [1, T, N, H], and the cache (carried through the loop with `thread_cache`: see
-  decode_attention.loop_over_blocks). The cache is read `block` positions at a time (`start` is a
-  multiple of it); the chunk's own T tokens may be fewer (a prompt's last, narrower chunk)."""
+  decode_attention.loop_over_blocks). The cache is read `block` positions at a time; the chunk's
+  own T tokens may be fewer (a prompt's last, narrower chunk)."""
   _, c, n, h = q.shape
   kv_heads = k.shape[2]
   g = n // kv_heads
@@ -62,9 +62,14 @@ def chunk_attention(
     size = (1, 1, kv_heads, block, h)
     kb = jax.lax.dynamic_slice(cache_k, at, size)[0].astype(q.dtype)  # [1, K, C, H]
     vb = jax.lax.dynamic_slice(cache_v, at, size)[0].astype(q.dtype)
+    # Positions from `start` on (only in the last block of an unaligned chunk) are not context. A
+    # select is exact where nothing is masked, so aligned chunks compute what they always did.
+    before = (i * block + jnp.arange(block)) < start  # [C]
+    vb = jnp.where(before[:, None], vb, jnp.zeros((), vb.dtype))  # no stale value reaches 0 * v
     s = jnp.einsum("BKQH,BKSH->BKQS", qg, kb, preferred_element_type=f32)
+    s = jnp.where(before, s, -jnp.inf)
     return online_softmax_update(m, denom, acc, s, vb)
 
-  (m, denom, acc), cache = loop_over_blocks(start // block, body, (m, denom, acc), cache_k, cache_v,
+  (m, denom, acc), cache = loop_over_blocks(-(-start // block), body, (m, denom, acc), cache_k, cache_v,
                                             thread_cache)
   return ungroup_query_heads(acc / denom[..., None], c).astype(q.dtype), cache

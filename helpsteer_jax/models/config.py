@@ -47,7 +47,7 @@ class LlamaConfig:
   scan_layers: bool = True  # stack layer parameters and run them with lax.scan
   remat_policy: str = "none"  # see REMAT_POLICIES
   attention_impl: str = "auto"  # auto | xla | cudnn | pallas (models/attention_kernels.py)
-  decode_attention_impl: str = "auto"  # auto | xla | paged (models/paged_decode.py)
+  decode_attention_impl: str = "auto"  # auto | xla | per_slot | paged (models/paged_decode.py)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -56,8 +56,9 @@ class LlamaConfig:
       raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
     if self.attention_impl not in ("auto", "xla", "cudnn", "pallas"):
       raise ValueError(f"attention_impl={self.attention_impl!r}; expected auto, xla, cudnn or pallas")
-    if self.decode_attention_impl not in ("auto", "xla", "paged"):
-      raise ValueError(f"decode_attention_impl={self.decode_attention_impl!r}; expected auto, xla or paged")
+    if self.decode_attention_impl not in ("auto", "xla", "per_slot", "paged"):
+      raise ValueError(f"decode_attention_impl={self.decode_attention_impl!r}; expected auto, xla, "
+                       "per_slot or paged")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy={self.remat_policy!r}; expected one of {REMAT_POLICIES}")
     for name in ("dtype", "param_dtype"):

@@ -103,3 +103,81 @@ def ragged_decode_attention(
 
   (m, denom, acc), cache = loop_over_blocks(blocks, body, (m, denom, acc), cache_k, cache_v, thread_cache)
   return (acc / denom[..., None]).reshape(b, n, h).astype(q.dtype), cache
+
+
+def per_slot_decode_attention(
+    q: jax.Array,
+    k_new: jax.Array,
+    v_new: jax.Array,
+    cache_k: jax.Array,
+    cache_v: jax.Array,
+    layer: jax.Array | int,
+    lengths: jax.Array,
+    active: jax.Array,
+    block: int,
+    thread_cache: bool = False,
+    group: int = 16,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  """`ragged_decode_attention` with each active slot reading only its own blocks.
+
+  The block loop above reads every slot up to the longest one; in the search the slots of one step
+  hold short drafts beside long edit prompts, and half of what it reads is masked. Here the blocks
+  the active slots reach form a work list of (slot, block) pairs, slot by slot; each loop step
+  takes the next `group` pairs (a gather of one slot's block each), scores them and keeps each
+  pair's partial softmax (its max, denominator and weighted values) at [slot, block]. The
+  partials are then folded slot by slot, from the new token's own score through the blocks in
+  order: a block a slot does not reach holds max -inf and folds in exactly nothing, so a slot's
+  result depends only on its own blocks, not on its neighbours or where its pairs fell in a group.
+  On a 2-core CPU (SmolLM2 shapes, 16 slots at 200-800 positions, 30 layers) attention took 57-69
+  ms against 70-85 for the block loop. It gathers across slots, so it is for an unsharded cache.
+  """
+  b, n, h = q.shape
+  kv_heads = k_new.shape[1]
+  g = n // kv_heads
+  if cache_k.shape[3] % block:
+    raise ValueError(f"cache length {cache_k.shape[3]} is not a multiple of the block {block}")
+  per_slot = cache_k.shape[3] // block
+  f32 = jnp.float32
+  qg = (q.astype(f32) * (1.0 / math.sqrt(h))).reshape(b, kv_heads, g, h).astype(q.dtype)
+  reach = jnp.where(active, (lengths + block - 1) // block, 0)  # [B] blocks each slot reads
+  ends = jnp.cumsum(reach)  # the work list: slot b's pairs are [ends[b] - reach[b], ends[b])
+  total = ends[-1]
+  partial = (jnp.full((b, per_slot, kv_heads, g), -jnp.inf, f32),  # max
+             jnp.zeros((b, per_slot, kv_heads, g), f32),  # denominator
+             jnp.zeros((b, per_slot, kv_heads, g, h), f32))  # weighted values
+
+  def body(i, partial, cache_k, cache_v):
+    item = i * group + jnp.arange(group)
+    valid = item < total
+    slot = jnp.minimum(jnp.searchsorted(ends, item, side="right"), b - 1)
+    j = jnp.where(valid, item - (ends[slot] - reach[slot]), 0)  # the block within the slot
+
+    def blocks_of(cache):  # [group, K, block, H]
+      take = lambda s, jj: jax.lax.dynamic_slice(cache, (layer, s, 0, jj * block, 0), (1, 1, kv_heads, block, h))
+      return jax.vmap(take)(slot, j)[:, 0, 0].astype(q.dtype)
+
+    kb, vb = blocks_of(cache_k), blocks_of(cache_v)
+    s = jnp.einsum("IKGH,IKSH->IKGS", qg[slot], kb, preferred_element_type=f32)
+    visible = (j[:, None] * block + jnp.arange(block)[None, :]) < lengths[slot][:, None]  # [group, block]
+    s = jnp.where(visible[:, None, None, :], s, -jnp.inf)
+    m = jnp.max(s, axis=-1)  # finite: a pair's block holds at least one of its slot's positions
+    p = jnp.exp(s - m[..., None])
+    d = jnp.sum(p, axis=-1)
+    a = jnp.einsum("IKGS,IKSH->IKGH", p.astype(vb.dtype), vb, preferred_element_type=f32)
+    row = jnp.where(valid, slot, b)  # pairs past the list's end are dropped
+    return tuple(x.at[row, j].set(y, mode="drop") for x, y in zip(partial, (m, d, a)))
+
+  (m_part, d_part, a_part), cache = loop_over_blocks((total + group - 1) // group, body, partial,
+                                                     cache_k, cache_v, thread_cache)
+  m = jnp.einsum("BKGH,BKH->BKG", qg, k_new, preferred_element_type=f32)
+  init = (m, jnp.ones_like(m), jnp.broadcast_to(v_new.astype(f32)[:, :, None, :], (b, kv_heads, g, h)))
+
+  def fold(jj, carry):
+    m, denom, acc = carry
+    m_j, d_j, a_j = m_part[:, jj], d_part[:, jj], a_part[:, jj]
+    m_new = jnp.maximum(m, m_j)
+    old, new = jnp.exp(m - m_new), jnp.exp(m_j - m_new)
+    return m_new, denom * old + d_j * new, acc * old[..., None] + a_j * new[..., None]
+
+  _, denom, acc = jax.lax.fori_loop(0, jnp.max(reach), fold, init)
+  return (acc / denom[..., None]).reshape(b, n, h).astype(q.dtype), cache

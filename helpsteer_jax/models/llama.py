@@ -20,7 +20,7 @@ from flax import nnx
 from helpsteer_jax.models.attention_kernels import kernel_attention, resolve as resolve_attention
 from helpsteer_jax.models.chunk_attention import chunk_attention
 from helpsteer_jax.models.config import LlamaConfig
-from helpsteer_jax.models.decode_attention import num_blocks, ragged_decode_attention
+from helpsteer_jax.models.decode_attention import num_blocks, per_slot_decode_attention, ragged_decode_attention
 from helpsteer_jax.models.paged_decode import paged_decode_attention, resolve as resolve_decode_attention
 from helpsteer_jax.models.kv_cache import KVCache
 from helpsteer_jax.models.slot_cache import SlotCache
@@ -244,14 +244,18 @@ class Llama(nnx.Module):
   ) -> tuple[jax.Array, SlotCache]:
     """One decode step of every slot, each at its own position: fp32 logits [B, V] and the cache
     with the tokens appended to the active slots. Attention reads the cache in `block`-position
-    blocks up to the longest active slot, by `kernel` ("xla": models/decode_attention.py, "paged":
-    the TPU kernel, models/paged_decode.py; default: `config.decode_attention_impl` resolved for
-    the backend and the cache's dtype)."""
+    blocks, by `kernel` (models/decode_attention.py: "xla", every slot up to the longest active
+    one, or "per_slot", each active slot its own blocks; "paged": the TPU kernel,
+    models/paged_decode.py; default: `config.decode_attention_impl` resolved for the backend and
+    the cache's dtype)."""
     config = self.config
     if kernel is None:
       kernel = resolve_decode_attention(config.decode_attention_impl, cache.k.dtype)
-    if self.sharding is not None and self.sharding.mesh.size > 1 and kernel == "paged":
+    sharded = self.sharding is not None and self.sharding.mesh.size > 1
+    if sharded and kernel == "paged":
       kernel = "xla"  # the kernel is not partitioned over a mesh yet
+    if kernel == "per_slot" and (sharded or tokens.shape[0] == 1):
+      kernel = "xla"  # it gathers across slots; one slot reads only its own blocks anyway
     positions = cache.lengths[:, None]
     blocks = num_blocks(cache.lengths, active, block)
     inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
@@ -262,8 +266,12 @@ class Llama(nnx.Module):
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
-        attended, cache_kv_out = ragged_decode_attention(
-            q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, blocks, block, thread_cache)
+        if kernel == "per_slot":
+          attended, cache_kv_out = per_slot_decode_attention(
+              q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, active, block, thread_cache)
+        else:
+          attended, cache_kv_out = ragged_decode_attention(
+              q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, blocks, block, thread_cache)
         return attended[:, None], ((k[:, 0], v[:, 0]), cache_kv_out)
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
@@ -278,14 +286,15 @@ class Llama(nnx.Module):
       ids: jax.Array,  # [1, T] int32: the chunk's tokens (the last chunk of a prompt right-padded)
       cache: SlotCache,
       slot: jax.Array,  # [] int32
-      start: jax.Array,  # [] int32, a multiple of `block`: the chunk's first position
+      start: jax.Array,  # [] int32: the chunk's first position (any; usually a multiple of `block`)
       last: jax.Array,  # [] int32: index in the chunk of the hidden state to return
       block: int,  # cache positions read at a time: the prefill's chunk length
   ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One chunk of slot `slot`'s prompt against the chunks before it, which the cache holds at
     positions [0, start) (models/chunk_attention.py). -> the final-norm hidden state of chunk
     position `last` [1, D] and the chunk's keys and values [L, 1, K, T, H] (the caller writes them
-    into the cache, and may keep them for a prompt with the same first start + T tokens).
+    into the cache, and may keep them for a prompt with the same first start + T tokens and the
+    same chunk starts before).
     Padding after a prompt's last token attends only to earlier keys, so it changes no real
     position; its keys lie past the prompt's length, where decoding overwrites them."""
     config = self.config

@@ -26,20 +26,24 @@ import math
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("auto", "xla", "paged")
+IMPLEMENTATIONS = ("auto", "xla", "per_slot", "paged")
 
 
 def resolve(impl: str, cache_dtype, backend: str | None = None) -> str:
-  """The decode attention `impl` runs as: "paged" (the TPU kernel) or "xla"."""
+  """The decode attention `impl` runs as: "paged" (the TPU kernel), "per_slot" (XLA, each slot
+  reading only its own blocks: models/decode_attention.py, the default on CPU) or "xla" (XLA, every
+  slot read up to the longest). `Llama.decode_slots` falls back from per_slot to xla for a single
+  slot or a sharded cache."""
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"decode_attention_impl={impl!r}; expected one of {IMPLEMENTATIONS}")
   backend = backend or jax.default_backend()
-  if impl == "xla":
-    return "xla"
+  if impl in ("xla", "per_slot"):
+    return impl
   if backend != "tpu":
     if impl == "paged":
       logging.warning("decode_attention_impl='paged' is a TPU kernel; backend %r decodes with XLA", backend)
-    return "xla"
+      return "xla"
+    return "per_slot" if backend == "cpu" else "xla"  # other backends: not measured here
   if impl == "auto" and jnp.dtype(cache_dtype).itemsize > 2:
     return "xla"  # fp32: keep the exact path (see Precision above)
   return "paged"

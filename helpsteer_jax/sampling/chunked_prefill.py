@@ -5,20 +5,28 @@ the same few compiled programs (`Llama.prefill_chunk`) whatever the prompt's len
 that ran at each padded prompt length compiled 1-1.5 s per new length on a 2-core CPU, about 20
 programs in an 8-prompt search.
 
-Chunk j of a prompt depends only on its first (j+1) C tokens, so it is kept (`PrefixChunks`, least
-recently used first out, bounded in bytes) under those tokens, and a later prompt that starts with
-the same tokens copies it into its slot instead of computing it. In the search the Feedback, Edit
-and judge requests about one draft all begin with the conversation and that draft
-(formats/plain.py), and the n samples of a request, or two requests with one prompt (the drafts and
-the greedy reference), share every chunk. A kept chunk is what recomputing it would give, bit for
-bit: the same program on the same inputs, so reuse changes no token.
+A chunk depends only on the prompt's tokens up to its end (and on where the chunks before it
+start), so it is kept (`PrefixChunks`, least recently used first out, bounded in bytes) under
+those, and a later prompt that starts with the same tokens, chunked the same way, copies it into
+its slot instead of computing it. In the search the Feedback, Edit and judge requests about one
+draft all begin with the conversation and that draft (formats/plain.py), and the n samples of a
+request, or two requests with one prompt (the drafts and the greedy reference), share every chunk.
+A kept chunk is what recomputing it would give, bit for bit: the same program on the same inputs,
+so reuse changes no token.
 
-A prompt's last chunk, when shorter than C, runs in a narrower program (the power of two, at least
-16, that holds it): a few more programs, compiled once each, so that short prompts are not padded
-to a whole chunk.
+Related prompts stop sharing tokens mid-chunk: the chunk that holds the end of a shared draft also
+holds the start of each request's own instruction, and would be computed again for every one of
+them. A prompt may therefore name `breaks`, positions where a chunk must end (where its shared part
+ends, found by the caller from the prompt's own content so that a request's chunks never depend on
+what ran before it); chunks of C start again after each break (`segments`). In an 8-prompt search
+this left a third of the prompt tokens that were computed to be copied instead.
 
-Shapes: chunk keys and values [L, 1, K, T, H] (T = C but for a prompt's last chunk); the hidden
-state of a chunk's last token [1, D].
+A prompt's last chunk, and a chunk that ends at a break, runs in a narrower program when it is
+shorter than C (the power of two, at least 16, that holds it): a few more programs, compiled once
+each, so that short pieces are not padded to a whole chunk.
+
+Shapes: chunk keys and values [L, 1, K, T, H] (T = C but for a narrower chunk); the hidden state of
+a chunk's last token [1, D].
 """
 
 from __future__ import annotations
@@ -50,25 +58,29 @@ class Chunk:
     return self.k.nbytes + self.v.nbytes + self.hidden.nbytes
 
 
+ChunkKey = tuple[tuple[int, ...], tuple[int, ...]]  # (the prompt's tokens up to the chunk's end, chunk starts)
+
+
 class PrefixChunks:
-  """Chunks by the prompt tokens they depend on (every token up to the chunk's end), evicted
-  least recently used first once they hold more than `max_bytes`."""
+  """Chunks by what they depend on (the prompt's tokens up to the chunk's end, and the starts of
+  the prompt's chunks up to this one), evicted least recently used first once they hold more than
+  `max_bytes`."""
 
   def __init__(self, max_bytes: int):
     self.max_bytes = max_bytes
-    self._chunks: collections.OrderedDict[tuple[int, ...], Chunk] = collections.OrderedDict()
+    self._chunks: collections.OrderedDict[ChunkKey, Chunk] = collections.OrderedDict()
     self._bytes = 0
 
   def __len__(self) -> int:
     return len(self._chunks)
 
-  def get(self, tokens: tuple[int, ...]) -> Chunk | None:
+  def get(self, tokens: ChunkKey) -> Chunk | None:
     chunk = self._chunks.get(tokens)
     if chunk is not None:
       self._chunks.move_to_end(tokens)
     return chunk
 
-  def put(self, tokens: tuple[int, ...], chunk: Chunk) -> None:
+  def put(self, tokens: ChunkKey, chunk: Chunk) -> None:
     if tokens in self._chunks:
       return
     self._chunks[tokens] = chunk
@@ -127,72 +139,91 @@ class ChunkedPrefill:
 
   def width(self, tokens: int) -> int:
     """The width of the chunk program that computes `tokens` <= chunk tokens: the chunk, or for a
-    prompt's last, shorter chunk the power of two (at least 16) that holds it, so that a short
-    prompt is not padded to a whole chunk (a 32-token prompt cost 4x its compute at 128)."""
+    shorter chunk (a prompt's last, or one that ends at a break) the power of two (at least 16)
+    that holds it, so that a short piece is not padded to a whole chunk (a 32-token prompt cost 4x
+    its compute at 128)."""
     return min(self.chunk, bucket(tokens, minimum=16))
 
-  def padded_length(self, length: int) -> int:
-    """Cache positions a prompt of `length` tokens writes: whole chunks."""
-    return -(-length // self.chunk) * self.chunk
+  def segments(self, length: int, breaks: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """The chunks [start, end) of a prompt of `length` tokens: `chunk` tokens at a time, and a
+    chunk also ends at each of `breaks` inside the prompt, after which chunks start again."""
+    stops = sorted({int(b) for b in breaks if 0 < b < length} | {length})
+    pieces, at = [], 0
+    for stop in stops:
+      while at < stop:
+        end = min(at + self.chunk, stop)
+        pieces.append((at, end))
+        at = end
+    return pieces
 
-  def fill(self, cache: SlotCache, slot: int, prompt: Sequence[int]) -> tuple[SlotCache, jax.Array, int]:
+  def padded_length(self, length: int, breaks: Sequence[int] = ()) -> int:
+    """Cache positions a prompt of `length` tokens writes: up to the end of its last chunk's
+    program (padding past the prompt lies where decoding writes later)."""
+    return max(start + self.width(end - start) for start, end in self.segments(length, breaks))
+
+  def fill(self, cache: SlotCache, slot: int, prompt: Sequence[int],
+           breaks: Sequence[int] = ()) -> tuple[SlotCache, jax.Array, int]:
     """Writes `prompt` into positions [0, padded_length) of `slot` (the cache is donated) and sets
     the slot's length to len(prompt). -> the cache, the hidden state of the prompt's last token
     [1, D], and how many of its tokens were computed (the rest were copied from kept chunks)."""
-    if self.padded_length(len(prompt)) > cache.max_length:
-      raise ValueError(f"a prompt of {len(prompt)} tokens needs {self.padded_length(len(prompt))} "
+    if self.padded_length(len(prompt), breaks) > cache.max_length:
+      raise ValueError(f"a prompt of {len(prompt)} tokens needs {self.padded_length(len(prompt), breaks)} "
                        f"cache positions (chunks of {self.chunk}); the cache has {cache.max_length}")
-    chunks, computed = self._prefill(prompt)
+    chunks, computed = self._prefill(prompt, breaks)
     at = jnp.asarray(slot, jnp.int32)
-    for j, chunk in enumerate(chunks):
-      cache = _copy_chunk(cache, chunk.k, chunk.v, at, jnp.asarray(j * self.chunk, jnp.int32))
+    # In order: a narrower chunk's padding is overwritten by the chunk after it.
+    for (start, _), chunk in zip(self.segments(len(prompt), breaks), chunks):
+      cache = _copy_chunk(cache, chunk.k, chunk.v, at, jnp.asarray(start, jnp.int32))
     cache = cache.replace(lengths=cache.lengths.at[slot].set(len(prompt)))
     return cache, chunks[-1].hidden, computed
 
-  def next_token_logits(self, prompt: Sequence[int]) -> np.ndarray:
+  def next_token_logits(self, prompt: Sequence[int], breaks: Sequence[int] = ()) -> np.ndarray:
     """fp32 logits [V] of the token after `prompt` (a scorer's one forward pass), through the same
     chunks as every other prompt."""
     context = self.model.config.max_position_embeddings
     if len(prompt) > context:
       raise ValueError(f"a prompt to score has {len(prompt)} tokens; the model's context is {context}")
-    chunks, _ = self._prefill(prompt)
+    chunks, _ = self._prefill(prompt, breaks)
     return np.asarray(self.logits(chunks[-1].hidden))[0]
 
-  def _prefill(self, prompt: Sequence[int]) -> tuple[list[Chunk], int]:
+  def _prefill(self, prompt: Sequence[int], breaks: Sequence[int] = ()) -> tuple[list[Chunk], int]:
     """The chunks of `prompt`, kept ones reused and the rest computed in this object's own cache
     row, so that every chunk of every prompt runs in one compiled program whatever cache it is
     then copied into. -> the chunks and the number of prompt tokens computed."""
-    length, c = len(prompt), self.chunk
+    length = len(prompt)
     if length == 0:
       raise ValueError("a prompt to prefill is empty")
-    need = self.padded_length(length)
+    pieces = self.segments(length, breaks)
+    need = self.padded_length(length, breaks)
     if self._scratch is None or self._scratch.max_length < need:
       size = 1024  # sizes double, so a longer prompt seldom compiles the chunk program again
       while size < need:
         size *= 2
       self._scratch = SlotCache.init(self.model.config, 1, size)
     tokens = tuple(int(t) for t in prompt)
+    starts = tuple(start for start, _ in pieces)
     row = jnp.asarray(0, jnp.int32)
     chunks: list[Chunk] = []
     held = 0  # leading chunks of this prompt that the scratch row holds
     computed = 0
-    for j, start in enumerate(range(0, length, c)):
-      end = min(start + c, length)
-      chunk = self.kept.get(tokens[:end])
+    for j, (start, end) in enumerate(pieces):
+      key = (tokens[:end], starts[:j + 1])
+      chunk = self.kept.get(key)
       if chunk is not None:
         chunks.append(chunk)
         self.counts.reused_tokens += end - start
         self.counts.reused_chunks += 1
         continue
       for i in range(held, j):  # the chunks this one attends to, if they came from the kept ones
-        self._scratch = _copy_chunk(self._scratch, chunks[i].k, chunks[i].v, row, jnp.asarray(i * c, jnp.int32))
+        self._scratch = _copy_chunk(self._scratch, chunks[i].k, chunks[i].v, row,
+                                    jnp.asarray(starts[i], jnp.int32))
       ids = np.zeros((1, self.width(end - start)), np.int32)
       ids[0, :end - start] = tokens[start:end]
       self._scratch, chunk = _compute_chunk(
           self._graphdef, self._state, self._scratch, jnp.asarray(ids), row, jnp.asarray(start, jnp.int32),
-          jnp.asarray(end - start - 1, jnp.int32), block=c)
+          jnp.asarray(end - start - 1, jnp.int32), block=self.chunk)
       held = j + 1
-      self.kept.put(tokens[:end], chunk)
+      self.kept.put(key, chunk)
       chunks.append(chunk)
       computed += end - start
       self.counts.computed_chunks += 1

@@ -101,7 +101,9 @@ class Request:
   """`n` continuations of `prompt`; sample j draws from fold_in(key, j). `on_sample(request, j,
   tokens)` is called as each sample finishes and `on_done(request, samples)` with the n token
   lists (stop token excluded) when all have. Higher `priority` requests take free slots first (equal
-  ones in submission order); the order changes no request's tokens."""
+  ones in submission order); the order changes no request's tokens. `prefill_breaks` are prompt
+  positions where a prefill chunk must end (where the prompt stops sharing tokens with related
+  ones: sampling/chunked_prefill.py); they should depend on the prompt alone."""
 
   prompt: Sequence[int]
   settings: SamplingSettings
@@ -111,6 +113,7 @@ class Request:
   on_done: Optional[Callable[["Request", list[list[int]]], None]] = None
   on_sample: Optional[Callable[["Request", int, list[int]], None]] = None
   priority: int = 0
+  prefill_breaks: tuple[int, ...] = ()
   results: list = dataclasses.field(default_factory=list)
 
 
@@ -292,6 +295,9 @@ class Engine:
       raise ValueError("a request's prompt is empty; every prompt needs at least one token")
     if request.n < 1:
       raise ValueError(f"request n={request.n}; expected at least 1")
+    if any(not 0 < b < length for b in request.prefill_breaks):
+      raise ValueError(f"prefill_breaks={request.prefill_breaks}; expected positions inside the "
+                       f"prompt of {length} tokens (1 to {length - 1})")
     if length + request.settings.max_new_tokens > self._context:
       raise ValueError(
           f"prompt of {length} tokens + max_new_tokens={request.settings.max_new_tokens} exceeds the "
@@ -430,11 +436,12 @@ class Engine:
       request = pending.request
       prompt = request.prompt
       s = request.settings
-      self._ensure_capacity(max(self.prefill.padded_length(len(prompt)), len(prompt) + s.max_new_tokens),
-                            s.max_new_tokens)
+      breaks = request.prefill_breaks
+      self._ensure_capacity(max(self.prefill.padded_length(len(prompt), breaks),
+                                len(prompt) + s.max_new_tokens), s.max_new_tokens)
       start = time.perf_counter()
       slot = self._owner.index(None)
-      cache, hidden, computed = self.prefill.fill(self._slots.cache, slot, prompt)
+      cache, hidden, computed = self.prefill.fill(self._slots.cache, slot, prompt, breaks)
       if pending.logits is None:
         pending.logits = self.prefill.logits(hidden)
       if computed:

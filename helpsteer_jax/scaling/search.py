@@ -30,6 +30,7 @@ from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
 from helpsteer_jax.sampling.generate import Sample, encode_conversations, sampling_settings, to_sample
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.scaling.feedback_filters import describe, get_rule
+from helpsteer_jax.scaling.prefix_breaks import PROBES, SharedPrefixes, breaks_for
 from helpsteer_jax.scaling.progress import StageProgress
 from helpsteer_jax.scaling.selectors import Selector
 
@@ -103,17 +104,25 @@ class Role:
   tokenizer: Any
   prompt_format: str = "plain"
 
+  def encode(self, conversation: Conversation) -> list[int]:
+    """The prompt ids this role's requests send for `conversation`."""
+    return encode_conversations(self.tokenizer, [conversation])[0]
+
   def request(self, conversation: Conversation, stage: StageSampling, n: int, key, tag: str,
-              on_done, greedy: bool = False, on_sample=None, priority: int = 0) -> Request:
-    """A request whose callbacks receive `Sample`s: `on_done(samples)`, `on_sample(j, sample)`."""
+              on_done, greedy: bool = False, on_sample=None, priority: int = 0,
+              prefixes: Sequence[Sequence[int]] = ()) -> Request:
+    """A request whose callbacks receive `Sample`s: `on_done(samples)`, `on_sample(j, sample)`.
+    Its prefill chunks break where the prompt stops matching one of `prefixes`
+    (scaling/prefix_breaks.py)."""
     settings = sampling_settings(
         self.tokenizer, max_new_tokens=stage.max_new_tokens,
         temperature=0.0 if greedy else stage.temperature,
         top_k=None if greedy else stage.top_k, top_p=None if greedy else stage.top_p,
     )
-    prompt = encode_conversations(self.tokenizer, [conversation])[0]
+    prompt = self.encode(conversation)
     sample = lambda tokens: to_sample(self.tokenizer, tokens, settings)
     return Request(prompt, settings, key, n=n, tag=tag, priority=priority,
+                   prefill_breaks=breaks_for(prompt, prefixes),
                    on_done=lambda request, tokens: on_done([sample(t) for t in tokens]),
                    on_sample=None if on_sample is None else
                    lambda request, j, tokens: on_sample(j, sample(tokens)))
@@ -143,6 +152,8 @@ class FeedbackEditSearch:
     self.selector = selector
     self.rule = get_rule(settings.feedback_rule)
     self._engines: dict[int, Engine] = {}
+    self._judge_model = None  # the model whose engine's prefill the judge scores through
+    self._shared: Optional[dict[int, SharedPrefixes]] = None  # by id(model)
     self._select_s = 0.0
     self.progress = progress or StageProgress()
     templates.check_prompt_format(self.feedback.prompt_format, "feedback")
@@ -159,9 +170,37 @@ class FeedbackEditSearch:
           num_slots=self.settings.batch_size, stop_token_ids=base.stop_token_ids, pad_id=base.pad_id))
       # A judge over the same model scores through the engine's kept prompt chunks.
       share = getattr(self.selector, "share_prefill", None)
-      if share is not None:
-        share(role.model, engine.prefill)
+      if share is not None and share(role.model, engine.prefill):
+        self._judge_model = role.model
     return self._engines[key]
+
+  def _roles_in_use(self) -> list[Role]:
+    mode = self.settings.mode
+    return [self.policy] + ([self.feedback] if mode == "feedback_edit" else []) + (
+        [self.edit] if mode in ("feedback_edit", "edit_without_feedback") else [])
+
+  def shared_prefixes(self) -> dict[int, SharedPrefixes]:
+    """By id(model), how the prompts that model's engine prefills about a draft are probed for
+    their shared prefixes (scaling/prefix_breaks.py): the roles and judge that run on it."""
+    if self._shared is None:
+      for role in self._roles_in_use():  # the judge shares the prefill of the first engine on its model
+        self.engine(role)
+      s, fb, ed = self.settings, self.feedback, self.edit
+      builders: dict[int, dict] = {}
+      probes: dict[int, list] = {}
+      if s.mode == "feedback_edit":
+        builders.setdefault(id(fb.model), {})["feedback"] = (
+            lambda c, r: fb.encode(templates.feedback_request(c, r, fb.prompt_format)))
+        edit_ids = lambda c, r, f: ed.encode(templates.edit_request(c, r, [f], ed.prompt_format))
+        builders.setdefault(id(ed.model), {})["edit"] = lambda c, r: edit_ids(c, r, PROBES[0])
+        probes.setdefault(id(ed.model), []).append(edit_ids)
+      elif s.mode == "edit_without_feedback":
+        builders.setdefault(id(ed.model), {})["edit"] = (
+            lambda c, r: ed.encode(templates.revision_request(c, r, ed.prompt_format)))
+      if self._judge_model is not None and s.mode != "greedy":
+        builders.setdefault(id(self._judge_model), {})["judge"] = self.selector.prompt_ids
+      self._shared = {m: SharedPrefixes(b, probes.get(m, ())) for m, b in builders.items()}
+    return self._shared
 
   def stats(self) -> dict[str, Any]:
     """Each engine's slot use and per-stage tokens, and the seconds spent selecting."""
@@ -227,6 +266,18 @@ class FeedbackEditSearch:
     def key(*parts):
       return sample_key(s.seed, item.id, *parts)
 
+    # Token prefixes the prompts about this conversation (and about each draft) share, by model:
+    # each prompt's prefill chunks break where it stops matching one.
+    shared = self.shared_prefixes()
+    conv_prefix = {m: p.of_conversation(conv) for m, p in shared.items()}
+    draft_prefix: dict[tuple[int, int], tuple[int, ...]] = {}
+
+    def prefixes(model, d: Optional[int] = None) -> list[tuple[int, ...]]:
+      m = id(model)
+      if m not in shared:
+        return []
+      return [conv_prefix[m]] + ([draft_prefix[m, d]] if d is not None else [])
+
     def submit(role: Role, request: Request) -> None:
       outstanding[0] += 1
       self.engine(role).submit(request)
@@ -238,12 +289,18 @@ class FeedbackEditSearch:
                      else rec["greedy"]["num_tokens"] if measure_greedy else None)
         finished(p)
 
-    def score(nodes: list[dict[str, Any]]) -> None:
+    def score(nodes: list[dict[str, Any]], of_draft: Optional[int] = None) -> None:
+      """Scores `nodes`: the drafts themselves when `of_draft` names one (their judge prompt shares
+      the draft with its Feedback and Edit prompts), else edits."""
       if self.selector is None or greedy_mode:
         return
       started = time.perf_counter()
       for node in nodes:  # one at a time: a score never depends on what it was batched with
-        node["score"] = self.selector.score([(conv, node["text"])])[0]
+        items = [(conv, node["text"])]
+        if self._judge_model is None:
+          node["score"] = self.selector.score(items)[0]
+        else:
+          node["score"] = self.selector.score(items, prefixes(self._judge_model, of_draft))[0]
       self._select_s += time.perf_counter() - started
       self.progress.add_scored(len(nodes))
 
@@ -253,19 +310,22 @@ class FeedbackEditSearch:
     def on_draft(d: int, sample: Sample) -> None:
       # Each draft's feedback (or revision) enters as soon as that draft is written.
       draft = rec["drafts"][d] = dict(_sample_record(sample), feedbacks=[], edit_groups=[])
+      for m, p in shared.items():
+        draft_prefix[m, d] = p.of_response(conv, draft["text"])
       self.progress.add("draft", 1, sample.num_tokens)
-      score([draft])
+      score([draft], of_draft=d)
       if s.mode == "feedback_edit":
         request = templates.feedback_request(conv, draft["text"], self.feedback.prompt_format)
         submit(self.feedback, self.feedback.request(
             request, s.feedback, s.feedback_samples, key("feedback", d), "feedback",
-            lambda samples: on_feedback(d, samples), priority=FEEDBACK_PRIORITY))
+            lambda samples: on_feedback(d, samples), priority=FEEDBACK_PRIORITY,
+            prefixes=prefixes(self.feedback.model, d)))
       elif s.mode == "edit_without_feedback":
         draft["edit_groups"] = [{"feedback": [], "edits": []}]
         request = templates.revision_request(conv, draft["text"], self.edit.prompt_format)
         submit(self.edit, self.edit.request(request, s.edit, s.num_edits, key("edit", d, 0), "edit",
                                             lambda samples: on_edits(d, 0, samples),
-                                            priority=EDIT_PRIORITY))
+                                            priority=EDIT_PRIORITY, prefixes=prefixes(self.edit.model, d)))
 
     def on_feedback(d: int, samples: list[Sample]) -> None:
       draft = rec["drafts"][d]
@@ -285,7 +345,8 @@ class FeedbackEditSearch:
                                          self.edit.prompt_format)
         submit(self.edit, self.edit.request(
             request, s.edit, s.num_edits, key("edit", d, group_index), "edit",
-            lambda samples, g=group_index: on_edits(d, g, samples), priority=EDIT_PRIORITY))
+            lambda samples, g=group_index: on_edits(d, g, samples), priority=EDIT_PRIORITY,
+            prefixes=prefixes(self.edit.model, d)))
       done_one()
 
     def on_edits(d: int, g: int, samples: list[Sample]) -> None:

@@ -26,6 +26,7 @@ from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 from helpsteer_jax.sampling.settings import bucket, keep_ends, left_pad, prompt_bucket
+from helpsteer_jax.scaling.prefix_breaks import breaks_for
 
 
 class Selector(Protocol):
@@ -131,11 +132,19 @@ class GenerativeJudgeSelector:
     self.prefill = prefill
     return True
 
-  def _encode(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
-    """Prompt ids ending right before the score digit, and the token id of each digit 0-4."""
-    text = self.tokenizer.apply_chat_template(
+  def _text(self, conversation: Conversation, response: str) -> str:
+    return self.tokenizer.apply_chat_template(
         templates.judge_request(conversation, response, self.prompt_format), tokenize=False,
         continue_final_message=True)
+
+  def prompt_ids(self, conversation: Conversation, response: str) -> list[int]:
+    """The judge prompt's ids up to the answer prefix (what prompts about the same conversation or
+    response may share with it: scaling/prefix_breaks.py)."""
+    return self.tokenizer.encode(self._text(conversation, response), add_special_tokens=False)
+
+  def _encode(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
+    """Prompt ids ending right before the score digit, and the token id of each digit 0-4."""
+    text = self._text(conversation, response)
     encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
     # Tokenizers differ on digits after a space (" 4" is one token for Llama-3, two for SmolLM2),
     # so pick the split where every digit is exactly one token after the prompt.
@@ -151,12 +160,15 @@ class GenerativeJudgeSelector:
         return prefix, digits
     raise ValueError("the judge's tokenizer cannot score digits 0-4 as single next tokens")
 
-  def score(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
+  def score(self, items: Sequence[tuple[Conversation, str]],
+            prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
+    """`prefixes`: token prefixes that other prompts on the shared prefill start with; through it,
+    each item's chunks break where its prompt stops matching one (scaling/prefix_breaks.py)."""
     if not items:
       return []
     encoded = [self._encode(conv, response) for conv, response in items]
     if self.prefill is not None:
-      logits = [self.prefill.next_token_logits(p) for p, _ in encoded]
+      logits = [self.prefill.next_token_logits(p, breaks_for(p, prefixes)) for p, _ in encoded]
     else:
       logits = _run_bucketed(_last_position_logits, self.model, [p for p, _ in encoded],
                              _pad_id(self.tokenizer), self.batch_size,
