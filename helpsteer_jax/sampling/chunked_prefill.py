@@ -90,6 +90,18 @@ class PrefixChunks:
       self._bytes -= old.nbytes
 
 
+def on_weights_device(tree, model: Llama):
+  """`tree` committed to the device of an unsharded model's weights (a sharded model's as is).
+
+  A program's outputs are committed wherever its inputs are, and JAX keys its compiled programs
+  on whether each argument is committed: a state created uncommitted (jnp.zeros) and then fed
+  back from a program compiled each program twice, once for the first call and once for every
+  call after it (1-2 s each on a 2-core CPU for the chunk and insert programs)."""
+  if model.sharding is not None and model.sharding.mesh.size > 1:
+    return tree
+  return jax.device_put(tree, next(iter(model.embed[...].devices())))
+
+
 @partial(jax.jit, static_argnames=("graphdef", "block"), donate_argnums=(2,))
 def _compute_chunk(graphdef, state, cache: SlotCache, ids, slot, start, last, *, block: int):
   """Computes one chunk (ids [1, T], T <= block) of `slot`'s prompt and writes it at `start`."""
@@ -199,7 +211,7 @@ class ChunkedPrefill:
       size = 1024  # sizes double, so a longer prompt seldom compiles the chunk program again
       while size < need:
         size *= 2
-      self._scratch = SlotCache.init(self.model.config, 1, size)
+      self._scratch = on_weights_device(SlotCache.init(self.model.config, 1, size), self.model)
     tokens = tuple(int(t) for t in prompt)
     starts = tuple(start for start, _ in pieces)
     row = jnp.asarray(0, jnp.int32)

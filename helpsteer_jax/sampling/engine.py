@@ -24,7 +24,9 @@ retire; `stats()` returns them.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -38,7 +40,7 @@ from flax import nnx
 from helpsteer_jax.models.decode_layout import LAYOUTS, decode_layouts
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.models.slot_cache import SlotCache
-from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
+from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill, on_weights_device
 from helpsteer_jax.sampling.rules import sample_rows
 from helpsteer_jax.sampling.settings import SamplingSettings, bucket
 
@@ -75,6 +77,11 @@ class EngineSettings:
   # tile rows by 8); over 4, 2 or 1 slots they differ by ~1e-3 in the logits, and a sample's tokens
   # would then depend on when its neighbours finished. Other backends may round by batch size.
   tail_slots: int = 8
+  # Compile the decode programs for each new cache shape (the full one, and the tail's with the
+  # moves to and from it) in a background thread while the first prompts are prefilled, on one
+  # device. XLA compiles a program on one core: on a 2-core CPU the search's two unrolled decode
+  # programs took ~9 s, otherwise spent waiting before the first decode step and in the tail.
+  compile_ahead: bool = True
 
   def __post_init__(self):
     if self.layout not in ("auto", *LAYOUTS):
@@ -286,6 +293,8 @@ class Engine:
     self._tail_steps = 0  # decode steps run in the `tail_slots` program
     self._resizes = 0  # moves between the full and the tail program
     self._decode_tokens = 0
+    self._ahead: dict[tuple, concurrent.futures.Future] = {}  # programs compiling in the background
+    self._compiler: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
   # -- public ----------------------------------------------------------------------------------
 
@@ -342,6 +351,7 @@ class Engine:
     if self._slots is None or not self._live_slots():
       return
     self._resize_for_tail()
+    self._wait_for(("decode", len(self._owner)))
     start = time.perf_counter()
     self._slots, steps, generated = _decode(
         # Every freed slot returns to the host: a finished sample may complete a request whose
@@ -402,7 +412,9 @@ class Engine:
       # decode step, and the search's later stages have the longest prompts.
       first = min(1024, round_up(self._context))
       length = round_up(max(bucket(need_length, minimum=block), first))
-      self._slots = SlotState.init(self.model, self.settings.num_slots, length, bucket(need_width))
+      self._slots = on_weights_device(
+          SlotState.init(self.model, self.settings.num_slots, length, bucket(need_width)), self.model)
+      self._compile_ahead()
       return
     length, width = self._slots.cache.max_length, self._slots.out.shape[1]
     if need_length > length or need_width > width:
@@ -410,9 +422,52 @@ class Engine:
       new_length = round_up(bucket(need_length, minimum=length)) if need_length > length else length
       new_width = bucket(need_width, minimum=width) if need_width > width else width
       self._slots = _grow(self._slots, cache_length=new_length, width=new_width)
+      self._compile_ahead()
+
+  def _compile_ahead(self) -> None:
+    """Starts compiling, in the background, the programs that the slots' (new) shapes will run:
+    the decode step at full size, then the move to the tail's size, its decode step and the move
+    back. Each is compiled for exactly the arguments it will get (the slots committed to the
+    weights' device), so the call finds it compiled; `_wait_for` joins it first, never compiling
+    it twice."""
+    single_device = self.model.sharding is None or self.model.sharding.mesh.size == 1
+    if not self.settings.compile_ahead or not single_device:
+      return
+    if self._compiler is None:
+      self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engine-compile")
+    for key in list(self._ahead):
+      self._wait_for(key)  # a program of the previous shapes still compiling
+    like = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding)
+    full = jax.tree.map(like, self._slots)
+    flag = jax.ShapeDtypeStruct((), jnp.bool_)  # jnp.asarray(True): uncommitted
+    rows = lambda n: (jax.ShapeDtypeStruct((n,), jnp.int32), jax.ShapeDtypeStruct((n,), jnp.bool_))
+    submit = lambda key, fn, *args, **kw: self._ahead.__setitem__(
+        key, self._compiler.submit(lambda: fn.lower(*args, **kw).compile()))
+    submit(("decode", self.settings.num_slots), _decode, self._graphdef, self._state, full, flag,
+           settings=self.settings)
+    tail = self.settings.tail_slots
+    if 0 < tail < self.settings.num_slots:
+      sharding = self._slots.last.sharding
+      shaped = jax.eval_shape(lambda s: s.take(jnp.zeros((tail,), jnp.int32), jnp.ones((tail,), bool)),
+                              self._slots)
+      small = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shaped)
+      submit(("take", tail), _take_slots, full, *rows(tail))
+      submit(("decode", tail), _decode, self._graphdef, self._state, small, flag, settings=self.settings)
+      submit(("take", self.settings.num_slots), _take_slots, small, *rows(self.settings.num_slots))
+
+  def _wait_for(self, key: tuple) -> None:
+    """Waits until the program `key` compiling in the background (if any) is done."""
+    future = self._ahead.pop(key, None)
+    if future is None:
+      return
+    try:
+      future.result()
+    except Exception as error:  # the call itself compiles it and reports what is wrong
+      logging.debug("compiling %s ahead failed: %s", key, error)
 
   def _resize(self, rows: list[int], size: int) -> None:
     """Moves slots `rows` (in order) to slots 0.. of a program of `size` slots."""
+    self._wait_for(("take", size))
     start = time.perf_counter()
     index = np.asarray(rows + [rows[-1] if rows else 0] * (size - len(rows)), np.int32)
     valid = np.arange(size) < len(rows)
