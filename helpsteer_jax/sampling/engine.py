@@ -247,6 +247,12 @@ def _grow(slots: SlotState, *, cache_length: int, width: int) -> SlotState:
   return dataclasses.replace(slots, cache=cache, out=out)
 
 
+# Programs already compiled ahead, by what selects them (graphdef, settings, argument shapes and
+# placements): JAX keeps them compiled, and lowering one again to find that out would cost a new
+# engine over the same model its trace, in the background thread, before its first decode step.
+_COMPILED_AHEAD: set = set()
+
+
 @dataclasses.dataclass
 class _Pending:
   request: Request
@@ -441,8 +447,15 @@ class Engine:
     full = jax.tree.map(like, self._slots)
     flag = jax.ShapeDtypeStruct((), jnp.bool_)  # jnp.asarray(True): uncommitted
     rows = lambda n: (jax.ShapeDtypeStruct((n,), jnp.int32), jax.ShapeDtypeStruct((n,), jnp.bool_))
-    submit = lambda key, fn, *args, **kw: self._ahead.__setitem__(
-        key, self._compiler.submit(lambda: fn.lower(*args, **kw).compile()))
+    def submit(key, fn, *args, **kw):
+      leaves, structure = jax.tree.flatten((args, kw))
+      describe = lambda a: (a.shape, str(a.dtype), getattr(a, "sharding", None)) if hasattr(a, "shape") else a
+      selects = (fn, structure, tuple(describe(a) for a in leaves))  # static values as they are
+      if selects in _COMPILED_AHEAD:
+        return
+      _COMPILED_AHEAD.add(selects)
+      self._ahead[key] = self._compiler.submit(lambda: fn.lower(*args, **kw).compile())
+
     submit(("decode", self.settings.num_slots), _decode, self._graphdef, self._state, full, flag,
            settings=self.settings)
     tail = self.settings.tail_slots
