@@ -2,7 +2,8 @@
 prints the command's own docstring and flags and exits 0 (absl's help flag exits 1, which reads
 as a failure in scripts), and needs no other flag; and that no command takes positional
 arguments, so a stray word (an unquoted `--prompt=What is the capital of France` leaves `is the
-capital of France` behind) is a usage error instead of being silently dropped."""
+capital of France` behind) is a usage error instead of being silently dropped; and that programs
+compiled by one run are kept on disk for the next (compilation_cache.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from collections.abc import Callable
 
 from absl import app, flags
+
+from helpsteer_jax import compilation_cache
 
 HELP_ARGS = ("-h", "--help", "--helpshort", "-?")
 
@@ -37,6 +40,7 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   def checked_main(argv: list[str]) -> None:
     reject_positional(argv)
+    compilation_cache.enable()
     main(argv)
 
   app.run(checked_main)

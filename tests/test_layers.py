@@ -18,7 +18,7 @@ LAYERS = {
 }
 ENTRY = 6
 # Modules below the entry points that live at the top level.
-TOP_LEVEL = {"entry_point": 0, "config_args": 0}
+TOP_LEVEL = {"entry_point": 0, "config_args": 0, "compilation_cache": 0}
 
 
 def layer_of(module: str) -> int:
