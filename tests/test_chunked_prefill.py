@@ -61,6 +61,13 @@ def test_segments_break_chunks_and_restart_them_after_each_break(model):
   assert prefill.padded_length(13, breaks=(6,)) == 14  # the last chunk's program holds 4 positions
 
 
+def test_a_short_piece_runs_in_the_next_quarter_chunk_program(model):
+  prefill = ChunkedPrefill(model, chunk=128)
+  assert [prefill.width(t) for t in (1, 32, 33, 66, 96, 97, 128)] == [32, 32, 64, 96, 96, 128, 128]
+  assert prefill.padded_length(300, breaks=(100,)) == 228 + 96  # pieces 0-100, 100-228, 228-300
+  assert ChunkedPrefill(model, chunk=32).width(5) == 16  # never narrower than 16
+
+
 @pytest.mark.parametrize("breaks", [(6,), (3, 9), (1, 2, 11)])
 def test_chunks_broken_anywhere_give_the_full_forward(model, breaks):
   prompt = _prompt(13)
