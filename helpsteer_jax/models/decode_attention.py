@@ -63,6 +63,24 @@ def online_softmax_update(m, denom, acc, s, v):
   return m_new, denom, acc
 
 
+def _grouped_queries(q: jax.Array, kv_heads: int, cache_k: jax.Array, block: int) -> jax.Array:
+  """q [B, N, H] scaled by 1 / sqrt(H) and grouped by kv head -> [B, K, G, H]; checks that the
+  cache splits into whole blocks."""
+  b, n, h = q.shape
+  if cache_k.shape[3] % block:
+    raise ValueError(f"cache length {cache_k.shape[3]} is not a multiple of the block {block}")
+  scaled = q.astype(jnp.float32) * (1.0 / math.sqrt(h))
+  return scaled.reshape(b, kv_heads, n // kv_heads, h).astype(q.dtype)
+
+
+def _own_token_state(qg: jax.Array, k_new: jax.Array, v_new: jax.Array):
+  """The online softmax's start from the new token's own score, which every row sees (so the
+  running max is finite): max [B, K, G], denominator 1, values v_new [B, K, G, H] (fp32)."""
+  m = jnp.einsum("BKGH,BKH->BKG", qg, k_new, preferred_element_type=jnp.float32)
+  values = jnp.broadcast_to(v_new.astype(jnp.float32)[:, :, None, :], (*m.shape, qg.shape[-1]))
+  return m, jnp.ones_like(m), values
+
+
 def ragged_decode_attention(
     q: jax.Array,
     k_new: jax.Array,
@@ -79,15 +97,9 @@ def ragged_decode_attention(
   cache (carried through the loop with `thread_cache`, else the arrays given)."""
   b, n, h = q.shape
   kv_heads = k_new.shape[1]
-  g = n // kv_heads
-  if cache_k.shape[3] % block:
-    raise ValueError(f"cache length {cache_k.shape[3]} is not a multiple of the block {block}")
   f32 = jnp.float32
-  qg = (q.astype(f32) * (1.0 / math.sqrt(h))).reshape(b, kv_heads, g, h).astype(q.dtype)
-  # The new token's own score starts the running max: it is finite for every row.
-  m = jnp.einsum("BKGH,BKH->BKG", qg, k_new, preferred_element_type=f32)
-  denom = jnp.ones_like(m)
-  acc = jnp.broadcast_to(v_new.astype(f32)[:, :, None, :], (b, kv_heads, g, h))
+  qg = _grouped_queries(q, kv_heads, cache_k, block)
+  m, denom, acc = _own_token_state(qg, k_new, v_new)
 
   def body(i, carry, cache_k, cache_v):
     m, denom, acc = carry
@@ -134,11 +146,9 @@ def per_slot_decode_attention(
   b, n, h = q.shape
   kv_heads = k_new.shape[1]
   g = n // kv_heads
-  if cache_k.shape[3] % block:
-    raise ValueError(f"cache length {cache_k.shape[3]} is not a multiple of the block {block}")
+  qg = _grouped_queries(q, kv_heads, cache_k, block)
   per_slot = cache_k.shape[3] // block
   f32 = jnp.float32
-  qg = (q.astype(f32) * (1.0 / math.sqrt(h))).reshape(b, kv_heads, g, h).astype(q.dtype)
   reach = jnp.where(active, (lengths + block - 1) // block, 0)  # [B] blocks each slot reads
   ends = jnp.cumsum(reach)  # the work list: slot b's pairs are [ends[b] - reach[b], ends[b])
   total = ends[-1]
@@ -169,8 +179,7 @@ def per_slot_decode_attention(
 
   (m_part, d_part, a_part), cache = loop_over_blocks((total + group - 1) // group, body, partial,
                                                      cache_k, cache_v, thread_cache)
-  m = jnp.einsum("BKGH,BKH->BKG", qg, k_new, preferred_element_type=f32)
-  init = (m, jnp.ones_like(m), jnp.broadcast_to(v_new.astype(f32)[:, :, None, :], (b, kv_heads, g, h)))
+  init = _own_token_state(qg, k_new, v_new)
 
   def fold(jj, carry):
     m, denom, acc = carry
