@@ -54,7 +54,10 @@ class EngineSettings:
   # contexts took 147 ms a step with blocks of 128, 270 ms with 256 and 258 ms with 64.
   attention_block: int = 128
   steps_per_call: int = 32  # decode steps per device call at most (fewer when a slot frees)
+  # Top-k / top-p draw from the `top_p_fast_candidates` most likely tokens when a row's nucleus lies
+  # inside them, else from `top_p_candidates` (sampling/rules.py).
   top_p_candidates: int = 1024
+  top_p_fast_candidates: int = 128
   # Prompts are prefilled in chunks of this many tokens (sampling/chunked_prefill.py): the same few
   # compiled programs for every prompt length. On a 2-core CPU, 128-row matmuls of SmolLM2's shapes ran at
   # ~185 GFLOP/s, 64-row ones at ~160. Chunks stay kept for prompts with the same start, up to
@@ -98,6 +101,9 @@ class EngineSettings:
     if self.prefill_chunk < 1 or self.keep_prefill_mb < 0:
       raise ValueError(f"prefill_chunk={self.prefill_chunk} and keep_prefill_mb="
                        f"{self.keep_prefill_mb}; expected at least 1 and at least 0")
+    if not 1 <= self.top_p_fast_candidates <= self.top_p_candidates:
+      raise ValueError(f"top_p_fast_candidates={self.top_p_fast_candidates} and top_p_candidates="
+                       f"{self.top_p_candidates}; expected 1 <= fast <= candidates")
     if self.attention_block < 1 or self.steps_per_call < 1:
       raise ValueError(f"attention_block={self.attention_block} and steps_per_call="
                        f"{self.steps_per_call}; expected at least 1")
@@ -181,7 +187,7 @@ def _insert(slots: SlotState, logits, slot, key, sample, temperature, top_k, top
   key = jax.random.fold_in(jax.random.wrap_key_data(key), sample)
   key_data = jax.random.key_data(key)
   first = sample_rows(logits, jax.random.fold_in(key, 0)[None], temperature[None], top_k[None],
-                      top_p[None], settings.top_p_candidates)[0]
+                      top_p[None], settings.top_p_candidates, settings.top_p_fast_candidates)[0]
   stopped = jnp.isin(first, _stops(settings))
   return dataclasses.replace(
       slots,
@@ -217,7 +223,8 @@ def _decode(graphdef, state, slots: SlotState, exit_on_free, *, settings: Engine
     active = slots.live & ~slots.done
     logits, cache = model.decode_slots(slots.last, slots.cache, active, settings.attention_block)
     token = sample_rows(logits, _token_keys(slots.key, slots.count), slots.temperature,
-                        slots.top_k, slots.top_p, settings.top_p_candidates)
+                        slots.top_k, slots.top_p, settings.top_p_candidates,
+                        settings.top_p_fast_candidates)
     stopped = jnp.isin(token, stops)
     keep = active & ~stopped
     at = jnp.where(keep, slots.count, width)  # dropped for rows that do not write
