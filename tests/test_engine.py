@@ -102,11 +102,11 @@ def test_layout_choice_keeps_the_tokens(model):
   assert not unrolled.config.scan_layers and with_unrolled_layers(unrolled) is unrolled
   ids = jnp.asarray([[3, 1, 4, 1, 5, 9]])
   np.testing.assert_allclose(np.asarray(unrolled(ids)), np.asarray(model(ids)), atol=1e-5)
-  # "model" keeps the model's scanned layers; "unrolled" decodes from the list, as auto does on CPU,
-  # with the input projections fused for a single slot.
+  # "model" keeps the model's scanned layers, as auto does on CPU for several slots; "unrolled"
+  # decodes from the list, and auto fuses its input projections for a single slot.
   assert Engine(model, EngineSettings(num_slots=2, layout="model")).model_layout_scanned
   assert not Engine(model, EngineSettings(num_slots=2, layout="unrolled")).model_layout_scanned
-  assert Engine(model, EngineSettings(num_slots=2)).layout == "unrolled"
+  assert Engine(model, EngineSettings(num_slots=2)).layout == "model"
   assert Engine(model, EngineSettings(num_slots=1)).layout == "fused"
   greedy = SamplingSettings(max_new_tokens=8)
   sampled = SamplingSettings(max_new_tokens=8, temperature=1.0, top_k=20)

@@ -65,13 +65,20 @@ class EngineSettings:
   # 16.8 MB).
   prefill_chunk: int = 128
   keep_prefill_mb: int = 1024
-  # Weights for the decode step (models/decode_layout.py). auto: on CPU, unrolled layers, with
-  # fused input projections for a single slot; elsewhere the model's own layout (scanned by
-  # default), as other backends are not measured here. A scan slices each layer's weights out of
-  # the stacked arrays, which XLA:CPU does by copying them; unrolled layers read them in place.
-  # Measured on a 2-core CPU (SmolLM2, fp32, the engine's end-to-end tok/s, one run): 29.6 / 120.3
-  # / 180.3 unrolled against 23.3 / 108.4 / 161.8 scanned at 1 / 8 / 32 slots. An unrolled engine
-  # holds a second copy of the weights, converted once per model and kept while it lives.
+  # Weights for the decode step (models/decode_layout.py). auto: on CPU, the model's own (scanned)
+  # layers for several slots and unrolled layers with fused input projections for a single slot;
+  # elsewhere the model's own layout, as other backends are not measured here. Unrolled layers read
+  # each layer's weights in place where a scan slices them out of the stacked arrays, but their
+  # decode programs take 6-12 s to compile against ~2 s scanned, and which runs faster depends on
+  # the CPU. Measured on 2-core CPUs (SmolLM2, fp32):
+  #   - a 2-core AMD EPYC, the engine's end-to-end tok/s: 29.6 / 120.3 / 180.3 unrolled against
+  #     23.3 / 108.4 / 161.8 scanned at 1 / 8 / 32 slots;
+  #   - a 2-core Intel Xeon (AVX-512), three alternating runs each: 94-98 tok/s unrolled against
+  #     118-124 scanned at 8 slots, 212-217 against 200-211 at 32; a 16-slot step 97-114 ms against
+  #     88-99 at 32-64 positions and 146-152 against 158-160 at 150-750; the search benchmark's
+  #     first run 106.6-110.3 s unrolled against 97.8-100.5 s scanned, the same tokens.
+  # A single slot gains on both from fused projections (models/decode_layout.py). An unrolled
+  # engine holds a second copy of the weights, converted once per model and kept while it lives.
   layout: str = "auto"
   # When nothing is queued and at most this many slots are live, they decode in a program of this
   # many slots (the tail of a run, where most slots have nothing left to do); 0 = never. On the
@@ -82,8 +89,9 @@ class EngineSettings:
   tail_slots: int = 8
   # Compile the decode programs for each new cache shape (the full one, and the tail's with the
   # moves to and from it) in a background thread while the first prompts are prefilled, on one
-  # device. XLA compiles a program on one core: on a 2-core CPU the search's two unrolled decode
-  # programs took ~9 s, otherwise spent waiting before the first decode step and in the tail.
+  # device. XLA compiles a program on one core: on a 2-core CPU the search's two decode programs
+  # took ~9 s unrolled (~4 s scanned), otherwise spent waiting before the first decode step and in
+  # the tail.
   compile_ahead: bool = True
 
   def __post_init__(self):
@@ -415,7 +423,7 @@ class Engine:
     if next(iter(model.embed[...].devices())).platform != "cpu":
       return "model"
     single_device = model.sharding is None or model.sharding.mesh.size == 1
-    return "fused" if settings.num_slots == 1 and single_device else "unrolled"
+    return "fused" if settings.num_slots == 1 and single_device else "model"
 
   def _ensure_capacity(self, need_length: int, need_width: int) -> None:
     block = self.settings.attention_block
