@@ -17,8 +17,8 @@ def hf_nucleus_size(probs: np.ndarray, top_p: float) -> int:
 
 
 def flat_tail_row(vocab: int = 4096) -> np.ndarray:
-  """One token at 0.6 and 1500 sharing 0.4: the top-p 0.7 nucleus holds 376 tokens of the full
-  vocabulary (about 376); renormalised over only its 1024 most likely tokens it would hold 43."""
+  """One token at 0.6 and 1500 sharing 0.4: the top-p 0.7 nucleus holds about 376 tokens of the
+  full vocabulary; renormalised over only its 1024 most likely tokens it would hold 43."""
   probs = np.full(vocab, 1e-12)
   probs[0] = 0.6
   probs[1:1501] = 0.4 / 1500

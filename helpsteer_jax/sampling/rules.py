@@ -85,7 +85,6 @@ def sample_rows(
   restricted = sampled & ((top_k > 0) | (top_p < 1.0))
   scaled = logits / jnp.where(sampled, temperature, 1.0)[:, None]
   draw = jax.vmap(lambda key, row: jax.random.categorical(key, row))
-  log_norm_all = jax.nn.logsumexp(scaled, axis=-1)  # [B], over the whole vocabulary
 
   def full(_):
     return draw(keys, scaled).astype(jnp.int32)
@@ -95,7 +94,9 @@ def sample_rows(
     top_logits, top_ids = jax.lax.top_k(scaled, k)  # [B, k], sorted descending
     rank = jnp.arange(k)[None, :]
     top_logits = jnp.where((top_k[:, None] <= 0) | (rank < top_k[:, None]), top_logits, -jnp.inf)
-    log_norm = jnp.where(top_k > 0, jax.nn.logsumexp(top_logits, axis=-1), log_norm_all)
+    # Normalised over the top-k survivors, or else over the whole vocabulary.
+    log_norm = jnp.where(top_k > 0, jax.nn.logsumexp(top_logits, axis=-1),
+                         jax.nn.logsumexp(scaled, axis=-1))
     top_logits, mass = nucleus(top_logits, log_norm, top_p)
     choice = draw(keys, top_logits)
     return jnp.take_along_axis(top_ids, choice[:, None], axis=-1)[:, 0].astype(jnp.int32), mass
