@@ -102,16 +102,20 @@ def test_layout_choice_keeps_the_tokens(model):
   assert not unrolled.config.scan_layers and with_unrolled_layers(unrolled) is unrolled
   ids = jnp.asarray([[3, 1, 4, 1, 5, 9]])
   np.testing.assert_allclose(np.asarray(unrolled(ids)), np.asarray(model(ids)), atol=1e-5)
-  # "model" keeps the model's scanned layers, as auto does on CPU for several slots; "unrolled"
-  # decodes from the list, and auto fuses its input projections for a single slot.
+  # "model" keeps the model's scanned layers; "unrolled" decodes from the list; auto on CPU
+  # switches on the list's layers for several slots (and prefills on them), and fuses its input
+  # projections for a single slot.
   assert Engine(model, EngineSettings(num_slots=2, layout="model")).model_layout_scanned
   assert not Engine(model, EngineSettings(num_slots=2, layout="unrolled")).model_layout_scanned
-  assert Engine(model, EngineSettings(num_slots=2)).layout == "model"
+  auto = Engine(model, EngineSettings(num_slots=2))
+  assert auto.layout == "switched" and not auto.model_layout_scanned
+  assert auto.prefill.model is model  # a judge over `model` shares it (scaling/selectors.py)
   assert Engine(model, EngineSettings(num_slots=1)).layout == "fused"
   greedy = SamplingSettings(max_new_tokens=8)
   sampled = SamplingSettings(max_new_tokens=8, temperature=1.0, top_k=20)
   # Fused projections serve a single slot only.
-  for settings, slots, layouts in ((greedy, 2, ("model", "unrolled")),
+  for settings, slots, layouts in ((greedy, 2, ("model", "unrolled", "switched")),
+                                   (sampled, 2, ("model", "switched")),
                                    (greedy, 1, ("model", "unrolled", "fused")),
                                    (sampled, 1, ("model", "unrolled", "fused"))):
     runs = []
@@ -132,7 +136,7 @@ def test_a_decode_call_copies_no_cache_in_either_layout(model):
   # The compiled decode call of the engine (its slots donated) must hold no copy of a cache array.
   from helpsteer_jax.sampling import engine as engine_module
 
-  for layout, slots in (("model", 2), ("unrolled", 2), ("fused", 1)):
+  for layout, slots in (("model", 2), ("unrolled", 2), ("switched", 2), ("fused", 1)):
     engine = Engine(model, EngineSettings(num_slots=slots, attention_block=8, layout=layout))
     engine.submit(Request([5, 6, 7], SamplingSettings(max_new_tokens=4), sample_key(0)))
     engine._fill()

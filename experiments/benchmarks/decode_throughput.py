@@ -4,9 +4,9 @@
 
 Measured side by side in one run, both models loaded from the same embedded GGUF:
   1. tokens/s of greedy decode at each batch size, 128 new tokens, no early stop; the ratio
-     helpsteer_jax / transformers, for the decode engine with its default layout (on CPU the
-     model's scanned layers, and unrolled layers with fused input projections at batch 1), the
-     engine with unrolled layers, and the earlier static batch (scanned);
+     helpsteer_jax / transformers, for the decode engine with its default layout (on CPU switched
+     layers, and unrolled layers with fused input projections at batch 1: sampling/engine.py), the
+     engine on the model's own scanned layers, and the earlier static batch (scanned);
   2. batch-1 decode as a fraction of the memory-bandwidth bound (bandwidth measured here with a
      large array copy, divided by the parameter bytes read per token), end to end and over the
      engine's decode steps alone (its own decode seconds: no prefill, no setup);
@@ -84,9 +84,9 @@ def main() -> None:
     ours = lambda: sample_tokens(model, prompts, settings)
     ours()  # compile
     t_ours = best_time(ours, args.repeats)
-    unrolled = lambda: engine_run(prompts, settings, "unrolled")
-    unrolled()
-    t_unrolled = best_time(unrolled, args.repeats)
+    scanned = lambda: engine_run(prompts, settings, "model")
+    scanned()
+    t_scanned = best_time(scanned, args.repeats)
     static = lambda: sample_tokens_static(model, prompts, settings)
     static()
     t_static = best_time(static, args.repeats)
@@ -101,7 +101,7 @@ def main() -> None:
     theirs()  # warm up
     t_theirs = best_time(theirs, args.repeats)
     tokens = batch * args.new_tokens
-    rows.append((batch, tokens / t_ours, tokens / t_unrolled, tokens / t_static, tokens / t_theirs))
+    rows.append((batch, tokens / t_ours, tokens / t_scanned, tokens / t_static, tokens / t_theirs))
     if batch == 1:  # the default engine's decode steps alone, best of the same repeats
       steps_rate = 0.0
       for _ in range(args.repeats):
@@ -109,8 +109,8 @@ def main() -> None:
         stats = engine.stats()
         steps_rate = max(steps_rate, stats["decode_tokens"] / stats["seconds"]["decode"])
       batch1_layout = engine.layout
-    print(f"batch {batch}: engine {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), engine unrolled "
-          f"{tokens / t_unrolled:.1f} ({t_theirs / t_unrolled:.2f}x), static batch {tokens / t_static:.1f} "
+    print(f"batch {batch}: engine {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), engine scanned "
+          f"{tokens / t_scanned:.1f} ({t_theirs / t_scanned:.2f}x), static batch {tokens / t_static:.1f} "
           f"({t_theirs / t_static:.2f}x), transformers {tokens / t_theirs:.1f} tok/s", flush=True)
 
   bandwidth = measure_bandwidth()
@@ -136,7 +136,7 @@ def main() -> None:
       f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}. "
       f"Greedy, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, best of {args.repeats}.",
       "",
-      "| batch | engine tok/s, default layout | engine, unrolled layers | static batch (scanned) | transformers tok/s | ratio, default | ratio, engine unrolled | ratio, static |",
+      "| batch | engine tok/s, default layout | engine, scanned layers | static batch (scanned) | transformers tok/s | ratio, default | ratio, engine scanned | ratio, static |",
       "|---:|---:|---:|---:|---:|---:|---:|---:|",
       *[f"| {b} | {a:.1f} | {e:.1f} | {u:.1f} | {t:.1f} | {a / t:.2f}x | {e / t:.2f}x | {u / t:.2f}x |"
         for b, a, e, u, t in rows],

@@ -27,7 +27,7 @@ from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.models.layers import Attention, SwiGLU, contract_last
 from helpsteer_jax.models.llama import Llama, with_unrolled_layers
 
-LAYOUTS = ("model", "unrolled", "fused")
+LAYOUTS = ("model", "unrolled", "switched", "fused")
 
 
 class FusedAttention(nnx.Module):
@@ -84,6 +84,19 @@ def with_fused_projections(model: Llama) -> Llama:
   return fused
 
 
+def with_switched_layers(model: Llama) -> Llama:
+  """The model over the same arrays as its unrolled copy, whose decode steps and prefill chunks run
+  the layers as one compiled body that reads each layer's matrices in place (models/layer_switch.py),
+  on one device."""
+  if model.sharding is not None and model.sharding.mesh.size > 1:
+    raise ValueError("switched layers are for a single device; the model is sharded over "
+                     f"{model.sharding.mesh.size} devices (use the model or unrolled layout)")
+  graphdef, state = nnx.split(with_unrolled_layers(model))
+  switched = nnx.merge(graphdef, state)  # a new module over the same arrays
+  switched.config = switched.config.replace(switch_layers=True)
+  return switched
+
+
 def _weights(model: Llama) -> list[jax.Array]:
   return [var[...] for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param))]
 
@@ -108,6 +121,8 @@ class DecodeLayouts:
         return converted
     if layout == "fused":  # built on the kept unrolled copy: both share all but the fused arrays
       converted = with_fused_projections(self.get(model, "unrolled"))
+    elif layout == "switched":  # the kept unrolled copy's arrays, run by a switching scan
+      converted = with_switched_layers(self.get(model, "unrolled"))
     else:
       converted = with_unrolled_layers(model)
     kept[layout] = ([weakref.ref(w) for w in weights], converted)

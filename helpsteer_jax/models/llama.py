@@ -23,6 +23,7 @@ from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.models.decode_attention import num_blocks, per_slot_decode_attention, ragged_decode_attention
 from helpsteer_jax.models.paged_decode import paged_decode_attention, resolve as resolve_decode_attention
 from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.models.layer_switch import switched_layers
 from helpsteer_jax.models.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
     Attention, RMSNorm, SwiGLU, apply_rope, contract_last, contract_last_with_rows,
@@ -316,9 +317,10 @@ class Llama(nnx.Module):
 
   def _over_layers(self, x, run, cache_kv):
     """x through every layer by `run(graphdef, state, x, layer, cache_kv, thread_cache) -> (x,
-    ((k, v), cache_kv))`, as a scan or unrolled -> x, each layer's k, v stacked [L, ...], and the
-    cache (k, v). Scanned, the cache is an operand of the scan that every layer reads; unrolled, it
-    is threaded from layer to layer (decode_attention.loop_over_blocks says why)."""
+    ((k, v), cache_kv))`, as a scan, a scan that switches on the layer (`switch_layers`), or
+    unrolled -> x, each layer's k, v stacked [L, ...], and the cache (k, v). Scanned either way,
+    the cache is an operand of the scan that every layer reads; unrolled, it is threaded from layer
+    to layer (decode_attention.loop_over_blocks says why)."""
     if self.config.scan_layers:
       graphdef, stacked = nnx.split(self.layers)
 
@@ -328,6 +330,16 @@ class Llama(nnx.Module):
         return x, kv
 
       x, kv = jax.lax.scan(body, x, (stacked, jnp.arange(self.config.num_layers)))
+      return x, kv, cache_kv
+    if self.config.switch_layers:
+      graphdef, vectors, state_at = switched_layers(self.layers)
+
+      def switched_body(x, layer_in):
+        rows, layer = layer_in
+        x, (kv, _) = run(graphdef, state_at(rows, layer), x, layer, cache_kv, False)
+        return x, kv
+
+      x, kv = jax.lax.scan(switched_body, x, (vectors, jnp.arange(self.config.num_layers)))
       return x, kv, cache_kv
     chunks = []
     for i, layer_module in enumerate(self.layers):

@@ -35,6 +35,7 @@ import collections
 import dataclasses
 from collections.abc import Sequence
 from functools import partial
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -138,12 +139,16 @@ class ChunkedPrefill:
   up to `keep_bytes` of chunks for reuse (0 keeps none). One object may serve an engine's slots
   and a scorer that needs only a prompt's next-token logits: they then share the kept chunks."""
 
-  def __init__(self, model: Llama, chunk: int = 128, keep_bytes: int = 1 << 30):
+  def __init__(self, model: Llama, chunk: int = 128, keep_bytes: int = 1 << 30,
+               layout: Optional[Llama] = None):
+    """`layout`: the same model in another layout to compute the chunks with (models/
+    decode_layout.py; its products must give `model`'s results bit for bit, as switched layers do,
+    so that kept chunks are what any user of `model` would compute)."""
     if chunk < 1:
       raise ValueError(f"prefill chunk={chunk}; expected at least 1")
     self.model = model
     self.chunk = chunk
-    self._graphdef, self._state = nnx.split(model)
+    self._graphdef, self._state = nnx.split(layout if layout is not None else model)
     self.kept = PrefixChunks(keep_bytes)
     self.counts = PrefillCounts()
     self._scratch: SlotCache | None = None  # the row every chunk is computed in

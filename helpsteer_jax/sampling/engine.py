@@ -65,20 +65,24 @@ class EngineSettings:
   # 16.8 MB).
   prefill_chunk: int = 128
   keep_prefill_mb: int = 1024
-  # Weights for the decode step (models/decode_layout.py). auto: on CPU, the model's own (scanned)
-  # layers for several slots and unrolled layers with fused input projections for a single slot;
-  # elsewhere the model's own layout, as other backends are not measured here. Unrolled layers read
-  # each layer's weights in place where a scan slices them out of the stacked arrays, but their
-  # decode programs take 6-12 s to compile against ~2 s scanned, and which runs faster depends on
-  # the CPU. Measured on 2-core CPUs (SmolLM2, fp32):
+  # Weights for the decode step (models/decode_layout.py). auto: on CPU, switched layers for
+  # several slots and unrolled layers with fused input projections for a single slot; elsewhere the
+  # model's own layout, as other backends are not measured here. A scan over stacked layers copies
+  # each layer's matrices out of the stack before its products (the 425 MB of SmolLM2's layers at
+  # every step); unrolled layers read them in place but their decode programs take 6-12 s to compile
+  # against ~2 s scanned. Switched layers (models/layer_switch.py) read them in place from one
+  # compiled body, with the same results bit for bit; with them the prefill's chunks run on the same
+  # arrays. Measured on a 2-core AMD EPYC (SmolLM2, fp32, alternating calls in one process): a
+  # 16-slot step 132 ms switched against 151 scanned at 150-750 positions, 106 against 124 at
+  # 32-64 (unrolled 103); 8 slots 96 against 110 at 150-750. Earlier, scanned against unrolled:
   #   - a 2-core AMD EPYC, the engine's end-to-end tok/s: 29.6 / 120.3 / 180.3 unrolled against
   #     23.3 / 108.4 / 161.8 scanned at 1 / 8 / 32 slots;
   #   - a 2-core Intel Xeon (AVX-512), three alternating runs each: 94-98 tok/s unrolled against
-  #     118-124 scanned at 8 slots, 212-217 against 200-211 at 32; a 16-slot step 97-114 ms against
-  #     88-99 at 32-64 positions and 146-152 against 158-160 at 150-750; the search benchmark's
-  #     first run 106.6-110.3 s unrolled against 97.8-100.5 s scanned, the same tokens.
-  # A single slot gains on both from fused projections (models/decode_layout.py). An unrolled
-  # engine holds a second copy of the weights, converted once per model and kept while it lives.
+  #     118-124 scanned at 8 slots, 212-217 against 200-211 at 32; the search benchmark's first
+  #     run 106.6-110.3 s unrolled against 97.8-100.5 s scanned, the same tokens.
+  # A single slot gains on both from fused projections (models/decode_layout.py). An unrolled,
+  # switched or fused engine holds a second copy of the weights, converted once per model and kept
+  # while it lives.
   layout: str = "auto"
   # When nothing is queued and at most this many slots are live, they decode in a program of this
   # many slots (the tail of a run, where most slots have nothing left to do); 0 = never. On the
@@ -302,10 +306,12 @@ class Engine:
     self._queue: list[_Pending] = []  # by priority, then submission order
     # Prompts are prefilled chunk by chunk; chunks are kept and reused by any prompt that starts
     # with the same tokens (a request's n samples, the search's requests about one draft). The
-    # prefill keeps the model's own layout whatever `layout` decodes with: its 128-token chunks are
-    # matmul-bound (a 700-token prompt took 1.56 s either way on a 2-core CPU), and each of its
-    # chunk widths compiles in seconds scanned but several times that unrolled.
-    self.prefill = ChunkedPrefill(model, settings.prefill_chunk, settings.keep_prefill_mb << 20)
+    # prefill keeps the model's own layout when decoding unrolled or fused: each of its chunk widths
+    # compiles in seconds scanned but several times that unrolled. Switched layers compile like
+    # scanned ones and skip the weight copy (a 128-row chunk's products 187 ms against 210 on a
+    # 2-core CPU), so a switched engine prefills on them too.
+    self.prefill = ChunkedPrefill(model, settings.prefill_chunk, settings.keep_prefill_mb << 20,
+                                  layout=decode_model if self.layout == "switched" else None)
     self._context = model.config.max_position_embeddings
     self._tags: dict[str, TagStats] = collections.defaultdict(TagStats)
     self._time = collections.Counter()  # seconds: prefill, insert, decode, retire, resize
@@ -341,7 +347,8 @@ class Engine:
 
   @property
   def model_layout_scanned(self) -> bool:
-    """Whether decoding runs the layers as a scan (else unrolled; see `EngineSettings.layout`)."""
+    """Whether decoding runs the stacked layers as a scan (else a list: unrolled, switched or fused;
+    see `EngineSettings.layout`)."""
     return self._scanned
 
   @property
@@ -423,7 +430,9 @@ class Engine:
     if next(iter(model.embed[...].devices())).platform != "cpu":
       return "model"
     single_device = model.sharding is None or model.sharding.mesh.size == 1
-    return "fused" if settings.num_slots == 1 and single_device else "model"
+    if not single_device:
+      return "model"
+    return "fused" if settings.num_slots == 1 else "switched"
 
   def _ensure_capacity(self, need_length: int, need_width: int) -> None:
     block = self.settings.attention_block
