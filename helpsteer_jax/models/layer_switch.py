@@ -40,14 +40,6 @@ class SwitchedWeight:
     self.index = index
     self.dtype = jnp.dtype(dtype if dtype is not None else self.arrays[0].dtype)
 
-  @property
-  def shape(self) -> tuple[int, ...]:
-    return self.arrays[0].shape
-
-  @property
-  def ndim(self) -> int:
-    return len(self.shape)
-
   def __getitem__(self, key):
     if key is not Ellipsis:
       raise TypeError("a switched layer weight is read whole (`param[...]`)")
@@ -80,11 +72,10 @@ def switched_layers(layers: Sequence[nnx.Module]):
   index; `state_at(rows, layer)` builds the state of layer `layer` from its rows of `vectors`,
   with every matrix a `SwitchedWeight` over the layers' own arrays."""
   graphdef, first = nnx.split(layers[0])
-  flat_states = [nnx.to_flat_state(nnx.split(layer)[1]) for layer in layers]
-  paths = [path for path, _ in flat_states[0]]
-  per_path = {path: [dict(flat)[path][...] for flat in flat_states] for path in paths}
-  vectors = {path: jnp.stack(values) for path, values in per_path.items() if values[0].ndim < 2}
   template = nnx.to_flat_state(first)
+  by_layer = [dict(nnx.to_flat_state(nnx.split(layer)[1])) for layer in layers]
+  per_path = {path: [state[path][...] for state in by_layer] for path, _ in template}
+  vectors = {path: jnp.stack(values) for path, values in per_path.items() if values[0].ndim < 2}
 
   def state_at(rows: dict, layer: jax.Array):
     values = []
