@@ -4,9 +4,9 @@
 
 Measured in one run, on the embedded SmolLM2-135M-Instruct (fp32, CPU):
   1. the README demo config (experiments/scaling/smollm2_self_feedback_edit.py) on `--prompts`
-     Arena-Hard prompts, twice: first with an empty compilation cache (a new user's first run:
-     every program compiles), then in a second process that finds the first one's programs in that
-     cache (every later run: helpsteer_jax/compilation_cache.py). Each gives generated tokens
+     Arena-Hard prompts: first with an empty compilation cache (a new user's first run: every
+     program compiles), then `--later_runs` times, each in a new process that finds the first one's
+     programs in that cache (every later run: helpsteer_jax/compilation_cache.py). Each gives generated tokens
      (drafts, feedback, edits and the greedy reference) per second over the whole search,
      compilation or cache loading included and model loading excluded; the engine's slot use
      (decode-step tokens / slots x steps) and tokens/s per stage; where the time goes (prefill,
@@ -14,7 +14,7 @@ Measured in one run, on the embedded SmolLM2-135M-Instruct (fp32, CPU):
   2. the raw rate: a static batch of 16 rows decoding 160 fixed-length tokens (no stop token),
      after its compilation, best of `--repeats`, measured after each search: this CPU's speed
      drifts by 10-30% over minutes, so the first search is compared with the rate right after it
-     and the second with the mean of the rates just before and just after it;
+     and each later one with the mean of the rates just before and just after it;
 and the ratios. Writes a Markdown report (default experiments/benchmarks/results/search_throughput.md).
 """
 
@@ -70,13 +70,14 @@ def run_search(num_prompts: int, cache_dir: str) -> dict:
           "select_seconds": stats["select_seconds"], "model": search.policy.model}
 
 
-def static_rate(model, rows: int, tokens: int, repeats: int) -> float:
+def static_rate(model, rows: int, tokens: int, repeats: int, compile_first: bool) -> float:
   from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens_static
 
   prompts = np.random.default_rng(0).integers(100, 40000, size=(rows, 32)).tolist()
   fixed = SamplingSettings(max_new_tokens=tokens)  # no stop token: every row runs to the end
   static = lambda: sample_tokens_static(model, prompts, fixed)
-  static()  # compile (once per process)
+  if compile_first:
+    static()  # compile (once per process)
   return rows * tokens / best_time(static, repeats)
 
 
@@ -94,6 +95,7 @@ def main() -> None:
   parser.add_argument("--static_rows", type=int, default=16)
   parser.add_argument("--static_tokens", type=int, default=160)
   parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--later_runs", type=int, default=2)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "search_throughput.md"))
   parser.add_argument("--search_only", default="", help=argparse.SUPPRESS)  # the warm run's process
   args = parser.parse_args()
@@ -114,28 +116,32 @@ def main() -> None:
   try:
     cold = run_search(args.prompts, cache_dir)
     model = cold["model"]
-    rates = [static_rate(model, args.static_rows, args.static_tokens, args.repeats)]
-    warm = warm_search(args, cache_dir)
-    rates.append(static_rate(model, args.static_rows, args.static_tokens, args.repeats))
+    rate = lambda first: static_rate(model, args.static_rows, args.static_tokens, args.repeats, first)
+    rates = [rate(True)]
+    warms = []
+    for _ in range(args.later_runs):
+      warms.append(warm_search(args, cache_dir))
+      rates.append(rate(False))
   finally:
     shutil.rmtree(cache_dir, ignore_errors=True)
-  # The static batch ran after the first search and after the second: the first search is compared
-  # with the rate measured right after it, the second with the mean of the two around it.
-  cold_static, warm_static = rates[0], (rates[0] + rates[1]) / 2
+  # The static batch ran after each search: the first search is compared with the rate measured
+  # right after it, each later one with the mean of the two around it.
+  cold_static = rates[0]
 
   engine = cold["engine"]
   stages = engine["stages"]
   cold_s, search_tokens = cold["seconds"], cold["tokens"]
-  cold_rate, warm_rate = search_tokens / cold_s, warm["tokens"] / warm["seconds"]
+  cold_rate = search_tokens / cold_s
   seconds = engine["seconds"]
-  prefill, decode = seconds.get("prefill", 0.0), seconds.get("decode", 0.0)
-  select = cold["select_seconds"]
-  rest = cold_s - prefill - decode - select
   split = lambda total, p, d, sel: (
       f"prefill {p:.1f} s ({p / total:.0%}), decode {d:.1f} s ({d / total:.0%}), selection "
       f"{sel:.1f} s ({sel / total:.0%}), the rest (host work, inserts, compilation outside those) "
       f"{total - p - d - sel:.1f} s ({(total - p - d - sel) / total:.0%})")
-  ws = warm["engine_seconds"]
+  later = []  # (tokens, seconds, tok/s, static tok/s around it, ratio)
+  for i, warm in enumerate(warms):
+    static = (rates[i] + rates[i + 1]) / 2
+    later.append((warm["tokens"], warm["seconds"], warm["tokens"] / warm["seconds"], static,
+                  warm["tokens"] / warm["seconds"] / static))
   lines = [
       "# The search's throughput: SmolLM2-135M-Instruct, fp32, CPU",
       "",
@@ -155,13 +161,14 @@ def main() -> None:
       "|---|---:|---:|---:|---:|",
       f"| first run (empty compilation cache) | {search_tokens} tokens in {cold_s:.1f} s | {cold_rate:.1f} | "
       f"{cold_static:.1f} | **{cold_rate / cold_static:.2f}** |",
-      f"| later run (programs loaded from the cache) | {warm['tokens']} tokens in {warm['seconds']:.1f} s | "
-      f"{warm_rate:.1f} | {warm_static:.1f} | **{warm_rate / warm_static:.2f}** |",
+      *[f"| later run {i + 1} (programs loaded from the cache) | {t} tokens in {sec:.1f} s | {r:.1f} | "
+        f"{st:.1f} | **{ratio:.2f}** |" for i, (t, sec, r, st, ratio) in enumerate(later)],
       "",
-      f"Static batch after the first search {rates[0]:.1f} tok/s, after the second {rates[1]:.1f} tok/s. "
+      "Static batch after each search: " + ", ".join(f"{r:.1f}" for r in rates) + " tok/s. "
       "Search times include compilation (or loading from the cache) and exclude model loading.",
-      f"Where the first run's time goes: {split(cold_s, prefill, decode, select)}.",
-      f"Where the later run's time goes: {split(warm['seconds'], ws.get('prefill', 0.0), ws.get('decode', 0.0), warm['select_seconds'])}.",
+      f"Where the first run's time goes: {split(cold_s, seconds.get('prefill', 0.0), seconds.get('decode', 0.0), cold['select_seconds'])}.",
+      *[f"Where later run {i + 1}'s time goes: {split(w['seconds'], w['engine_seconds'].get('prefill', 0.0), w['engine_seconds'].get('decode', 0.0), w['select_seconds'])}."
+        for i, w in enumerate(warms)],
   ]
   write_report(args.out, lines)
 
