@@ -12,7 +12,9 @@ The softmax is accumulated online, starting from the chunk's own causal scores: 
 at least its own key, so the running max is finite from the start.
 
 Shapes: q [1, T, N, H]; k, v [1, T, K, H] (the chunk's own T <= C keys and values); cache_k,
-cache_v [L, B, K, S, H]; `slot` and `start` index the slot row and the chunk's first position. G = N / K query heads share a kv head.
+cache_v [L, B, K, S, H] (cache_k [L, B, K, H, S] with `keys_transposed`: models/slot_cache.py);
+`slot` and `start` index the slot row and the chunk's first position. G = N / K query heads share a
+kv head.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from helpsteer_jax.models.causal_attention import group_query_heads, ungroup_query_heads
-from helpsteer_jax.models.decode_attention import loop_over_blocks, online_softmax_update
+from helpsteer_jax.models.decode_attention import (block_scores, key_block, loop_over_blocks,
+                                                   online_softmax_update)
 
 
 def chunk_attention(
@@ -37,6 +40,7 @@ def chunk_attention(
     start: jax.Array,
     block: int,
     thread_cache: bool = False,
+    keys_transposed: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """softmax over (cache keys < start, chunk keys <= the query) of q k / sqrt(H), times v ->
   [1, T, N, H], and the cache (carried through the loop with `thread_cache`: see
@@ -60,13 +64,13 @@ def chunk_attention(
     m, denom, acc = carry
     at = (layer, slot, 0, i * block, 0)
     size = (1, 1, kv_heads, block, h)
-    kb = jax.lax.dynamic_slice(cache_k, at, size)[0].astype(q.dtype)  # [1, K, C, H]
+    kb = key_block(cache_k, layer, slot, i * block, 1, block, keys_transposed)  # [1, K, C, H] or [1, K, H, C]
     vb = jax.lax.dynamic_slice(cache_v, at, size)[0].astype(q.dtype)
     # Positions from `start` on (only in the last block of an unaligned chunk) are not context. A
     # select is exact where nothing is masked, so aligned chunks compute what they always did.
     before = (i * block + jnp.arange(block)) < start  # [C]
     vb = jnp.where(before[:, None], vb, jnp.zeros((), vb.dtype))  # no stale value reaches 0 * v
-    s = jnp.einsum("BKQH,BKSH->BKQS", qg, kb, preferred_element_type=f32)
+    s = block_scores(qg, kb, keys_transposed)
     s = jnp.where(before, s, -jnp.inf)
     return online_softmax_update(m, denom, acc, s, vb)
 

@@ -8,7 +8,8 @@ is always visible: a block a slot does not reach contributes exp(-inf) = 0 and r
 exp(0) = 1, so its result is bit for bit the same whether its neighbours are long or short.
 
 Shapes: q [B, N, H]; k_new, v_new [B, K, H]; cache_k, cache_v [L, B, K, S, H] (S a multiple of
-`block`); lengths [B]. G = N / K query heads share a kv head.
+`block`), or with `keys_transposed` cache_k [L, B, K, H, S] (models/slot_cache.py says why); lengths
+[B]. G = N / K query heads share a kv head.
 
 With `thread_cache`, the cache goes through the block loop as a carried value and comes back out,
 for a caller that chains it from layer to layer (unrolled layers; see `loop_over_blocks`).
@@ -63,12 +64,28 @@ def online_softmax_update(m, denom, acc, s, v):
   return m_new, denom, acc
 
 
-def _grouped_queries(q: jax.Array, kv_heads: int, cache_k: jax.Array, block: int) -> jax.Array:
+def key_block(cache_k: jax.Array, layer, slot, start, slots: int, block: int,
+              keys_transposed: bool) -> jax.Array:
+  """Keys of `slots` slots from `slot` at positions [start, start + block) of `layer`: [slots, K,
+  block, H], or [slots, K, H, block] as stored transposed."""
+  _, _, kv_heads, a, b = cache_k.shape
+  if keys_transposed:
+    return jax.lax.dynamic_slice(cache_k, (layer, slot, 0, 0, start), (1, slots, kv_heads, a, block))[0]
+  return jax.lax.dynamic_slice(cache_k, (layer, slot, 0, start, 0), (1, slots, kv_heads, block, b))[0]
+
+
+def block_scores(qg: jax.Array, keys: jax.Array, keys_transposed: bool) -> jax.Array:
+  """qg [I, K, Q, H] against a `key_block` [I, K, S, H] (or [I, K, H, S]) -> fp32 [I, K, Q, S]."""
+  pattern = "IKQH,IKHS->IKQS" if keys_transposed else "IKQH,IKSH->IKQS"
+  return jnp.einsum(pattern, qg, keys.astype(qg.dtype), preferred_element_type=jnp.float32)
+
+
+def _grouped_queries(q: jax.Array, kv_heads: int, cache_v: jax.Array, block: int) -> jax.Array:
   """q [B, N, H] scaled by 1 / sqrt(H) and grouped by kv head -> [B, K, G, H]; checks that the
   cache splits into whole blocks."""
   b, n, h = q.shape
-  if cache_k.shape[3] % block:
-    raise ValueError(f"cache length {cache_k.shape[3]} is not a multiple of the block {block}")
+  if cache_v.shape[3] % block:
+    raise ValueError(f"cache length {cache_v.shape[3]} is not a multiple of the block {block}")
   scaled = q.astype(jnp.float32) * (1.0 / math.sqrt(h))
   return scaled.reshape(b, kv_heads, n // kv_heads, h).astype(q.dtype)
 
@@ -92,23 +109,21 @@ def ragged_decode_attention(
     blocks: jax.Array,
     block: int,
     thread_cache: bool = False,
+    keys_transposed: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """softmax over (cache keys < length, new key) of q k / sqrt(H), times v -> [B, N, H], and the
   cache (carried through the loop with `thread_cache`, else the arrays given)."""
   b, n, h = q.shape
   kv_heads = k_new.shape[1]
-  f32 = jnp.float32
-  qg = _grouped_queries(q, kv_heads, cache_k, block)
+  qg = _grouped_queries(q, kv_heads, cache_v, block)
   m, denom, acc = _own_token_state(qg, k_new, v_new)
 
   def body(i, carry, cache_k, cache_v):
     m, denom, acc = carry
     start = i * block
-    at = (layer, 0, 0, start, 0)
-    size = (1, b, kv_heads, block, h)
-    kb = jax.lax.dynamic_slice(cache_k, at, size)[0].astype(q.dtype)  # [B, K, block, H]
-    vb = jax.lax.dynamic_slice(cache_v, at, size)[0].astype(q.dtype)
-    s = jnp.einsum("BKGH,BKSH->BKGS", qg, kb, preferred_element_type=f32)
+    kb = key_block(cache_k, layer, 0, start, b, block, keys_transposed)
+    vb = jax.lax.dynamic_slice(cache_v, (layer, 0, 0, start, 0), (1, b, kv_heads, block, h))[0].astype(q.dtype)
+    s = block_scores(qg, kb, keys_transposed)  # [B, K, G, block]
     visible = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [B, block]
     s = jnp.where(visible[:, None, None, :], s, -jnp.inf)
     return online_softmax_update(m, denom, acc, s, vb)
@@ -129,6 +144,7 @@ def per_slot_decode_attention(
     block: int,
     thread_cache: bool = False,
     group: int = 8,
+    keys_transposed: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """`ragged_decode_attention` with each active slot reading only its own blocks.
 
@@ -149,8 +165,8 @@ def per_slot_decode_attention(
   b, n, h = q.shape
   kv_heads = k_new.shape[1]
   g = n // kv_heads
-  qg = _grouped_queries(q, kv_heads, cache_k, block)
-  per_slot = cache_k.shape[3] // block
+  qg = _grouped_queries(q, kv_heads, cache_v, block)
+  per_slot = cache_v.shape[3] // block
   f32 = jnp.float32
   reach = jnp.where(active, (lengths + block - 1) // block, 0)  # [B] blocks each slot reads
   ends = jnp.cumsum(reach)  # the work list: slot b's pairs are [ends[b] - reach[b], ends[b])
@@ -165,12 +181,12 @@ def per_slot_decode_attention(
     slot = jnp.minimum(jnp.searchsorted(ends, item, side="right"), b - 1)
     j = jnp.where(valid, item - (ends[slot] - reach[slot]), 0)  # the block within the slot
 
-    def blocks_of(cache):  # [group, K, block, H]
-      take = lambda s, jj: jax.lax.dynamic_slice(cache, (layer, s, 0, jj * block, 0), (1, 1, kv_heads, block, h))
-      return jax.vmap(take)(slot, j)[:, 0, 0].astype(q.dtype)
-
-    kb, vb = blocks_of(cache_k), blocks_of(cache_v)
-    s = jnp.einsum("IKGH,IKSH->IKGS", qg[slot], kb, preferred_element_type=f32)
+    take = lambda s, jj: key_block(cache_k, layer, s, jj * block, 1, block, keys_transposed)[0]
+    kb = jax.vmap(take)(slot, j)  # [group, K, block, H] or [group, K, H, block]
+    size = (1, 1, kv_heads, block, h)
+    take = lambda s, jj: jax.lax.dynamic_slice(cache_v, (layer, s, 0, jj * block, 0), size)
+    vb = jax.vmap(take)(slot, j)[:, 0, 0].astype(q.dtype)  # [group, K, block, H]
+    s = block_scores(qg[slot], kb, keys_transposed)
     visible = (j[:, None] * block + jnp.arange(block)[None, :]) < lengths[slot][:, None]  # [group, block]
     s = jnp.where(visible[:, None, None, :], s, -jnp.inf)
     m = jnp.max(s, axis=-1)  # finite: a pair's block holds at least one of its slot's positions

@@ -235,6 +235,14 @@ class Llama(nnx.Module):
       )
     return x, new_cache
 
+  def slot_keys_transposed(self, cache_dtype=None) -> bool:
+    """Whether a slot cache for this model stores its keys transposed (models/slot_cache.py says
+    why): on CPU, where it was measured, unless decode attention is the paged kernel, which reads
+    keys [S, H]."""
+    dtype = self.config.compute_dtype if cache_dtype is None else cache_dtype
+    kernel = resolve_decode_attention(self.config.decode_attention_impl, dtype)
+    return jax.default_backend() == "cpu" and kernel != "paged"
+
   def decode_slots(
       self,
       tokens: jax.Array,  # [B] int32: each slot's last token
@@ -263,16 +271,22 @@ class Llama(nnx.Module):
     x = jnp.take(self.embed[...], tokens[:, None], axis=0).astype(config.compute_dtype)
     x = constrain(x, _HIDDEN_AXES, self.sharding)
     if kernel == "paged":
+      if cache.keys_transposed:
+        raise ValueError("the paged decode kernel reads keys [S, H]; this slot cache stores them "
+                         "transposed (make it with keys_transposed=model.slot_keys_transposed())")
       return self._decode_slots_paged(x, positions, inv_freq, cache, active, block)
+    transposed = cache.keys_transposed
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
         if kernel == "per_slot":
           attended, cache_kv_out = per_slot_decode_attention(
-              q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, active, block, thread_cache)
+              q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, active, block, thread_cache,
+              keys_transposed=transposed)
         else:
           attended, cache_kv_out = ragged_decode_attention(
-              q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, blocks, block, thread_cache)
+              q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, blocks, block, thread_cache,
+              keys_transposed=transposed)
         return attended[:, None], ((k[:, 0], v[:, 0]), cache_kv_out)
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
@@ -306,7 +320,8 @@ class Llama(nnx.Module):
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):
-        attended, cache_kv_out = chunk_attention(q, k, v, *cache_kv, layer, slot, start, block, thread_cache)
+        attended, cache_kv_out = chunk_attention(q, k, v, *cache_kv, layer, slot, start, block, thread_cache,
+                                                 keys_transposed=cache.keys_transposed)
         return attended, ((k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)), cache_kv_out)  # [1, K, T, H]
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)

@@ -4,8 +4,9 @@ JAX ships `jax.experimental.pallas.ops.tpu.paged_attention`: one query per seque
 in pages, [kv_heads, pages, page_size, H], each sequence naming its pages and its length; the kernel
 fetches only the pages a sequence's length reaches (a ragged read) and streams them through VMEM.
 
-The slot cache needs no new layout for it. Its keys, [L, B, K, S, H] in one array, are read as
-L x B x K sequences of S / page_size pages each, a reshape that moves no data:
+The slot cache needs no new layout for it (keys stored by position, which is what
+`Llama.slot_keys_transposed` picks when this kernel runs). Its keys, [L, B, K, S, H] in one array,
+are read as L x B x K sequences of S / page_size pages each, a reshape that moves no data:
     pages [1, L*B*K*S/ps, ps, H];  sequence (l, b, k) = pages ((l*B + b)*K + k) * S/ps + [0, S/ps).
 The kernel then sees one kv head per sequence and the G query heads that share it as its group:
 q [B, N, H] -> [B*K, G, H], a reshape too.

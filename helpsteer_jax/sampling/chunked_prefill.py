@@ -111,9 +111,7 @@ def _compute_chunk(graphdef, state, cache: SlotCache, ids, slot, start, last, *,
 
 
 def _write(cache: SlotCache, k, v, slot, start) -> SlotCache:
-  at = (0, slot, 0, start, 0)
-  return cache.replace(k=jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), at),
-                       v=jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), at))
+  return cache.write(k, v, slot, start)
 
 
 _copy_chunk = jax.jit(_write, donate_argnums=(0,))
@@ -219,7 +217,8 @@ class ChunkedPrefill:
       size = 1024  # sizes double, so a longer prompt seldom compiles the chunk program again
       while size < need:
         size *= 2
-      self._scratch = on_weights_device(SlotCache.init(self.model.config, 1, size), self.model)
+      scratch = SlotCache.init(self.model.config, 1, size, keys_transposed=self.model.slot_keys_transposed())
+      self._scratch = on_weights_device(scratch, self.model)
     tokens = tuple(int(t) for t in prompt)
     starts = tuple(start for start, _ in pieces)
     row = jnp.asarray(0, jnp.int32)

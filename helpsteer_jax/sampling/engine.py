@@ -173,7 +173,7 @@ class SlotState:
   def init(cls, model: Llama, num_slots: int, cache_length: int, width: int) -> "SlotState":
     b = num_slots
     return cls(
-        cache=SlotCache.init(model.config, b, cache_length),
+        cache=SlotCache.init(model.config, b, cache_length, keys_transposed=model.slot_keys_transposed()),
         last=jnp.zeros((b,), jnp.int32), out=jnp.zeros((b, width), jnp.int32),
         count=jnp.zeros((b,), jnp.int32), done=jnp.zeros((b,), bool), live=jnp.zeros((b,), bool),
         key=jnp.zeros((b, 2), jnp.uint32), temperature=jnp.zeros((b,), jnp.float32),
@@ -259,9 +259,7 @@ def _take_slots(slots: SlotState, rows: jax.Array, valid: jax.Array) -> SlotStat
 @partial(jax.jit, static_argnames=("cache_length", "width"))
 def _grow(slots: SlotState, *, cache_length: int, width: int) -> SlotState:
   """The same state in a longer cache and/or a wider token buffer."""
-  pad_s = cache_length - slots.cache.max_length
-  pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad_s), (0, 0)))
-  cache = slots.cache.replace(k=pad(slots.cache.k), v=pad(slots.cache.v))
+  cache = slots.cache.grow(cache_length)
   out = jnp.pad(slots.out, ((0, 0), (0, width - slots.out.shape[1])))
   return dataclasses.replace(slots, cache=cache, out=out)
 
