@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from helpsteer_jax.models.causal_attention import group_query_heads, ungroup_query_heads
 from helpsteer_jax.models.decode_attention import (block_scores, key_block, loop_over_blocks,
-                                                   online_softmax_update)
+                                                   online_softmax_update, value_block)
 
 
 def chunk_attention(
@@ -62,10 +62,8 @@ def chunk_attention(
 
   def body(i, carry, cache_k, cache_v):
     m, denom, acc = carry
-    at = (layer, slot, 0, i * block, 0)
-    size = (1, 1, kv_heads, block, h)
     kb = key_block(cache_k, layer, slot, i * block, 1, block, keys_transposed)  # [1, K, C, H] or [1, K, H, C]
-    vb = jax.lax.dynamic_slice(cache_v, at, size)[0].astype(q.dtype)
+    vb = value_block(cache_v, layer, slot, i * block, 1, block).astype(q.dtype)
     # Positions from `start` on (only in the last block of an unaligned chunk) are not context. A
     # select is exact where nothing is masked, so aligned chunks compute what they always did.
     before = (i * block + jnp.arange(block)) < start  # [C]

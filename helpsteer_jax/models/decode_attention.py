@@ -74,6 +74,13 @@ def key_block(cache_k: jax.Array, layer, slot, start, slots: int, block: int,
   return jax.lax.dynamic_slice(cache_k, (layer, slot, 0, start, 0), (1, slots, kv_heads, block, b))[0]
 
 
+def value_block(cache_v: jax.Array, layer, slot, start, slots: int, block: int) -> jax.Array:
+  """Values of `slots` slots from `slot` at positions [start, start + block) of `layer`: [slots, K,
+  block, H]."""
+  _, _, kv_heads, _, h = cache_v.shape
+  return jax.lax.dynamic_slice(cache_v, (layer, slot, 0, start, 0), (1, slots, kv_heads, block, h))[0]
+
+
 def block_scores(qg: jax.Array, keys: jax.Array, keys_transposed: bool) -> jax.Array:
   """qg [I, K, Q, H] against a `key_block` [I, K, S, H] (or [I, K, H, S]) -> fp32 [I, K, Q, S]."""
   pattern = "IKQH,IKHS->IKQS" if keys_transposed else "IKQH,IKSH->IKQS"
@@ -122,7 +129,7 @@ def ragged_decode_attention(
     m, denom, acc = carry
     start = i * block
     kb = key_block(cache_k, layer, 0, start, b, block, keys_transposed)
-    vb = jax.lax.dynamic_slice(cache_v, (layer, 0, 0, start, 0), (1, b, kv_heads, block, h))[0].astype(q.dtype)
+    vb = value_block(cache_v, layer, 0, start, b, block).astype(q.dtype)
     s = block_scores(qg, kb, keys_transposed)  # [B, K, G, block]
     visible = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [B, block]
     s = jnp.where(visible[:, None, None, :], s, -jnp.inf)
@@ -181,11 +188,10 @@ def per_slot_decode_attention(
     slot = jnp.minimum(jnp.searchsorted(ends, item, side="right"), b - 1)
     j = jnp.where(valid, item - (ends[slot] - reach[slot]), 0)  # the block within the slot
 
-    take = lambda s, jj: key_block(cache_k, layer, s, jj * block, 1, block, keys_transposed)[0]
-    kb = jax.vmap(take)(slot, j)  # [group, K, block, H] or [group, K, H, block]
-    size = (1, 1, kv_heads, block, h)
-    take = lambda s, jj: jax.lax.dynamic_slice(cache_v, (layer, s, 0, jj * block, 0), size)
-    vb = jax.vmap(take)(slot, j)[:, 0, 0].astype(q.dtype)  # [group, K, block, H]
+    keys = lambda s, jj: key_block(cache_k, layer, s, jj * block, 1, block, keys_transposed)[0]
+    kb = jax.vmap(keys)(slot, j)  # [group, K, block, H] or [group, K, H, block]
+    values = lambda s, jj: value_block(cache_v, layer, s, jj * block, 1, block)[0]
+    vb = jax.vmap(values)(slot, j).astype(q.dtype)  # [group, K, block, H]
     s = block_scores(qg[slot], kb, keys_transposed)
     visible = (j[:, None] * block + jnp.arange(block)[None, :]) < lengths[slot][:, None]  # [group, block]
     s = jnp.where(visible[:, None, None, :], s, -jnp.inf)

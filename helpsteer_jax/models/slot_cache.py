@@ -59,10 +59,9 @@ class SlotCache:
     # An out-of-range index with mode="drop" skips the write for an inactive slot.
     at = jnp.where(active, self.lengths, self.max_length)
     # Advanced indices on axes 1 and 3 move to the front: the update is laid out [B, L, K, H].
-    if self.keys_transposed:
-      new_k = self.k.at[:, rows, :, :, at].set(k.transpose(1, 0, 2, 3).astype(self.k.dtype), mode="drop")
-    else:
-      new_k = self.k.at[:, rows, :, at, :].set(k.transpose(1, 0, 2, 3).astype(self.k.dtype), mode="drop")
+    key_at = (slice(None), rows, slice(None), slice(None), at) if self.keys_transposed else (
+        slice(None), rows, slice(None), at, slice(None))
+    new_k = self.k.at[key_at].set(k.transpose(1, 0, 2, 3).astype(self.k.dtype), mode="drop")
     new_v = self.v.at[:, rows, :, at, :].set(v.transpose(1, 0, 2, 3).astype(self.v.dtype), mode="drop")
     return self.replace(k=new_k, v=new_v, lengths=self.lengths + active.astype(jnp.int32))
 

@@ -107,14 +107,10 @@ def _compute_chunk(graphdef, state, cache: SlotCache, ids, slot, start, last, *,
   """Computes one chunk (ids [1, T], T <= block) of `slot`'s prompt and writes it at `start`."""
   model: Llama = nnx.merge(graphdef, state)
   hidden, k, v = model.prefill_chunk(ids, cache, slot, start, last, block)
-  return _write(cache, k, v, slot, start), Chunk(k, v, hidden)
+  return cache.write(k, v, slot, start), Chunk(k, v, hidden)
 
 
-def _write(cache: SlotCache, k, v, slot, start) -> SlotCache:
-  return cache.write(k, v, slot, start)
-
-
-_copy_chunk = jax.jit(_write, donate_argnums=(0,))
+_copy_chunk = jax.jit(SlotCache.write, donate_argnums=(0,))
 
 
 @partial(jax.jit, static_argnames=("graphdef",))
