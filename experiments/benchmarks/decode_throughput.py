@@ -13,7 +13,9 @@ Measured side by side in one run, both models loaded from the same embedded GGUF
      bandwidth drifts by 10-20% within minutes, so `--bound_pairs` batch-1 runs alternate with
      bandwidth measurements: each run is held against the higher of the bandwidths measured just
      before and just after it, and the report gives every pair, their median and the best run
-     against the best bandwidth of the whole series;
+     against the best bandwidth of the whole series. Each pair also runs the other layouts of
+     `--bound_layouts` (unrolled and scanned layers), so the per-shape choice of layout is
+     measured against its alternatives between the same bandwidth measurements;
   3. n samples sharing one prefill against n prefills of n long prompts of the same length
      (identical but for their last token: the engine would share the prefill of identical ones).
 Writes a Markdown table (default experiments/benchmarks/results/decode_throughput.md).
@@ -23,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
-from timing import best_time, write_report
+from timing import best_time, cpu_name, write_report
 
 
 def measure_bandwidth(num_bytes: int = 1 << 30, repeats: int = 5) -> float:
@@ -51,6 +52,8 @@ def main() -> None:
   parser.add_argument("--prompt_tokens", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--bound_pairs", type=int, default=6)
+  parser.add_argument("--bound_layouts", default="auto,unrolled,model",
+                      help="engine layouts run in each batch-1 pair, the default layout first")
   parser.add_argument("--shared_prefill_n", type=int, default=8)
   parser.add_argument("--shared_prefill_prompt", type=int, default=1024)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "decode_throughput.md"))
@@ -116,19 +119,30 @@ def main() -> None:
   bandwidth = measure_bandwidth()
   bound = bandwidth / param_bytes
   batch1 = rows[0][1] if rows and rows[0][0] == 1 else None  # the default layout, end to end
-  pairs = []  # (bandwidth around the run, end-to-end tok/s, decode steps' tok/s)
+  layouts = args.bound_layouts.split(",")
+  if layouts[0] != "auto":
+    raise SystemExit(f"--bound_layouts={args.bound_layouts}: the default layout (auto) comes first")
+  # Per layout: (bandwidth around the run, end-to-end tok/s, decode steps' tok/s) for each pair.
+  series: dict[str, list] = {layout: [] for layout in layouts}
   if batch1 is not None:
+    for layout in layouts[1:]:
+      engine_run(batch1_prompts, settings, layout)  # compile
     around = [measure_bandwidth(repeats=3)]
     for _ in range(args.bound_pairs):
-      start = time.perf_counter()
-      engine = engine_run(batch1_prompts, settings, "auto")
-      seconds = time.perf_counter() - start
-      stats = engine.stats()
+      runs = []
+      for layout in layouts:
+        start = time.perf_counter()
+        engine = engine_run(batch1_prompts, settings, layout)
+        seconds = time.perf_counter() - start
+        stats = engine.stats()
+        runs.append((layout, args.new_tokens / seconds, stats["decode_tokens"] / stats["seconds"]["decode"]))
+        if layout == "auto":
+          batch1_layout = engine.layout
       around.append(measure_bandwidth(repeats=3))
-      pairs.append((max(around[-2:]), args.new_tokens / seconds,
-                    stats["decode_tokens"] / stats["seconds"]["decode"]))
-    batch1_layout = engine.layout
+      for layout, e, d in runs:
+        series[layout].append((max(around[-2:]), e, d))
     best_bound = max(around) / param_bytes
+  pairs = series["auto"]
 
   # n samples of one long prompt: one shared prefill vs n prefills.
   n, length = args.shared_prefill_n, args.shared_prefill_prompt
@@ -145,7 +159,7 @@ def main() -> None:
   lines = [
       "# Decode throughput: SmolLM2-135M-Instruct, fp32, CPU",
       "",
-      f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+      f"Machine: {cpu_name()}, {os.cpu_count()} cores; "
       f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}. "
       f"Greedy, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, best of {args.repeats}.",
       "",
@@ -176,6 +190,25 @@ def main() -> None:
         f"series ({best_bound:.1f} tok/s): end to end {best_e:.1f} tok/s = {best_e / best_bound:.0%}, "
         f"decode steps {best_d:.1f} tok/s = {best_d / best_bound:.0%}.",
     ]
+    if len(layouts) > 1:
+      names = {"auto": f"default ({batch1_layout})", "unrolled": "unrolled layers",
+               "model": "the model's scanned layers", "switched": "switched layers",
+               "fused": "fused projections"}
+      lines += [
+          "",
+          "The same pairs ran every layout one after another between the same two bandwidth "
+          "measurements; medians over the pairs:",
+          "",
+          "| batch-1 layout | end to end tok/s | of the bound | decode steps tok/s | of the bound |",
+          "|---|---:|---:|---:|---:|",
+      ]
+      for layout in layouts:
+        runs = series[layout]
+        lines.append(
+            f"| {names.get(layout, layout)} | {np.median([e for _, e, _ in runs]):.1f} | "
+            f"{np.median([e / (b / param_bytes) for b, e, _ in runs]):.0%} | "
+            f"{np.median([d for _, _, d in runs]):.1f} | "
+            f"{np.median([d / (b / param_bytes) for b, _, d in runs]):.0%} |")
   lines += [
       "",
       f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
-from timing import write_report
+from timing import cpu_name, write_report
 
 
 def main() -> None:
@@ -100,7 +99,7 @@ def main() -> None:
   lines = [
       "# One RLOO iteration: SmolLM2-135M-Instruct policy, reference and RM, fp32, CPU",
       "",
-      f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax {jax.__version__}. "
+      f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}. "
       f"{args.prompts} edit prompts (cut to {args.prompt_tokens} tokens) x {args.samples} samples = {b} rollouts "
       f"of {args.new_tokens} new tokens; rows of {steady[-1][5]} tokens. Mean of iterations 2..{args.iterations}; "
       f"the first (with compilation) took {rows[0][4]:.1f} s.",

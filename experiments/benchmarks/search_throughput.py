@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import time
 
 import numpy as np
 
-from timing import best_time, write_report
+from timing import best_time, cpu_name, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "experiments", "scaling", "smollm2_self_feedback_edit.py")
@@ -145,7 +144,7 @@ def main() -> None:
   lines = [
       "# The search's throughput: SmolLM2-135M-Instruct, fp32, CPU",
       "",
-      f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax {jax.__version__}. "
+      f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}. "
       f"README demo config on {cold['prompts']} Arena-Hard prompts ({engine['num_slots']} slots); static "
       f"batch of {args.static_rows} rows x {args.static_tokens} tokens, best of {args.repeats}.",
       "",

@@ -19,14 +19,13 @@ import argparse
 import functools
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-from timing import best_time, write_report
+from timing import best_time, cpu_name, write_report
 
 SIDES = ("ours", "keep", "transformers")
 
@@ -189,7 +188,7 @@ def main() -> None:
   lines = [
       "# SFT step: SmolLM2-135M-Instruct, fp32, CPU",
       "",
-      f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax {jax.__version__}, "
+      f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}, "
       f"torch {best['transformers']['torch']}, transformers {best['transformers']['transformers']}. "
       f"Batch {b} x {t} tokens, forward + backward + AdamW (clip 1.0). Each side in its own process, "
       f"best of {args.steps} steps per process; ours and transformers' take turns over {args.rounds} rounds.",

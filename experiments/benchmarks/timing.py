@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Callable
 
@@ -23,3 +24,16 @@ def write_report(path: str, lines: list[str]) -> None:
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
+
+
+def cpu_name() -> str:
+  """The CPU's model name ("AMD EPYC ...", from /proc/cpuinfo on Linux), else the architecture:
+  tables from different days name the CPU they ran on, since only ratios within one run compare."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
