@@ -58,6 +58,7 @@ def main() -> None:
   parser.add_argument("--shared_prefill_prompt", type=int, default=1024)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "decode_throughput.md"))
   args = parser.parse_args()
+  layouts = args.bound_layouts.split(",")
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
   import jax
@@ -66,10 +67,13 @@ def main() -> None:
 
   import helpsteer_jax as hj
   from helpsteer_jax.checkpoints.embedded import embedded_model_path
+  from helpsteer_jax.models.decode_layout import LAYOUTS
   from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
   from helpsteer_jax.sampling.keys import sample_key
   from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens, sample_tokens_static
 
+  if layouts[0] != "auto" or not set(layouts) <= {"auto", *LAYOUTS}:
+    raise SystemExit(f"--bound_layouts={args.bound_layouts}: expected auto first, then any of {LAYOUTS}")
   path = embedded_model_path()
   model, _ = hj.load_pretrained(path, show_progress=False)
 
@@ -119,9 +123,6 @@ def main() -> None:
   bandwidth = measure_bandwidth()
   bound = bandwidth / param_bytes
   batch1 = rows[0][1] if rows and rows[0][0] == 1 else None  # the default layout, end to end
-  layouts = args.bound_layouts.split(",")
-  if layouts[0] != "auto":
-    raise SystemExit(f"--bound_layouts={args.bound_layouts}: the default layout (auto) comes first")
   # Per layout: (bandwidth around the run, end-to-end tok/s, decode steps' tok/s) for each pair.
   series: dict[str, list] = {layout: [] for layout in layouts}
   if batch1 is not None:
@@ -172,7 +173,8 @@ def main() -> None:
       f"-> batch-1 bound {bound:.1f} tok/s.",
   ]
   if batch1 is not None:
-    ratios = [(e / (b / param_bytes), d / (b / param_bytes)) for b, e, d in pairs]
+    fractions = lambda runs: [(e / (b / param_bytes), d / (b / param_bytes)) for b, e, d in runs]
+    ratios = fractions(pairs)
     best_e, best_d = max(e for _, e, _ in pairs), max(d for _, _, d in pairs)
     lines += [
         "",
@@ -203,12 +205,8 @@ def main() -> None:
           "|---|---:|---:|---:|---:|",
       ]
       for layout in layouts:
-        runs = series[layout]
-        lines.append(
-            f"| {names.get(layout, layout)} | {np.median([e for _, e, _ in runs]):.1f} | "
-            f"{np.median([e / (b / param_bytes) for b, e, _ in runs]):.0%} | "
-            f"{np.median([d for _, _, d in runs]):.1f} | "
-            f"{np.median([d / (b / param_bytes) for b, _, d in runs]):.0%} |")
+        (_, e, d), (fe, fd) = np.median(series[layout], axis=0), np.median(fractions(series[layout]), axis=0)
+        lines.append(f"| {names.get(layout, layout)} | {e:.1f} | {fe:.0%} | {d:.1f} | {fd:.0%} |")
   lines += [
       "",
       f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "
