@@ -7,8 +7,9 @@
   cudnn   `jax.nn.dot_product_attention(implementation="cudnn")`;
   pallas  `jax.experimental.pallas.ops.tpu.flash_attention`.
 A kernel is used only where it applies: its backend, a causal mask that is a key-length mask
-(right padding; packed segments and left padding fall back), and for cuDNN a 16- or 32-bit
-float dtype. Anything else runs the XLA path, which is also the reference the kernels are tested
+(right padding; packed segments and left padding fall back), and for cuDNN a 16-bit float compute
+dtype (cuDNN's flash attention takes bf16 and fp16 only: an fp32 model on a GPU runs the XLA
+attention). Anything else runs the XLA path, which is also the reference the kernels are tested
 against. Decode attention over a slot cache is models/decode_attention.py, or on TPU the paged
 kernel of models/paged_decode.py (`decode_attention_impl`).
 
@@ -28,16 +29,23 @@ IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
 _KERNEL_OF_BACKEND = {"gpu": "cudnn", "cuda": "cudnn", "tpu": "pallas"}
 
 
-def resolve(impl: str, backend: Optional[str] = None) -> str:
-  """The implementation `impl` runs as on `backend` (default: jax's): a kernel name or "xla"."""
+def resolve(impl: str, backend: Optional[str] = None, dtype=None) -> str:
+  """The implementation `impl` runs as on `backend` (default: jax's) for activations of `dtype`
+  (None: any): a kernel name or "xla"."""
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"attention_impl={impl!r}; expected one of {IMPLEMENTATIONS}")
   backend = backend or jax.default_backend()
   available = _KERNEL_OF_BACKEND.get(backend)
+  if available == "cudnn" and dtype is not None and jnp.dtype(dtype).itemsize != 2:
+    if impl == "cudnn":
+      logging.warning("attention_impl='cudnn' takes bf16 or fp16; %s activations use the XLA attention",
+                      jnp.dtype(dtype).name)
+    available = None
   if impl == "auto":
     return available or "xla"
   if impl != "xla" and impl != available:
-    logging.warning("attention_impl=%r has no kernel on backend %r; using the XLA attention", impl, backend)
+    if impl != "cudnn" or _KERNEL_OF_BACKEND.get(backend) != "cudnn":
+      logging.warning("attention_impl=%r has no kernel on backend %r; using the XLA attention", impl, backend)
     return "xla"
   return impl
 

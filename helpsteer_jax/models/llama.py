@@ -211,7 +211,7 @@ class Llama(nnx.Module):
       new_valid = jax.lax.dynamic_update_slice(cache.valid, input_mask, (0, cache.index))
 
     kernel = None
-    impl = resolve_attention(config.attention_impl)
+    impl = resolve_attention(config.attention_impl, dtype=config.compute_dtype)
     # A kernel takes the chunk's own causal attention under a right-padding mask; packed segments,
     # other masks and attention over a filled cache stay on the XLA path.
     if impl != "xla" and len(masks) == 1 and segment_ids is None and key_lengths is not None:
@@ -397,12 +397,16 @@ class Llama(nnx.Module):
 
   # -- layer stacks -----------------------------------------------------------------------------
 
-  def _block_fn(self, graphdef):
-    """(block state, x, positions, masks, inv_freq, cache_kv) -> block output, wrapped in remat."""
+  def _block_fn(self, graphdef, kernel: Optional[tuple[str, jax.Array]] = None):
+    """(block state, x, positions, masks, inv_freq, cache_kv, key lengths) -> block output,
+    wrapped in remat. The kernel's name is closed over, not passed: a string is no JAX value, and
+    `jax.checkpoint` takes every argument as one."""
+    impl = None if kernel is None else kernel[0]
 
-    def run(state, x, positions, masks, inv_freq, cache_kv, kernel=None):
+    def run(state, x, positions, masks, inv_freq, cache_kv, key_lengths=None):
       block = nnx.merge(graphdef, state)
-      return block(x, positions, masks, inv_freq, self.sharding, cache_kv, kernel)
+      block_kernel = None if key_lengths is None else (impl, key_lengths)
+      return block(x, positions, masks, inv_freq, self.sharding, cache_kv, block_kernel)
 
     policy = self.config.remat_policy
     if policy == "none":
@@ -413,10 +417,11 @@ class Llama(nnx.Module):
 
   def _scan_layers(self, x, positions, masks, inv_freq, cache, kernel=None):
     graphdef, stacked = nnx.split(self.layers)
-    run_block = self._block_fn(graphdef)
+    run_block = self._block_fn(graphdef, kernel)
+    lengths = None if kernel is None else kernel[1]
     if cache is None:
       def body(x, state):
-        return run_block(state, x, positions, masks, inv_freq, None, kernel)[0], None
+        return run_block(state, x, positions, masks, inv_freq, None, lengths)[0], None
 
       x, _ = jax.lax.scan(body, x, stacked)
       return x, None, None
@@ -426,7 +431,7 @@ class Llama(nnx.Module):
     # would copy it at every layer.
     def body_with_cache(x, layer):
       state, layer_k, layer_v = layer
-      return run_block(state, x, positions, masks, inv_freq, (layer_k, layer_v), kernel)
+      return run_block(state, x, positions, masks, inv_freq, (layer_k, layer_v), lengths)
 
     x, (chunk_k, chunk_v) = jax.lax.scan(body_with_cache, x, (stacked, cache.k, cache.v))
     return x, *self._write_chunk(cache, chunk_k, chunk_v)
@@ -436,7 +441,8 @@ class Llama(nnx.Module):
     for i, block in enumerate(self.layers):
       graphdef, state = nnx.split(block)
       layer_kv = None if cache is None else (cache.k[i], cache.v[i])
-      x, kv = self._block_fn(graphdef)(state, x, positions, masks, inv_freq, layer_kv, kernel)
+      x, kv = self._block_fn(graphdef, kernel)(state, x, positions, masks, inv_freq, layer_kv,
+                                               None if kernel is None else kernel[1])
       chunks.append(kv)
     if cache is None:
       return x, None, None

@@ -66,8 +66,10 @@ class EngineSettings:
   prefill_chunk: int = 128
   keep_prefill_mb: int = 1024
   # Weights for the decode step (models/decode_layout.py). auto: on CPU, switched layers for
-  # several slots and unrolled layers with fused input projections for a single slot; elsewhere the
-  # model's own layout, as other backends are not measured here. A scan over stacked layers copies
+  # several slots and unrolled layers with fused input projections for a single slot; on one GPU,
+  # unrolled layers (an 8B-shaped model in bf16 on an H200 decoded one slot at 129 tok/s unrolled
+  # against 68 scanned, 62% and 33% of the HBM bound: experiments/benchmarks/results/gpu_session.md);
+  # elsewhere (TPU, several devices) the model's own layout, as those are not measured here. A scan over stacked layers copies
   # each layer's matrices out of the stack before its products (the 425 MB of SmolLM2's layers at
   # every step); unrolled layers read them in place but their decode programs take 6-12 s to compile
   # against ~2 s scanned. Switched layers (models/layer_switch.py) read them in place from one
@@ -425,11 +427,12 @@ class Engine:
     """`settings.layout`, with auto resolved for the model's backend and the number of slots."""
     if settings.layout != "auto":
       return settings.layout
-    if next(iter(model.embed[...].devices())).platform != "cpu":
-      return "model"
+    platform = next(iter(model.embed[...].devices())).platform
     single_device = model.sharding is None or model.sharding.mesh.size == 1
-    if not single_device:
+    if not single_device or platform not in ("cpu", "gpu"):
       return "model"
+    if platform == "gpu":
+      return "unrolled"
     return "fused" if settings.num_slots == 1 else "switched"
 
   def _ensure_capacity(self, need_length: int, need_width: int) -> None:
