@@ -55,6 +55,7 @@ setup(
             "helpsteer-tables=helpsteer_jax.tables:run",
             "helpsteer-sweep=helpsteer_jax.sweep:run",
             "helpsteer-rescore=helpsteer_jax.rescore:run",
+            "helpsteer-merge=helpsteer_jax.merge:run",
         ],
     },
 )

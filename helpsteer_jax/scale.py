@@ -6,6 +6,8 @@ Results are appended to `<output_dir>/results.jsonl` prompt by prompt, in prompt
 prompt's tree completes, so an interrupted run loses only the prompts in flight and a rerun resumes
 where it stopped; `summary.json` (with the engine's slot use and tokens/s per stage) and
 `distill.jsonl` (the chosen answers as SFT data) are rebuilt at the end.
+With `--config.prompts.shard=I/N` the run takes its share of the prompts into
+`<output_dir>/shard-I-of-N`; `python -m helpsteer_jax.merge` joins the shards into one folder.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ml_collections import config_flags
 from helpsteer_jax import entry_point
 # The search's orchestration lives in scaling/run.py; its functions are named here for callers of
 # `helpsteer_jax.scale.run_search`.
-from helpsteer_jax.scaling.run import build_search, run_search, search_settings  # noqa: F401
+from helpsteer_jax.scaling.run import build_search, output_folder, run_search, search_settings  # noqa: F401
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
@@ -29,7 +31,7 @@ def main(argv):
   keys = ("num_prompts", "token_multiple", "mean_token_multiple_per_prompt", "mean_best_score",
           "mean_draft_score", "best_is_an_edit", "mean_effective_feedbacks_per_draft")
   print("\n".join(f"{k}: {summary.get(k)}" for k in keys))
-  print(f"results in {_CONFIG.value.output_dir}")
+  print(f"results in {output_folder(_CONFIG.value)}")
 
 
 def run():

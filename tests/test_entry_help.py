@@ -9,7 +9,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("train", "scale", "evaluate", "convert", "plan", "tables", "chat", "annotate", "rescore", "sweep")
+COMMANDS = ("train", "scale", "evaluate", "convert", "plan", "tables", "chat", "annotate", "rescore", "sweep",
+            "merge")
 
 
 def _run(args, **env):

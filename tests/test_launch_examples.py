@@ -105,3 +105,20 @@ def test_sweeps_list_every_grid_point_and_variant_and_each_builds():
                            "--config=experiments/feedback_sft.py"], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, PYTHON=sys.executable))
   assert single.returncode != 0 and "defines no get_sweep" in single.stderr
+
+
+def test_a_slurm_job_array_runs_one_prompt_shard_per_task():
+  config = "--config=experiments/scaling/smollm2_self_feedback_edit.py"
+  submit = _dry_run(["launch/slurm_submit.sh", "--shards=4", "scale", config])
+  assert "--array=0-3" in submit
+  env = dict(os.environ, PYTHON=sys.executable, DRY_RUN="1", SLURM_ARRAY_TASK_ID="6", SLURM_ARRAY_TASK_MIN="4",
+             SLURM_ARRAY_TASK_COUNT="4")
+  proc = subprocess.run(["bash", "launch/slurm_gpu.sbatch", "scale", config], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith("--config.prompts.shard=2/4"), proc.stderr
+  # Only the search splits its prompts; a bad count stops before sbatch.
+  for words, message in ((["--shards=2", "train", "--config=experiments/feedback_sft.py:tiny"], "not train"),
+                         (["--shards=0x", "scale", config], "expected a positive count")):
+    proc = subprocess.run(["bash", "launch/slurm_submit.sh", "--dry-run", *words], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr

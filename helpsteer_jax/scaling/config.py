@@ -29,7 +29,9 @@ def default_config() -> ConfigDict:
   config.selector.kind = "generative_judge"  # generative_judge | reward_model | none
   # reward_model stored as a causal LM (NVIDIA's Select): the vocabulary index of its reward logit.
   config.selector.logit_index = config_dict.placeholder(int)
-  config.prompts = ConfigDict({"source": "arena_hard", "path": "", "limit": 4, "start": 0})
+  # shard "I/N": this run takes every N-th prompt from the I-th and writes <output_dir>/shard-I-of-N
+  # (scaling/shards.py); `python -m helpsteer_jax.merge` joins the shards. Empty: all prompts.
+  config.prompts = ConfigDict({"source": "arena_hard", "path": "", "limit": 4, "start": 0, "shard": ""})
   config.search = ConfigDict({
       "mode": "feedback_edit",
       "num_drafts": 2,

@@ -86,33 +86,46 @@ def check_requests(items, search) -> None:
   check_request_lengths(items, search.settings, *limits)
 
 
+def output_folder(config: ConfigDict) -> str:
+  """Where the run writes: `output_dir`, or its `shard-I-of-N` folder for `prompts.shard=I/N`."""
+  from helpsteer_jax.scaling.shards import parse_shard, run_folder
+
+  return run_folder(config.output_dir, parse_shard(config.prompts.get("shard", "")))
+
+
 def run_search(config: ConfigDict) -> dict[str, Any]:
   """Runs (or resumes) the search of `config`; returns the summary. The output folder is checked
   writable and held by this run alone (`data/run_folder.py`) before any prompt is read."""
   from helpsteer_jax.data.run_folder import claim_run_folder
 
-  with claim_run_folder(config.output_dir, what="scaling search"):
-    return _run_search(config)
+  folder = output_folder(config)  # a bad shard fails here, before the folder is made
+  with claim_run_folder(folder, what="scaling search"):
+    return _run_search(config, folder)
 
 
-def _run_search(config: ConfigDict) -> dict[str, Any]:
+def _run_search(config: ConfigDict, folder: str) -> dict[str, Any]:
   import jax
   from tqdm.auto import tqdm
 
   from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.scaling.results import ResultWriter
+  from helpsteer_jax.scaling.shards import parse_shard
 
   if jax.process_count() > 1:
     raise RuntimeError(
         f"the scaling search runs in one process (its mesh spans one host's devices) but this run has "
         f"{jax.process_count()} processes; run it on each host over its own prompt range "
-        "(--config.prompts.start / --config.prompts.limit) and a separate output_dir")
+        "(--config.prompts.shard=I/N, one shard per host) and merge them with python -m helpsteer_jax.merge")
   items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
                        config.prompts.start)
-  writer = ResultWriter(config.output_dir)
+  shard = parse_shard(config.prompts.get("shard", ""))
+  if shard is not None:
+    logging.info("shard %s: %d of the run's %d prompts", shard, len(shard.select(items)), len(items))
+    items = shard.select(items)
+  writer = ResultWriter(folder)
   done = writer.done_ids()
   todo = [item for item in items if item.id not in done]
-  logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), config.output_dir)
+  logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), folder)
   search = build_search(config, ModelPool(config.mesh))
   check_requests(todo, search)
 

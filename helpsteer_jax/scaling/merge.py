@@ -1,0 +1,153 @@
+"""Joining the run folders of one search run apart (prompt shards, or prompt ranges) into one.
+
+The inputs are run folders, or parent folders whose `shard-I-of-N` subfolders are run folders.
+Their configs must be the same but for `output_dir` and `prompts.shard`, and no prompt may be in
+two of them: anything else is refused, naming what differs, before the output is touched. The
+merged `results.jsonl` holds the records in the order of the run's prompt list (as one unsharded
+run writes them), and `summary.json` and `distill.jsonl` are recomputed from those records
+(`token_multiple` the ratio of the sums, never an average of the inputs' figures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from helpsteer_jax.scaling.results import RESULTS, SUMMARY, read_records, summarize, unique_records
+from helpsteer_jax.scaling.results import write_distillation
+from helpsteer_jax.scaling.shards import shard_of_folder
+
+# Config fields that may differ between the inputs: where each wrote, and which share it took.
+_PER_RUN_KEYS = ("output_dir", "prompts.shard")
+
+
+class MergeError(ValueError):
+  """Inputs that cannot be merged, or an output that is not a merge's to overwrite."""
+
+
+def run_folders(inputs: Sequence[str]) -> list[str]:
+  """The run folders named by `inputs` (a parent folder stands for its `shard-I-of-N` folders)."""
+  folders = []
+  for path in inputs:
+    if os.path.isfile(os.path.join(path, RESULTS)) or os.path.isfile(os.path.join(path, SUMMARY)):
+      folders.append(path)
+      continue
+    shards = sorted((os.path.join(path, name) for name in os.listdir(path)
+                     if shard_of_folder(name) is not None), key=lambda p: shard_of_folder(p).index) \
+        if os.path.isdir(path) else []
+    if not shards:
+      raise MergeError(f"{path}: neither a run folder (no {RESULTS}) nor a folder of shard-I-of-N run folders")
+    folders.extend(shards)
+  resolved = [os.path.realpath(f) for f in folders]
+  if len(set(resolved)) != len(resolved):
+    raise MergeError(f"a folder is named twice among the inputs: {folders}")
+  return folders
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      out.update(_flat(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def _run_config(folder: str) -> dict[str, Any]:
+  path = os.path.join(folder, SUMMARY)
+  if not os.path.isfile(path):
+    raise MergeError(f"{folder}: no {SUMMARY}; the run has not finished (rerun its command to resume "
+                     "it) or this is not a search's run folder")
+  with open(path) as f:
+    summary = json.load(f)
+  if "config" not in summary or "merged_from" in summary:
+    raise MergeError(f"{folder}: {SUMMARY} is not a search run's (merge run folders, not merges)")
+  return summary["config"]
+
+
+def _check_same_config(folders: list[str], configs: list[dict[str, Any]]) -> None:
+  first = {k: v for k, v in _flat(configs[0]).items() if k not in _PER_RUN_KEYS}
+  for folder, config in zip(folders[1:], configs[1:]):
+    other = {k: v for k, v in _flat(config).items() if k not in _PER_RUN_KEYS}
+    differ = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+    if differ:
+      shown = ", ".join(f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in differ[:6])
+      raise MergeError(f"{folders[0]} and {folder} ran different configs ({shown}"
+                       f"{', ...' if len(differ) > 6 else ''}); only output_dir and prompts.shard may differ")
+
+
+def _check_output(output: str, folders: list[str]) -> None:
+  if os.path.realpath(output) in {os.path.realpath(f) for f in folders}:
+    raise MergeError(f"--output={output} is one of the inputs")
+  summary = os.path.join(output, SUMMARY)
+  if os.path.isfile(os.path.join(output, RESULTS)):
+    merged_before = False
+    if os.path.isfile(summary):
+      with open(summary) as f:
+        merged_before = "merged_from" in json.load(f)
+    if not merged_before:
+      raise MergeError(f"--output={output} holds a run's {RESULTS} that no merge wrote; give an empty "
+                       "or new folder")
+
+
+def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
+  """Merges the run folders of `inputs` into `output`; returns the merged summary. An output a
+  previous merge wrote is rewritten whole (everything in it is computed from the inputs)."""
+  from helpsteer_jax.data.prompt_sources import load_prompts
+  from helpsteer_jax.data.run_folder import claim_run_folder
+
+  folders = run_folders(inputs)
+  configs = [_run_config(f) for f in folders]
+  _check_same_config(folders, configs)
+  _check_output(output, folders)
+  owner: dict[str, str] = {}
+  records = []
+  for folder in folders:
+    for record in unique_records(read_records(folder)):
+      rid = str(record["id"])
+      if rid in owner:
+        raise MergeError(f"prompt {rid!r} is in both {owner[rid]} and {folder}; shards of one run never "
+                         "share a prompt")
+      owner[rid] = folder
+      records.append(record)
+  prompts = configs[0]["prompts"]
+  order = {str(item.id): i for i, item in
+           enumerate(load_prompts(prompts["source"], prompts["path"], prompts["limit"], prompts["start"]))}
+  strangers = [rid for rid in owner if rid not in order]
+  if strangers:
+    raise MergeError(f"prompts {strangers[:5]} are not in the run's prompt list ({prompts['source']} "
+                     f"{prompts['path']}); was the prompt file changed since?")
+  records.sort(key=lambda r: order[str(r["id"])])
+  shards = [shard_of_folder(f) for f in folders]
+  counts = {s.count for s in shards if s is not None}
+  missing_shards = []
+  if len(counts) == 1 and all(s is not None for s in shards):
+    count = counts.pop()
+    missing_shards = sorted(set(range(count)) - {s.index for s in shards})
+  if missing_shards or len(records) < len(order):
+    logging.warning("the merge holds %d of the run's %d prompts%s", len(records), len(order),
+                    f" (shards {missing_shards} of {count} missing)" if missing_shards else "")
+  config = dict(configs[0], output_dir=output)
+  config["prompts"] = dict(prompts, shard="")
+  info = {"config": config, "merged_from": [os.path.abspath(f) for f in folders],
+          "missing_shards": missing_shards, "prompts_in_run": len(order)}
+  with claim_run_folder(output, what="merge"):
+    tmp = os.path.join(output, RESULTS + ".partial")
+    with open(tmp, "w", encoding="utf-8") as f:
+      for record in records:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(output, RESULTS))
+    summary = dict(info, **summarize(records))
+    tmp = os.path.join(output, SUMMARY + ".partial")
+    with open(tmp, "w") as f:
+      json.dump(summary, f, indent=2)
+    os.replace(tmp, os.path.join(output, SUMMARY))
+    write_distillation(records, os.path.join(output, "distill.jsonl"))
+  return summary
