@@ -6,6 +6,8 @@ Results are appended to `<output_dir>/results.jsonl` prompt by prompt, in prompt
 prompt's tree completes, so an interrupted run loses only the prompts in flight and a rerun resumes
 where it stopped; `summary.json` (with the engine's slot use and tokens/s per stage) and
 `distill.jsonl` (the chosen answers as SFT data) are rebuilt at the end.
+Several hosts run one search SPMD (`--config.distributed`: automatic on TPU pods and under SLURM,
+`mode=explicit` with a coordinator otherwise) over a mesh of all their devices; process 0 writes.
 With `--config.prompts.shard=I/N` the run takes its share of the prompts into
 `<output_dir>/shard-I-of-N`; `python -m helpsteer_jax.merge` joins the shards into one folder.
 """
@@ -27,6 +29,10 @@ def main(argv):
   del argv
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. --config=experiments/scaling/smollm2_self_feedback_edit.py")
+  # Multi-host start (TPU pods, SLURM, or explicit) before anything touches the devices.
+  from helpsteer_jax.parallel.distributed import initialize, settings_from_config
+
+  initialize(settings_from_config(_CONFIG.value.get("distributed", None)))
   summary = run_search(_CONFIG.value)
   keys = ("num_prompts", "token_multiple", "mean_token_multiple_per_prompt", "mean_best_score",
           "mean_draft_score", "best_is_an_edit", "mean_effective_feedbacks_per_draft")

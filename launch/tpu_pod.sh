@@ -11,7 +11,8 @@
 # (default python3); --sync: first copy this repository to --dir on every worker. TPU_NAME, ZONE and
 # PROJECT may be given as environment variables instead. --dry-run (or DRY_RUN=1) prints the
 # gcloud commands and exits. MODULE: train, scale, evaluate, convert, plan, tables, chat (scale runs
-# in one process per host: give each host its own prompt range and output_dir).
+# one search over all the slice's hosts, process 0 writing; independent slices each take a shard,
+# --config.prompts.shard=I/N, and python -m helpsteer_jax.merge joins them).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/launch/common.sh"

@@ -89,6 +89,12 @@ def initialize(settings: DistributedSettings = DistributedSettings()) -> str:
   return mode
 
 
+def distributed_config() -> dict:
+  """The config block every command that can span hosts takes (`--config.distributed.mode=...`);
+  '' / 0 / -1 spell unset, since ml_collections fields keep their type."""
+  return {"mode": "auto", "coordinator_address": "", "num_processes": 0, "process_id": -1}
+
+
 def settings_from_config(config) -> DistributedSettings:
   """`DistributedSettings` from an ml_collections block (missing fields take the defaults)."""
   if config is None:

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.models.slot_cache import SlotCache
 
@@ -198,7 +199,7 @@ class ChunkedPrefill:
     if len(prompt) > context:
       raise ValueError(f"a prompt to score has {len(prompt)} tokens; the model's context is {context}")
     chunks, _ = self._prefill(prompt, breaks)
-    return np.asarray(self.logits(chunks[-1].hidden))[0]
+    return to_host(self.logits(chunks[-1].hidden))[0]
 
   def _prefill(self, prompt: Sequence[int], breaks: Sequence[int] = ()) -> tuple[list[Chunk], int]:
     """The chunks of `prompt`, kept ones reused and the rest computed in this object's own cache

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.models.decode_layout import LAYOUTS, decode_layouts
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.models.slot_cache import SlotCache
@@ -386,7 +387,7 @@ class Engine:
         # callback has the next stage's work.
         self._graphdef, self._state, self._slots, jnp.asarray(True),
         settings=self.settings)
-    done, count = jax.device_get((self._slots.done, self._slots.count))
+    done, count = to_host(self._slots.done), to_host(self._slots.count)
     self._time["decode"] += time.perf_counter() - start
     self._decode_steps += int(steps)
     self._slot_steps += int(steps) * len(self._owner)
@@ -565,7 +566,7 @@ class Engine:
     if not finished:
       return
     start = time.perf_counter()
-    out = np.asarray(self._slots.out)
+    out = to_host(self._slots.out)
     callbacks = []
     for b in finished:
       pending, j = self._owner[b]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict, config_dict
 
+from helpsteer_jax.parallel.distributed import distributed_config
 from helpsteer_jax.parallel.mesh_config import mesh_config
 
 
@@ -52,6 +53,8 @@ def default_config() -> ConfigDict:
   config.prompts_per_batch = 4
   config.prompts_in_flight = 0  # at most this many prompts at a time; 0 = as the engine has room
   config.mesh = mesh_config((1, 1, 1))  # shape (data, fsdp, tensor), -1 = the rest; rules
+  # Several hosts run one search SPMD over a mesh of all their devices (parallel/distributed.py).
+  config.distributed = distributed_config()
   config.output_dir = "outputs/scaling/default"
   return config
 

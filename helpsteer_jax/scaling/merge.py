@@ -20,8 +20,14 @@ from helpsteer_jax.scaling.results import RESULTS, SUMMARY, read_records, summar
 from helpsteer_jax.scaling.results import write_distillation
 from helpsteer_jax.scaling.shards import shard_of_folder
 
-# Config fields that may differ between the inputs: where each wrote, and which share it took.
+# Config fields that may differ between the inputs: where each wrote, which share it took, and how
+# its processes found each other.
 _PER_RUN_KEYS = ("output_dir", "prompts.shard")
+_PER_RUN_PREFIXES = ("distributed.",)
+
+
+def _per_run(key: str) -> bool:
+  return key in _PER_RUN_KEYS or key.startswith(_PER_RUN_PREFIXES)
 
 
 class MergeError(ValueError):
@@ -71,14 +77,14 @@ def _run_config(folder: str) -> dict[str, Any]:
 
 
 def _check_same_config(folders: list[str], configs: list[dict[str, Any]]) -> None:
-  first = {k: v for k, v in _flat(configs[0]).items() if k not in _PER_RUN_KEYS}
+  first = {k: v for k, v in _flat(configs[0]).items() if not _per_run(k)}
   for folder, config in zip(folders[1:], configs[1:]):
-    other = {k: v for k, v in _flat(config).items() if k not in _PER_RUN_KEYS}
+    other = {k: v for k, v in _flat(config).items() if not _per_run(k)}
     differ = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
     if differ:
       shown = ", ".join(f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in differ[:6])
       raise MergeError(f"{folders[0]} and {folder} ran different configs ({shown}"
-                       f"{', ...' if len(differ) > 6 else ''}); only output_dir and prompts.shard may differ")
+                       f"{', ...' if len(differ) > 6 else ''}); only output_dir, prompts.shard and distributed may differ")
 
 
 def _check_output(output: str, folders: list[str]) -> None:

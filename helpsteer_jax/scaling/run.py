@@ -98,8 +98,11 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
   writable and held by this run alone (`data/run_folder.py`) before any prompt is read."""
   from helpsteer_jax.data.run_folder import claim_run_folder
 
+  import jax
+
   folder = output_folder(config)  # a bad shard fails here, before the folder is made
-  with claim_run_folder(folder, what="scaling search"):
+  # Every process of a multi-host run runs the same search; process 0 alone holds and writes the folder.
+  with claim_run_folder(folder, what="scaling search", enabled=jax.process_index() == 0):
     return _run_search(config, folder)
 
 
@@ -111,20 +114,15 @@ def _run_search(config: ConfigDict, folder: str) -> dict[str, Any]:
   from helpsteer_jax.scaling.results import ResultWriter
   from helpsteer_jax.scaling.shards import parse_shard
 
-  if jax.process_count() > 1:
-    raise RuntimeError(
-        f"the scaling search runs in one process (its mesh spans one host's devices) but this run has "
-        f"{jax.process_count()} processes; run it on each host over its own prompt range "
-        "(--config.prompts.shard=I/N, one shard per host) and merge them with python -m helpsteer_jax.merge")
+  writes = jax.process_index() == 0
   items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
                        config.prompts.start)
   shard = parse_shard(config.prompts.get("shard", ""))
   if shard is not None:
     logging.info("shard %s: %d of the run's %d prompts", shard, len(shard.select(items)), len(items))
     items = shard.select(items)
-  writer = ResultWriter(folder)
-  done = writer.done_ids()
-  todo = [item for item in items if item.id not in done]
+  writer = ResultWriter(folder) if writes else None
+  todo = _still_to_do(items, writer)
   logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), folder)
   search = build_search(config, ModelPool(config.mesh))
   check_requests(todo, search)
@@ -132,12 +130,13 @@ def _run_search(config: ConfigDict, folder: str) -> dict[str, Any]:
   start = time.perf_counter()
   done_before = len(items) - len(todo)
   written = [0]
-  with tqdm(total=len(items), initial=done_before, desc="scaling search", unit="prompt") as bar:
+  with tqdm(total=len(items), initial=done_before, desc="scaling search", unit="prompt", disable=not writes) as bar:
     # The bar's counter moves per finished prompt, its postfix per finished sample of any stage.
     search.progress = StageProgress(on_change=lambda p: bar.set_postfix_str(p.line()))
 
     def write(record):
-      writer.append([record])
+      if writer is not None:
+        writer.append([record])
       written[0] += 1
       bar.update(1)
 
@@ -151,7 +150,7 @@ def _run_search(config: ConfigDict, folder: str) -> dict[str, Any]:
       finished = done_before + written[0]
       raise RuntimeError(
           f"the search failed with prompts {[b.id for b in todo[written[0]:]][:8]} unfinished "
-          f"({type(e).__name__}: {e}); the {finished} finished prompts are kept in {writer.path} "
+          f"({type(e).__name__}: {e}); the {finished} finished prompts are kept in {folder} "
           "and a rerun resumes after them"
       ) from e
   stats = search.stats()
@@ -159,4 +158,22 @@ def _run_search(config: ConfigDict, folder: str) -> dict[str, Any]:
     logging.info("%s", line)
   run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start,
               "engine": stats}
+  if writer is None:
+    return {"process_index": jax.process_index(), "prompts_this_run": written[0]}
   return writer.finalize(run_info)
+
+
+def _still_to_do(items, writer) -> list:
+  """The prompts without a record in the folder. In a multi-host run process 0 (the writer) reads
+  the folder and sends the answer to the others, so that every process runs the same prompts even
+  where the folder is on process 0's disk alone."""
+  import jax
+  import numpy as np
+
+  done = writer.done_ids() if writer is not None else set()
+  mask = np.asarray([item.id in done for item in items], np.bool_)
+  if jax.process_count() > 1 and len(items):
+    from jax.experimental import multihost_utils
+
+    mask = np.asarray(multihost_utils.broadcast_one_to_all(mask))
+  return [item for item, finished in zip(items, mask) if not finished]

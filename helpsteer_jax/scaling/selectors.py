@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.models.heads import RewardModel
@@ -61,7 +62,7 @@ def _run_bucketed(fn, model: nnx.Module, prompts: list[list[int]], pad_id: int, 
     if longest > context:
       raise ValueError(f"a prompt to score has {longest} tokens; the model's context is {context}")
     ids, mask = left_pad(chunk, prompt_bucket(longest), bucket(len(chunk), minimum=1), pad_id)
-    outputs.append(np.asarray(fn(graphdef, state, jnp.asarray(ids), jnp.asarray(mask)))[: len(chunk)])
+    outputs.append(to_host(fn(graphdef, state, jnp.asarray(ids), jnp.asarray(mask)))[: len(chunk)])
   return np.concatenate(outputs, axis=0)
 
 

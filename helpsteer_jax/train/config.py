@@ -22,6 +22,7 @@ from ml_collections import ConfigDict
 
 from helpsteer_jax.config_args import parse_arg
 from helpsteer_jax.data.pipeline import default_data_config
+from helpsteer_jax.parallel.distributed import distributed_config
 from helpsteer_jax.parallel.mesh_config import mesh_config
 from helpsteer_jax.train.published_sizes import expected_train_examples
 
@@ -64,7 +65,7 @@ def default_train_config() -> ConfigDict:
       "resume_fallback": "previous",
       "export_dir": "",  # HF folder written at the end of training ('' = none)
       "mesh": mesh_config((1, -1, 1)),
-      "distributed": {"mode": "auto", "coordinator_address": "", "num_processes": 0, "process_id": -1},
+      "distributed": distributed_config(),
       "data": default_data_config(),
       "eval_data": eval_data_config(),  # held-out data: set eval_data.dataset (and path) to use it
       "optim": {

@@ -1,0 +1,21 @@
+"""Device values brought to the host the same way in one process or several.
+
+In a multi-host run an array laid out over every host's devices (logits split over the vocabulary
+by a tensor axis that spans hosts, say) cannot be read by `np.asarray`, which sees only this
+process's shards. `to_host` gathers such an array from every process first (a collective: every
+process must call it, as every process runs the same program), and reads any other array as is.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def to_host(value: jax.Array) -> np.ndarray:
+  """The whole of `value` as a numpy array on this host."""
+  if getattr(value, "is_fully_addressable", True):
+    return np.asarray(value)
+  from jax.experimental import multihost_utils
+
+  return np.asarray(multihost_utils.process_allgather(value, tiled=True))

@@ -1,0 +1,83 @@
+"""The search over several hosts, rehearsed as two local processes of 4 fake CPU devices each
+(coordinator on 127.0.0.1): every process runs the same search SPMD on one mesh over all 8
+devices, process 0 alone writes, and the records equal a one-process run's on 8 devices (floats
+to 1e-6 relative: see `_diff`)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from entry_runner import run_entry
+from test_scale_entry import EXPERIMENT, _write_prompts, model_dir  # noqa: F401 (a fixture)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(devices: int) -> dict:
+  out = dict(os.environ)
+  out.update(HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return out
+
+
+def _command(model_dir, prompts, out, *extra):
+  stages = [f"--config.search.{s}.{k}={v}" for s in ("draft", "feedback", "edit")
+            for k, v in (("temperature", 1.0), ("max_new_tokens", 5))]
+  return [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}", f"--config.policy.path={model_dir}",
+          "--config.prompts.source=jsonl", f"--config.prompts.path={prompts}", "--config.prompts.limit=0",
+          "--config.prompts_per_batch=2", "--config.mesh.shape=(1,1,-1)", f"--config.output_dir={out}",
+          *stages, *extra]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _records(folder):
+  with open(os.path.join(folder, "results.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_two_processes_write_the_records_of_one(model_dir, tmp_path):
+  prompts = tmp_path / "prompts.jsonl"
+  _write_prompts(prompts, ["What is 2+2?", "Name a colour.", "Say hello."])
+  single = tmp_path / "single"
+  run_entry(_command(model_dir, prompts, single), cwd=REPO, env=_env(8), timeout=600)
+  port = _free_port()
+  multi = tmp_path / "multi"
+  procs = [subprocess.Popen(
+      _command(model_dir, prompts, multi, "--config.distributed.mode=explicit",
+               f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+               "--config.distributed.num_processes=2", f"--config.distributed.process_id={index}"),
+      cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-12000:]
+  many, one = _records(multi), _records(single)
+  assert len(many) == len(one) == 3
+  diffs = [d for x, y in zip(many, one) for d in _diff(x, y)]
+  assert not diffs, "\n".join(diffs[:40])
+  with open(multi / "summary.json") as f, open(single / "summary.json") as g:
+    a, b = json.load(f), json.load(g)
+  assert a["token_multiple"] == b["token_multiple"] and a["num_prompts"] == 3
+
+
+def _diff(a, b, path=""):
+  """Where two records differ: every field equal, every float to 1e-6 relative. Scores come from
+  the judge's logits, whose hidden states sum tensor-parallel partial products: reduced across
+  processes (gloo) the sum's order differs from one process's, by ~1e-7 (texts and tokens are
+  the same)."""
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in sorted(set(a) | set(b)):
+      yield from _diff(a.get(k), b.get(k), f"{path}.{k}")
+  elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+    for i, (x, y) in enumerate(zip(a, b)):
+      yield from _diff(x, y, f"{path}[{i}]")
+  elif isinstance(a, float) and isinstance(b, float):
+    if abs(a - b) > 1e-6 * max(abs(a), abs(b), 1.0):
+      yield f"{path}: {a!r} vs {b!r}"
+  elif a != b:
+    yield f"{path}: {str(a)[:80]!r} vs {str(b)[:80]!r}"
