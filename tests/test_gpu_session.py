@@ -1,6 +1,6 @@
 """The GPU session script rehearsed end to end on CPU (`gpu_session.sh --tiny`): the carried-wheel
 install from a local folder, the versions header, and every part through to its table, so that
-what would break the run on a lent GPU breaks here first. A part that fails is reported in the
+what would break the run on a GPU machine breaks here first. A part that fails is reported in the
 session's tables with the end of its log, and the others still run."""
 
 import os
