@@ -213,3 +213,32 @@ def test_the_tail_decodes_in_a_smaller_program_with_the_same_tokens(model):
   assert Engine(model, EngineSettings(num_slots=16)).free_slots == 16
   with pytest.raises(ValueError, match="tail_slots=-1"):
     EngineSettings(tail_slots=-1)
+
+
+def test_auto_layout_by_backend():
+  # What `auto` picks for a model whose weights sit on each kind of device (measured on CPU and on
+  # an H200: experiments/benchmarks/results/gpu_session.md); several devices keep the model's own.
+  class Device:
+    def __init__(self, platform):
+      self.platform = platform
+
+  class Weights:
+    def __init__(self, platform):
+      self._devices = {Device(platform)}
+
+    def devices(self):
+      return self._devices
+
+  class Model:
+    def __init__(self, platform, sharding=None):
+      self.embed = {Ellipsis: Weights(platform)}
+      self.sharding = sharding
+
+  class Sharding:
+    class mesh:  # noqa: N801 - a stand-in for a mesh of 8 devices
+      size = 8
+
+  choose = lambda model, slots: Engine._resolve_layout(model, EngineSettings(num_slots=slots))
+  assert [choose(Model("cpu"), n) for n in (1, 4)] == ["fused", "switched"]
+  assert [choose(Model("gpu"), n) for n in (1, 64)] == ["unrolled", "unrolled"]
+  assert choose(Model("tpu"), 8) == "model" and choose(Model("gpu", Sharding()), 8) == "model"
