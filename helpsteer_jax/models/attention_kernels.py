@@ -40,12 +40,12 @@ def resolve(impl: str, backend: Optional[str] = None, dtype=None) -> str:
     if impl == "cudnn":
       logging.warning("attention_impl='cudnn' takes bf16 or fp16; %s activations use the XLA attention",
                       jnp.dtype(dtype).name)
+      return "xla"
     available = None
   if impl == "auto":
     return available or "xla"
   if impl != "xla" and impl != available:
-    if impl != "cudnn" or _KERNEL_OF_BACKEND.get(backend) != "cudnn":
-      logging.warning("attention_impl=%r has no kernel on backend %r; using the XLA attention", impl, backend)
+    logging.warning("attention_impl=%r has no kernel on backend %r; using the XLA attention", impl, backend)
     return "xla"
   return impl
 

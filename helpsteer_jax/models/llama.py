@@ -438,11 +438,11 @@ class Llama(nnx.Module):
 
   def _loop_layers(self, x, positions, masks, inv_freq, cache, kernel=None):
     chunks = []
+    lengths = None if kernel is None else kernel[1]
     for i, block in enumerate(self.layers):
       graphdef, state = nnx.split(block)
       layer_kv = None if cache is None else (cache.k[i], cache.v[i])
-      x, kv = self._block_fn(graphdef, kernel)(state, x, positions, masks, inv_freq, layer_kv,
-                                               None if kernel is None else kernel[1])
+      x, kv = self._block_fn(graphdef, kernel)(state, x, positions, masks, inv_freq, layer_kv, lengths)
       chunks.append(kv)
     if cache is None:
       return x, None, None

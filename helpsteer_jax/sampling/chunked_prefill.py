@@ -42,9 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.parallel.host_values import to_host
 
 
 @jax.tree_util.register_dataclass

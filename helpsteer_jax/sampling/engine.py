@@ -37,10 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.models.decode_layout import LAYOUTS, decode_layouts
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill, on_weights_device
 from helpsteer_jax.sampling.rules import sample_rows
 from helpsteer_jax.sampling.settings import SamplingSettings, bucket
@@ -70,8 +70,8 @@ class EngineSettings:
   # several slots and unrolled layers with fused input projections for a single slot; on one GPU,
   # unrolled layers (an 8B-shaped model in bf16 on an H200 decoded one slot at 129 tok/s unrolled
   # against 68 scanned, 62% and 33% of the HBM bound: experiments/benchmarks/results/gpu_session.md);
-  # elsewhere (TPU, several devices) the model's own layout, as those are not measured here. A scan over stacked layers copies
-  # each layer's matrices out of the stack before its products (the 425 MB of SmolLM2's layers at
+  # elsewhere (TPU, several devices) the model's own layout, as those are not measured here. A
+  # scan over stacked layers copies each layer's matrices out of the stack before its products (the 425 MB of SmolLM2's layers at
   # every step); unrolled layers read them in place but their decode programs take 6-12 s to compile
   # against ~2 s scanned. Switched layers (models/layer_switch.py) read them in place from one
   # compiled body, with the same results bit for bit; with them the prefill's chunks run on the same

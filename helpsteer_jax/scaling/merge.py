@@ -16,8 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from helpsteer_jax.scaling.results import RESULTS, SUMMARY, read_records, summarize, unique_records
-from helpsteer_jax.scaling.results import write_distillation
+from helpsteer_jax.scaling.results import RESULTS, SUMMARY, read_records, unique_records, write_records
+from helpsteer_jax.scaling.results import write_summary_files
 from helpsteer_jax.scaling.shards import shard_of_folder
 
 # Config fields that may differ between the inputs: where each wrote, which share it took, and how
@@ -41,9 +41,8 @@ def run_folders(inputs: Sequence[str]) -> list[str]:
     if os.path.isfile(os.path.join(path, RESULTS)) or os.path.isfile(os.path.join(path, SUMMARY)):
       folders.append(path)
       continue
-    shards = sorted((os.path.join(path, name) for name in os.listdir(path)
-                     if shard_of_folder(name) is not None), key=lambda p: shard_of_folder(p).index) \
-        if os.path.isdir(path) else []
+    names = [name for name in (os.listdir(path) if os.path.isdir(path) else []) if shard_of_folder(name)]
+    shards = [os.path.join(path, name) for name in sorted(names, key=lambda n: shard_of_folder(n).index)]
     if not shards:
       raise MergeError(f"{path}: neither a run folder (no {RESULTS}) nor a folder of shard-I-of-N run folders")
     folders.extend(shards)
@@ -143,17 +142,5 @@ def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
   info = {"config": config, "merged_from": [os.path.abspath(f) for f in folders],
           "missing_shards": missing_shards, "prompts_in_run": len(order)}
   with claim_run_folder(output, what="merge"):
-    tmp = os.path.join(output, RESULTS + ".partial")
-    with open(tmp, "w", encoding="utf-8") as f:
-      for record in records:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(output, RESULTS))
-    summary = dict(info, **summarize(records))
-    tmp = os.path.join(output, SUMMARY + ".partial")
-    with open(tmp, "w") as f:
-      json.dump(summary, f, indent=2)
-    os.replace(tmp, os.path.join(output, SUMMARY))
-    write_distillation(records, os.path.join(output, "distill.jsonl"))
-  return summary
+    write_records(records, os.path.join(output, RESULTS))
+    return write_summary_files(output, info, records)

@@ -52,14 +52,24 @@ class ResultWriter:
     self._log.append(records)
 
   def finalize(self, run_info: dict[str, Any]) -> dict[str, Any]:
-    records = unique_records(read_records(self.out_dir))
-    summary = dict(run_info, **summarize(records))
-    tmp = os.path.join(self.out_dir, SUMMARY + ".partial")
-    with open(tmp, "w") as f:
-      json.dump(summary, f, indent=2)
-    os.replace(tmp, os.path.join(self.out_dir, SUMMARY))
-    write_distillation(records, os.path.join(self.out_dir, DISTILL))
-    return summary
+    return write_summary_files(self.out_dir, run_info, unique_records(read_records(self.out_dir)))
+
+
+def write_summary_files(out_dir: str, run_info: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+  """`summary.json` (`run_info` and the figures of `records`) and `distill.jsonl`, each replaced
+  whole; returns the summary."""
+  summary = dict(run_info, **summarize(records))
+  tmp = os.path.join(out_dir, SUMMARY + ".partial")
+  with open(tmp, "w") as f:
+    json.dump(summary, f, indent=2)
+  os.replace(tmp, os.path.join(out_dir, SUMMARY))
+  write_distillation(records, os.path.join(out_dir, DISTILL))
+  return summary
+
+
+def write_records(records: list[dict[str, Any]], path: str) -> None:
+  """`records` as the whole of the JSONL file `path`, replaced only once written and synced."""
+  _replace_jsonl(records, path)
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,9 +106,15 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_distillation(records: list[dict[str, Any]], path: str) -> None:
+  _replace_jsonl(({"id": r["id"], "messages": list(r["conversation"]) +
+                   [{"role": "assistant", "content": r["best"]["text"]}]} for r in records), path)
+
+
+def _replace_jsonl(rows: Iterable[dict[str, Any]], path: str) -> None:
   tmp = path + ".partial"
   with open(tmp, "w", encoding="utf-8") as f:
-    for r in records:
-      messages = list(r["conversation"]) + [{"role": "assistant", "content": r["best"]["text"]}]
-      f.write(json.dumps({"id": r["id"], "messages": messages}, ensure_ascii=False) + "\n")
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)

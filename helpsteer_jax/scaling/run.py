@@ -100,27 +100,28 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
 
   import jax
 
-  folder = output_folder(config)  # a bad shard fails here, before the folder is made
+  from helpsteer_jax.scaling.shards import parse_shard, run_folder
+
+  shard = parse_shard(config.prompts.get("shard", ""))  # a bad shard fails here, before any folder is made
+  folder = run_folder(config.output_dir, shard)
   # Every process of a multi-host run runs the same search; process 0 alone holds and writes the folder.
   with claim_run_folder(folder, what="scaling search", enabled=jax.process_index() == 0):
-    return _run_search(config, folder)
+    return _run_search(config, folder, shard)
 
 
-def _run_search(config: ConfigDict, folder: str) -> dict[str, Any]:
+def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   import jax
   from tqdm.auto import tqdm
 
   from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.scaling.results import ResultWriter
-  from helpsteer_jax.scaling.shards import parse_shard
 
   writes = jax.process_index() == 0
   items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
                        config.prompts.start)
-  shard = parse_shard(config.prompts.get("shard", ""))
   if shard is not None:
-    logging.info("shard %s: %d of the run's %d prompts", shard, len(shard.select(items)), len(items))
-    items = shard.select(items)
+    everything, items = len(items), shard.select(items)
+    logging.info("shard %s: %d of the run's %d prompts", shard, len(items), everything)
   writer = ResultWriter(folder) if writes else None
   todo = _still_to_do(items, writer)
   logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), folder)

@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 from helpsteer_jax.sampling.settings import bucket, keep_ends, left_pad, prompt_bucket
 from helpsteer_jax.scaling.prefix_breaks import breaks_for
