@@ -14,6 +14,15 @@ compile. With `--peak_tflops` it also prints the whole run's steps, tokens, FLOP
 Every 70B recipe at once, no compile (steps, tokens, FLOPs and hours on docs/70b.md's meshes):
 
     python -m helpsteer_jax.plan --recipes
+
+The scaling search's memory plan (scaling/memory_plan.py): per role the weights and the KV cache
+of one slot per device, the slots that fit and whether `pipelined` fits or `staged` is needed,
+for a mesh and a memory size, or a named machine (`--accelerator`, which also gives the decode
+hours of the run); `--accelerator=all` prints docs/70b.md's table:
+
+    python -m helpsteer_jax.plan --search --config=experiments/scaling/grid.py --mesh=1,1,-1 \
+        --devices=8 --hbm_gib=80
+    python -m helpsteer_jax.plan --search --config=experiments/scaling/grid.py --accelerator=all
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ def _recipes_only() -> bool:
 
 
 def _fake_device_count() -> int:
+  if "--search" in sys.argv or "--search=true" in sys.argv:
+    return 1  # the search's plan is worked out, not compiled
   if _recipes_only() or any(a in ("-h", "--help", "--helpshort", "--helpfull", "-?") for a in sys.argv[1:]):
     return 1  # help and the recipe table need no devices (and no --devices for a -1 mesh)
   mesh = [int(x) for x in (_flag("mesh") or "1,-1,1").split(",")]
@@ -67,6 +78,14 @@ flags.DEFINE_float("peak_tflops", 0.0, "Peak bf16 TFLOP/s per device, for a step
 flags.DEFINE_float("mfu", 0.4, "Assumed model FLOPs utilisation for the step-time estimate.")
 flags.DEFINE_bool("recipes", False, "Print every 70B recipe's steps, tokens, FLOPs and hours; no compile.")
 flags.DEFINE_string("experiments", "experiments", "Folder of experiment configs for --recipes.")
+flags.DEFINE_bool("search", False, "Plan the memory of a scaling-search config (--config) instead of a train step.")
+flags.DEFINE_float("hbm_gib", 0.0, "--search: memory per device in GiB (or give --accelerator).")
+flags.DEFINE_string("accelerator", "", "--search: a named machine (sets devices, memory and bandwidth), "
+                    "or 'all' for the table of every one; one of " + ", ".join(
+                        ["8xH100-80GB", "8xH200", "v5p-8", "v5p-16", "v6e-8", "v5e-16"]))
+flags.DEFINE_float("memory_fraction", 0.9, "--search: share of device memory for weights and caches.")
+flags.DEFINE_string("preset", "llama3_70b", "--search: model shape of a checkpoint not on disk.")
+flags.DEFINE_float("bandwidth_efficiency", 0.5, "--search: share of HBM bandwidth a decode step reaches.")
 FLAGS = flags.FLAGS
 
 
@@ -185,6 +204,9 @@ def main(argv) -> None:
     return
   if _CONFIG.value is None:
     raise app.UsageError("give --config (or --recipes)")
+  if FLAGS.search:
+    print("\n".join(search_plan_lines(_CONFIG.value)))
+    return
   config = _CONFIG.value
   config.progress = False
   mesh_shape = tuple(int(x) for x in FLAGS.mesh.split(","))
@@ -217,6 +239,61 @@ def main(argv) -> None:
     except ValueError as e:  # e.g. epochs over data of unknown size
       lines.append(f"run: length unknown without the data ({e})")
   print("\n".join(lines))
+
+
+def search_plan_lines(config) -> list[str]:
+  """The --search output: one machine's plan, or the table over every named machine."""
+  from helpsteer_jax.scaling.memory_plan import ACCELERATORS, GIB, decode_hours
+  from helpsteer_jax.scaling.search_plan import paper_stage_tokens, plan_shapes, prompt_lengths, role_shapes
+
+  shapes = role_shapes(config, FLAGS.preset)
+  lengths = prompt_lengths(config, shapes)
+  prompts = _num_prompts(config)
+  assumptions = (f"decode hours for {prompts} prompts: drafts and edits ~600 tokens, feedback ~150; "
+                 f"{FLAGS.bandwidth_efficiency:.0%} of HBM bandwidth; prefill, selection and loading left out")
+  if FLAGS.accelerator == "all":
+    rows = ["| machine | devices (hosts) | mesh | schedule | slots per stage | decode hours |", "|---|---|---|---|---|---|"]
+    for acc in ACCELERATORS.values():
+      plan, _, axes = plan_shapes(config, shapes, lengths, acc.devices, acc.hbm_gib * GIB, FLAGS.memory_fraction)
+      slots = ", ".join(f"{r.stage} {plan.slots(r)}" for r in plan.roles if r.stage != "select")
+      hours = ("-" if plan.schedule == "neither" else
+               f"{decode_hours(plan, paper_stage_tokens(config, lengths), prompts, acc.hbm_tb_s, FLAGS.bandwidth_efficiency, axes[0]):.1f}")
+      rows.append(f"| {acc.name} | {acc.devices} ({acc.hosts}) | {axes} | {plan.schedule} | "
+                  f"{slots if plan.schedule != 'neither' else '-'} | {hours} |")
+    return rows + ["", f"longest requests: {lengths.longest}; {assumptions}"]
+  if FLAGS.accelerator:
+    if FLAGS.accelerator not in ACCELERATORS:
+      raise app.UsageError(f"--accelerator={FLAGS.accelerator!r}; expected all or one of {sorted(ACCELERATORS)}")
+    acc = ACCELERATORS[FLAGS.accelerator]
+    devices, hbm, bandwidth = acc.devices, acc.hbm_gib * GIB, acc.hbm_tb_s
+  else:
+    if not FLAGS.hbm_gib:
+      raise app.UsageError("--search needs --hbm_gib (memory per device) or --accelerator")
+    devices, hbm, bandwidth = _fake_device_count_for_search(), FLAGS.hbm_gib * GIB, 0.0
+  config.mesh.shape = tuple(int(x) for x in FLAGS.mesh.split(","))
+  plan, _, axes = plan_shapes(config, shapes, lengths, devices, hbm, FLAGS.memory_fraction)
+  lines = [f"config: {config.output_dir}  mesh (data, fsdp, tensor) {axes} on {devices} devices of "
+           f"{hbm / GIB:.1f} GiB", *plan.lines()]
+  if bandwidth and plan.schedule != "neither":
+    hours = decode_hours(plan, paper_stage_tokens(config, lengths), prompts, bandwidth,
+                         FLAGS.bandwidth_efficiency, axes[0])
+    lines.append(f"{assumptions}: {hours:.1f} h")
+  return lines
+
+
+def _fake_device_count_for_search() -> int:
+  mesh = [int(x) for x in FLAGS.mesh.split(",")]
+  if FLAGS.devices:
+    return FLAGS.devices
+  if -1 in mesh:
+    raise app.UsageError("--mesh has a -1 entry: give --devices=N (the number of devices to plan for)")
+  return math.prod(mesh)
+
+
+def _num_prompts(config) -> int:
+  from helpsteer_jax.data.prompt_sources import load_prompts
+
+  return len(load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit, config.prompts.start))
 
 
 def run() -> None:

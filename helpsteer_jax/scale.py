@@ -6,6 +6,10 @@ Results are appended to `<output_dir>/results.jsonl` prompt by prompt, in prompt
 prompt's tree completes, so an interrupted run loses only the prompts in flight and a rerun resumes
 where it stopped; `summary.json` (with the engine's slot use and tokens/s per stage) and
 `distill.jsonl` (the chosen answers as SFT data) are rebuilt at the end.
+`--config.search.schedule=staged` runs it one stage at a time over all prompts (drafts, feedback,
+edits, selection) with only that stage's model loaded; each finished sample goes to
+`<output_dir>/stages/` first, and a rerun resumes inside the stage (scaling/staged.py). Both
+schedules give the same records.
 Several hosts run one search SPMD (`--config.distributed`: automatic on TPU pods and under SLURM,
 `mode=explicit` with a coordinator otherwise) over a mesh of all their devices; process 0 writes.
 With `--config.prompts.shard=I/N` the run takes its share of the prompts into

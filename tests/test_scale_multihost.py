@@ -1,13 +1,15 @@
 """The search over several hosts, rehearsed as two local processes of 4 fake CPU devices each
 (coordinator on 127.0.0.1): every process runs the same search SPMD on one mesh over all 8
 devices, process 0 alone writes, and the records equal a one-process run's on 8 devices (floats
-to 1e-6 relative: see `_diff`)."""
+to 1e-6 relative: see `_diff`), under both schedules."""
 
 import json
 import os
 import socket
 import subprocess
 import sys
+
+import pytest
 
 from entry_runner import run_entry
 from test_scale_entry import EXPERIMENT, _write_prompts, model_dir  # noqa: F401 (a fixture)
@@ -41,15 +43,24 @@ def _records(folder):
     return [json.loads(line) for line in f]
 
 
-def test_two_processes_write_the_records_of_one(model_dir, tmp_path):
-  prompts = tmp_path / "prompts.jsonl"
+@pytest.fixture(scope="module")
+def single(model_dir, tmp_path_factory):
+  """Prompts and the pipelined search's folder in one process of 8 devices."""
+  folder = tmp_path_factory.mktemp("single")
+  prompts = folder / "prompts.jsonl"
   _write_prompts(prompts, ["What is 2+2?", "Name a colour.", "Say hello."])
-  single = tmp_path / "single"
-  run_entry(_command(model_dir, prompts, single), cwd=REPO, env=_env(8), timeout=600)
+  run_entry(_command(model_dir, prompts, folder / "out"), cwd=REPO, env=_env(8), timeout=600)
+  return prompts, folder / "out"
+
+
+@pytest.mark.parametrize("schedule", ["pipelined", "staged"])
+def test_two_processes_write_the_records_of_one(model_dir, single, schedule, tmp_path):
+  prompts, single = single
   port = _free_port()
   multi = tmp_path / "multi"
   procs = [subprocess.Popen(
-      _command(model_dir, prompts, multi, "--config.distributed.mode=explicit",
+      _command(model_dir, prompts, multi, f"--config.search.schedule={schedule}",
+               "--config.distributed.mode=explicit",
                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                "--config.distributed.num_processes=2", f"--config.distributed.process_id={index}"),
       cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]

@@ -41,13 +41,21 @@ class RecordingSelector:
   """Scores by text length and remembers what it was asked."""
 
   name = "length"
+  model_key = "text-length"
+  shares_prefill = False
 
   def __init__(self):
     self.seen = []
 
-  def score(self, items):
+  def score(self, items, prefixes=()):
     self.seen.extend(items)
     return [float(len(text)) for _, text in items]
+
+  def prompt_ids(self, conversation, response):
+    raise AssertionError("a selector that shares no prefill is never asked for its prompt")
+
+  def use_prefill(self, prefill):
+    raise AssertionError("a selector that shares no prefill is never handed one")
 
 
 def test_feedback_edit_tree_shape_tokens_and_choice(role, items):
@@ -138,8 +146,9 @@ def test_selectors_score_with_models(role, items):
   assert judge.prefill is engine.prefill
   assert judge.score([(conv, "2"), (conv, "Seven is a prime number.")]) == pytest.approx(scores, abs=1e-5)
   assert engine.stats()["prefill_chunks"]["computed_chunks"] > 0
-  assert not GenerativeJudgeSelector(role.model, role.tokenizer).share_prefill(
-      tiny_chat_model(seed=3), engine.prefill)
+  # A judge over another model shares no role's engine.
+  other = GenerativeJudgeSelector(tiny_chat_model(seed=3), role.tokenizer)
+  assert FeedbackEditSearch(_settings(num_drafts=1), role, selector=other).judge_key is None
   rm = RewardModel(role.model.config, rngs=nnx.Rngs(1))
   rm_scores = RewardModelSelector(rm, role.tokenizer).score([(conv, "2"), (conv, "Seven."), (conv, "2")])
   assert rm_scores[0] == pytest.approx(rm_scores[2], abs=1e-5) and rm_scores[0] != rm_scores[1]

@@ -100,6 +100,11 @@ class EngineSettings:
   # took ~9 s unrolled (~4 s scanned), otherwise spent waiting before the first decode step and in
   # the tail.
   compile_ahead: bool = True
+  # Cache positions per slot allocated at the first request (rounded up to `attention_block`):
+  # the longest request the engine will serve, sized with its slots from a memory budget
+  # (scaling/memory_plan.py) so that the cache never grows. 0: from 1024 positions, doubled
+  # when a request needs more.
+  cache_length: int = 0
 
   def __post_init__(self):
     if self.layout not in ("auto", *LAYOUTS):
@@ -126,7 +131,9 @@ class EngineSettings:
 
 @dataclasses.dataclass
 class Request:
-  """`n` continuations of `prompt`; sample j draws from fold_in(key, j). `on_sample(request, j,
+  """`n` continuations of `prompt`; sample j draws from fold_in(key, j), or from fold_in(key,
+  sample_indices[j]) when those are given (the rest of a request some of whose samples are
+  already written, on a resume). `on_sample(request, j,
   tokens)` is called as each sample finishes and `on_done(request, samples)` with the n token
   lists (stop token excluded) when all have. Higher `priority` requests take free slots first (equal
   ones in submission order); the order changes no request's tokens. `prefill_breaks` are prompt
@@ -142,6 +149,7 @@ class Request:
   on_sample: Optional[Callable[["Request", int, list[int]], None]] = None
   priority: int = 0
   prefill_breaks: tuple[int, ...] = ()
+  sample_indices: tuple[int, ...] = ()
   results: list = dataclasses.field(default_factory=list)
 
 
@@ -332,6 +340,9 @@ class Engine:
       raise ValueError("a request's prompt is empty; every prompt needs at least one token")
     if request.n < 1:
       raise ValueError(f"request n={request.n}; expected at least 1")
+    if request.sample_indices and len(request.sample_indices) != request.n:
+      raise ValueError(f"request n={request.n} with {len(request.sample_indices)} sample_indices; "
+                       "expected one index per sample")
     if any(not 0 < b < length for b in request.prefill_breaks):
       raise ValueError(f"prefill_breaks={request.prefill_breaks}; expected positions inside the "
                        f"prompt of {length} tokens (1 to {length - 1})")
@@ -442,7 +453,7 @@ class Engine:
     if self._slots is None:
       # At least 1024 positions (or the context) from the start: each growth recompiles the
       # decode step, and the search's later stages have the longest prompts.
-      first = min(1024, round_up(self._context))
+      first = min(self.settings.cache_length or 1024, round_up(self._context))
       length = round_up(max(bucket(need_length, minimum=block), first))
       self._slots = on_weights_device(
           SlotState.init(self.model, self.settings.num_slots, length, bucket(need_width)), self.model)
@@ -549,7 +560,8 @@ class Engine:
       self._slots = _insert(
           dataclasses.replace(self._slots, cache=cache), pending.logits, at,
           jnp.asarray(request.key, jnp.uint32),
-          jnp.asarray(pending.inserted, jnp.int32), jnp.asarray(s.temperature, jnp.float32),
+          jnp.asarray(request.sample_indices[pending.inserted] if request.sample_indices
+                      else pending.inserted, jnp.int32), jnp.asarray(s.temperature, jnp.float32),
           jnp.asarray(s.top_k or 0, jnp.int32), jnp.asarray(1.0 if s.top_p is None else s.top_p, jnp.float32),
           jnp.asarray(s.max_new_tokens, jnp.int32), settings=self.settings)
       self._owner[slot] = (pending, pending.inserted)

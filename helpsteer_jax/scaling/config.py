@@ -8,6 +8,19 @@ from helpsteer_jax.parallel.distributed import distributed_config
 from helpsteer_jax.parallel.mesh_config import mesh_config
 
 
+POLICY = "policy"  # a role path that means "the policy model plays this role"
+# The config block of each role's model.
+ROLE_BLOCKS = {"policy": "policy", "feedback": "feedback_model", "edit": "edit_model", "judge": "selector"}
+
+
+def role_checkpoint(config: ConfigDict, name: str) -> tuple[str, str]:
+  """(path, param_dtype) of the causal LM that plays role `name` (policy, feedback, edit, judge)."""
+  block = config[ROLE_BLOCKS[name]]
+  if name != "policy" and block.path == POLICY:
+    return config.policy.path, config.policy.param_dtype
+  return block.path, block.param_dtype
+
+
 def stage(temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 256) -> ConfigDict:
   # top_k is unset by default; a typed placeholder (not a bare None) lets the command line set it
   # (`--config.search.draft.top_k=50`), since a flag's value is parsed by the field's type.
@@ -48,6 +61,12 @@ def default_config() -> ConfigDict:
       "measure_greedy": True,
       "batch_size": 16,
       "seed": 0,
+      # pipelined: every role's model loaded, the stages of the prompts in flight overlapping;
+      # staged: one stage at a time over all prompts with only its model loaded, for roles that
+      # do not fit together (scaling/staged.py). Both give the same records.
+      "schedule": "pipelined",  # | staged | auto: the memory plan's choice for the devices at hand
+      # Share of each device's memory for weights and caches; engines size their slots to it.
+      "memory_fraction": 0.9,
   })
   # Prompts admitted to the search together at least; more enter while the engine has free slots.
   config.prompts_per_batch = 4
@@ -95,6 +114,9 @@ def sized_config(size: str, policy: str = "nemotron_instruct") -> ConfigDict:
     config.selector.logit_index = 0  # Select stores its reward as the logit of token 0
     config.mesh.shape = (1, 1, -1)  # tensor parallel over all devices of the host (8 GPUs or TPU cores)
     config.search.batch_size = 64
+    # Four 70B roles take 564 GB: pipelined on two 8x80 GB nodes or a v5p-16, staged on one node
+    # (`python -m helpsteer_jax.plan --search` prints the plan for a mesh).
+    config.search.schedule = "auto"
     config.prompts.limit = 0  # all 500 Arena-Hard questions
     for name, tokens in (("draft", 2048), ("feedback", 512), ("edit", 2048)):
       config.search[name].max_new_tokens = tokens

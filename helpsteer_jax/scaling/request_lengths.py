@@ -82,11 +82,14 @@ def longest_requests(item: PromptItem, settings: Any, policy: RoleLimits, feedba
 
 
 def check_request_lengths(items: Sequence[PromptItem], settings: Any, policy: RoleLimits,
-                          feedback: RoleLimits, edit: RoleLimits) -> None:
+                          feedback: RoleLimits, edit: RoleLimits) -> dict[str, int]:
   """Raises ValueError for the first prompt whose longest request in any stage, with that stage's
-  `max_new_tokens`, exceeds the context of the model that answers it."""
+  `max_new_tokens`, exceeds the context of the model that answers it; else returns the longest
+  request (prompt and new tokens) of each stage (draft, feedback, edit) over `items`."""
+  longest: dict[str, int] = {}
   for item in items:
     for r in longest_requests(item, settings, policy, feedback, edit):
+      longest[r.stage] = max(longest.get(r.stage, 0), r.total)
       if r.total <= r.role.context:
         continue
       if r.stage == "draft":
@@ -98,3 +101,4 @@ def check_request_lengths(items: Sequence[PromptItem], settings: Any, policy: Ro
           f"tokens; with search.{r.stage}.max_new_tokens={r.max_new_tokens} that is {r.total}, over the "
           f"{r.role.name} model's context of {r.role.context}; shorten the prompt or lower "
           "search.draft.max_new_tokens / search.feedback.max_new_tokens")
+  return longest

@@ -5,7 +5,6 @@ folder, resumed from its results. `python -m helpsteer_jax.scale` is the thin ma
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any
@@ -15,22 +14,15 @@ from ml_collections import ConfigDict
 from helpsteer_jax.checkpoints.model_pool import ModelPool
 from helpsteer_jax.scaling.progress import StageProgress, stage_log_lines
 
-POLICY = "policy"  # a role path that means "the policy model plays this role"
+from helpsteer_jax.scaling.config import POLICY, ROLE_BLOCKS, role_checkpoint  # noqa: F401 (named for callers)
+from helpsteer_jax.scaling.search_settings import settings_from_config as search_settings
 
 
-def search_settings(cfg: ConfigDict):
-  from helpsteer_jax.scaling.search import SearchSettings, StageSampling
-
-  s = cfg.to_dict()
-  stages = {name: StageSampling(**s.pop(name)) for name in ("draft", "feedback", "edit")}
-  return SearchSettings(**s, **stages)
-
-
-def build_search(config: ConfigDict, pool: ModelPool):
-  from helpsteer_jax.scaling.search import FeedbackEditSearch, Role
-  from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
-
+def build_search(config: ConfigDict, pool: ModelPool, load: bool = True):
+  """The search of `config`. With `load` off (the staged schedule) no weights load: the roles
+  hold their tokenizers and model keys, and `StageModels` loads each stage's model in turn."""
   from helpsteer_jax.formats.prompts import check_prompt_format
+  from helpsteer_jax.scaling.search import FeedbackEditSearch
 
   settings = search_settings(config.search)
   # Bad layout names fail here, before any model loads.
@@ -41,49 +33,128 @@ def build_search(config: ConfigDict, pool: ModelPool):
   if config.selector.logit_index is not None and config.selector.kind != "reward_model":
     raise ValueError(f"selector.logit_index={config.selector.logit_index} is for "
                      f"selector.kind='reward_model', not {config.selector.kind!r}")
-  policy_model, policy_tok = pool.causal_lm(config.policy.path, config.policy.param_dtype)
-  policy = Role("policy", policy_model, policy_tok)
+  if config.selector.kind not in ("generative_judge", "reward_model", "none"):
+    raise ValueError(f"selector.kind={config.selector.kind!r}; expected generative_judge, reward_model or none")
+  if config.selector.kind == "reward_model" and config.selector.path in ("", POLICY):
+    raise ValueError("selector.kind='reward_model' needs selector.path to a reward model folder")
+  roles = {name: _role(config, pool, name, load) for name in ("policy", "feedback", "edit")}
+  return FeedbackEditSearch(settings, roles["policy"], selector=build_selector(config, pool, load),
+                            feedback=roles["feedback"], edit=roles["edit"])
 
-  def role(name: str, cfg: ConfigDict) -> Role:
-    if cfg.path == POLICY:
-      return dataclasses.replace(policy, name=f"{name}=policy", prompt_format=cfg.prompt_format)
-    model, tok = pool.causal_lm(cfg.path, cfg.param_dtype)
-    return Role(name, model, tok, prompt_format=cfg.prompt_format)
 
-  feedback = role("feedback", config.feedback_model)
-  edit = role("edit", config.edit_model)
-  selector = None
+def _role(config: ConfigDict, pool: ModelPool, name: str, load: bool):
+  from helpsteer_jax.scaling.search import Role
+
+  path, dtype = role_checkpoint(config, name)
+  model, tokenizer = pool.causal_lm(path, dtype) if load else (None, pool.tokenizer(path))
+  block = config[ROLE_BLOCKS[name]]
+  label = f"{name}=policy" if name != "policy" and block.path == POLICY else name
+  return Role(label, model, tokenizer, prompt_format=block.get("prompt_format", "plain"),
+              model_key=pool.lm_key(path, dtype))
+
+
+def build_selector(config: ConfigDict, pool: ModelPool, load: bool = True):
+  """The selector of `config` (None for kind none); with `load` off, one that knows its model's
+  key and its prompts but holds no weights (`scaling/staged.SelectorToLoad` for a reward model)."""
+  from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
+  from helpsteer_jax.scaling.staged import SelectorToLoad
+
   sel = config.selector
+  batch_size = config.search.batch_size
   if sel.kind == "generative_judge":
-    judge = role("judge", sel)
-    selector = GenerativeJudgeSelector(judge.model, judge.tokenizer, batch_size=settings.batch_size,
-                                       prompt_format=sel.prompt_format)
-  elif sel.kind == "reward_model":
-    if sel.path in ("", POLICY):
-      raise ValueError("selector.kind='reward_model' needs selector.path to a reward model folder")
-    model, tok = pool.reward_model(sel.path, sel.param_dtype, sel.logit_index)
-    weights = None
-    if model.num_outputs > 1:  # a multi-attribute model: HelpSteer2's weighted sum of its outputs
-      from helpsteer_jax.checkpoints.reward import attribute_weights, reward_labels
+    path, dtype = role_checkpoint(config, "judge")
+    model, tokenizer = pool.causal_lm(path, dtype) if load else (None, pool.tokenizer(path))
+    return GenerativeJudgeSelector(model, tokenizer, batch_size=batch_size, prompt_format=sel.prompt_format,
+                                   model_key=pool.lm_key(path, dtype))
+  if sel.kind != "reward_model":
+    return None
+  key = pool.rm_key(sel.path, sel.param_dtype, sel.logit_index)
+  if not load:
+    return SelectorToLoad(RewardModelSelector.name, key)
+  model, tok = pool.reward_model(sel.path, sel.param_dtype, sel.logit_index)
+  weights = None
+  if model.num_outputs > 1:  # a multi-attribute model: HelpSteer2's weighted sum of its outputs
+    from helpsteer_jax.checkpoints.reward import attribute_weights, reward_labels
 
-      weights = attribute_weights(reward_labels(sel.path))
-    if tok is None:
-      raise ValueError(f"{sel.path} has no tokenizer files; the selector needs a tokenizer")
-    selector = RewardModelSelector(model, tok, batch_size=settings.batch_size, weights=weights,
-                                   prompt_format=sel.prompt_format)
-  elif sel.kind != "none":
-    raise ValueError(f"selector.kind={sel.kind!r}; expected generative_judge, reward_model or none")
-  return FeedbackEditSearch(settings, policy, selector=selector, feedback=feedback, edit=edit)
+    weights = attribute_weights(reward_labels(sel.path))
+  if tok is None:
+    raise ValueError(f"{sel.path} has no tokenizer files; the selector needs a tokenizer")
+  return RewardModelSelector(model, tok, batch_size=batch_size, weights=weights,
+                             prompt_format=sel.prompt_format, model_key=key)
 
 
-def check_requests(items, search) -> None:
+class PoolStageModels:
+  """The staged schedule's models (`scaling/staged.StageModels`), loaded from `config`'s
+  checkpoints through `pool`, one model at a time."""
+
+  def __init__(self, config: ConfigDict, pool: ModelPool):
+    self.config, self.pool = config, pool
+
+  def key(self, stage: str, search) -> str:
+    if stage == "select":
+      return search.selector.model_key
+    return {"policy": search.policy, "feedback": search.feedback, "edit": search.edit}[stage].model_key
+
+  def load(self, stage: str, search) -> None:
+    key = self.key(stage, search)
+    logging.info("stage %s: loading %s", stage, key)
+    for name, role in (("policy", search.policy), ("feedback", search.feedback), ("edit", search.edit)):
+      if role.model_key == key:
+        role.model = self.pool.causal_lm(*role_checkpoint(self.config, name))[0]
+    if stage == "select":
+      search.selector = build_selector(self.config, self.pool)
+
+  def free(self, search) -> None:
+    import gc
+
+    for role in (search.policy, search.feedback, search.edit):
+      role.model = None
+    if search.selector is not None and getattr(search.selector, "model", None) is not None:
+      search.selector = build_selector(self.config, self.pool, load=False)
+    if self.pool.loaded():
+      logging.info("freeing %s", ", ".join(self.pool.loaded()))
+    self.pool.free()
+    gc.collect()  # the arrays of a freed model go now, before the next model's load
+
+
+def check_requests(items, search, contexts: dict[str, int]) -> dict[str, int]:
   """Fails before any work on a prompt whose longest request in any stage (the Edit request
-  carries the draft and its feedback group) cannot fit the context of the model answering it."""
+  carries the draft and its feedback group) cannot fit the context of the model answering it
+  (`contexts` by role: policy, feedback, edit). Returns the longest request by model key."""
   from helpsteer_jax.scaling.request_lengths import RoleLimits, check_request_lengths
 
-  limits = [RoleLimits(r.name, r.tokenizer, r.prompt_format, r.model.config.max_position_embeddings)
-            for r in (search.policy, search.feedback, search.edit)]
-  check_request_lengths(items, search.settings, *limits)
+  roles = {"draft": search.policy, "feedback": search.feedback, "edit": search.edit}
+  limits = [RoleLimits(r.name, r.tokenizer, r.prompt_format, contexts[name])
+            for name, r in (("policy", search.policy), ("feedback", search.feedback), ("edit", search.edit))]
+  by_key: dict[str, int] = {}
+  for stage, tokens in check_request_lengths(items, search.settings, *limits).items():
+    key = roles[stage].model_key
+    by_key[key] = max(by_key.get(key, 0), tokens)
+  return by_key
+
+
+def choose_schedule(config: ConfigDict, items) -> str:
+  """`search.schedule`, with auto resolved by the memory plan for this run's devices (pipelined
+  where the devices report no memory limit, as on CPU)."""
+  import jax
+
+  schedule = config.search.schedule
+  if schedule != "auto":
+    return schedule
+  from helpsteer_jax.scaling.memory_plan import device_memory
+
+  limit, _ = device_memory()
+  if not limit:
+    logging.info("schedule auto: the devices report no memory limit; pipelined")
+    return "pipelined"
+  from helpsteer_jax.scaling.search_plan import plan_config
+
+  plan, _, _ = plan_config(config, jax.device_count(), limit, config.search.memory_fraction, items=items)
+  for line in plan.lines():
+    logging.info("memory plan: %s", line)
+  if plan.schedule == "neither":
+    raise ValueError("no schedule fits these devices: " + plan.lines()[-1])
+  return plan.schedule
 
 
 def output_folder(config: ConfigDict) -> str:
@@ -125,8 +196,17 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   writer = ResultWriter(folder) if writes else None
   todo = _still_to_do(items, writer)
   logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), folder)
-  search = build_search(config, ModelPool(config.mesh))
-  check_requests(todo, search)
+  pool = ModelPool(config.mesh)
+  staged = choose_schedule(config, todo) == "staged"
+  search = build_search(config, pool, load=not staged)
+  longest = check_requests(todo, search, {name: pool.max_positions(role_checkpoint(config, name)[0])
+                                          for name in ("policy", "feedback", "edit")})
+  if search.settings.memory_fraction > 0:
+    from helpsteer_jax.scaling.memory_plan import mesh_axes
+    from helpsteer_jax.scaling.search import SlotBudget
+
+    tensor = mesh_axes(tuple(config.mesh.shape), jax.device_count())[2]
+    search.slot_budget = SlotBudget(longest, tensor, search.settings.memory_fraction)
 
   start = time.perf_counter()
   done_before = len(items) - len(todo)
@@ -142,10 +222,14 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
       bar.update(1)
 
     try:
-      # Prompts enter the search's engine as it has room; each record is written (in prompt
-      # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
-      search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
-                 max_in_flight=config.prompts_in_flight)
+      if staged:
+        engine_stats = _run_staged(config, pool, search, folder, todo, write, bar)
+      else:
+        # Prompts enter the search's engine as it has room; each record is written (in prompt
+        # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
+        search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
+                   max_in_flight=config.prompts_in_flight)
+        engine_stats = search.stats()["engines"]
       bar.set_postfix_str(search.progress.line())  # the last counts, past the refresh interval
     except Exception as e:
       finished = done_before + written[0]
@@ -154,7 +238,7 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
           f"({type(e).__name__}: {e}); the {finished} finished prompts are kept in {folder} "
           "and a rerun resumes after them"
       ) from e
-  stats = search.stats()
+  stats = dict(search.stats(), engines=engine_stats)
   for line in stage_log_lines(stats["engines"], stats["select_seconds"], search.progress.scored):
     logging.info("%s", line)
   run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start,
@@ -162,6 +246,32 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   if writer is None:
     return {"process_index": jax.process_index(), "prompts_this_run": written[0]}
   return writer.finalize(run_info)
+
+
+def _run_staged(config: ConfigDict, pool: ModelPool, search, folder: str, todo, write, bar) -> dict[str, Any]:
+  """The staged schedule over `todo`, resumed from the stage files of `folder` (read by process 0
+  and told to the others); returns the engines' stats by stage."""
+  import json
+
+  import jax
+
+  from helpsteer_jax.parallel.host_values import from_process_zero
+  from helpsteer_jax.scaling.staged import StagedSearch, StageLog, StageSample
+
+  writes = jax.process_index() == 0
+  log = StageLog(folder, writes=writes)
+  on_disk = json.dumps([s.to_record() for s in log.read()]).encode() if writes else b""
+  written = [StageSample.from_record(r) for r in json.loads(from_process_zero(on_disk) or b"[]")]
+  if written:
+    logging.info("%d samples of unfinished stages already in %s", len(written), log.folder)
+
+  def on_stage(name: str) -> None:
+    logging.info("stage %s", name)
+    bar.set_description(f"scaling search ({name})")
+
+  staged = StagedSearch(search, PoolStageModels(config, pool), log, on_stage=on_stage)
+  staged.run(todo, written, on_record=write)
+  return staged.engine_stats
 
 
 def _still_to_do(items, writer) -> list:

@@ -30,11 +30,34 @@ from helpsteer_jax.sampling.settings import bucket, keep_ends, left_pad, prompt_
 from helpsteer_jax.scaling.prefix_breaks import breaks_for
 
 
-class Selector(Protocol):
-  name: str
+def model_key_of(model: Any) -> str:
+  """The key of a model given as an object, not by checkpoint: roles and selectors over the same
+  object share it (scaling/search.py)."""
+  return f"object-{id(model)}"
 
-  def score(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
-    """One score per (conversation, response); higher is better."""
+
+class Selector(Protocol):
+  """What the search asks of a selector. `model_key` names its model as the search's roles name
+  theirs (their checkpoint's key, or `model_key_of`): a selector that `shares_prefill` scores
+  through the prefill of the decode engine over a role's model with the same key, handed to it by
+  `use_prefill`, and its prompts (`prompt_ids`) then take part in that engine's shared prefixes."""
+
+  name: str
+  model_key: str
+  shares_prefill: bool
+
+  def score(self, items: Sequence[tuple[Conversation, str]],
+            prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
+    """One score per (conversation, response); higher is better. `prefixes`: token prefixes the
+    prompts on a shared prefill start with (scaling/prefix_breaks.py)."""
+    ...
+
+  def prompt_ids(self, conversation: Conversation, response: str) -> list[int]:
+    """The ids of the prompt scored for (conversation, response)."""
+    ...
+
+  def use_prefill(self, prefill: ChunkedPrefill) -> None:
+    """Scores through `prefill` from now on (only called when `shares_prefill`)."""
     ...
 
 
@@ -75,10 +98,11 @@ class RewardModelSelector:
   multi-attribute head the weighted sum of the attributes (`weights` [O], e.g. HelpSteer2's)."""
 
   name = "reward_model"
+  shares_prefill = False  # its head reads the last hidden state, not a decode engine's logits
 
   def __init__(self, model: RewardModel, tokenizer: Any, batch_size: int = 16,
                weights: Sequence[float] | None = None, max_tokens: int = 0,
-               prompt_format: str = "plain"):
+               prompt_format: str = "plain", model_key: str = ""):
     """`max_tokens` > 0 cuts longer inputs to their first token (BOS) and last `max_tokens` - 1,
     where the request and the response are: long contexts cost quadratic attention time.
     `prompt_format` lays out (conversation, response) as the model was trained to read it."""
@@ -91,6 +115,13 @@ class RewardModelSelector:
     self.weights = None if weights is None else np.asarray(weights, np.float32)
     self.max_tokens = max_tokens
     self.prompt_format = templates.check_prompt_format(prompt_format, "select")
+    self.model_key = model_key or model_key_of(model)
+
+  def prompt_ids(self, conversation: Conversation, response: str) -> list[int]:
+    return self.encode(conversation, response)
+
+  def use_prefill(self, prefill: ChunkedPrefill) -> None:
+    raise TypeError("a reward model selector scores with its own head, not through a shared prefill")
 
   def encode(self, conversation: Conversation, response: str) -> list[int]:
     """The token ids scored for one (conversation, response), before any `max_tokens` cut."""
@@ -106,32 +137,35 @@ class RewardModelSelector:
     return _run_bucketed(_reward_scores, self.model, prompts, _pad_id(self.tokenizer),
                          self.batch_size, self.model.config.max_position_embeddings)
 
-  def score(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
+  def score(self, items: Sequence[tuple[Conversation, str]],
+            prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
+    del prefixes  # scored in its own left-padded batches
     scores = self.score_all(items)
     combined = scores[:, 0] if self.weights is None else scores @ self.weights
     return [float(s) for s in combined]
 
 
 class GenerativeJudgeSelector:
-  """Scores in left-padded batches of `batch_size`; once `share_prefill` hands it the chunked
+  """Scores in left-padded batches of `batch_size`; once `use_prefill` hands it the chunked
   prefill of a decode engine over the same model, one item at a time through that engine's kept
   chunks instead: the search's judge requests begin as its Feedback and Edit requests about the
-  same draft do (formats/plain.py), so most of each judge prompt is already computed."""
+  same draft do (formats/plain.py), so most of each judge prompt is already computed.
+  `model` may be None until it is scored with (the staged schedule loads it for its stage)."""
 
   name = "generative_judge"
+  shares_prefill = True
 
-  def __init__(self, model: Llama, tokenizer: Any, batch_size: int = 16, prompt_format: str = "plain"):
+  def __init__(self, model: Optional[Llama], tokenizer: Any, batch_size: int = 16,
+               prompt_format: str = "plain", model_key: str = ""):
     self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
     self.prompt_format = templates.check_prompt_format(prompt_format, "judge")
+    self.model_key = model_key or model_key_of(model)
     self.prefill: Optional[ChunkedPrefill] = None
 
-  def share_prefill(self, model: Llama, prefill: ChunkedPrefill) -> bool:
-    """Uses `prefill` (an engine's, sampling/chunked_prefill.py) if it serves this judge's model;
-    returns whether it does."""
-    if model is not self.model:
-      return False
+  def use_prefill(self, prefill: Optional[ChunkedPrefill]) -> None:
+    """Scores through `prefill` (a decode engine's over this judge's model,
+    sampling/chunked_prefill.py); None: in its own batches again."""
     self.prefill = prefill
-    return True
 
   def _text(self, conversation: Conversation, response: str) -> str:
     return self.tokenizer.apply_chat_template(

@@ -1,0 +1,249 @@
+"""One prompt's search: its tree (scaling/tree.py), the requests each stage sends for it and a
+named method for each stage's completion. When the requests run is the schedule's business
+(scaling/search.py runs the stages of all prompts overlapped, scaling/staged.py one stage at a
+time over all prompts); what a stage adds to the tree is the same under both.
+
+Every sample's key derives from (seed, prompt id, stage, indices), so a tree does not depend on
+the schedule, on what ran beside it, or on a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Optional, Protocol
+
+from helpsteer_jax.data.prompt_sources import PromptItem
+from helpsteer_jax.formats import prompts as templates
+from helpsteer_jax.formats.messages import Conversation
+from helpsteer_jax.sampling.engine import Request
+from helpsteer_jax.sampling.generate import Sample
+from helpsteer_jax.sampling.keys import sample_key
+from helpsteer_jax.scaling.feedback_filters import FeedbackRule, describe
+from helpsteer_jax.scaling.progress import StageProgress
+from helpsteer_jax.scaling.roles import Role
+from helpsteer_jax.scaling.search_settings import SearchSettings
+from helpsteer_jax.scaling.selectors import Selector
+from helpsteer_jax.scaling.tree import Draft, EditGroup, Feedback, Generated, PromptTree
+
+# Engine priorities: later stages first (a prompt's tree completes sooner and fewer prompts are in
+# flight), the greedy reference last.
+GREEDY_PRIORITY, DRAFT_PRIORITY, FEEDBACK_PRIORITY, EDIT_PRIORITY = -1, 0, 1, 2
+
+OnSample = Callable[[int, Sample], None]  # (sample index, sample)
+OnSamples = Callable[[list[Sample]], None]
+
+
+class Search(Protocol):
+  """What a prompt's search reads from the search over all prompts (scaling/search.py)."""
+
+  settings: SearchSettings
+  policy: Role
+  feedback: Role
+  edit: Role
+  selector: Optional[Selector]
+  rule: FeedbackRule
+  progress: StageProgress
+
+  def prefixes(self, model_key: str, conversation: Conversation, prompt: "PromptSearch",
+               d: Optional[int] = None) -> list[tuple[int, ...]]: ...
+
+  def score(self, prompt: "PromptSearch", nodes: Sequence[Generated], of_draft: Optional[int] = None) -> None: ...
+
+  def engine(self, role: Role): ...
+
+
+class PromptSearch:
+  """The tree of `item` under `search`'s settings and roles."""
+
+  def __init__(self, search: Search, item: PromptItem):
+    s = search.settings
+    self.search = search
+    self.item = item
+    self.greedy_mode = s.mode == "greedy"
+    self.measure_greedy = s.measure_greedy and not self.greedy_mode
+    self.tree = PromptTree(
+        id=item.id, conversation=item.conversation, mode=s.mode,
+        roles={"policy": search.policy.name, "feedback": search.feedback.name, "edit": search.edit.name,
+               "selector": None if search.selector is None else search.selector.name},
+        prompt_formats={"feedback": search.feedback.prompt_format, "edit": search.edit.prompt_format},
+        drafts=[None] * (1 if self.greedy_mode else s.num_drafts))
+    # Token prefixes its prompts share, by (model key, draft or None): FeedbackEditSearch.prefixes.
+    self.prefix_cache: dict[tuple[str, Optional[int]], tuple[int, ...]] = {}
+
+  @property
+  def conversation(self) -> Conversation:
+    return self.item.conversation
+
+  def key(self, *parts: object):
+    return sample_key(self.search.settings.seed, self.item.id, *parts)
+
+  # -- requests ---------------------------------------------------------------------------------
+
+  def _request(self, role: Role, conversation: Conversation, stage, n: int, key, tag: str,
+               on_done: Optional[OnSamples], on_sample: Optional[OnSample], priority: int,
+               draft: Optional[int] = None, indices: Sequence[int] = (), greedy: bool = False) -> Request:
+    prefixes = self.search.prefixes(role.model_key, self.conversation, self, draft)
+    return role.request(conversation, stage, n, key, tag, on_done, greedy=greedy, on_sample=on_sample,
+                        priority=priority, prefixes=prefixes, indices=indices)
+
+  def draft_request(self, on_sample: OnSample, on_done: Optional[OnSamples] = None,
+                    indices: Sequence[int] = ()) -> Request:
+    """The policy's drafts (the one greedy answer in greedy mode); `indices`: only these samples."""
+    s = self.search.settings
+    return self._request(self.search.policy, self.conversation, s.draft, len(self.tree.drafts),
+                         self.key("draft"), "draft", on_done, on_sample, DRAFT_PRIORITY,
+                         indices=indices, greedy=self.greedy_mode)
+
+  def greedy_request(self, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None) -> Request:
+    """The greedy reference: the token multiple's denominator."""
+    return self._request(self.search.policy, self.conversation, self.search.settings.draft, 1,
+                         self.key("greedy"), "greedy", on_done, on_sample, GREEDY_PRIORITY, greedy=True)
+
+  def feedback_request(self, d: int, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None,
+                       indices: Sequence[int] = ()) -> Request:
+    s, role = self.search.settings, self.search.feedback
+    request = templates.feedback_request(self.conversation, self.tree.draft(d).answer.text, role.prompt_format)
+    return self._request(role, request, s.feedback, s.feedback_samples, self.key("feedback", d),
+                         "feedback", on_done, on_sample, FEEDBACK_PRIORITY, draft=d, indices=indices)
+
+  def edit_groups(self, d: int) -> list[EditGroup]:
+    """The groups of draft `d` that its Edit requests answer: the kept feedback in groups, or one
+    revision without feedback."""
+    if self.search.settings.mode == "edit_without_feedback":
+      return [EditGroup([])]
+    return self.tree.draft(d).edit_groups
+
+  def edit_request(self, d: int, g: int, on_done: Optional[OnSamples],
+                   on_sample: Optional[OnSample] = None, indices: Sequence[int] = ()) -> Request:
+    s, role = self.search.settings, self.search.edit
+    draft = self.tree.draft(d)
+    if s.mode == "edit_without_feedback":
+      request = templates.revision_request(self.conversation, draft.answer.text, role.prompt_format)
+    else:
+      texts = [draft.feedbacks[i].text for i in draft.edit_groups[g].feedback]
+      request = templates.edit_request(self.conversation, draft.answer.text, texts, role.prompt_format)
+    return self._request(role, request, s.edit, s.num_edits, self.key("edit", d, g), "edit", on_done,
+                         on_sample, EDIT_PRIORITY, draft=d, indices=indices)
+
+  # -- stage completions --------------------------------------------------------------------------
+
+  def add_draft(self, d: int, sample: Sample) -> Draft:
+    draft = self.tree.drafts[d] = Draft(Generated.of(sample))
+    self.search.progress.add("draft", 1, sample.num_tokens)
+    return draft
+
+  def add_greedy(self, sample: Sample) -> None:
+    self.tree.greedy = Generated.of(sample)
+    self.search.progress.add("greedy", 1, sample.num_tokens)
+
+  def add_feedback(self, d: int, samples: list[Sample]) -> None:
+    """Draft `d`'s sampled feedback, filtered by the rule into its edit groups."""
+    s = self.search.settings
+    draft = self.tree.draft(d)
+    self.search.progress.add("feedback", len(samples), sum(x.num_tokens for x in samples))
+    kept = self.search.rule([x.text for x in samples], s.num_feedbacks)
+    for i, x in enumerate(samples):
+      info = describe(x.text)
+      draft.feedbacks.append(Feedback(x.text, x.num_tokens, x.finished, info.helpfulness,
+                                      info.change_requests, i in kept,
+                                      kept.index(i) if i in kept else None))
+    g = s.feedback_group_size
+    draft.num_effective_feedbacks = len(kept)
+    draft.edit_groups = [EditGroup(kept[i:i + g]) for i in range(0, len(kept), g)]
+
+  def add_edits(self, d: int, g: int, samples: list[Sample]) -> list[Generated]:
+    draft = self.tree.draft(d)
+    if self.search.settings.mode == "edit_without_feedback" and not draft.edit_groups:
+      draft.edit_groups = [EditGroup([])]
+    edits = draft.edit_groups[g].edits = [Generated.of(x) for x in samples]
+    self.search.progress.add("edit", len(samples), sum(x.num_tokens for x in samples))
+    return edits
+
+  def score_draft(self, d: int) -> None:
+    self.search.score(self, [self.tree.draft(d).answer], of_draft=d)
+
+  def score_edits(self, d: int, g: int) -> None:
+    self.search.score(self, self.tree.draft(d).edit_groups[g].edits)
+
+  def finish(self) -> PromptTree:
+    """The choice among the candidates, the token account and the feedback counts."""
+    s, tree = self.search.settings, self.tree
+    cands = tree.candidates(s.select_drafts)
+    best_ref = max(cands, key=lambda ref: (_or_lowest(tree.node(ref).score), -cands.index(ref)))
+    best = tree.node(best_ref)
+    tree.best = {"text": best.text, "score": best.score,
+                 "draft": best_ref[0], "group": best_ref[1], "edit": best_ref[2]}
+    drafts = [tree.draft(d) for d in range(len(tree.drafts))]
+    tokens = {"drafts": sum(d.answer.num_tokens for d in drafts),
+              "feedback": sum(f.num_tokens for d in drafts for f in d.feedbacks),
+              "edits": sum(e.num_tokens for d in drafts for g in d.edit_groups for e in g.edits)}
+    tokens["total"] = tokens["drafts"] + tokens["feedback"] + tokens["edits"]
+    greedy_tokens = (drafts[0].answer.num_tokens if self.greedy_mode
+                     else tree.greedy.num_tokens if self.measure_greedy else None)
+    tree.tokens = dict(tokens, greedy=greedy_tokens)
+    tree.token_multiple = None if not greedy_tokens else tokens["total"] / greedy_tokens
+    tree.num_candidates = len(cands)
+    if s.mode == "feedback_edit":
+      per_draft = [d.num_effective_feedbacks or 0 for d in drafts]
+      tree.effective_feedbacks = {"per_draft": per_draft, "total": sum(per_draft),
+                                  "sampled_per_draft": s.feedback_samples}
+    return tree
+
+
+def _or_lowest(score: Optional[float]) -> float:
+  return float("-inf") if score is None else score
+
+
+class PipelinedPrompt(PromptSearch):
+  """The pipelined schedule's prompt: each completion sends the next stage's requests at once
+  (a draft's feedback as soon as the draft is written, its edits as soon as its feedback is
+  filtered) and scores candidates as they arrive; `on_finished(self)` once its tree is complete."""
+
+  def __init__(self, search: Search, item: PromptItem,
+               on_finished: Callable[["PipelinedPrompt"], None]):
+    super().__init__(search, item)
+    self.on_finished = on_finished
+    self.outstanding = 0
+
+  def start(self) -> None:
+    self._submit(self.search.policy, self.draft_request(self.on_draft, lambda samples: self._done_one()))
+    if self.measure_greedy:
+      # Depends on nothing and nothing depends on it: it fills slots the search leaves idle.
+      self._submit(self.search.policy, self.greedy_request(self.on_greedy))
+
+  def _submit(self, role: Role, request: Request) -> None:
+    self.outstanding += 1
+    self.search.engine(role).submit(request)
+
+  def _done_one(self) -> None:
+    self.outstanding -= 1
+    if self.outstanding == 0:
+      self.finish()
+      self.on_finished(self)
+
+  def on_draft(self, d: int, sample: Sample) -> None:
+    self.add_draft(d, sample)
+    self.score_draft(d)
+    mode = self.search.settings.mode
+    if mode == "feedback_edit":
+      self._submit(self.search.feedback,
+                   self.feedback_request(d, lambda samples: self.on_feedback(d, samples)))
+    elif mode == "edit_without_feedback":
+      self.tree.draft(d).edit_groups = [EditGroup([])]
+      self._submit(self.search.edit, self.edit_request(d, 0, lambda samples: self.on_edits(d, 0, samples)))
+
+  def on_feedback(self, d: int, samples: list[Sample]) -> None:
+    self.add_feedback(d, samples)
+    for g in range(len(self.tree.draft(d).edit_groups)):
+      self._submit(self.search.edit,
+                   self.edit_request(d, g, lambda samples, g=g: self.on_edits(d, g, samples)))
+    self._done_one()
+
+  def on_edits(self, d: int, g: int, samples: list[Sample]) -> None:
+    self.add_edits(d, g, samples)
+    self.score_edits(d, g)
+    self._done_one()
+
+  def on_greedy(self, samples: list[Sample]) -> None:
+    self.add_greedy(samples[0])
+    self._done_one()
