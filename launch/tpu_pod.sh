@@ -2,17 +2,19 @@
 # Runs one entry point on every worker of a Cloud TPU pod slice (the same command on each host;
 # jax.distributed initialises from the TPU environment, `distributed.mode=auto` in the config).
 #
-#   launch/tpu_pod.sh [--dry-run] --tpu=NAME --zone=ZONE [--project=ID] [--dir=PATH] [--python=BIN]
+#   launch/tpu_pod.sh [--dry-run] --tpu=NAME[,NAME...] --zone=ZONE [--project=ID] [--dir=PATH] [--python=BIN]
 #                     [--sync] MODULE [FLAGS...]
 #   launch/tpu_pod.sh --tpu=hs-v5p-128 --zone=us-east5-a train --config=experiments/edit_sft.py:70b --workdir=gs://bucket/edit70b
 #   DRY_RUN=1 launch/tpu_pod.sh --tpu=hs --zone=us-east5-a evaluate --config=experiments/eval/arena_hard.py:full
+#   DRY_RUN=1 launch/tpu_pod.sh --tpu=s0,s1 --zone=us-east5-a scale --config=experiments/scaling/grid.py
 #
 # --dir: the repository on the workers (default ~/helpsteer_jax); --python: the interpreter there
 # (default python3); --sync: first copy this repository to --dir on every worker. TPU_NAME, ZONE and
 # PROJECT may be given as environment variables instead. --dry-run (or DRY_RUN=1) prints the
 # gcloud commands and exits. MODULE: train, scale, evaluate, convert, plan, tables, chat (scale runs
-# one search over all the slice's hosts, process 0 writing; independent slices each take a shard,
-# --config.prompts.shard=I/N, and python -m helpsteer_jax.merge joins them).
+# one search over all the slice's hosts, process 0 writing). Several slices, --tpu=A,B,...: the
+# command runs on each at once; for scale, slice I of N gets --config.prompts.shard=I/N (its share
+# of the prompts, into <output_dir>/shard-I-of-N) and python -m helpsteer_jax.merge joins them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/launch/common.sh"
@@ -29,7 +31,7 @@ while [[ $# -gt 0 && "$1" == --* ]]; do
     --dir=*) remote_dir="${1#*=}" ;;
     --python=*) remote_python="${1#*=}" ;;
     --sync) sync=1 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "error: unknown option $1 (launcher options come before MODULE)" >&2; exit 2 ;;
   esac
   shift
@@ -44,17 +46,38 @@ helpsteer_check_config "$ROOT" "$@"
 where=(--zone="$zone")
 [[ -n "$project" ]] && where+=(--project="$project")
 
-# The remote command line: module flags quoted once for the workers' shell.
-remote="cd $remote_dir && $remote_python -m helpsteer_jax.$module"
-for arg in "$@"; do remote+=" $(helpsteer_quote "$arg")"; done
-
-sync_cmd=(gcloud compute tpus tpu-vm scp --recurse "$ROOT/." "$tpu:$remote_dir" --worker=all "${where[@]}")
-run_cmd=(gcloud compute tpus tpu-vm ssh "$tpu" --worker=all "${where[@]}" --command="$remote")
-
-if [[ "$dry_run" == "1" ]]; then
-  [[ "$sync" == "1" ]] && helpsteer_print_cmd "${sync_cmd[@]}"
-  helpsteer_print_cmd "${run_cmd[@]}"
-  exit 0
+IFS=',' read -r -a slices <<< "$tpu"
+count=${#slices[@]}
+if [[ "$count" -gt 1 && "$module" != "scale" ]]; then
+  echo "error: several slices (--tpu=$tpu) split the prompts of scale; $module runs on one slice" >&2; exit 2
 fi
-[[ "$sync" == "1" ]] && "${sync_cmd[@]}"
-exec "${run_cmd[@]}"
+
+# The remote command line of slice $1: module flags quoted once for the workers' shell.
+remote_command() {
+  local line="cd $remote_dir && $remote_python -m helpsteer_jax.$module" arg
+  for arg in "${@:2}"; do line+=" $(helpsteer_quote "$arg")"; done
+  [[ "$count" -gt 1 ]] && line+=" --config.prompts.shard=$1/$count"
+  printf '%s' "$line"
+}
+
+pids=()
+for index in "${!slices[@]}"; do
+  slice="${slices[$index]}"
+  sync_cmd=(gcloud compute tpus tpu-vm scp --recurse "$ROOT/." "$slice:$remote_dir" --worker=all "${where[@]}")
+  run_cmd=(gcloud compute tpus tpu-vm ssh "$slice" --worker=all "${where[@]}"
+           --command="$(remote_command "$index" "$@")")
+  if [[ "$dry_run" == "1" ]]; then
+    [[ "$sync" == "1" ]] && helpsteer_print_cmd "${sync_cmd[@]}"
+    helpsteer_print_cmd "${run_cmd[@]}"
+    continue
+  fi
+  if [[ "$count" -eq 1 ]]; then
+    [[ "$sync" == "1" ]] && "${sync_cmd[@]}"
+    exec "${run_cmd[@]}"
+  fi
+  ( [[ "$sync" == "1" ]] && "${sync_cmd[@]}"; "${run_cmd[@]}" ) &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+exit "$status"

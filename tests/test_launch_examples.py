@@ -122,3 +122,20 @@ def test_a_slurm_job_array_runs_one_prompt_shard_per_task():
     proc = subprocess.run(["bash", "launch/slurm_submit.sh", "--dry-run", *words], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_tpu_slices_each_take_a_shard():
+  env = dict(os.environ, DRY_RUN="1")
+  proc = subprocess.run(["bash", "launch/tpu_pod.sh", "--tpu=s0,s1,s2", "--zone=z", "scale",
+                         "--config=experiments/scaling/grid.py"], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 3
+  for index, line in enumerate(lines):
+    words = shlex.split(line)
+    assert words[5] == f"s{index}" and f"--config.prompts.shard={index}/3" in words[-1]
+  other = subprocess.run(["bash", "launch/tpu_pod.sh", "--tpu=s0,s1", "--zone=z", "train",
+                          "--config=experiments/edit_sft.py:70b"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+  assert other.returncode == 2 and "split the prompts of scale" in other.stderr
