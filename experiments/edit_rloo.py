@@ -7,6 +7,9 @@ Launch (size = tiny | smollm2 | 8b | 70b):
         --config.rloo.reward_model=runs/edit_rm_smollm2/export
     python -m helpsteer_jax.train --config=experiments/edit_rloo.py:size=70b --workdir=gs://bucket/edit_rloo_70b
 `tiny` uses a synthetic reward (the fraction of low token ids) so the loop runs without an RM.
+Over several hosts (`--config.distributed`, automatic on TPU pods and under SLURM) every process
+samples the same rollouts SPMD on the global mesh with the decode engine, and each device trains
+on its rows of the batch: the losses are those of one process.
 
 The 70B recipe (HelpSteer3, arXiv 2503.04378; where it is silent, NeMo-Aligner's REINFORCE guide
 docs/user-guide/reinforce.rst and examples/nlp/gpt/conf/gpt_reinforce_actor.yaml):

@@ -5,13 +5,11 @@ to 1e-6 relative: see `_diff`), under both schedules."""
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
 
-from entry_runner import run_entry
+from entry_runner import run_entry, run_processes
 from test_scale_entry import EXPERIMENT, _write_prompts, model_dir  # noqa: F401 (a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,12 +30,6 @@ def _command(model_dir, prompts, out, *extra):
           *stages, *extra]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _records(folder):
   with open(os.path.join(folder, "results.jsonl")) as f:
     return [json.loads(line) for line in f]
@@ -56,17 +48,9 @@ def single(model_dir, tmp_path_factory):
 @pytest.mark.parametrize("schedule", ["pipelined", "staged"])
 def test_two_processes_write_the_records_of_one(model_dir, single, schedule, tmp_path):
   prompts, single = single
-  port = _free_port()
   multi = tmp_path / "multi"
-  procs = [subprocess.Popen(
-      _command(model_dir, prompts, multi, f"--config.search.schedule={schedule}",
-               "--config.distributed.mode=explicit",
-               f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-               "--config.distributed.num_processes=2", f"--config.distributed.process_id={index}"),
-      cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]
-  outputs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-12000:]
+  run_processes(lambda extra: _command(model_dir, prompts, multi, f"--config.search.schedule={schedule}", *extra),
+                2, cwd=REPO, env=_env(4), timeout=600)
   many, one = _records(multi), _records(single)
   assert len(many) == len(one) == 3
   diffs = [d for x, y in zip(many, one) for d in _diff(x, y)]

@@ -77,10 +77,11 @@ class Task(Protocol):
   def eval_data(self, process_index: int, process_count: int) -> Optional[Iterator[dict[str, np.ndarray]]]: ...
 
   def prepare_batch(self, local: Any, state: TrainState, graphdef: Any, rest: Any, step: int,
-                    to_global: Callable[[dict[str, np.ndarray]], dict[str, jax.Array]]
+                    to_global: Callable[..., dict[str, jax.Array]]
                     ) -> tuple[dict[str, jax.Array], dict[str, float], int]:
     """(global batch, extra metrics, real tokens of the global batch) from what `train_data` gave
-    (RLOO samples its rollouts here)."""
+    (RLOO samples its rollouts here). `to_global(rows)` makes global arrays of this process's rows;
+    `to_global(rows, whole=True)` of a whole global batch that every process holds."""
     ...
 
   def num_tokens(self, batch: dict[str, np.ndarray]) -> int:
@@ -101,8 +102,14 @@ def batch_sharding(sharding: ShardingContext, ndim: int) -> NamedSharding:
   return NamedSharding(sharding.mesh, sharding.spec((ax.ACT_BATCH,) + (None,) * (ndim - 1)))
 
 
-def to_global_batch(local: dict[str, np.ndarray], sharding: ShardingContext) -> dict[str, jax.Array]:
-  """Each process's rows -> one global array per entry, rows split over (data, fsdp)."""
+def to_global_batch(local: dict[str, np.ndarray], sharding: ShardingContext,
+                    whole: bool = False) -> dict[str, jax.Array]:
+  """Each process's rows -> one global array per entry, rows split over (data, fsdp). With `whole`
+  every process holds the whole global batch (RLOO's rollouts, sampled SPMD by every process) and
+  each device takes its own rows of it."""
+  if whole:
+    return {k: jax.make_array_from_callback(v.shape, batch_sharding(sharding, v.ndim),
+                                            lambda index, v=v: v[index]) for k, v in local.items()}
   return {k: jax.make_array_from_process_local_data(batch_sharding(sharding, v.ndim), v)
           for k, v in local.items()}
 
@@ -308,7 +315,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
         started = time.perf_counter()
         extra: dict[str, float] = {}
         batch, extra, num_tokens = task.prepare_batch(
-            local, state, graphdef, rest, step, lambda x: to_global_batch(x, sharding))
+            local, state, graphdef, rest, step, lambda x, whole=False: to_global_batch(x, sharding, whole))
         tokens_trained += num_tokens
         state, metrics = jitted_step(state, batch, rng)
         step += 1

@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
 from helpsteer_jax.train.rloo_math import (
@@ -166,8 +167,9 @@ class RLOOTask(TaskBase):
     from helpsteer_jax.data.pipeline import source_spec
     from helpsteer_jax.data.rl_prompts import PromptIterator, load_rl_prompts
 
-    if process_count > 1:
-      raise NotImplementedError("RLOO rollouts run in one process (sharded over its local devices)")
+    # Every process iterates the same prompts: the rollouts are sampled SPMD over the global mesh
+    # (the decode engine under jax's multi-controller runtime, as the search runs over hosts), and
+    # each device then takes its rows of the whole batch.
     data = self.config.data
     prompts = load_rl_prompts(source_spec(data), data.dataset, on_error=data.on_error,
                               prompt_format=data.builder.prompt_format)
@@ -235,14 +237,15 @@ class RLOOTask(TaskBase):
     started = time.perf_counter()
     done = finished if rl.unfinished != "keep" else np.ones(b, bool)
     rule = "drop" if rl.unfinished == "keep" else rl.unfinished
-    seq_kl, advantages, valid = jax.device_get(_kl_and_advantages(
+    seq_kl, advantages, valid = (to_host(x) for x in _kl_and_advantages(
         graphdef, state.params, self._reference, rest, ids, mask, target_mask,
         np.asarray(rm_scores, np.float32), done, k=k, beta=float(rl.beta), estimator=rl.kl_estimator,
         rule=rule, penalty=float(rl.penalty)))
     logprob_s = time.perf_counter() - started
 
     batch = to_global({"input_ids": ids, "input_mask": mask, "target_mask": target_mask,
-                       "advantages": np.asarray(advantages, np.float32), "valid": np.asarray(valid)})
+                       "advantages": np.asarray(advantages, np.float32), "valid": np.asarray(valid)},
+                      whole=True)
     metrics = {
         "reward_mean": float(rm_scores.mean()),
         "reward_std": float(rm_scores.reshape(-1, k).std(axis=1).mean()),
@@ -252,7 +255,7 @@ class RLOOTask(TaskBase):
         "finished_fraction": float(finished.mean()),
         "sample_s": sample_s, "score_s": score_s, "logprob_s": logprob_s,
     }
-    return batch, metrics, int(np.count_nonzero(mask))  # one process samples every rollout
+    return batch, metrics, int(np.count_nonzero(mask))  # every process holds every rollout
 
   def export(self, model: nnx.Module, out_dir: str) -> None:
     from helpsteer_jax.checkpoints.pretrained import save_pretrained
