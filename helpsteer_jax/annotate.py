@@ -56,7 +56,7 @@ def annotate(model_path: str, input_path: str, output_path: str, batch_size: int
   from helpsteer_jax.checkpoints.model_pool import ModelPool
   from helpsteer_jax.checkpoints.reward import reward_labels
   from helpsteer_jax.data.jsonl import read_jsonl_rows
-  from helpsteer_jax.scaling.selectors import RewardModelSelector
+  from helpsteer_jax.scoring.selectors import RewardModelSelector
 
   rows = [(f"{input_path}:{line_no}", row) for line_no, row in read_jsonl_rows(input_path)]
   done = 0

@@ -13,7 +13,7 @@ from helpsteer_jax.checkpoints.reward import HELPSTEER2_WEIGHTS, attribute_weigh
 from helpsteer_jax.data.helpsteer2 import STEERLM_ATTRIBUTES
 from helpsteer_jax.models.config import get_preset
 from helpsteer_jax.models.heads import RewardModel
-from helpsteer_jax.scaling.selectors import RewardModelSelector
+from helpsteer_jax.scoring.selectors import RewardModelSelector
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_layout_choice_keeps_the_tokens(model):
   assert not Engine(model, EngineSettings(num_slots=2, layout="unrolled")).model_layout_scanned
   auto = Engine(model, EngineSettings(num_slots=2))
   assert auto.layout == "switched" and not auto.model_layout_scanned
-  assert auto.prefill.model is model  # a judge over `model` shares it (scaling/selectors.py)
+  assert auto.prefill.model is model  # a judge over `model` shares it (scoring/selectors.py)
   assert Engine(model, EngineSettings(num_slots=1)).layout == "fused"
   greedy = SamplingSettings(max_new_tokens=8)
   sampled = SamplingSettings(max_new_tokens=8, temperature=1.0, top_k=20)

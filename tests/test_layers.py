@@ -1,5 +1,5 @@
 """The package's layers import only downwards (models/parallel/formats < checkpoints < data <
-sampling < scaling/train < eval < entry points): a regression guard that walks every import,
+sampling/scoring < scaling/train < eval < entry points): a regression guard that walks every import,
 those inside functions included."""
 
 import ast
@@ -12,7 +12,7 @@ LAYERS = {
     "formats": 0, "models": 0, "parallel": 0,
     "checkpoints": 1,
     "data": 2,
-    "sampling": 3,
+    "sampling": 3, "scoring": 3,
     "scaling": 4, "train": 4,
     "eval": 5,
 }

@@ -10,7 +10,7 @@ from helpsteer_jax.scaling.results import summarize
 from helpsteer_jax.scaling.search import (
     FeedbackEditSearch, Role, SearchSettings, StageSampling, default_feedback_samples,
 )
-from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
+from helpsteer_jax.scoring.selectors import GenerativeJudgeSelector, RewardModelSelector
 from scaling_fixtures import smollm2_tokenizer, tiny_chat_model
 
 SHORT = StageSampling(temperature=1.0, top_p=0.95, max_new_tokens=6)

@@ -23,7 +23,7 @@ from helpsteer_jax.checkpoints.reward import (
 )
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.formats import prompts
-from helpsteer_jax.scaling.selectors import RewardModelSelector
+from helpsteer_jax.scoring.selectors import RewardModelSelector
 
 TOL = 1e-4
 VOCAB = 128256  # the Llama-3 tokenizer's

@@ -12,7 +12,7 @@ tokenizer call and each assistant output in another, so the prompt tokens are ex
 exactly the text it must generate (a token never straddles prompt and output).
 
 Reward-model inputs (pairs, regression) are rendered whole and encoded in one call, exactly as
-`scaling.selectors.RewardModelSelector` encodes what it scores.
+`scoring.selectors.RewardModelSelector` encodes what it scores.
 
 Truncation (`max_length`): `"drop"` leaves over-long examples out; `"left"` cuts tokens from the
 left of the prompt (keeping a leading BOS token), as long as the whole final assistant output still

@@ -249,3 +249,13 @@ class ChunkedPrefill:
   def logits(self, hidden: jax.Array) -> jax.Array:
     """The output head on a prompt's last hidden state: [1, D] -> fp32 logits [1, V]."""
     return _head(self._graphdef, self._state, hidden)
+
+
+def breaks_for(prompt: Sequence[int], prefixes: Sequence[Sequence[int]]) -> tuple[int, ...]:
+  """The lengths of `prefixes` that `prompt` starts with and extends: its chunk breaks."""
+  out = set()
+  for prefix in prefixes:
+    n = len(prefix)
+    if 0 < n < len(prompt) and tuple(prompt[:n]) == tuple(prefix):
+      out.add(n)
+  return tuple(sorted(out))

@@ -44,16 +44,6 @@ def common_prefix(sequences: Sequence[Sequence[int]]) -> tuple[int, ...]:
   return tuple(int(t) for t in first[:length])
 
 
-def breaks_for(prompt: Sequence[int], prefixes: Sequence[Sequence[int]]) -> tuple[int, ...]:
-  """The lengths of `prefixes` that `prompt` starts with and extends: its chunk breaks."""
-  out = set()
-  for prefix in prefixes:
-    n = len(prefix)
-    if 0 < n < len(prompt) and tuple(prompt[:n]) == tuple(prefix):
-      out.add(n)
-  return tuple(sorted(out))
-
-
 class SharedPrefixes:
   """The shared prefixes of the prompts that one model prefills. `builders` maps a name to a
   prompt builder over (conversation, response); `response_probes` are the builders whose prompt

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from helpsteer_jax.formats.messages import Conversation
+from helpsteer_jax.sampling.chunked_prefill import breaks_for
 from helpsteer_jax.sampling.engine import Request
 from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings, to_sample
-from helpsteer_jax.scaling.prefix_breaks import breaks_for
 from helpsteer_jax.scaling.search_settings import StageSampling
-from helpsteer_jax.scaling.selectors import model_key_of
+from helpsteer_jax.scoring.selectors import model_key_of
 
 
 @dataclasses.dataclass

@@ -56,7 +56,7 @@ def _role(config: ConfigDict, pool: ModelPool, name: str, load: bool):
 def build_selector(config: ConfigDict, pool: ModelPool, load: bool = True):
   """The selector of `config` (None for kind none); with `load` off, one that knows its model's
   key and its prompts but holds no weights (`scaling/staged.SelectorToLoad` for a reward model)."""
-  from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector, RewardModelSelector
+  from helpsteer_jax.scoring.selectors import GenerativeJudgeSelector, RewardModelSelector
   from helpsteer_jax.scaling.staged import SelectorToLoad
 
   sel = config.selector

@@ -39,7 +39,7 @@ from helpsteer_jax.scaling.roles import Role
 from helpsteer_jax.scaling.search_settings import (  # noqa: F401 (named here for callers)
     MODES, SCHEDULES, SearchSettings, StageSampling, default_feedback_samples,
 )
-from helpsteer_jax.scaling.selectors import Selector
+from helpsteer_jax.scoring.selectors import Selector
 from helpsteer_jax.scaling.tree import Generated
 
 @dataclasses.dataclass(frozen=True)

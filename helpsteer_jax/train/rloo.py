@@ -132,7 +132,7 @@ class RLOOTask(TaskBase):
   def use_reward_model(self, rm, tokenizer) -> None:
     """Scores rollouts with `rm` (an Edit RM). It reads the conversation cut as the policy's prompt
     was, plus the response and the template's few closing tokens."""
-    from helpsteer_jax.scaling.selectors import RewardModelSelector
+    from helpsteer_jax.scoring.selectors import RewardModelSelector
 
     max_tokens = self.rl.max_prompt_tokens + self.rl.max_new_tokens + 8 if self.rl.max_prompt_tokens > 0 else 0
     self._reward = RewardModelSelector(rm, tokenizer, batch_size=self.rl.reward_batch_size, max_tokens=max_tokens)

@@ -59,14 +59,14 @@ class RewardModelJudge:
   @classmethod
   def from_reward_model(cls, model: Any, tokenizer: Any, name: str, batch_size: int = 8) -> "RewardModelJudge":
     """A reward model with a scalar head (first output used)."""
-    from helpsteer_jax.scaling.selectors import RewardModelSelector
+    from helpsteer_jax.scoring.selectors import RewardModelSelector
 
     return cls(RewardModelSelector(model, tokenizer, batch_size=batch_size), name)
 
   @classmethod
   def from_policy(cls, model: Any, tokenizer: Any, name: str, batch_size: int = 8) -> "RewardModelJudge":
     """An instruct model's expected 0-4 helpfulness digit, for when no reward model is at hand."""
-    from helpsteer_jax.scaling.selectors import GenerativeJudgeSelector
+    from helpsteer_jax.scoring.selectors import GenerativeJudgeSelector
 
     return cls(GenerativeJudgeSelector(model, tokenizer, batch_size=batch_size), name)
 

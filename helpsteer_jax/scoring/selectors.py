@@ -25,9 +25,8 @@ from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.host_values import to_host
-from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
+from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill, breaks_for
 from helpsteer_jax.sampling.settings import bucket, keep_ends, left_pad, prompt_bucket
-from helpsteer_jax.scaling.prefix_breaks import breaks_for
 
 
 def model_key_of(model: Any) -> str:
@@ -49,7 +48,7 @@ class Selector(Protocol):
   def score(self, items: Sequence[tuple[Conversation, str]],
             prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
     """One score per (conversation, response); higher is better. `prefixes`: token prefixes the
-    prompts on a shared prefill start with (scaling/prefix_breaks.py)."""
+    prompts on a shared prefill start with (sampling/chunked_prefill.py `breaks_for`)."""
     ...
 
   def prompt_ids(self, conversation: Conversation, response: str) -> list[int]:
@@ -174,7 +173,7 @@ class GenerativeJudgeSelector:
 
   def prompt_ids(self, conversation: Conversation, response: str) -> list[int]:
     """The judge prompt's ids up to the answer prefix (what prompts about the same conversation or
-    response may share with it: scaling/prefix_breaks.py)."""
+    response may share with it: sampling/chunked_prefill.py `breaks_for`)."""
     return self.tokenizer.encode(self._text(conversation, response), add_special_tokens=False)
 
   def _encode(self, conversation: Conversation, response: str) -> tuple[list[int], list[int]]:
@@ -198,7 +197,7 @@ class GenerativeJudgeSelector:
   def score(self, items: Sequence[tuple[Conversation, str]],
             prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
     """`prefixes`: token prefixes that other prompts on the shared prefill start with; through it,
-    each item's chunks break where its prompt stops matching one (scaling/prefix_breaks.py)."""
+    each item's chunks break where its prompt stops matching one (sampling/chunked_prefill.py `breaks_for`)."""
     if not items:
       return []
     encoded = [self._encode(conv, response) for conv, response in items]

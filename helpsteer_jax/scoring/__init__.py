@@ -1,0 +1,1 @@
+"""Scoring answers with a model: the selectors the search, RLOO, annotation and local judges use."""
