@@ -55,7 +55,10 @@ def test_every_documented_command_builds(doc):
     env = dict(os.environ, PYTHON=sys.executable, DRY_RUN="1")
     proc = subprocess.run(["bash", *words], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{words}: {proc.stderr[-2000:]}"
-    printed = [w for line in proc.stdout.splitlines() for w in shlex.split(line) if w.startswith("--config=")]
+    words = [w for line in proc.stdout.splitlines() for w in shlex.split(line)]
+    # A TPU pod's command runs on the workers: its words are inside --command=.
+    words += [r for w in words if w.startswith("--command=") for r in shlex.split(w.split("&&", 1)[1])]
+    printed = [w for w in words if w.startswith("--config=")]
     assert printed, f"{words} printed no command: {proc.stdout[-2000:]}"
     for config in printed:
       _build(config)
