@@ -23,6 +23,12 @@ hours of the run); `--accelerator=all` prints docs/70b.md's table:
     python -m helpsteer_jax.plan --search --config=experiments/scaling/grid.py --mesh=1,1,-1 \
         --devices=8 --hbm_gib=80
     python -m helpsteer_jax.plan --search --config=experiments/scaling/grid.py --accelerator=all
+
+An RLOO config prints what RLOO holds per device (train/rloo_plan.py: policy state, gradients,
+reference, reward model, rollout cache and slots) on a v5p-64 and on 4 x 8 H100, or on
+--devices/--hbm_gib; `--rloo_compile` compiles its train step instead, as for any config:
+
+    python -m helpsteer_jax.plan --config=experiments/edit_rloo.py:size=70b
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ def _recipes_only() -> bool:
 def _fake_device_count() -> int:
   if "--search" in sys.argv or "--search=true" in sys.argv:
     return 1  # the search's plan is worked out, not compiled
+  if "edit_rloo" in " ".join(sys.argv) and "--rloo_compile" not in sys.argv:
+    return 1  # so is RLOO's (no --devices needed)
   if _recipes_only() or any(a in ("-h", "--help", "--helpshort", "--helpfull", "-?") for a in sys.argv[1:]):
     return 1  # help and the recipe table need no devices (and no --devices for a -1 mesh)
   mesh = [int(x) for x in (_flag("mesh") or "1,-1,1").split(",")]
@@ -85,6 +93,8 @@ flags.DEFINE_string("accelerator", "", "--search: a named machine (sets devices,
                         ["8xH100-80GB", "8xH200", "v5p-8", "v5p-16", "v6e-8", "v5e-16"]))
 flags.DEFINE_float("memory_fraction", 0.9, "--search: share of device memory for weights and caches.")
 flags.DEFINE_string("preset", "llama3_70b", "--search: model shape of a checkpoint not on disk.")
+flags.DEFINE_bool("rloo_compile", False, "For an RLOO config, compile its train step as for any other "
+                  "config instead of printing its memory per device.")
 flags.DEFINE_float("bandwidth_efficiency", 0.5, "--search: share of HBM bandwidth a decode step reaches.")
 FLAGS = flags.FLAGS
 
@@ -207,6 +217,9 @@ def main(argv) -> None:
   if FLAGS.search:
     print("\n".join(search_plan_lines(_CONFIG.value)))
     return
+  if "rloo" in _CONFIG.value and not FLAGS.rloo_compile:
+    print("\n".join(rloo_plan_lines(_CONFIG.value)))
+    return
   config = _CONFIG.value
   config.progress = False
   mesh_shape = tuple(int(x) for x in FLAGS.mesh.split(","))
@@ -243,7 +256,8 @@ def main(argv) -> None:
 
 def search_plan_lines(config) -> list[str]:
   """The --search output: one machine's plan, or the table over every named machine."""
-  from helpsteer_jax.scaling.memory_plan import ACCELERATORS, GIB, decode_hours
+  from helpsteer_jax.parallel.device_memory import ACCELERATORS, GIB
+  from helpsteer_jax.scaling.memory_plan import decode_hours
   from helpsteer_jax.scaling.search_plan import paper_stage_tokens, plan_shapes, prompt_lengths, role_shapes
 
   shapes = role_shapes(config, FLAGS.preset)
@@ -278,6 +292,25 @@ def search_plan_lines(config) -> list[str]:
     hours = decode_hours(plan, paper_stage_tokens(config, lengths), prompts, bandwidth,
                          FLAGS.bandwidth_efficiency, axes[0])
     lines.append(f"{assumptions}: {hours:.1f} h")
+  return lines
+
+
+def rloo_plan_lines(config) -> list[str]:
+  """An RLOO config's memory per device (train/rloo_plan.py) on each training cluster, or on
+  --accelerator / --devices with --hbm_gib."""
+  from helpsteer_jax.parallel.device_memory import GIB, TRAINING_CLUSTERS
+  from helpsteer_jax.train.rloo_plan import plan_rloo
+
+  if FLAGS.hbm_gib:
+    machines = [("given", _fake_device_count_for_search(), FLAGS.hbm_gib * GIB)]
+    config.mesh.shape = tuple(int(x) for x in FLAGS.mesh.split(","))
+  else:
+    machines = [(m.name, m.devices, m.hbm_gib * GIB) for m in TRAINING_CLUSTERS.values()]
+  lines = [f"RLOO memory per device (rollouts of up to {config.rloo.max_new_tokens} new tokens; prompts "
+           f"{'cut at ' + str(config.rloo.max_prompt_tokens) if config.rloo.max_prompt_tokens > 0 else 'of 3072 tokens assumed'}):"]
+  for name, devices, hbm in machines:
+    plan = plan_rloo(config, devices, hbm, FLAGS.memory_fraction)
+    lines += [f"{name}:"] + ["  " + line for line in plan.lines()]
   return lines
 
 

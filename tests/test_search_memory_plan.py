@@ -9,10 +9,9 @@ import sys
 import pytest
 
 from helpsteer_jax.models.config import get_preset
-from helpsteer_jax.scaling import memory_plan
-from helpsteer_jax.scaling.memory_plan import (
-    GIB, engine_slots, kv_bytes_per_slot, mesh_axes, plan_search, weight_bytes_per_device,
-)
+from helpsteer_jax.parallel import device_memory
+from helpsteer_jax.parallel.device_memory import GIB, kv_bytes_per_slot, mesh_axes, weight_bytes_per_device
+from helpsteer_jax.scaling.memory_plan import engine_slots, plan_search
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LLAMA_70B = get_preset("llama3_70b", param_dtype="bfloat16", dtype="bfloat16")
@@ -78,7 +77,7 @@ def test_the_search_sizes_its_engines_from_device_memory(monkeypatch, caplog):
   role = Role("policy", model, smollm2_tokenizer())
   per_slot = kv_bytes_per_slot(model.config, 300, 1)
   # A device of 100 MB with 60 MB in use: 0.9 x 100 - 60 = 30 MB leave room for 30 MB / per_slot.
-  monkeypatch.setattr(memory_plan, "device_memory", lambda: (100 * 10**6, 60 * 10**6))
+  monkeypatch.setattr(device_memory, "device_memory", lambda: (100 * 10**6, 60 * 10**6))
   search = FeedbackEditSearch(SearchSettings(mode="greedy", batch_size=16,
                                              draft=StageSampling(max_new_tokens=4)), role)
   search.slot_budget = SlotBudget({role.model_key: 300}, tensor=1, memory_fraction=0.9)
@@ -102,7 +101,7 @@ def _plan(*args):
 def test_plan_search_entry_prints_each_machine():
   table = _plan("--config=experiments/scaling/grid.py", "--accelerator=all")
   rows = [line for line in table.splitlines() if line.startswith("| ") and "machine" not in line]
-  assert [r.split("|")[1].strip() for r in rows] == list(memory_plan.ACCELERATORS)
+  assert [r.split("|")[1].strip() for r in rows] == list(device_memory.ACCELERATORS)
   by_name = {r.split("|")[1].strip(): r for r in rows}
   assert "| staged |" in by_name["8xH100-80GB"] and "| pipelined |" in by_name["8xH200"]
   one = _plan("--config=experiments/scaling/grid.py", "--mesh=1,1,-1", "--devices=8", "--hbm_gib=80")

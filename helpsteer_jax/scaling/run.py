@@ -141,7 +141,7 @@ def choose_schedule(config: ConfigDict, items) -> str:
   schedule = config.search.schedule
   if schedule != "auto":
     return schedule
-  from helpsteer_jax.scaling.memory_plan import device_memory
+  from helpsteer_jax.parallel.device_memory import device_memory
 
   limit, _ = device_memory()
   if not limit:
@@ -202,7 +202,7 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   longest = check_requests(todo, search, {name: pool.max_positions(role_checkpoint(config, name)[0])
                                           for name in ("policy", "feedback", "edit")})
   if search.settings.memory_fraction > 0:
-    from helpsteer_jax.scaling.memory_plan import mesh_axes
+    from helpsteer_jax.parallel.device_memory import mesh_axes
     from helpsteer_jax.scaling.search import SlotBudget
 
     tensor = mesh_axes(tuple(config.mesh.shape), jax.device_count())[2]

@@ -54,11 +54,12 @@ class SlotBudget:
 
   def size(self, role: str, config, key: str, batch_size: int) -> tuple[int, int]:
     """(slots, cache positions) for the engine of `key`, logged with the reason."""
-    from helpsteer_jax.scaling import memory_plan
+    from helpsteer_jax.parallel import device_memory
+    from helpsteer_jax.scaling.memory_plan import engine_slots
 
-    limit, in_use = memory_plan.device_memory()
+    limit, in_use = device_memory.device_memory()
     longest = self.longest[key]
-    slots, why = memory_plan.engine_slots(config, longest, self.tensor, batch_size, limit, in_use,
+    slots, why = engine_slots(config, longest, self.tensor, batch_size, limit, in_use,
                                           self.memory_fraction)
     logging.info("engine of %s: %s", role, why)
     return slots, (longest if limit and self.memory_fraction > 0 else 0)

@@ -22,7 +22,8 @@ from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.models.config import LlamaConfig, get_preset
 from helpsteer_jax.sampling.generate import encode_conversations
 from helpsteer_jax.scaling.config import ROLE_BLOCKS, role_checkpoint
-from helpsteer_jax.scaling.memory_plan import SearchMemoryPlan, StageTokens, mesh_axes, plan_search
+from helpsteer_jax.parallel.device_memory import mesh_axes
+from helpsteer_jax.scaling.memory_plan import SearchMemoryPlan, StageTokens, plan_search
 from helpsteer_jax.scaling.request_lengths import RoleLimits, longest_requests, placeholder
 from helpsteer_jax.scaling.search_settings import settings_from_config
 
