@@ -107,11 +107,12 @@ class PromptSearch:
                          "feedback", on_done, on_sample, FEEDBACK_PRIORITY, draft=d, indices=indices)
 
   def edit_groups(self, d: int) -> list[EditGroup]:
-    """The groups of draft `d` that its Edit requests answer: the kept feedback in groups, or one
-    revision without feedback."""
-    if self.search.settings.mode == "edit_without_feedback":
-      return [EditGroup([])]
-    return self.tree.draft(d).edit_groups
+    """The groups of draft `d` that its Edit requests answer: the kept feedback in groups, or in
+    edit_without_feedback mode one revision without feedback (made on the first call)."""
+    draft = self.tree.draft(d)
+    if self.search.settings.mode == "edit_without_feedback" and not draft.edit_groups:
+      draft.edit_groups = [EditGroup([])]
+    return draft.edit_groups
 
   def edit_request(self, d: int, g: int, on_done: Optional[OnSamples],
                    on_sample: Optional[OnSample] = None, indices: Sequence[int] = ()) -> Request:
@@ -152,10 +153,7 @@ class PromptSearch:
     draft.edit_groups = [EditGroup(kept[i:i + g]) for i in range(0, len(kept), g)]
 
   def add_edits(self, d: int, g: int, samples: list[Sample]) -> list[Generated]:
-    draft = self.tree.draft(d)
-    if self.search.settings.mode == "edit_without_feedback" and not draft.edit_groups:
-      draft.edit_groups = [EditGroup([])]
-    edits = draft.edit_groups[g].edits = [Generated.of(x) for x in samples]
+    edits = self.tree.draft(d).edit_groups[g].edits = [Generated.of(x) for x in samples]
     self.search.progress.add("edit", len(samples), sum(x.num_tokens for x in samples))
     return edits
 
@@ -229,7 +227,7 @@ class PipelinedPrompt(PromptSearch):
       self._submit(self.search.feedback,
                    self.feedback_request(d, lambda samples: self.on_feedback(d, samples)))
     elif mode == "edit_without_feedback":
-      self.tree.draft(d).edit_groups = [EditGroup([])]
+      self.edit_groups(d)
       self._submit(self.search.edit, self.edit_request(d, 0, lambda samples: self.on_edits(d, 0, samples)))
 
   def on_feedback(self, d: int, samples: list[Sample]) -> None:

@@ -109,7 +109,7 @@ class PoolStageModels:
 
     for role in (search.policy, search.feedback, search.edit):
       role.model = None
-    if search.selector is not None and getattr(search.selector, "model", None) is not None:
+    if search.selector is not None:  # its unloaded form: name, model key and prompts, no weights
       search.selector = build_selector(self.config, self.pool, load=False)
     if self.pool.loaded():
       logging.info("freeing %s", ", ".join(self.pool.loaded()))
@@ -260,8 +260,11 @@ def _run_staged(config: ConfigDict, pool: ModelPool, search, folder: str, todo, 
 
   writes = jax.process_index() == 0
   log = StageLog(folder, writes=writes)
-  on_disk = json.dumps([s.to_record() for s in log.read()]).encode() if writes else b""
-  written = [StageSample.from_record(r) for r in json.loads(from_process_zero(on_disk) or b"[]")]
+  if jax.process_count() == 1:
+    written = log.read()
+  else:  # process 0 read the folder: the others get its samples
+    on_disk = json.dumps([s.to_record() for s in log.read()]).encode() if writes else b""
+    written = [StageSample.from_record(r) for r in json.loads(from_process_zero(on_disk) or b"[]")]
   if written:
     logging.info("%d samples of unfinished stages already in %s", len(written), log.folder)
 

@@ -30,7 +30,6 @@ from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.sampling.generate import Sample
 from helpsteer_jax.scaling.prompt_search import PromptSearch
 from helpsteer_jax.scaling.search import FeedbackEditSearch
-from helpsteer_jax.scaling.tree import EditGroup
 
 STAGES = ("policy", "feedback", "edit", "select")
 STAGE_DIR = "stages"
@@ -246,9 +245,7 @@ class StagedSearch:
                lambda samples, d=d: p.add_feedback(d, samples))
     elif stage == "edit":
       for d in range(len(p.tree.drafts)):
-        if s.mode == "edit_without_feedback":
-          p.tree.draft(d).edit_groups = [EditGroup([])]
-        for g in range(len(p.tree.draft(d).edit_groups)):
+        for g in range(len(p.edit_groups(d))):
           yield (("edit", d, g), s.num_edits,
                  lambda on_sample, indices, d=d, g=g: p.edit_request(d, g, None, on_sample, indices),
                  lambda samples, d=d, g=g: p.add_edits(d, g, samples))
