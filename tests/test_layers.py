@@ -9,7 +9,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "helpsteer_jax"
 
 # Layer of each subpackage; top-level modules are entry points unless listed.
 LAYERS = {
-    "formats": 0, "models": 0, "parallel": 0,
+    "formats": 0, "models": 0, "parallel": 0, "storage": 0,
     "checkpoints": 1,
     "data": 2,
     "sampling": 3, "scoring": 3,

@@ -17,8 +17,10 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from helpsteer_jax import storage
 from helpsteer_jax.data.examples import DataError
 from helpsteer_jax.data.text_files import text_lines
+from helpsteer_jax.storage import object_log
 
 
 def parse_jsonl_line(path: str | os.PathLike, line_no: int, line: str, objects: bool = True) -> Any:
@@ -61,11 +63,13 @@ class JsonlAppender:
 
   def __init__(self, path: str | os.PathLike):
     self.path = os.fspath(path)
-    parent = os.path.dirname(self.path)
-    if parent:
-      os.makedirs(parent, exist_ok=True)
     self._lock = threading.Lock()
-    self._drop_partial_last_line()
+    self._objects = object_log.ObjectLog(self.path) if storage.is_remote(self.path) else None
+    if self._objects is None:
+      parent = os.path.dirname(self.path)
+      if parent:
+        os.makedirs(parent, exist_ok=True)
+      self._drop_partial_last_line()
 
   def _drop_partial_last_line(self) -> None:
     if not os.path.isfile(self.path):
@@ -75,8 +79,11 @@ class JsonlAppender:
       if data and not data.endswith(b"\n"):
         f.truncate(data.rfind(b"\n") + 1)
 
+  def exists(self) -> bool:
+    return object_log.log_exists(self.path) if self._objects else os.path.isfile(self.path)
+
   def read(self) -> list[dict[str, Any]]:
-    if not os.path.isfile(self.path):
+    if not self.exists():
       return []
     return read_jsonl(self.path, torn_tail_ok=True)
 
@@ -84,7 +91,17 @@ class JsonlAppender:
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if not lines:
       return
-    with self._lock, open(self.path, "a", encoding="utf-8") as f:
-      f.write(lines)
-      f.flush()
-      os.fsync(f.fileno())
+    with self._lock:
+      if self._objects is not None:
+        self._objects.append(lines.encode("utf-8"))
+        return
+      with open(self.path, "a", encoding="utf-8") as f:
+        f.write(lines)
+        f.flush()
+        os.fsync(f.fileno())
+
+  def compact(self) -> None:
+    """In a bucket, rewrites the appended objects as one (a no-op for a local file)."""
+    if self._objects is not None:
+      with self._lock:
+        self._objects.compact()

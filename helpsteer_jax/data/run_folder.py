@@ -26,6 +26,9 @@ import socket
 from collections.abc import Iterator
 from typing import Any, Optional
 
+from helpsteer_jax import storage
+from helpsteer_jax.storage.object_lock import ObjectLock, ObjectLockBusy
+
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
@@ -45,6 +48,8 @@ def check_writable(folder: str | os.PathLike) -> str:
   """Creates `folder` if needed and writes, syncs and removes a probe file in it, so a folder that
   cannot be written fails before any model loads rather than at the first result."""
   folder = os.fspath(folder)
+  if storage.is_remote(folder):
+    return _check_writable_remote(folder)
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as e:
@@ -59,6 +64,19 @@ def check_writable(folder: str | os.PathLike) -> str:
   except OSError as e:
     raise RunFolderError(f"{folder}: the output folder cannot be written ({e.strerror or e}); "
                          "choose a writable folder") from None
+  return folder
+
+
+def _check_writable_remote(folder: str) -> str:
+  probe = storage.join(folder, f".write_probe.{socket.gethostname()}.{os.getpid()}")
+  try:
+    storage.write_atomic(probe, b"probe\n")
+    storage.remove(probe)
+  except storage.MissingStorageClient:
+    raise
+  except OSError as e:
+    raise RunFolderError(f"{folder}: the output folder cannot be written ({e}); check the bucket "
+                         "name and this machine's credentials") from None
   return folder
 
 
@@ -126,6 +144,17 @@ def claim_run_folder(folder: str | os.PathLike, *, what: str = "run",
     yield
     return
   folder = check_writable(folder)
+  if storage.is_remote(folder):
+    lock = ObjectLock(storage.join(folder, LOCK_NAME), what=what)
+    try:
+      lock.acquire()
+    except ObjectLockBusy as e:
+      raise RunFolderBusy(str(e)) from None
+    try:
+      yield
+    finally:
+      lock.release()
+    return
   path = os.path.join(folder, LOCK_NAME)
   host = socket.gethostname()
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -7,11 +7,16 @@ Every JSONL/JSON reader of the package reads through these two functions instead
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 from collections.abc import Iterator
+from typing import IO
 
+from helpsteer_jax import storage
 from helpsteer_jax.data.examples import DataError
+from helpsteer_jax.storage import object_log
 
 
 def _not_utf8(path: str, line_no: int, column: int, offset: int, byte: int) -> DataError:
@@ -24,9 +29,8 @@ def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
   """(1-based line number, line text with its newline) for each line; `.gz` files are
   decompressed. A line that is not UTF-8 raises `DataError` naming the file, line and offset."""
   path = os.fspath(path)
-  opener = gzip.open if path.endswith(".gz") else open
   offset = 0
-  with opener(path, "rb") as f:
+  with _open_binary(path) as f:
     for line_no, raw in enumerate(f, 1):
       try:
         text = raw.decode("utf-8")
@@ -36,10 +40,26 @@ def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
       yield line_no, text
 
 
+@contextlib.contextmanager
+def _open_binary(path: str) -> Iterator[IO[bytes]]:
+  """A local file or an object, gunzipped if .gz; in a bucket an append log (its plain object and
+  its parts, see storage.object_log) reads as one stream."""
+  if storage.is_remote(path) and object_log.has_parts(path):
+    raw: IO[bytes] = io.BytesIO(object_log.read_log(path))
+  else:
+    raw = storage.open_file(path, "rb")
+  with raw:
+    if path.endswith(".gz"):
+      with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+        yield unzipped  # type: ignore[misc]
+    else:
+      yield raw
+
+
 def read_text(path: str | os.PathLike) -> str:
   """The whole file as UTF-8 text (a `.json` document); errors as in `text_lines`."""
   path = os.fspath(path)
-  with open(path, "rb") as f:
+  with _open_binary(path) as f:
     data = f.read()
   try:
     return data.decode("utf-8")

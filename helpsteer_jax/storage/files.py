@@ -1,0 +1,102 @@
+"""File operations on local paths and bucket URLs, one function each, all through `etils.epath`.
+
+Local files keep the guarantees the package relies on: `write_atomic` writes a temporary file,
+fsyncs it and renames it over the target, so a crash never leaves a half-written file under the
+final name. An object store gives the same guarantee by itself: an object appears whole when its
+upload completes, or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import IO, Any
+
+from helpsteer_jax.storage.paths import as_path, is_remote, join
+
+
+def open_file(path: str | os.PathLike, mode: str = "r") -> IO[Any]:
+  """Opens `path` (text modes as UTF-8); remote files support r, w and their binary forms."""
+  return as_path(path).open(mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+def sync(f: IO[Any]) -> None:
+  """Flushes `f` and, for a local file, fsyncs it (an object is durable once closed)."""
+  f.flush()
+  try:
+    fileno = f.fileno()
+  except (AttributeError, OSError, ValueError):
+    return
+  os.fsync(fileno)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+  return as_path(path).read_bytes()
+
+
+def read_text(path: str | os.PathLike) -> str:
+  return read_bytes(path).decode("utf-8")
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+  """Writes `data` to `path` so that readers see the old content or the new, never a part."""
+  payload = data.encode("utf-8") if isinstance(data, str) else data
+  text = os.fspath(path)
+  if is_remote(text):
+    as_path(text).write_bytes(payload)  # one upload: the object appears whole or not at all
+    return
+  tmp = f"{text}.tmp.{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(payload)
+    sync(f)
+  os.replace(tmp, text)
+
+
+def exists(path: str | os.PathLike) -> bool:
+  return as_path(path).exists()
+
+
+def is_file(path: str | os.PathLike) -> bool:
+  return as_path(path).is_file()
+
+
+def is_dir(path: str | os.PathLike) -> bool:
+  return as_path(path).is_dir()
+
+
+def makedirs(path: str | os.PathLike) -> None:
+  """Creates the folder and its parents (a no-op in a bucket beyond a marker, as gcsfs does)."""
+  as_path(path).mkdir(parents=True, exist_ok=True)
+
+
+def listdir(path: str | os.PathLike) -> list[str]:
+  """The names in folder `path`, sorted; [] when it does not exist."""
+  folder = as_path(path)
+  if not folder.is_dir():
+    return []
+  return sorted(child.name for child in folder.iterdir())
+
+
+def glob(folder: str | os.PathLike, pattern: str) -> list[str]:
+  """Paths in `folder` matching `pattern` (one level, no `**`), sorted, as strings."""
+  return sorted(join(folder, match.name) for match in as_path(folder).glob(pattern))
+
+
+def remove(path: str | os.PathLike, missing_ok: bool = True) -> None:
+  as_path(path).unlink(missing_ok=missing_ok)
+
+
+def rmtree(path: str | os.PathLike) -> None:
+  as_path(path).rmtree(missing_ok=True)
+
+
+def rename(source: str | os.PathLike, target: str | os.PathLike) -> None:
+  """Moves a file or folder (in a bucket: copy then delete, object by object)."""
+  as_path(source).rename(as_path(target))
+
+
+def walk_files(folder: str | os.PathLike) -> Iterator[str]:
+  """Every file under `folder`, as paths."""
+  for root, _, files in as_path(folder).walk():
+    for name in files:
+      yield join(os.fspath(root), name)
