@@ -1,10 +1,12 @@
 """A GCS emulator (the gcp-storage-emulator package, which serves the JSON API that gcsfs and
-tensorstore speak) started on 127.0.0.1 for one test and stopped after it."""
+tensorstore speak, with the two pieces it lacks added by gcs_emulator_server.py) started on
+127.0.0.1 for one test and stopped after it."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import socket
 import subprocess
 import sys
@@ -41,8 +43,8 @@ def running_emulator(bucket: str = BUCKET, timeout: float = 30.0) -> Iterator[Em
   port = _free_port()
   log = tempfile.TemporaryFile()
   proc = subprocess.Popen(
-      [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1", f"--port={port}",
-       "--in-memory", f"--default-bucket={bucket}"], stdout=log, stderr=subprocess.STDOUT)
+      [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gcs_emulator_server.py"),
+       f"--port={port}", f"--bucket={bucket}"], stdout=log, stderr=subprocess.STDOUT)
   try:
     deadline = time.monotonic() + timeout
     while True:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 from typing import Any, Optional
 
 import jax
@@ -12,6 +10,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.param_map import TensorMapping, llama_tensor_mappings
 from helpsteer_jax.checkpoints.safetensors_io import (
     CheckpointError, PendingTensor, SafetensorsFile, write_safetensors,
@@ -30,10 +29,10 @@ class SafetensorsFolder:
 
   def __init__(self, folder: str):
     self.folder = folder
-    index_path = os.path.join(folder, INDEX_NAME)
-    if os.path.isfile(index_path):
+    index_path = storage.join(folder, INDEX_NAME)
+    if storage.is_file(index_path):
       try:
-        with open(index_path) as f:
+        with storage.open_file(index_path) as f:
           weight_map = json.load(f)["weight_map"]
         files = sorted(set(weight_map.values()))
       except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
@@ -42,22 +41,22 @@ class SafetensorsFolder:
             f"'weight_map' of tensor name -> file name ({e!r})"
         ) from None
       for name in files:
-        if not isinstance(name, str) or not os.path.isfile(os.path.join(folder, name)):
+        if not isinstance(name, str) or not storage.is_file(storage.join(folder, name)):
           raise CheckpointError(
               f"{index_path}: lists shard {name!r}, which is not in {folder} "
               "(an incomplete download or copy?)"
           )
-    elif os.path.isfile(os.path.join(folder, SINGLE_NAME)):
+    elif storage.is_file(storage.join(folder, SINGLE_NAME)):
       weight_map, files = None, [SINGLE_NAME]
     else:
-      files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.safetensors")))
+      files = sorted(storage.as_path(p).name for p in storage.glob(folder, "*.safetensors"))
       weight_map = None
       if not files:
         raise CheckpointError(
             f"{folder}: no {SINGLE_NAME}, {INDEX_NAME} or *.safetensors files "
             "(PyTorch .bin checkpoints are not read; convert them to safetensors)"
         )
-    self.files = {name: SafetensorsFile(os.path.join(folder, name)) for name in files}
+    self.files = {name: SafetensorsFile(storage.join(folder, name)) for name in files}
     self._owner: dict[str, SafetensorsFile] = {}
     for file in self.files.values():
       for name in file.keys():
@@ -89,11 +88,11 @@ class SafetensorsFolder:
 
 
 def read_config(folder: str, **overrides: Any) -> LlamaConfig:
-  path = os.path.join(folder, "config.json")
-  if not os.path.isfile(path):
+  path = storage.join(folder, "config.json")
+  if not storage.is_file(path):
     raise CheckpointError(f"{path}: file not found (an HF checkpoint folder needs config.json)")
   try:
-    with open(path, encoding="utf-8") as f:
+    with storage.open_file(path) as f:
       hf = json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CheckpointError(f"{path}: not valid JSON ({e})") from None
@@ -115,8 +114,8 @@ def load_hf_model(
     folder: str, sharding: Optional[ShardingContext] = None, show_progress: bool = True, **overrides: Any
 ) -> Llama:
   """Streams an HF Llama checkpoint folder into a (sharded) model. `overrides` change the config."""
-  if not os.path.isdir(folder):
-    problem = "is a file" if os.path.exists(folder) else "no such directory"
+  if not storage.is_dir(folder):
+    problem = "is a file" if storage.exists(folder) else "no such directory"
     raise CheckpointError(
         f"{folder}: {problem}; expected an HF checkpoint folder (config.json and *.safetensors)"
     )
@@ -158,7 +157,7 @@ def write_model_tensors(model: nnx.Module, mappings: list[TensorMapping], out_di
   variables = variable_paths(nnx.state(model))
   writer = jax.process_index() == 0
   if writer:
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
 
   def fetch(m: TensorMapping) -> np.ndarray:
     value = variables[m.variable_path(scan_layers)].get_value()
@@ -186,7 +185,7 @@ def write_model_tensors(model: nnx.Module, mappings: list[TensorMapping], out_di
   for name, tensors in zip(names, shards):
     counted = [(n, s, d, (lambda f=f: (progress.update(1), f())[1])) for n, s, d, f in tensors]
     if writer:
-      write_safetensors(os.path.join(out_dir, name), counted, metadata={"format": "pt"})
+      write_safetensors(storage.join(out_dir, name), counted, metadata={"format": "pt"})
     else:
       for *_, f in counted:
         f()  # take part in the collective gathers
@@ -194,8 +193,8 @@ def write_model_tensors(model: nnx.Module, mappings: list[TensorMapping], out_di
   progress.close()
   if writer and len(shards) > 1:
     total = sum(int(np.prod(s)) * np_dtype.itemsize for tensors in shards for _, s, _, _ in tensors)
-    with open(os.path.join(out_dir, INDEX_NAME), "w") as f:
-      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    storage.write_atomic(storage.join(out_dir, INDEX_NAME),
+                         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
 def save_hf_model(
@@ -215,11 +214,10 @@ def save_hf_model(
   write_model_tensors(model, llama_tensor_mappings(config), out_dir, dtype, max_shard_size, show_progress)
   if jax.process_index() != 0:
     return
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    json.dump(to_hf_dict(config, torch_dtype=dtype), f, indent=2)
+  storage.write_atomic(storage.join(out_dir, "config.json"),
+                       json.dumps(to_hf_dict(config, torch_dtype=dtype), indent=2))
   generation = {"bos_token_id": config.bos_token_id}
   if config.eos_token_id:
     eos = list(config.eos_token_id)
     generation["eos_token_id"] = eos[0] if len(eos) == 1 else eos
-  with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
-    json.dump(generation, f, indent=2)
+  storage.write_atomic(storage.join(out_dir, "generation_config.json"), json.dumps(generation, indent=2))

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import jax
 
+from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.hf import load_hf_model, save_hf_model
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.models.llama import Llama
@@ -27,14 +28,14 @@ def load_pretrained(
   The tokenizer is None for an HF folder without tokenizer files.
   """
   path = os.fspath(path)
-  if os.path.isfile(path) and path.endswith(".gguf"):
+  if storage.is_file(path) and path.endswith(".gguf"):
     from helpsteer_jax.checkpoints.gguf import load_gguf
     return load_gguf(path, sharding=sharding, show_progress=show_progress, **config_overrides)
-  if os.path.isdir(path):
+  if storage.is_dir(path):
     from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
     model = load_hf_model(path, sharding=sharding, show_progress=show_progress, **config_overrides)
     return model, load_tokenizer(path)
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise CheckpointError(f"{path}: no such file or directory")
   raise CheckpointError(f"{path}: expected an HF checkpoint folder or a .gguf file")
 
@@ -52,4 +53,6 @@ def save_pretrained(
   transformers and vLLM load. In multi-process runs every process calls it; process 0 writes."""
   save_hf_model(model, out_dir, max_shard_size=max_shard_size, dtype=dtype, show_progress=show_progress)
   if tokenizer is not None and jax.process_index() == 0:
-    tokenizer.save_pretrained(out_dir)
+    from helpsteer_jax.checkpoints.tokenizers import save_tokenizer
+
+    save_tokenizer(tokenizer, out_dir)

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.hf import (
     SafetensorsFolder, read_config, write_model_tensors,
 )
@@ -111,8 +112,8 @@ def weighted_reward(scores: jax.Array, weights: Sequence[float] | jax.Array) -> 
 
 
 def _read_json(folder: str) -> dict[str, Any]:
-  path = os.path.join(folder, "config.json")
-  with open(path, encoding="utf-8") as f:  # read_config has already checked it parses
+  path = storage.join(folder, "config.json")
+  with storage.open_file(path) as f:  # read_config has already checked it parses
     return json.load(f)
 
 
@@ -141,8 +142,8 @@ def _labels_from_config(hf: dict[str, Any], num_outputs: int, where: str) -> tup
 
 
 def _check_folder(folder: str) -> None:
-  if not os.path.isdir(folder):
-    problem = "is a file" if os.path.exists(folder) else "no such directory"
+  if not storage.is_dir(folder):
+    problem = "is a file" if storage.exists(folder) else "no such directory"
     raise CheckpointError(
         f"{folder}: {problem}; expected an HF {ARCHITECTURE} folder (config.json and *.safetensors)"
     )
@@ -188,7 +189,7 @@ def _open_reward_folder(
         f"{source.where(SCORE_TENSOR)}: tensor {SCORE_TENSOR!r} has shape {tuple(shape)}, "
         f"expected [num_outputs, hidden_size={config.hidden_size}]"
     )
-  labels = _labels_from_config(hf, int(shape[0]), os.path.join(folder, "config.json"))
+  labels = _labels_from_config(hf, int(shape[0]), storage.join(folder, "config.json"))
   return config, labels, source, reward_tensor_mappings(config, len(labels))
 
 
@@ -395,7 +396,8 @@ def save_reward_model(
   write_model_tensors(model, mappings, out_dir, dtype, max_shard_size, show_progress)
   if jax.process_index() != 0:
     return
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    json.dump(hf_config, f, indent=2)
+  storage.write_atomic(storage.join(out_dir, "config.json"), json.dumps(hf_config, indent=2))
   if tokenizer is not None:
-    tokenizer.save_pretrained(out_dir)
+    from helpsteer_jax.checkpoints.tokenizers import save_tokenizer
+
+    save_tokenizer(tokenizer, out_dir)

@@ -17,6 +17,8 @@ from typing import Any, Optional
 import ml_dtypes
 import numpy as np
 
+from helpsteer_jax import storage
+
 DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
     "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
@@ -37,10 +39,10 @@ class SafetensorsFile:
 
   def __init__(self, path: str):
     self.path = path
-    if not os.path.isfile(path):
+    if not storage.is_file(path):
       raise CheckpointError(f"{path}: file not found")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    size = storage.size(path)
+    with storage.open_file(path, "rb") as f:
       raw = f.read(8)
       if len(raw) < 8:
         raise CheckpointError(f"{path}: not a safetensors file (shorter than its 8-byte header size)")
@@ -93,7 +95,7 @@ class SafetensorsFile:
       raise CheckpointError(f"{self.path}: no tensor named {name!r}")
     dtype, shape, begin, end = self.entries[name]
     out = np.empty(shape, dtype)
-    with open(self.path, "rb", buffering=0) as f:
+    with storage.open_file(self.path, "rb") as f:
       f.seek(self._data_start + begin)
       view = memoryview(out.reshape(-1).view(np.uint8))
       got = 0
@@ -125,8 +127,11 @@ def write_safetensors(
     offset += nbytes
   encoded = json.dumps(header, separators=(",", ":")).encode()
   encoded += b" " * (-len(encoded) % 8)  # align the data section to 8 bytes
-  tmp = path + ".partial"
-  with open(tmp, "wb") as f:
+  # A local file is written under a temporary name and renamed when whole, so a crash never leaves
+  # a half-written file under the final name; an object appears only when its upload completes.
+  remote = storage.is_remote(path)
+  tmp = path if remote else path + ".partial"
+  with storage.open_file(tmp, "wb") as f:
     f.write(struct.pack("<Q", len(encoded)))
     f.write(encoded)
     for name, shape, dtype, fetch in tensors:
@@ -134,4 +139,5 @@ def write_safetensors(
       if array.shape != tuple(shape):
         raise CheckpointError(f"{path}: tensor {name!r} has shape {array.shape}, header says {shape}")
       f.write(array.reshape(-1).view(np.uint8).data)
-  os.replace(tmp, path)  # a crash never leaves a half-written file under the final name
+  if not remote:
+    os.replace(tmp, path)

@@ -7,8 +7,10 @@ own conversation format; `stop_token_ids` lists the ids a generator must stop at
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, Optional
 
+from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.embedded import package_dir
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.checkpoints.chat_templates import END_OF_TURN_TOKENS, LLAMA3_CHAT_TEMPLATE
@@ -35,12 +37,16 @@ def load_tokenizer(folder: str) -> Optional[Any]:
   Llama-3 instruct template, so chat prompts render the same everywhere.
   """
   folder = os.fspath(folder)
-  if not any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES):
+  if not any(storage.is_file(storage.join(folder, name)) for name in TOKENIZER_FILES):
     return None
+  if storage.is_remote(folder):  # transformers reads local files only
+    with tempfile.TemporaryDirectory(prefix="helpsteer_tokenizer_") as local:
+      storage.copy_in(folder, list(TOKENIZER_FILES), local)
+      return load_tokenizer(local)
   from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
   try:
-    if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+    if storage.is_file(storage.join(folder, "tokenizer.json")):
       tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
     else:
       tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -49,6 +55,16 @@ def load_tokenizer(folder: str) -> Optional[Any]:
   if not tokenizer.chat_template and token_id(tokenizer, LLAMA3_HEADER_TOKEN) is not None:
     tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
   return tokenizer
+
+
+def save_tokenizer(tokenizer: Any, out_dir: str) -> None:
+  """`tokenizer.save_pretrained(out_dir)`, into a bucket too (written locally, then copied)."""
+  if not storage.is_remote(out_dir):
+    tokenizer.save_pretrained(out_dir)
+    return
+  with tempfile.TemporaryDirectory(prefix="helpsteer_tokenizer_") as local:
+    tokenizer.save_pretrained(local)
+    storage.copy_out(local, out_dir)
 
 
 def llama3_tokenizer_dir() -> str:

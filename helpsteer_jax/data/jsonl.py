@@ -100,6 +100,14 @@ class JsonlAppender:
         f.flush()
         os.fsync(f.fileno())
 
+  def rewrite(self, text: str) -> None:
+    """Replaces the log's content by `text` (whole lines), atomically."""
+    with self._lock:
+      if self._objects is not None:
+        self._objects.rewrite(text.encode("utf-8"))
+      else:
+        storage.write_atomic(self.path, text)
+
   def compact(self) -> None:
     """In a bucket, rewrites the appended objects as one (a no-op for a local file)."""
     if self._objects is not None:

@@ -11,14 +11,14 @@ a TPU VM's disk goes with the VM.
 - `object_lock`: a run folder's lock on a store without file locks (a leased owner record).
 """
 
-from helpsteer_jax.storage.files import (exists, glob, is_dir, is_file, listdir, makedirs, open_file,
-                                         read_bytes, read_text, remove, rename, rmtree, sync,
+from helpsteer_jax.storage.files import (copy_in, copy_out, exists, glob, is_dir, is_file, listdir, makedirs, open_file,
+                                         read_bytes, read_text, remove, rename, rmtree, size, sync,
                                          walk_files, write_atomic)
 from helpsteer_jax.storage.paths import (MissingStorageClient, StorageError, absolute, as_path,
                                          check_paths, is_remote, join, scheme_of)
 
 __all__ = [
-    "MissingStorageClient", "StorageError", "absolute", "as_path", "check_paths", "exists", "glob", "is_dir",
+    "copy_in", "copy_out", "size", "MissingStorageClient", "StorageError", "absolute", "as_path", "check_paths", "exists", "glob", "is_dir",
     "is_file", "is_remote", "join", "listdir", "makedirs", "open_file", "read_bytes", "read_text",
     "remove", "rename", "rmtree", "scheme_of", "sync", "walk_files", "write_atomic",
 ]

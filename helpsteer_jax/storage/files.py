@@ -52,15 +52,28 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
   os.replace(tmp, text)
 
 
+def _fresh(path: str | os.PathLike) -> None:
+  """Drops what the client cached about `path`'s folder: gcsfs keeps listings, and another process
+  (a resumed run, a test polling a live run) may have changed the folder since."""
+  text = os.fspath(path)
+  if is_remote(text):
+    from etils.epath import backend
+
+    backend.fsspec_backend.fs(text).invalidate_cache(text)  # the client epath itself uses
+
+
 def exists(path: str | os.PathLike) -> bool:
+  _fresh(path)
   return as_path(path).exists()
 
 
 def is_file(path: str | os.PathLike) -> bool:
+  _fresh(path)
   return as_path(path).is_file()
 
 
 def is_dir(path: str | os.PathLike) -> bool:
+  _fresh(path)
   return as_path(path).is_dir()
 
 
@@ -71,6 +84,7 @@ def makedirs(path: str | os.PathLike) -> None:
 
 def listdir(path: str | os.PathLike) -> list[str]:
   """The names in folder `path`, sorted; [] when it does not exist."""
+  _fresh(path)
   folder = as_path(path)
   if not folder.is_dir():
     return []
@@ -79,6 +93,7 @@ def listdir(path: str | os.PathLike) -> list[str]:
 
 def glob(folder: str | os.PathLike, pattern: str) -> list[str]:
   """Paths in `folder` matching `pattern` (one level, no `**`), sorted, as strings."""
+  _fresh(folder)
   return sorted(join(folder, match.name) for match in as_path(folder).glob(pattern))
 
 
@@ -100,3 +115,32 @@ def walk_files(folder: str | os.PathLike) -> Iterator[str]:
   for root, _, files in as_path(folder).walk():
     for name in files:
       yield join(os.fspath(root), name)
+
+
+def size(path: str | os.PathLike) -> int:
+  """The file's size in bytes."""
+  text = os.fspath(path)
+  return os.path.getsize(text) if not is_remote(text) else int(as_path(text).stat().length)
+
+
+def copy_in(folder: str | os.PathLike, names: list[str], into: str) -> list[str]:
+  """Copies the files `names` of `folder` that exist into the local folder `into` (what a library
+  that reads only local files, such as a tokenizer's, needs); returns the names copied."""
+  copied = []
+  for name in names:
+    source = join(folder, name)
+    if is_file(source):
+      with open(os.path.join(into, name), "wb") as f:
+        f.write(read_bytes(source))
+      copied.append(name)
+  return copied
+
+
+def copy_out(local_folder: str, folder: str | os.PathLike) -> None:
+  """Writes every file of `local_folder` (one level) into `folder`, each atomically."""
+  makedirs(folder)
+  for name in sorted(os.listdir(local_folder)):
+    source = os.path.join(local_folder, name)
+    if os.path.isfile(source):
+      with open(source, "rb") as f:
+        write_atomic(join(folder, name), f.read())

@@ -70,6 +70,7 @@ class ObjectLock:
     self._started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
   def _read(self) -> Optional[dict[str, Any]]:
+    self.fs.invalidate_cache(self._key)  # another host may have written it since
     try:
       with self.fs.open(self._key, "rb") as f:
         data = f.read()

@@ -68,12 +68,19 @@ def log_exists(log: str | os.PathLike) -> bool:
   return files.is_file(log) or has_parts(log)
 
 
-def read_log(log: str | os.PathLike) -> bytes:
-  """The log's content: the plain object (if any), then its parts in order."""
-  chunks = [files.read_bytes(log)] if files.is_file(log) else []
-  folder = parts_folder(log)
-  chunks += [files.read_bytes(join(folder, part.name)) for part in covering_parts(_parts(log))]
-  return b"".join(chunks)
+def read_log(log: str | os.PathLike, attempts: int = 5) -> bytes:
+  """The log's content: the plain object (if any), then its parts in order. A part that vanishes
+  between the listing and its read (the writer compacting a live log) restarts the read."""
+  for attempt in range(attempts):
+    try:
+      chunks = [files.read_bytes(log)] if files.is_file(log) else []
+      folder = parts_folder(log)
+      chunks += [files.read_bytes(join(folder, part.name)) for part in covering_parts(_parts(log))]
+      return b"".join(chunks)
+    except FileNotFoundError:
+      if attempt + 1 == attempts:
+        raise
+  raise AssertionError("unreachable")
 
 
 class ObjectLog:
@@ -102,3 +109,18 @@ class ObjectLog:
     for part in _parts(self.log):
       if part.name != whole:
         files.remove(join(self.folder, part.name))
+
+  def rewrite(self, data: bytes) -> None:
+    """Replaces the whole log by `data` (a resumed run dropping rows it redoes): one object
+    covering every range so far, so a crash before the old parts are deleted reads only it. A
+    plain object at the log's own name is deleted last."""
+    parts = _parts(self.log)
+    last = max((part.last for part in parts), default=0)
+    whole = part_name(0, last)
+    files.write_atomic(join(self.folder, whole), data)
+    for part in parts:
+      if part.name != whole:
+        files.remove(join(self.folder, part.name))
+    if files.is_file(self.log):
+      files.remove(self.log)
+    self._next = last + 1

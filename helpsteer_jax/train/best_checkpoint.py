@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import pathlib
 from typing import Any, Optional
 
 import jax
 
+from helpsteer_jax import storage
 from helpsteer_jax.train.checkpointing import Checkpointer
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class BestCheckpoint:
       raise ValueError(f"keep_best_by={metric!r}; expected one of {sorted(METRICS)}")
     self.metric = metric
     self.higher_is_better = METRICS[metric]
-    self.checkpointer = Checkpointer(pathlib.Path(workdir) / FOLDER, max_to_keep=1, asynchronous=asynchronous)
+    self.checkpointer = Checkpointer(storage.join(workdir, FOLDER), max_to_keep=1, asynchronous=asynchronous)
     self.step: Optional[int] = self.checkpointer.latest_step()
     self.value: Optional[float] = None
     if self.step is not None:  # a resumed run: compare against what was kept
@@ -82,7 +82,7 @@ class BestCheckpoint:
 
 def restore_best_params(workdir: str | os.PathLike, like_params: Any) -> tuple[Any, int, dict]:
   """(parameters, step, {metric, value, step}) of a run's best checkpoint, placed like `like_params`."""
-  directory = pathlib.Path(workdir).absolute() / FOLDER
+  directory = storage.join(storage.absolute(workdir), FOLDER)
   checkpointer = Checkpointer(directory, max_to_keep=1, asynchronous=False)
   try:
     step = checkpointer.latest_step()

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
-import pathlib
 import re
-import shutil
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
+from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.parallel.tree_paths import path_names
 
@@ -84,7 +84,7 @@ class Checkpointer:
   """A thin layer over `ocp.CheckpointManager` that knows the train state's structure."""
 
   def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, asynchronous: bool = True):
-    self.directory = pathlib.Path(directory).absolute()
+    self.directory = storage.as_path(storage.absolute(directory))  # local or gs://
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=asynchronous, create=True,
         cleanup_tmp_directories=True,
@@ -161,7 +161,7 @@ class Checkpointer:
         target = self.directory.parent / CORRUPT_DIR / f"{step}.{n}"
         n += 1
       target.parent.mkdir(parents=True, exist_ok=True)
-      shutil.move(str(self.directory / str(step)), str(target))
+      storage.rename(self.directory / str(step), target)
       logger.warning("moved the damaged checkpoint of step %d to %s", step, target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
@@ -182,9 +182,9 @@ class Checkpointer:
     self.manager.close()
 
 
-def find_checkpoint(path: str | os.PathLike) -> tuple[pathlib.Path, Optional[int]]:
+def find_checkpoint(path: str | os.PathLike) -> tuple[epath.Path, Optional[int]]:
   """A resume path may be a run's checkpoint folder (latest step used) or one step's folder."""
-  path = pathlib.Path(path).absolute()
+  path = storage.as_path(storage.absolute(path))
   if path.name.isdigit() and (path / "state").exists():
     return path.parent, int(path.name)
   if (path / "checkpoints").is_dir():

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import math
-import pathlib
 import signal
 import threading
 import time
@@ -31,6 +30,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from helpsteer_jax import storage
 from helpsteer_jax.data.examples import DataError
 from helpsteer_jax.data.run_folder import claim_run_folder
 from helpsteer_jax.parallel import axes as ax
@@ -186,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
-  workdir_path = pathlib.Path(workdir).absolute()
+  workdir_path = storage.as_path(storage.absolute(workdir))  # local or gs://
   is_main = jax.process_index() == 0
   keep_best_by = config.get("keep_best_by", "")
   check_settings(keep_best_by, config.get("export_from", "latest"))

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from helpsteer_jax import storage
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
@@ -64,12 +65,11 @@ def regression_step_loss(model: RewardModel, batch: Batch, rng: jax.Array) -> Lo
 
 def _is_reward_folder(path: str) -> bool:
   import json
-  import os
 
-  config_file = os.path.join(path, "config.json")
-  if not os.path.isfile(config_file):
+  config_file = storage.join(path, "config.json")
+  if not storage.is_file(config_file):
     return False
-  with open(config_file) as f:
+  with storage.open_file(config_file) as f:
     archs = json.load(f).get("architectures") or []
   return any("SequenceClassification" in a for a in archs)
 

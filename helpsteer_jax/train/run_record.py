@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pathlib
 from typing import Any, Optional
 
 import ml_collections
+from etils import epath
+
+from helpsteer_jax import storage
+from helpsteer_jax.data.text_files import read_text
+from helpsteer_jax.storage.object_log import log_exists
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +45,20 @@ def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def record_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+def record_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, Any]:
   """Logs the resolved config and writes `<workdir>/config.json` (process 0 calls this)."""
   values = resolved_config(config)
   text = json.dumps(values, indent=2, sort_keys=True)
   logger.info("resolved config:\n%s", text)
-  tmp = workdir / (CONFIG_FILE + ".partial")
-  tmp.write_text(text + "\n")
-  tmp.replace(workdir / CONFIG_FILE)
+  storage.write_atomic(workdir / CONFIG_FILE, text + "\n")
   return values
 
 
-def _eval_losses(metrics_file: pathlib.Path) -> list[tuple[int, float]]:
-  if not metrics_file.is_file():
+def _eval_losses(metrics_file: epath.Path) -> list[tuple[int, float]]:
+  if not log_exists(metrics_file):
     return []
   out = []
-  for line in metrics_file.read_text().splitlines():
+  for line in read_text(metrics_file).splitlines():
     try:
       row = json.loads(line)
     except json.JSONDecodeError:
@@ -66,7 +68,7 @@ def _eval_losses(metrics_file: pathlib.Path) -> list[tuple[int, float]]:
   return out
 
 
-def summary_lines(workdir: pathlib.Path, step: int, total_steps: int, tokens: int, preempted: bool,
+def summary_lines(workdir: epath.Path, step: int, total_steps: int, tokens: int, preempted: bool,
                   best_step: Optional[int], export_dir: str = "", export_from: str = "") -> list[str]:
   """The end-of-run summary, from the run's own files (metrics.jsonl) and its result."""
   state = "preempted at" if preempted else "finished at" if step >= total_steps else "stopped at"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import pathlib
 from typing import Optional
 
 import jax
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from helpsteer_jax import storage
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
@@ -102,7 +102,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str):
     task.export(model_to_export(result, workdir, export_from), export_dir)
     logger.info("exported the %s weights to %s", export_from, export_dir)
   if jax.process_index() == 0:
-    print("\n".join(summary_lines(pathlib.Path(workdir).absolute(), result.step, result.total_steps,
+    print("\n".join(summary_lines(storage.as_path(storage.absolute(workdir)), result.step, result.total_steps,
                                    result.tokens, result.preempted, result.best_step,
                                    export_dir if exported else "", export_from)), flush=True)
   return result
