@@ -2,8 +2,9 @@
 
 Modes (config `distributed.mode`):
 - `auto`: Cloud TPU pods and SLURM jobs with more than one task are detected and initialised from
-  their environment (jax reads the TPU metadata / `SLURM_*` variables itself); a single process
-  anywhere else is left alone.
+  their environment (jax reads the TPU metadata / `SLURM_*` variables itself); processes started
+  with `HELPSTEER_COORDINATOR` set (launch/local.sh --processes=N) run as `explicit`; a single
+  process anywhere else is left alone.
 - `tpu`, `slurm`: the same, but an error if the environment is not the one named.
 - `explicit`: coordinator address, process count and id given in the config (or in the variables
   `HELPSTEER_COORDINATOR`, `HELPSTEER_NUM_PROCESSES`, `HELPSTEER_PROCESS_ID`): local multi-process
@@ -57,7 +58,8 @@ def initialize(settings: DistributedSettings = DistributedSettings()) -> str:
   if mode not in _MODES:
     raise ValueError(f"distributed.mode={mode!r}; expected one of {_MODES}")
   if mode == "auto":
-    mode = "tpu" if _on_tpu_pod() else "slurm" if _in_slurm_job() else "none"
+    mode = ("tpu" if _on_tpu_pod() else "slurm" if _in_slurm_job()
+            else "explicit" if os.environ.get("HELPSTEER_COORDINATOR") else "none")
   if mode == "none":
     return mode
   if mode == "tpu" and not _on_tpu_pod():
