@@ -130,10 +130,9 @@ def test_tpu_slices_each_take_a_shard():
                          "--config=experiments/scaling/grid.py"], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=60)
   assert proc.returncode == 0, proc.stderr
-  lines = proc.stdout.strip().splitlines()
-  assert len(lines) == 3
-  for index, line in enumerate(lines):
-    words = shlex.split(line)
+  runs = [shlex.split(line) for line in proc.stdout.strip().splitlines() if "helpsteer_jax.scale" in line]
+  assert len(runs) == 3  # each slice also gets the code copied and set up (test_launch_tpu_pod.py)
+  for index, words in enumerate(runs):
     assert words[5] == f"s{index}" and f"--config.prompts.shard={index}/3" in words[-1]
   other = subprocess.run(["bash", "launch/tpu_pod.sh", "--tpu=s0,s1", "--zone=z", "train",
                           "--config=experiments/edit_sft.py:70b"], cwd=REPO, env=env, capture_output=True,
