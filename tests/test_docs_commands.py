@@ -14,7 +14,7 @@ import pytest
 from test_launch_examples import _build
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ("docs/reproducing.md", "docs/70b.md")
+DOCS = ("docs/reproducing.md", "docs/70b.md", "README.md")
 
 
 def _commands(doc: str) -> list[list[str]]:
@@ -27,7 +27,9 @@ def _commands(doc: str) -> list[list[str]]:
     line = line.split(" #", 1)[0].strip()
     if "$" in line:  # a shell loop's body over downloaded repositories
       continue
-    if (line.startswith("python -m helpsteer_jax.") or line.startswith("launch/")) and "--config=" in line:
+    if "<" in line or "..." in line:  # a synopsis with placeholders (README's command table)
+      continue
+    if line.startswith("python -m helpsteer_jax.") or (line.startswith("launch/") and "--config=" in line):
       out.append(shlex.split(line))
   return out
 
@@ -42,11 +44,31 @@ def _check_overrides(config, words):
         node = node[part]
 
 
+_HELP: dict = {}
+
+
+def _check_flags(words):
+  """Every --flag of a config-less command (convert, tables, merge) is one its --help lists."""
+  module = words[2]
+  if module not in _HELP:
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _HELP[module] = set(re.findall(r"--(?:\[no\])?(\w+)", proc.stdout))
+  for w in words[3:]:
+    if w.startswith("--"):
+      name = w[2:].split("=", 1)[0]
+      assert name in _HELP[module], f"{' '.join(words)}: {module} has no flag --{name}"
+
+
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_documented_command_builds(doc):
   commands = _commands(doc)
   assert len(commands) >= 2, commands
   for words in commands:
+    if words[0] == "python" and not any(w.startswith("--config=") for w in words):
+      _check_flags(words)  # an entry point without a config: its flags exist
+      continue
     if words[0] == "python":
       configs = [w for w in words if w.startswith("--config=")]
       assert len(configs) == 1, words
