@@ -10,13 +10,12 @@ clipped to 0-4; `--raw` keeps the float), so it feeds attribute-conditioned SFT 
     python -m helpsteer_jax.train --config=experiments/steerlm_acsft.py:smollm2 --workdir=runs/acsft \\
         --config.data.path=annotated.jsonl
 
-Rows are appended as they are scored; a rerun skips the rows already in the output.
+Rows are appended as they are scored; a rerun skips the rows already in the output. The input
+and output may be local files or bucket URLs (gs://bucket/annotated.jsonl).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 from absl import app, flags
@@ -55,32 +54,29 @@ def annotate(model_path: str, input_path: str, output_path: str, batch_size: int
 
   from helpsteer_jax.checkpoints.model_pool import ModelPool
   from helpsteer_jax.checkpoints.reward import reward_labels
-  from helpsteer_jax.data.jsonl import read_jsonl_rows
+  from helpsteer_jax.data.jsonl import JsonlAppender, read_jsonl_rows
   from helpsteer_jax.scoring.selectors import RewardModelSelector
 
   rows = [(f"{input_path}:{line_no}", row) for line_no, row in read_jsonl_rows(input_path)]
-  done = 0
-  if os.path.exists(output_path):
-    with open(output_path) as f:
-      done = sum(1 for line in f if line.strip())
-  todo = rows[done:]
+  out = JsonlAppender(output_path)  # cuts off a row a crash left half-written: it is scored again
+  todo = rows[len(out.read()):]
   if not todo:
+    out.compact()
     return 0
   model, tokenizer = ModelPool().reward_model(model_path)
   names = reward_labels(model_path)
   scorer = RewardModelSelector(model, tokenizer, batch_size=batch_size, weights=[1.0] * model.num_outputs)
   written = 0
-  with open(output_path, "a") as out, tqdm(total=len(todo), desc="annotate") as progress:
+  with tqdm(total=len(todo), desc="annotate") as progress:
     for start in range(0, len(todo), batch_size):
       chunk = todo[start:start + batch_size]
       items = [conversation_of(row, where) for where, row in chunk]
       scores = scorer.score_all(items)
-      for (_, row), values in zip(chunk, scores):
-        out.write(json.dumps({**row, **{n: label(v, raw) for n, v in zip(names, values)}}, ensure_ascii=False) + "\n")
-        written += 1
-      out.flush()
-      os.fsync(out.fileno())
+      out.append([{**row, **{n: label(v, raw) for n, v in zip(names, values)}}
+                  for (_, row), values in zip(chunk, scores)])  # one flushed append per batch
+      written += len(chunk)
       progress.update(len(chunk))
+  out.compact()  # every row written: in a bucket, the appended objects as one
   return written
 
 

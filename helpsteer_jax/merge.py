@@ -7,7 +7,7 @@ An input is a run folder, or a parent folder whose `shard-I-of-N` subfolders are
 runs must share one config but for `output_dir` and `prompts.shard`, and no prompt may be in two of
 them. The output gets `results.jsonl` in the run's prompt order, and `summary.json` and
 `distill.jsonl` recomputed from the records, the layout `evaluate` and `tables` read
-(scaling/merge.py).
+(scaling/merge.py). Inputs and output may be local folders or bucket URLs (gs://bucket/run).
 """
 
 from __future__ import annotations

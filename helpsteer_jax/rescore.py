@@ -11,7 +11,8 @@
 
 `--judgments` takes files or folders, comma-separated. Prints one line per model; with
 `--output_dir` also writes `<output_dir>/<model>/eval_result.json` (the format that
-`python -m helpsteer_jax.tables` reads). The readers are documented in `helpsteer_jax/eval/rescore.py`.
+`python -m helpsteer_jax.tables` reads). Files and folders may be local or bucket URLs. The readers
+are documented in `helpsteer_jax/eval/rescore.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from helpsteer_jax import entry_point
+from helpsteer_jax import entry_point, storage
 
 RESCORE_BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
 
@@ -41,7 +42,7 @@ def rescore(benchmark: str, judgments: Sequence[str], answers: Sequence[str] = (
     results = r.rescore_mt_bench(judgments, questions, rounds, seed)
   if output_dir:
     for result in results:
-      write_result(os.path.join(output_dir, result["model"].replace(os.sep, "_")), result)
+      write_result(storage.join(output_dir, result["model"].replace(os.sep, "_")), result)
   return results
 
 
@@ -52,7 +53,7 @@ def _check_arguments(benchmark, judgments, answers, style_control, difficulty_fi
   if not judgments:
     raise ValueError("--judgments is required: judgment files or folders, comma-separated")
   for path in list(judgments) + list(answers) + [p for p in (difficulty_file, questions) if p]:
-    if not os.path.exists(path):
+    if not storage.exists(path):
       raise FileNotFoundError(f"{path}: no such file or folder")
   if style_control and benchmark != "arena_hard":
     raise ValueError("--style_control applies to arena_hard only")

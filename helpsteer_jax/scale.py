@@ -14,6 +14,7 @@ Several hosts run one search SPMD (`--config.distributed`: automatic on TPU pods
 `mode=explicit` with a coordinator otherwise) over a mesh of all their devices; process 0 writes.
 With `--config.prompts.shard=I/N` the run takes its share of the prompts into
 `<output_dir>/shard-I-of-N`; `python -m helpsteer_jax.merge` joins the shards into one folder.
+`output_dir` may be a bucket URL (gs://bucket/search1); a killed run resumes from the bucket alike.
 """
 
 from __future__ import annotations

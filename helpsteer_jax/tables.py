@@ -6,7 +6,7 @@
 
 Writes `tables.md` (main and ablation tables with 95% intervals), `main.csv`, `ablation.csv`,
 `scaling.csv` and `scaling_<benchmark>_<axis>.png` (score against token multiple per scaling
-axis). The result-file format and the row layout are documented in `helpsteer_jax/eval/results.py`
+axis). `--results` and `--out` may be local folders or bucket URLs (gs://bucket/eval). The result-file format and the row layout are documented in `helpsteer_jax/eval/results.py`
 and `helpsteer_jax/eval/tables.py`.
 """
 
@@ -37,8 +37,9 @@ def run():
     if not results.value or not out.value:
       raise app.UsageError("--results and --out are required")
     report = make_tables(results.value, out.value, rows.value, plots.value)
-    with open(f"{out.value}/tables.md") as f:
-      print(f.read())
+    from helpsteer_jax import storage
+
+    print(storage.read_text(storage.join(out.value, "tables.md")))
     print(f"{report['num_results']} results; wrote {len(report['files'])} files to {out.value}")
 
   entry_point.run(main)

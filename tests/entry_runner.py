@@ -4,6 +4,7 @@
 exception, so a crash in CI (a signal, an XLA abort) would leave nothing to read.
 """
 
+import os
 import subprocess
 
 
@@ -18,23 +19,15 @@ def run_entry(cmd: list[str], *, cwd, env: dict, timeout: float, tail_chars: int
   return proc.stdout
 
 
-def _free_port() -> int:
-  import socket
-
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def run_processes(command, count: int, *, cwd, env: dict, timeout: float) -> list[str]:
-  """Runs `command(extra_args)` as `count` jax.distributed processes with an explicit coordinator
-  on 127.0.0.1; returns their outputs, or fails the test with the end of a failed one's."""
-  port = _free_port()
-  procs = [subprocess.Popen(
-      command(["--config.distributed.mode=explicit", f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-               f"--config.distributed.num_processes={count}", f"--config.distributed.process_id={index}"]),
-      cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(count)]
-  outputs = [p.communicate(timeout=timeout)[0] for p in procs]
-  for index, (p, out) in enumerate(zip(procs, outputs)):
-    assert p.returncode == 0, f"process {index} failed with {p.returncode}:\n{out[-12000:]}"
-  return outputs
+def run_processes(args: list[str], count: int, *, cwd, env: dict, timeout: float) -> str:
+  """Runs `args` (`python -m helpsteer_jax.MODULE FLAGS...`) as `count` jax.distributed processes
+  through launch/local.sh --processes=count, the local rehearsal a user runs (coordinator on
+  127.0.0.1); returns their combined output, each line prefixed with its process index, or fails
+  the test with its end."""
+  python, flag, module, *flags = args
+  assert flag == "-m" and module.startswith("helpsteer_jax."), args
+  launcher = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch", "local.sh")
+  out = run_entry(["bash", launcher, f"--processes={count}", module[len("helpsteer_jax."):], *flags],
+                  cwd=cwd, env=dict(env, PYTHON=python), timeout=timeout, tail_chars=12000)
+  assert f"[{count - 1}] " in out, "the launcher did not start every process"
+  return out

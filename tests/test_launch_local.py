@@ -1,49 +1,12 @@
-"""launch/local.sh --processes=2: the local rehearsal of a cluster run. Two jax.distributed
-processes of 4 fake CPU devices each, coordinator on 127.0.0.1, started by the launcher exactly as
-a user would, run the tiny RLOO training and a tiny search to completion."""
+"""launch/local.sh --processes=2: the local rehearsal of a cluster run. The multi-host tests run
+their processes through it (tests/entry_runner.run_processes: the tiny RLOO in test_rloo_multihost,
+the search in test_scale_multihost, each to the results of one process); here, its options and a
+failed process."""
 
-import json
 import os
 import subprocess
 
-from test_scale_entry import EXPERIMENT, _write_prompts, model_dir  # noqa: F401 (a fixture)
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _launch(*args: str, timeout: float = 600) -> str:
-  env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)  # the launcher sets the device count
-  proc = subprocess.run(["bash", "launch/local.sh", "--processes=2", "--devices_per_process=4", *args],
-                        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                        timeout=timeout)
-  assert proc.returncode == 0, proc.stdout[-8000:]
-  return proc.stdout
-
-
-def test_tiny_rloo_runs_to_completion_over_two_processes(tmp_path, bundled_data, embedded_gguf_path):
-  out = _launch("train", "--config=experiments/edit_rloo.py:tiny", f"--workdir={tmp_path / 'rloo'}",
-                "--config.total_steps=2", "--config.progress=False", "--config.tensorboard=False",
-                "--config.mesh.shape=(2,2,2)")
-  assert "[0] training finished at step 2 of 2" in out
-  assert "[1] " in out  # the second process ran, its lines prefixed
-  with open(tmp_path / "rloo" / "metrics.jsonl") as f:
-    rows = [json.loads(line) for line in f]
-  assert [r["step"] for r in rows] == [1, 2] and all("kl" in r for r in rows)
-
-
-def test_tiny_search_runs_to_completion_over_two_processes(tmp_path, model_dir):
-  prompts = tmp_path / "prompts.jsonl"
-  _write_prompts(prompts, ["What is 2+2?", "Name a colour."])
-  stages = [f"--config.search.{s}.max_new_tokens=5" for s in ("draft", "feedback", "edit")]
-  _launch("scale", f"--config={EXPERIMENT}", f"--config.policy.path={model_dir}",
-          "--config.prompts.source=jsonl", f"--config.prompts.path={prompts}", "--config.prompts.limit=0",
-          "--config.mesh.shape=(1,1,-1)", f"--config.output_dir={tmp_path / 'search'}", *stages)
-  with open(tmp_path / "search" / "results.jsonl") as f:
-    records = [json.loads(line) for line in f]
-  assert len(records) == 2 and all(r["best"]["text"] and r["greedy"] for r in records)
-  with open(tmp_path / "search" / "summary.json") as f:
-    assert json.load(f)["num_prompts"] == 2
 
 
 def test_a_failed_process_fails_the_launch(tmp_path):
@@ -53,3 +16,16 @@ def test_a_failed_process_fails_the_launch(tmp_path):
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
   assert proc.returncode != 0
   assert "[local] a process exited with code" in proc.stdout
+
+
+def test_devices_per_process_and_the_dry_run(tmp_path):
+  proc = subprocess.run(["bash", "launch/local.sh", "--dry-run", "--processes=3", "--port=12345",
+                         "--devices_per_process=2", "plan", "--config=experiments/edit_sft.py:70b"],
+                        cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.strip().splitlines()[1:]
+  assert len(lines) == 3 and all("HELPSTEER_COORDINATOR=127.0.0.1:12345" in line for line in lines)
+  assert [f"HELPSTEER_PROCESS_ID={i}" in line for i, line in enumerate(lines)] == [True] * 3
+  bad = subprocess.run(["bash", "launch/local.sh", "--processes=0", "plan", "--config=experiments/edit_sft.py:70b"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 2 and "expected a positive count" in bad.stderr

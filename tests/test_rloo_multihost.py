@@ -1,5 +1,5 @@
-"""RLOO over several hosts, rehearsed as two local processes of 4 fake CPU devices each
-(coordinator on 127.0.0.1): every process samples the same rollouts SPMD on the global (2, 2, 2)
+"""RLOO over several hosts, rehearsed as two local processes of 4 fake CPU devices each, started
+by launch/local.sh --processes=2 (coordinator on 127.0.0.1): every process samples the same rollouts SPMD on the global (2, 2, 2)
 mesh and takes its devices' rows of the batch; the losses equal one process on 8 devices, step for
 step."""
 
@@ -32,7 +32,7 @@ def _rows(workdir):
 
 def test_two_processes_train_as_one(tmp_path, bundled_data, embedded_gguf_path):
   run_entry(_command(tmp_path / "one"), cwd=REPO, env=_env(8), timeout=600)
-  run_processes(lambda extra: _command(tmp_path / "two", *extra), 2, cwd=REPO, env=_env(4), timeout=600)
+  run_processes(_command(tmp_path / "two"), 2, cwd=REPO, env=_env(4), timeout=600)
   one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
   assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3]
   for a, b in zip(one, two):

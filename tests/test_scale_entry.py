@@ -212,6 +212,17 @@ def _records_by_id(out):
   return {r["id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
 
 
+def one_at_a_time_command(model_dir, prompts, out) -> list[str]:
+  """`python -m helpsteer_jax.scale` on `prompts`, one prompt at a time, sampled stages of 5 tokens."""
+  args = [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}",
+          f"--config.policy.path={model_dir}", "--config.prompts.source=jsonl",
+          f"--config.prompts.path={prompts}", "--config.prompts.limit=0",
+          "--config.prompts_per_batch=1", "--config.prompts_in_flight=1", f"--config.output_dir={out}"]
+  for name in ("draft", "feedback", "edit"):
+    args += [f"--config.search.{name}.temperature=1.0", f"--config.search.{name}.max_new_tokens=5"]
+  return args
+
+
 def test_a_prompts_tree_does_not_depend_on_batching_or_a_kill_and_resume(model_dir, tmp_path):
   import signal
   import time
@@ -223,12 +234,7 @@ def test_a_prompts_tree_does_not_depend_on_batching_or_a_kill_and_resume(model_d
   # The same prompts one at a time in a separate process, killed with SIGKILL once the first is
   # written, then resumed.
   alone = tmp_path / "alone"
-  args = [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}",
-          f"--config.policy.path={model_dir}", "--config.prompts.source=jsonl",
-          f"--config.prompts.path={prompts}", "--config.prompts.limit=0",
-          "--config.prompts_per_batch=1", "--config.prompts_in_flight=1", f"--config.output_dir={alone}"]
-  for name in ("draft", "feedback", "edit"):
-    args += [f"--config.search.{name}.temperature=1.0", f"--config.search.{name}.max_new_tokens=5"]
+  args = one_at_a_time_command(model_dir, prompts, alone)
   env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
   proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   results = alone / "results.jsonl"

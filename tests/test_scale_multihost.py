@@ -1,5 +1,5 @@
-"""The search over several hosts, rehearsed as two local processes of 4 fake CPU devices each
-(coordinator on 127.0.0.1): every process runs the same search SPMD on one mesh over all 8
+"""The search over several hosts, rehearsed as two local processes of 4 fake CPU devices each,
+started by launch/local.sh --processes=2 (coordinator on 127.0.0.1): every process runs the same search SPMD on one mesh over all 8
 devices, process 0 alone writes, and the records equal a one-process run's on 8 devices (floats
 to 1e-6 relative: see `_diff`), under both schedules."""
 
@@ -49,7 +49,7 @@ def single(model_dir, tmp_path_factory):
 def test_two_processes_write_the_records_of_one(model_dir, single, schedule, tmp_path):
   prompts, single = single
   multi = tmp_path / "multi"
-  run_processes(lambda extra: _command(model_dir, prompts, multi, f"--config.search.schedule={schedule}", *extra),
+  run_processes(_command(model_dir, prompts, multi, f"--config.search.schedule={schedule}"),
                 2, cwd=REPO, env=_env(4), timeout=600)
   many, one = _records(multi), _records(single)
   assert len(many) == len(one) == 3

@@ -46,6 +46,16 @@ def test_append_log_is_one_object_per_append_and_compacts_safely(gcs_bucket):
   assert [row["id"] for row in read_jsonl(path)] == [0, 1, 2, 3]
 
 
+def test_two_writers_of_one_log_never_overwrite_each_other(gcs_bucket):
+  path = storage.join(gcs_bucket, "shared", "judge_cache.jsonl")
+  first, second = JsonlAppender(path), JsonlAppender(path)  # both start at part 0
+  first.append([{"key": "a"}])
+  second.append([{"key": "b"}])  # part 0 is taken: it writes part 1
+  first.append([{"key": "c"}])
+  assert sorted(row["key"] for row in read_jsonl(path)) == ["a", "b", "c"]
+  assert len(storage.listdir(object_log.parts_folder(path))) == 3
+
+
 def test_a_plain_log_copied_into_the_bucket_is_read_before_its_parts(gcs_bucket):
   path = storage.join(gcs_bucket, "copied", "results.jsonl")
   storage.write_atomic(path, b'{"id": 0}\n')

@@ -2,7 +2,7 @@
 
 The question sets ship with the package (`helpsteer_jax/data/files/`, see its README);
 `HELPSTEER_DATA_DIR`, when set, is searched first. A file in neither is downloaded once from its
-public source into `~/.cache/helpsteer_jax`.
+public source into `~/.cache/helpsteer_jax`. A JSONL prompt file may be local or a bucket URL.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pathlib
 import urllib.request
 from typing import Any, Optional
 
+from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import read_jsonl_rows
 from helpsteer_jax.formats.messages import Message
 
@@ -101,8 +102,9 @@ def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0) ->
   if source == "jsonl":
     if not path:
       raise ValueError("prompt source 'jsonl' needs a path")
-    file = pathlib.Path(path)
-    if not file.is_file():
+    # A local path as a pathlib path: the messages below name it normalised (./p.jsonl as p.jsonl).
+    file = path if storage.is_remote(path) else pathlib.Path(path)
+    if not storage.is_file(file):
       raise FileNotFoundError(f"{path}: prompt file not found")
   elif source in _SOURCES:
     file = locate(*_SOURCES[source])

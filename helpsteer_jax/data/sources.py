@@ -2,7 +2,8 @@
 
 A source is either a Hugging Face hub data set (`datasets.load_dataset(name, subset, split=...)`,
 the way users get the full HelpSteer data) or local files: one `.jsonl` / `.jsonl.gz` / `.json` /
-`.parquet` file, or a folder of them (read in sorted name order, so row order is reproducible).
+`.parquet` file, or a folder of them (read in sorted name order, so row order is reproducible). A
+file or folder may also be a bucket URL (gs://bucket/data).
 
 Local JSON lines are parsed here rather than through `datasets`, so that a bad line is reported
 by file and line number (and can be skipped and counted) instead of failing schema inference for
@@ -11,12 +12,14 @@ the whole file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 from collections.abc import Iterator
 from typing import Any, Optional
 
+from helpsteer_jax import storage
 from helpsteer_jax.data.examples import BuildStats, DataError
 from helpsteer_jax.data.jsonl import parse_jsonl_line
 from helpsteer_jax.data.text_files import read_text, text_lines
@@ -80,13 +83,13 @@ def read_rows(spec: SourceSpec, *, on_error: str = "raise",
 def local_files(path: str) -> list[str]:
   """The data files of `path`: itself if it is a file, else its data files in sorted order."""
   path = os.fspath(path)
-  if os.path.isfile(path):
+  if storage.is_file(path):
     if not path.endswith(LOCAL_SUFFIXES):
       raise DataError(f"{path}: unknown data file type; expected one of {LOCAL_SUFFIXES}")
     return [path]
-  if not os.path.isdir(path):
+  if not storage.is_dir(path):
     raise DataError(f"{path}: no such data file or folder")
-  files = sorted(os.path.join(path, name) for name in os.listdir(path) if name.endswith(LOCAL_SUFFIXES))
+  files = sorted(storage.join(path, name) for name in storage.listdir(path) if name.endswith(LOCAL_SUFFIXES))
   if not files:
     raise DataError(f"{path}: the folder has no data files ({', '.join(LOCAL_SUFFIXES)})")
   return files
@@ -136,15 +139,18 @@ def _read_json_array(file: str) -> Iterator[Row]:
 def _read_parquet(file: str) -> Iterator[Row]:
   import pyarrow.parquet as pq
 
-  try:
-    table = pq.ParquetFile(file)
-  except Exception as e:  # pyarrow raises several types for a damaged file
-    raise DataError(f"{file}: cannot read as parquet ({type(e).__name__}: {e})") from None
-  index = 0
-  for batch in table.iter_batches(batch_size=1024):
-    for row in batch.to_pylist():
-      yield Row(f"{file}[row {index}]", row)
-      index += 1
+  with contextlib.ExitStack() as stack:
+    # pyarrow reads a local path itself; an object is read through a file handle of the store.
+    source = stack.enter_context(storage.open_file(file, "rb")) if storage.is_remote(file) else file
+    try:
+      table = pq.ParquetFile(source)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+      raise DataError(f"{file}: cannot read as parquet ({type(e).__name__}: {e})") from None
+    index = 0
+    for batch in table.iter_batches(batch_size=1024):
+      for row in batch.to_pylist():
+        yield Row(f"{file}[row {index}]", row)
+        index += 1
 
 
 def _read_hub(spec: SourceSpec) -> Iterator[Row]:

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import math
-import os
 from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
+
+from helpsteer_jax import storage
 
 HUB_REPO = "tatsu-lab/alpaca_eval"
 HUB_FILE = "df_gamed.csv"
@@ -66,14 +68,14 @@ def _bool(text: str, where: str) -> bool:
 
 def read_difficulty_table(path: str, source: str = "") -> DifficultyTable:
   """Reads a `df_gamed.csv`-layout file; errors name the file, row and column at fault."""
-  if not os.path.isfile(path):
+  if not storage.is_file(path):
     raise FileNotFoundError(f"{path}: difficulty table not found")
-  with open(path, newline="", encoding="utf-8") as f:
-    reader = csv.DictReader(f)
-    missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-      raise ValueError(f"{path}: the difficulty table lacks the column(s) {missing}")
-    rows = list(reader)
+  # newline="": quoted fields keep their own line breaks, as csv expects.
+  reader = csv.DictReader(io.StringIO(storage.read_text(path), newline=""))
+  missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
+  if missing:
+    raise ValueError(f"{path}: the difficulty table lacks the column(s) {missing}")
+  rows = list(reader)
   if not rows:
     raise ValueError(f"{path}: the difficulty table has no rows")
   difficulty: dict[str, float] = {}

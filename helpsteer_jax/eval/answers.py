@@ -26,8 +26,10 @@ from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
+from helpsteer_jax import storage
 from helpsteer_jax.eval.answer_rows import answer_text_from_row
 from helpsteer_jax.eval.sources import Question, instruction_index, read_jsonl
+from helpsteer_jax.storage import object_log
 
 
 @dataclasses.dataclass
@@ -41,14 +43,13 @@ class AnswerSet:
 
 def scaling_info(run_dir: str) -> Optional[dict[str, Any]]:
   """Token multiple and grid point of a scaling-search output folder (from its summary.json)."""
-  path = os.path.join(run_dir, "summary.json")
-  if not os.path.isfile(path):
+  path = storage.join(run_dir, "summary.json")
+  if not storage.is_file(path):
     return None
-  with open(path) as f:
-    summary = json.load(f)
+  summary = json.loads(storage.read_text(path))
   search = (summary.get("config") or {}).get("search") or {}
   return {
-      "run_dir": os.path.abspath(run_dir),
+      "run_dir": storage.absolute(run_dir),
       # The ratio of sums; summaries written before it existed have only the per-prompt mean.
       "token_multiple": summary.get("token_multiple", summary.get("mean_token_multiple")),
       "mode": search.get("mode"),
@@ -69,10 +70,11 @@ def _min_present(*values: Optional[int]) -> Optional[int]:
 def read_answers(path: str, questions: Sequence[Question], model: str = "") -> AnswerSet:
   """Answers to `questions` from an answer file or a scaling output folder (see module doc)."""
   scaling = None
-  if os.path.isdir(path):
+  if storage.is_dir(path):
     scaling = scaling_info(path)
-    path = os.path.join(path, "results.jsonl")
-  if not os.path.isfile(path):
+    path = storage.join(path, "results.jsonl")
+  # A search's results.jsonl in a bucket may be an append log of parts only.
+  if not object_log.log_exists(path):
     raise FileNotFoundError(f"{path}: answer file not found")
   if path.endswith(".json"):
     from helpsteer_jax.data.text_files import read_text
@@ -103,7 +105,7 @@ def read_answers(path: str, questions: Sequence[Question], model: str = "") -> A
     names.add(str(row.get("model", row.get("model_id", ""))))
   if scaling is None and os.path.basename(path) == "results.jsonl":
     scaling = scaling_info(os.path.dirname(path) or ".")
-  name = model or (os.path.basename(os.path.dirname(os.path.abspath(path))) if scaling else "") \
+  name = model or (os.path.basename(os.path.dirname(storage.absolute(path))) if scaling else "") \
       or next(iter(names - {""}), "") or _stem(path)
   return AnswerSet(turns, name, scaling)
 

@@ -7,13 +7,17 @@ results' 95% intervals. The x axis is logarithmic (base 2), as token multiples d
 paper's grid.
 
 Figures are drawn with matplotlib's object API on an Agg canvas: no display, and no pyplot global
-state touched.
+state touched. Each is rendered in memory and written whole, so the output folder may be a bucket.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from helpsteer_jax import storage
 
 AXES = ("drafts", "feedbacks", "edits")
 
@@ -53,4 +57,7 @@ def plot_scaling(points: Sequence[Mapping[str, Any]], axis: str, benchmark_name:
   ax.grid(True, alpha=0.3)
   if lines:  # beside the axes, so it never hides a point
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-  fig.savefig(path, bbox_inches="tight")
+  # The format follows the file name, as savefig(path) does; a bucket object is written whole.
+  image = io.BytesIO()
+  fig.savefig(image, format=os.path.splitext(path)[1][1:].lower() or "png", bbox_inches="tight")
+  storage.write_atomic(path, image.getvalue())

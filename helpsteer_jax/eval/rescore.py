@@ -17,13 +17,12 @@ Every function returns one result record per model (`eval/results.py`).
 
 from __future__ import annotations
 
-import glob
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
+from helpsteer_jax import storage
 from helpsteer_jax.eval import alpaca_difficulty, alpaca_eval, arena_hard, mt_bench, sources
 from helpsteer_jax.eval.answers import answer_text_from_row
 from helpsteer_jax.eval.results import make_result
@@ -35,12 +34,12 @@ def expand_paths(paths: Sequence[str], pattern: str) -> list[str]:
   """Files named directly, and those matching `pattern` in named folders; missing ones fail."""
   files = []
   for path in paths:
-    if os.path.isdir(path):
-      found = sorted(glob.glob(os.path.join(path, pattern)))
+    if storage.is_dir(path):
+      found = storage.glob(path, pattern)
       if not found:
         raise FileNotFoundError(f"{path}: no {pattern} files in this folder")
       files.extend(found)
-    elif os.path.isfile(path):
+    elif storage.is_file(path):
       files.append(path)
     else:
       raise FileNotFoundError(f"{path}: no such file or folder")
@@ -132,7 +131,7 @@ def _preference(value: Any, where: str) -> Optional[float]:
 
 def read_alpaca_annotations(path: str) -> dict[str, list[dict[str, Any]]]:
   """model (generator_2) -> annotation records, in file order."""
-  if not os.path.isfile(path):
+  if not storage.is_file(path):
     raise FileNotFoundError(f"{path}: no such annotations file")
   from helpsteer_jax.data.text_files import read_text
 

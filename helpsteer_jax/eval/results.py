@@ -36,6 +36,8 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
+from helpsteer_jax import storage
+
 FORMAT = "helpsteer_jax.eval_result/1"
 RESULT_FILE = "eval_result.json"
 ANSWERS_FILE = "answers.jsonl"
@@ -69,12 +71,9 @@ def make_result(benchmark: str, model: str, headline_value: float, ci: tuple[Opt
 def write_result(out_dir: str, result: Mapping[str, Any]) -> str:
   """Writes `eval_result.json` atomically (a crash never leaves half a file)."""
   check_result(result, out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, RESULT_FILE)
-  tmp = path + ".partial"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2, ensure_ascii=False)
-  os.replace(tmp, path)
+  storage.makedirs(out_dir)
+  path = storage.join(out_dir, RESULT_FILE)
+  storage.write_atomic(path, json.dumps(result, indent=2, ensure_ascii=False))
   return path
 
 
@@ -99,7 +98,7 @@ def read_result(path: str) -> dict[str, Any]:
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from None
   check_result(result, path)
-  result["path"] = os.path.dirname(os.path.abspath(path))
+  result["path"] = os.path.dirname(storage.absolute(path))
   return result
 
 
@@ -107,14 +106,14 @@ def find_results(roots: Iterable[str]) -> list[dict[str, Any]]:
   """Every `eval_result.json` under the given folders (searched recursively), sorted by path."""
   found = []
   for root in roots:
-    if os.path.isfile(root):
+    if storage.is_file(root):
       found.append(read_result(root))
       continue
-    if not os.path.isdir(root):
+    if not storage.is_dir(root):
       raise FileNotFoundError(f"{root}: no such results folder")
-    for folder, _, files in sorted(os.walk(root)):
-      if RESULT_FILE in files:
-        found.append(read_result(os.path.join(folder, RESULT_FILE)))
+    for path in storage.walk_files(root):
+      if os.path.basename(path) == RESULT_FILE:
+        found.append(read_result(path))
   return sorted(found, key=lambda r: r["path"])
 
 

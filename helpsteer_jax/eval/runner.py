@@ -9,7 +9,8 @@ Order of work, each step resumable:
    are left there and ignored, so switching judges never mixes their verdicts;
 4. scoring, and `<workdir>/eval_result.json` (format in `eval/results.py`).
 With several processes (a multi-host mesh) every process generates and scores, process 0 alone
-writes files and calls an HTTP judge; the workdir must then be on a shared file system.
+writes files and calls an HTTP judge; the workdir must then be on a shared file system or in a
+bucket (gs://...), as every path here may be (`helpsteer_jax.storage`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Optional
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
+from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 from helpsteer_jax.data.jsonl import JsonlAppender
 from helpsteer_jax.eval import alpaca_difficulty, alpaca_eval, arena_hard, mt_bench, sources
@@ -33,6 +35,7 @@ from helpsteer_jax.eval.results import ANSWERS_FILE, JUDGMENTS_FILE, make_result
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 MT_BENCH_TABLE = "mt_bench_table.md"
+JUDGE_CACHE_FILE = "judge_cache.jsonl"
 
 
 def _is_writer() -> bool:
@@ -74,7 +77,7 @@ def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources
                        f"questions (first: {missing[:5]})")
     return answers
   name = model_name(config)
-  log = JsonlAppender(os.path.join(workdir, ANSWERS_FILE))
+  log = JsonlAppender(storage.join(workdir, ANSWERS_FILE))
   done = {str(r["question_id"]): r for r in log.read() if r.get("model") == name}
   todo = [q for q in questions if q.id not in done]
   logging.info("%d questions, %d already answered in %s", len(questions), len(questions) - len(todo), log.path)
@@ -108,7 +111,7 @@ def build_judge(config: ConfigDict, workdir: str, models: ModelPool):
   if j.kind not in JUDGE_KINDS:
     raise ValueError(f"judge.kind={j.kind!r}; expected one of {JUDGE_KINDS}")
   from helpsteer_jax.eval.judges.cache import CachedChatJudge, JudgeCache
-  cache = JudgeCache(j.cache_path or os.path.join(workdir, "judge_cache.jsonl"))
+  cache = JudgeCache(j.cache_path or storage.join(workdir, JUDGE_CACHE_FILE))
   if j.kind == "http":
     from helpsteer_jax.eval.judges.http_judge import HttpJudge, HttpJudgeSettings
     settings = HttpJudgeSettings(
@@ -190,7 +193,7 @@ def _judge_in_batches(log: JsonlAppender, todo: Sequence[Any], per_batch: int, j
 
 
 def _arena_hard(config, workdir, questions, answers, baseline, baseline_name, judge):
-  log = JsonlAppender(os.path.join(workdir, JUDGMENTS_FILE))
+  log = JsonlAppender(storage.join(workdir, JUDGMENTS_FILE))
   done = judge.done(log, answers.model)
   done_ids = {str(r["question_id"]) for r in done}
   missing_base = [q.id for q in questions if q.id not in baseline]
@@ -224,7 +227,7 @@ def _arena_hard(config, workdir, questions, answers, baseline, baseline_name, ju
 
 
 def _mt_bench(config, workdir, questions, answers, judge):
-  log = JsonlAppender(os.path.join(workdir, JUDGMENTS_FILE))
+  log = JsonlAppender(storage.join(workdir, JUDGMENTS_FILE))
   done = judge.done(log, answers.model)
   turns_done: dict[str, set[int]] = {}
   for r in done:
@@ -252,8 +255,7 @@ def _mt_bench(config, workdir, questions, answers, judge):
     raise ValueError(f"{log.path}: no MT-Bench judgment holds a readable rating; they are kept")
   ci = mt_bench.bootstrap_mean_by_question(records, config.scoring.bootstrap_rounds, config.scoring.seed, raw)
   if _is_writer():
-    with open(os.path.join(workdir, MT_BENCH_TABLE), "w") as f:
-      f.write(mt_bench.table_markdown(table) + "\n")
+    storage.write_atomic(storage.join(workdir, MT_BENCH_TABLE), mt_bench.table_markdown(table) + "\n")
   metrics = {"average": overall["average"], "turn_1": overall["turn_1"], "turn_2": overall["turn_2"],
              "ci_low": ci[0], "ci_high": ci[1], "categories": table, "raw_scale": raw}
   counts = {"questions": len(questions), "judged": len(records), "failed": overall["failed"]}
@@ -264,7 +266,7 @@ def _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, j
   # The difficulty table first: a wrong local path fails before any judge call, and a missing
   # hub table warns once, here, for the whole run.
   table, table_note = alpaca_difficulty.resolve_difficulty_table(config.alpaca.difficulty_file)
-  log = JsonlAppender(os.path.join(workdir, JUDGMENTS_FILE))
+  log = JsonlAppender(storage.join(workdir, JUDGMENTS_FILE))
   done = judge.done(log, answers.model)
   done_ids = {str(r["question_id"]) for r in done}
   todo = [(q.id, q.turns[0], answers.turns[q.id][0], baseline[q.id]) for q in questions if q.id not in done_ids]
@@ -298,7 +300,7 @@ def run_evaluation(config: ConfigDict, workdir: Optional[str] = None) -> dict[st
 
 
 def _run_evaluation(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   questions, baseline, baseline_name = load_questions(config)
   if not questions:
     raise ValueError("no questions selected (check questions.start and questions.limit)")
@@ -321,5 +323,16 @@ def _run_evaluation(config: ConfigDict, workdir: str) -> dict[str, Any]:
                        scaling=answers.scaling, config=config.to_dict(),
                        note=metrics.get("lc_note", ""))
   if _is_writer():
+    if storage.is_remote(workdir):
+      _compact_logs(config, workdir)
     write_result(workdir, result)
   return result
+
+
+def _compact_logs(config: ConfigDict, workdir: str) -> None:
+  """The workdir's append logs in a bucket as one object each. A judge cache shared through
+  `judge.cache_path` is left alone: another run may be appending to it."""
+  names = [JUDGMENTS_FILE] + ([] if config.model.answers else [ANSWERS_FILE])
+  names += [] if config.judge.cache_path else [JUDGE_CACHE_FILE]
+  for name in names:
+    JsonlAppender(storage.join(workdir, name)).compact()

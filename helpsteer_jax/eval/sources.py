@@ -2,17 +2,19 @@
 
 Each file is read from the package's bundled data (`helpsteer_jax/data/files/`, or
 `HELPSTEER_DATA_DIR` first, through `prompt_sources.locate`) and otherwise downloaded once from
-its public source, so an evaluation runs the same offline and on a fresh machine. Every loader returns
-`Question`s with string ids, so the three benchmarks share the answer and result code.
+its public source, so an evaluation runs the same offline and on a fresh machine. A file named in
+the config instead may be local or a bucket URL. Every loader returns `Question`s with string ids,
+so the three benchmarks share the answer and result code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 from typing import Any
 
+from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import read_jsonl
 from helpsteer_jax.data.prompt_sources import locate
 from helpsteer_jax.data.text_files import read_text
@@ -38,13 +40,12 @@ class Question:
   category: str = ""
 
 
-def _file(default: tuple[str, str], override: str) -> pathlib.Path:
+def _file(default: tuple[str, str], override: str) -> str:
   if override:
-    path = pathlib.Path(override)
-    if not path.is_file():
+    if not storage.is_file(override):
       raise FileNotFoundError(f"{override}: benchmark file not found")
-    return path
-  return locate(*default)
+    return override
+  return os.fspath(locate(*default))
 
 
 def _limit(items: list[Question], start: int, limit: int) -> list[Question]:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
+from helpsteer_jax import storage
 from helpsteer_jax.eval.results import find_results, row_key
 
 MAIN_ROWS = (
@@ -68,13 +70,19 @@ def read_row_specs(path: str = "") -> dict[str, list[RowSpec]]:
   return specs
 
 
+def _folder(path: str) -> str:
+  """One spelling per result folder: absolute on disk, without a trailing slash in a bucket."""
+  absolute = storage.absolute(path)
+  return absolute.rstrip("/") if storage.is_remote(absolute) else absolute
+
+
 def assign_rows(results: Sequence[Mapping[str, Any]], specs: Mapping[str, Sequence[RowSpec]]
                 ) -> dict[str, dict[str, Mapping[str, Any]]]:
   """label -> benchmark -> result (the newest when a label has several for one benchmark)."""
-  by_dir = {os.path.abspath(d): spec.label for rows in specs.values() for spec in rows for d in spec.dirs}
+  by_dir = {_folder(d): spec.label for rows in specs.values() for spec in rows for d in spec.dirs}
   cells: dict[str, dict[str, Mapping[str, Any]]] = {}
   for result in results:
-    label = by_dir.get(os.path.abspath(result["path"])) or row_key(result)
+    label = by_dir.get(_folder(result["path"])) or row_key(result)
     slot = cells.setdefault(label, {})
     old = slot.get(result["benchmark"])
     if old is not None:
@@ -139,11 +147,18 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str) -> None:
   fields = (["label", "name"] + [f"{b}{s}" for b, _ in COLUMNS for s in ("", "_ci_low", "_ci_high", "_note")]
             + ["token_multiple"])
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+  _write_csv_rows(fields, rows, path)
+
+
+def _write_csv_rows(fields: Sequence[str], rows: Iterable[Mapping[str, Any]], path: str) -> None:
+  """`rows` (None as empty cells) as the CSV file `path`, written whole: the text is built in
+  memory first, since a bucket object cannot be written in pieces."""
+  text = io.StringIO(newline="")  # csv writes its own \r\n line ends
+  writer = csv.DictWriter(text, fieldnames=list(fields))
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+  storage.write_atomic(path, text.getvalue())
 
 
 def _series(scaling: Mapping[str, Any]) -> str:
@@ -179,7 +194,7 @@ def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "",
   results = find_results(results_dirs)
   if not results:
     raise FileNotFoundError(f"no eval_result.json under {list(results_dirs)}")
-  os.makedirs(out_dir, exist_ok=True)
+  storage.makedirs(out_dir)
   tables = build_tables(results, read_row_specs(rows_path))
   titles = {"main": "Main results", "ablation": "Ablations"}
   markdown = []
@@ -188,25 +203,20 @@ def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "",
     if not rows:
       continue
     markdown.append(table_markdown(rows, titles.get(name, name)))
-    write_csv(rows, os.path.join(out_dir, f"{name}.csv"))
-    written.append(os.path.join(out_dir, f"{name}.csv"))
+    write_csv(rows, storage.join(out_dir, f"{name}.csv"))
+    written.append(storage.join(out_dir, f"{name}.csv"))
   points = scaling_points(results)
   if points:
-    fields = list(points[0])
-    with open(os.path.join(out_dir, "scaling.csv"), "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=fields)
-      writer.writeheader()
-      writer.writerows({k: ("" if p[k] is None else p[k]) for k in fields} for p in points)
-    written.append(os.path.join(out_dir, "scaling.csv"))
+    _write_csv_rows(list(points[0]), points, storage.join(out_dir, "scaling.csv"))
+    written.append(storage.join(out_dir, "scaling.csv"))
     if plots:
       from helpsteer_jax.eval.plots import plot_scaling
       for bench in sorted({p["benchmark"] for p in points}):
         for axis in AXES:
-          path = os.path.join(out_dir, f"scaling_{bench}_{axis}.png")
+          path = storage.join(out_dir, f"scaling_{bench}_{axis}.png")
           plot_scaling([p for p in points if p["benchmark"] == bench], axis, dict(COLUMNS)[bench], path)
           written.append(path)
-  with open(os.path.join(out_dir, "tables.md"), "w") as f:
-    f.write("\n\n".join(markdown) + "\n")
-  written.append(os.path.join(out_dir, "tables.md"))
+  storage.write_atomic(storage.join(out_dir, "tables.md"), "\n\n".join(markdown) + "\n")
+  written.append(storage.join(out_dir, "tables.md"))
   return {"tables": tables, "scaling_points": points, "files": written, "num_results": len(results)}
 

@@ -16,9 +16,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from helpsteer_jax import storage
 from helpsteer_jax.scaling.results import RESULTS, SUMMARY, read_records, unique_records, write_records
 from helpsteer_jax.scaling.results import write_summary_files
 from helpsteer_jax.scaling.shards import shard_of_folder
+from helpsteer_jax.storage import object_log
 
 # Config fields that may differ between the inputs: where each wrote, which share it took, and how
 # its processes found each other.
@@ -34,19 +36,30 @@ class MergeError(ValueError):
   """Inputs that cannot be merged, or an output that is not a merge's to overwrite."""
 
 
+def _identity(folder: str) -> str:
+  """What tells two names of one folder apart from two folders: the real path on disk (links
+  resolved), the URL without a trailing slash in a bucket."""
+  return folder.rstrip("/") if storage.is_remote(folder) else os.path.realpath(folder)
+
+
+def _has_results(folder: str) -> bool:
+  # In a bucket a run's log may be parts only, with no object at `results.jsonl` itself.
+  return object_log.log_exists(storage.join(folder, RESULTS))
+
+
 def run_folders(inputs: Sequence[str]) -> list[str]:
   """The run folders named by `inputs` (a parent folder stands for its `shard-I-of-N` folders)."""
   folders = []
   for path in inputs:
-    if os.path.isfile(os.path.join(path, RESULTS)) or os.path.isfile(os.path.join(path, SUMMARY)):
+    if _has_results(path) or storage.is_file(storage.join(path, SUMMARY)):
       folders.append(path)
       continue
-    names = [name for name in (os.listdir(path) if os.path.isdir(path) else []) if shard_of_folder(name)]
-    shards = [os.path.join(path, name) for name in sorted(names, key=lambda n: shard_of_folder(n).index)]
+    names = [name for name in storage.listdir(path) if shard_of_folder(name)]
+    shards = [storage.join(path, name) for name in sorted(names, key=lambda n: shard_of_folder(n).index)]
     if not shards:
       raise MergeError(f"{path}: neither a run folder (no {RESULTS}) nor a folder of shard-I-of-N run folders")
     folders.extend(shards)
-  resolved = [os.path.realpath(f) for f in folders]
+  resolved = [_identity(f) for f in folders]
   if len(set(resolved)) != len(resolved):
     raise MergeError(f"a folder is named twice among the inputs: {folders}")
   return folders
@@ -64,12 +77,11 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _run_config(folder: str) -> dict[str, Any]:
-  path = os.path.join(folder, SUMMARY)
-  if not os.path.isfile(path):
+  path = storage.join(folder, SUMMARY)
+  if not storage.is_file(path):
     raise MergeError(f"{folder}: no {SUMMARY}; the run has not finished (rerun its command to resume "
                      "it) or this is not a search's run folder")
-  with open(path) as f:
-    summary = json.load(f)
+  summary = json.loads(storage.read_text(path))
   if "config" not in summary or "merged_from" in summary:
     raise MergeError(f"{folder}: {SUMMARY} is not a search run's (merge run folders, not merges)")
   return summary["config"]
@@ -87,14 +99,13 @@ def _check_same_config(folders: list[str], configs: list[dict[str, Any]]) -> Non
 
 
 def _check_output(output: str, folders: list[str]) -> None:
-  if os.path.realpath(output) in {os.path.realpath(f) for f in folders}:
+  if _identity(output) in {_identity(f) for f in folders}:
     raise MergeError(f"--output={output} is one of the inputs")
-  summary = os.path.join(output, SUMMARY)
-  if os.path.isfile(os.path.join(output, RESULTS)):
+  summary = storage.join(output, SUMMARY)
+  if _has_results(output):
     merged_before = False
-    if os.path.isfile(summary):
-      with open(summary) as f:
-        merged_before = "merged_from" in json.load(f)
+    if storage.is_file(summary):
+      merged_before = "merged_from" in json.loads(storage.read_text(summary))
     if not merged_before:
       raise MergeError(f"--output={output} holds a run's {RESULTS} that no merge wrote; give an empty "
                        "or new folder")
@@ -139,8 +150,8 @@ def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
                     f" (shards {missing_shards} of {count} missing)" if missing_shards else "")
   config = dict(configs[0], output_dir=output)
   config["prompts"] = dict(prompts, shard="")
-  info = {"config": config, "merged_from": [os.path.abspath(f) for f in folders],
+  info = {"config": config, "merged_from": [storage.absolute(f) for f in folders],
           "missing_shards": missing_shards, "prompts_in_run": len(order)}
   with claim_run_folder(output, what="merge"):
-    write_records(records, os.path.join(output, RESULTS))
+    write_records(records, storage.join(output, RESULTS))
     return write_summary_files(output, info, records)

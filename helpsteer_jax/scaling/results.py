@@ -3,18 +3,21 @@
 `results.jsonl` is flushed and fsynced after every batch, so a crash loses at most the batch in
 flight and a rerun skips every prompt already there. `summary.json` and the distillation set
 (`distill.jsonl`: the conversation plus the chosen answer, in chat-messages form for SFT) are
-rebuilt from `results.jsonl` at the end of each run.
+rebuilt from `results.jsonl` at the end of each run. The folder may be local or a bucket URL
+(`helpsteer_jax.storage`); in a bucket `results.jsonl` is an append log of one object per batch,
+compacted into one object when the run finishes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from collections.abc import Iterable
 from typing import Any
 
+from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import JsonlAppender, read_jsonl
+from helpsteer_jax.storage import object_log
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
@@ -22,8 +25,9 @@ DISTILL = "distill.jsonl"
 
 
 def read_records(out_dir: str) -> list[dict[str, Any]]:
-  path = os.path.join(out_dir, RESULTS)
-  return read_jsonl(path, torn_tail_ok=True) if os.path.isfile(path) else []
+  path = storage.join(out_dir, RESULTS)
+  # In a bucket the log may be parts only, with no object at `path` itself.
+  return read_jsonl(path, torn_tail_ok=True) if object_log.log_exists(path) else []
 
 
 def unique_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,8 +45,8 @@ def unique_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class ResultWriter:
   def __init__(self, out_dir: str):
     self.out_dir = out_dir
-    os.makedirs(out_dir, exist_ok=True)
-    self.path = os.path.join(out_dir, RESULTS)
+    storage.makedirs(out_dir)
+    self.path = storage.join(out_dir, RESULTS)
     self._log = JsonlAppender(self.path)  # cuts off a line a crash left half-written
 
   def done_ids(self) -> set[str]:
@@ -52,6 +56,7 @@ class ResultWriter:
     self._log.append(records)
 
   def finalize(self, run_info: dict[str, Any]) -> dict[str, Any]:
+    self._log.compact()  # a finished run's log as one object in a bucket (a no-op on disk)
     return write_summary_files(self.out_dir, run_info, unique_records(read_records(self.out_dir)))
 
 
@@ -59,11 +64,8 @@ def write_summary_files(out_dir: str, run_info: dict[str, Any], records: list[di
   """`summary.json` (`run_info` and the figures of `records`) and `distill.jsonl`, each replaced
   whole; returns the summary."""
   summary = dict(run_info, **summarize(records))
-  tmp = os.path.join(out_dir, SUMMARY + ".partial")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(tmp, os.path.join(out_dir, SUMMARY))
-  write_distillation(records, os.path.join(out_dir, DISTILL))
+  storage.write_atomic(storage.join(out_dir, SUMMARY), json.dumps(summary, indent=2))
+  write_distillation(records, storage.join(out_dir, DISTILL))
   return summary
 
 
@@ -111,10 +113,4 @@ def write_distillation(records: list[dict[str, Any]], path: str) -> None:
 
 
 def _replace_jsonl(rows: Iterable[dict[str, Any]], path: str) -> None:
-  tmp = path + ".partial"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  storage.write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -274,6 +274,7 @@ def _run_staged(config: ConfigDict, pool: ModelPool, search, folder: str, todo, 
 
   staged = StagedSearch(search, PoolStageModels(config, pool), log, on_stage=on_stage)
   staged.run(todo, written, on_record=write)
+  log.compact()  # every stage done: in a bucket, each stage file as one object
   return staged.engine_stats
 
 

@@ -16,6 +16,8 @@ import re
 from collections.abc import Sequence
 from typing import Optional, TypeVar
 
+from helpsteer_jax import storage
+
 T = TypeVar("T")
 _FOLDER = re.compile(r"^shard-(\d+)-of-(\d+)$")
 
@@ -53,7 +55,7 @@ def parse_shard(text: str) -> Optional[PromptShard]:
 
 def run_folder(output_dir: str, shard: Optional[PromptShard]) -> str:
   """Where a run of `shard` writes: `output_dir` itself, or its `shard-I-of-N` subfolder."""
-  return output_dir if shard is None else os.path.join(output_dir, shard.folder_name)
+  return output_dir if shard is None else storage.join(output_dir, shard.folder_name)
 
 
 def shard_of_folder(path: str) -> Optional[PromptShard]:

@@ -20,11 +20,11 @@ give the same records.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Optional, Protocol
 
+from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import JsonlAppender
 from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.sampling.generate import Sample
@@ -81,8 +81,8 @@ class StageLog:
   it writes nothing."""
 
   def __init__(self, folder: str, writes: bool = True):
-    self.folder = os.path.join(folder, STAGE_DIR)
-    self._files = ({name: JsonlAppender(os.path.join(self.folder, f"{name}.jsonl"))
+    self.folder = storage.join(folder, STAGE_DIR)
+    self._files = ({name: JsonlAppender(storage.join(self.folder, f"{name}.jsonl"))
                     for name in sorted(set(FILE_OF.values()))} if writes else {})
     self._buffer: dict[str, list[dict[str, Any]]] = {name: [] for name in self._files}
 
@@ -98,6 +98,11 @@ class StageLog:
       if rows:
         self._files[name].append(rows)
         rows.clear()
+
+  def compact(self) -> None:
+    """In a bucket, each stage file's appended objects as one (a no-op on disk)."""
+    for log in self._files.values():
+      log.compact()
 
 
 class StageModels(Protocol):

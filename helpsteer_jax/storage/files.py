@@ -8,6 +8,7 @@ upload completes, or not at all.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from typing import IO, Any
@@ -17,7 +18,12 @@ from helpsteer_jax.storage.paths import as_path, is_remote, join
 
 def open_file(path: str | os.PathLike, mode: str = "r") -> IO[Any]:
   """Opens `path` (text modes as UTF-8); remote files support r, w and their binary forms."""
-  return as_path(path).open(mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+  if "b" in mode:
+    return as_path(path).open(mode)
+  if not is_remote(path):
+    return as_path(path).open(mode, encoding="utf-8")
+  # fsspec's text mode takes the locale's encoding: wrap the binary stream instead.
+  return io.TextIOWrapper(as_path(path).open(mode + "b"), encoding="utf-8")
 
 
 def sync(f: IO[Any]) -> None:
@@ -62,6 +68,16 @@ def _fresh(path: str | os.PathLike) -> None:
     backend.fsspec_backend.fs(text).invalidate_cache(text)  # the client epath itself uses
 
 
+def create_exclusive(path: str | os.PathLike, data: bytes) -> None:
+  """Writes the object `path` only if it does not exist yet (GCS: ifGenerationMatch=0), else raises
+  `FileExistsError`: of two writers racing for one name, one wins. Remote paths only."""
+  import fsspec
+
+  fs, key = fsspec.core.url_to_fs(os.fspath(path))
+  with fs.open(key, "xb") as f:
+    f.write(data)
+
+
 def exists(path: str | os.PathLike) -> bool:
   _fresh(path)
   return as_path(path).exists()
@@ -92,9 +108,11 @@ def listdir(path: str | os.PathLike) -> list[str]:
 
 
 def glob(folder: str | os.PathLike, pattern: str) -> list[str]:
-  """Paths in `folder` matching `pattern` (one level, no `**`), sorted, as strings."""
+  """Paths in `folder` matching `pattern` (one level, no `**`), sorted, as strings; names starting
+  with a dot match only a pattern that does, as with `glob.glob`."""
   _fresh(folder)
-  return sorted(join(folder, match.name) for match in as_path(folder).glob(pattern))
+  return sorted(join(folder, match.name) for match in as_path(folder).glob(pattern)
+                if pattern.startswith(".") or not match.name.startswith("."))
 
 
 def remove(path: str | os.PathLike, missing_ok: bool = True) -> None:
@@ -111,10 +129,18 @@ def rename(source: str | os.PathLike, target: str | os.PathLike) -> None:
 
 
 def walk_files(folder: str | os.PathLike) -> Iterator[str]:
-  """Every file under `folder`, as paths."""
-  for root, _, files in as_path(folder).walk():
-    for name in files:
-      yield join(os.fspath(root), name)
+  """Every file under `folder`, folders in sorted order, as paths of the folder's kind (a bucket's
+  walk names its folders without the scheme; they are given back as URLs)."""
+  text = os.fspath(folder)
+  _fresh(text)
+  base = os.fspath(as_path(text)).split("://", 1)[-1]
+  for root, _, names in sorted(as_path(text).walk(), key=lambda entry: os.fspath(entry[0])):
+    where = os.fspath(root)
+    if is_remote(text):
+      relative = where.split("://", 1)[-1][len(base):].strip("/")
+      where = join(text, relative) if relative else text
+    for name in sorted(names):
+      yield join(where, name)
 
 
 def size(path: str | os.PathLike) -> int:

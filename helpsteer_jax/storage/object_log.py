@@ -10,6 +10,10 @@ read twice. Zero-padded names keep `gsutil cat <log>.parts/*` in order too.
 
 A plain object at `<log>` itself (a log copied in from a local run) is read first, before the
 parts: the log carries on from it.
+
+Writers sharing one log (several evaluations pointed at one judge cache) each create their part
+only if no object has that name yet (a generation precondition); the loser of a race takes the
+next free number, so no append overwrites another.
 """
 
 from __future__ import annotations
@@ -92,11 +96,18 @@ class ObjectLog:
     parts = _parts(self.log)
     self._next = max((part.last for part in parts), default=-1) + 1
 
-  def append(self, data: bytes) -> None:
+  def append(self, data: bytes, attempts: int = 20) -> None:
     if not data:
       return
-    files.write_atomic(join(self.folder, part_name(self._next, self._next)), data)
-    self._next += 1
+    for _ in range(attempts):
+      try:
+        files.create_exclusive(join(self.folder, part_name(self._next, self._next)), data)
+      except FileExistsError:  # another writer took the number: move past every part there is
+        self._next = max(self._next, max((p.last for p in _parts(self.log)), default=-1)) + 1
+        continue
+      self._next += 1
+      return
+    raise OSError(f"{self.folder}: no free part name after {attempts} tries (writers racing)")
 
   def compact(self) -> None:
     """Rewrites the parts as one object (see the module docstring for why a crash is safe)."""
@@ -104,10 +115,11 @@ class ObjectLog:
     if len(parts) <= 1:
       return
     data = b"".join(files.read_bytes(join(self.folder, part.name)) for part in parts)
-    whole = part_name(parts[0].first, parts[-1].last)
+    first, last = parts[0].first, parts[-1].last
+    whole = part_name(first, last)
     files.write_atomic(join(self.folder, whole), data)
-    for part in _parts(self.log):
-      if part.name != whole:
+    for part in _parts(self.log):  # only what the new object covers: a part another writer
+      if part.name != whole and first <= part.first and part.last <= last:  # added since stays
         files.remove(join(self.folder, part.name))
 
   def rewrite(self, data: bytes) -> None:
