@@ -109,3 +109,18 @@ def test_a_bucket_url_without_its_client_fails_in_one_line_and_makes_no_folder(t
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: gs://my-bucket/run1: gs:// paths need the package gcsfs (pip install gcsfs)")
   assert not (tmp_path / "gs:").exists() and os.listdir(tmp_path) == []
+
+
+def test_a_gguf_model_in_a_bucket_loads_as_the_local_file(gcs_bucket, embedded_gguf_path, tmp_path, monkeypatch):
+  import numpy as np
+
+  import helpsteer_jax as hj
+
+  monkeypatch.setenv("HELPSTEER_CACHE", str(tmp_path / "cache"))
+  url = storage.join(gcs_bucket, "models", "smollm2.gguf")
+  with open(embedded_gguf_path, "rb") as f:
+    storage.write_atomic(url, f.read())
+  remote, _ = hj.load_pretrained(url, show_progress=False)
+  local, _ = hj.load_pretrained(embedded_gguf_path, show_progress=False)
+  ids = np.asarray([[1, 2, 3, 4]], np.int32)
+  np.testing.assert_array_equal(np.asarray(remote(ids)), np.asarray(local(ids)))

@@ -20,6 +20,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 
 GGUF_MAGIC = b"GGUF"
@@ -89,14 +90,15 @@ class GGUFFile:
 
   def __init__(self, path: Union[str, os.PathLike]):
     self.path = os.fspath(path)
-    if not os.path.isfile(self.path):
+    if not storage.is_file(self.path):
       raise CheckpointError(f"{self.path}: file not found")
-    size = os.path.getsize(self.path)
-    with open(self.path, "rb") as f:
+    local = storage.local_copy(self.path)  # the tensors are memory-mapped: a bucket's file is copied once
+    size = os.path.getsize(local)
+    with open(local, "rb") as f:
       magic = f.read(4)
     if magic != GGUF_MAGIC:
       raise CheckpointError(f"{self.path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
-    self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+    self._map = np.memmap(local, dtype=np.uint8, mode="r")
     try:
       self._parse(_Cursor(memoryview(self._map)), size)
     except _Truncated:

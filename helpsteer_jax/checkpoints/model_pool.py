@@ -13,11 +13,11 @@ A model's key (`lm_key`, `rm_key`) names it for the search's roles, which share 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 from ml_collections import ConfigDict
 
+from helpsteer_jax import storage
 from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh_config
 
 
@@ -77,7 +77,7 @@ class ModelPool:
     folder without one is refused."""
     resolved = resolve_path(path)
     if resolved not in self._tokenizers:
-      if os.path.isfile(resolved) and resolved.endswith(".gguf"):
+      if storage.is_file(resolved) and resolved.endswith(".gguf"):
         from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
 
         tokenizer = tokenizer_from_gguf(resolved)
@@ -93,7 +93,7 @@ class ModelPool:
   def max_positions(self, path: str) -> int:
     """The context of a causal LM's checkpoint, read from its config without its weights."""
     resolved = resolve_path(path)
-    if os.path.isfile(resolved) and resolved.endswith(".gguf"):
+    if storage.is_file(resolved) and resolved.endswith(".gguf"):
       from helpsteer_jax.checkpoints.gguf import config_from_gguf
 
       return config_from_gguf(resolved).max_position_embeddings

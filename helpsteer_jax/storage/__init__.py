@@ -11,7 +11,7 @@ a TPU VM's disk goes with the VM.
 - `object_lock`: a run folder's lock on a store without file locks (a leased owner record).
 """
 
-from helpsteer_jax.storage.files import (copy_in, copy_out, exists, glob, is_dir, is_file, listdir, makedirs, open_file,
+from helpsteer_jax.storage.files import (copy_in, copy_out, exists, glob, is_dir, is_file, listdir, local_copy, makedirs, open_file,
                                          read_bytes, read_text, remove, rename, rmtree, size, sync,
                                          walk_files, write_atomic)
 from helpsteer_jax.storage.paths import (MissingStorageClient, StorageError, absolute, as_path,
@@ -19,6 +19,6 @@ from helpsteer_jax.storage.paths import (MissingStorageClient, StorageError, abs
 
 __all__ = [
     "copy_in", "copy_out", "size", "MissingStorageClient", "StorageError", "absolute", "as_path", "check_paths", "exists", "glob", "is_dir",
-    "is_file", "is_remote", "join", "listdir", "makedirs", "open_file", "read_bytes", "read_text",
+    "is_file", "is_remote", "join", "listdir", "local_copy", "makedirs", "open_file", "read_bytes", "read_text",
     "remove", "rename", "rmtree", "scheme_of", "sync", "walk_files", "write_atomic",
 ]

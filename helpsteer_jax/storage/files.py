@@ -162,6 +162,29 @@ def copy_in(folder: str | os.PathLike, names: list[str], into: str) -> list[str]
   return copied
 
 
+def local_copy(path: str | os.PathLike) -> str:
+  """A local file with `path`'s bytes: `path` itself when local, else a copy made once in
+  `$HELPSTEER_CACHE/remote/` (default ~/.cache/helpsteer_jax), kept while the object's size is the
+  same (for readers that memory-map, such as GGUF's)."""
+  text = os.fspath(path)
+  if not is_remote(text):
+    return text
+  import hashlib
+
+  cache = os.environ.get("HELPSTEER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "helpsteer_jax")
+  digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+  local = os.path.join(cache, "remote", f"{digest}-{os.path.basename(text)}")
+  if os.path.isfile(local) and os.path.getsize(local) == size(text):
+    return local
+  os.makedirs(os.path.dirname(local), exist_ok=True)
+  tmp = f"{local}.partial.{os.getpid()}"
+  with as_path(text).open("rb") as source, open(tmp, "wb") as f:
+    while chunk := source.read(64 << 20):
+      f.write(chunk)
+  os.replace(tmp, local)
+  return local
+
+
 def copy_out(local_folder: str, folder: str | os.PathLike) -> None:
   """Writes every file of `local_folder` (one level) into `folder`, each atomically."""
   makedirs(folder)
