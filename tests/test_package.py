@@ -21,6 +21,18 @@ def test_bundled_files_are_package_data_and_load(monkeypatch):
     assert path.name.split(".")[0].split("_")[0] in readme or path.parent.name in readme, path
 
 
+def test_each_benchmark_is_a_prompt_source_with_the_ids_its_evaluator_expects(monkeypatch):
+  monkeypatch.delenv("HELPSTEER_DATA_DIR", raising=False)
+  pairs = {"arena_hard": sources.arena_hard_questions(), "mt_bench": sources.mt_bench_questions(),
+           "alpaca_eval": sources.alpaca_eval_set()[0]}
+  for source, questions in pairs.items():
+    prompts = load_prompts(source)
+    assert [p.id for p in prompts] == [q.id for q in questions], source
+    # The search's prompt is the evaluator's first turn (MT-Bench's second turn follows it).
+    assert [p.conversation[0]["content"] for p in prompts] == [q.turns[0] for q in questions], source
+  assert len(pairs["alpaca_eval"]) == 805 and pairs["alpaca_eval"][0].id == "0"
+
+
 def test_the_data_dir_override_comes_first(tmp_path, monkeypatch):
   relative = "eval/arena-hard-v0.1/question.jsonl"
   (tmp_path / "eval" / "arena-hard-v0.1").mkdir(parents=True)

@@ -5,7 +5,8 @@ Launch:
     python -m helpsteer_jax.scale --config=experiments/scaling/smollm2_self_feedback_edit.py
     python -m helpsteer_jax.scale --config=experiments/scaling/smollm2_self_feedback_edit.py:mt_bench \
         --config.prompts.limit=10
-Argument: prompt set, `arena_hard` (default) or `mt_bench` (also as `prompts=mt_bench`).
+Argument: prompt set, `arena_hard` (default), `mt_bench` or `alpaca_eval` (also as `prompts=alpaca_eval`);
+the records carry the ids `python -m helpsteer_jax.evaluate` matches answers by.
 """
 
 from helpsteer_jax.config_args import parse_arg

@@ -1,4 +1,6 @@
-"""Prompts for generation jobs: a JSONL file, or the Arena-Hard v0.1 / MT-Bench question sets.
+"""Prompts for generation jobs: a JSONL file, or the Arena-Hard v0.1, MT-Bench or AlpacaEval 2
+question sets, with the ids their evaluators expect (Arena-Hard's `uid`, MT-Bench's `question_id`,
+AlpacaEval's position "0" ... "804" in its reference outputs file).
 
 The question sets ship with the package (`helpsteer_jax/data/files/`, see its README);
 `HELPSTEER_DATA_DIR`, when set, is searched first. A file in neither is downloaded once from its
@@ -8,6 +10,7 @@ public source into `~/.cache/helpsteer_jax`. A JSONL prompt file may be local or
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import urllib.request
@@ -15,14 +18,20 @@ from typing import Any, Optional
 
 from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import read_jsonl_rows
+from helpsteer_jax.data.text_files import read_text
 from helpsteer_jax.formats.messages import Message
 
-_SOURCES = {
-    "arena_hard": ("eval/arena-hard-v0.1/question.jsonl",
-                   "https://raw.githubusercontent.com/lmarena/arena-hard-auto/main/data/arena-hard-v0.1/question.jsonl"),
-    "mt_bench": ("eval/mt_bench/question.jsonl",
-                 "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data/mt_bench/question.jsonl"),
-}
+ARENA_HARD_URL = "https://raw.githubusercontent.com/lmarena/arena-hard-auto/main/data/arena-hard-v0.1"
+FASTCHAT_URL = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
+ALPACA_EVAL_URL = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/main/results"
+
+# (bundled path, public source) of each benchmark's question file: the evaluators read the same.
+ARENA_HARD_QUESTIONS = ("eval/arena-hard-v0.1/question.jsonl", f"{ARENA_HARD_URL}/question.jsonl")
+MT_BENCH_QUESTIONS = ("eval/mt_bench/question.jsonl", f"{FASTCHAT_URL}/mt_bench/question.jsonl")
+# AlpacaEval's 805 instructions come with the reference model's outputs, in its own layout.
+ALPACA_EVAL_REFERENCE = ("eval/alpaca_eval/gpt4_1106_preview_outputs.json",
+                         f"{ALPACA_EVAL_URL}/gpt4_1106_preview/model_outputs.json")
+SOURCES = ("jsonl", "arena_hard", "mt_bench", "alpaca_eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +106,24 @@ def _conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
   return messages
 
 
+def _alpaca_eval_items(file: str | os.PathLike) -> list[PromptItem]:
+  """AlpacaEval's instructions (a JSON list of {instruction, output, ...}), id = position."""
+  try:
+    rows = json.loads(read_text(file))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{file}: not valid JSON ({e})") from None
+  if not isinstance(rows, list):
+    raise ValueError(f"{file}: expected a JSON list of {{instruction, output}}")
+  items = []
+  for i, row in enumerate(rows):
+    if not isinstance(row, dict) or not isinstance(row.get("instruction"), str):
+      raise ValueError(f"{file}: entry {i} lacks a string 'instruction'")
+    items.append(PromptItem(str(i), [{"role": "user", "content": row["instruction"]}]))
+  return items
+
+
 def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0) -> list[PromptItem]:
-  """Prompts from `source` in ('jsonl', 'arena_hard', 'mt_bench'); `limit` 0 means all."""
+  """Prompts from `source` (one of `SOURCES`); `limit` 0 means all."""
   if source == "jsonl":
     if not path:
       raise ValueError("prompt source 'jsonl' needs a path")
@@ -106,15 +131,22 @@ def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0) ->
     file = path if storage.is_remote(path) else pathlib.Path(path)
     if not storage.is_file(file):
       raise FileNotFoundError(f"{path}: prompt file not found")
-  elif source in _SOURCES:
-    file = locate(*_SOURCES[source])
+  elif source == "arena_hard":
+    file = locate(*ARENA_HARD_QUESTIONS)
+  elif source == "mt_bench":
+    file = locate(*MT_BENCH_QUESTIONS)
+  elif source == "alpaca_eval":
+    file = locate(*ALPACA_EVAL_REFERENCE)
   else:
-    raise ValueError(f"unknown prompt source {source!r}; expected 'jsonl', 'arena_hard' or 'mt_bench'")
-  items = []
-  for line_no, row in read_jsonl_rows(file):
-    where = f"{file}:{line_no}"
-    item_id = row.get("id", row.get("uid", row.get("question_id", f"line{line_no}")))
-    items.append(PromptItem(str(item_id), _conversation(row, where)))
+    raise ValueError(f"unknown prompt source {source!r}; expected one of {', '.join(SOURCES)}")
+  if source == "alpaca_eval":
+    items = _alpaca_eval_items(file)
+  else:
+    items = []
+    for line_no, row in read_jsonl_rows(file):
+      where = f"{file}:{line_no}"
+      item_id = row.get("id", row.get("uid", row.get("question_id", f"line{line_no}")))
+      items.append(PromptItem(str(item_id), _conversation(row, where)))
   if not items:
     raise ValueError(f"{file}: no prompts (the file is empty); expected one JSON object per line")
   ids = [item.id for item in items]

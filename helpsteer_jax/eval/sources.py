@@ -16,21 +16,16 @@ from typing import Any
 
 from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import read_jsonl
-from helpsteer_jax.data.prompt_sources import locate
+from helpsteer_jax.data.prompt_sources import (ALPACA_EVAL_REFERENCE, ARENA_HARD_QUESTIONS, ARENA_HARD_URL,
+                                                FASTCHAT_URL, MT_BENCH_QUESTIONS, locate)
 from helpsteer_jax.data.text_files import read_text
 from helpsteer_jax.eval.answer_rows import answer_text_from_row
 
-_ARENA = "https://raw.githubusercontent.com/lmarena/arena-hard-auto/main/data/arena-hard-v0.1"
-_FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
-_ALPACA = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/main/results"
-
-ARENA_HARD_QUESTIONS = ("eval/arena-hard-v0.1/question.jsonl", f"{_ARENA}/question.jsonl")
-MT_BENCH_QUESTIONS = ("eval/mt_bench/question.jsonl", f"{_FASTCHAT}/mt_bench/question.jsonl")
+_ARENA, _FASTCHAT = ARENA_HARD_URL, FASTCHAT_URL
 MT_BENCH_REFERENCES = ("eval/mt_bench/reference_answer_gpt-4.jsonl",
                        f"{_FASTCHAT}/mt_bench/reference_answer/gpt-4.jsonl")
 MT_BENCH_JUDGE_PROMPTS = ("eval/mt_bench/judge_prompts.jsonl", f"{_FASTCHAT}/judge_prompts.jsonl")
-ALPACA_EVAL_BASELINE = ("eval/alpaca_eval/gpt4_1106_preview_outputs.json",
-                        f"{_ALPACA}/gpt4_1106_preview/model_outputs.json")
+ALPACA_EVAL_BASELINE = ALPACA_EVAL_REFERENCE  # the questions' file is also the baseline's answers
 
 
 @dataclasses.dataclass(frozen=True)

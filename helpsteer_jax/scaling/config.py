@@ -45,6 +45,7 @@ def default_config() -> ConfigDict:
   config.selector.logit_index = config_dict.placeholder(int)
   # shard "I/N": this run takes every N-th prompt from the I-th and writes <output_dir>/shard-I-of-N
   # (scaling/shards.py); `python -m helpsteer_jax.merge` joins the shards. Empty: all prompts.
+  # source: arena_hard | mt_bench | alpaca_eval (the benchmarks' questions, with their ids) | jsonl (path)
   config.prompts = ConfigDict({"source": "arena_hard", "path": "", "limit": 4, "start": 0, "shard": ""})
   config.search = ConfigDict({
       "mode": "feedback_edit",
