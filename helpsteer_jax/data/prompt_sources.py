@@ -36,10 +36,28 @@ SOURCES = ("jsonl", "arena_hard", "mt_bench", "alpaca_eval")
 
 @dataclasses.dataclass(frozen=True)
 class PromptItem:
-  """One prompt of a generation job: its id in the source file and the conversation to answer."""
+  """One prompt of a generation job: its id in the source file and the conversation to answer.
+
+  A multi-turn question (MT-Bench's two turns) starts as its first turn (`turn` 1) with the user
+  messages still to come in `later_turns`; the job answers each turn in order with its own chosen
+  answers in the conversation (`follow_up`). `turn` 0 is a single-turn prompt."""
 
   id: str
   conversation: list[Message]
+  question_id: str = ""
+  turn: int = 0
+  later_turns: tuple[str, ...] = ()
+
+  def follow_up(self, answer: str) -> "PromptItem":
+    """The next turn: this turn's conversation, `answer` to it, and the next user message. Its id
+    names the turn, so its samples draw their own keys."""
+    if not self.later_turns:
+      raise ValueError(f"prompt {self.id}: no turn after turn {self.turn}")
+    turn = self.turn + 1
+    conversation = list(self.conversation) + [{"role": "assistant", "content": answer},
+                                              {"role": "user", "content": self.later_turns[0]}]
+    return PromptItem(f"{self.question_id}/turn{turn}", conversation, self.question_id, turn,
+                      self.later_turns[1:])
 
 
 # The files bundled with the package (tests, demo, default experiments).
@@ -81,8 +99,20 @@ def locate(relative: str, url: Optional[str] = None) -> pathlib.Path:
   return target
 
 
+def _later_turns(row: dict[str, Any], where: str) -> tuple[str, ...]:
+  """The user messages after the first of a `turns` row (MT-Bench's layout); () for other rows."""
+  turns = row.get("turns")
+  if any(key in row for key in ("messages", "conversation", "context", "prompt")) or not isinstance(turns, list):
+    return ()
+  later = turns[1:]
+  if not all(isinstance(t, str) and t.strip() for t in later):
+    raise ValueError(f"{where}: every entry of 'turns' must be a non-empty string")
+  return tuple(later)
+
+
 def _conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
-  """A row's conversation: `messages`/`conversation`/`context` lists, or a `prompt`/`turns` string."""
+  """A row's conversation: `messages`/`conversation`/`context` lists, or a `prompt`/`turns` string
+  (the first turn; `_later_turns` gives the rest)."""
   for key in ("messages", "conversation", "context"):
     if key in row:
       messages = row[key]
@@ -95,7 +125,7 @@ def _conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
     text = row.get("prompt")
     key = "prompt"
     if text is None and isinstance(row.get("turns"), list) and row["turns"]:
-      text, key = row["turns"][0], "turns[0]"  # MT-Bench: the search answers the first turn
+      text, key = row["turns"][0], "turns[0]"  # MT-Bench: the first turn (the rest follow it)
     if text is None:
       raise ValueError(f"{where}: no 'messages', 'conversation', 'context', 'prompt' or 'turns' field")
     if not isinstance(text, str):
@@ -122,8 +152,10 @@ def _alpaca_eval_items(file: str | os.PathLike) -> list[PromptItem]:
   return items
 
 
-def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0) -> list[PromptItem]:
-  """Prompts from `source` (one of `SOURCES`); `limit` 0 means all."""
+def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0,
+                 max_turns: int = 0) -> list[PromptItem]:
+  """Prompts from `source` (one of `SOURCES`); `limit` 0 means all. A multi-turn question keeps
+  up to `max_turns` turns (0: all; 1: the first turn alone, as a single-turn prompt)."""
   if source == "jsonl":
     if not path:
       raise ValueError("prompt source 'jsonl' needs a path")
@@ -145,8 +177,10 @@ def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0) ->
     items = []
     for line_no, row in read_jsonl_rows(file):
       where = f"{file}:{line_no}"
-      item_id = row.get("id", row.get("uid", row.get("question_id", f"line{line_no}")))
-      items.append(PromptItem(str(item_id), _conversation(row, where)))
+      item_id = str(row.get("id", row.get("uid", row.get("question_id", f"line{line_no}"))))
+      later = _later_turns(row, where)[:max(0, max_turns - 1) if max_turns else None]
+      items.append(PromptItem(item_id, _conversation(row, where), item_id, 1, later) if later
+                   else PromptItem(item_id, _conversation(row, where)))
   if not items:
     raise ValueError(f"{file}: no prompts (the file is empty); expected one JSON object per line")
   ids = [item.id for item in items]

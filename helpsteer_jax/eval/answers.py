@@ -12,7 +12,7 @@ Existing answers can be evaluated without a model. `read_answers` accepts
 - FastChat MT-Bench answers (`choices[0].turns` as strings);
 - AlpacaEval outputs (a JSON list of `instruction` / `output`, matched by instruction text);
 - a scaling-search output folder or its `results.jsonl` (the chosen answer `best.text` of each
-  prompt); the folder's `summary.json` also gives the run's token multiple and grid point, which
+  prompt; a multi-turn search's records, one per question and `turn`, give one answer per turn); the folder's `summary.json` also gives the run's token multiple and grid point, which
   the result file carries on to the tables and scaling plots.
 """
 
@@ -96,18 +96,32 @@ def read_answers(path: str, questions: Sequence[Question], model: str = "") -> A
         names.add(str(row.get("generator", "")))
     return AnswerSet(turns, model or next(iter(names - {""}), "") or _stem(path))
   turns, names = {}, set()
+  by_turn: dict[str, dict[int, str]] = {}  # a multi-turn search's records: one per question and turn
   for i, row in enumerate(read_jsonl(path)):
     qid = row.get("question_id", row.get("uid", row.get("id")))
     text = answer_text_from_row(row)
     if qid is None or not text:
       raise ValueError(f"{path}: row {i + 1} has no question id or no answer turns")
-    turns[str(qid)] = text
+    if isinstance(row.get("turn"), int):
+      by_turn.setdefault(str(qid), {}).setdefault(row["turn"], text[0])
+    else:
+      turns[str(qid)] = text
     names.add(str(row.get("model", row.get("model_id", ""))))
+  for qid, answered in by_turn.items():  # turns 1..k in order, up to the first one missing
+    turns[qid] = [answered[t] for t in range(1, _run_of(answered) + 1)]
   if scaling is None and os.path.basename(path) == "results.jsonl":
     scaling = scaling_info(os.path.dirname(path) or ".")
   name = model or (os.path.basename(os.path.dirname(storage.absolute(path))) if scaling else "") \
       or next(iter(names - {""}), "") or _stem(path)
   return AnswerSet(turns, name, scaling)
+
+
+def _run_of(answered: dict[int, str]) -> int:
+  """How many turns from the first are answered without a gap."""
+  n = 0
+  while n + 1 in answered:
+    n += 1
+  return n
 
 
 def _stem(path: str) -> str:

@@ -45,8 +45,11 @@ def default_config() -> ConfigDict:
   config.selector.logit_index = config_dict.placeholder(int)
   # shard "I/N": this run takes every N-th prompt from the I-th and writes <output_dir>/shard-I-of-N
   # (scaling/shards.py); `python -m helpsteer_jax.merge` joins the shards. Empty: all prompts.
-  # source: arena_hard | mt_bench | alpaca_eval (the benchmarks' questions, with their ids) | jsonl (path)
-  config.prompts = ConfigDict({"source": "arena_hard", "path": "", "limit": 4, "start": 0, "shard": ""})
+  # source: arena_hard | mt_bench | alpaca_eval (the benchmarks' questions, with their ids) | jsonl (path).
+  # max_turns: of a multi-turn question (MT-Bench, a jsonl row with `turns`), the turns answered,
+  # each a full search with the chosen answers before it in the conversation (0: all).
+  config.prompts = ConfigDict({"source": "arena_hard", "path": "", "limit": 4, "start": 0, "shard": "",
+                               "max_turns": 0})
   config.search = ConfigDict({
       "mode": "feedback_edit",
       "num_drafts": 2,

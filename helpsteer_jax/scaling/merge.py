@@ -132,26 +132,31 @@ def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
       owner[rid] = folder
       records.append(record)
   prompts = configs[0]["prompts"]
-  order = {str(item.id): i for i, item in
-           enumerate(load_prompts(prompts["source"], prompts["path"], prompts["limit"], prompts["start"]))}
-  strangers = [rid for rid in owner if rid not in order]
+  items = load_prompts(prompts["source"], prompts["path"], prompts["limit"], prompts["start"],
+                       prompts.get("max_turns", 0))
+  # Records sort as one run writes them: turn by turn (multi-turn runs), each turn in the order
+  # of the prompt list.
+  order = {str(item.id): i for i, item in enumerate(items)}
+  expected = sum(1 + len(item.later_turns) for item in items)
+  question_of = {str(r["id"]): str(r.get("question_id") or r["id"]) for r in records}
+  strangers = [rid for rid in owner if question_of[rid] not in order]
   if strangers:
     raise MergeError(f"prompts {strangers[:5]} are not in the run's prompt list ({prompts['source']} "
                      f"{prompts['path']}); was the prompt file changed since?")
-  records.sort(key=lambda r: order[str(r["id"])])
+  records.sort(key=lambda r: (r.get("turn") or 1, order[question_of[str(r["id"])]]))
   shards = [shard_of_folder(f) for f in folders]
   counts = {s.count for s in shards if s is not None}
   missing_shards = []
   if len(counts) == 1 and all(s is not None for s in shards):
     count = counts.pop()
     missing_shards = sorted(set(range(count)) - {s.index for s in shards})
-  if missing_shards or len(records) < len(order):
-    logging.warning("the merge holds %d of the run's %d prompts%s", len(records), len(order),
+  if missing_shards or len(records) < expected:
+    logging.warning("the merge holds %d of the run's %d prompts%s", len(records), expected,
                     f" (shards {missing_shards} of {count} missing)" if missing_shards else "")
   config = dict(configs[0], output_dir=output)
   config["prompts"] = dict(prompts, shard="")
   info = {"config": config, "merged_from": [storage.absolute(f) for f in folders],
-          "missing_shards": missing_shards, "prompts_in_run": len(order)}
+          "missing_shards": missing_shards, "prompts_in_run": expected}
   with claim_run_folder(output, what="merge"):
     write_records(records, storage.join(output, RESULTS))
     return write_summary_files(output, info, records)

@@ -66,7 +66,8 @@ class PromptSearch:
         roles={"policy": search.policy.name, "feedback": search.feedback.name, "edit": search.edit.name,
                "selector": None if search.selector is None else search.selector.name},
         prompt_formats={"feedback": search.feedback.prompt_format, "edit": search.edit.prompt_format},
-        drafts=[None] * (1 if self.greedy_mode else s.num_drafts))
+        drafts=[None] * (1 if self.greedy_mode else s.num_drafts),
+        question_id=item.question_id if item.turn else None, turn=item.turn or None)
     # Token prefixes its prompts share, by (model key, draft or None): FeedbackEditSearch.prefixes.
     self.prefix_cache: dict[tuple[str, Optional[int]], tuple[int, ...]] = {}
 

@@ -189,29 +189,27 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
 
   writes = jax.process_index() == 0
   items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
-                       config.prompts.start)
+                       config.prompts.start, config.prompts.get("max_turns", 0))
   if shard is not None:
     everything, items = len(items), shard.select(items)
     logging.info("shard %s: %d of the run's %d prompts", shard, len(items), everything)
   writer = ResultWriter(folder) if writes else None
-  todo = _still_to_do(items, writer)
-  logging.info("%d prompts, %d already done in %s", len(items), len(items) - len(todo), folder)
+  # A multi-turn question is answered turn by turn, each turn a full search whose conversation
+  # holds the search's own chosen answers to the turns before: one round per turn.
+  rounds = max((1 + len(item.later_turns) for item in items), default=1)
+  expected = [_turn_id(item, t) for item in items for t in range(1, 2 + len(item.later_turns))]
+  done_before = len(expected) - len(_still_to_do_ids(expected, writer))
+  logging.info("%d prompts%s, %d of their %d records already in %s", len(items),
+               f" of up to {rounds} turns" if rounds > 1 else "", done_before, len(expected), folder)
   pool = ModelPool(config.mesh)
-  staged = choose_schedule(config, todo) == "staged"
+  staged = choose_schedule(config, _still_to_do(items, writer) or items) == "staged"
   search = build_search(config, pool, load=not staged)
-  longest = check_requests(todo, search, {name: pool.max_positions(role_checkpoint(config, name)[0])
-                                          for name in ("policy", "feedback", "edit")})
-  if search.settings.memory_fraction > 0:
-    from helpsteer_jax.parallel.device_memory import mesh_axes
-    from helpsteer_jax.scaling.search import SlotBudget
-
-    tensor = mesh_axes(tuple(config.mesh.shape), jax.device_count())[2]
-    search.slot_budget = SlotBudget(longest, tensor, search.settings.memory_fraction)
 
   start = time.perf_counter()
-  done_before = len(items) - len(todo)
   written = [0]
-  with tqdm(total=len(items), initial=done_before, desc="scaling search", unit="prompt", disable=not writes) as bar:
+  engine_stats: dict[str, Any] = {}
+  with tqdm(total=len(expected), initial=done_before, desc="scaling search", unit="prompt",
+            disable=not writes) as bar:
     # The bar's counter moves per finished prompt, its postfix per finished sample of any stage.
     search.progress = StageProgress(on_change=lambda p: bar.set_postfix_str(p.line()))
 
@@ -221,23 +219,34 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
       written[0] += 1
       bar.update(1)
 
-    try:
-      if staged:
-        engine_stats = _run_staged(config, pool, search, folder, todo, write, bar)
-      else:
-        # Prompts enter the search's engine as it has room; each record is written (in prompt
-        # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
-        search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
-                   max_in_flight=config.prompts_in_flight)
-        engine_stats = search.stats()["engines"]
-      bar.set_postfix_str(search.progress.line())  # the last counts, past the refresh interval
-    except Exception as e:
-      finished = done_before + written[0]
-      raise RuntimeError(
-          f"the search failed with prompts {[b.id for b in todo[written[0]:]][:8]} unfinished "
-          f"({type(e).__name__}: {e}); the {finished} finished prompts are kept in {folder} "
-          "and a rerun resumes after them"
-      ) from e
+    turn_items = items
+    for turn in range(1, rounds + 1):
+      if turn > 1:
+        turn_items = _follow_ups(turn_items, writer)
+      todo = _still_to_do(turn_items, writer)
+      if not todo:
+        continue
+      if rounds > 1:
+        logging.info("turn %d: %d prompts to answer", turn, len(todo))
+      _fit_requests(config, pool, search, todo)
+      finished_before = written[0]
+      try:
+        if staged:
+          engine_stats = _run_staged(config, pool, search, folder, todo, write, bar)
+        else:
+          # Prompts enter the search's engine as it has room; each record is written (in prompt
+          # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
+          search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
+                     max_in_flight=config.prompts_in_flight)
+          engine_stats = search.stats()["engines"]
+        bar.set_postfix_str(search.progress.line())  # the last counts, past the refresh interval
+      except Exception as e:
+        finished = done_before + written[0]
+        raise RuntimeError(
+            f"the search failed with prompts {[b.id for b in todo[written[0] - finished_before:]][:8]} "
+            f"unfinished ({type(e).__name__}: {e}); the {finished} finished prompts are kept in "
+            f"{folder} and a rerun resumes after them"
+        ) from e
   stats = dict(search.stats(), engines=engine_stats)
   for line in stage_log_lines(stats["engines"], stats["select_seconds"], search.progress.scored):
     logging.info("%s", line)
@@ -246,6 +255,48 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   if writer is None:
     return {"process_index": jax.process_index(), "prompts_this_run": written[0]}
   return writer.finalize(run_info)
+
+
+def _turn_id(item, turn: int) -> str:
+  """The record id of `item`'s question at `turn` (the first turn keeps the question's id)."""
+  return item.id if turn <= 1 else f"{item.question_id}/turn{turn}"
+
+
+def _fit_requests(config: ConfigDict, pool: ModelPool, search, todo) -> None:
+  """Fails before any work on a request that cannot fit; sizes the slot budget to the longest."""
+  import jax
+
+  longest = check_requests(todo, search, {name: pool.max_positions(role_checkpoint(config, name)[0])
+                                          for name in ("policy", "feedback", "edit")})
+  if search.settings.memory_fraction > 0:
+    from helpsteer_jax.parallel.device_memory import mesh_axes
+    from helpsteer_jax.scaling.search import SlotBudget
+
+    tensor = mesh_axes(tuple(config.mesh.shape), jax.device_count())[2]
+    search.slot_budget = SlotBudget(longest, tensor, search.settings.memory_fraction)
+
+
+def _follow_ups(items, writer) -> list:
+  """The next turn of each item that has one, its conversation holding the chosen answer of the
+  item's record (read by process 0 and told to the others)."""
+  import json
+
+  import jax
+
+  from helpsteer_jax.scaling.results import read_records
+
+  waiting = {item.id for item in items if item.later_turns}
+  chosen = {}
+  if writer is not None:
+    chosen = {str(r["id"]): r["best"]["text"] for r in read_records(writer.out_dir) if str(r["id"]) in waiting}
+  if jax.process_count() > 1:
+    from helpsteer_jax.parallel.host_values import from_process_zero
+
+    chosen = json.loads(from_process_zero(json.dumps(chosen).encode() if writer is not None else b"") or b"{}")
+  missing = sorted(waiting - set(chosen))
+  if missing:
+    raise RuntimeError(f"turns {missing[:8]} have no record: their next turns cannot start")
+  return [item.follow_up(chosen[item.id]) for item in items if item.later_turns]
 
 
 def _run_staged(config: ConfigDict, pool: ModelPool, search, folder: str, todo, write, bar) -> dict[str, Any]:
@@ -279,16 +330,22 @@ def _run_staged(config: ConfigDict, pool: ModelPool, search, folder: str, todo, 
 
 
 def _still_to_do(items, writer) -> list:
-  """The prompts without a record in the folder. In a multi-host run process 0 (the writer) reads
+  """The prompts without a record in the folder."""
+  todo = set(_still_to_do_ids([item.id for item in items], writer))
+  return [item for item in items if item.id in todo]
+
+
+def _still_to_do_ids(ids: list[str], writer) -> list[str]:
+  """The ids without a record in the folder. In a multi-host run process 0 (the writer) reads
   the folder and sends the answer to the others, so that every process runs the same prompts even
   where the folder is on process 0's disk alone."""
   import jax
   import numpy as np
 
   done = writer.done_ids() if writer is not None else set()
-  mask = np.asarray([item.id in done for item in items], np.bool_)
-  if jax.process_count() > 1 and len(items):
+  mask = np.asarray([i in done for i in ids], np.bool_)
+  if jax.process_count() > 1 and len(ids):
     from jax.experimental import multihost_utils
 
     mask = np.asarray(multihost_utils.broadcast_one_to_all(mask))
-  return [item for item, finished in zip(items, mask) if not finished]
+  return [i for i, finished in zip(ids, mask) if not finished]

@@ -120,6 +120,10 @@ class PromptTree:
   token_multiple: Optional[float] = None
   num_candidates: Optional[int] = None
   effective_feedbacks: Optional[dict[str, Any]] = None
+  # A turn of a multi-turn question (MT-Bench): its question's id and the turn, 1-based; None for
+  # a single-turn prompt, whose record then has neither field.
+  question_id: Optional[str] = None
+  turn: Optional[int] = None
 
   def draft(self, d: int) -> Draft:
     draft = self.drafts[d]
@@ -145,11 +149,14 @@ class PromptTree:
     return refs
 
   def to_record(self) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": self.id, "conversation": self.conversation, "mode": self.mode, "roles": dict(self.roles),
+    out: dict[str, Any] = {"id": self.id}
+    if self.turn is not None:
+      out.update(question_id=self.question_id, turn=self.turn)
+    out.update({
+        "conversation": self.conversation, "mode": self.mode, "roles": dict(self.roles),
         "prompt_formats": dict(self.prompt_formats),
         "drafts": [None if d is None else d.to_record() for d in self.drafts],
-    }
+    })
     if self.greedy is not None:
       out["greedy"] = self.greedy.to_record()
     if self.best is not None:
@@ -165,4 +172,4 @@ class PromptTree:
                [None if d is None else Draft.from_record(d) for d in r["drafts"]],
                None if r.get("greedy") is None else Generated.from_record(r["greedy"]),
                r.get("best"), r.get("tokens"), r.get("token_multiple"), r.get("num_candidates"),
-               r.get("effective_feedbacks"))
+               r.get("effective_feedbacks"), r.get("question_id"), r.get("turn"))
