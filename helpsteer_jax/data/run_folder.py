@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 from helpsteer_jax import storage
-from helpsteer_jax.storage.object_lock import ObjectLock, ObjectLockBusy
+from helpsteer_jax.storage.object_lock import ObjectLock, ObjectLockBusy, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -110,23 +110,11 @@ def describe_holder(record: Optional[dict[str, Any]]) -> str:
           f"started {record.get('started')})")
 
 
-def _pid_alive(pid: Any) -> bool:
-  if not isinstance(pid, int) or pid <= 0:
-    return False
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # alive, owned by another user
-    return True
-  return True
-
-
 def is_stale(record: Optional[dict[str, Any]], host: str) -> bool:
   """A record whose holder is known to be gone: its pid is not alive on this host."""
   if not record or "unreadable" in record:
     return True
-  return record.get("host") == host and not _pid_alive(record.get("pid"))
+  return record.get("host") == host and not pid_alive(record.get("pid"))
 
 
 def _busy(folder: str, path: str, record: Optional[dict[str, Any]]) -> RunFolderBusy:

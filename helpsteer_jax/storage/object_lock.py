@@ -35,7 +35,8 @@ class ObjectLockBusy(RuntimeError):
   """Another live run holds the folder; the message names it."""
 
 
-def _pid_alive(pid: Any) -> bool:
+def pid_alive(pid: Any) -> bool:
+  """Whether `pid` names a live process on this host (the folder locks' staleness test)."""
   if not isinstance(pid, int) or pid <= 0:
     return False
   try:
@@ -90,7 +91,7 @@ class ObjectLock:
     lease = float(record.get("lease_s", self.lease_s))
     if time.time() - float(record.get("renewed", 0)) > lease:
       return True
-    return record.get("host") == self.host and not _pid_alive(record.get("pid"))
+    return record.get("host") == self.host and not pid_alive(record.get("pid"))
 
   def _busy(self, record: Optional[dict[str, Any]]) -> ObjectLockBusy:
     return ObjectLockBusy(
