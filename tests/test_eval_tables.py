@@ -23,26 +23,43 @@ def _write(root, name, benchmark, label, value, ci=(None, None), scaling=None):
   return write_result(os.path.join(root, name), result)
 
 
+POLICY = "checkpoints/Llama-3.1-Nemotron-70B-Instruct-HF"
+
+
+def _tree(label, mode="feedback_edit", multiple=2.0, drafts=1, feedbacks=3, edits=1, policy=POLICY):
+  return {"token_multiple": multiple, "mode": mode, "drafts": drafts, "feedbacks": feedbacks, "edits": edits,
+          "label": label, "roles": {"policy": policy, "edit_model": f"checkpoints/{label.split(':')[1]}"}}
+
+
 @pytest.fixture()
 def results_dir(tmp_path):
   root = str(tmp_path / "results")
-  rows = {"base": 40.0, "feedback_edit": 60.0, "self_feedback_self_edit": 45.0, "feedback_self_edit": 52.0,
+  greedy = {"token_multiple": 1.0, "mode": "greedy", "drafts": None, "feedbacks": None, "edits": None,
+            "roles": {"policy": POLICY}}
+  _write(root, "arena_hard/base", "arena_hard", "nemotron_instruct:greedy", 40.0, (38.0, 43.0), greedy)
+  _write(root, "mt_bench/base", "mt_bench", "nemotron_instruct:greedy", 8.1, (7.9, 8.3), greedy)
+  _write(root, "alpaca/base", "alpaca_eval", "nemotron_instruct:greedy", 35.5, (33.0, 38.0), greedy)
+  rows = {"feedback_edit": 60.0, "self_feedback_self_edit": 45.0, "feedback_self_edit": 52.0,
           "edit_without_rl": 55.0, "edit_without_feedback": 48.0}
-  for label, score in rows.items():
-    scaling = None if label == "base" else {"token_multiple": 16.0, "mode": "feedback_edit", "drafts": 8,
-                                            "feedbacks": 16, "edits": 1,
-                                            "roles": {"edit_model": f"checkpoints/{label}"}}
-    _write(root, f"arena_hard/{label}", "arena_hard", label, score, (score - 2, score + 3), scaling)
-  _write(root, "mt_bench/base", "mt_bench", "base", 8.1, (7.9, 8.3))
-  _write(root, "alpaca/base", "alpaca_eval", "base", 35.5, (33.0, 38.0))
-  _write(root, "arena_hard/unlisted", "arena_hard", "my_new_variant", 51.0)
+  for variant, score in rows.items():
+    label = f"nemotron_instruct:{variant}"
+    _write(root, f"arena_hard/{variant}", "arena_hard", label, score, (score - 2, score + 3), _tree(label))
+  _write(root, "arena_hard/best_of_n", "arena_hard", "nemotron_instruct:best_of_n", 50.0, (48.0, 52.0),
+         dict(_tree("nemotron_instruct:best_of_n", "best_of_n", drafts=2), feedbacks=None, edits=None))
+  llama = "checkpoints/Llama-3.3-70B-Instruct"
+  _write(root, "arena_hard/llama_base", "arena_hard", "llama3.3_instruct:greedy", 35.0, (33.0, 37.0),
+         dict(greedy, roles={"policy": llama}))
+  _write(root, "arena_hard/llama_fe", "arena_hard", "llama3.3_instruct:feedback_edit", 41.0, (39.0, 43.0),
+         _tree("llama3.3_instruct:feedback_edit", policy=llama))
+  _write(root, "arena_hard/gpt4o", "arena_hard", "gpt-4o", 49.0, (47.0, 51.0))
+  _write(root, "arena_hard/unlisted", "arena_hard", "nemotron_instruct:my_new_variant", 51.0)
   # A scaling grid: drafts x feedbacks (edits fixed), token multiple growing with both.
   for d in (1, 2, 4):
     for f in (1, 4):
-      _write(root, f"grid/d{d}_f{f}", "arena_hard", f"grid_d{d}_f{f}", 40 + 3 * d + f,
-             (38 + 3 * d + f, 42 + 3 * d + f),
-             {"token_multiple": d * (1 + 2 * f) / 1.0, "mode": "feedback_edit", "drafts": d, "feedbacks": f,
-              "edits": 1, "roles": {"edit_model": "checkpoints/feedback_edit"}})
+      label = f"nemotron_instruct:grid:d{d}_f{f}_e1"
+      _write(root, f"grid/d{d}_f{f}", "arena_hard", label, 40 + 3 * d + f, (38 + 3 * d + f, 42 + 3 * d + f),
+             dict(_tree(label, multiple=2.0 * d, drafts=d, feedbacks=f),
+                  roles={"policy": POLICY, "edit_model": "checkpoints/feedback_edit"}))
   return root
 
 
@@ -65,40 +82,56 @@ def test_tables_markdown_csv_and_plots(results_dir, tmp_path):
   report = make_tables([results_dir], out)
   md = open(os.path.join(out, "tables.md")).read()
   assert "### Main results" in md and "### Ablations" in md
-  assert "| Base policy (greedy) | 40.0 (-2.0, +3.0) | 8.10 (-0.20, +0.20) | 35.5 (-2.5, +2.5) |  |" in md
-  assert "| Without RL (Edit model after SFT) | 55.0 (-2.0, +3.0) |  |  | 16.0x |" in md
-  assert "my_new_variant" in md  # a label in no table is appended to the main table
+  with open(os.path.join(out, "main.csv")) as f:
+    main = list(csv.DictReader(f))
+  # Two policies, each with its + Feedback + Edit row, then the external model, then what no
+  # table lists; no grid point is a row.
+  assert [r["label"] for r in main] == [
+      "llama3.3_instruct:greedy", "llama3.3_instruct:feedback_edit", "nemotron_instruct:greedy",
+      "nemotron_instruct:feedback_edit", "gpt-4o", "nemotron_instruct:my_new_variant"]
+  assert [r["name"] for r in main][:5] == [
+      "Llama-3.3-70B-Instruct", "Llama-3.3-70B-Instruct + Feedback + Edit", "Llama-3.1-Nemotron-70B-Instruct",
+      "Llama-3.1-Nemotron-70B-Instruct + Feedback + Edit", "GPT-4o"]
+  assert "| Llama-3.1-Nemotron-70B-Instruct | 40.0 (-2.0, +3.0) | 8.10 (-0.20, +0.20) | 35.5 (-2.5, +2.5) | 1.0x |" in md
+  assert "| Without RL (Edit model after SFT) | 55.0 (-2.0, +3.0) |  |  | 2.0x |" in md
   with open(os.path.join(out, "ablation.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert [r["label"] for r in rows] == ["feedback_edit", "self_feedback_self_edit", "feedback_self_edit",
-                                        "edit_without_rl", "edit_without_feedback"]
-  assert float(rows[0]["arena_hard"]) == 60.0 and float(rows[0]["arena_hard_ci_low"]) == 58.0
-  assert rows[0]["mt_bench"] == "" and float(rows[0]["token_multiple"]) == 16.0
-  with open(os.path.join(out, "main.csv")) as f:
-    main = {r["label"]: r for r in csv.DictReader(f)}
-  assert float(main["base"]["alpaca_eval"]) == 35.5 and float(main["base"]["mt_bench_ci_high"]) == 8.3
+  # The ablation policy's base row first, then the full system and every variant.
+  assert [r["label"].split(":")[1] for r in rows] == [
+      "greedy", "feedback_edit", "best_of_n", "self_feedback_self_edit", "feedback_self_edit",
+      "edit_without_rl", "edit_without_feedback"]
+  assert rows[0]["name"] == "Llama-3.1-Nemotron-70B-Instruct (base)"
+  assert float(rows[1]["arena_hard"]) == 60.0 and float(rows[1]["arena_hard_ci_low"]) == 58.0
+  assert rows[1]["mt_bench"] == "" and float(rows[1]["token_multiple"]) == 2.0
+  assert float(rows[0]["alpaca_eval"]) == 35.5 and float(rows[0]["mt_bench_ci_high"]) == 8.3
   for axis in ("drafts", "feedbacks", "edits"):
     with open(os.path.join(out, f"scaling_arena_hard_{axis}.png"), "rb") as f:
       assert f.read(8) == PNG
   with open(os.path.join(out, "scaling.csv")) as f:
     points = list(csv.DictReader(f))
-  # 6 grid points plus the 5 ablation runs (all at 8 x 16 x 1), each ablation its own series.
-  assert len(points) == 11 and len(report["scaling_points"]) == 11
-  assert len({p["series"] for p in points}) == 5
-  grid = [p for p in points if p["series"] == "feedback_edit edit_model=feedback_edit"]
-  assert len(grid) == 7  # the grid and the full system's own run
+  assert len(points) == len(report["scaling_points"])
+  # The greedy answers are points at 1x of their policy, Best-of-N a reference of its own; grid
+  # points (and the ablation runs, each its own series) have all three axes.
+  greedy = [p for p in points if p["kind"] == "greedy" and p["benchmark"] == "arena_hard"]
+  assert sorted(p["series"] for p in greedy) == ["policy=Llama-3.1-Nemotron-70B-Instruct-HF",
+                                                 "policy=Llama-3.3-70B-Instruct"]
+  assert all(float(p["token_multiple"]) == 1.0 and p["drafts"] == "" for p in greedy)
+  assert [p["drafts"] for p in points if p["kind"] == "best_of_n"] == ["2"]
+  series = "feedback_edit edit_model=feedback_edit policy=Llama-3.1-Nemotron-70B-Instruct-HF"
+  grid = [p for p in points if p["kind"] == "grid" and p["series"] == series]
+  assert len(grid) == 7 and all(p["drafts"] and p["feedbacks"] and p["edits"] for p in grid)
 
 
 def test_rows_file_renames_and_assigns_folders(results_dir, tmp_path):
   rows = tmp_path / "rows.json"
   rows.write_text(json.dumps({
-      "main": [{"label": "llama", "name": "Llama-3.3-70B-Instruct",
+      "main": [{"label": "llama", "name": "My base",
                 "dirs": [os.path.join(results_dir, "arena_hard", "base")]}],
-      "ablation": [{"label": "feedback_edit", "name": "Full system"}]}))
+      "ablation": [{"label": "nemotron_instruct:feedback_edit", "name": "Full system"}]}))
   out = str(tmp_path / "t")
   make_tables([results_dir], out, rows=str(rows), plots=False)
   md = open(os.path.join(out, "tables.md")).read()
-  assert "| Llama-3.3-70B-Instruct | 40.0 (-2.0, +3.0) |" in md and "| Full system | 60.0" in md
+  assert "| My base | 40.0 (-2.0, +3.0) |" in md and "| Full system | 60.0" in md
   assert not os.path.exists(os.path.join(out, "scaling_arena_hard_drafts.png"))
 
 

@@ -98,7 +98,7 @@ def test_sweeps_list_every_grid_point_and_variant_and_each_builds():
   assert grid[0][3].endswith("drafts=8,feedbacks=16,edits=1")  # the paper's best point first
   assert all(c[2] == "helpsteer_jax.scale" and c[4] == "--config.prompts.limit=2" for c in grid)
   ablations = commands("--config=experiments/scaling/ablations.py")
-  assert len(ablations) == 8 and "policy=llama3.3_instruct" in ablations[-1][3]
+  assert len(ablations) == 9 and "policy=llama3.3_instruct" in ablations[-1][3]  # 7 variants, 2 main-table rows
   for command in grid[:3] + ablations:
     _build(command[3])
   single = subprocess.run(["bash", "launch/sweep.sh", "--dry-run", "local.sh", "scale",

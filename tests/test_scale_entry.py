@@ -57,7 +57,11 @@ def test_results_summary_distillation_and_resume(model_dir, tmp_path):
   out = tmp_path / "out"
   summary = scale.run_search(_config(model_dir, prompts, out))
   assert summary["num_prompts"] == 3 and summary["token_multiple"] > 1
-  assert summary["tokens"]["total"] / summary["tokens"]["greedy"] == pytest.approx(summary["token_multiple"])
+  t = summary["tokens"]
+  # The default account counts the answers (drafts and edits); the generated one feedback too.
+  assert summary["token_account"] == "responses"
+  assert (t["drafts"] + t["edits"]) / t["greedy"] == pytest.approx(summary["token_multiple"])
+  assert t["total"] / t["greedy"] == pytest.approx(summary["token_multiples"]["generated"])
   assert summary["mean_effective_feedbacks_per_draft"] is not None
   # The engine's own figures: slot use and tokens per stage (the policy plays every role).
   engine = json.loads((out / "summary.json").read_text())["engine"]["engines"]["policy"]
@@ -202,7 +206,7 @@ def test_70b_configs_send_nvidias_models_their_own_layouts():
   assert (settings.num_feedbacks, settings.feedback_samples, settings.feedback.temperature) == (16, 32, 0.7)
   base = ablations.get_config("variant=greedy,policy=llama3.3_instruct")
   assert base.policy.path == "checkpoints/Llama-3.3-70B-Instruct" and base.search.mode == "greedy"
-  assert base.output_dir.endswith("llama3.3_instruct_arena_hard_greedy")
+  assert base.output_dir.endswith("llama3.3_instruct_main_arena_hard_greedy") and base.label == "llama3.3_instruct:greedy"
   assert grid.get_config("policy=llama3.3_instruct").policy.path == "checkpoints/Llama-3.3-70B-Instruct"
   with pytest.raises(ValueError, match="policy='gpt'"):
     grid.get_config("policy=gpt")

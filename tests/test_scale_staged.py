@@ -77,6 +77,21 @@ def test_staged_records_equal_pipelined(model_dir, prompts, pipelined, tmp_path)
                                               for g in d["edit_groups"])
 
 
+def test_feedback_on_the_best_draft_is_the_same_under_both_schedules(model_dir, prompts, tmp_path):
+  """search.feedback_drafts: the staged schedule scores the drafts in a rank stage before the
+  feedback stage, the pipelined one as they arrive; both give feedback to the same draft."""
+  records = {}
+  for schedule in ("pipelined", "staged"):
+    config = _config(model_dir, prompts, tmp_path / schedule)
+    config.search.update(schedule=schedule, feedback_drafts=1, num_feedback_samples=4)
+    scale.run_search(config)
+    records[schedule] = _records_by_id(tmp_path / schedule)
+  assert records["staged"] == records["pipelined"]
+  for r in records["staged"].values():
+    with_feedback = [d for d in r["drafts"] if d["feedbacks"]]
+    assert len(with_feedback) == 1 and with_feedback[0]["score"] == max(d["score"] for d in r["drafts"])
+
+
 def test_a_kill_in_the_feedback_stage_resumes_there(model_dir, prompts, pipelined, tmp_path):
   out = tmp_path / "killed"
   args = [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}",

@@ -32,7 +32,7 @@ def items():
 def _settings(**kw):
   base = dict(num_drafts=2, num_feedbacks=4, num_feedback_samples=4, feedback_group_size=3,
               num_edits=2, feedback_rule="keep_all", draft=SHORT, feedback=SHORT, edit=SHORT,
-              batch_size=8)
+              batch_size=8, edits_from="every_group", token_account="generated")
   base.update(kw)
   return SearchSettings(**base)
 
@@ -191,3 +191,56 @@ def test_stage_progress_counts_every_stage_as_samples_complete(role, items):
   log = stage_log_lines(stats["engines"], stats["select_seconds"], progress.scored)
   assert any(l.startswith("stage feedback (policy): 16 samples") and "tokens/s" in l for l in log)
   assert log[-1].startswith(f"stage select: {progress.scored} candidates scored")
+
+
+def test_tree_readings_are_parts_of_the_whole_tree(items):
+  """Each reading of the paper's tree samples a part of the tree with feedback on every draft and
+  an edit per group: the same samples where they overlap (keys name the draft and group), so the
+  readings differ in what they spend, never in what a shared sample says."""
+  shape = dict(num_drafts=3, num_feedbacks=4, num_feedback_samples=4, num_edits=1, feedback_group_size=2)
+  role = Role("policy", tiny_chat_model(tie_word_embeddings=False), smollm2_tokenizer())  # writes words
+  whole = FeedbackEditSearch(_settings(**shape), role, selector=RecordingSelector()).run(items)
+  top_group = FeedbackEditSearch(_settings(**shape, edits_from="top_group"), role,
+                                 selector=RecordingSelector()).run(items)
+  best_draft = FeedbackEditSearch(_settings(**shape, feedback_drafts=1, edits_from="top_group",
+                                            token_account="responses"),
+                                  role, selector=RecordingSelector()).run(items)
+  for w, t, b in zip(whole, top_group, best_draft):
+    assert any(len(d["edit_groups"]) == 2 for d in w["drafts"])  # up to 4 kept, in groups of 2
+    for wd, td in zip(w["drafts"], t["drafts"]):
+      assert td["feedbacks"] == wd["feedbacks"] and td["edit_groups"] == wd["edit_groups"][:1]
+    # Feedback on the longest draft only (the selector scores by length), the same as in the whole.
+    scores = [d["score"] for d in w["drafts"]]
+    best = scores.index(max(scores))
+    for d, (wd, bd) in enumerate(zip(w["drafts"], b["drafts"])):
+      assert bd["text"] == wd["text"] and bd["score"] == wd["score"]
+      if d == best:
+        assert bd["feedbacks"] == wd["feedbacks"] and bd["edit_groups"] == wd["edit_groups"][:1]
+      else:
+        assert bd["feedbacks"] == [] and bd["edit_groups"] == [] and "num_effective_feedbacks" not in bd
+    assert b["num_candidates"] == 3 + 1
+    # The token accounts: every generated token, or the drafts' and edits' only.
+    tw, tb = w["tokens"], b["tokens"]
+    assert w["token_multiple"] == pytest.approx(tw["total"] / tw["greedy"])
+    assert b["token_multiple"] == pytest.approx((tb["drafts"] + tb["edits"]) / tb["greedy"])
+  summary = summarize(best_draft, "responses")
+  assert summary["token_account"] == "responses"
+  greedy = sum(r["tokens"]["greedy"] for r in best_draft)
+  assert summary["token_multiples"] == pytest.approx({
+      "responses": sum(r["tokens"]["drafts"] + r["tokens"]["edits"] for r in best_draft) / greedy,
+      "generated": sum(r["tokens"]["total"] for r in best_draft) / greedy})
+  assert summary["token_multiple"] == summary["token_multiples"]["responses"]
+
+
+def test_responses_per_prompt_is_the_equal_token_best_of_n():
+  # The paper's point under the default reading: 8 drafts and one edit each, Best-of-16.
+  paper = SearchSettings(num_drafts=8, num_feedbacks=16)
+  assert paper.edits_from == "top_group" and paper.token_account == "responses"
+  assert paper.responses_per_prompt == 16
+  assert SearchSettings(num_drafts=8, num_feedbacks=16, edits_from="every_group").responses_per_prompt == 8 + 8 * 6
+  assert SearchSettings(num_drafts=8, num_feedbacks=16, feedback_drafts=2).responses_per_prompt == 10
+  assert SearchSettings(mode="best_of_n", num_drafts=16).responses_per_prompt == 16
+  for bad, match in ((dict(edits_from="all"), "edits_from"), (dict(token_account="all"), "token_account"),
+                     (dict(feedback_drafts=-1), "feedback_drafts")):
+    with pytest.raises(ValueError, match=match):
+      SearchSettings(**bad)

@@ -117,18 +117,19 @@ def test_an_evaluation_in_a_bucket_resumes_and_equals_a_local_one(model_dir, gcs
   # The tables read results from the bucket as they read them from disk.
   report = make_tables([storage.join(gcs_bucket, "eval")], str(tmp_path / "tables"), plots=False)
   assert report["num_results"] == 1
-  assert "Base policy (greedy)" in (tmp_path / "tables" / "tables.md").read_text()
+  assert "| base |" in (tmp_path / "tables" / "tables.md").read_text()
   _no_local_bucket_folder(REPO, os.getcwd())
 
 
 def _write_results(root):
-  for label, score in (("base", 40.0), ("feedback_edit", 60.0)):
-    scaling = None if label == "base" else {"token_multiple": 16.0, "mode": "feedback_edit", "drafts": 8,
-                                            "feedbacks": 16, "edits": 1}
+  for label, score in (("nemotron_instruct:greedy", 40.0), ("nemotron_instruct:feedback_edit", 60.0),
+                       ("nemotron_instruct:feedback_self_edit", 52.0)):
+    scaling = (None if label.endswith("greedy") else
+               {"token_multiple": 16.0, "mode": "feedback_edit", "drafts": 8, "feedbacks": 16, "edits": 1})
     result = make_result("arena_hard", f"model-{label}", score, (score - 2, score + 3), {},
                          {"questions": 10, "judged": 10, "failed": 0}, label=label, scaling=scaling)
     result["created"] = "2025-01-01T00:00:00+00:00"
-    write_result(storage.join(root, "arena_hard", label), result)
+    write_result(storage.join(root, "arena_hard", label.split(":")[1]), result)
 
 
 def test_tables_from_and_into_a_bucket_equal_the_local_ones(gcs_bucket, tmp_path):

@@ -13,20 +13,21 @@ Launch one grid point:
     python -m helpsteer_jax.scale --config=experiments/scaling/grid.py:size=smollm2,drafts=2,feedbacks=2
 Sweep: `get_sweep(arg)` lists every grid point (60), which launch/sweep.sh runs through any
 launcher, e.g. `launch/sweep.sh --dry-run local.sh scale --config=experiments/scaling/grid.py`.
-Argument keys: size (70b | smollm2), policy (nemotron_instruct | llama3.3_instruct), drafts,
-feedbacks, edits, prompts (arena_hard | mt_bench).
+Argument keys: size (70b | smollm2), policy (70b: nemotron_instruct | llama3.3_instruct), drafts,
+feedbacks, edits, prompts (arena_hard | mt_bench | alpaca_eval).
+Under the default reading of the tree (search.edits_from=top_group, token_account=responses:
+docs/reproducing.md) a point costs drafts x (1 + edits) answers: 8 x 16 x 1 is 16x greedy.
 """
 
 from helpsteer_jax.config_args import parse_arg
-from helpsteer_jax.scaling.config import sized_config
+from helpsteer_jax.scaling.config import DEFAULT_POLICY, sized_config
 
 DRAFTS = (1, 2, 4, 8)
 FEEDBACKS = (1, 2, 4, 8, 16)
 EDITS = (1, 2, 4)
 
 
-ARGUMENTS = dict(size="70b", policy="nemotron_instruct", drafts="8", feedbacks="16", edits="1",
-                 prompts="arena_hard")
+ARGUMENTS = dict(size="70b", policy="", drafts="8", feedbacks="16", edits="1", prompts="arena_hard")
 AXES = ("drafts", "feedbacks", "edits")
 
 
@@ -43,6 +44,7 @@ def get_sweep(arg=None) -> list[str]:
 def get_config(arg=None):
   a = parse_arg(arg, **ARGUMENTS)
   config = sized_config(a["size"], a["policy"])
+  policy = a["policy"] or DEFAULT_POLICY[a["size"]]
   drafts, feedbacks, edits = int(a["drafts"]), int(a["feedbacks"]), int(a["edits"])
   if a["size"] == "70b" and (drafts not in DRAFTS or feedbacks not in FEEDBACKS or edits not in EDITS):
     raise ValueError(f"grid point {drafts}x{feedbacks}x{edits} is outside the paper's grid "
@@ -52,7 +54,9 @@ def get_config(arg=None):
   config.search.num_drafts = drafts
   config.search.num_feedbacks = feedbacks  # effective; num_feedback_samples = 0 samples 2M (<= 64)
   config.search.num_edits = edits
-  policy = "" if a["policy"] == "nemotron_instruct" else f"_{a['policy']}"
-  config.output_dir = (f"outputs/scaling/grid_{a['size']}{policy}_{a['prompts']}"
+  # A point of the scaling plot, not a table row; its greedy reference is the `<policy>:greedy`
+  # run of experiments/scaling/ablations.py.
+  config.label = f"{policy}:grid:d{drafts}_f{feedbacks}_e{edits}"
+  config.output_dir = (f"outputs/scaling/grid_{a['size']}_{policy}_{a['prompts']}"
                        f"_d{drafts}_f{feedbacks}_e{edits}")
   return config.lock()

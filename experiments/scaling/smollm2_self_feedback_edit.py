@@ -26,5 +26,6 @@ def get_config(arg=None):
   config.search.draft.max_new_tokens = 160
   config.search.edit.max_new_tokens = 160
   config.search.feedback.max_new_tokens = 96
+  config.label = "smollm2:self_feedback_self_edit"  # its row in the tables (eval/tables.py)
   config.output_dir = f"outputs/scaling/smollm2_self_feedback_edit_{config.prompts.source}"
   return config.lock()  # a misspelled override fails instead of adding a key

@@ -47,18 +47,22 @@ def scaling_info(run_dir: str) -> Optional[dict[str, Any]]:
   if not storage.is_file(path):
     return None
   summary = json.loads(storage.read_text(path))
-  search = (summary.get("config") or {}).get("search") or {}
+  config = summary.get("config") or {}
+  search = config.get("search") or {}
+  mode = search.get("mode")
+  tree = mode in ("feedback_edit", "edit_without_feedback")  # a point of the scaling grid
   return {
       "run_dir": storage.absolute(run_dir),
+      "label": config.get("label") or "",  # the table row the run is for
       # The ratio of sums; summaries written before it existed have only the per-prompt mean.
       "token_multiple": summary.get("token_multiple", summary.get("mean_token_multiple")),
-      "mode": search.get("mode"),
-      "drafts": search.get("num_drafts"),
+      "token_account": summary.get("token_account", "generated"),
+      "mode": mode,
+      "drafts": search.get("num_drafts") if mode != "greedy" else None,
       # Effective feedbacks per draft, the grid's axis (older configs: sampled, capped by the filter).
-      "feedbacks": _min_present(search.get("num_feedbacks"), search.get("max_effective_feedbacks")),
-      "edits": search.get("num_edits"),
-      "roles": {k: (summary.get("config") or {}).get(k, {}).get("path")
-                for k in ("policy", "feedback_model", "edit_model", "selector")},
+      "feedbacks": _min_present(search.get("num_feedbacks"), search.get("max_effective_feedbacks")) if tree else None,
+      "edits": search.get("num_edits") if tree else None,
+      "roles": {k: config.get(k, {}).get("path") for k in ("policy", "feedback_model", "edit_model", "selector")},
   }
 
 

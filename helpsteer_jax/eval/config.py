@@ -29,7 +29,9 @@ def default_config(benchmark: str) -> ConfigDict:
   d = _BENCHMARK_DEFAULTS[benchmark]
   config = ConfigDict()
   config.benchmark = benchmark
-  config.label = ""  # the table row this run fills (e.g. "base", "feedback_edit"); "" = model name
+  # the table row this run fills ("<policy>:<variant>", eval/tables.py; "gpt-4o" for an external
+  # model); "" = the scaling run's own label (its config.label), else the model name
+  config.label = ""
   config.model = ConfigDict({
       "name": "",  # recorded in judgments and results; "" = derived from the path or answer file
       "path": "",  # HF folder or .gguf; "" = the embedded SmolLM2-135M-Instruct

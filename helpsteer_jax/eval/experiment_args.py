@@ -1,10 +1,12 @@
 """The shared argument of the experiments/eval configs: `variant` then `key=value` overrides.
 
     arena_hard.py:tiny
-    arena_hard.py:full,answers=outputs/scaling/ablation_70b_arena_hard_feedback_edit,label=feedback_edit
+    arena_hard.py:full,answers=outputs/scaling/ablation_70b_nemotron_instruct_main_arena_hard_feedback_edit
+    arena_hard.py:full,answers=model_answer/gpt-4o-2024-05-13.jsonl,label=gpt-4o
 Keys: variant (tiny | full), model (checkpoint path), answers (answer file or scaling output
-folder), label (the table row), judge (http | generative | reward_model). The config is locked,
-so every other change goes through `--config.<field>=...` overrides and is checked.
+folder), label (the table row; a scaling folder names its own), judge (http | generative |
+reward_model). The config is locked, so every other change goes through `--config.<field>=...`
+overrides and is checked.
 """
 
 from __future__ import annotations
@@ -47,6 +49,6 @@ def build(benchmark: str, arg: str | None) -> ConfigDict:
   if a["judge"]:
     config.judge.kind = a["judge"]
   config.label = a["label"]
-  name = a["label"] or os.path.basename(os.path.normpath(a["answers"] or config.model.path or "smollm2"))
+  name = a["label"].replace(":", "_") or os.path.basename(os.path.normpath(a["answers"] or config.model.path or "smollm2"))
   config.output_dir = f"outputs/eval/{benchmark}/{a['variant']}_{name}"
   return config

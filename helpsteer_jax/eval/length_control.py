@@ -25,7 +25,7 @@ regularisation): the number is then flagged as not comparable (`LengthControlled
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np

@@ -318,7 +318,7 @@ def _run_evaluation(config: ConfigDict, workdir: str) -> dict[str, Any]:
     outcome = _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, judge)
   metrics, headline, counts, records = outcome
   result = make_result(config.benchmark, answers.model, headline[0], headline[1:], metrics, counts,
-                       label=config.label, judge=judge.name,
+                       label=config.label or (answers.scaling or {}).get("label", ""), judge=judge.name,
                        baseline=baseline_name,
                        scaling=answers.scaling, config=config.to_dict(),
                        note=metrics.get("lc_note", ""))

@@ -1,12 +1,19 @@
 """The papers' tables, regenerated from result files: main, ablation, and the scaling points.
 
-Rows are table labels (`label` in each `eval_result.json`, set by `config.label`); columns are the
-benchmarks' headline numbers with their 95% intervals and the run's token multiple:
+Rows are table labels (`label` in each `eval_result.json`: evaluate's `label=`, else the scaling
+run's own `config.label`); columns are the benchmarks' headline numbers with their 95% intervals
+and the run's token multiple:
     Arena-Hard score [CI] | MT-Bench average [CI] | AlpacaEval 2 LC win rate [CI] | token multiple
-A benchmark a row was not evaluated on is left empty. The default row layout follows the
-Feedback-Edit paper: the main table compares the base policy with the full system, the ablation
-table the system with its variants. A rows file (JSON) can rename rows, reorder them, or assign
-result folders to rows when their results carry no label:
+A benchmark a row was not evaluated on is left empty. A search run's label is
+"<policy>:<variant>" (experiments/scaling/ablations.py); any other label is an external model
+evaluated from its answer file ("gpt-4o", "claude-3.5-sonnet"). The default layout follows the
+Feedback-Edit paper:
+  main      for each policy, its greedy row and its "+ Feedback + Edit" row; then the external models
+  ablation  one policy (the one with the most ablation variants): its greedy base row, the full
+            system, then Best-of-N at equal tokens and each ablation
+Grid points ("<policy>:grid:...", experiments/scaling/grid.py) are points of the scaling plot, not
+rows. A rows file (JSON) can rename rows, reorder them, or assign result folders to rows when
+their results carry no label:
     {"main": [{"label": "base", "name": "Llama-3.3-70B-Instruct", "dirs": ["outputs/eval/.../x"]}, ...],
      "ablation": [...]}
 Results whose label is in no table are appended to the main table, so nothing is silently lost.
@@ -26,18 +33,23 @@ from typing import Any, Optional
 from helpsteer_jax import storage
 from helpsteer_jax.eval.results import find_results, row_key
 
-MAIN_ROWS = (
-    ("base", "Base policy (greedy)"),
-    ("best_of_n", "Best-of-N"),
-    ("feedback_edit", "+ Feedback + Edit"),
-)
-ABLATION_ROWS = (
+# Display names of the policies of the experiments (scaling/config.py: POLICIES), in table order.
+POLICY_NAMES = {"llama3.3_instruct": "Llama-3.3-70B-Instruct",
+                "nemotron_instruct": "Llama-3.1-Nemotron-70B-Instruct",
+                "smollm2": "SmolLM2-135M-Instruct"}
+# The main table's external rows the paper shows, by label, in order; other labels keep their own.
+EXTERNAL_NAMES = {"gpt-4o": "GPT-4o", "claude-3.5-sonnet": "Claude-3.5-Sonnet"}
+MAIN_VARIANTS = (("greedy", "{policy}"), ("feedback_edit", "{policy} + Feedback + Edit"))
+ABLATION_VARIANTS = (
+    ("greedy", "{policy} (base)"),
     ("feedback_edit", "Feedback + Edit (full system)"),
+    ("best_of_n", "Best-of-N at equal tokens"),
     ("self_feedback_self_edit", "Self-feedback + self-edit"),
     ("feedback_self_edit", "Feedback + self-edit"),
     ("edit_without_rl", "Without RL (Edit model after SFT)"),
     ("edit_without_feedback", "Without feedback (edit only)"),
 )
+GRID = "grid"  # the variant part of a scaling grid point's label
 COLUMNS = (("arena_hard", "Arena-Hard"), ("mt_bench", "MT-Bench"), ("alpaca_eval", "AlpacaEval 2 LC"))
 AXES = ("drafts", "feedbacks", "edits")
 
@@ -49,10 +61,37 @@ class RowSpec:
   dirs: tuple[str, ...] = ()
 
 
-def read_row_specs(path: str = "") -> dict[str, list[RowSpec]]:
-  """The tables' rows: built-in defaults, or a rows JSON file (see module doc)."""
+def split_label(label: str) -> tuple[str, str]:
+  """(policy, variant) of a search run's label, ("", label) of an external model's."""
+  policy, _, variant = label.partition(":")
+  return (policy, variant.split(":")[0]) if variant else ("", label)
+
+
+def default_row_specs(labels: Iterable[str]) -> dict[str, list[RowSpec]]:
+  """The paper's layout (module doc) for the labels at hand."""
+  parsed = [split_label(label) for label in labels]
+  known = {v for v, _ in MAIN_VARIANTS + ABLATION_VARIANTS}
+  found = {p for p, v in parsed if p and v in known}
+  policies = [p for p in POLICY_NAMES if p in found] + sorted(found - set(POLICY_NAMES))
+  main = [RowSpec(f"{p}:{v}", name.format(policy=POLICY_NAMES.get(p, p)))
+          for p in policies for v, name in MAIN_VARIANTS]
+  externals = {v for p, v in parsed if not p}
+  main += [RowSpec(label, name) for label, name in EXTERNAL_NAMES.items() if label in externals]
+  main += [RowSpec(label, label) for label in sorted(externals - set(EXTERNAL_NAMES))]
+  ablation_only = {v for v, _ in ABLATION_VARIANTS} - {v for v, _ in MAIN_VARIANTS}
+  counts = {p: sum(1 for q, v in set(parsed) if q == p and v in ablation_only) for p in policies}
+  ablation = []
+  if counts and max(counts.values()) > 0:
+    chosen = max(policies, key=lambda p: counts[p])  # the first of the most, in table order
+    ablation = [RowSpec(f"{chosen}:{v}", name.format(policy=POLICY_NAMES.get(chosen, chosen)))
+                for v, name in ABLATION_VARIANTS]
+  return {"main": main, "ablation": ablation}
+
+
+def read_row_specs(path: str = "", labels: Iterable[str] = ()) -> dict[str, list[RowSpec]]:
+  """The tables' rows: the default layout for `labels`, or a rows JSON file (see module doc)."""
   if not path:
-    return {"main": [RowSpec(*r) for r in MAIN_ROWS], "ablation": [RowSpec(*r) for r in ABLATION_ROWS]}
+    return default_row_specs(labels)
   from helpsteer_jax.data.text_files import read_text
 
   try:
@@ -119,7 +158,8 @@ def build_tables(results: Sequence[Mapping[str, Any]], specs: Mapping[str, Seque
   for table, rows in specs.items():
     tables[table] = [_row(s.label, s.name, cells[s.label]) for s in rows if s.label in cells]
     listed.update(s.label for s in rows)
-  extra = [_row(label, label, cell) for label, cell in sorted(cells.items()) if label not in listed]
+  extra = [_row(label, label, cell) for label, cell in sorted(cells.items())
+           if label not in listed and split_label(label)[1] != GRID]
   tables.setdefault("main", []).extend(extra)
   return tables
 
@@ -170,22 +210,33 @@ def _series(scaling: Mapping[str, Any]) -> str:
   return " ".join(parts)
 
 
+def _policy_series(scaling: Mapping[str, Any]) -> str:
+  """A reference point's series: its policy model alone."""
+  policy = (scaling.get("roles") or {}).get("policy") or ""
+  return f"policy={os.path.basename(str(policy).rstrip('/'))}"
+
+
 def scaling_points(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """One point per (benchmark, series, grid point) of the scaling runs with a known token
-  multiple; of several results for one point the newest is kept."""
+  """The points of the scaling plots, from results with a known token multiple: `kind` grid (a
+  search tree with all three axes), or a reference at its own multiple, greedy (1x) and best_of_n.
+  One point per (benchmark, kind, series, axes); of several results for one the newest is kept."""
   points: dict[tuple, dict[str, Any]] = {}
   for r in sorted(results, key=lambda r: r.get("created", "")):
     s = r.get("scaling") or {}
-    if s.get("token_multiple") is None or any(s.get(axis) is None for axis in AXES):
+    if s.get("token_multiple") is None:
+      continue
+    kind = s.get("mode") if s.get("mode") in ("greedy", "best_of_n") else "grid"
+    if kind == "grid" and any(s.get(axis) is None for axis in AXES):
       continue
     h = r["headline"]
-    point = {"benchmark": r["benchmark"], "series": _series(s), "label": row_key(r),
-             "drafts": int(s["drafts"]), "feedbacks": int(s["feedbacks"]), "edits": int(s["edits"]),
+    point = {"benchmark": r["benchmark"], "kind": kind,
+             "series": _series(s) if kind == "grid" else _policy_series(s), "label": row_key(r),
+             **{axis: None if s.get(axis) is None else int(s[axis]) for axis in AXES},
              "token_multiple": float(s["token_multiple"]), "value": h["value"],
              "ci_low": h.get("ci_low"), "ci_high": h.get("ci_high"), "path": r["path"]}
-    points[(point["benchmark"], point["series"], point["drafts"], point["feedbacks"], point["edits"])] = point
-  return sorted(points.values(), key=lambda p: (p["benchmark"], p["series"], p["drafts"], p["feedbacks"],
-                                                p["edits"]))
+    points[tuple(point[k] for k in ("benchmark", "kind", "series") + AXES)] = point
+  order = lambda p: (p["benchmark"], p["kind"], p["series"]) + tuple(p[a] or 0 for a in AXES)
+  return sorted(points.values(), key=order)
 
 
 def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "",
@@ -195,7 +246,7 @@ def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "",
   if not results:
     raise FileNotFoundError(f"no eval_result.json under {list(results_dirs)}")
   storage.makedirs(out_dir)
-  tables = build_tables(results, read_row_specs(rows_path))
+  tables = build_tables(results, read_row_specs(rows_path, {row_key(r) for r in results}))
   titles = {"main": "Main results", "ablation": "Ablations"}
   markdown = []
   written = []

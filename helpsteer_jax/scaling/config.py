@@ -6,6 +6,7 @@ from ml_collections import ConfigDict, config_dict
 
 from helpsteer_jax.parallel.distributed import distributed_config
 from helpsteer_jax.parallel.mesh_config import mesh_config
+from helpsteer_jax.scaling.search_settings import SearchSettings
 
 
 POLICY = "policy"  # a role path that means "the policy model plays this role"
@@ -61,6 +62,12 @@ def default_config() -> ConfigDict:
       "draft": stage(),
       "feedback": stage(temperature=0.7, max_new_tokens=160),  # the Feedback model card's 0.7
       "edit": stage(),
+      # The readings of the paper's tree and token account (docs/reproducing.md): feedback on
+      # every draft (or the best k by the selector), one Edit request per draft from its best
+      # feedback group (or one per group), drafts and edits counted against greedy (or feedback too).
+      "feedback_drafts": SearchSettings.feedback_drafts,
+      "edits_from": SearchSettings.edits_from,
+      "token_account": SearchSettings.token_account,
       "select_drafts": True,
       "measure_greedy": True,
       "batch_size": 16,
@@ -79,6 +86,9 @@ def default_config() -> ConfigDict:
   # Several hosts run one search SPMD over a mesh of all their devices (parallel/distributed.py).
   config.distributed = distributed_config()
   config.output_dir = "outputs/scaling/default"
+  # The table row the evaluations of this run fill ("<policy>:<variant>", eval/tables.py), read by
+  # `evaluate` when it is given no label of its own; "" = the evaluated folder's name.
+  config.label = ""
   return config
 
 
@@ -95,19 +105,25 @@ RELEASED_MODELS = {
 }
 LLAMA3_70B_ROLES = {name: "checkpoints/" + repo.split("/")[1] for name, repo in RELEASED_MODELS.items()}
 LLAMA3_70B_ROLES["edit_sft"] = "checkpoints/Llama-3.3-Nemotron-70B-Edit-SFT"
-# Which model writes the drafts (`policy=` argument of the 70B experiments).
-POLICIES = {"nemotron_instruct": "policy", "llama3.3_instruct": "base_policy"}
+# Which model writes the drafts (`policy=` argument of the experiments), by size: the name is the
+# first part of a run's table label ("nemotron_instruct:feedback_edit", eval/tables.py).
+POLICIES = {"70b": {"nemotron_instruct": "policy", "llama3.3_instruct": "base_policy"},
+            "smollm2": {"smollm2": ""}}
+DEFAULT_POLICY = {"70b": "nemotron_instruct", "smollm2": "smollm2"}
 
 
-def sized_config(size: str, policy: str = "nemotron_instruct") -> ConfigDict:
+def sized_config(size: str, policy: str = "") -> ConfigDict:
   """The shared part of the paper-scale configs: `70b` (NVIDIA's released roles in their own
   layouts, bf16, 8-way tensor parallel) or `smollm2` (the embedded model in every role: the same
-  experiment at CPU scale). `policy` picks the 70B drafting model (POLICIES)."""
-  if policy not in POLICIES:
-    raise ValueError(f"policy={policy!r}; expected one of {sorted(POLICIES)}")
+  experiment at CPU scale). `policy` picks the drafting model (POLICIES; "" = the size's default)."""
+  if size not in POLICIES:
+    raise ValueError(f"size={size!r}; expected one of {sorted(POLICIES)}")
+  policy = policy or DEFAULT_POLICY[size]
+  if policy not in POLICIES[size]:
+    raise ValueError(f"policy={policy!r} at size={size}; expected one of {sorted(POLICIES[size])}")
   config = default_config()
   if size == "70b":
-    config.policy = role(LLAMA3_70B_ROLES[POLICIES[policy]], "bfloat16")
+    config.policy = role(LLAMA3_70B_ROLES[POLICIES[size][policy]], "bfloat16")
     # The Feedback model reads NVIDIA's multi-turn layout; the Edit model's layout is unpublished,
     # so it gets the project's (docs/reproducing.md).
     config.feedback_model = role(LLAMA3_70B_ROLES["feedback"], "bfloat16", prompt_format="nemotron")
@@ -124,12 +140,8 @@ def sized_config(size: str, policy: str = "nemotron_instruct") -> ConfigDict:
     config.prompts.limit = 0  # all 500 Arena-Hard questions
     for name, tokens in (("draft", 2048), ("feedback", 512), ("edit", 2048)):
       config.search[name].max_new_tokens = tokens
-  elif size == "smollm2":
-    if policy != "nemotron_instruct":
-      raise ValueError("policy= picks a 70B drafting model; size=smollm2 has only the embedded one")
+  else:
     config.prompts.limit = 3
     for name, tokens in (("draft", 160), ("feedback", 96), ("edit", 160)):
       config.search[name].max_new_tokens = tokens
-  else:
-    raise ValueError(f"size={size!r}; expected 70b or smollm2")
   return config

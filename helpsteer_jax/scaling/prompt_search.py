@@ -23,7 +23,7 @@ from helpsteer_jax.scaling.progress import StageProgress
 from helpsteer_jax.scaling.roles import Role
 from helpsteer_jax.scaling.search_settings import SearchSettings
 from helpsteer_jax.scoring.selectors import Selector
-from helpsteer_jax.scaling.tree import Draft, EditGroup, Feedback, Generated, PromptTree
+from helpsteer_jax.scaling.tree import Draft, EditGroup, Feedback, Generated, PromptTree, counted_tokens
 
 # Engine priorities: later stages first (a prompt's tree completes sooner and fewer prompts are in
 # flight), the greedy reference last.
@@ -151,7 +151,20 @@ class PromptSearch:
                                       kept.index(i) if i in kept else None))
     g = s.feedback_group_size
     draft.num_effective_feedbacks = len(kept)
-    draft.edit_groups = [EditGroup(kept[i:i + g]) for i in range(0, len(kept), g)]
+    groups = [EditGroup(kept[i:i + g]) for i in range(0, len(kept), g)]
+    draft.edit_groups = groups[:1] if s.edits_from == "top_group" else groups
+
+  def feedback_drafts(self) -> list[int]:
+    """The drafts that get feedback: every draft, or the best `feedback_drafts` by their scores
+    (ties to the earlier draft), which must all be scored."""
+    s = self.search.settings
+    drafts = range(len(self.tree.drafts))
+    if not s.feedback_on_top_drafts:
+      return list(drafts)
+    scores = [self.tree.draft(d).answer.score for d in drafts]
+    if any(x is None for x in scores):
+      raise RuntimeError(f"prompt {self.item.id}: feedback_drafts={s.feedback_drafts} needs every draft scored first")
+    return sorted(sorted(drafts, key=lambda d: -scores[d])[:s.feedback_drafts])
 
   def add_edits(self, d: int, g: int, samples: list[Sample]) -> list[Generated]:
     edits = self.tree.draft(d).edit_groups[g].edits = [Generated.of(x) for x in samples]
@@ -180,7 +193,7 @@ class PromptSearch:
     greedy_tokens = (drafts[0].answer.num_tokens if self.greedy_mode
                      else tree.greedy.num_tokens if self.measure_greedy else None)
     tree.tokens = dict(tokens, greedy=greedy_tokens)
-    tree.token_multiple = None if not greedy_tokens else tokens["total"] / greedy_tokens
+    tree.token_multiple = None if not greedy_tokens else counted_tokens(tokens, s.token_account) / greedy_tokens
     tree.num_candidates = len(cands)
     if s.mode == "feedback_edit":
       per_draft = [d.num_effective_feedbacks or 0 for d in drafts]
@@ -205,7 +218,7 @@ class PipelinedPrompt(PromptSearch):
     self.outstanding = 0
 
   def start(self) -> None:
-    self._submit(self.search.policy, self.draft_request(self.on_draft, lambda samples: self._done_one()))
+    self._submit(self.search.policy, self.draft_request(self.on_draft, self.on_drafts))
     if self.measure_greedy:
       # Depends on nothing and nothing depends on it: it fills slots the search leaves idle.
       self._submit(self.search.policy, self.greedy_request(self.on_greedy))
@@ -223,13 +236,22 @@ class PipelinedPrompt(PromptSearch):
   def on_draft(self, d: int, sample: Sample) -> None:
     self.add_draft(d, sample)
     self.score_draft(d)
-    mode = self.search.settings.mode
-    if mode == "feedback_edit":
-      self._submit(self.search.feedback,
-                   self.feedback_request(d, lambda samples: self.on_feedback(d, samples)))
-    elif mode == "edit_without_feedback":
+    s = self.search.settings
+    if s.mode == "feedback_edit" and not s.feedback_on_top_drafts:
+      self._submit_feedback(d)
+    elif s.mode == "edit_without_feedback":
       self.edit_groups(d)
       self._submit(self.search.edit, self.edit_request(d, 0, lambda samples: self.on_edits(d, 0, samples)))
+
+  def on_drafts(self, samples: list[Sample]) -> None:
+    """Every draft written and scored: feedback for the best ones, when only those get it."""
+    if self.search.settings.feedback_on_top_drafts:
+      for d in self.feedback_drafts():
+        self._submit_feedback(d)
+    self._done_one()
+
+  def _submit_feedback(self, d: int) -> None:
+    self._submit(self.search.feedback, self.feedback_request(d, lambda samples: self.on_feedback(d, samples)))
 
   def on_feedback(self, d: int, samples: list[Sample]) -> None:
     self.add_feedback(d, samples)

@@ -17,6 +17,8 @@ from typing import Any
 
 from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import JsonlAppender, read_jsonl
+from helpsteer_jax.scaling.search_settings import TOKEN_ACCOUNTS
+from helpsteer_jax.scaling.tree import counted_tokens
 from helpsteer_jax.storage import object_log
 
 RESULTS = "results.jsonl"
@@ -63,7 +65,9 @@ class ResultWriter:
 def write_summary_files(out_dir: str, run_info: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
   """`summary.json` (`run_info` and the figures of `records`) and `distill.jsonl`, each replaced
   whole; returns the summary."""
-  summary = dict(run_info, **summarize(records))
+  search = (run_info.get("config") or {}).get("search") or {}
+  # Runs from before the choice counted every generated token.
+  summary = dict(run_info, **summarize(records, search.get("token_account", "generated")))
   storage.write_atomic(storage.join(out_dir, SUMMARY), json.dumps(summary, indent=2))
   write_distillation(records, storage.join(out_dir, DISTILL))
   return summary
@@ -74,10 +78,11 @@ def write_records(records: list[dict[str, Any]], path: str) -> None:
   _replace_jsonl(records, path)
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-  """Run-level figures. `token_multiple` is a ratio of sums, all tokens generated over all greedy
-  tokens, over the prompts that have a greedy answer: a mean of per-prompt ratios (kept as
-  `mean_token_multiple_per_prompt`) lets one very short greedy answer dominate."""
+def summarize(records: list[dict[str, Any]], token_account: str = "responses") -> dict[str, Any]:
+  """Run-level figures. `token_multiple` is a ratio of sums, the tokens the run's token account
+  counts (search.token_account) over all greedy tokens, over the prompts that have a greedy
+  answer: a mean of per-prompt ratios (kept as `mean_token_multiple_per_prompt`) lets one very
+  short greedy answer dominate. `token_multiples` has the ratio under every account."""
   if not records:
     return {"num_prompts": 0}
   mean = lambda xs: statistics.fmean(xs) if xs else None
@@ -90,11 +95,15 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
   kept = [f["kept"] for r in records for d in r["drafts"] for f in d["feedbacks"]]
   tokens = {k: sum(r["tokens"][k] for r in records) for k in ("drafts", "feedback", "edits", "total")}
   tokens["greedy"] = greedy_total
+  multiples_by_account = {
+      account: (sum(counted_tokens(r["tokens"], account) for r in measured) / greedy_total
+                if greedy_total else None) for account in TOKEN_ACCOUNTS}
   effective = [r["effective_feedbacks"] for r in records if r.get("effective_feedbacks")]
   return {
       "num_prompts": len(records),
-      "token_multiple": (sum(r["tokens"]["total"] for r in measured) / greedy_total
-                         if greedy_total else None),
+      "token_multiple": multiples_by_account[token_account],
+      "token_account": token_account,
+      "token_multiples": multiples_by_account,
       "mean_token_multiple_per_prompt": mean(multiples),
       "mean_best_score": mean(best_scores),
       "mean_draft_score": mean(draft_scores),

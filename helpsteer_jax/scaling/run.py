@@ -91,7 +91,7 @@ class PoolStageModels:
     self.config, self.pool = config, pool
 
   def key(self, stage: str, search) -> str:
-    if stage == "select":
+    if stage in ("rank", "select"):
       return search.selector.model_key
     return {"policy": search.policy, "feedback": search.feedback, "edit": search.edit}[stage].model_key
 
@@ -101,7 +101,7 @@ class PoolStageModels:
     for name, role in (("policy", search.policy), ("feedback", search.feedback), ("edit", search.edit)):
       if role.model_key == key:
         role.model = self.pool.causal_lm(*role_checkpoint(self.config, name))[0]
-    if stage == "select":
+    if stage in ("rank", "select"):
       search.selector = build_selector(self.config, self.pool)
 
   def free(self, search) -> None:

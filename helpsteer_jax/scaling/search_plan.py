@@ -154,12 +154,12 @@ def paper_stage_tokens(config: ConfigDict, lengths: PromptLengths, draft_tokens:
   lengths given (docs/reproducing.md: drafts and edits ~600 tokens, feedback ~150), and each
   stage's mean request length (its mean prompt and half its answer)."""
   s = settings_from_config(config.search)
-  groups = -(-s.num_feedbacks // s.feedback_group_size)
+  edited = s.feedback_drafts if s.feedback_on_top_drafts else s.num_drafts  # drafts given feedback
+  edits = s.responses_per_prompt - s.num_drafts  # under the config's reading of the tree
   out = [StageTokens("policy", (s.num_drafts + 1) * draft_tokens,
                      lengths.mean_prompt["policy"] + draft_tokens / 2)]
   if s.mode == "feedback_edit":
-    out.append(StageTokens("feedback", s.num_drafts * s.feedback_samples * feedback_tokens,
+    out.append(StageTokens("feedback", edited * s.feedback_samples * feedback_tokens,
                            lengths.mean_prompt["feedback"] + feedback_tokens / 2))
-    out.append(StageTokens("edit", s.num_drafts * groups * s.num_edits * edit_tokens,
-                           lengths.mean_prompt["edit"] + edit_tokens / 2))
+    out.append(StageTokens("edit", edits * edit_tokens, lengths.mean_prompt["edit"] + edit_tokens / 2))
   return out

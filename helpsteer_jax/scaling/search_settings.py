@@ -11,6 +11,11 @@ MODES = ("greedy", "best_of_n", "feedback_edit", "edit_without_feedback")
 # auto: the memory plan's choice for the devices at hand (scaling/memory_plan.py), pipelined where
 # their memory is not known (CPU).
 SCHEDULES = ("pipelined", "staged", "auto")
+# How the tree is read where the paper's text allows more than one reading (docs/reproducing.md,
+# "The tree shape and the token account"): which drafts get feedback, which groups of a draft's
+# kept feedback are edited, and which generated tokens count against one greedy answer.
+EDITS_FROM = ("top_group", "every_group")
+TOKEN_ACCOUNTS = ("responses", "generated")
 # The paper samples 10-64 feedbacks per draft to keep its effective ones; by default twice the
 # number kept, and never more than this.
 MAX_FEEDBACK_SAMPLES = 64
@@ -42,6 +47,15 @@ class SearchSettings:
   draft: StageSampling = StageSampling()
   feedback: StageSampling = StageSampling()
   edit: StageSampling = StageSampling()
+  # Feedback on the best `feedback_drafts` drafts by the selector (scored before any feedback is
+  # sampled); 0 = on every draft.
+  feedback_drafts: int = 0
+  # top_group: one Edit request per draft, from its best kept group (the first
+  # feedback_group_size feedbacks by the rule's rank); every_group: one per group of its kept feedback.
+  edits_from: str = "top_group"
+  # responses: the drafts' and edits' tokens over the greedy answer's (the answers a Best-of-N
+  # could have sampled instead); generated: the feedback's tokens counted too.
+  token_account: str = "responses"
   select_drafts: bool = True  # drafts compete with edits in the final choice
   measure_greedy: bool = True  # one greedy answer per prompt: the token-multiple denominator
   batch_size: int = 16
@@ -71,7 +85,31 @@ class SearchSettings:
           f"{default_feedback_samples(self.num_feedbacks)})")
     if self.num_feedback_samples < 0:
       raise ValueError(f"num_feedback_samples={self.num_feedback_samples}; expected 0 (default) or more")
+    if self.edits_from not in EDITS_FROM:
+      raise ValueError(f"search.edits_from={self.edits_from!r}; expected one of {EDITS_FROM}")
+    if self.token_account not in TOKEN_ACCOUNTS:
+      raise ValueError(f"search.token_account={self.token_account!r}; expected one of {TOKEN_ACCOUNTS}")
+    if self.feedback_drafts < 0:
+      raise ValueError(f"search.feedback_drafts={self.feedback_drafts}; expected 0 (every draft) or more")
     get_rule(self.feedback_rule)  # fails early on an unknown rule name
+
+  @property
+  def feedback_on_top_drafts(self) -> bool:
+    """Whether only some drafts get feedback: the drafts are scored first."""
+    return self.mode == "feedback_edit" and 0 < self.feedback_drafts < self.num_drafts
+
+  @property
+  def responses_per_prompt(self) -> int:
+    """Answers the selector chooses among when every draft's feedback keeps M: the N of a
+    Best-of-N that samples as many responses (equal generated tokens under the responses
+    account, answers being of one length)."""
+    if self.mode in ("greedy", "best_of_n"):
+      return 1 if self.mode == "greedy" else self.num_drafts
+    if self.mode == "edit_without_feedback":
+      return self.num_drafts * (1 + self.num_edits)
+    edited = self.feedback_drafts if self.feedback_on_top_drafts else self.num_drafts
+    groups = 1 if self.edits_from == "top_group" else -(-self.num_feedbacks // self.feedback_group_size)
+    return self.num_drafts + edited * groups * self.num_edits
 
   @property
   def feedback_samples(self) -> int:

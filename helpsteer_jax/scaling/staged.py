@@ -2,6 +2,8 @@
 stage's model loaded.
 
     policy     drafts and the greedy reference      the policy model
+    rank       the drafts scored                    the selector's model (only with
+                                                    search.feedback_drafts: feedback on the best)
     feedback   F feedbacks per draft, then the rule  the Feedback model
     edit       K edits per feedback group            the Edit model
     select     every candidate scored, the choice   the selector's model
@@ -30,17 +32,21 @@ from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.sampling.generate import Sample
 from helpsteer_jax.scaling.prompt_search import PromptSearch
 from helpsteer_jax.scaling.search import FeedbackEditSearch
+from helpsteer_jax.scaling.search_settings import SearchSettings
 
-STAGES = ("policy", "feedback", "edit", "select")
+STAGES = ("policy", "rank", "feedback", "edit", "select")
+# The stages that score with the selector, and so load its model.
+SCORING_STAGES = ("rank", "select")
 STAGE_DIR = "stages"
 # The stage file each kind of sample is written to.
 FILE_OF = {"draft": "policy", "greedy": "policy", "feedback": "feedback", "edit": "edit"}
 
 
-def stages_of(mode: str) -> tuple[str, ...]:
-  """The stages a search mode runs (greedy's select stage only completes the records)."""
-  return {"greedy": ("policy", "select"), "best_of_n": ("policy", "select"),
-          "edit_without_feedback": ("policy", "edit", "select")}.get(mode, STAGES)
+def stages_of(settings: SearchSettings) -> tuple[str, ...]:
+  """The stages a search runs (greedy's select stage only completes the records)."""
+  stages = {"greedy": ("policy", "select"), "best_of_n": ("policy", "select"),
+            "edit_without_feedback": ("policy", "edit", "select")}.get(settings.mode, STAGES)
+  return tuple(s for s in stages if s != "rank" or settings.feedback_on_top_drafts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +153,7 @@ class StagedSearch:
     self.log = log
     self.on_stage = on_stage
     self._current: Optional[str] = None  # the key of the model loaded
+    self._selector_loaded = False  # whether the selector is loaded over it
     self.engine_stats: dict[str, Any] = {}  # each engine's `stats()`, kept as it is dropped
 
   def run(self, items: Sequence[PromptItem], written: Sequence[StageSample] = (),
@@ -160,9 +167,11 @@ class StagedSearch:
         have[s.id].setdefault(s.request, {})[s.index] = s.sample
     records: list[dict[str, Any]] = []
     try:
-      for stage in stages_of(self.search.settings.mode):
+      for stage in stages_of(self.search.settings):
         if stage == "select":
           records = self._select(prompts, on_record)
+        elif stage == "rank":
+          self._rank(prompts)
         else:
           self._sample(stage, prompts, have)
     finally:
@@ -175,6 +184,7 @@ class StagedSearch:
     self.search.release_engines()
     self.models.free(self.search)
     self._current = None
+    self._selector_loaded = False
 
   def _enter(self, stage: str) -> None:
     """Loads the stage's model, the previous one freed first unless it is the same."""
@@ -183,8 +193,10 @@ class StagedSearch:
       self._release()
       self.models.load(stage, self.search)
       self._current = key
-    elif stage == "select":
+      self._selector_loaded = stage in SCORING_STAGES
+    elif stage in SCORING_STAGES and not self._selector_loaded:
       self.models.load(stage, self.search)  # the selector itself, over the model already loaded
+      self._selector_loaded = True
     self.on_stage(stage)
 
   # -- sampling stages ----------------------------------------------------------------------------
@@ -244,7 +256,7 @@ class StagedSearch:
                lambda on_sample, indices: p.greedy_request(None, on_sample=on_sample),
                lambda samples: p.add_greedy(samples[0]))
     elif stage == "feedback":
-      for d in range(len(p.tree.drafts)):
+      for d in p.feedback_drafts():
         yield (("feedback", d, None), s.feedback_samples,
                lambda on_sample, indices, d=d: p.feedback_request(d, None, on_sample, indices),
                lambda samples, d=d: p.add_feedback(d, samples))
@@ -257,19 +269,33 @@ class StagedSearch:
 
   # -- selection ----------------------------------------------------------------------------------
 
-  def _select(self, prompts: list[PromptSearch],
-              on_record: Optional[Callable[[dict[str, Any]], None]]) -> list[dict[str, Any]]:
+  def _enter_scoring(self, stage: str, prompts: list[PromptSearch]) -> bool:
+    """Loads the selector for `stage` (rank or select); whether anything is to be scored."""
     search = self.search
-    scores = search.selector is not None and search.settings.mode != "greedy"
-    if scores and prompts:
-      self._enter("select")
-    if scores and prompts and search.judge_key is not None:  # the judge scores through its model's engine, as pipelined
+    scores = search.selector is not None and search.settings.mode != "greedy" and bool(prompts)
+    if scores:
+      self._enter(stage)
+    if scores and search.judge_key is not None:  # the judge scores through its model's engine, as pipelined
       judge_role = next(r for r in search.roles_in_use() if r.model_key == search.judge_key)
       search.selector.use_prefill(search.engine(judge_role).prefill)
-    records = []
+    return scores
+
+  def _rank(self, prompts: list[PromptSearch]) -> None:
+    """Scores every draft, so the feedback stage knows the best ones. Scores are not written:
+    a rerun scores again (a score depends on the draft alone)."""
+    self._enter_scoring("rank", prompts)
     for p in prompts:
       for d in range(len(p.tree.drafts)):
         p.score_draft(d)
+
+  def _select(self, prompts: list[PromptSearch],
+              on_record: Optional[Callable[[dict[str, Any]], None]]) -> list[dict[str, Any]]:
+    self._enter_scoring("select", prompts)
+    records = []
+    for p in prompts:
+      for d in range(len(p.tree.drafts)):
+        if p.tree.draft(d).answer.score is None:  # not scored by the rank stage
+          p.score_draft(d)
         for g in range(len(p.tree.draft(d).edit_groups)):
           p.score_edits(d, g)
       records.append(p.finish().to_record())

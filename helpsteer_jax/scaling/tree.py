@@ -100,6 +100,12 @@ class Draft:
                [EditGroup.from_record(g) for g in r["edit_groups"]], r.get("num_effective_feedbacks"))
 
 
+def counted_tokens(tokens: dict, account: str) -> int:
+  """The generated tokens a token account counts (search_settings.TOKEN_ACCOUNTS) of a record's
+  `tokens`: every stage's (generated), or the drafts' and edits' only (responses)."""
+  return tokens["total"] if account == "generated" else tokens["drafts"] + tokens["edits"]
+
+
 # A candidate of the final choice: (draft, group, edit), group and edit None for the draft itself.
 CandidateRef = tuple[int, Optional[int], Optional[int]]
 
