@@ -55,8 +55,8 @@ def expected_multiple(settings: SearchSettings, lengths: StageLengths) -> float:
   """The token multiple of a feedback_edit search whose drafts each keep M effective feedbacks,
   from mean stage lengths."""
   edited = settings.feedback_drafts if settings.feedback_on_top_drafts else settings.num_drafts
-  groups = 1 if settings.edits_from == "top_group" else -(-settings.num_feedbacks // settings.feedback_group_size)
-  tokens = settings.num_drafts * lengths.draft + edited * groups * settings.num_edits * lengths.edit
+  edits = settings.responses_per_prompt - settings.num_drafts
+  tokens = settings.num_drafts * lengths.draft + edits * lengths.edit
   if settings.token_account == "generated":
     tokens += edited * settings.feedback_samples * lengths.feedback
   return tokens / lengths.greedy
