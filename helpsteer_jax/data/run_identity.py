@@ -137,13 +137,18 @@ def read_identity(folder: str | os.PathLike) -> Optional[RunIdentity]:
                       "rerun cannot be checked against it: restore it, or choose another folder") from None
 
 
+def check_resume_mode(resume: str) -> str:
+  if resume not in RESUME_MODES:
+    raise ValueError(f"resume={resume!r}; expected one of {RESUME_MODES}")
+  return resume
+
+
 def check_rerun(folder: str | os.PathLike, identity: RunIdentity, rules: FieldRules,
                 resume: str = "check", has_work: bool = True) -> list[Difference]:
   """Compares `identity` with the one recorded in `folder` and raises `RunMismatch` on a field
   that changes results (unless `resume="force"`); logs the allowed differences and returns them
   all. `has_work`: whether the folder holds results yet (a folder without them may be reused)."""
-  if resume not in RESUME_MODES:
-    raise ValueError(f"resume={resume!r}; expected one of {RESUME_MODES}")
+  check_resume_mode(resume)
   before = read_identity(folder)
   if before is None or not has_work:
     return []

@@ -86,6 +86,9 @@ def default_config() -> ConfigDict:
   # Several hosts run one search SPMD over a mesh of all their devices (parallel/distributed.py).
   config.distributed = distributed_config()
   config.output_dir = "outputs/scaling/default"
+  # check: a rerun into a folder holding another search's results refuses, naming the fields
+  # that differ (data/run_identity.py); force: it continues anyway, logging them.
+  config.resume = "check"
   # The table row the evaluations of this run fill ("<policy>:<variant>", eval/tables.py), read by
   # `evaluate` when it is given no label of its own; "" = the evaluated folder's name.
   config.label = ""

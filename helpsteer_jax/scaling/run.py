@@ -12,7 +12,10 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from helpsteer_jax.checkpoints.model_pool import ModelPool
+from helpsteer_jax.data.run_identity import check_resume_mode
 from helpsteer_jax.scaling.progress import StageProgress, stage_log_lines
+from helpsteer_jax.scaling.search_identity import (SEARCH_RULES, check_questions, has_work, question_fingerprint,
+                                                   role_models, search_identity)
 
 from helpsteer_jax.scaling.config import POLICY, ROLE_BLOCKS, role_checkpoint  # noqa: F401 (named for callers)
 from helpsteer_jax.scaling.search_settings import settings_from_config as search_settings
@@ -173,7 +176,11 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
 
   from helpsteer_jax.scaling.shards import parse_shard, run_folder
 
-  shard = parse_shard(config.prompts.get("shard", ""))  # a bad shard fails here, before any folder is made
+  # Bad values fail here, before any folder is made or model loads: the shard, the resume mode,
+  # and every search value (each stage's sampling, whether or not the mode runs the stage).
+  shard = parse_shard(config.prompts.get("shard", ""))
+  check_resume_mode(config.get("resume", "check"))
+  search_settings(config.search)
   folder = run_folder(config.output_dir, shard)
   # Every process of a multi-host run runs the same search; process 0 alone holds and writes the folder.
   with claim_run_folder(folder, what="scaling search", enabled=jax.process_index() == 0):
@@ -194,6 +201,13 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
     everything, items = len(items), shard.select(items)
     logging.info("shard %s: %d of the run's %d prompts", shard, len(items), everything)
   writer = ResultWriter(folder) if writes else None
+  # What this run is (models by fingerprint, config, prompt file), checked against what produced
+  # the folder before any model loads; every record names its models and its question.
+  models = role_models(config)
+  questions = {_turn_id(item, t): question_fingerprint(item)
+               for item in items for t in range(1, 2 + len(item.later_turns))}
+  if writer is not None:
+    _check_rerun(config, folder, writer, search_identity(config, models), questions)
   # A multi-turn question is answered turn by turn, each turn a full search whose conversation
   # holds the search's own chosen answers to the turns before: one round per turn.
   rounds = max((1 + len(item.later_turns) for item in items), default=1)
@@ -214,6 +228,8 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
     search.progress = StageProgress(on_change=lambda p: bar.set_postfix_str(p.line()))
 
     def write(record):
+      record["models"] = models
+      record["prompt_fingerprint"] = questions.get(str(record["id"]))
       if writer is not None:
         writer.append([record])
       written[0] += 1
@@ -245,7 +261,7 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
         raise RuntimeError(
             f"the search failed with prompts {[b.id for b in todo[written[0] - finished_before:]][:8]} "
             f"unfinished ({type(e).__name__}: {e}); the {finished} finished prompts are kept in "
-            f"{folder} and a rerun resumes after them"
+            f"{folder}, and a rerun of this config skips them"
         ) from e
   stats = dict(search.stats(), engines=engine_stats)
   for line in stage_log_lines(stats["engines"], stats["select_seconds"], search.progress.scored):
@@ -255,6 +271,20 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   if writer is None:
     return {"process_index": jax.process_index(), "prompts_this_run": written[0]}
   return writer.finalize(run_info)
+
+
+def _check_rerun(config: ConfigDict, folder: str, writer, identity, questions: dict[str, str]) -> None:
+  """Refuses a rerun into `folder` that would mix another search with the one on disk (a field
+  that changes results, another model, another question under an id on disk); records `identity`."""
+  from helpsteer_jax.data.run_identity import check_rerun, write_identity
+  from helpsteer_jax.scaling.results import read_records
+
+  resume = config.get("resume", "check")
+  records = read_records(folder)
+  done = {str(r["id"]) for r in records}
+  check_rerun(folder, identity, SEARCH_RULES, resume, has_work=has_work(folder, done))
+  check_questions(records, questions, folder, resume)
+  write_identity(folder, identity)
 
 
 def _turn_id(item, turn: int) -> str:

@@ -92,6 +92,8 @@ class SearchSettings:
     if self.feedback_drafts < 0:
       raise ValueError(f"search.feedback_drafts={self.feedback_drafts}; expected 0 (every draft) or more")
     get_rule(self.feedback_rule)  # fails early on an unknown rule name
+    for name in ("draft", "feedback", "edit"):  # every stage, whether or not this mode runs it
+      check_stage_sampling(name, getattr(self, name))
 
   @property
   def feedback_on_top_drafts(self) -> bool:
@@ -115,6 +117,18 @@ class SearchSettings:
   def feedback_samples(self) -> int:
     """F: feedbacks sampled per draft."""
     return self.num_feedback_samples or default_feedback_samples(self.num_feedbacks)
+
+
+def check_stage_sampling(name: str, stage: StageSampling) -> None:
+  """The engine's checks of one stage's sampling values, failing with the stage named
+  (`search.edit.top_p=1.5; expected in (0, 1] or None`) when the config is read."""
+  from helpsteer_jax.sampling.settings import SamplingSettings
+
+  try:
+    SamplingSettings(max_new_tokens=stage.max_new_tokens, temperature=stage.temperature,
+                     top_k=stage.top_k, top_p=stage.top_p)
+  except ValueError as e:
+    raise ValueError(f"search.{name}.{e}") from None
 
 
 def settings_from_config(cfg) -> SearchSettings:

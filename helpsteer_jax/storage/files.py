@@ -49,13 +49,31 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
   payload = data.encode("utf-8") if isinstance(data, str) else data
   text = os.fspath(path)
   if is_remote(text):
-    as_path(text).write_bytes(payload)  # one upload: the object appears whole or not at all
+    try:
+      as_path(text).write_bytes(payload)  # one upload: the object appears whole or not at all
+    except OSError as e:
+      raise _naming(e, text) from e
     return
   tmp = f"{text}.tmp.{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(payload)
-    sync(f)
-  os.replace(tmp, text)
+  try:
+    with open(tmp, "wb") as f:
+      f.write(payload)
+      sync(f)
+    os.replace(tmp, text)
+  except OSError as e:  # a full disk, a read-only folder: the old file stays, the partial one goes
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise _naming(e, text) from e
+
+
+def _naming(error: OSError, path: str) -> OSError:
+  """`error` with a message that names the file being written (an OS error on a temporary file
+  or from a storage client often names neither the target nor the cause in plain words)."""
+  reason = error.strerror or str(error)
+  return type(error)(error.errno, f"{path}: cannot write ({reason})") if error.errno else \
+      OSError(f"{path}: cannot write ({reason})")
 
 
 def _fresh(path: str | os.PathLike) -> None:
