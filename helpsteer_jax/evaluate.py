@@ -7,7 +7,9 @@
 Answers come from a local model (generated with the project's sampler) or an existing answer
 file; judgments from an OpenAI-compatible HTTP endpoint or a local model. Answers and judgments
 are appended to files in the workdir as they are made, so an interrupted run loses nothing and a
-rerun resumes; `eval_result.json` is what `python -m helpsteer_jax.tables` reads.
+rerun resumes; `eval_result.json` is what `python -m helpsteer_jax.tables` reads. A rerun into a
+workdir holding another model's answers (or other sampling values, another question file) is
+refused before any model loads, naming each differing field; `--config.resume=force` continues.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def run():
     if config_flag.value is None:
       raise app.UsageError("--config is required, e.g. --config=experiments/eval/arena_hard.py:tiny")
     config = config_flag.value
+    from helpsteer_jax.eval.config import check_config
+    check_config(config)  # before the processes of a multi-host run wait for each other
     if "distributed" in config:
       from helpsteer_jax.parallel.distributed import initialize, settings_from_config
       initialize(settings_from_config(config.distributed))

@@ -270,7 +270,10 @@ def test_tokenizer_travels_with_the_model(tmp_path):
     tokenizer = load_llama3_tokenizer()
   except FileNotFoundError as e:
     pytest.skip(str(e))
-  model = _random_reward_model(CONFIG, 1)
+  from helpsteer_jax.checkpoints.tokenizers import LLAMA3_VOCAB_SIZE
+
+  # A row for every id of the tokenizer: a tokenizer with more ids than rows is refused at load.
+  model = _random_reward_model(dataclasses.replace(CONFIG, vocab_size=LLAMA3_VOCAB_SIZE), 1)
   folder = str(tmp_path / "with_tok")
   save_reward_model(model, tokenizer, folder, show_progress=False)
   with open(os.path.join(folder, "config.json")) as f:

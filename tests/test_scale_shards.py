@@ -97,3 +97,22 @@ def test_merge_refusals(runs, model_dir, tmp_path):
   # A shard missing is allowed, and said.
   summary = merge_runs([shard0], str(tmp_path / "d"))
   assert summary["missing_shards"] == [1] and summary["num_prompts"] == 3
+
+
+def test_merge_refuses_shards_answered_by_other_weights(runs, tmp_path):
+  """Two shards whose configs name one path, but whose records name other weights behind it (the
+  folder was saved over between the shards' runs)."""
+  import shutil
+
+  _, _, sharded = runs
+  copy = tmp_path / "sharded"
+  shutil.copytree(sharded, copy)
+  results = copy / "shard-1-of-2" / "results.jsonl"
+  records = [json.loads(line) for line in results.read_text().splitlines()]
+  for record in records:
+    record["models"]["policy"]["fingerprint"] = "sha256:00000000000000000000"
+  results.write_text("".join(json.dumps(r) + "\n" for r in records))
+  with pytest.raises(MergeError, match=r"the policy model differs between .*shard-0-of-2 \(sha256:\w+\) "
+                                       r"and .*shard-1-of-2 \(sha256:0+\)"):
+    merge_runs([str(copy)], str(tmp_path / "merged"))
+  assert not (tmp_path / "merged").exists()

@@ -123,7 +123,7 @@ def test_force_continues_and_logs_each_overridden_field(folder, model_dir, caplo
   _write_prompts(folder / "prompts.jsonl", ["Say hi.", "Name a colour.", "Count to two."])
   with caplog.at_level(logging.WARNING):
     scale.run_search(config)
-  assert "resume=force: continuing" in caplog.text and "search.num_drafts: 2 in" in caplog.text
+  assert "--config.resume=force: continuing" in caplog.text and "search.num_drafts: 2 in" in caplog.text
   records = read_records(str(folder / "out"))
   assert [len(r["drafts"]) for r in records] == [2, 2, 3]
 

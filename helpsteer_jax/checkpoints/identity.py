@@ -8,7 +8,6 @@ keep their fingerprint, and a fine-tune saved over the old folder changes it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 from helpsteer_jax.checkpoints.model_pool import resolve_path
@@ -24,15 +23,12 @@ class ModelIdentity:
     return {"path": self.path, "fingerprint": self.fingerprint}
 
 
-@functools.lru_cache(maxsize=64)
-def _identity(resolved: str) -> ModelIdentity:
+def model_identity(path: str) -> ModelIdentity:
+  """The identity of the checkpoint at `path` (an HF folder, a .gguf, a bucket URL; "" = embedded),
+  read afresh each call: a folder may be saved over within one process (a trainer's export)."""
   from helpsteer_jax import storage
 
+  resolved = resolve_path(path)
   if not storage.exists(resolved):
     raise FileNotFoundError(f"{resolved}: no such model file or folder")
   return ModelIdentity(resolved, sampled_fingerprint(resolved))
-
-
-def model_identity(path: str) -> ModelIdentity:
-  """The identity of the checkpoint at `path` (an HF folder, a .gguf, a bucket URL; "" = embedded)."""
-  return _identity(resolve_path(path))

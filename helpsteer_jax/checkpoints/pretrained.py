@@ -33,8 +33,9 @@ def load_pretrained(
     return load_gguf(path, sharding=sharding, show_progress=show_progress, **config_overrides)
   if storage.is_dir(path):
     from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
+    tokenizer = load_tokenizer(path)  # first: a tokenizer of another model fails before the weights load
     model = load_hf_model(path, sharding=sharding, show_progress=show_progress, **config_overrides)
-    return model, load_tokenizer(path)
+    return model, tokenizer
   if not storage.exists(path):
     raise CheckpointError(f"{path}: no such file or directory")
   raise CheckpointError(f"{path}: expected an HF checkpoint folder or a .gguf file")

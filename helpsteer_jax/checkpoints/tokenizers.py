@@ -42,7 +42,42 @@ def load_tokenizer(folder: str) -> Optional[Any]:
   if storage.is_remote(folder):  # transformers reads local files only
     with tempfile.TemporaryDirectory(prefix="helpsteer_tokenizer_") as local:
       storage.copy_in(folder, list(TOKENIZER_FILES), local)
-      return load_tokenizer(local)
+      tokenizer = load_tokenizer(local)
+  else:
+    tokenizer = _load_local_tokenizer(folder)
+  check_tokenizer_fits(tokenizer, _config_vocab_size(folder), folder)
+  return tokenizer
+
+
+def _config_vocab_size(folder: str) -> Optional[int]:
+  """The embedding rows the folder's config.json gives, if it has one."""
+  import json
+
+  path = storage.join(folder, "config.json")
+  if not storage.is_file(path):
+    return None
+  try:
+    value = json.loads(storage.read_text(path)).get("vocab_size")
+  except (ValueError, AttributeError):
+    return None  # the model's loader names an unreadable config
+  return value if isinstance(value, int) else None
+
+
+def check_tokenizer_fits(tokenizer: Any, vocab_size: Optional[int], where: str) -> None:
+  """Refuses a tokenizer that gives ids past the model's embedding rows: such ids would read
+  no row (on an accelerator, whatever memory lies past the table), and the model writes
+  nonsense and scores NaN. A table larger than the tokenizer (rows padded to a multiple) is fine."""
+  if vocab_size is None or tokenizer is None:
+    return
+  ids = len(tokenizer)
+  if ids > vocab_size:
+    raise CheckpointError(
+        f"{where}: the tokenizer has {ids} ids but the model's embedding has {vocab_size} rows "
+        f"(config.json vocab_size): ids {vocab_size} to {ids - 1} have no row. The tokenizer "
+        "belongs to another model; put the model's own tokenizer files in the folder")
+
+
+def _load_local_tokenizer(folder: str) -> Any:
   from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
   try:

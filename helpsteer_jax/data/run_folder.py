@@ -124,16 +124,17 @@ def _busy(folder: str, path: str, record: Optional[dict[str, Any]]) -> RunFolder
 
 
 @contextlib.contextmanager
-def claim_run_folder(folder: str | os.PathLike, *, what: str = "run",
-                     enabled: bool = True) -> Iterator[None]:
+def claim_run_folder(folder: str | os.PathLike, *, what: str = "run", enabled: bool = True,
+                     lock_name: str = LOCK_NAME) -> Iterator[None]:
   """Checks `folder` writable and holds its lock for the block; `enabled=False` (processes other
-  than the one that writes, in a multi-process run) does neither."""
+  than the one that writes, in a multi-process run) does neither. `lock_name`: the lock file in
+  `folder`, for a run whose output is one file of a shared folder (an annotation's output)."""
   if not enabled:
     yield
     return
   folder = check_writable(folder)
   if storage.is_remote(folder):
-    lock = ObjectLock(storage.join(folder, LOCK_NAME), what=what)
+    lock = ObjectLock(storage.join(folder, lock_name), what=what)
     try:
       lock.acquire()
     except ObjectLockBusy as e:
@@ -143,7 +144,7 @@ def claim_run_folder(folder: str | os.PathLike, *, what: str = "run",
     finally:
       lock.release()
     return
-  path = os.path.join(folder, LOCK_NAME)
+  path = os.path.join(folder, lock_name)
   host = socket.gethostname()
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:

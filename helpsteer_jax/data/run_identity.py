@@ -126,33 +126,42 @@ def differences(before: RunIdentity, now: RunIdentity, rules: FieldRules) -> lis
   return out
 
 
-def read_identity(folder: str | os.PathLike) -> Optional[RunIdentity]:
-  path = storage.join(folder, IDENTITY_FILE)
-  if not storage.exists(path):
-    return None
-  try:
-    return RunIdentity.from_record(json.loads(storage.read_text(path)))
-  except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-    raise RunMismatch(f"{path}: unreadable ({e}); it records what produced this folder, so the "
-                      "rerun cannot be checked against it: restore it, or choose another folder") from None
-
-
 def check_resume_mode(resume: str) -> str:
   if resume not in RESUME_MODES:
     raise ValueError(f"resume={resume!r}; expected one of {RESUME_MODES}")
   return resume
 
 
+def identity_file(folder: str | os.PathLike) -> str:
+  """Where a run folder records what produced it."""
+  return storage.join(folder, IDENTITY_FILE)
+
+
+def read_identity(path: str) -> Optional[RunIdentity]:
+  """The identity recorded at `path` (a folder's `identity_file`), or None where there is none."""
+  if not storage.exists(path):
+    return None
+  try:
+    return RunIdentity.from_record(json.loads(storage.read_text(path)))
+  except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+    raise RunMismatch(f"{path}: unreadable ({e}); it records what produced the run beside it, so "
+                      "the rerun cannot be checked against it: restore it, or choose another "
+                      "output") from None
+
+
 def check_rerun(folder: str | os.PathLike, identity: RunIdentity, rules: FieldRules,
-                resume: str = "check", has_work: bool = True) -> list[Difference]:
-  """Compares `identity` with the one recorded in `folder` and raises `RunMismatch` on a field
-  that changes results (unless `resume="force"`); logs the allowed differences and returns them
-  all. `has_work`: whether the folder holds results yet (a folder without them may be reused)."""
+                resume: str = "check", has_work: bool = True, record: Optional[str] = None,
+                force_flag: str = "--config.resume=force") -> list[Difference]:
+  """Compares `identity` with the one recorded for `folder` (at `record`, by default its
+  `identity_file`) and raises `RunMismatch` on a field that changes results (unless
+  `resume="force"`); logs the allowed differences and returns them all. `has_work`: whether the
+  output holds results yet (one without them may be reused). `force_flag`: the override, as the
+  command's user writes it."""
   check_resume_mode(resume)
-  before = read_identity(folder)
+  where = record or identity_file(folder)
+  before = read_identity(where)
   if before is None or not has_work:
     return []
-  where = storage.join(folder, IDENTITY_FILE)
   found = differences(before, identity, rules)
   for d in found:
     if d.kind != "refused":
@@ -161,29 +170,28 @@ def check_rerun(folder: str | os.PathLike, identity: RunIdentity, rules: FieldRu
   refused = [d for d in found if d.kind == "refused"]
   if refused and resume == "force":
     for d in refused:
-      logger.warning("resume=force: continuing %s although %s", folder, d.line(where))
+      logger.warning("%s: continuing %s although %s", force_flag, folder, d.line(where))
   elif refused:
     lines = "\n  ".join(d.line(where) for d in refused)
     raise RunMismatch(
-        f"{folder} holds a {before.what or 'run'} that differs from this one in "
+        f"{folder} holds a run ({before.what or 'unnamed'}) that differs from this one in "
         f"{len(refused)} field{'s' if len(refused) > 1 else ''} that change{'' if len(refused) > 1 else 's'} "
-        f"results:\n  {lines}\nResuming would mix the two runs in one folder: choose another "
-        "folder, or pass resume=force (--config.resume=force) to continue anyway.")
+        f"results:\n  {lines}\nResuming would mix the two runs in one output: choose another "
+        f"output, or pass {force_flag} to continue anyway.")
   return found
 
 
-def write_identity(folder: str | os.PathLike, identity: RunIdentity) -> None:
-  """Records `identity` in `folder` (atomically: a reader sees the old record or the new)."""
-  path = storage.join(folder, IDENTITY_FILE)
-  try:
-    storage.write_atomic(path, json.dumps(json_values(identity.to_record()), indent=2, sort_keys=True) + "\n")
-  except OSError as e:
-    raise OSError(e.errno, f"{path}: cannot write the run's identity ({e.strerror or e})") from None
+def write_identity(folder: str | os.PathLike, identity: RunIdentity, record: Optional[str] = None) -> None:
+  """Records `identity` for `folder` (at `record`, by default its `identity_file`), atomically: a
+  reader sees the old record or the new."""
+  storage.write_atomic(record or identity_file(folder),
+                       json.dumps(json_values(identity.to_record()), indent=2, sort_keys=True) + "\n")
 
 
 def check_and_record(folder: str | os.PathLike, identity: RunIdentity, rules: FieldRules,
-                     resume: str = "check", has_work: bool = True) -> list[Difference]:
+                     resume: str = "check", has_work: bool = True, record: Optional[str] = None,
+                     force_flag: str = "--config.resume=force") -> list[Difference]:
   """`check_rerun`, then the record of this run written over the old one."""
-  found = check_rerun(folder, identity, rules, resume, has_work)
-  write_identity(folder, identity)
+  found = check_rerun(folder, identity, rules, resume, has_work, record, force_flag)
+  write_identity(folder, identity, record)
   return found

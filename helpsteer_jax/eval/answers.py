@@ -81,12 +81,15 @@ def read_answers(path: str, questions: Sequence[Question], model: str = "") -> A
   if not object_log.log_exists(path):
     raise FileNotFoundError(f"{path}: answer file not found")
   if path.endswith(".json"):
+    from helpsteer_jax.data.jsonl import check_document_encodable
     from helpsteer_jax.data.text_files import read_text
 
+    text = read_text(path)
     try:
-      rows = json.loads(read_text(path))
+      rows = json.loads(text)
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}: not valid JSON ({e})") from None
+    check_document_encodable(path, text, rows)
     if not isinstance(rows, list):
       raise ValueError(f"{path}: expected a JSON list of {{instruction, output}} answers")
     by_text = instruction_index(list(questions))

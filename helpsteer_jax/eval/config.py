@@ -6,8 +6,12 @@ files lock the config, so a misspelled command-line override fails instead of be
 
 from __future__ import annotations
 
+import math
+from typing import Any, Callable
+
 from ml_collections import ConfigDict
 
+from helpsteer_jax.data.run_identity import RESUME_MODES
 from helpsteer_jax.eval.results import BENCHMARKS
 from helpsteer_jax.parallel.mesh_config import mesh_config
 
@@ -88,6 +92,9 @@ def default_config(benchmark: str) -> ConfigDict:
   config.mesh = mesh_config((1, 1, 1))  # for the local models: shape (data, fsdp, tensor), rules
   config.distributed = ConfigDict({"mode": "auto"})
   config.output_dir = f"outputs/eval/{benchmark}/default"
+  # check: a rerun into a workdir holding another run's work (another model, other sampling
+  # values, another question file) is refused, naming each differing field; force: continue.
+  config.resume = "check"
   return config
 
 
@@ -104,3 +111,67 @@ def tiny_overrides(config: ConfigDict, limit: int = 3) -> ConfigDict:
   config.scoring.bootstrap_rounds = 20
   config.questions_per_batch = 4
   return config
+
+
+# (field, test, what the field must be): the numeric values with a valid range. A value out of
+# range fails when the run starts, before any model loads, instead of deep inside a judge call
+# (a negative `max_retries` made the HTTP judge report "failed 0 times").
+_Check = tuple[str, Callable[[Any], bool], str]
+_CHECKS: tuple[_Check, ...] = (
+    ("generation.max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("generation.temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
+    ("generation.top_p", lambda v: 0 < v <= 1, "in (0, 1] (1 = no nucleus truncation)"),
+    ("generation.top_k", lambda v: v >= 0, ">= 0 (0 = no top-k truncation)"),
+    ("generation.batch_size", lambda v: v >= 1, "at least 1"),
+    ("questions.start", lambda v: v >= 0, ">= 0"),
+    ("questions.limit", lambda v: v >= 0, ">= 0 (0 = all)"),
+    ("questions_per_batch", lambda v: v >= 1, "at least 1"),
+    ("judge.timeout_s", lambda v: v > 0, "> 0 seconds"),
+    ("judge.max_retries", lambda v: v >= 0, ">= 0 (0 = one attempt, no retry)"),
+    ("judge.backoff_s", lambda v: v >= 0, ">= 0 seconds"),
+    ("judge.max_backoff_s", lambda v: v >= 0, ">= 0 seconds"),
+    ("judge.max_workers", lambda v: v >= 1, "at least 1 (concurrent judge calls)"),
+    ("judge.temperature", lambda v: v >= 0, ">= 0"),
+    ("judge.max_tokens", lambda v: v >= 1, "at least 1"),
+    ("judge.batch_size", lambda v: v >= 1, "at least 1"),
+    ("judge.tie_margin", lambda v: v >= 0, ">= 0"),
+    ("scoring.bootstrap_rounds", lambda v: v >= 0, ">= 0 (0 = no confidence interval)"),
+    ("alpaca.top_logprobs", lambda v: 0 <= v <= 20, "in [0, 20] (0 = ask for the letter only)"),
+)
+
+
+def _value(config: ConfigDict, name: str) -> Any:
+  """The value of dotted field `name`, or None when the config has no such field (or it is None)."""
+  node: Any = config
+  for part in name.split("."):
+    if not isinstance(node, ConfigDict) or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def _in_range(test: Callable[[Any], bool], value: Any) -> bool:
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return False
+  return not (isinstance(value, float) and math.isnan(value)) and test(value)
+
+
+def check_config(config: ConfigDict) -> None:
+  """Raises ValueError naming the field and its value for every value out of range (all of them
+  in one message), so a mistyped override fails before any model loads or judge call."""
+  problems = []
+  for name, test, expected in _CHECKS:
+    value = _value(config, name)
+    if value is not None and not _in_range(test, value):
+      problems.append(f"{name}={value!r}: must be {expected}")
+  tie, strong = _value(config, "judge.tie_margin"), _value(config, "judge.strong_margin")
+  if strong is not None and not _in_range(lambda v: v >= (tie or 0), strong):
+    problems.append(f"judge.strong_margin={strong!r}: must be >= judge.tie_margin ({tie!r})")
+  kind = _value(config, "judge.kind")
+  if kind is not None and kind not in JUDGE_KINDS:
+    problems.append(f"judge.kind={kind!r}: must be one of {JUDGE_KINDS}")
+  resume = _value(config, "resume")
+  if resume is not None and resume not in RESUME_MODES:
+    problems.append(f"resume={resume!r}: must be one of {RESUME_MODES}")
+  if problems:
+    raise ValueError("invalid evaluation config:\n  " + "\n  ".join(problems))

@@ -5,9 +5,15 @@ Order of work, each step resumable:
 2. answers: read from `config.model.answers`, or generated with the project's sampler and
    appended to `<workdir>/answers.jsonl` batch by batch (a rerun answers only what is missing);
 3. judgments: appended to `<workdir>/judgments.jsonl` batch by batch, each judge call also kept in
-   the judge cache (a rerun repeats no judge call); judgments by another judge in the same file
+   the judge cache (a rerun repeats no judge call that gave a verdict); judgments by another judge in the same file
    are left there and ignored, so switching judges never mixes their verdicts;
 4. scoring, and `<workdir>/eval_result.json` (format in `eval/results.py`).
+The config's values are checked before anything runs (`eval/config.check_config`), and the workdir
+records what produced it (`run_identity.json`: the config, the answer model's fingerprint or the
+answer file's, the question file's, the judge's): a rerun that would mix another model's answers,
+other sampling values or another question set into it is refused before any model loads
+(`resume="force"` continues anyway). A judgment without a usable verdict is judged again on a
+rerun, neither replayed from the judge cache nor kept as done.
 With several processes (a multi-host mesh) every process generates and scores, process 0 alone
 writes files and calls an HTTP judge; the workdir must then be on a shared file system or in a
 bucket (gs://...), as every path here may be (`helpsteer_jax.storage`).
@@ -25,13 +31,19 @@ from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
 from helpsteer_jax import storage
+from helpsteer_jax.checkpoints.identity import model_identity
 from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 from helpsteer_jax.data.jsonl import JsonlAppender
+from helpsteer_jax.data.run_identity import (FieldRules, RunIdentity, check_and_record, check_rerun,
+                                             identity_file, json_values, read_identity)
 from helpsteer_jax.eval import alpaca_difficulty, alpaca_eval, arena_hard, mt_bench, sources
 from helpsteer_jax.eval.answers import (AnswerSet, generate_answers, make_generate_fn, missing_answers,
                                         read_answers)
-from helpsteer_jax.eval.config import JUDGE_KINDS
+from helpsteer_jax.eval.config import JUDGE_KINDS, check_config
+from helpsteer_jax.eval.judges.base import ChatReply
 from helpsteer_jax.eval.results import ANSWERS_FILE, JUDGMENTS_FILE, make_result, write_result
+from helpsteer_jax.storage import object_log
+from helpsteer_jax.storage.fingerprints import file_fingerprint, text_fingerprint
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 MT_BENCH_TABLE = "mt_bench_table.md"
@@ -106,12 +118,36 @@ def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources
 # -- judges -------------------------------------------------------------------------------------
 
 
+def reply_has_verdict(benchmark: str) -> Callable[[ChatReply], bool]:
+  """Whether a judge's reply holds a verdict the benchmark can read (others are asked again)."""
+  if benchmark == "arena_hard":
+    return lambda reply: arena_hard.parse_verdict(reply.text) is not None
+  if benchmark == "mt_bench":
+    return lambda reply: mt_bench.parse_rating(reply.text) is not None
+  return lambda reply: alpaca_eval.parse_preference(reply.text, reply.top_logprobs, True) is not None
+
+
+def judgment_has_verdict(benchmark: str) -> Callable[[dict[str, Any]], bool]:
+  """Whether a chat judge's judgment record holds a usable verdict."""
+  if benchmark == "arena_hard":
+    return lambda r: bool(r.get("games")) and all(
+        isinstance(g, dict) and g.get("score") in arena_hard.LABELS for g in r["games"])
+  if benchmark == "mt_bench":
+    return lambda r: r.get("score") != mt_bench.FAILED
+  return lambda r: r.get("model_win_prob") is not None
+
+
+def _judgment_key(record: dict[str, Any]) -> tuple[str, int]:
+  return str(record["question_id"]), int(record.get("turn", 1))
+
+
 def build_judge(config: ConfigDict, workdir: str, models: ModelPool):
   j = config.judge
   if j.kind not in JUDGE_KINDS:
     raise ValueError(f"judge.kind={j.kind!r}; expected one of {JUDGE_KINDS}")
   from helpsteer_jax.eval.judges.cache import CachedChatJudge, JudgeCache
-  cache = JudgeCache(j.cache_path or storage.join(workdir, JUDGE_CACHE_FILE))
+  cache = JudgeCache(j.cache_path or storage.join(workdir, JUDGE_CACHE_FILE),
+                     usable=reply_has_verdict(config.benchmark))
   if j.kind == "http":
     from helpsteer_jax.eval.judges.http_judge import HttpJudge, HttpJudgeSettings
     settings = HttpJudgeSettings(
@@ -135,7 +171,7 @@ def _stem(path: str) -> str:
   return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
-def judge_name(config: ConfigDict, models: ModelPool) -> str:
+def judge_name(config: ConfigDict, models: Optional[ModelPool] = None) -> str:
   """The name the configured judge records in its judgments (known without loading a model)."""
   j = config.judge
   if j.kind == "http":
@@ -160,6 +196,7 @@ class _LazyJudge:
     self._judge = None
     self.is_chat = config.judge.kind != "reward_model"
     self.name = judge_name(config, models)
+    self._has_verdict = judgment_has_verdict(config.benchmark)
 
   def get(self):
     if self._judge is None:
@@ -167,13 +204,22 @@ class _LazyJudge:
     return self._judge
 
   def done(self, log: JsonlAppender, model: str) -> list[dict[str, Any]]:
-    """The judgments of `model` by this judge already in `log` (others' are left alone)."""
+    """The judgments of `model` by this judge already in `log` (others' are left alone), the
+    latest per question and turn. A chat judgment without a usable verdict is not done: it is
+    judged again, and the new record, appended after it, is the one read next time."""
     rows = [r for r in log.read() if r.get("model") == model]
     mine = [r for r in rows if _record_judge(r) == self.name]
     if len(mine) < len(rows):
       logging.warning("%s: %d judgments by other judges are ignored (this judge: %s)", log.path,
                       len(rows) - len(mine), self.name)
-    return mine
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in mine:
+      if not self.is_chat or self._has_verdict(r):
+        latest[_judgment_key(r)] = r
+    failed = {_judgment_key(r) for r in mine} - latest.keys()
+    if failed:
+      logging.info("%s: %d judgments hold no usable verdict and are judged again", log.path, len(failed))
+    return list(latest.values())
 
 
 def _judge_in_batches(log: JsonlAppender, todo: Sequence[Any], per_batch: int, judge_fn: Callable,
@@ -187,6 +233,87 @@ def _judge_in_batches(log: JsonlAppender, todo: Sequence[Any], per_batch: int, j
       out.extend(records)
       bar.update(len(todo[start:start + per_batch]))
   return out
+
+
+# -- what produced the workdir ------------------------------------------------------------------
+
+# Fields that change where or how fast the run goes, or only how its stored work is summed up
+# (scoring is recomputed from every judgment on each run), never what it stores. Paths whose
+# content is fingerprinted (the answer model, the answer and question files) are compared by
+# their fingerprints instead, so a moved file is the same file.
+_IGNORED = ("output_dir", "mesh", "distributed", "resume", "label", "questions_per_batch",
+            "generation.batch_size", "model.path", "model.answers", "questions.path", "baseline.path",
+            "judge.timeout_s", "judge.max_retries", "judge.backoff_s", "judge.max_backoff_s",
+            "judge.max_workers", "judge.api_key_env", "judge.cache_path", "judge.batch_size",
+            "judge.base_url", "judge.model", "judge.path", "scoring", "alpaca.difficulty_file")
+_EXTENDS = ("questions.limit",)
+# Fields that decide judgments. Judgments are kept by the judge's name, so under another name
+# they are another judge's, kept apart from the old ones (and allowed); under the same name they
+# would be mixed with the old ones (and are refused).
+_JUDGMENT_FIELDS = ("judge", "models.judge", "baseline", "inputs.baseline", "references_path",
+                    "judge_prompts_path", "alpaca.order_seed", "alpaca.top_logprobs")
+_QUESTION_FILES = {"arena_hard": sources.ARENA_HARD_QUESTIONS, "mt_bench": sources.MT_BENCH_QUESTIONS,
+                   "alpaca_eval": sources.ALPACA_EVAL_BASELINE}
+
+
+def questions_file(config: ConfigDict) -> str:
+  """The file `load_questions` reads (for AlpacaEval also the baseline's answers)."""
+  override = config.questions.path
+  if config.benchmark == "alpaca_eval":
+    override = config.baseline.path or override
+  return override or os.fspath(sources.locate(*_QUESTION_FILES[config.benchmark]))
+
+
+def answers_fingerprint(path: str) -> str:
+  """The fingerprint of an answer file, or of a scaling output folder's results."""
+  if storage.is_dir(path):
+    path = storage.join(path, "results.jsonl")
+  if storage.is_file(path):
+    return file_fingerprint(path)
+  if object_log.log_exists(path):  # a bucket's append log of parts
+    return text_fingerprint(object_log.read_log(path).decode("latin-1"))
+  return "(missing)"  # read_answers names the missing file next
+
+
+def judge_identity(config: ConfigDict) -> dict[str, str]:
+  """The judge's record: an HTTP judge's model at its endpoint, a local judge's checkpoint (its
+  fingerprint), and the name its judgments are kept under."""
+  j = config.judge
+  name = judge_name(config)
+  if j.kind == "http":
+    return {"path": j.base_url, "fingerprint": f"{j.model} at {j.base_url}", "name": name}
+  return {**model_identity(j.path or config.model.path).to_record(), "name": name}
+
+
+def evaluation_identity(config: ConfigDict) -> RunIdentity:
+  """What an evaluation run is, for the workdir's record (read without loading any model)."""
+  inputs = {"questions": file_fingerprint(questions_file(config))}
+  models = {"judge": judge_identity(config)}
+  if config.model.answers:
+    inputs["answers"] = answers_fingerprint(config.model.answers)
+  else:
+    models["answers"] = model_identity(config.model.path).to_record()
+  if config.benchmark == "arena_hard" and config.baseline.path:
+    inputs["baseline"] = file_fingerprint(config.baseline.path)
+  return RunIdentity("benchmark evaluation", json_values(config.to_dict()), models, inputs)
+
+
+def check_workdir_identity(config: ConfigDict, workdir: str) -> None:
+  """Refuses (`RunMismatch`) a rerun into a workdir holding answers or judgments of a run that
+  differs in a field that changes them, naming each field with both values; then records this
+  run (process 0). `config.resume="force"` continues anyway."""
+  identity = evaluation_identity(config)
+  before = read_identity(identity_file(workdir))
+  ignored = _IGNORED
+  if before is not None and before.models.get("judge", {}).get("name") != identity.models["judge"]["name"]:
+    ignored += _JUDGMENT_FIELDS
+  rules = FieldRules(extends=_EXTENDS, ignores=ignored)
+  has_work = any(object_log.log_exists(storage.join(workdir, name)) for name in (ANSWERS_FILE, JUDGMENTS_FILE))
+  resume = config.get("resume", "check")
+  if _is_writer():
+    check_and_record(workdir, identity, rules, resume, has_work)
+  else:
+    check_rerun(workdir, identity, rules, resume, has_work)
 
 
 # -- the three benchmarks -----------------------------------------------------------------------
@@ -294,6 +421,7 @@ def run_evaluation(config: ConfigDict, workdir: Optional[str] = None) -> dict[st
   is checked writable and held by this run alone (on process 0, the one that writes)."""
   from helpsteer_jax.data.run_folder import claim_run_folder
 
+  check_config(config)
   workdir = workdir or config.output_dir
   with claim_run_folder(workdir, what=f"{config.benchmark} evaluation", enabled=_is_writer()):
     return _run_evaluation(config, workdir)
@@ -304,6 +432,7 @@ def _run_evaluation(config: ConfigDict, workdir: str) -> dict[str, Any]:
   questions, baseline, baseline_name = load_questions(config)
   if not questions:
     raise ValueError("no questions selected (check questions.start and questions.limit)")
+  check_workdir_identity(config, workdir)
   models = ModelPool(config.mesh)
   answers = obtain_answers(config, workdir, questions, models)
   if config.judge.kind == "http" and not _is_writer():

@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from helpsteer_jax import storage
-from helpsteer_jax.data.jsonl import read_jsonl
+from helpsteer_jax.data.jsonl import check_document_encodable, read_jsonl
 from helpsteer_jax.data.prompt_sources import (ALPACA_EVAL_REFERENCE, ARENA_HARD_QUESTIONS, ARENA_HARD_URL,
                                                 FASTCHAT_URL, MT_BENCH_QUESTIONS, locate)
 from helpsteer_jax.data.text_files import read_text
@@ -117,10 +117,12 @@ def alpaca_eval_set(path: str = "", start: int = 0,
   AlpacaEval's own layout (a list of `instruction`/`output`) are matched by instruction text.
   """
   file = _file(ALPACA_EVAL_BASELINE, path)
+  text = read_text(file)
   try:
-    rows = json.loads(read_text(file))
+    rows = json.loads(text)
   except json.JSONDecodeError as e:
     raise ValueError(f"{file}: not valid JSON ({e})") from None
+  check_document_encodable(file, text, rows)
   if not isinstance(rows, list):
     raise ValueError(f"{file}: expected a JSON list of {{instruction, output, generator}}")
   questions, baseline, generator = [], {}, ""

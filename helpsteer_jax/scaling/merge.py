@@ -98,6 +98,20 @@ def _check_same_config(folders: list[str], configs: list[dict[str, Any]]) -> Non
                        f"{', ...' if len(differ) > 6 else ''}); only output_dir, prompts.shard and distributed may differ")
 
 
+def _check_same_models(records: list[dict[str, Any]], owner: dict[str, str]) -> None:
+  """Shards of one run answer with the same weights: the configs name paths, and the records'
+  model fingerprints tell whether the files behind the paths were the same (older runs' records
+  name none)."""
+  seen: dict[str, tuple[str, str]] = {}  # role -> (fingerprint, the record's folder)
+  for record in records:
+    for role, model in (record.get("models") or {}).items():
+      where = owner[str(record["id"])]
+      first = seen.setdefault(role, (model.get("fingerprint"), where))
+      if first[0] != model.get("fingerprint"):
+        raise MergeError(f"the {role} model differs between {first[1]} ({first[0]}) and {where} "
+                         f"({model.get('fingerprint')}): shards of one run use the same weights")
+
+
 def _check_output(output: str, folders: list[str]) -> None:
   if _identity(output) in {_identity(f) for f in folders}:
     raise MergeError(f"--output={output} is one of the inputs")
@@ -131,6 +145,7 @@ def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
                          "share a prompt")
       owner[rid] = folder
       records.append(record)
+  _check_same_models(records, owner)
   prompts = configs[0]["prompts"]
   items = load_prompts(prompts["source"], prompts["path"], prompts["limit"], prompts["start"],
                        prompts.get("max_turns", 0))

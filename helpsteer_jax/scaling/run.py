@@ -24,11 +24,22 @@ from helpsteer_jax.scaling.search_settings import settings_from_config as search
 def build_search(config: ConfigDict, pool: ModelPool, load: bool = True):
   """The search of `config`. With `load` off (the staged schedule) no weights load: the roles
   hold their tokenizers and model keys, and `StageModels` loads each stage's model in turn."""
-  from helpsteer_jax.formats.prompts import check_prompt_format
   from helpsteer_jax.scaling.search import FeedbackEditSearch
 
+  settings = check_search_config(config)
+  roles = {name: _role(config, pool, name, load) for name in ("policy", "feedback", "edit")}
+  return FeedbackEditSearch(settings, roles["policy"], selector=build_selector(config, pool, load),
+                            feedback=roles["feedback"], edit=roles["edit"])
+
+
+def check_search_config(config: ConfigDict):
+  """Every value of the search's config that can be checked without a model: the search's
+  settings (each stage's sampling named), the roles' layouts and the selector's kind. Returns the
+  settings."""
+  from helpsteer_jax.formats.prompts import check_prompt_format
+
+  check_resume_mode(config.get("resume", "check"))
   settings = search_settings(config.search)
-  # Bad layout names fail here, before any model loads.
   check_prompt_format(config.feedback_model.prompt_format, "feedback")
   check_prompt_format(config.edit_model.prompt_format, "edit")
   check_prompt_format(config.selector.prompt_format,
@@ -40,9 +51,7 @@ def build_search(config: ConfigDict, pool: ModelPool, load: bool = True):
     raise ValueError(f"selector.kind={config.selector.kind!r}; expected generative_judge, reward_model or none")
   if config.selector.kind == "reward_model" and config.selector.path in ("", POLICY):
     raise ValueError("selector.kind='reward_model' needs selector.path to a reward model folder")
-  roles = {name: _role(config, pool, name, load) for name in ("policy", "feedback", "edit")}
-  return FeedbackEditSearch(settings, roles["policy"], selector=build_selector(config, pool, load),
-                            feedback=roles["feedback"], edit=roles["edit"])
+  return settings
 
 
 def _role(config: ConfigDict, pool: ModelPool, name: str, load: bool):
@@ -179,8 +188,7 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
   # Bad values fail here, before any folder is made or model loads: the shard, the resume mode,
   # and every search value (each stage's sampling, whether or not the mode runs the stage).
   shard = parse_shard(config.prompts.get("shard", ""))
-  check_resume_mode(config.get("resume", "check"))
-  search_settings(config.search)
+  check_search_config(config)
   folder = run_folder(config.output_dir, shard)
   # Every process of a multi-host run runs the same search; process 0 alone holds and writes the folder.
   with claim_run_folder(folder, what="scaling search", enabled=jax.process_index() == 0):

@@ -9,27 +9,14 @@ checkpoint in the workdir.
 
 from __future__ import annotations
 
-import logging
-
 from absl import app, flags
 from ml_collections import config_flags
 
 from helpsteer_jax import entry_point
+from helpsteer_jax.train.library_logs import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, tensorboard/.")
-
-
-class _DropLibraryInfo(logging.Filter):
-  """Keeps the run's own INFO lines; Orbax logs several INFO lines per array per save."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
-
-
-def quiet_library_logs() -> None:
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(_DropLibraryInfo())
 
 
 def main(argv) -> None:

@@ -76,6 +76,10 @@ class BestCheckpoint:
     self.step, self.value = step, value
     return True
 
+  def check_saved(self) -> None:
+    """Raises `CheckpointSaveError` when the last kept parameters failed to write."""
+    self.checkpointer.check_saved()
+
   def close(self) -> None:
     self.checkpointer.close()
 

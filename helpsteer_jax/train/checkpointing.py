@@ -11,10 +11,16 @@ Resume order (first that applies; logged by the loop):
   3. `config.init_weights`, model weights only (an HF folder or GGUF file), fresh optimizer,
   4. random initialisation.
 
-A newest checkpoint that cannot be restored (a data file lost or cut short, e.g. by a disk that
+A newest checkpoint that cannot be read (a data file lost or cut short, e.g. by a disk that
 filled up) raises `CheckpointError` naming its step folder; with `resume_fallback="previous"` (the
 default) it is moved aside to `<workdir>/corrupt_checkpoints/` and the newest intact step is used
-instead, so a preempted job that lost its last save restarts by itself.
+instead, so a preempted job that lost its last save restarts by itself. A checkpoint that reads
+but does not fit the model (another vocabulary, width or dtype: the config changed, the files are
+fine) raises `CheckpointMismatch` naming the array and both shapes, and nothing is moved.
+
+A save runs in the background; when it fails (a full disk, a revoked bucket) `check_saved`,
+`save`, `wait` and `close` raise `CheckpointSaveError`, one line naming the step's folder and the
+OS error, so the loop stops at the next step instead of training on without checkpoints.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import re
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -36,6 +43,19 @@ logger = logging.getLogger(__name__)
 
 RESUME_FALLBACKS = ("previous", "none")
 CORRUPT_DIR = "corrupt_checkpoints"
+
+
+class CheckpointMismatch(ValueError):
+  """A checkpoint that reads but whose arrays do not fit this run's state (another model or
+  optimizer config): the message names the array with the checkpoint's and the model's shape."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint whose (background) write failed: the message names its folder and the error."""
+
+  def __init__(self, message: str, errno: Optional[int] = None):
+    super().__init__(message)
+    self.errno = errno
 
 
 _UNREADABLE = re.compile(r'Error reading "([^"]+)" in OCDBT database at [^:]*: ([^;]+)')
@@ -54,6 +74,54 @@ def _what_failed(e: BaseException) -> str:
     x = x.__cause__ or x.__context__
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def _os_error(e: BaseException) -> Optional[OSError]:
+  """The first OSError in the chain of `e` (Orbax re-raises a background write's error as is, or
+  wrapped)."""
+  x: Optional[BaseException] = e
+  while x is not None:
+    if isinstance(x, OSError):
+      return x
+    x = x.__cause__ or x.__context__
+  return None
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+  lines = str(e).strip().splitlines()
+  text = lines[0] if lines else ""
+  return f"{type(e).__name__}: {text[:limit]}"
+
+
+def _flat_arrays(tree: Any) -> dict[str, Any]:
+  """Leaves of a nested dict by their '/'-joined path."""
+  return {"/".join(path_names(path)): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _describe(shape: Any, dtype: Any) -> str:
+  return f"{tuple(shape)} {np.dtype(dtype).name}"
+
+
+def _mismatches(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+  """Each array of `wanted` (ShapeDtypeStructs) that `stored` (Orbax's array metadata) lacks or
+  holds with another shape or dtype, and each stored array the model has no place for."""
+  out = []
+  # The parameters first: the optimizer's moments only repeat their shapes.
+  for name, target in sorted(wanted.items(), key=lambda item: not item[0].startswith("params/")):
+    have = stored.get(name)
+    if have is None:
+      out.append(f"array {name!r} is not in the checkpoint; the model has it as "
+                 f"{_describe(target.shape, target.dtype)}")
+      continue
+    shape, dtype = getattr(have, "shape", None), getattr(have, "dtype", None)
+    if shape is None or dtype is None:
+      continue
+    if tuple(shape) != tuple(target.shape) or np.dtype(dtype) != np.dtype(target.dtype):
+      out.append(f"array {name!r} is {_describe(shape, dtype)} in the checkpoint, "
+                 f"{_describe(target.shape, target.dtype)} in the model")
+  out.extend(f"array {name!r} of the checkpoint has no place in the model" for name in stored
+             if name not in wanted)
+  return out
 
 
 def to_nested_dict(tree: Any) -> dict:
@@ -90,18 +158,43 @@ class Checkpointer:
         cleanup_tmp_directories=True,
     )
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self._unconfirmed: Optional[int] = None  # the step of a save not yet known to be on disk
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, data_position: dict, force: bool = False) -> bool:
-    """Starts an asynchronous save (returns at once; `wait` blocks until it is on disk)."""
-    return self.manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(to_nested_dict(state)),
-                                data=ocp.args.JsonSave(data_position)),
-        force=force,
-    )
+    """Starts an asynchronous save (returns at once; `wait` blocks until it is on disk). The
+    previous save is waited for first, so its failure is raised here naming its own step."""
+    self.wait()
+    try:
+      saved = self.manager.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(to_nested_dict(state)),
+                                  data=ocp.args.JsonSave(data_position)),
+          force=force,
+      )
+    except Exception as e:  # the synchronous part: the temporary folder, the host copy
+      raise self._save_error(step, e) from None
+    if saved:
+      self._unconfirmed = step
+    return saved
+
+  def check_saved(self) -> None:
+    """Raises `CheckpointSaveError` when the last save has failed in the background; returns at
+    once while it is still being written (cheap enough to call after every step)."""
+    if self._unconfirmed is not None and not self.manager.is_saving_in_progress():
+      self.wait()
+
+  def _save_error(self, step: int, e: BaseException) -> CheckpointSaveError:
+    logger.debug("the save of step %d failed", step, exc_info=e)
+    os_error = _os_error(e)
+    reason = str(os_error) if os_error is not None else _first_line(e)
+    intact = [s for s in self.manager.all_steps() if s != step]
+    after = f"the newest complete checkpoint is step {max(intact)}" if intact else "no checkpoint is complete"
+    return CheckpointSaveError(
+        f"{self.directory / str(step)}: the checkpoint of step {step} could not be written "
+        f"({reason}); training stops here, {after}", getattr(os_error, "errno", None))
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> tuple[Any, dict, int]:
     """(state on its shardings, data position, step) from `step` or the latest checkpoint.
@@ -115,6 +208,7 @@ class Checkpointer:
     missing = [item for item in ("state", "data") if not (folder / item).is_dir()]
     if missing:
       raise CheckpointError(f"{folder}: the checkpoint of step {step} has no {' or '.join(missing)} item")
+    self._check_fits(folder, step, abstract_state)
     try:
       restored = self.manager.restore(
           step,
@@ -125,6 +219,28 @@ class Checkpointer:
       raise CheckpointError(f"{folder}: the checkpoint of step {step} cannot be restored "
                             f"({_what_failed(e)})") from None
     return from_nested_dict(abstract_state, restored["state"]), dict(restored["data"] or {}), step
+
+  def _check_fits(self, folder: epath.Path, step: int, abstract_state: Any) -> None:
+    """Raises `CheckpointMismatch` when the step's arrays differ from the model's in name, shape
+    or dtype (Orbax would refuse a shape as if the files were damaged, and cast a dtype silently).
+    Metadata that cannot be read is left to the restore, which names the damage."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+      metadata = handler.metadata(folder / "state")
+      stored = _flat_arrays(getattr(metadata, "tree", metadata))
+    except Exception as e:  # a damaged step: the restore reports it
+      logger.debug("%s: no array metadata (%s)", folder, _first_line(e))
+      return
+    finally:
+      handler.close()
+    problems = _mismatches(stored, _flat_arrays(to_nested_dict(abstract_state)))
+    if problems:
+      others = len(problems) - 1
+      more = f" (and {others} more array{'s' if others > 1 else ''})" if others else ""
+      raise CheckpointMismatch(
+          f"{folder}: the checkpoint of step {step} does not fit this run's model: {problems[0]}{more}. "
+          "The files are intact; the model or optimizer config differs from the run that saved "
+          "them: resume with that config, or train in another workdir")
 
   def restore_newest_intact(self, abstract_state: Any, fallback: str = "previous") -> tuple[Any, dict, int]:
     """`restore` of the latest step; when it fails and `fallback="previous"`, that step is moved
@@ -175,11 +291,26 @@ class Checkpointer:
     return dict(restored["data"] or {})
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Blocks until the last save is on disk; raises `CheckpointSaveError` if it failed."""
+    step, self._unconfirmed = self._unconfirmed, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:
+      if step is None:
+        raise
+      raise self._save_error(step, e) from None
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+  """Whether `directory` holds a finished step folder (without opening an Orbax manager, which
+  would create it)."""
+  return any(name.isdigit() for name in storage.listdir(directory))
 
 
 def find_checkpoint(path: str | os.PathLike) -> tuple[epath.Path, Optional[int]]:

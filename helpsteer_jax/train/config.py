@@ -60,6 +60,10 @@ def default_train_config() -> ConfigDict:
       "init_weights": "",  # HF folder or .gguf ('embedded' = the bundled SmolLM2); '' = random
       "tokenizer": "",  # '' = from init_weights, else the embedded SmolLM2's; 'llama3' = Llama-3's
       "resume_from": "",  # another run's checkpoint folder to continue from
+      # A workdir that holds checkpoints of a run with other settings: "check" refuses to resume
+      # it when a field that changes results differs (batch size, learning rate, model, data,
+      # seed; see train/run_record.py), naming each; "force" continues and logs each such field.
+      "resume": "check",
       # A newest checkpoint that does not restore: "previous" resumes from the newest intact step
       # (logged; the damaged one is moved to <workdir>/corrupt_checkpoints), "none" fails.
       "resume_fallback": "previous",

@@ -6,8 +6,12 @@ batch's split into micro-batches (`batch_plan`), the run's length in steps or ep
 (`run_length`), checkpoints and resume, preemption, metrics, progress, the eval loop and the
 checkpoint of best held-out loss or accuracy (`best_checkpoint`).
 
-Start-up order: mesh and batch split (a split that does not divide fails here, before anything
-is loaded or compiled), training data and run length, model, train state, step.
+Start-up order: the optimizer's values; mesh and batch split (a split that does not divide fails
+here, before anything is loaded or compiled); the workdir's record of what produced it, checked
+against this run (`run_record.check_workdir`: a resume that would change results is refused)
+and only then `config.json`; training data and run length (with the warmup checked against it);
+model, train state, step. A checkpoint save that fails in the background stops the run at the
+next step, naming the step's folder and the OS error.
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import run_length, run_record
 from helpsteer_jax.train.batch_plan import BatchPlan, data_parallel_size, plan_batch
 from helpsteer_jax.train.best_checkpoint import BestCheckpoint, check_settings
-from helpsteer_jax.train.checkpointing import Checkpointer, find_checkpoint
+from helpsteer_jax.train.checkpointing import Checkpointer, find_checkpoint, has_checkpoint
 from helpsteer_jax.train.metrics_writer import MetricsWriter
-from helpsteer_jax.train.optimizer import make_optimizer
+from helpsteer_jax.train.optimizer import check_optim_config, check_schedule_length, make_optimizer
 from helpsteer_jax.train.state import TrainState, abstract_train_state, init_state, train_state_shardings
 from helpsteer_jax.train.step import LossFn, finalize_eval, make_eval_step, make_train_step
 
@@ -179,7 +183,9 @@ def batch_plan_from_config(config: ml_collections.ConfigDict, sharding: Sharding
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
   """Trains `task` in `workdir`, resuming what is there; process 0 first checks the workdir
-  writable and holds it for the run (`data/run_folder.py`), so a second run on it fails at once."""
+  writable and holds it for the run (`data/run_folder.py`), so a second run on it fails at once.
+  Values no run can train with fail before that."""
+  check_optim_config(config.optim)
   with claim_run_folder(workdir, what=f"training run {config.get('name', 'train')!r}",
                         enabled=jax.process_index() == 0):
     return _train_and_evaluate(config, workdir, task)
@@ -197,10 +203,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
   logger.info("%s", batch_plan.describe())
   if is_main:
     workdir_path.mkdir(parents=True, exist_ok=True)
+  # Every process checks (so all refuse together); process 0 records, then writes config.json.
+  run_record.check_workdir(config, workdir_path, has_work=has_checkpoint(workdir_path / "checkpoints"),
+                           write=is_main)
+  if is_main:
     resolved = run_record.record_config(config, workdir_path)
 
   train_iter = task.train_data(jax.process_index(), jax.process_count())
   total_steps = run_length.total_steps(config, train_iter)
+  check_schedule_length(config.optim, total_steps)
   logger.info("run length: %d steps of %d rows", total_steps, batch_plan.global_batch_size)
 
   model = task.build_model(config, sharding)
@@ -319,6 +330,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
         tokens_trained += num_tokens
         state, metrics = jitted_step(state, batch, rng)
         step += 1
+        checkpointer.check_saved()  # a failed background save stops the run here
+        if best is not None:
+          best.check_saved()
         if pending is not None:
           last = flush(pending)
         pending = (step, metrics, started, num_tokens, extra)
@@ -343,6 +357,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
           break
       if pending is not None:
         last = flush(pending)
+      checkpointer.wait()  # the last save is on disk (or its failure raised) before the run ends
   finally:
     progress.close()
     checkpointer.close()

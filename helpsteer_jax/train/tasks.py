@@ -1,7 +1,8 @@
 """Trainers as tasks for the shared loop, chosen by `config.trainer`.
 
 Each task says how to build its model, its data and its loss; `run_training` hands it to
-`loop.train_and_evaluate` and, at the end, exports the weights in HF format if asked.
+`loop.train_and_evaluate` and, at the end, exports the weights in HF format if asked (a write
+that fails names the export folder and file).
 """
 
 from __future__ import annotations
@@ -88,6 +89,20 @@ def model_to_export(result, workdir: str, export_from: str) -> nnx.Module:
   return nnx.merge(result.graphdef, params, result.rest)
 
 
+def export_model(task, model: nnx.Module, export_dir: str, workdir: str) -> None:
+  """`task.export(model, export_dir)`; a write that fails names the export folder (and the file,
+  where the OS gives it) and says the checkpoints are intact, so the same command can export
+  again once the folder is fixed."""
+  try:
+    task.export(model, export_dir)
+  except OSError as e:
+    detail = str(e) if e.filename else (e.strerror or str(e))
+    message = (f"{export_dir}: cannot write the export of the trained weights ({detail}); the "
+               f"checkpoints in {storage.join(workdir, 'checkpoints')} are intact: free the space or "
+               "fix the folder and rerun the same command to export")
+    raise (OSError(e.errno, message) if e.errno is not None else OSError(message)) from None
+
+
 def run_training(config: ml_collections.ConfigDict, workdir: str):
   from helpsteer_jax.train.loop import train_and_evaluate
 
@@ -99,7 +114,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str):
   export_from = config.get("export_from", "latest")
   exported = export_dir and not result.preempted and result.step >= result.total_steps
   if exported:
-    task.export(model_to_export(result, workdir, export_from), export_dir)
+    export_model(task, model_to_export(result, workdir, export_from), export_dir, workdir)
     logger.info("exported the %s weights to %s", export_from, export_dir)
   if jax.process_index() == 0:
     print("\n".join(summary_lines(storage.as_path(storage.absolute(workdir)), result.step, result.total_steps,

@@ -44,6 +44,17 @@ class HttpJudgeSettings:
   max_backoff_s: float = 60.0
   max_workers: int = 8
 
+  def __post_init__(self):
+    # Settings built without the evaluation config's check (eval/config.py) fail here, not as
+    # "failed 0 times" after a negative retry count or inside requests after a zero timeout.
+    for name, ok, expected in (("timeout_s", self.timeout_s > 0, "> 0"),
+                               ("max_retries", self.max_retries >= 0, ">= 0"),
+                               ("backoff_s", self.backoff_s >= 0, ">= 0"),
+                               ("max_backoff_s", self.max_backoff_s >= 0, ">= 0"),
+                               ("max_workers", self.max_workers >= 1, ">= 1")):
+      if not ok:
+        raise ValueError(f"judge.{name}={getattr(self, name)!r}: must be {expected}")
+
 
 def _retry_after(response: requests.Response) -> Optional[float]:
   value = response.headers.get("Retry-After")
