@@ -144,6 +144,20 @@ def test_sampling_values_fail_naming_the_stage_before_any_folder_or_model(
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("field, value, expected", [
+    ("prompts.limit", -1, "prompts.limit=-1; expected at least 0"),
+    ("prompts_per_batch", 0, "prompts_per_batch=0; expected at least 1"),
+    ("search.num_drafts", 0, "num_drafts=0; expected at least 1"),
+])
+def test_run_values_fail_before_any_folder_or_model(model_dir, tmp_path, no_model_loads, field, value, expected):
+  config = _config(model_dir, tmp_path)
+  block, _, name = field.rpartition(".")
+  (config[block] if block else config)[name] = value
+  with pytest.raises(ValueError, match=expected):
+    scale.run_search(config)
+  assert not (tmp_path / "out").exists()
+
+
 def test_an_unknown_resume_mode_fails_before_any_folder(model_dir, tmp_path):
   config = _config(model_dir, tmp_path)
   config.resume = "always"

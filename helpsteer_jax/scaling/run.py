@@ -40,6 +40,12 @@ def check_search_config(config: ConfigDict):
 
   check_resume_mode(config.get("resume", "check"))
   settings = search_settings(config.search)
+  for name, value, least in (("prompts.limit", config.prompts.limit, 0), ("prompts.start", config.prompts.start, 0),
+                             ("prompts.max_turns", config.prompts.get("max_turns", 0), 0),
+                             ("prompts_per_batch", config.prompts_per_batch, 1),
+                             ("prompts_in_flight", config.prompts_in_flight, 0)):
+    if value < least:
+      raise ValueError(f"{name}={value}; expected at least {least}")
   check_prompt_format(config.feedback_model.prompt_format, "feedback")
   check_prompt_format(config.edit_model.prompt_format, "edit")
   check_prompt_format(config.selector.prompt_format,
