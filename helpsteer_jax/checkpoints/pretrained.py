@@ -21,13 +21,18 @@ def load_pretrained(
     show_progress: bool = True,
     **config_overrides: Any,
 ) -> tuple[Llama, Any]:
-  """(model, tokenizer) from an HF folder (config.json + safetensors) or a .gguf file.
+  """(model, tokenizer) from an HF folder (config.json + safetensors) or a .gguf file;
+  "embedded" is the bundled SmolLM2-135M-Instruct.
 
   Tensors stream one at a time onto `sharding` (one device when None). `config_overrides` replace
   config fields, e.g. `param_dtype="bfloat16"`, `scan_layers=False`, `remat_policy="full"`.
   The tokenizer is None for an HF folder without tokenizer files.
   """
+  from helpsteer_jax.checkpoints.embedded import EMBEDDED, resolve_model_path
+
   path = os.fspath(path)
+  if path == EMBEDDED:
+    path = resolve_model_path(path)
   if storage.is_file(path) and path.endswith(".gguf"):
     from helpsteer_jax.checkpoints.gguf import load_gguf
     return load_gguf(path, sharding=sharding, show_progress=show_progress, **config_overrides)
@@ -52,7 +57,11 @@ def save_pretrained(
 ) -> None:
   """Writes an HF folder (safetensors shards, config, generation config, tokenizer) that
   transformers and vLLM load. In multi-process runs every process calls it; process 0 writes."""
-  save_hf_model(model, out_dir, max_shard_size=max_shard_size, dtype=dtype, show_progress=show_progress)
+  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
+
+  stops = stop_token_ids(tokenizer) if tokenizer is not None else ()
+  save_hf_model(model, out_dir, max_shard_size=max_shard_size, dtype=dtype, show_progress=show_progress,
+                eos_token_ids=stops)
   if tokenizer is not None and jax.process_index() == 0:
     from helpsteer_jax.checkpoints.tokenizers import save_tokenizer
 

@@ -180,7 +180,9 @@ class DataIterator:
           empty_epochs += 1
           if empty_epochs > 1:
             raise DataError(f"an epoch over {n} examples gave no batch: the examples the length "
-                            f"rules keep fill less than one batch ({self.encoder.stats.summary()})")
+                            f"rules keep fill less than one batch ({self.encoder.stats.summary()}). "
+                            "Keep the partial batch with --config.data.drop_remainder=False, or "
+                            "lower --config.data.batch_size (with packing, rows of seq_len tokens)")
           continue
       else:
         self._forget_before(i)

@@ -73,7 +73,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "chat_messages": DatasetInfo(
         "", "", "",
         lambda o, split: ChatMessagesBuilder(all_assistant_turns=o.all_assistant_turns),
-        "generic chat SFT rows {'messages': [...]} (e.g. the scaling search's distill.jsonl)"),
+        "generic chat SFT rows {'messages': [...]} (e.g. the scaling search's distill.jsonl), or "
+        "TRL prompt-completion rows {prompt, completion} (strings or messages)"),
     "preference_pairs": DatasetInfo(
         "", "", "",
         lambda o, split: PreferencePairsBuilder(),

@@ -15,6 +15,9 @@ from ml_collections import config_flags
 from helpsteer_jax import entry_point
 from helpsteer_jax.train.library_logs import quiet_library_logs
 
+# `--help` lists this config's fields (or those of the --config file given beside it).
+from helpsteer_jax.train.config import default_train_config as HELP_CONFIG  # noqa: E402,F401
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, tensorboard/.")
 

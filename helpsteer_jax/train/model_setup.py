@@ -53,12 +53,10 @@ def load_tokenizer_for(config: ml_collections.ConfigDict) -> Any:
 
 def init_weights_path(config: ml_collections.ConfigDict) -> str:
   """`config.init_weights` with 'embedded' resolved to the bundled SmolLM2 GGUF."""
-  path = config.get("init_weights", "")
-  if path == "embedded":
-    from helpsteer_jax.checkpoints.embedded import embedded_model_path
+  from helpsteer_jax.checkpoints.embedded import EMBEDDED, resolve_model_path
 
-    return embedded_model_path()
-  return path
+  path = config.get("init_weights", "")
+  return resolve_model_path(path) if path == EMBEDDED else path  # "" here is random initialisation
 
 
 def build_policy(config: ml_collections.ConfigDict, sharding: ShardingContext) -> Llama:
