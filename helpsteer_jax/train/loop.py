@@ -67,8 +67,21 @@ class ResumableIterator(Protocol):
 
 
 class Task(Protocol):
-  """What a trainer (SFT, reward model, RLOO) provides to the shared loop. `TaskBase` gives the
+  """What a trainer (SFT, reward model, RLOO) provides to the shared loop, to the memory plan
+  (`plan.py`: `abstract_model`, `batch_spec`) and to the export (`tasks.py`). `TaskBase` gives the
   defaults of `train_data`, `eval_data`, `prepare_batch` and `num_tokens`."""
+
+  def abstract_model(self, sharding: Optional[ShardingContext]) -> nnx.Module:
+    """The model's shapes, dtypes and shardings with no weights allocated (`nnx.eval_shape`)."""
+    ...
+
+  def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch one step takes, as shapes and dtypes (the plan compiles the step on it)."""
+    ...
+
+  def export(self, model: nnx.Module, out_dir: str) -> None:
+    """Writes the trained model as an HF folder that transformers and vLLM load."""
+    ...
 
   def build_model(self, config: ml_collections.ConfigDict, sharding: ShardingContext) -> nnx.Module:
     """The model with `config.init_weights` loaded, or randomly initialised; already sharded."""
@@ -186,16 +199,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   writable and holds it for the run (`data/run_folder.py`), so a second run on it fails at once.
   Values no run can train with fail before that."""
   check_optim_config(config.optim)
-  with claim_run_folder(workdir, what=f"training run {config.get('name', 'train')!r}",
-                        enabled=jax.process_index() == 0):
-    return _train_and_evaluate(config, workdir, task)
+  with claim_run_folder(workdir, what=f"training run {config.name!r}", enabled=jax.process_index() == 0):
+    run, params = _set_up(config, workdir, task)
+    checkpointer = Checkpointer(run.workdir / "checkpoints", max_to_keep=config.keep_checkpoints,
+                                asynchronous=config.async_checkpoints)
+    state = _restore_or_init(run, params, checkpointer)
+    del params
+    return _train(run, task, state, checkpointer)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
-  workdir_path = storage.as_path(storage.absolute(workdir))  # local or gs://
+@dataclasses.dataclass
+class _Run:
+  """What the loop needs once set up: where it writes, the mesh and batch split, the data and
+  its length, the model's split graph and the optimizer over the state's shardings."""
+  config: ml_collections.ConfigDict
+  workdir: Any  # epath.Path, local or gs://
+  is_main: bool
+  sharding: ShardingContext
+  batch_plan: BatchPlan
+  train_iter: ResumableIterator
+  total_steps: int
+  graphdef: Any
+  rest: Any
+  optimizer: Any
+  schedule: Any
+  shardings: Any
+  abstract: Any
+  resolved: Optional[dict[str, Any]]  # the resolved config (process 0)
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: str, task: Task) -> tuple[_Run, Any]:
+  """Everything before the train state, in the order that fails cheapest first: the batch split,
+  the workdir's record of what produced it, the data and run length, then the model."""
+  workdir_path = storage.as_path(storage.absolute(workdir))
   is_main = jax.process_index() == 0
-  keep_best_by = config.get("keep_best_by", "")
-  check_settings(keep_best_by, config.get("export_from", "latest"))
+  check_settings(config.keep_best_by, config.export_from)
   sharding = sharding_from_config(config)
   logger.info("mesh %s over %d devices (%d processes)", dict(sharding.mesh.shape), jax.device_count(),
               jax.process_count())
@@ -206,8 +244,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
   # Every process checks (so all refuse together); process 0 records, then writes config.json.
   run_record.check_workdir(config, workdir_path, has_work=has_checkpoint(workdir_path / "checkpoints"),
                            write=is_main)
-  if is_main:
-    resolved = run_record.record_config(config, workdir_path)
+  resolved = run_record.record_config(config, workdir_path) if is_main else None
 
   train_iter = task.train_data(jax.process_index(), jax.process_count())
   total_steps = run_length.total_steps(config, train_iter)
@@ -220,68 +257,67 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
   optimizer, schedule = make_optimizer(config.optim, total_steps, params)
   shardings = train_state_shardings(params, optimizer, sharding)
   abstract = abstract_train_state(params, optimizer, shardings)
+  return _Run(config, workdir_path, is_main, sharding, batch_plan, train_iter, total_steps, graphdef,
+              rest, optimizer, schedule, shardings, abstract, resolved), params
 
-  checkpointer = Checkpointer(workdir_path / "checkpoints", max_to_keep=config.get("keep_checkpoints", 3),
-                              asynchronous=config.get("async_checkpoints", True))
-  state: Optional[TrainState] = None
+
+def _restore_or_init(run: _Run, params: Any, checkpointer: Checkpointer) -> TrainState:
+  """The state to start from: this run's newest intact checkpoint, else `resume_from`'s, else a
+  fresh state over the built model's parameters. The data position travels with a checkpoint."""
+  config = run.config
   if checkpointer.latest_step() is not None:
-    del params
-    state, position, step = checkpointer.restore_newest_intact(
-        abstract, config.get("resume_fallback", "previous"))
-    train_iter.set_state(position)
+    state, position, step = checkpointer.restore_newest_intact(run.abstract, config.resume_fallback)
+    run.train_iter.set_state(position)
     logger.info("resume: latest checkpoint of this run, step %d (%s)", step, checkpointer.directory)
-  elif config.get("resume_from", ""):
-    del params
+    return state
+  if config.resume_from:
     folder, step = find_checkpoint(config.resume_from)
-    state, position, step = Checkpointer(folder, asynchronous=False).restore(abstract, step)
-    train_iter.set_state(position)
+    state, position, step = Checkpointer(folder, asynchronous=False).restore(run.abstract, step)
+    run.train_iter.set_state(position)
     logger.info("resume: explicit checkpoint %s, step %d", folder, step)
-  else:
-    source = config.get("init_weights", "") or "random initialisation (seed %d)" % config.get("seed", 0)
-    logger.info("resume: no checkpoint; starting at step 0 from %s", source)
-    with jax.set_mesh(sharding.mesh):
-      state = jax.jit(lambda p: init_state(p, optimizer), out_shardings=shardings)(params)
-    del params
-  start_step = int(jax.device_get(state.step))
+    return state
+  source = config.init_weights or f"random initialisation (seed {config.seed})"
+  logger.info("resume: no checkpoint; starting at step 0 from %s", source)
+  with jax.set_mesh(run.sharding.mesh):
+    return jax.jit(lambda p: init_state(p, run.optimizer), out_shardings=run.shardings)(params)
 
-  writer = MetricsWriter(workdir_path, enabled=is_main, tensorboard=config.get("tensorboard", True))
-  writer.truncate_after(start_step)
-  if is_main:
-    writer.write_hparams(run_record.flat_hparams(resolved), json.dumps(resolved, indent=2, sort_keys=True))
 
-  loss_fn = task.loss_fn()
-  step_fn = make_train_step(graphdef, rest, loss_fn, optimizer, schedule, batch_plan.grad_accum_steps)
-  replicated = NamedSharding(sharding.mesh, PartitionSpec())
-  jitted_step = jax.jit(step_fn, in_shardings=(shardings, None, replicated),
-                        out_shardings=(shardings, replicated), donate_argnums=(0,))
-  rng = jax.random.key(config.get("seed", 0))
+class _HeldOut:
+  """The held-out evaluation of a run: its jitted step, its data (the first pass reads the
+  batches built at start-up, later ones a fresh pass) and the best checkpoint it feeds."""
 
-  eval_every = config.get("eval_every", 0)
-  eval_fn = None
-  # Built here to know whether there is held-out data at all; the first evaluation reads these
-  # batches and later ones start a fresh pass.
-  next_eval_data = task.eval_data(jax.process_index(), jax.process_count()) if eval_every else None
-  if eval_every and next_eval_data is None:
-    logger.warning("eval_every=%d but this task has no held-out data (set eval_data.dataset and "
-                   "eval_data.path): no evaluation will run", eval_every)
-  elif eval_every:
-    eval_fn = jax.jit(make_eval_step(graphdef, rest, loss_fn), out_shardings=replicated)
-  if config.get("export_from", "latest") == "best" and eval_fn is None:
-    raise ValueError("export_from='best' but this run evaluates nothing: set eval_every > 0 and "
-                     "eval_data.dataset / eval_data.path")
-  best = (BestCheckpoint(workdir_path, keep_best_by, asynchronous=config.get("async_checkpoints", True))
-          if eval_fn is not None and keep_best_by else None)
+  def __init__(self, run: _Run, task: Task, loss_fn: LossFn, writer: MetricsWriter):
+    config = run.config
+    self.run, self.task, self.writer = run, task, writer
+    self.every = config.eval_every
+    # Built now to know whether there is held-out data at all.
+    self.next_data = task.eval_data(jax.process_index(), jax.process_count()) if self.every else None
+    self.fn = None
+    if self.every and self.next_data is None:
+      logger.warning("eval_every=%d but this task has no held-out data (set eval_data.dataset and "
+                     "eval_data.path): no evaluation will run", self.every)
+    elif self.every:
+      replicated = NamedSharding(run.sharding.mesh, PartitionSpec())
+      self.fn = jax.jit(make_eval_step(run.graphdef, run.rest, loss_fn), out_shardings=replicated)
+    if config.export_from == "best" and self.fn is None:
+      raise ValueError("export_from='best' but this run evaluates nothing: set eval_every > 0 and "
+                       "eval_data.dataset / eval_data.path")
+    self.best = (BestCheckpoint(run.workdir, config.keep_best_by, asynchronous=config.async_checkpoints)
+                 if self.fn is not None and config.keep_best_by else None)
 
-  def run_eval(step: int) -> dict[str, float]:
-    nonlocal next_eval_data
-    data = next_eval_data if next_eval_data is not None else task.eval_data(jax.process_index(),
-                                                                            jax.process_count())
-    next_eval_data = None
+  def due(self, step: int) -> bool:
+    # The last step is evaluated too: a run ends on a checkpoint the choice of best has seen.
+    return self.fn is not None and (step % self.every == 0 or step == self.run.total_steps)
+
+  def __call__(self, step: int, params: Any) -> None:
+    data = self.next_data if self.next_data is not None else self.task.eval_data(
+        jax.process_index(), jax.process_count())
+    self.next_data = None
     sums = None
     for i, local in enumerate(data):
-      if i >= config.get("eval_steps", 10 ** 9):
+      if i >= self.run.config.eval_steps:
         break
-      out = eval_fn(state.params, to_global_batch(local, sharding), jax.random.key(i))
+      out = self.fn(params, to_global_batch(local, self.run.sharding), jax.random.key(i))
       # One batch at a time: independent collective programs in flight together can take all of
       # a CPU mesh's device threads and wait on each other (see rloo.py); eval is not the hot path.
       out = jax.block_until_ready(out)
@@ -291,80 +327,98 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: T
       raise DataError(f"the held-out data gave no batch ({stats.summary() if stats else 'no counts'}); "
                       f"check eval_data's seq_len, truncation and batch_size")
     metrics = finalize_eval(jax.device_get(sums))
-    writer.write(step, metrics, split="eval")
+    self.writer.write(step, metrics, split="eval")
     logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
-    return metrics
+    if self.best is not None:
+      self.best.offer(step, params, metrics)
 
-  preemption = PreemptionFlag()
-  log_every = max(1, config.get("log_every", 1))
-  checkpoint_every = config.get("checkpoint_every", 0)
-  progress = tqdm(total=total_steps, initial=start_step, disable=not is_main or not config.get("progress", True),
-                  desc=config.get("name", "train"), dynamic_ncols=True)
-  last: dict[str, float] = {}
-  pending: Optional[tuple] = None  # metrics read one step late, so the host never stalls the device
-  step = start_step
-  tokens_trained = 0
-  preempted = False
 
-  def flush(pending_entry) -> dict[str, float]:
-    done_step, device_metrics, started, num_tokens, extra = pending_entry
+class _StepLog:
+  """Each step's metrics, read from the device one step late so the host never stalls it:
+  checked finite, timed, written every `log_every` steps and shown on the progress bar."""
+
+  def __init__(self, run: _Run, writer: MetricsWriter, progress: Any):
+    self.writer, self.progress, self.total_steps = writer, progress, run.total_steps
+    self.log_every = max(1, run.config.log_every)
+    self.pending: Optional[tuple] = None
+    self.last: dict[str, float] = {}
+
+  def add(self, step: int, device_metrics: Any, started: float, num_tokens: int, extra: dict[str, float]) -> None:
+    self.flush()
+    self.pending = (step, device_metrics, started, num_tokens, extra)
+
+  def flush(self) -> None:
+    if self.pending is None:
+      return
+    done_step, device_metrics, started, num_tokens, extra = self.pending
+    self.pending = None
     metrics = _host_metrics(device_metrics)
     metrics.update(extra)
     _check_finite(done_step, metrics)
     elapsed = time.perf_counter() - started
     metrics["step_time_s"] = elapsed
     metrics["tokens_per_s"] = num_tokens / elapsed if elapsed > 0 else 0.0
-    if done_step % log_every == 0 or done_step == total_steps:
-      writer.write(done_step, metrics)
-    progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-    return metrics
+    if done_step % self.log_every == 0 or done_step == self.total_steps:
+      self.writer.write(done_step, metrics)
+    self.progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+    self.last = metrics
 
+
+def _train(run: _Run, task: Task, state: TrainState, checkpointer: Checkpointer) -> TrainResult:
+  """The steps from the restored one to `total_steps`: each step checked, logged, evaluated and
+  checkpointed on schedule; SIGTERM saves and stops."""
+  config, start_step = run.config, int(jax.device_get(state.step))
+  writer = MetricsWriter(run.workdir, enabled=run.is_main, tensorboard=config.tensorboard)
+  writer.truncate_after(start_step)
+  if run.is_main:
+    writer.write_hparams(run_record.flat_hparams(run.resolved), json.dumps(run.resolved, indent=2, sort_keys=True))
+  loss_fn = task.loss_fn()
+  replicated = NamedSharding(run.sharding.mesh, PartitionSpec())
+  jitted_step = jax.jit(make_train_step(run.graphdef, run.rest, loss_fn, run.optimizer, run.schedule,
+                                        run.batch_plan.grad_accum_steps),
+                        in_shardings=(run.shardings, None, replicated),
+                        out_shardings=(run.shardings, replicated), donate_argnums=(0,))
+  rng = jax.random.key(config.seed)
+  held_out = _HeldOut(run, task, loss_fn, writer)
+  preemption = PreemptionFlag()
+  progress = tqdm(total=run.total_steps, initial=start_step, disable=not run.is_main or not config.progress,
+                  desc=config.name, dynamic_ncols=True)
+  log = _StepLog(run, writer, progress)
+  step, tokens_trained, preempted = start_step, 0, False
+  to_global = lambda x, whole=False: to_global_batch(x, run.sharding, whole)  # noqa: E731
   try:
-    with jax.set_mesh(sharding.mesh):
-      while step < total_steps:
-        local = next(train_iter)
+    with jax.set_mesh(run.sharding.mesh):
+      while step < run.total_steps:
+        local = next(run.train_iter)
         started = time.perf_counter()
-        extra: dict[str, float] = {}
-        batch, extra, num_tokens = task.prepare_batch(
-            local, state, graphdef, rest, step, lambda x, whole=False: to_global_batch(x, sharding, whole))
+        batch, extra, num_tokens = task.prepare_batch(local, state, run.graphdef, run.rest, step, to_global)
         tokens_trained += num_tokens
         state, metrics = jitted_step(state, batch, rng)
         step += 1
         checkpointer.check_saved()  # a failed background save stops the run here
-        if best is not None:
-          best.check_saved()
-        if pending is not None:
-          last = flush(pending)
-        pending = (step, metrics, started, num_tokens, extra)
+        if held_out.best is not None:
+          held_out.best.check_saved()
+        log.add(step, metrics, started, num_tokens, extra)
         progress.update(1)
-        # The last step is evaluated too: a run ends on a checkpoint the choice of best has seen.
-        if eval_fn is not None and (step % eval_every == 0 or step == total_steps):
-          last = flush(pending)
-          pending = None
-          eval_metrics = run_eval(step)
-          if best is not None:
-            best.offer(step, state.params, eval_metrics)
-        want_save = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps
-        stop = preemption.is_set()
-        if want_save or stop:
-          if pending is not None:  # never checkpoint a state whose loss was not finite
-            last = flush(pending)
-            pending = None
-          checkpointer.save(step, state, train_iter.get_state(), force=True)
-        if stop:
-          preempted = True
+        if held_out.due(step):
+          log.flush()
+          held_out(step, state.params)
+        preempted = preemption.is_set()
+        if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == run.total_steps or preempted:
+          log.flush()  # never checkpoint a state whose loss was not finite
+          checkpointer.save(step, state, run.train_iter.get_state(), force=True)
+        if preempted:
           logger.warning("preempted: checkpoint of step %d written; exiting", step)
           break
-      if pending is not None:
-        last = flush(pending)
+      log.flush()
       checkpointer.wait()  # the last save is on disk (or its failure raised) before the run ends
   finally:
     progress.close()
     checkpointer.close()
-    if best is not None:
-      best.close()
+    if held_out.best is not None:
+      held_out.best.close()
     writer.close()
     preemption.restore()
-  return TrainResult(state=state, graphdef=graphdef, rest=rest, step=step, last_metrics=last,
-                     preempted=preempted, total_steps=total_steps,
-                     best_step=best.step if best is not None else None, tokens=tokens_trained)
+  return TrainResult(state=state, graphdef=run.graphdef, rest=run.rest, step=step, last_metrics=log.last,
+                     preempted=preempted, total_steps=run.total_steps,
+                     best_step=held_out.best.step if held_out.best is not None else None, tokens=tokens_trained)

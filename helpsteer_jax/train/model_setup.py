@@ -36,7 +36,7 @@ def load_tokenizer_for(config: ml_collections.ConfigDict) -> Any:
   from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
   from helpsteer_jax.checkpoints.tokenizers import load_llama3_tokenizer, load_tokenizer
 
-  source = config.get("tokenizer", "") or init_weights_path(config)
+  source = config.tokenizer or init_weights_path(config)
   if source == "llama3":
     return load_llama3_tokenizer()
   if source.endswith(".gguf"):
@@ -55,7 +55,7 @@ def init_weights_path(config: ml_collections.ConfigDict) -> str:
   """`config.init_weights` with 'embedded' resolved to the bundled SmolLM2 GGUF."""
   from helpsteer_jax.checkpoints.embedded import EMBEDDED, resolve_model_path
 
-  path = config.get("init_weights", "")
+  path = config.init_weights
   return resolve_model_path(path) if path == EMBEDDED else path  # "" here is random initialisation
 
 
@@ -64,9 +64,9 @@ def build_policy(config: ml_collections.ConfigDict, sharding: ShardingContext) -
   if init_weights_path(config):
     from helpsteer_jax.checkpoints.pretrained import load_pretrained
 
-    model, _ = load_pretrained(init_weights_path(config), sharding=sharding, show_progress=config.get("progress", True),
+    model, _ = load_pretrained(init_weights_path(config), sharding=sharding, show_progress=config.progress,
                                **model_overrides(config))
     return model
   from helpsteer_jax.models.create import create_sharded_model
 
-  return create_sharded_model(model_config(config), sharding, seed=config.get("seed", 0))
+  return create_sharded_model(model_config(config), sharding, seed=config.seed)

@@ -119,7 +119,7 @@ class RewardTask(TaskBase):
   def build_model(self, config: ml_collections.ConfigDict, sharding: ShardingContext) -> RewardModel:
     path = model_setup.init_weights_path(config)
     overrides = model_setup.model_overrides(config)
-    seed = config.get("seed", 0)
+    seed = config.seed
     if not path:
       from helpsteer_jax.models.create import create_sharded_module
 
@@ -159,4 +159,4 @@ class RewardTask(TaskBase):
     from helpsteer_jax.checkpoints.reward import save_reward_model
 
     save_reward_model(model, self.tokenizer, out_dir, labels=self.labels,
-                      show_progress=self.config.get("progress", True))
+                      show_progress=self.config.progress)

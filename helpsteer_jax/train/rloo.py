@@ -260,4 +260,4 @@ class RLOOTask(TaskBase):
   def export(self, model: nnx.Module, out_dir: str) -> None:
     from helpsteer_jax.checkpoints.pretrained import save_pretrained
 
-    save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.get("progress", True))
+    save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.progress)

@@ -74,7 +74,7 @@ def _models(config: ml_collections.ConfigDict) -> dict[str, dict[str, str]]:
   from helpsteer_jax.train.model_setup import init_weights_path
 
   paths = {"init": init_weights_path(config)}
-  if config.get("trainer", "sft") == "rloo":
+  if config.trainer == "rloo":
     paths["reward"] = config.rloo.get("reward_model", "")
   return {role: model_identity(path).to_record() for role, path in paths.items() if path}
 
@@ -103,7 +103,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path, has_wo
   """Compares this run with the one recorded in `workdir` (raising `RunMismatch` on a field that
   changes results unless `config.resume="force"`) and, with `write` (process 0), records it."""
   identity, rules = training_identity(config)
-  resume = config.get("resume", "check")
+  resume = config.resume
   if write:
     return check_and_record(workdir, identity, rules, resume=resume, has_work=has_work)
   return check_rerun(workdir, identity, rules, resume=resume, has_work=has_work)

@@ -21,6 +21,7 @@ from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
 from helpsteer_jax.train.sft import sft_loss
+from helpsteer_jax.train.loop import Task
 from helpsteer_jax.train.task_base import TaskBase
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class SFTTask(TaskBase):
     return model_setup.build_policy(config, sharding)
 
   def loss_fn(self):
-    return functools.partial(sft_loss, chunk=self.config.get("loss_chunk", 0))
+    return functools.partial(sft_loss, chunk=self.config.loss_chunk)
 
   def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
     """The global batch's shapes (what the planner compiles for)."""
@@ -53,7 +54,7 @@ class SFTTask(TaskBase):
   def export(self, model: nnx.Module, out_dir: str) -> None:
     from helpsteer_jax.checkpoints.pretrained import save_pretrained
 
-    save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.get("progress", True))
+    save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.progress)
 
 
 def _reward_task(config):
@@ -89,7 +90,7 @@ def model_to_export(result, workdir: str, export_from: str) -> nnx.Module:
   return nnx.merge(result.graphdef, params, result.rest)
 
 
-def export_model(task, model: nnx.Module, export_dir: str, workdir: str) -> None:
+def export_model(task: Task, model: nnx.Module, export_dir: str, workdir: str) -> None:
   """`task.export(model, export_dir)`; a write that fails names the export folder (and the file,
   where the OS gives it) and says the checkpoints are intact, so the same command can export
   again once the folder is fixed."""
@@ -110,8 +111,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str):
 
   task = make_task(config)
   result = train_and_evaluate(config, workdir, task)
-  export_dir = config.get("export_dir", "")
-  export_from = config.get("export_from", "latest")
+  export_dir = config.export_dir
+  export_from = config.export_from
   exported = export_dir and not result.preempted and result.step >= result.total_steps
   if exported:
     export_model(task, model_to_export(result, workdir, export_from), export_dir, workdir)
