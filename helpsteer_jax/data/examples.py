@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
-from helpsteer_jax.formats.messages import Message
+from helpsteer_jax.formats.messages import Message, assistant  # noqa: F401 (the row builders take it from here)
 
 MISSING_LABEL = -100.0  # a regression target the row does not have; masked out of the loss
 
