@@ -39,6 +39,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long-running; excluded from the default suite")
+  config.addinivalue_line("markers", "entry: runs an entry point in a subprocess; "
+                          '-m "not slow and not entry" is the quick in-process suite')
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ def read_state(folder: pathlib.Path) -> dict:
   return ocp.PyTreeCheckpointer().restore(str(folder / "state"))
 
 
+@pytest.mark.entry
 def test_best_checkpoint_is_the_step_of_lowest_held_out_loss(tmp_path, embedded_gguf_path):
   train, held = write(tmp_path / "train.jsonl", TRAIN), write(tmp_path / "held.jsonl", HELD_OUT)
   run, export = tmp_path / "run", tmp_path / "export"

@@ -23,6 +23,8 @@ from helpsteer_jax.checkpoints.param_map import llama_tensor_mappings
 from helpsteer_jax.checkpoints.safetensors_io import write_safetensors
 from helpsteer_jax.models.config import LlamaConfig, to_hf_dict
 
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 1e6
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpsteer_jax import compilation_cache as cc
 
 # A program compiled in a fresh process with the cache turned on as a command would turn it on;
@@ -50,6 +52,7 @@ def test_machine_tag_is_stable_and_short():
   assert arch and len(digest) == 12 and int(digest, 16) >= 0
 
 
+@pytest.mark.entry
 def test_a_second_process_loads_what_the_first_compiled(tmp_path):
   env = {cc.ENV: str(tmp_path / "cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
   first = run_program(env)
@@ -62,6 +65,7 @@ def test_a_second_process_loads_what_the_first_compiled(tmp_path):
   assert second["hits"] >= 1
 
 
+@pytest.mark.entry
 def test_turned_off_writes_nothing(tmp_path):
   out = run_program({cc.ENV: "off", "XDG_CACHE_HOME": str(tmp_path)})
   assert out["directory"] is None

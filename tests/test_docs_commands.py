@@ -13,6 +13,8 @@ import pytest
 
 from test_launch_examples import _build
 
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ("docs/reproducing.md", "docs/70b.md", "README.md")
 

@@ -7,6 +7,7 @@ import pytest
 
 from decode_fixtures import greedy_reference, model  # noqa: F401  (fixture)
 from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
+from helpsteer_jax.sampling.engine_api import resolve_layout
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.sampling.rules import sample_rows
 from helpsteer_jax.sampling.sampler import SamplingSettings
@@ -134,16 +135,17 @@ def test_a_decode_call_copies_no_cache_in_either_layout(model):
   # Unrolled, the layers' attention loops would share one cache buffer and XLA would copy the whole
   # cache at every step to keep it for the in-place append (decode_attention.loop_over_blocks).
   # The compiled decode call of the engine (its slots donated) must hold no copy of a cache array.
-  from helpsteer_jax.sampling import engine as engine_module
+  from helpsteer_jax.sampling import engine_api
 
   for layout, slots in (("model", 2), ("unrolled", 2), ("switched", 2), ("fused", 1)):
     engine = Engine(model, EngineSettings(num_slots=slots, attention_block=8, layout=layout))
     engine.submit(Request([5, 6, 7], SamplingSettings(max_new_tokens=4), sample_key(0)))
     engine._fill()
-    cache_k = engine._slots.cache.k
+    device, state = engine.device, engine._state
+    cache_k = state.cache.k
     shape = f"{cache_k.dtype}[{','.join(map(str, cache_k.shape))}]".replace("float32", "f32")
-    hlo = engine_module._decode.lower(engine._graphdef, engine._state, engine._slots, jnp.asarray(True),
-                                      settings=engine.settings).compile().as_text()
+    hlo = engine_api.decode_steps.lower(device.graphdef, device.params, state, jnp.asarray(True),
+                                        settings=engine.settings).compile().as_text()
     assert f"{shape}" in hlo
     copies = [line for line in hlo.splitlines() if " copy(" in line and f"= {shape}" in line]
     assert copies == [], (layout, copies)
@@ -238,7 +240,7 @@ def test_auto_layout_by_backend():
     class mesh:  # noqa: N801 - a stand-in for a mesh of 8 devices
       size = 8
 
-  choose = lambda model, slots: Engine._resolve_layout(model, EngineSettings(num_slots=slots))
+  choose = lambda model, slots: resolve_layout(model, EngineSettings(num_slots=slots))
   assert [choose(Model("cpu"), n) for n in (1, 4)] == ["fused", "switched"]
   assert [choose(Model("gpu"), n) for n in (1, 64)] == ["unrolled", "unrolled"]
   assert choose(Model("tpu"), 8) == "model" and choose(Model("gpu", Sharding()), 8) == "model"

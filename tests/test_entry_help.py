@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ("train", "scale", "evaluate", "convert", "plan", "tables", "chat", "annotate", "rescore", "sweep",
             "merge")

@@ -161,6 +161,7 @@ def test_score_judge_from_the_policy(model_dir, tmp_path, bundled_data):
     assert g1 == {"A>>B": "B>>A", "A>B": "B>A", "A=B": "A=B", "B>A": "A>B", "B>>A": "A>>B"}[g2]
 
 
+@pytest.mark.entry
 def test_command_line_entry_point(model_dir, server, tmp_path, bundled_data):
   env = dict(os.environ, **{KEY_ENV: SECRET})
   work = tmp_path / "cli"

@@ -22,6 +22,7 @@ def _last_command(proc):
   return shlex.split(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.entry
 @pytest.mark.parametrize("module", ["train", "scale", "evaluate"])
 def test_local(module):
   proc = _run(["launch/local.sh", "--dry-run", module, CONFIG, "--config.judge.base_url=http://h:1/v1 x"])
@@ -30,6 +31,7 @@ def test_local(module):
                                  "--config.judge.base_url=http://h:1/v1 x"]
 
 
+@pytest.mark.entry
 def test_local_dry_run_from_the_environment_and_bad_module():
   assert _last_command(_run(["launch/local.sh", "evaluate", CONFIG], {"DRY_RUN": "1"}))[:3] == \
       ["python3", "-m", "helpsteer_jax.evaluate"]
@@ -37,11 +39,13 @@ def test_local_dry_run_from_the_environment_and_bad_module():
   assert bad.returncode != 0 and "not one of" in bad.stderr
 
 
+@pytest.mark.entry
 def test_tpu_pod_needs_a_tpu_name():
   missing = _run(["launch/tpu_pod.sh", "--dry-run", "--zone=z", "evaluate", CONFIG], {"TPU_NAME": ""})
   assert missing.returncode != 0 and "--tpu" in missing.stderr
 
 
+@pytest.mark.entry
 def test_slurm_sbatch_and_submit():
   srun = _last_command(_run(["launch/slurm_gpu.sbatch", "evaluate", CONFIG], {"DRY_RUN": "1"}))
   assert srun[0] == "srun" and srun[-4:] == ["python3", "-m", "helpsteer_jax.evaluate", CONFIG]

@@ -115,6 +115,7 @@ def test_argument_errors_come_before_any_work(tmp_path):
     entry.rescore("mt_bench", [str(tmp_path)], [str(tmp_path)], style_control=True)
 
 
+@pytest.mark.entry
 def test_entry_point_prints_one_line_per_model(tmp_path):
   judge_dir, _ = _arena_files(tmp_path, np.random.default_rng(2))
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

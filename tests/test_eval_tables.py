@@ -135,6 +135,7 @@ def test_rows_file_renames_and_assigns_folders(results_dir, tmp_path):
   assert not os.path.exists(os.path.join(out, "scaling_arena_hard_drafts.png"))
 
 
+@pytest.mark.entry
 def test_tables_command_line(results_dir, tmp_path):
   out = tmp_path / "cli"
   proc = subprocess.run([sys.executable, "-m", "helpsteer_jax.tables", f"--results={results_dir}", f"--out={out}"],

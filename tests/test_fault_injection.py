@@ -84,6 +84,7 @@ def _write_prompts(path, prompts) -> None:
 
 # -- one writer per folder ------------------------------------------------------------------------
 
+@pytest.mark.entry
 def test_a_second_trainer_on_a_workdir_fails_at_once_and_a_dead_holder_is_taken_over(tmp_path, task_file):
   """Two processes, one workdir: the second stops before any work naming the first; after the
   first is killed (its lock record left behind), a rerun takes the folder over and trains."""
@@ -130,6 +131,7 @@ def test_the_search_and_evaluate_refuse_a_held_folder(model_dir, tmp_path):
   assert (out / "summary.json").is_file()
 
 
+@pytest.mark.entry
 def test_a_stale_record_on_this_host_is_taken_over(tmp_path, caplog):
   import socket
 
@@ -143,6 +145,7 @@ def test_a_stale_record_on_this_host_is_taken_over(tmp_path, caplog):
   assert f"taking over the lock of old run (pid {dead.pid}" in caplog.text
 
 
+@pytest.mark.entry
 def test_without_os_locks_the_record_decides(tmp_path, monkeypatch):
   """On a filesystem whose flock fails (ENOLCK), a live pid on this host holds the folder and a
   dead one is taken over."""
@@ -188,6 +191,7 @@ def test_the_summary_counts_each_prompt_once(tmp_path):
 
 # -- fail before any work -------------------------------------------------------------------------
 
+@pytest.mark.entry
 def test_an_output_folder_that_cannot_be_created_fails_before_the_model_loads(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
@@ -230,6 +234,7 @@ def test_a_trainer_workdir_that_cannot_be_created_fails_before_the_task_is_built
     train_and_evaluate(config, str(tmp_path / "a_file" / "run"), NeverBuilt())
 
 
+@pytest.mark.entry
 @pytest.mark.parametrize("content", [b"", b"\n  \n"], ids=["zero_bytes", "blank_lines"])
 def test_an_empty_prompt_file_fails_before_the_model_loads(tmp_path, content):
   prompts = tmp_path / "prompts.jsonl"
@@ -240,6 +245,7 @@ def test_an_empty_prompt_file_fails_before_the_model_loads(tmp_path, content):
   assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
+@pytest.mark.entry
 def test_an_empty_training_file_says_no_examples_were_built_from_it(tmp_path, embedded_gguf_path):
   data = tmp_path / "empty.jsonl"
   data.write_bytes(b"")
@@ -300,6 +306,7 @@ STRAY = {
 }
 
 
+@pytest.mark.entry
 @pytest.mark.parametrize("command", sorted(STRAY))
 def test_stray_positional_arguments_are_a_usage_error(command):
   output = _failing([sys.executable, "-m", f"helpsteer_jax.{command}", *STRAY[command]], timeout=120)
@@ -363,6 +370,7 @@ def test_non_utf8_bytes_name_the_file_line_and_offset(tmp_path, case):
           f"byte offset {offset} of the file)") in str(info.value)
 
 
+@pytest.mark.entry
 def test_a_prompt_of_the_wrong_type_is_named_through_the_entry_point(tmp_path):
   prompts = tmp_path / "prompts.jsonl"
   prompts.write_text(json.dumps({"id": "a", "prompt": "Hi"}) + "\n" + json.dumps({"id": "b", "prompt": 123}) + "\n")
@@ -371,6 +379,7 @@ def test_a_prompt_of_the_wrong_type_is_named_through_the_entry_point(tmp_path):
   assert f"{prompts}:2: field 'prompt' must be a string, got int 123" in output
 
 
+@pytest.mark.entry
 def test_non_utf8_prompts_through_the_entry_point(tmp_path):
   prompts = tmp_path / "prompts.jsonl"
   prompts.write_bytes(GOOD + LATIN1)
@@ -423,6 +432,7 @@ def test_a_damaged_newest_checkpoint_is_named_or_set_aside(tmp_path):
   lenient.close()
 
 
+@pytest.mark.entry
 def test_resume_after_the_newest_checkpoint_lost_its_data_is_bit_identical(tmp_path, task_file):
   """Through the trainer: a finished run's copy whose step-6 data file is deleted resumes from
   step 3 by itself and ends with the losses and exported weights of the uninterrupted run."""
@@ -528,6 +538,7 @@ def test_every_field_type_can_be_set_from_the_command_line(path, monkeypatch):
   print(f"{os.path.basename(path)}: set {', '.join(n for n, _, _ in chosen.values())}")
 
 
+@pytest.mark.entry
 def test_the_draft_top_k_is_settable():
   """The case of the report: `--config.search.draft.top_k=50` reaches the search's settings."""
   from helpsteer_jax.scale import search_settings

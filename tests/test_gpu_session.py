@@ -9,7 +9,11 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from entry_runner import run_entry
+
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "experiments" / "benchmarks" / "gpu_session.sh"

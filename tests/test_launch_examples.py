@@ -13,6 +13,8 @@ import pytest
 
 from entry_runner import run_entry
 
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("local.sh", "slurm_submit.sh", "slurm_gpu.sbatch", "tpu_pod.sh", "sweep.sh")
 

@@ -6,6 +6,10 @@ failed process."""
 import os
 import subprocess
 
+import pytest
+
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

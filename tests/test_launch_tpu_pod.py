@@ -9,7 +9,10 @@ import shlex
 import subprocess
 import sys
 
+import pytest
 from test_train_entry import task_file, write_task  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES = os.path.join(REPO, "tests", "fakes")

@@ -37,6 +37,7 @@ def test_an_export_of_a_preset_without_eos_stops_at_the_end_of_a_turn(tmp_path):
     assert end_of_turn in (eos if isinstance(eos, list) else [eos]), name
 
 
+@pytest.mark.entry
 def test_train_help_lists_the_config_fields():
   out = subprocess.run([sys.executable, "-m", "helpsteer_jax.train", "--help"], capture_output=True,
                        text=True, timeout=120)
@@ -46,6 +47,7 @@ def test_train_help_lists_the_config_fields():
     assert line in out.stdout
 
 
+@pytest.mark.entry
 def test_help_lists_the_fields_of_the_config_file_given():
   out = subprocess.run([sys.executable, "-m", "helpsteer_jax.scale", "--help",
                         "--config=experiments/scaling/smollm2_self_feedback_edit.py"],

@@ -67,6 +67,7 @@ def test_prompt_only_rl_files_and_their_errors(tmp_path):
     load_rl_prompts(SourceSpec(path=str(path)), "chat")
 
 
+@pytest.mark.entry
 def test_a_reward_model_trains_on_a_trl_preference_file(tmp_path, embedded_gguf_path):
   data = _write_jsonl(tmp_path / "prefs.jsonl", [STANDARD, CONVERSATIONAL, IMPLICIT] * 2)
   workdir = tmp_path / "rm"

@@ -4,6 +4,7 @@ ships inside it (HELPSTEER_DATA_DIR overrides), and it lists its public API."""
 import pathlib
 
 import helpsteer_jax
+import pytest
 from helpsteer_jax.data.prompt_sources import BUNDLED_DATA_DIR, load_prompts, locate
 from helpsteer_jax.eval import sources
 
@@ -42,6 +43,7 @@ def test_the_data_dir_override_comes_first(tmp_path, monkeypatch):
   assert [item.id for item in load_prompts("arena_hard")] == ["x"]
 
 
+@pytest.mark.entry
 def test_the_package_lists_its_public_api():
   import subprocess
   import sys

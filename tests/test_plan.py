@@ -6,7 +6,11 @@ import pathlib
 import re
 import sys
 
+import pytest
+
 from entry_runner import run_entry
+
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

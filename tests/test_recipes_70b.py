@@ -115,6 +115,7 @@ def test_recipe_costs_follow_the_steps():
   assert 6 * 70e9 * cost.tokens < cost.flops < 7 * 70e9 * cost.tokens  # 6 N plus attention
 
 
+@pytest.mark.entry
 def test_planner_prints_every_recipe():
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")

@@ -7,7 +7,10 @@ import pathlib
 import sys
 
 import numpy as np
+import pytest
 from entry_runner import run_entry
+
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,11 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 from entry_runner import run_entry, run_processes
+
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

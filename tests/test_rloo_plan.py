@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpsteer_jax.parallel.device_memory import GIB
 from helpsteer_jax.train.rloo_plan import SAMPLER_SLOTS, plan_rloo
 
@@ -34,6 +36,7 @@ def test_70b_bytes_by_hand():
   assert plan.resident <= plan.budget
 
 
+@pytest.mark.entry
 def test_plan_entry_prints_both_clusters():
   env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
   out = subprocess.run([sys.executable, "-m", "helpsteer_jax.plan", "--config=experiments/edit_rloo.py:size=70b"],

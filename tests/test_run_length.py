@@ -85,6 +85,7 @@ def test_planned_steps_from_the_published_size():
   assert run_length.planned_total_steps(config, 128) == 2 * 158  # each epoch's remainder dropped
 
 
+@pytest.mark.entry
 def test_a_run_by_epochs_trains_the_counted_steps(tmp_path, chats):
   """Through the entry point: 2 epochs of 23 chats in batches of 4 (tiny keeps each epoch's last
   partial batch) are 2 x 6 = 12 steps, whatever total_steps says; the log names the total and the

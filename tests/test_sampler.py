@@ -35,15 +35,15 @@ def test_stop_tokens_end_each_row(model):
 
 
 def test_no_prompt_length_compiles_a_new_program(model):
-  from helpsteer_jax.sampling import chunked_prefill, engine
+  from helpsteer_jax.sampling import chunked_prefill, engine_api
 
   settings = SamplingSettings(max_new_tokens=4)
   # One prompt per chunk program: 128 tokens, and a last chunk of 16, 32 or 64.
   for n in (16, 32, 64, 128):
     sample_tokens(model, [list(range(1, n + 1))], settings)
   programs = lambda: (chunked_prefill._compute_chunk._cache_size(), chunked_prefill._copy_chunk._cache_size(),
-                      chunked_prefill._head._cache_size(), engine._decode._cache_size(),
-                      engine._insert._cache_size())
+                      chunked_prefill._head._cache_size(), engine_api.decode_steps._cache_size(),
+                      engine_api.insert._cache_size())
   before = programs()
   # Prompts of any length, up to several chunks, run those programs.
   for length in (3, 7, 12, 19, 50, 100, 130, 300):

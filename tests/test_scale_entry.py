@@ -140,6 +140,7 @@ def test_bad_prompts_fail_before_any_work(model_dir, tmp_path):
   assert not (tmp_path / "o2" / "results.jsonl").exists()
 
 
+@pytest.mark.entry
 def test_unknown_config_key_is_rejected():
   result = subprocess.run(
       [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}", "--config.search.num_draftz=3"],
@@ -227,6 +228,7 @@ def one_at_a_time_command(model_dir, prompts, out) -> list[str]:
   return args
 
 
+@pytest.mark.entry
 def test_a_prompts_tree_does_not_depend_on_batching_or_a_kill_and_resume(model_dir, tmp_path):
   import signal
   import time

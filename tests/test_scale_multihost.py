@@ -12,6 +12,8 @@ import pytest
 from entry_runner import run_entry, run_processes
 from test_scale_entry import EXPERIMENT, _write_prompts, model_dir  # noqa: F401 (a fixture)
 
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

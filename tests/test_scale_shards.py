@@ -47,6 +47,7 @@ def test_shard_selection_and_names():
       parse_shard(bad)
 
 
+@pytest.mark.entry
 def test_merged_shards_equal_one_run(runs, tmp_path):
   _, whole, sharded = runs
   # Each shard took every second prompt into its own folder.

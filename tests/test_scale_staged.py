@@ -92,6 +92,7 @@ def test_feedback_on_the_best_draft_is_the_same_under_both_schedules(model_dir, 
     assert len(with_feedback) == 1 and with_feedback[0]["score"] == max(d["score"] for d in r["drafts"])
 
 
+@pytest.mark.entry
 def test_a_kill_in_the_feedback_stage_resumes_there(model_dir, prompts, pipelined, tmp_path):
   out = tmp_path / "killed"
   args = [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}",

@@ -98,6 +98,7 @@ def _plan(*args):
   return out.stdout
 
 
+@pytest.mark.entry
 def test_plan_search_entry_prints_each_machine():
   table = _plan("--config=experiments/scaling/grid.py", "--accelerator=all")
   rows = [line for line in table.splitlines() if line.startswith("| ") and "machine" not in line]

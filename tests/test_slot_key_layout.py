@@ -96,7 +96,7 @@ def test_the_engine_gives_the_same_tokens_with_either_layout(model, monkeypatch)
     for r in requests:
       engine.submit(r)
     engine.run()
-    assert engine._slots.cache.keys_transposed is transposed
+    assert engine._state.cache.keys_transposed is transposed
     results[transposed] = [r.results for r in requests]
   assert results[False] == results[True]
 

@@ -96,6 +96,7 @@ def test_a_lapsed_lease_is_taken_over_and_the_lease_is_renewed(gcs_bucket):
   assert not storage.exists(path)
 
 
+@pytest.mark.entry
 def test_a_bucket_url_without_its_client_fails_in_one_line_and_makes_no_folder(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = os.path.join(repo, "experiments", "feedback_sft.py")

@@ -9,15 +9,16 @@ import subprocess
 import sys
 import time
 
-from eval_fixtures import JudgeServer
+import pytest
 from entry_runner import run_entry
+from eval_fixtures import JudgeServer
 from helpsteer_jax import scale, storage
 from helpsteer_jax.data.jsonl import JsonlAppender, read_jsonl
 from helpsteer_jax.eval.results import make_result, write_result
 from helpsteer_jax.storage import object_log
 from helpsteer_jax.tables import make_tables
-from test_eval_tables import PNG
 from test_eval_end_to_end import model_dir  # noqa: F401 (a fixture)
+from test_eval_tables import PNG
 from test_scale_entry import REPO, _config, _records_by_id, _write_prompts, one_at_a_time_command
 
 KEY_ENV = "HELPSTEER_STORAGE_JUDGE_KEY"
@@ -36,6 +37,7 @@ def _one_at_a_time(config):
   return config
 
 
+@pytest.mark.entry
 def test_a_search_in_a_bucket_killed_and_resumed_equals_a_local_run(model_dir, gcs_bucket, tmp_path):
   prompts = tmp_path / "prompts.jsonl"
   _write_prompts(prompts, ["What is 2+2?", "Name a colour.", "Say hello."])
@@ -90,6 +92,7 @@ def _evaluate_args(model_dir, server, workdir):
           f"--workdir={workdir}"]
 
 
+@pytest.mark.entry
 def test_an_evaluation_in_a_bucket_resumes_and_equals_a_local_one(model_dir, gcs_bucket, tmp_path,
                                                                   bundled_data, monkeypatch):
   monkeypatch.setenv(KEY_ENV, "sk-storage-test")
@@ -132,6 +135,7 @@ def _write_results(root):
     write_result(storage.join(root, "arena_hard", label.split(":")[1]), result)
 
 
+@pytest.mark.entry
 def test_tables_from_and_into_a_bucket_equal_the_local_ones(gcs_bucket, tmp_path):
   results, out = storage.join(gcs_bucket, "results"), storage.join(gcs_bucket, "tables")
   _write_results(results)

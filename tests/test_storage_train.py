@@ -7,12 +7,15 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 from entry_runner import run_entry
 from test_train_entry import REPO, env, losses, task_file, train_command  # noqa: F401 (a fixture)
 
 from helpsteer_jax import storage
 from helpsteer_jax.data.text_files import read_text
 from helpsteer_jax.storage.object_log import log_exists
+
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 STEPS = ["--config.total_steps=12", "--config.checkpoint_every=3", "--config.data.batch_size=2",
          "--config.optim.learning_rate=1e-3"]

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from entry_runner import run_entry
 
+pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # A made-up mapping the model can only know from training.

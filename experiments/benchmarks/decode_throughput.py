@@ -5,7 +5,7 @@
 Measured side by side in one run, both models loaded from the same embedded GGUF:
   1. tokens/s of greedy decode at each batch size, 128 new tokens, no early stop; the ratio
      helpsteer_jax / transformers, for the decode engine with its default layout (on CPU switched
-     layers, and unrolled layers with fused input projections at batch 1: sampling/engine.py), the
+     layers, and unrolled layers with fused input projections at batch 1: sampling/engine_api.py), the
      engine on the model's own scanned layers, and the earlier static batch (scanned);
   2. batch-1 decode as a fraction of the memory-bandwidth bound (bandwidth measured here with a
      large array copy, divided by the parameter bytes read per token), end to end and over the

@@ -6,7 +6,7 @@ weights, and on a CPU each product also pays a fixed cost for spreading it over 
 products per layer become four. Measured on a 2-core CPU (SmolLM2, fp32, 32 steps, best of 8): one
 slot decoded at 22.7 ms a step fused against 24.9 unrolled, with the same tokens and cache bit for
 bit; 16 slots decoded slower fused (121 ms against 104), where the products are matmuls. So the
-engine fuses only for a single slot (sampling/engine.py). The fused blocks keep the blocks'
+engine fuses only for a single slot (sampling/engine_api.py). The fused blocks keep the blocks'
 interface (`project_qkv`, `project_out`, the MLP call), so every forward of the model runs on them.
 
 Conversions are kept per model (weakly: a model that is dropped frees its converted copy) and
