@@ -15,7 +15,7 @@ Public API (names resolve lazily, so importing the package does not import jax o
     generate                           chat conversations in, n sampled answers each out
     Llama, LlamaConfig, get_preset     the network, its frozen config, the size presets
     RewardModel                        a Llama trunk with a scalar or multi-attribute head
-    KVCache                            the decode cache
+    SlotCache                          the decode cache: one sample per slot, each at its own length
     make_mesh, ShardingContext         (data, fsdp, tensor) meshes and logical-axis placement
     create_sharded_model               a model created directly on its shards
     CheckpointError                    raised for bad checkpoints, naming the file or tensor
@@ -38,7 +38,7 @@ _EXPORTS = {
     "LlamaConfig": "helpsteer_jax.models.config",
     "get_preset": "helpsteer_jax.models.config",
     "RewardModel": "helpsteer_jax.models.heads",
-    "KVCache": "helpsteer_jax.models.kv_cache",
+    "SlotCache": "helpsteer_jax.models.decode.slot_cache",
     "ShardingContext": "helpsteer_jax.parallel.partitioning",
     "make_mesh": "helpsteer_jax.parallel.mesh",
     "create_sharded_model": "helpsteer_jax.models.create",

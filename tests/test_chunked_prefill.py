@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from decode_fixtures import model  # noqa: F401  (fixture)
-from helpsteer_jax.models.kv_cache import KVCache
-from helpsteer_jax.models.slot_cache import SlotCache
+from decode_fixtures import full_forward_keys_values, model  # noqa: F401  (fixture)
+from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.sampling.chunked_prefill import Chunk, ChunkedPrefill, PrefixChunks
 
 CHUNK = 4
@@ -29,8 +28,8 @@ def test_chunks_give_the_full_forward_logits_and_cache(model, length):
   full = model(ids)[0, -1]
   np.testing.assert_allclose(np.asarray(prefill.logits(hidden))[0], np.asarray(full), atol=2e-5)
   np.testing.assert_allclose(prefill.next_token_logits(prompt), np.asarray(full), atol=2e-5)
-  _, reference = model.hidden_states(ids, cache=KVCache.init(model.config, 1, length), cache_is_empty=True)
-  for got, want in ((cache.k, reference.k), (cache.v, reference.v)):
+  reference = full_forward_keys_values(model, ids)
+  for got, want in zip((cache.k, cache.v), reference):
     np.testing.assert_allclose(np.asarray(got[:, 1, :, :length]), np.asarray(want[:, 0]), atol=2e-5)
 
 
@@ -77,8 +76,8 @@ def test_chunks_broken_anywhere_give_the_full_forward(model, breaks):
   ids = jnp.asarray([prompt])
   full = model(ids)[0, -1]
   np.testing.assert_allclose(np.asarray(prefill.logits(hidden))[0], np.asarray(full), atol=2e-5)
-  _, reference = model.hidden_states(ids, cache=KVCache.init(model.config, 1, 13), cache_is_empty=True)
-  for got, want in ((cache.k, reference.k), (cache.v, reference.v)):
+  reference = full_forward_keys_values(model, ids)
+  for got, want in zip((cache.k, cache.v), reference):
     np.testing.assert_allclose(np.asarray(got[:, 0, :, :13]), np.asarray(want[:, 0]), atol=2e-5)
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpsteer_jax.models.decode_attention import per_slot_decode_attention, ragged_decode_attention
+from helpsteer_jax.models.decode.decode_attention import CacheRead, per_slot_decode_attention, ragged_decode_attention
 
 LAYERS, SLOTS, KV, GROUP, HEAD, LENGTH, BLOCK = 2, 5, 2, 3, 8, 64, 16
 
@@ -41,9 +41,9 @@ def test_per_slot_blocks_give_the_attention_of_the_block_loop(group):
   q, k_new, v_new, cache_k, cache_v = _inputs()
   lengths = jnp.asarray([0, 17, 64, 5, 32], jnp.int32)  # empty, partial and whole blocks
   active = jnp.asarray([True, True, True, False, True])
-  ours, (same_k, same_v) = per_slot_decode_attention(q, k_new, v_new, cache_k, cache_v, 1, lengths, active,
-                                                     BLOCK, group=group)
-  loop, _ = ragged_decode_attention(q, k_new, v_new, cache_k, cache_v, 1, lengths, jnp.asarray(4), BLOCK)
+  read = CacheRead(cache_k, cache_v, 1, BLOCK)
+  ours, (same_k, same_v) = per_slot_decode_attention(q, k_new, v_new, read, lengths, active, group=group)
+  loop, _ = ragged_decode_attention(q, k_new, v_new, read, lengths, jnp.asarray(4))
   want = _dense(q, k_new, v_new, cache_k, cache_v, 1, np.asarray(lengths))
   live = np.asarray(active)
   np.testing.assert_allclose(np.asarray(ours)[live], want[live], atol=2e-6)
@@ -53,23 +53,24 @@ def test_per_slot_blocks_give_the_attention_of_the_block_loop(group):
 
 def test_a_slot_reads_the_same_whatever_its_neighbours_hold():
   q, k_new, v_new, cache_k, cache_v = _inputs()
-  alone = per_slot_decode_attention(q, k_new, v_new, cache_k, cache_v, 0, jnp.asarray([0, 0, 37, 0, 0]),
-                                    jnp.asarray([False, False, True, False, False]), BLOCK)[0]
-  busy = per_slot_decode_attention(q, k_new, v_new, cache_k, cache_v, 0, jnp.asarray([64, 3, 37, 50, 9]),
-                                   jnp.ones(SLOTS, bool), BLOCK, group=2)[0]
+  read = CacheRead(cache_k, cache_v, 0, BLOCK)
+  alone = per_slot_decode_attention(q, k_new, v_new, read, jnp.asarray([0, 0, 37, 0, 0]),
+                                    jnp.asarray([False, False, True, False, False]))[0]
+  busy = per_slot_decode_attention(q, k_new, v_new, read, jnp.asarray([64, 3, 37, 50, 9]),
+                                   jnp.ones(SLOTS, bool), group=2)[0]
   assert np.array_equal(np.asarray(alone[2]), np.asarray(busy[2]))
 
 
 def test_the_cache_threads_through_when_asked_and_bad_lengths_fail():
   q, k_new, v_new, cache_k, cache_v = _inputs()
   lengths, active = jnp.asarray([9, 20, 1, 40, 64]), jnp.ones(SLOTS, bool)
-  threaded, (k, v) = jax.jit(lambda *a: per_slot_decode_attention(*a, 1, lengths, active, BLOCK, True))(
-      q, k_new, v_new, cache_k, cache_v)
-  plain, _ = per_slot_decode_attention(q, k_new, v_new, cache_k, cache_v, 1, lengths, active, BLOCK)
+  threaded, (k, v) = jax.jit(lambda q, k_new, v_new, ck, cv: per_slot_decode_attention(
+      q, k_new, v_new, CacheRead(ck, cv, 1, BLOCK, thread=True), lengths, active))(q, k_new, v_new, cache_k, cache_v)
+  plain, _ = per_slot_decode_attention(q, k_new, v_new, CacheRead(cache_k, cache_v, 1, BLOCK), lengths, active)
   np.testing.assert_allclose(np.asarray(threaded), np.asarray(plain), atol=1e-6)
   assert np.array_equal(np.asarray(k), np.asarray(cache_k)) and np.array_equal(np.asarray(v), np.asarray(cache_v))
   with pytest.raises(ValueError, match="not a multiple of the block"):
-    per_slot_decode_attention(q, k_new, v_new, cache_k, cache_v, 0, lengths, active, 24)
+    per_slot_decode_attention(q, k_new, v_new, CacheRead(cache_k, cache_v, 0, 24), lengths, active)
 
 
 def test_decode_slots_per_slot_and_block_loop_agree_and_one_slot_falls_back(monkeypatch):
@@ -77,7 +78,7 @@ def test_decode_slots_per_slot_and_block_loop_agree_and_one_slot_falls_back(monk
 
   from helpsteer_jax.models import llama
   from helpsteer_jax.models.config import get_preset
-  from helpsteer_jax.models.slot_cache import SlotCache
+  from helpsteer_jax.models.decode.slot_cache import SlotCache
 
   model = llama.Llama(get_preset("tiny"), rngs=nnx.Rngs(0))
   rng = np.random.default_rng(1)

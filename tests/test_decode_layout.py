@@ -1,4 +1,4 @@
-"""Decode weight layouts (models/decode_layout.py): fused projections give the decode step of the
+"""Decode weight layouts (models/decode/decode_layout.py): fused projections give the decode step of the
 model's own layers, switched layers give it bit for bit, and conversions are kept per model until
 its weights change."""
 
@@ -10,9 +10,9 @@ from flax import nnx
 
 from decode_fixtures import model  # noqa: F401  (fixture)
 from helpsteer_jax.models.config import get_preset
-from helpsteer_jax.models.decode_layout import DecodeLayouts, with_fused_projections, with_switched_layers
+from helpsteer_jax.models.decode.decode_layout import DecodeLayouts, with_fused_projections, with_switched_layers
 from helpsteer_jax.models.llama import Llama
-from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.parallel.mesh import make_mesh
 from helpsteer_jax.parallel.partitioning import ShardingContext
 

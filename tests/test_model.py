@@ -1,4 +1,4 @@
-"""The network on tiny configs: cache path == full forward, packing isolation, remat, dtypes."""
+"""The network on tiny configs: slot decoding == full forward, padding and packing isolation, remat, dtypes."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 
 from helpsteer_jax.models.config import get_preset
-from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 
 
 def _ids(shape, seed=0, vocab=512):
@@ -16,19 +17,27 @@ def _ids(shape, seed=0, vocab=512):
 
 
 @pytest.mark.parametrize("scan", [True, False])
-def test_cache_decoding_equals_full_forward(scan):
+def test_slot_decoding_equals_full_forward(scan):
+  # Two slots at different lengths: each prefilled with its own prompt, then both decode one
+  # token a step at their own positions.
   config = get_preset("tiny", scan_layers=scan)
   model = Llama(config, rngs=nnx.Rngs(0))
-  ids = _ids((2, 11))
-  full = model(ids)
-  cache = KVCache.init(config, 2, 16)
-  logits, cache = model(ids[:, :7], cache=cache)
-  pieces = [logits]
-  for t in range(7, 11):
-    logits, cache = model(ids[:, t:t + 1], cache=cache)
-    pieces.append(logits)
-  np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5)
-  assert int(cache.index) == 11 and cache.next_position.tolist() == [11, 11]
+  short, long = _ids((1, 11), seed=1), _ids((1, 14), seed=2)
+  chunks = ChunkedPrefill(model, chunk=4, keep_bytes=0)
+  cache = SlotCache.init(config, 2, 32, keys_transposed=model.slot_keys_transposed())
+  cache, _, _ = chunks.fill(cache, 0, short[0, :5].tolist())
+  cache, _, _ = chunks.fill(cache, 1, long[0, :9].tolist())
+  pieces = [[], []]
+  for step in range(6):
+    tokens = jnp.asarray([short[0, 5 + step], long[0, 9 + step] if 9 + step < 14 else 0])
+    active = jnp.asarray([True, 9 + step < 14])
+    logits, cache = model.decode_slots(tokens, cache, active, block=8)
+    pieces[0].append(logits[0])
+    if 9 + step < 14:
+      pieces[1].append(logits[1])
+  np.testing.assert_allclose(jnp.stack(pieces[0]), model(short)[0, 5:], atol=1e-5)
+  np.testing.assert_allclose(jnp.stack(pieces[1]), model(long)[0, 9:], atol=1e-5)
+  assert cache.lengths.tolist() == [11, 14]
 
 
 def test_left_padded_rows_match_unpadded():
@@ -37,12 +46,9 @@ def test_left_padded_rows_match_unpadded():
   short, long = _ids((1, 5), seed=1), _ids((1, 9), seed=2)
   padded = jnp.concatenate([jnp.zeros((1, 4), jnp.int32), short], axis=1)
   mask = jnp.asarray([[False] * 4 + [True] * 5, [True] * 9])
-  cache = KVCache.init(config, 2, 16)
-  logits, cache = model(jnp.concatenate([padded, long]), input_mask=mask, cache=cache)
+  logits = model(jnp.concatenate([padded, long]), input_mask=mask)
   np.testing.assert_allclose(logits[0, 4:], model(short)[0], atol=1e-5)
   np.testing.assert_allclose(logits[1], model(long)[0], atol=1e-5)
-  step, _ = model(jnp.asarray([[7], [7]]), cache=cache)
-  np.testing.assert_allclose(step[0, 0], model(jnp.concatenate([short, jnp.asarray([[7]])], 1))[0, -1], atol=1e-5)
 
 
 def test_packed_segments_do_not_attend_across():

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpsteer_jax.models import paged_decode
+from helpsteer_jax.models.decode import paged_decode
 from helpsteer_jax.models.config import get_preset
-from helpsteer_jax.models.decode_attention import num_blocks, ragged_decode_attention
+from helpsteer_jax.models.decode.decode_attention import CacheRead, num_blocks, ragged_decode_attention
 from helpsteer_jax.models.llama import Llama, with_unrolled_layers
-from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.models.decode.slot_cache import SlotCache
 
 pltpu = pytest.importorskip("jax.experimental.pallas.tpu")
 
@@ -54,8 +54,8 @@ def test_paged_attention_matches_the_xla_blocks_and_writes_the_new_token():
   lengths = jnp.asarray([5, 17, 0, 40], jnp.int32)
   active = jnp.asarray([True, True, True, False])
   layer = 1
-  expected, _ = ragged_decode_attention(q, k_new, v_new, cache_k, cache_v, layer, lengths,
-                                        num_blocks(lengths, active, block), block)
+  expected, _ = ragged_decode_attention(q, k_new, v_new, CacheRead(cache_k, cache_v, layer, block), lengths,
+                                        num_blocks(lengths, active, block))
   with pltpu.force_tpu_interpret_mode():
     out, new_k, new_v = jax.jit(paged_decode.paged_decode_attention, static_argnums=(8,))(
         q, k_new, v_new, cache_k, cache_v, layer, lengths, active, block)

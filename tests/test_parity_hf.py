@@ -2,7 +2,7 @@
 
 Each case is a tiny random Llama saved by transformers (`save_pretrained`, safetensors) and loaded
 with `load_hf_model`; logits must match the torch fp32 reference, with layers scanned and unrolled,
-with padding, and through the KV cache. The cases cover GQA ratios 1, 2, 3, 4 and 8, tied and
+with padding, and decoded on a slot cache as the engine decodes. The cases cover GQA ratios 1, 2, 3, 4 and 8, tied and
 untied embeddings, `llama3` RoPE scaling on sequences longer than
 `original_max_position_embeddings`, several `rope_theta`s and `head_dim`s that are not
 `hidden_size / num_heads`. Weights are redrawn so that logits are O(1) and norm scales are away
@@ -26,12 +26,14 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from helpsteer_jax.checkpoints.hf import load_hf_model
-from helpsteer_jax.models.kv_cache import KVCache
+from helpsteer_jax.models.decode.decode_layout import decode_layouts
+from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.llama import Llama
+from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 
 SEQ = 48  # longer than original_max_position_embeddings=16 of the llama3-scaled cases
 PARITY_TOL = 1e-4  # ours vs transformers (different kernels and summation orders)
-CACHE_TOL = 1e-5  # ours with a KV cache vs ours without
+CACHE_TOL = 1e-5  # ours decoded on slots vs our full forward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,34 +138,32 @@ def _forward(model: Llama, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return np.asarray(_compile(fn, state, ids, mask)(state, ids, mask))
 
 
-def _forward_and_decode(model: Llama, ids: np.ndarray, mask: np.ndarray, prefill: int):
-  """(full-forward logits, KV-cache logits), both [B, T, V], from one compiled function.
-
-  The cache path prefills the first `prefill` tokens (every left pad is among them, as the sampler
-  arranges) and then feeds one token per step. The right-padded row feeds pad tokens after its
-  prompt: they must not advance its position (checked through `next_position`).
-  """
-  graphdef, state = nnx.split(model)
-  b, t = ids.shape
-
-  def run(state, ids, mask):
-    model = nnx.merge(graphdef, state)
-    full = model(ids, input_mask=mask)
-    cache = KVCache.init(model.config, b, t + 8)
-    first, cache = model(ids[:, :prefill], input_mask=mask[:, :prefill], cache=cache)
-
-    def step(cache, column):
-      token, valid = column
-      logits, cache = model(token[:, None], input_mask=valid[:, None], cache=cache)
-      return cache, logits[:, 0]
-
-    cache, rest = jax.lax.scan(step, cache, (ids[:, prefill:].T, mask[:, prefill:].T))
-    return full, jnp.concatenate([first, rest.transpose(1, 0, 2)], axis=1), cache
-
-  full, cached, cache = _compile(run, state, ids, mask)(state, ids, mask)
-  assert int(cache.index) == t
-  np.testing.assert_array_equal(np.asarray(cache.next_position), mask.sum(axis=1))
-  return np.asarray(full), np.asarray(cached)
+def _slot_logits(model: Llama, ids: np.ndarray, mask: np.ndarray, layout: str, kernel: str,
+                 prefill: int = 20) -> np.ndarray:
+  """Each row decoded in its own slot of a slot cache, as the engine decodes: the row's first
+  `prefill` real tokens prefilled in chunks of 8, then one real token per `decode_slots` step
+  (teacher forcing), every slot at its own position, in the decode `layout` with the `kernel`
+  decode attention -> logits [B, T, V] by real position (row r's position t at [r, t]; positions
+  before prefill - 1 are left 0)."""
+  decode_model = decode_layouts.get(model, layout)
+  rows = [ids[r][mask[r]].tolist() for r in range(ids.shape[0])]
+  chunks = ChunkedPrefill(model, chunk=8, keep_bytes=0,
+                          layout=decode_model if layout == "switched" else None)
+  cache = SlotCache.init(model.config, len(rows), 64, keys_transposed=model.slot_keys_transposed())
+  out = np.zeros(ids.shape + (model.config.vocab_size,), np.float32)
+  for r, row in enumerate(rows):
+    cache, hidden, _ = chunks.fill(cache, r, row[:prefill])
+    out[r, prefill - 1] = np.asarray(chunks.logits(hidden))[0]
+  graphdef, state = nnx.split(decode_model)
+  step = jax.jit(lambda state, tokens, cache, active: nnx.merge(graphdef, state).decode_slots(
+      tokens, cache, active, block=8, kernel=kernel))
+  for t in range(prefill, max(map(len, rows))):
+    active = np.asarray([t < len(row) for row in rows])
+    tokens = np.asarray([row[t] if t < len(row) else 0 for row in rows], np.int32)
+    logits, cache = step(state, jnp.asarray(tokens), cache, jnp.asarray(active))
+    out[active, t] = np.asarray(logits)[active]
+  np.testing.assert_array_equal(np.asarray(cache.lengths), mask.sum(axis=1))
+  return out
 
 
 def _check_config(config, case: Case) -> None:
@@ -187,22 +187,25 @@ def test_logits_match_transformers(hf_case, scan_layers):
   assert pad_err <= PARITY_TOL
 
 
-# The cache path on the GQA ratios 1, 3 and 8 (llama3 RoPE past its original length in two),
-# unrolled layers on one of them.
-KV_CASES = [("mha_untied", True), ("gqa3_tied_llama3_headdim12", True),
-            ("gqa3_tied_llama3_headdim12", False), ("mqa8_untied_llama3", True)]
+# Slot decoding on the GQA ratios 1, 3 and 8 (llama3 RoPE past its original length in two), in
+# each decode layout the engine runs and with both CPU decode attentions.
+SLOT_CASES = [("mha_untied", "model", "xla"), ("gqa3_tied_llama3_headdim12", "unrolled", "per_slot"),
+              ("gqa3_tied_llama3_headdim12", "switched", "xla"), ("mqa8_untied_llama3", "model", "per_slot")]
 
 
-@pytest.mark.parametrize("hf_case,scan_layers", [(CASE_BY_NAME[n], s) for n, s in KV_CASES],
-                         indirect=["hf_case"],
-                         ids=[f"{n}-{'scan' if s else 'loop'}" for n, s in KV_CASES])
-def test_kv_cache_matches_full_forward_and_transformers(hf_case, scan_layers):
+@pytest.mark.parametrize("hf_case,layout,kernel", [(CASE_BY_NAME[n], lay, k) for n, lay, k in SLOT_CASES],
+                         indirect=["hf_case"], ids=[f"{n}-{lay}-{k}" for n, lay, k in SLOT_CASES])
+def test_slot_decoding_matches_full_forward_and_transformers(hf_case, layout, kernel):
   case, folder, ids, mask, ref = hf_case
-  model = load_hf_model(folder, scan_layers=scan_layers, show_progress=False)
-  full, cached = _forward_and_decode(model, ids, mask, prefill=20)
-  cache_err = float(np.abs(cached - full)[mask].max())
-  hf_err = float(np.abs(cached - ref)[mask].max())
-  print(f"{case.name} scan={scan_layers}: KV-cache max|diff| {cache_err:.1e} vs full forward, "
+  model = load_hf_model(folder, scan_layers=True, show_progress=False)
+  slots = _slot_logits(model, ids, mask, layout, kernel)
+  full = _forward(model, ids, mask)
+  cache_err = hf_err = 0.0
+  for r in range(ids.shape[0]):
+    ours = slots[r, 19:mask[r].sum()]  # from the prefill's last position on
+    cache_err = max(cache_err, float(np.abs(ours - full[r][mask[r]][19:]).max()))
+    hf_err = max(hf_err, float(np.abs(ours - ref[r][mask[r]][19:]).max()))
+  print(f"{case.name} {layout}/{kernel}: slot decoding max|diff| {cache_err:.1e} vs full forward, "
         f"{hf_err:.1e} vs transformers")
   assert cache_err <= CACHE_TOL
   assert hf_err <= PARITY_TOL

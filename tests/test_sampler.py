@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from decode_fixtures import greedy_reference, model  # noqa: F401  (fixture)
-from helpsteer_jax.sampling import sampler
 from helpsteer_jax.sampling.rules import sample_next
 from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
 
@@ -49,12 +48,6 @@ def test_no_prompt_length_compiles_a_new_program(model):
   for length in (3, 7, 12, 19, 50, 100, 130, 300):
     sample_tokens(model, [list(range(1, length + 1))], settings)
   assert programs() == before
-
-
-def test_static_batch_reference_gives_the_same_greedy_tokens(model):
-  prompts = [[5, 6, 7], list(range(1, 12)), [42]]
-  settings = SamplingSettings(max_new_tokens=8)
-  assert sample_tokens(model, prompts, settings) == sampler.sample_tokens_static(model, prompts, settings)
 
 
 def test_top_k_one_is_greedy_and_top_p_keeps_the_nucleus():

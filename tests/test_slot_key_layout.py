@@ -9,9 +9,9 @@ import pytest
 
 from decode_fixtures import model  # noqa: F401  (fixture)
 from helpsteer_jax.models import llama
-from helpsteer_jax.models.chunk_attention import chunk_attention
-from helpsteer_jax.models.decode_attention import per_slot_decode_attention, ragged_decode_attention
-from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.models.decode.chunk_attention import chunk_attention
+from helpsteer_jax.models.decode.decode_attention import CacheRead, per_slot_decode_attention, ragged_decode_attention
+from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.sampling.sampler import SamplingSettings
@@ -33,11 +33,11 @@ def test_decode_attention_over_transposed_keys_is_the_same_bit_for_bit(kernel, t
 
   def attend(keys, transposed):
     if kernel == "per_slot":
-      fn = lambda k, v: per_slot_decode_attention(q, k_new, v_new, k, v, 1, lengths, active, BLOCK,
-                                                  thread_cache, keys_transposed=transposed)
+      fn = lambda k, v: per_slot_decode_attention(
+          q, k_new, v_new, CacheRead(k, v, 1, BLOCK, thread_cache, transposed), lengths, active)
     else:
-      fn = lambda k, v: ragged_decode_attention(q, k_new, v_new, k, v, 1, lengths, jnp.asarray(3), BLOCK,
-                                                thread_cache, keys_transposed=transposed)
+      fn = lambda k, v: ragged_decode_attention(
+          q, k_new, v_new, CacheRead(k, v, 1, BLOCK, thread_cache, transposed), lengths, jnp.asarray(3))
     out, (k, _) = jax.jit(fn)(keys, cache_v)
     return np.asarray(out), np.asarray(k)
 
@@ -56,8 +56,8 @@ def test_chunk_attention_over_transposed_keys_is_the_same_bit_for_bit(start):
   cache_k, cache_v = _normal(rng, LAYERS, SLOTS, KV, LENGTH, HEAD), _normal(rng, LAYERS, SLOTS, KV, LENGTH, HEAD)
   slot = jnp.asarray(2, jnp.int32)
   run = lambda keys, transposed: np.asarray(jax.jit(
-      lambda keys: chunk_attention(q, k, v, keys, cache_v, 0, slot, jnp.asarray(start), chunk,
-                                   keys_transposed=transposed)[0])(keys))
+      lambda keys: chunk_attention(q, k, v, CacheRead(keys, cache_v, 0, chunk, keys_transposed=transposed),
+                                   slot, jnp.asarray(start))[0])(keys))
   assert np.array_equal(run(cache_k, False), run(cache_k.swapaxes(3, 4), True))
 
 

@@ -67,10 +67,11 @@ def main() -> None:
 
   import helpsteer_jax as hj
   from helpsteer_jax.checkpoints.embedded import embedded_model_path
-  from helpsteer_jax.models.decode_layout import LAYOUTS
+  from helpsteer_jax.models.decode.decode_layout import LAYOUTS
   from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
   from helpsteer_jax.sampling.keys import sample_key
-  from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens, sample_tokens_static
+  from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
+  from static_batch import sample_tokens_static
 
   if layouts[0] != "auto" or not set(layouts) <= {"auto", *LAYOUTS}:
     raise SystemExit(f"--bound_layouts={args.bound_layouts}: expected auto first, then any of {LAYOUTS}")

@@ -9,7 +9,7 @@ decode seconds: no prefill) are set against
   - the HBM bound: bytes a step must read, over the bandwidth of an on-device copy measured here.
     The bytes are the weights less the input embedding (a gather of B rows) plus the KV cache the
     step's attention reads: every slot's keys and values up to the longest live slot, rounded up
-    to the engine's attention block (models/decode_attention.py), averaged over the run's steps;
+    to the engine's attention block (models/decode/decode_attention.py), averaged over the run's steps;
   - the FLOP bound: 2 x the matmul parameters per token plus the attention's 4 L N H x context,
     against the device's dense bf16 peak.
 Batch 1 runs again in the unrolled layout and in the model's own scanned layers
@@ -33,7 +33,7 @@ def step_costs(config, batch: int, prompt: int, new_tokens: int, block: int) -> 
   from helpsteer_jax.models.create import count_params
 
   matmul_params = count_params(config) - config.vocab_size * config.hidden_size
-  # The slot cache holds keys and values in the compute dtype (models/slot_cache.py).
+  # The slot cache holds keys and values in the compute dtype (models/decode/slot_cache.py).
   kv_per_position = 2 * config.num_layers * config.num_kv_heads * config.head_dim * config.compute_dtype.itemsize
   steps = np.arange(new_tokens - 1)
   cached = prompt + steps

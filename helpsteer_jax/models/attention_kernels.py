@@ -10,8 +10,8 @@ A kernel is used only where it applies: its backend, a causal mask that is a key
 (right padding; packed segments and left padding fall back), and for cuDNN a 16-bit float compute
 dtype (cuDNN's flash attention takes bf16 and fp16 only: an fp32 model on a GPU runs the XLA
 attention). Anything else runs the XLA path, which is also the reference the kernels are tested
-against. Decode attention over a slot cache is models/decode_attention.py, or on TPU the paged
-kernel of models/paged_decode.py (`decode_attention_impl`).
+against. Decode attention over a slot cache is models/decode/decode_attention.py, or on TPU the paged
+kernel of models/decode/paged_decode.py (`decode_attention_impl`).
 
 Shapes: q [B, T, N, H]; k, v [B, K, T, H]; lengths [B] (keys 0..lengths-1 are real).
 """

@@ -46,11 +46,11 @@ class LlamaConfig:
   param_dtype: str = "float32"  # storage dtype of parameters (fp32 master weights for training)
   scan_layers: bool = True  # stack layer parameters and run them with lax.scan
   # With scan_layers=False: decode steps and prefill chunks run the layer list as one scanned body
-  # whose products switch on the layer, reading each layer's arrays in place (models/layer_switch.py).
+  # whose products switch on the layer, reading each layer's arrays in place (models/decode/layer_switch.py).
   switch_layers: bool = False
   remat_policy: str = "none"  # see REMAT_POLICIES
   attention_impl: str = "auto"  # auto | xla | cudnn | pallas (models/attention_kernels.py)
-  decode_attention_impl: str = "auto"  # auto | xla | per_slot | paged (models/paged_decode.py)
+  decode_attention_impl: str = "auto"  # auto | xla | per_slot | paged (models/decode/paged_decode.py)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:

@@ -21,7 +21,7 @@ from helpsteer_jax.models.causal_attention import (
     FLOOR, blocked_causal_attention, group_query_heads, ungroup_query_heads,
 )
 from helpsteer_jax.models.config import LlamaConfig, RopeScaling
-from helpsteer_jax.models.layer_switch import SwitchedWeight
+from helpsteer_jax.models.decode.layer_switch import SwitchedWeight
 from helpsteer_jax.parallel import axes as ax
 
 
@@ -71,7 +71,7 @@ def contract_last(x: jax.Array, w: jax.Array, dims: int = 1) -> jax.Array:
   Flattening first gives every forward and backward dot a single contracting axis. The reshapes
   merge a sharded major axis with unsharded minor ones, which GSPMD keeps without communication.
   """
-  if isinstance(w, SwitchedWeight):  # a product with the layer's own array (models/layer_switch.py)
+  if isinstance(w, SwitchedWeight):  # a product with the layer's own array (models/decode/layer_switch.py)
     return w.apply(lambda array, x: contract_last(x, array, dims), x)
   c_shape, o_shape = w.shape[:dims], w.shape[dims:]
   if x.shape[x.ndim - dims:] != c_shape:

@@ -1,9 +1,14 @@
 """Llama-3 decoder in Flax NNX.
 
-One forward serves training (full sequences, optional packing via `segment_ids`) and generation
-(a chunk written into a `KVCache`: the prefill, then one token at a time). Layers are either
-stacked and run with `lax.scan` (`config.scan_layers`, the default: one compiled layer, fast on
-every backend) or kept as a list and unrolled.
+`model(ids)` / `hidden_states` is the forward of training, scoring and the reference logits (full
+sequences, optional packing via `segment_ids`). Generation runs on a slot cache, one sample per
+slot (models/decode/): `prefill_chunk` writes a prompt chunk by chunk, `decode_slots` steps every
+slot at its own position.
+
+Every path runs the layers through one iterator, `over_layers`, whose strategy follows the layout:
+stacked layers run with `lax.scan` (`config.scan_layers`, the default: one compiled layer, fast on
+every backend), switched ones with a scan that switches on the layer (models/decode/layer_switch.py),
+a list unrolled.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from helpsteer_jax.models.attention_kernels import kernel_attention, resolve as resolve_attention
-from helpsteer_jax.models.chunk_attention import chunk_attention
 from helpsteer_jax.models.config import LlamaConfig
-from helpsteer_jax.models.decode_attention import num_blocks, per_slot_decode_attention, ragged_decode_attention
-from helpsteer_jax.models.paged_decode import paged_decode_attention, resolve as resolve_decode_attention
-from helpsteer_jax.models.kv_cache import KVCache
-from helpsteer_jax.models.layer_switch import switched_layers
-from helpsteer_jax.models.slot_cache import SlotCache
+from helpsteer_jax.models.decode.chunk_attention import chunk_attention
+from helpsteer_jax.models.decode.decode_attention import (CacheRead, num_blocks, per_slot_decode_attention,
+                                                          ragged_decode_attention)
+from helpsteer_jax.models.decode.layer_switch import switched_layers
+from helpsteer_jax.models.decode.paged_decode import paged_decode_attention, resolve as resolve_decode_attention
+from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
     Attention, RMSNorm, SwiGLU, apply_rope, contract_last, contract_last_with_rows,
     grouped_query_attention, make_param, rope_inverse_frequencies,
@@ -59,32 +64,27 @@ class DecoderBlock(nnx.Module):
       self,
       x: jax.Array,  # [B, T, D]
       positions: jax.Array,  # [B, T]
-      masks: tuple[jax.Array, ...],  # [B, T, T] within the chunk (+ [B, T, S] over the cache)
+      mask: jax.Array,  # [B, T, T]: which keys each query sees (causal is applied on top)
       inv_freq: jax.Array,  # [H/2]
       sharding: Optional[ShardingContext],
-      cache_kv: Optional[tuple[jax.Array, jax.Array]] = None,  # this layer's cache k, v [B, K, S, H]
       kernel: Optional[tuple[str, jax.Array]] = None,  # (attention kernel, key lengths [B])
-  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Returns the block output [B, T, D] and the chunk's keys/values [B, K, T, H]."""
+  ) -> jax.Array:
+    """The block output [B, T, D] over a whole sequence."""
     q, k, v = self.attn.project_qkv(self.input_norm(x))
     q = checkpoint_name(apply_rope(q, positions, inv_freq), "query")
     k = checkpoint_name(apply_rope(k, positions, inv_freq), "key")
     v = checkpoint_name(v, "value")
     q = constrain(q, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_HEADS, None), sharding)
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, H]
-    segments = [(k, v, masks[0])]
-    if len(masks) > 1:  # attend over the cache too (skipped for an empty one)
-      cache_k, cache_v = cache_kv
-      segments.insert(0, (cache_k.astype(q.dtype), cache_v.astype(q.dtype), masks[1]))
-    # The chunk's own mask never lets a query see a later key (`hidden_states` ANDs it with causal).
-    if kernel is not None and len(segments) == 1:
+    # The mask never lets a query see a later key (`hidden_states` ANDs it with causal).
+    if kernel is not None:
       attended = kernel_attention(q, k, v, kernel[1], kernel[0])
     else:
-      attended = grouped_query_attention(q, segments, causal=True)
+      attended = grouped_query_attention(q, [(k, v, mask)], causal=True)
     x = x + self.attn.project_out(attended)
     x = constrain(x, _HIDDEN_AXES, sharding)
     x = x + self.mlp(self.post_attention_norm(x))
-    return constrain(x, _HIDDEN_AXES, sharding), (k, v)
+    return constrain(x, _HIDDEN_AXES, sharding)
 
   def decode(
       self,
@@ -140,14 +140,11 @@ class Llama(nnx.Module):
       positions: Optional[jax.Array] = None,  # [B, T]
       segment_ids: Optional[jax.Array] = None,  # [B, T]; 0 = padding, equal ids attend each other
       input_mask: Optional[jax.Array] = None,  # [B, T] bool; False = padding
-      cache: Optional[KVCache] = None,
-  ):
-    """Logits [B, T, V] in fp32; with `cache`, returns `(logits, updated_cache)`."""
-    hidden, new_cache = self.hidden_states(
-        input_ids, positions=positions, segment_ids=segment_ids, input_mask=input_mask, cache=cache
-    )
-    logits = self.logits(hidden)
-    return logits if cache is None else (logits, new_cache)
+  ) -> jax.Array:
+    """Logits [B, T, V] in fp32."""
+    hidden, _ = self.hidden_states(input_ids, positions=positions, segment_ids=segment_ids,
+                                   input_mask=input_mask)
+    return self.logits(hidden)
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """hidden [B, T, D] (after the final norm) -> fp32 logits [B, T, V]."""
@@ -175,14 +172,11 @@ class Llama(nnx.Module):
       positions: Optional[jax.Array] = None,
       segment_ids: Optional[jax.Array] = None,
       input_mask: Optional[jax.Array] = None,
-      cache: Optional[KVCache] = None,
-      cache_is_empty: bool = False,
       key_lengths: Optional[jax.Array] = None,
-  ) -> tuple[jax.Array, Optional[KVCache]]:
-    """Final-norm hidden states [B, T, D] (what the reward heads read) and the updated cache.
+  ) -> tuple[jax.Array, None]:
+    """Final-norm hidden states [B, T, D] (what the reward heads read), and None (where an earlier
+    version returned its cache: callers unpack two values).
 
-    `cache_is_empty=True` (static) declares a fresh cache, as in a prefill: attention then skips
-    the cache entirely instead of attending over (and constant-folding) its zeros.
     `key_lengths` [B] declares `input_mask` a right-padding mask (position < length), which lets
     an accelerator kernel (`config.attention_impl`, attention_kernels.py) run the attention.
     """
@@ -195,48 +189,32 @@ class Llama(nnx.Module):
     input_mask = input_mask.astype(bool)
 
     causal = jnp.tril(jnp.ones((t, t), bool))
-    if cache is None:
-      if positions is None:
-        positions = jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
-      seg = input_mask.astype(jnp.int32) if segment_ids is None else segment_ids
-      masks = (causal[None] & (seg[:, :, None] == seg[:, None, :]) & input_mask[:, None, :],)
-      new_valid = None
-    else:
-      if positions is None:
-        positions = cache.next_position[:, None] + jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
-      # Every filled cache slot precedes the chunk, so the cache mask is just `valid`.
-      masks = (causal[None] & input_mask[:, None, :],)
-      if not cache_is_empty:
-        masks += (jnp.broadcast_to(cache.valid[:, None, :], (b, t, cache.max_length)),)
-      new_valid = jax.lax.dynamic_update_slice(cache.valid, input_mask, (0, cache.index))
+    if positions is None:
+      positions = jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
+    seg = input_mask.astype(jnp.int32) if segment_ids is None else segment_ids
+    mask = causal[None] & (seg[:, :, None] == seg[:, None, :]) & input_mask[:, None, :]
 
     kernel = None
     impl = resolve_attention(config.attention_impl, dtype=config.compute_dtype)
-    # A kernel takes the chunk's own causal attention under a right-padding mask; packed segments,
-    # other masks and attention over a filled cache stay on the XLA path.
-    if impl != "xla" and len(masks) == 1 and segment_ids is None and key_lengths is not None:
+    # A kernel takes the causal attention under a right-padding mask; packed segments and other
+    # masks stay on the XLA path.
+    if impl != "xla" and segment_ids is None and key_lengths is not None:
       kernel = (impl, key_lengths.astype(jnp.int32))
     inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     x = jnp.take(self.embed[...], input_ids, axis=0).astype(config.compute_dtype)
     x = constrain(x, _HIDDEN_AXES, self.sharding)
 
-    if config.scan_layers:
-      x, new_k, new_v = self._scan_layers(x, positions, masks, inv_freq, cache, kernel)
-    else:
-      x, new_k, new_v = self._loop_layers(x, positions, masks, inv_freq, cache, kernel)
-    x = self.final_norm(x)
+    lengths = None if kernel is None else kernel[1]
 
-    new_cache = None
-    if cache is not None:
-      new_cache = cache.replace(
-          k=new_k, v=new_v, valid=new_valid,
-          next_position=cache.next_position + input_mask.sum(axis=1).astype(jnp.int32),
-          index=cache.index + t,
-      )
-    return x, new_cache
+    def run(graphdef, state, x, layer, cache_kv, thread_cache):
+      x = self._block_fn(graphdef, kernel)(state, x, positions, mask, inv_freq, lengths)
+      return x, ((), cache_kv)
+
+    x, _, _ = self.over_layers(x, run)
+    return self.final_norm(x), None
 
   def slot_keys_transposed(self, cache_dtype=None) -> bool:
-    """Whether a slot cache for this model stores its keys transposed (models/slot_cache.py says
+    """Whether a slot cache for this model stores its keys transposed (models/decode/slot_cache.py says
     why): on CPU, where it was measured, unless decode attention is the paged kernel, which reads
     keys [S, H]."""
     dtype = self.config.compute_dtype if cache_dtype is None else cache_dtype
@@ -253,9 +231,9 @@ class Llama(nnx.Module):
   ) -> tuple[jax.Array, SlotCache]:
     """One decode step of every slot, each at its own position: fp32 logits [B, V] and the cache
     with the tokens appended to the active slots. Attention reads the cache in `block`-position
-    blocks, by `kernel` (models/decode_attention.py: "xla", every slot up to the longest active
+    blocks, by `kernel` (models/decode/decode_attention.py: "xla", every slot up to the longest active
     one, or "per_slot", each active slot its own blocks; "paged": the TPU kernel,
-    models/paged_decode.py; default: `config.decode_attention_impl` resolved for the backend and
+    models/decode/paged_decode.py; default: `config.decode_attention_impl` resolved for the backend and
     the cache's dtype)."""
     config = self.config
     if kernel is None:
@@ -279,20 +257,19 @@ class Llama(nnx.Module):
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
+        read = CacheRead(*cache_kv, layer, block, thread_cache, transposed)
         if kernel == "per_slot":
-          attended, cache_kv_out = per_slot_decode_attention(
-              q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, active, block, thread_cache,
-              keys_transposed=transposed)
+          attended, cache_kv_out = per_slot_decode_attention(q[:, 0], k[:, 0], v[:, 0], read,
+                                                             cache.lengths, active)
         else:
-          attended, cache_kv_out = ragged_decode_attention(
-              q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, blocks, block, thread_cache,
-              keys_transposed=transposed)
+          attended, cache_kv_out = ragged_decode_attention(q[:, 0], k[:, 0], v[:, 0], read,
+                                                           cache.lengths, blocks)
         return attended[:, None], ((k[:, 0], v[:, 0]), cache_kv_out)
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
 
     # Each layer slices only the cache blocks it reads.
-    x, (new_k, new_v), (cache_k, cache_v) = self._over_layers(x, run, (cache.k, cache.v))
+    x, (new_k, new_v), (cache_k, cache_v) = self.over_layers(x, run, (cache.k, cache.v))
     logits = self.logits(self.final_norm(x))[:, 0]
     return logits, cache.replace(k=cache_k, v=cache_v).append(new_k, new_v, active)
 
@@ -306,7 +283,7 @@ class Llama(nnx.Module):
       block: int,  # cache positions read at a time: the prefill's chunk length
   ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One chunk of slot `slot`'s prompt against the chunks before it, which the cache holds at
-    positions [0, start) (models/chunk_attention.py). -> the final-norm hidden state of chunk
+    positions [0, start) (models/decode/chunk_attention.py). -> the final-norm hidden state of chunk
     position `last` [1, D] and the chunk's keys and values [L, 1, K, T, H] (the caller writes them
     into the cache, and may keep them for a prompt with the same first start + T tokens and the
     same chunk starts before).
@@ -320,93 +297,79 @@ class Llama(nnx.Module):
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):
-        attended, cache_kv_out = chunk_attention(q, k, v, *cache_kv, layer, slot, start, block, thread_cache,
-                                                 keys_transposed=cache.keys_transposed)
+        read = CacheRead(*cache_kv, layer, block, thread_cache, cache.keys_transposed)
+        attended, cache_kv_out = chunk_attention(q, k, v, read, slot, start)
         return attended, ((k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)), cache_kv_out)  # [1, K, T, H]
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
 
-    x, (chunk_k, chunk_v), _ = self._over_layers(x, run, (cache.k, cache.v))
+    x, (chunk_k, chunk_v), _ = self.over_layers(x, run, (cache.k, cache.v))
     hidden = jax.lax.dynamic_slice_in_dim(x, last, 1, axis=1)[:, 0]
     return self.final_norm(hidden), chunk_k, chunk_v
 
-  def _over_layers(self, x, run, cache_kv):
+  def over_layers(self, x, run, cache_kv: Any = (), carry_cache: bool = False):
     """x through every layer by `run(graphdef, state, x, layer, cache_kv, thread_cache) -> (x,
-    ((k, v), cache_kv))`, as a scan, a scan that switches on the layer (`switch_layers`), or
-    unrolled -> x, each layer's k, v stacked [L, ...], and the cache (k, v). Scanned either way,
-    the cache is an operand of the scan that every layer reads; unrolled, it is threaded from layer
-    to layer (decode_attention.loop_over_blocks says why)."""
-    if self.config.scan_layers:
-      graphdef, stacked = nnx.split(self.layers)
+    (out, cache_kv))` -> x, each layer's `out` stacked [L, ...] (any pytree; () for none), and the
+    cache. The layout picks the strategy: stacked layers as a scan, switched layers as a scan that
+    switches on the layer (`switch_layers`), a list unrolled.
 
-      def body(x, layer_in):
-        state, layer = layer_in
-        x, (kv, _) = run(graphdef, state, x, layer, cache_kv, False)
-        return x, kv
+    The cache: scanned, it is an operand of the scan that every layer reads (`thread_cache`
+    False), unless `carry_cache`, for a `run` that writes into it (the paged kernel): then it is
+    carried from layer to layer. Unrolled, it is always threaded from layer to layer
+    (decode_attention.loop_over_blocks says why)."""
+    config = self.config
+    if config.scan_layers or config.switch_layers:
+      if config.scan_layers:
+        graphdef, per_layer = nnx.split(self.layers)
+        state_of = lambda rows, layer: rows
+      else:
+        graphdef, per_layer, state_of = switched_layers(self.layers)
 
-      x, kv = jax.lax.scan(body, x, (stacked, jnp.arange(self.config.num_layers)))
-      return x, kv, cache_kv
-    if self.config.switch_layers:
-      graphdef, vectors, state_at = switched_layers(self.layers)
-
-      def switched_body(x, layer_in):
+      def body(carry, layer_in):
+        x, cache = carry if carry_cache else (carry, cache_kv)
         rows, layer = layer_in
-        x, (kv, _) = run(graphdef, state_at(rows, layer), x, layer, cache_kv, False)
-        return x, kv
+        x, (out, cache) = run(graphdef, state_of(rows, layer), x, layer, cache, carry_cache)
+        return ((x, cache) if carry_cache else x), out
 
-      x, kv = jax.lax.scan(switched_body, x, (vectors, jnp.arange(self.config.num_layers)))
-      return x, kv, cache_kv
-    chunks = []
+      init = (x, cache_kv) if carry_cache else x
+      carry, outs = jax.lax.scan(body, init, (per_layer, jnp.arange(config.num_layers)))
+      x, cache_kv = carry if carry_cache else (carry, cache_kv)
+      return x, outs, cache_kv
+    outs = []
     for i, layer_module in enumerate(self.layers):
       graphdef, state = nnx.split(layer_module)
-      x, (kv, cache_kv) = run(graphdef, state, x, i, cache_kv, True)
-      chunks.append(kv)
-    return x, (jnp.stack([k for k, _ in chunks]), jnp.stack([v for _, v in chunks])), cache_kv
+      x, (out, cache_kv) = run(graphdef, state, x, i, cache_kv, True)
+      outs.append(out)
+    return x, jax.tree.map(lambda *per_layer: jnp.stack(per_layer), *outs), cache_kv
 
   def _decode_slots_paged(self, x, positions, inv_freq, cache: SlotCache, active, block):
     """`decode_slots` by the paged kernel: each layer writes its token into the cache it carries,
     then attends over it (the kernel reads only the cache)."""
-    config = self.config
 
-    def run(graphdef, state, x, cache_k, cache_v, layer):
+    def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
         attended, new_k, new_v = paged_decode_attention(
-            q[:, 0], k[:, 0], v[:, 0], cache_k, cache_v, layer, cache.lengths, active, block)
-        return attended[:, None], (new_k, new_v)
+            q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, active, block)
+        return attended[:, None], ((), (new_k, new_v))
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
 
-    cache_k, cache_v = cache.k, cache.v
-    if config.scan_layers:
-      graphdef, stacked = nnx.split(self.layers)
-
-      def body(carry, layer_in):
-        x, cache_k, cache_v = carry
-        state, layer = layer_in
-        x, (cache_k, cache_v) = run(graphdef, state, x, cache_k, cache_v, layer)
-        return (x, cache_k, cache_v), None
-
-      (x, cache_k, cache_v), _ = jax.lax.scan(
-          body, (x, cache_k, cache_v), (stacked, jnp.arange(config.num_layers)))
-    else:
-      for i, layer_module in enumerate(self.layers):
-        graphdef, state = nnx.split(layer_module)
-        x, (cache_k, cache_v) = run(graphdef, state, x, cache_k, cache_v, i)
+    x, _, (cache_k, cache_v) = self.over_layers(x, run, (cache.k, cache.v), carry_cache=True)
     logits = self.logits(self.final_norm(x))[:, 0]
     return logits, cache.replace(k=cache_k, v=cache_v, lengths=cache.lengths + active.astype(jnp.int32))
 
   # -- layer stacks -----------------------------------------------------------------------------
 
   def _block_fn(self, graphdef, kernel: Optional[tuple[str, jax.Array]] = None):
-    """(block state, x, positions, masks, inv_freq, cache_kv, key lengths) -> block output,
+    """(block state, x, positions, mask, inv_freq, key lengths) -> block output,
     wrapped in remat. The kernel's name is closed over, not passed: a string is no JAX value, and
     `jax.checkpoint` takes every argument as one."""
     impl = None if kernel is None else kernel[0]
 
-    def run(state, x, positions, masks, inv_freq, cache_kv, key_lengths=None):
+    def run(state, x, positions, mask, inv_freq, key_lengths=None):
       block = nnx.merge(graphdef, state)
       block_kernel = None if key_lengths is None else (impl, key_lengths)
-      return block(x, positions, masks, inv_freq, self.sharding, cache_kv, block_kernel)
+      return block(x, positions, mask, inv_freq, self.sharding, block_kernel)
 
     policy = self.config.remat_policy
     if policy == "none":
@@ -414,48 +377,6 @@ class Llama(nnx.Module):
     # Inside a scan the recomputation cannot be merged with the forward; unrolled, XLA's common
     # subexpression elimination would merge it and silently undo the remat unless prevented.
     return jax.checkpoint(run, policy=_REMAT_POLICIES[policy], prevent_cse=not self.config.scan_layers)
-
-  def _scan_layers(self, x, positions, masks, inv_freq, cache, kernel=None):
-    graphdef, stacked = nnx.split(self.layers)
-    run_block = self._block_fn(graphdef, kernel)
-    lengths = None if kernel is None else kernel[1]
-    if cache is None:
-      def body(x, state):
-        return run_block(state, x, positions, masks, inv_freq, None, lengths)[0], None
-
-      x, _ = jax.lax.scan(body, x, stacked)
-      return x, None, None
-
-    # The cache is read per layer as a scanned input and only the new chunk [L, B, K, T, H] is
-    # returned, then written with one in-place update: carrying the whole cache through the scan
-    # would copy it at every layer.
-    def body_with_cache(x, layer):
-      state, layer_k, layer_v = layer
-      return run_block(state, x, positions, masks, inv_freq, (layer_k, layer_v), lengths)
-
-    x, (chunk_k, chunk_v) = jax.lax.scan(body_with_cache, x, (stacked, cache.k, cache.v))
-    return x, *self._write_chunk(cache, chunk_k, chunk_v)
-
-  def _loop_layers(self, x, positions, masks, inv_freq, cache, kernel=None):
-    chunks = []
-    lengths = None if kernel is None else kernel[1]
-    for i, block in enumerate(self.layers):
-      graphdef, state = nnx.split(block)
-      layer_kv = None if cache is None else (cache.k[i], cache.v[i])
-      x, kv = self._block_fn(graphdef, kernel)(state, x, positions, masks, inv_freq, layer_kv, lengths)
-      chunks.append(kv)
-    if cache is None:
-      return x, None, None
-    chunk_k = jnp.stack([k for k, _ in chunks])
-    chunk_v = jnp.stack([v for _, v in chunks])
-    return x, *self._write_chunk(cache, chunk_k, chunk_v)
-
-  @staticmethod
-  def _write_chunk(cache: KVCache, chunk_k: jax.Array, chunk_v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Writes the new keys/values [L, B, K, T, H] at slot `cache.index` of every layer."""
-    at = (0, 0, 0, cache.index, 0)
-    return (jax.lax.dynamic_update_slice(cache.k, chunk_k.astype(cache.k.dtype), at),
-            jax.lax.dynamic_update_slice(cache.v, chunk_v.astype(cache.v.dtype), at))
 
 
 def with_unrolled_layers(model: Llama) -> Llama:

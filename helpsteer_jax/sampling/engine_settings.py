@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from helpsteer_jax.models.decode_layout import LAYOUTS
+from helpsteer_jax.models.decode.decode_layout import LAYOUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,12 +28,12 @@ class EngineSettings:
   # bf16, 16.8 MB).
   prefill_chunk: int = 128
   keep_prefill_mb: int = 1024
-  # Weights for the decode step (models/decode_layout.py). auto: on CPU, switched layers for
+  # Weights for the decode step (models/decode/decode_layout.py). auto: on CPU, switched layers for
   # several slots and unrolled layers with fused input projections for a single slot; on one GPU,
   # unrolled layers; elsewhere (TPU, several devices) the model's own layout, as those are not
   # measured here. A scan over stacked layers copies each layer's matrices out of the stack before
   # its products; unrolled layers read them in place but compile several times slower; switched
-  # layers (models/layer_switch.py) read them in place from one compiled body, with the same
+  # layers (models/decode/layer_switch.py) read them in place from one compiled body, with the same
   # results bit for bit. An unrolled, switched or fused engine holds a second copy of the weights,
   # converted once per model and kept while it lives.
   layout: str = "auto"

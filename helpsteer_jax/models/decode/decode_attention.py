@@ -8,19 +8,37 @@ is always visible: a block a slot does not reach contributes exp(-inf) = 0 and r
 exp(0) = 1, so its result is bit for bit the same whether its neighbours are long or short.
 
 Shapes: q [B, N, H]; k_new, v_new [B, K, H]; cache_k, cache_v [L, B, K, S, H] (S a multiple of
-`block`), or with `keys_transposed` cache_k [L, B, K, H, S] (models/slot_cache.py says why); lengths
+`block`), or with `keys_transposed` cache_k [L, B, K, H, S] (models/decode/slot_cache.py says why); lengths
 [B]. G = N / K query heads share a kv head.
 
-With `thread_cache`, the cache goes through the block loop as a carried value and comes back out,
+Every attention takes the cache as a `CacheRead` (the arrays, the layer, the block length). With
+`thread`, the cache goes through the block loop as a carried value and comes back out,
 for a caller that chains it from layer to layer (unrolled layers; see `loop_over_blocks`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheRead:
+  """How an attention call reads one layer of a slot cache (the arguments every decode attention
+  and the chunked prefill's attention share)."""
+
+  k: jax.Array  # [L, B, K, S, H], or [L, B, K, H, S] with keys_transposed
+  v: jax.Array  # [L, B, K, S, H]
+  layer: jax.Array | int
+  block: int  # cache positions read at a time
+  thread: bool = False  # carry the cache through the block loop (`loop_over_blocks`)
+  keys_transposed: bool = False
+
+  def unpack(self):
+    return self.k, self.v, self.layer, self.block, self.thread, self.keys_transposed
 
 
 def num_blocks(lengths: jax.Array, active: jax.Array, block: int) -> jax.Array:
@@ -109,17 +127,13 @@ def ragged_decode_attention(
     q: jax.Array,
     k_new: jax.Array,
     v_new: jax.Array,
-    cache_k: jax.Array,
-    cache_v: jax.Array,
-    layer: jax.Array | int,
+    read: CacheRead,
     lengths: jax.Array,
     blocks: jax.Array,
-    block: int,
-    thread_cache: bool = False,
-    keys_transposed: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """softmax over (cache keys < length, new key) of q k / sqrt(H), times v -> [B, N, H], and the
-  cache (carried through the loop with `thread_cache`, else the arrays given)."""
+  cache (carried through the loop with `read.thread`, else the arrays given)."""
+  cache_k, cache_v, layer, block, thread_cache, keys_transposed = read.unpack()
   b, n, h = q.shape
   kv_heads = k_new.shape[1]
   qg = _grouped_queries(q, kv_heads, cache_v, block)
@@ -143,15 +157,10 @@ def per_slot_decode_attention(
     q: jax.Array,
     k_new: jax.Array,
     v_new: jax.Array,
-    cache_k: jax.Array,
-    cache_v: jax.Array,
-    layer: jax.Array | int,
+    read: CacheRead,
     lengths: jax.Array,
     active: jax.Array,
-    block: int,
-    thread_cache: bool = False,
     group: int = 8,
-    keys_transposed: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """`ragged_decode_attention` with each active slot reading only its own blocks.
 
@@ -169,6 +178,7 @@ def per_slot_decode_attention(
   16 and 169 with 32 (8 slots: 85 against 94), the same logits bit for bit. It gathers across
   slots, so it is for an unsharded cache.
   """
+  cache_k, cache_v, layer, block, thread_cache, keys_transposed = read.unpack()
   b, n, h = q.shape
   kv_heads = k_new.shape[1]
   g = n // kv_heads

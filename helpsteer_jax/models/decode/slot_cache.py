@@ -1,6 +1,6 @@
 """The key/value cache of a decode engine: a fixed number of slots, each with its own length.
 
-Unlike `KVCache`, whose rows are left-padded to one shared write index, every slot here holds one
+A cache of one sample per slot: unlike a static batch (rows left-padded to one shared write index), every slot here holds one
 sequence from position 0 with no padding: slot b's tokens fill positions [0, lengths[b]), its next
 token is written at `lengths[b]` and is rotated to RoPE position `lengths[b]`. Rows therefore never
 wait for each other: a finished row is refilled with a new prompt while the others keep decoding.

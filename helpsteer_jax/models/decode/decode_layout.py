@@ -86,7 +86,7 @@ def with_fused_projections(model: Llama) -> Llama:
 
 def with_switched_layers(model: Llama) -> Llama:
   """The model over the same arrays as its unrolled copy, whose decode steps and prefill chunks run
-  the layers as one compiled body that reads each layer's matrices in place (models/layer_switch.py),
+  the layers as one compiled body that reads each layer's matrices in place (models/decode/layer_switch.py),
   on one device."""
   if model.sharding is not None and model.sharding.mesh.size > 1:
     raise ValueError("switched layers are for a single device; the model is sharded over "

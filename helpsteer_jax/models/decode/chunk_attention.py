@@ -12,7 +12,7 @@ The softmax is accumulated online, starting from the chunk's own causal scores: 
 at least its own key, so the running max is finite from the start.
 
 Shapes: q [1, T, N, H]; k, v [1, T, K, H] (the chunk's own T <= C keys and values); cache_k,
-cache_v [L, B, K, S, H] (cache_k [L, B, K, H, S] with `keys_transposed`: models/slot_cache.py);
+cache_v [L, B, K, S, H] (cache_k [L, B, K, H, S] with `keys_transposed`: models/decode/slot_cache.py);
 `slot` and `start` index the slot row and the chunk's first position. G = N / K query heads share a
 kv head.
 """
@@ -25,27 +25,24 @@ import jax
 import jax.numpy as jnp
 
 from helpsteer_jax.models.causal_attention import group_query_heads, ungroup_query_heads
-from helpsteer_jax.models.decode_attention import (block_scores, key_block, loop_over_blocks,
-                                                   online_softmax_update, value_block)
+from helpsteer_jax.models.decode.decode_attention import (CacheRead, block_scores, key_block,
+                                                          loop_over_blocks, online_softmax_update,
+                                                          value_block)
 
 
 def chunk_attention(
     q: jax.Array,
     k: jax.Array,
     v: jax.Array,
-    cache_k: jax.Array,
-    cache_v: jax.Array,
-    layer: jax.Array | int,
+    read: CacheRead,
     slot: jax.Array,
     start: jax.Array,
-    block: int,
-    thread_cache: bool = False,
-    keys_transposed: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """softmax over (cache keys < start, chunk keys <= the query) of q k / sqrt(H), times v ->
-  [1, T, N, H], and the cache (carried through the loop with `thread_cache`: see
+  [1, T, N, H], and the cache (carried through the loop with `read.thread`: see
   decode_attention.loop_over_blocks). The cache is read `block` positions at a time; the chunk's
   own T tokens may be fewer (a prompt's last, narrower chunk)."""
+  cache_k, cache_v, layer, block, thread_cache, keys_transposed = read.unpack()
   _, c, n, h = q.shape
   kv_heads = k.shape[2]
   g = n // kv_heads

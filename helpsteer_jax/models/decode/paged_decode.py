@@ -13,7 +13,7 @@ q [B, N, H] -> [B*K, G, H], a reshape too.
 
 The kernel reads only the cache, so each layer writes its new token's key and value (at the slot's
 length) before attending, and the layer loop carries the cache (in place) instead of appending all
-layers' tokens after it as the XLA path does (models/decode_attention.py).
+layers' tokens after it as the XLA path does (models/decode/decode_attention.py).
 
 Precision: the kernel's dots run at the TPU's default matmul precision (bf16 passes); on an fp32
 cache it differs from the XLA path by ~1e-2, so `auto` picks it only for 16-bit caches.
@@ -32,7 +32,7 @@ IMPLEMENTATIONS = ("auto", "xla", "per_slot", "paged")
 
 def resolve(impl: str, cache_dtype, backend: str | None = None) -> str:
   """The decode attention `impl` runs as: "paged" (the TPU kernel), "per_slot" (XLA, each slot
-  reading only its own blocks: models/decode_attention.py, the default on CPU) or "xla" (XLA, every
+  reading only its own blocks: models/decode/decode_attention.py, the default on CPU) or "xla" (XLA, every
   slot read up to the longest). `Llama.decode_slots` falls back from per_slot to xla for a single
   slot or a sharded cache."""
   if impl not in IMPLEMENTATIONS:
