@@ -38,7 +38,6 @@ class MockState:
   live: np.ndarray  # [B] bool
   max_new: np.ndarray  # [B] int
   cache_length: int
-  prompt_sums: dict  # slot -> sum of the prompt prefilled into it
 
   @property
   def num_slots(self) -> int:
@@ -59,14 +58,12 @@ class MockEngine:
     self.log.append(("init", (num_slots, cache_length, width)))
     zeros = lambda dtype=int: np.zeros((num_slots,), dtype)
     return MockState(start=zeros(), out=np.zeros((num_slots, width), int), count=zeros(),
-                     done=zeros(bool), live=zeros(bool), max_new=zeros(), cache_length=cache_length,
-                     prompt_sums={})
+                     done=zeros(bool), live=zeros(bool), max_new=zeros(), cache_length=cache_length)
 
   def capacity(self, state: MockState) -> tuple[int, int]:
     return state.cache_length, state.out.shape[1]
 
   def prefill(self, state: MockState, slot, prompt, breaks, logits):
-    state.prompt_sums[slot] = sum(prompt)
     return state, (np.asarray([sum(prompt)]) if logits else None), len(prompt)
 
   def insert(self, state: MockState, logits, slot: int, key, sample: int,
@@ -116,8 +113,7 @@ class MockEngine:
     pick = lambda a: a[rows].copy()
     return dataclasses.replace(
         state, start=pick(state.start), out=pick(state.out), count=pick(state.count),
-        done=pick(state.done), live=pick(state.live) & valid, max_new=pick(state.max_new),
-        prompt_sums={})
+        done=pick(state.done), live=pick(state.live) & valid, max_new=pick(state.max_new))
 
   def programs_ahead(self, state: MockState, tail_slots: int) -> list:
     return []
