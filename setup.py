@@ -38,8 +38,10 @@ setup(
         # torch only serves the parity tests (transformers' reference implementation).
         # scikit-learn: the reference the logistic fits are checked against (never imported by the package).
         # gcp-storage-emulator: the local GCS server the bucket tests run against.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "torch==2.13.0", "accelerate>=1.0", "scikit-learn>=1.5",
-                 "gcsfs>=2024.2", "gcp-storage-emulator>=2024.8"],
+        # ruff and mypy are pinned: `ruff format --check` and the type check run in CI, and a new
+        # release may format or infer differently.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6", "mypy==2.4.1", "torch==2.13.0",
+                 "accelerate>=1.0", "scikit-learn>=1.5", "gcsfs>=2024.2", "gcp-storage-emulator>=2024.8"],
         # gs:// workdirs and outputs (etils.epath reaches GCS through gcsfs; Orbax's arrays go
         # through tensorstore, which needs nothing more).
         "gcs": ["gcsfs>=2024.2"],

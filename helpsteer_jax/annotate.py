@@ -32,11 +32,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags
+from tqdm.auto import tqdm
 
 from helpsteer_jax import entry_point
+from helpsteer_jax.checkpoints.identity import model_identity
+from helpsteer_jax.checkpoints.model_pool import ModelPool
+from helpsteer_jax.data.helpsteer2 import parse_prompt
 from helpsteer_jax.data.jsonl import JsonlAppender, read_jsonl_rows
-from helpsteer_jax.data.run_identity import (RESUME_MODES, FieldRules, RunIdentity, RunMismatch, check_rerun, check_resume_mode,
-                                             write_identity)
+from helpsteer_jax.data.run_identity import (
+  RESUME_MODES,
+  FieldRules,
+  RunIdentity,
+  RunMismatch,
+  check_rerun,
+  check_resume_mode,
+  write_identity,
+)
 from helpsteer_jax.storage.fingerprints import file_fingerprint, text_fingerprint
 
 flags.DEFINE_string("model", None, "Attribute reward model folder (HF LlamaForSequenceClassification).")
@@ -57,8 +68,6 @@ IDENTITY_SUFFIX = ".run_identity"
 
 def conversation_of(row: dict[str, Any], where: str) -> tuple[list[dict[str, str]], str]:
   """(conversation ending on the user's turn, response) of a HelpSteer-style or chat row."""
-  from helpsteer_jax.data.helpsteer2 import parse_prompt
-
   if "messages" in row:
     messages = row["messages"]
     if not messages or messages[-1].get("role") != "assistant":
@@ -131,8 +140,6 @@ RULES = FieldRules(extends=("inputs.input",), ignores=("model", "input", "output
 def annotation_identity(model_path: str, input_path: str, output_path: str, batch_size: int,
                         raw: bool, resume: str) -> RunIdentity:
   """What this annotation is: its flags, the model's fingerprint, the input's (no weights read)."""
-  from helpsteer_jax.checkpoints.identity import model_identity
-
   config = {"model": model_path, "input": input_path, "output": output_path, "batch_size": batch_size,
             "raw": raw, "resume": resume}
   return RunIdentity("annotation", config, {"model": model_identity(model_path).to_record()},
@@ -196,9 +203,6 @@ def _annotate(model_path: str, input_path: str, output_path: str, batch_size: in
 
 def _score(model_path: str, names: Sequence[str], todo: Sequence[tuple[str, dict[str, Any]]],
            out: JsonlAppender, batch_size: int, raw: bool) -> int:
-  from tqdm.auto import tqdm
-
-  from helpsteer_jax.checkpoints.model_pool import ModelPool
   from helpsteer_jax.scoring.selectors import RewardModelSelector
 
   model, tokenizer = ModelPool().reward_model(model_path)

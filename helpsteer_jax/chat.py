@@ -9,7 +9,9 @@ import time
 
 from absl import app, flags
 
+import helpsteer_jax as hj
 from helpsteer_jax import entry_point
+from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 
 _MODEL = flags.DEFINE_string("model", None, "HF checkpoint folder or .gguf file; default: embedded SmolLM2.")
 _PROMPTS = flags.DEFINE_multi_string(
@@ -27,9 +29,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 def main(argv):
   del argv
-  import helpsteer_jax as hj
-  from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
-
   path = resolve_path(_MODEL.value)
   start = time.perf_counter()
   try:

@@ -21,7 +21,11 @@ import logging
 import os
 from typing import Optional
 
+from absl import app, flags
+
+import helpsteer_jax as hj
 from helpsteer_jax import entry_point, storage
+
 
 class DestinationNotEmpty(FileExistsError):
   """`--dst` holds files and `--overwrite` was not given; the message names it."""
@@ -67,8 +71,6 @@ def convert_checkpoint(src: str, dst: str, dtype: Optional[str] = None,
     model, tokenizer = load_reward_model(src, logit_index=reward_logit_index)
     save_reward_model(model, tokenizer, partial, max_shard_size=max_shard_size, dtype=dtype)
   else:
-    import helpsteer_jax as hj
-
     model, tokenizer = hj.load_pretrained(src)
     hj.save_pretrained(model, tokenizer, partial, max_shard_size=max_shard_size, dtype=dtype)
   if writes:
@@ -90,8 +92,6 @@ def _move_into_place(partial: str, dst: str) -> None:
 def _define_flags():
   # Defined when the command runs, not at import: importing this module (tests, other entry
   # points in one process) registers no global flags, required ones included.
-  from absl import flags
-
   return {
       "src": flags.DEFINE_string("src", None, "HF checkpoint folder or .gguf file.", required=True),
       "dst": flags.DEFINE_string("dst", None, "Output folder.", required=True),
@@ -106,8 +106,6 @@ def _define_flags():
 
 
 def run():
-  from absl import app
-
   flag = _define_flags()
 
   def main(argv):

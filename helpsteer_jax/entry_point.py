@@ -10,6 +10,7 @@ next (compilation_cache.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
@@ -65,8 +66,6 @@ def _config_file_arg(argv: list[str]) -> Optional[str]:
 def help_config(argv: list[str], module: Any) -> tuple[Any, str]:
   """(config, where it came from) for `--help`: the `--config=FILE[:ARG]` named beside it, else
   the command's default config (its module's `HELP_CONFIG`, a function), else (None, "")."""
-  import importlib.util
-
   spec_arg = _config_file_arg(argv)
   if spec_arg:
     path, _, arg = spec_arg.partition(":")

@@ -16,24 +16,23 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ml_collections import ConfigDict
+from absl import app, flags
+from ml_collections import ConfigDict, config_flags
 
 from helpsteer_jax import entry_point
+from helpsteer_jax.eval.config import check_config
+from helpsteer_jax.eval.mt_bench import table_markdown
+from helpsteer_jax.eval.runner import run_evaluation
 
 
 def evaluate(config: ConfigDict, workdir: Optional[str] = None) -> dict[str, Any]:
   """Runs (or resumes) the evaluation; returns the result record (also in `eval_result.json`)."""
-  from helpsteer_jax.eval.runner import run_evaluation
-
   return run_evaluation(config, workdir)
 
 
 def _define_flags():
   # Flags are defined when the command runs, not at import, so importing this module (tests,
   # notebooks, other entry points in the same process) registers nothing globally.
-  from absl import flags
-  from ml_collections import config_flags
-
   config = config_flags.DEFINE_config_file("config", None, "Evaluation config file.", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Output folder (default: config.output_dir).")
   return config, workdir
@@ -46,14 +45,11 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
            f"judge: {result['judge']}; questions: {result['counts']['questions']}, "
            f"judged: {result['counts']['judged']}, failed: {result['counts']['failed']}"]
   if result["benchmark"] == "mt_bench":
-    from helpsteer_jax.eval.mt_bench import table_markdown
     lines.append(table_markdown(result["metrics"]["categories"]))
   return lines
 
 
 def run():
-  from absl import app
-
   config_flag, workdir_flag = _define_flags()
 
   def main(argv):
@@ -61,7 +57,6 @@ def run():
     if config_flag.value is None:
       raise app.UsageError("--config is required, e.g. --config=experiments/eval/arena_hard.py:tiny")
     config = config_flag.value
-    from helpsteer_jax.eval.config import check_config
     check_config(config)  # before the processes of a multi-host run wait for each other
     if "distributed" in config:
       from helpsteer_jax.parallel.distributed import initialize, settings_from_config

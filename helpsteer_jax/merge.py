@@ -12,12 +12,12 @@ them. The output gets `results.jsonl` in the run's prompt order, and `summary.js
 
 from __future__ import annotations
 
+from absl import app, flags
+
 from helpsteer_jax import entry_point
 
 
 def run():
-  from absl import app, flags
-
   inputs = flags.DEFINE_list("inputs", None, "Run folders, or folders of shard-I-of-N run folders, comma-separated.")
   output = flags.DEFINE_string("output", None, "The merged run folder (new, or one a merge wrote).")
 

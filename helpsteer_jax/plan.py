@@ -74,9 +74,17 @@ def _use_fake_devices() -> None:
                              f" --xla_force_host_platform_device_count={_fake_device_count()}").strip()
 
 
+import importlib.util
+import pathlib
+
 from absl import app, flags  # noqa: E402
-from helpsteer_jax import entry_point  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from helpsteer_jax import entry_point  # noqa: E402
+from helpsteer_jax.data.prompt_sources import load_prompts
+from helpsteer_jax.train.batch_plan import global_batch_size, rows_per_step
+from helpsteer_jax.train.recipe_cost import attention_flops_per_token, cost_table, model_flops_per_token, recipe_cost
+from helpsteer_jax.train.run_length import planned_total_steps
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training experiment config.", lock_config=False)
 flags.DEFINE_string("mesh", "1,-1,1", "Mesh shape over (data, fsdp, tensor); -1 = the rest.")
@@ -102,12 +110,6 @@ FLAGS = flags.FLAGS
 def recipe_configs(folder: str, size: str = "70b") -> list:
   """`get_config("size=<size>")` of every experiment file in `folder` whose run length is known
   without its data (a recipe in steps, or in epochs with a published split size)."""
-  import importlib.util
-  import pathlib
-
-  from helpsteer_jax.train.batch_plan import global_batch_size
-  from helpsteer_jax.train.run_length import planned_total_steps
-
   configs = []
   for path in sorted(pathlib.Path(folder).glob("*.py")):
     spec = importlib.util.spec_from_file_location(f"experiment_{path.stem}", path)
@@ -148,16 +150,14 @@ def check_batch_split(batch_rows: int, mesh: dict[str, int]) -> None:
 def plan(config, mesh_shape: tuple[int, ...]) -> dict:
   import jax
   from flax import nnx
+  from jax.sharding import NamedSharding, PartitionSpec
 
-  from helpsteer_jax.train.batch_plan import rows_per_step
   from helpsteer_jax.train.loop import batch_plan_from_config, batch_sharding, sharding_from_config
   from helpsteer_jax.train.model_setup import model_config
-  from helpsteer_jax.train.recipe_cost import attention_flops_per_token, model_flops_per_token
   from helpsteer_jax.train.optimizer import make_optimizer
   from helpsteer_jax.train.state import abstract_train_state, train_state_shardings
   from helpsteer_jax.train.step import make_train_step
   from helpsteer_jax.train.tasks import make_task
-  from jax.sharding import NamedSharding, PartitionSpec
 
   config.mesh.shape = mesh_shape
   sharding = sharding_from_config(config)
@@ -207,8 +207,6 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.recipes:
-    from helpsteer_jax.train.recipe_cost import cost_table
-
     print(f"Every 70B recipe (hours at {FLAGS.mfu:.0%} MFU of the devices' peak bf16 FLOP/s):")
     print(cost_table(recipe_configs(FLAGS.experiments), mfu=FLAGS.mfu))
     return
@@ -244,8 +242,6 @@ def main(argv) -> None:
     seconds = result["model_flops_per_step"] / (result["devices"] * FLAGS.peak_tflops * 1e12 * FLAGS.mfu)
     lines.append(f"step time at {FLAGS.mfu:.0%} MFU of {FLAGS.peak_tflops:g} TFLOP/s: {seconds:.2f} s")
     try:
-      from helpsteer_jax.train.recipe_cost import recipe_cost
-
       cost = recipe_cost(config)
       lines.append(f"run: {cost.steps:,} steps, {cost.tokens / 1e9:.2f} B tokens, {cost.flops:.3e} FLOPs, "
                    f"{cost.hours(result['devices'], FLAGS.peak_tflops, FLAGS.mfu):.1f} h")
@@ -324,8 +320,6 @@ def _fake_device_count_for_search() -> int:
 
 
 def _num_prompts(config) -> int:
-  from helpsteer_jax.data.prompt_sources import load_prompts
-
   return len(load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit, config.prompts.start))
 
 

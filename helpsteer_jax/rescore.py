@@ -21,7 +21,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from absl import app, flags
+
 from helpsteer_jax import entry_point, storage
+from helpsteer_jax.eval import rescore as r
+from helpsteer_jax.eval.results import write_result
 
 RESCORE_BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
 
@@ -31,9 +35,6 @@ def rescore(benchmark: str, judgments: Sequence[str], answers: Sequence[str] = (
             rounds: int = 100, seed: int = 42, output_dir: str = "") -> list[dict[str, Any]]:
   """Result records, one per model, of the judgment files; written under `output_dir` if given."""
   _check_arguments(benchmark, judgments, answers, style_control, difficulty_file, questions)
-  from helpsteer_jax.eval import rescore as r
-  from helpsteer_jax.eval.results import write_result
-
   if benchmark == "arena_hard":
     results = r.rescore_arena_hard(judgments, answers, baseline or "gpt-4-0314", style_control, rounds, seed)
   elif benchmark == "alpaca_eval":
@@ -69,8 +70,6 @@ def _summary_line(result: dict[str, Any]) -> str:
 
 
 def run():
-  from absl import app, flags
-
   benchmark = flags.DEFINE_enum("benchmark", None, list(RESCORE_BENCHMARKS), "Benchmark of the files.")
   judgments = flags.DEFINE_list("judgments", None, "Judgment files or folders, comma-separated.")
   answers = flags.DEFINE_list("answers", [], "arena_hard style control: answer files or folders.")

@@ -23,12 +23,14 @@ from absl import app
 from ml_collections import config_flags
 
 from helpsteer_jax import entry_point
-# The search's orchestration lives in scaling/run.py; its functions are named here for callers of
-# `helpsteer_jax.scale.run_search`.
-from helpsteer_jax.scaling.run import build_search, output_folder, run_search, search_settings  # noqa: F401
+from helpsteer_jax.parallel.distributed import initialize, settings_from_config
 
 # `--help` lists this config's fields (or those of the --config file given beside it).
 from helpsteer_jax.scaling.config import default_config as HELP_CONFIG  # noqa: E402,F401
+
+# The search's orchestration lives in scaling/run.py; its functions are named here for callers of
+# `helpsteer_jax.scale.run_search`.
+from helpsteer_jax.scaling.run import build_search, output_folder, run_search, search_settings  # noqa: F401
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
@@ -38,8 +40,6 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. --config=experiments/scaling/smollm2_self_feedback_edit.py")
   # Multi-host start (TPU pods, SLURM, or explicit) before anything touches the devices.
-  from helpsteer_jax.parallel.distributed import initialize, settings_from_config
-
   initialize(settings_from_config(_CONFIG.value.get("distributed", None)))
   summary = run_search(_CONFIG.value)
   keys = ("num_prompts", "token_multiple", "mean_token_multiple_per_prompt", "mean_best_score",

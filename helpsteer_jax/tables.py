@@ -15,18 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from helpsteer_jax import entry_point
+from absl import app, flags
+
+from helpsteer_jax import entry_point, storage
+from helpsteer_jax.eval.tables import write_all
 
 
 def make_tables(results: Sequence[str], out_dir: str, rows: str = "", plots: bool = True) -> dict[str, Any]:
-  from helpsteer_jax.eval.tables import write_all
-
   return write_all(results, out_dir, rows, plots)
 
 
 def run():
-  from absl import app, flags
-
   results = flags.DEFINE_list("results", None, "Result folders (searched recursively), comma-separated.")
   out = flags.DEFINE_string("out", None, "Output folder for tables and plots.")
   rows = flags.DEFINE_string("rows", "", "Optional rows JSON (labels, names, folders per table).")
@@ -37,8 +36,6 @@ def run():
     if not results.value or not out.value:
       raise app.UsageError("--results and --out are required")
     report = make_tables(results.value, out.value, rows.value, plots.value)
-    from helpsteer_jax import storage
-
     print(storage.read_text(storage.join(out.value, "tables.md")))
     print(f"{report['num_results']} results; wrote {len(report['files'])} files to {out.value}")
 

@@ -15,14 +15,14 @@ import pytest
 from flax import nnx
 
 import helpsteer_jax as hj
-from eval_fixtures import JudgeServer, benchmark_reply
 from helpsteer_jax import annotate as annotate_module
 from helpsteer_jax.annotate import annotate
 from helpsteer_jax.checkpoints.model_pool import ModelPool
 from helpsteer_jax.data.run_folder import RunFolderBusy, claim_run_folder
 from helpsteer_jax.data.run_identity import RunMismatch
 from helpsteer_jax.evaluate import evaluate
-from scaling_fixtures import smollm2_tokenizer, tiny_chat_model
+from helpsteer_jax.testing.judge_server import JudgeServer, benchmark_reply
+from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = ("helpfulness", "correctness")

@@ -19,12 +19,12 @@ import time
 
 import numpy as np
 import pytest
-from entry_runner import run_entry
 
-import helpsteer_jax as hj
 from helpsteer_jax.data.run_folder import LOCK_NAME, RunFolderBusy, RunFolderError, claim_run_folder
-from scaling_fixtures import smollm2_tokenizer, tiny_chat_model
-from test_train_entry import env, losses, train_command, write_task
+from helpsteer_jax.testing.search_runs import search_config, write_prompts
+from helpsteer_jax.testing.subprocesses import run_entry
+from helpsteer_jax.testing.tiny_models import smollm2_tokenizer
+from helpsteer_jax.testing.train_runs import env, losses, train_command
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCALE_EXPERIMENT = REPO / "experiments" / "scaling" / "smollm2_self_feedback_edit.py"
@@ -48,38 +48,6 @@ def _failing(cmd: list[str], timeout: float = 300) -> str:
 
 def _scale(*extra: str) -> list[str]:
   return [sys.executable, "-m", "helpsteer_jax.scale", f"--config={SCALE_EXPERIMENT}", *extra]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-  out = tmp_path_factory.mktemp("tiny_chat")
-  hj.save_pretrained(tiny_chat_model(), smollm2_tokenizer(), str(out), show_progress=False)
-  return str(out)
-
-
-@pytest.fixture(scope="module")
-def task_file(tmp_path_factory, embedded_gguf_path):
-  path = tmp_path_factory.mktemp("data") / "code_words.jsonl"
-  write_task(path)
-  return path
-
-
-def _search_config(model_dir: str, prompts, out_dir, max_new_tokens: int = 5):
-  from helpsteer_jax.scaling.config import stage
-
-  config = _load(SCALE_EXPERIMENT)
-  config.policy.path = model_dir
-  config.prompts.source = "jsonl"
-  config.prompts.path = str(prompts)
-  config.prompts.limit = 0
-  for name in ("draft", "feedback", "edit"):
-    config.search[name] = stage(temperature=1.0, max_new_tokens=max_new_tokens)
-  config.output_dir = str(out_dir)
-  return config
-
-
-def _write_prompts(path, prompts) -> None:
-  path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
 
 
 # -- one writer per folder ------------------------------------------------------------------------
@@ -118,16 +86,16 @@ def test_the_search_and_evaluate_refuse_a_held_folder(model_dir, tmp_path):
   from helpsteer_jax.evaluate import evaluate
 
   prompts = tmp_path / "prompts.jsonl"
-  _write_prompts(prompts, ["Hi"])
+  write_prompts(prompts, ["Hi"])
   out = tmp_path / "out"
   with claim_run_folder(out, what="another search"):
     with pytest.raises(RunFolderBusy, match=rf"is in use by another search \(pid {os.getpid()} on host"):
-      scale.run_search(_search_config(model_dir, prompts, out))
+      scale.run_search(search_config(model_dir, prompts, out, prompts_per_batch=None))
     eval_config = _load(REPO / "experiments" / "eval" / "arena_hard.py", "tiny")
     with pytest.raises(RunFolderBusy, match="is in use by another search"):
       evaluate(eval_config, str(out))
   assert not (out / "results.jsonl").exists()
-  scale.run_search(_search_config(model_dir, prompts, out))  # released: the folder is free again
+  scale.run_search(search_config(model_dir, prompts, out, prompts_per_batch=None))  # released: the folder is free again
   assert (out / "summary.json").is_file()
 
 
@@ -196,7 +164,7 @@ def test_an_output_folder_that_cannot_be_created_fails_before_the_model_loads(tm
   blocker = tmp_path / "a_file"
   blocker.write_text("")
   prompts = tmp_path / "prompts.jsonl"
-  _write_prompts(prompts, ["Hi"])
+  write_prompts(prompts, ["Hi"])
   output = _failing(_scale("--config.prompts.source=jsonl", f"--config.prompts.path={prompts}",
                            f"--config.output_dir={blocker}/out"))
   assert f"{blocker}/out: cannot create the output folder" in output
@@ -262,8 +230,8 @@ def test_an_edit_request_over_the_context_fails_before_any_generation(model_dir,
 
   monkeypatch.setattr(FeedbackEditSearch, "run", lambda self, items: pytest.fail("generation started"))
   prompts = tmp_path / "prompts.jsonl"
-  _write_prompts(prompts, ["Name a colour.", "Say hello."])
-  config = _search_config(model_dir, prompts, tmp_path / "out", max_new_tokens=1000)
+  write_prompts(prompts, ["Name a colour.", "Say hello."])
+  config = search_config(model_dir, prompts, tmp_path / "out", max_new_tokens=1000, prompts_per_batch=None)
   config.search.num_feedbacks = 3
   config.search.num_feedback_samples = 3
   config.search.feedback_group_size = 3
@@ -324,10 +292,10 @@ COLUMN = LATIN1.index(b"\xe9") + 1
 
 
 def _readers():
+  from helpsteer_jax.data.jsonl import JsonlAppender
   from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.data.sources import SourceSpec, read_rows
   from helpsteer_jax.eval.answers import read_answers
-  from helpsteer_jax.data.jsonl import JsonlAppender
   from helpsteer_jax.eval.rescore import read_alpaca_annotations
   from helpsteer_jax.eval.results import read_result
   from helpsteer_jax.eval.sources import alpaca_eval_set, read_jsonl

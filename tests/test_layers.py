@@ -1,5 +1,5 @@
 """The package's layers import only downwards (models/parallel/formats < checkpoints < data <
-sampling/scoring < scaling/train < eval < entry points): a regression guard that walks every import,
+sampling/scoring < scaling/train < eval < entry points < testing): a regression guard that walks every import,
 those inside functions included."""
 
 import ast
@@ -15,6 +15,7 @@ LAYERS = {
     "sampling": 3, "scoring": 3,
     "scaling": 4, "train": 4,
     "eval": 5,
+    "testing": 7,  # the tests' helpers: above everything, imported by nothing in the package
 }
 ENTRY = 6
 # Modules below the entry points that live at the top level.
@@ -111,3 +112,14 @@ def test_no_import_cycles_between_modules():
     if node not in state:
       visit(node, [])
   assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_imports_inside_functions_defer_a_slow_library():
+  """An import sits inside a function only where it keeps a slow library (import_times.py measures
+  them) out of its module's start-up; any other import belongs at the top of the module."""
+  from helpsteer_jax.testing.import_audit import function_level_imports
+
+  rows = function_level_imports(PACKAGE)
+  assert len(rows) > 20  # the entry points' --help and the config modules never import jax
+  needless = [f"{r.module}:{r.line} ({r.function}) imports {r.targets[0]}" for r in rows if not r.deferred]
+  assert not needless, "move these to the top of their modules:\n" + "\n".join(needless)

@@ -13,7 +13,7 @@ import pytest
 import helpsteer_jax as hj
 from helpsteer_jax.data.chat_messages import ChatMessagesBuilder
 from helpsteer_jax.data.examples import BuildStats, RowError
-from scaling_fixtures import smollm2_tokenizer
+from helpsteer_jax.testing.tiny_models import smollm2_tokenizer
 
 
 def test_load_pretrained_takes_the_embedded_model_by_name(embedded_gguf_path):

@@ -3,8 +3,9 @@ ships inside it (HELPSTEER_DATA_DIR overrides), and it lists its public API."""
 
 import pathlib
 
-import helpsteer_jax
 import pytest
+
+import helpsteer_jax
 from helpsteer_jax.data.prompt_sources import BUNDLED_DATA_DIR, load_prompts, locate
 from helpsteer_jax.eval import sources
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from entry_runner import run_entry
+from helpsteer_jax.testing.subprocesses import run_entry
 
 pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 

@@ -19,7 +19,7 @@ from helpsteer_jax.eval.tables import ABLATION_VARIANTS
 from helpsteer_jax.scaling.config import stage
 from helpsteer_jax.scaling.results import read_records
 from helpsteer_jax.tables import make_tables
-from scaling_fixtures import smollm2_tokenizer, tiny_chat_model
+from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = ("arena_hard", "mt_bench", "alpaca_eval")

@@ -29,7 +29,6 @@ import sys
 import time
 
 import numpy as np
-
 from timing import best_time, cpu_name, write_report
 
 
@@ -64,6 +63,7 @@ def main() -> None:
   import jax
   import torch
   import transformers
+  from static_batch import sample_tokens_static
 
   import helpsteer_jax as hj
   from helpsteer_jax.checkpoints.embedded import embedded_model_path
@@ -71,7 +71,6 @@ def main() -> None:
   from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
   from helpsteer_jax.sampling.keys import sample_key
   from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
-  from static_batch import sample_tokens_static
 
   if layouts[0] != "auto" or not set(layouts) <= {"auto", *LAYOUTS}:
     raise SystemExit(f"--bound_layouts={args.bound_layouts}: expected auto first, then any of {LAYOUTS}")

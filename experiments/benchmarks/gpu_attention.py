@@ -16,7 +16,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-
 from gpu_common import Report, best_time, device, llama8b_shape, parse_args
 
 

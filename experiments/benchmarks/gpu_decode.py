@@ -21,7 +21,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-
 from gpu_common import Report, copy_bandwidth, device, llama8b_shape, parse_args, seconds_of
 
 

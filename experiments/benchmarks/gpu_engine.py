@@ -16,7 +16,6 @@ import sys
 import time
 
 import numpy as np
-
 from gpu_common import Report, device, llama8b_shape, parse_args
 
 

@@ -20,7 +20,6 @@ import sys
 import tempfile
 
 import numpy as np
-
 from gpu_common import Report, device, parse_args
 
 

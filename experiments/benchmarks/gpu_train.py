@@ -19,7 +19,6 @@ import functools
 import sys
 
 import numpy as np
-
 from gpu_common import Report, best_time, device, llama8b_shape, parse_args, seconds_of
 
 

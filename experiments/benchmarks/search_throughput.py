@@ -31,7 +31,6 @@ import tempfile
 import time
 
 import numpy as np
-
 from timing import best_time, cpu_name, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,8 +69,9 @@ def run_search(num_prompts: int, cache_dir: str) -> dict:
 
 
 def static_rate(model, rows: int, tokens: int, repeats: int, compile_first: bool) -> float:
-  from helpsteer_jax.sampling.sampler import SamplingSettings
   from static_batch import sample_tokens_static
+
+  from helpsteer_jax.sampling.sampler import SamplingSettings
 
   prompts = np.random.default_rng(0).integers(100, 40000, size=(rows, 32)).tolist()
   fixed = SamplingSettings(max_new_tokens=tokens)  # no stop token: every row runs to the end

@@ -24,7 +24,6 @@ import sys
 import time
 
 import numpy as np
-
 from timing import best_time, cpu_name, write_report
 
 SIDES = ("ours", "keep", "transformers")

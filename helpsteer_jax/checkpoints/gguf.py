@@ -135,7 +135,8 @@ def _unsupported(tensor: Any, path: str) -> CheckpointError:
 
 def check_dequantizable(tensor: Any, path: str) -> None:
   """Raises the error `dequantize` would, without touching the data (so a bad type fails early)."""
-  from gguf import GGMLQuantizationType as QT, quants
+  from gguf import GGMLQuantizationType as QT
+  from gguf import quants
 
   traits = getattr(quants, "_type_traits", None)  # the registry of block types gguf can decode
   if traits is None:

@@ -14,7 +14,10 @@ from tqdm.auto import tqdm
 from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.param_map import TensorMapping, llama_tensor_mappings
 from helpsteer_jax.checkpoints.safetensors_io import (
-    CheckpointError, PendingTensor, SafetensorsFile, write_safetensors,
+  CheckpointError,
+  PendingTensor,
+  SafetensorsFile,
+  write_safetensors,
 )
 from helpsteer_jax.checkpoints.streaming import build_model, variable_paths
 from helpsteer_jax.models.config import LlamaConfig, from_hf_dict, to_hf_dict

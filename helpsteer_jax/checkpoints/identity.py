@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.model_pool import resolve_path
 from helpsteer_jax.storage.fingerprints import sampled_fingerprint
 
@@ -26,8 +27,6 @@ class ModelIdentity:
 def model_identity(path: str) -> ModelIdentity:
   """The identity of the checkpoint at `path` (an HF folder, a .gguf, a bucket URL; "" = embedded),
   read afresh each call: a folder may be saved over within one process (a trainer's export)."""
-  from helpsteer_jax import storage
-
   resolved = resolve_path(path)
   if not storage.exists(resolved):
     raise FileNotFoundError(f"{resolved}: no such model file or folder")

@@ -18,13 +18,13 @@ from typing import Any, Optional
 from ml_collections import ConfigDict
 
 from helpsteer_jax import storage
+from helpsteer_jax.checkpoints.embedded import resolve_model_path
+from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
 from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh_config
 
 
 def resolve_path(path: str) -> str:
   """`path`, or the embedded SmolLM2 GGUF for an empty one or "embedded"."""
-  from helpsteer_jax.checkpoints.embedded import resolve_model_path
-
   return resolve_model_path(path)
 
 
@@ -80,8 +80,6 @@ class ModelPool:
 
         tokenizer = tokenizer_from_gguf(resolved)
       else:
-        from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
-
         tokenizer = load_tokenizer(resolved)
       if tokenizer is None:
         raise ValueError(f"{resolved} has no tokenizer files; every role and judge needs a tokenizer")

@@ -8,8 +8,10 @@ from typing import Any, Optional
 import jax
 
 from helpsteer_jax import storage
+from helpsteer_jax.checkpoints.embedded import EMBEDDED, resolve_model_path
 from helpsteer_jax.checkpoints.hf import load_hf_model, save_hf_model
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
+from helpsteer_jax.checkpoints.tokenizers import load_tokenizer, save_tokenizer, stop_token_ids
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 
@@ -28,8 +30,6 @@ def load_pretrained(
   config fields, e.g. `param_dtype="bfloat16"`, `scan_layers=False`, `remat_policy="full"`.
   The tokenizer is None for an HF folder without tokenizer files.
   """
-  from helpsteer_jax.checkpoints.embedded import EMBEDDED, resolve_model_path
-
   path = os.fspath(path)
   if path == EMBEDDED:
     path = resolve_model_path(path)
@@ -37,7 +37,6 @@ def load_pretrained(
     from helpsteer_jax.checkpoints.gguf import load_gguf
     return load_gguf(path, sharding=sharding, show_progress=show_progress, **config_overrides)
   if storage.is_dir(path):
-    from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
     tokenizer = load_tokenizer(path)  # first: a tokenizer of another model fails before the weights load
     model = load_hf_model(path, sharding=sharding, show_progress=show_progress, **config_overrides)
     return model, tokenizer
@@ -57,12 +56,8 @@ def save_pretrained(
 ) -> None:
   """Writes an HF folder (safetensors shards, config, generation config, tokenizer) that
   transformers and vLLM load. In multi-process runs every process calls it; process 0 writes."""
-  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
-
   stops = stop_token_ids(tokenizer) if tokenizer is not None else ()
   save_hf_model(model, out_dir, max_shard_size=max_shard_size, dtype=dtype, show_progress=show_progress,
                 eos_token_ids=stops)
   if tokenizer is not None and jax.process_index() == 0:
-    from helpsteer_jax.checkpoints.tokenizers import save_tokenizer
-
     save_tokenizer(tokenizer, out_dir)

@@ -25,11 +25,11 @@ an end-of-turn token as the pad id (`safe_pad_token`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import copy
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import jax
@@ -39,13 +39,19 @@ from flax import nnx
 
 from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.hf import (
-    SafetensorsFolder, read_config, write_model_tensors,
+  SafetensorsFolder,
+  read_config,
+  write_model_tensors,
 )
 from helpsteer_jax.checkpoints.param_map import (
-    LM_HEAD_TENSOR, SCORE_TENSOR, reward_logit_mapping, reward_tensor_mappings,
+  LM_HEAD_TENSOR,
+  SCORE_TENSOR,
+  reward_logit_mapping,
+  reward_tensor_mappings,
 )
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.checkpoints.streaming import build_model
+from helpsteer_jax.checkpoints.tokenizers import load_tokenizer, save_tokenizer, stop_token_ids
 from helpsteer_jax.models.config import LlamaConfig, to_hf_dict
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.parallel.partitioning import ShardingContext
@@ -223,8 +229,6 @@ def load_reward_model(
   (e.g. `param_dtype="bfloat16"`, `scan_layers=False`). The tokenizer is None when the folder has
   no tokenizer files. Output names: `reward_labels(path)`.
   """
-  from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
-
   path = os.fspath(path)
   config, labels, source, mappings = _open_reward_folder(path, config_overrides, logit_index)
   num_outputs = len(labels)
@@ -249,8 +253,6 @@ def reward_model_from_causal_lm(
 
   The output layer is dropped; the head [D, O] is drawn from N(0, 1 / (D + 1)) with `seed`.
   """
-  from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
-
   path = os.fspath(path)
   _check_folder(path)
   config = read_config(path, **config_overrides)
@@ -279,8 +281,6 @@ def safe_pad_token(tokenizer: Any) -> Optional[tuple[str, int]]:
   """(token, id) of a special token that never ends a text: not a stop, BOS or EOS token and not
   written by the chat template; the highest such id, or None. transformers scores the last token
   that is not the pad id, so a pad id that ends turns would make it score the token before."""
-  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
-
   excluded = set(stop_token_ids(tokenizer)) | {tokenizer.bos_token_id, tokenizer.eos_token_id}
   template = getattr(tokenizer, "chat_template", None) or ""
   added = getattr(tokenizer, "get_added_vocab", dict)()
@@ -304,8 +304,6 @@ def _export_tokenizer_and_pad(tokenizer: Any, pad_token_id: Optional[int]) -> tu
     )
   if tokenizer is None:
     return None, int(pad_token_id)
-  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids
-
   if int(pad_token_id) not in stop_token_ids(tokenizer):
     return tokenizer, int(pad_token_id)
   safe = safe_pad_token(tokenizer)
@@ -398,6 +396,4 @@ def save_reward_model(
     return
   storage.write_atomic(storage.join(out_dir, "config.json"), json.dumps(hf_config, indent=2))
   if tokenizer is not None:
-    from helpsteer_jax.checkpoints.tokenizers import save_tokenizer
-
     save_tokenizer(tokenizer, out_dir)

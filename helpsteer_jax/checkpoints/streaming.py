@@ -10,9 +10,9 @@ only about two copies of the largest tensor (as read, and converted to the model
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
 import ctypes
 import functools
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Optional, Protocol
 
 import jax

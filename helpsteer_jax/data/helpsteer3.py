@@ -19,8 +19,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from helpsteer_jax.data.examples import (
-    BuildStats, ChatExample, Message, PairExample, RowError, assistant, freeze, int_field,
-    messages_field, text_field, text_list_field,
+  BuildStats,
+  ChatExample,
+  Message,
+  PairExample,
+  RowError,
+  assistant,
+  freeze,
+  int_field,
+  messages_field,
+  text_field,
+  text_list_field,
 )
 from helpsteer_jax.formats import prompts
 from helpsteer_jax.formats.prompts import HELPFULNESS_LEVELS

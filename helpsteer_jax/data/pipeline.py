@@ -22,19 +22,35 @@ from typing import Any, Optional
 from ml_collections import ConfigDict
 
 from helpsteer_jax.data.batching import (
-    Batcher, PackedBatcher, PaddedBatcher, PairBatcher, RegressionBatcher,
+  Batcher,
+  PackedBatcher,
+  PaddedBatcher,
+  PairBatcher,
+  RegressionBatcher,
 )
 from helpsteer_jax.data.chat_encoding import ChatEncoder
 from helpsteer_jax.data.chat_messages import ChatMessagesBuilder
 from helpsteer_jax.data.examples import (
-    BuildStats, ChatExample, DataError, Example, PairExample, RegressionExample, RowError,
+  BuildStats,
+  ChatExample,
+  DataError,
+  Example,
+  PairExample,
+  RegressionExample,
+  RowError,
 )
 from helpsteer_jax.data.helpsteer2 import (
-    HELPSTEER2_ATTRIBUTES, STEERLM_ATTRIBUTES, AttributeConditionedSFTBuilder,
-    AttributeRegressionBuilder, HelpSteer2PreferenceBuilder,
+  HELPSTEER2_ATTRIBUTES,
+  STEERLM_ATTRIBUTES,
+  AttributeConditionedSFTBuilder,
+  AttributeRegressionBuilder,
+  HelpSteer2PreferenceBuilder,
 )
 from helpsteer_jax.data.helpsteer3 import (
-    EditBuilder, EditQualityBuilder, FeedbackBuilder, PreferenceBuilder,
+  EditBuilder,
+  EditQualityBuilder,
+  FeedbackBuilder,
+  PreferenceBuilder,
 )
 from helpsteer_jax.data.iterator import DataIterator
 from helpsteer_jax.data.preference_pairs import PreferencePairsBuilder

@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from helpsteer_jax.data.examples import (
-    BuildStats, Message, PairExample, RowError, assistant, field, freeze, messages_field,
+  BuildStats,
+  Message,
+  PairExample,
+  RowError,
+  assistant,
+  field,
+  freeze,
+  messages_field,
 )
 from helpsteer_jax.formats.messages import user
 

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from helpsteer_jax.data.examples import (
-    BuildStats, DataError, Message, RowError, field, messages_field, text_field,
+  BuildStats,
+  DataError,
+  Message,
+  RowError,
+  field,
+  messages_field,
+  text_field,
 )
 from helpsteer_jax.data.sources import SourceSpec, read_rows
 from helpsteer_jax.formats import prompts as layouts

@@ -27,6 +27,8 @@ from typing import Any, Optional
 from tqdm.auto import tqdm
 
 from helpsteer_jax import storage
+from helpsteer_jax.data.jsonl import check_document_encodable
+from helpsteer_jax.data.text_files import read_text
 from helpsteer_jax.eval.answer_rows import answer_text_from_row
 from helpsteer_jax.eval.sources import Question, instruction_index, read_jsonl
 from helpsteer_jax.storage import object_log
@@ -81,9 +83,6 @@ def read_answers(path: str, questions: Sequence[Question], model: str = "") -> A
   if not object_log.log_exists(path):
     raise FileNotFoundError(f"{path}: answer file not found")
   if path.endswith(".json"):
-    from helpsteer_jax.data.jsonl import check_document_encodable
-    from helpsteer_jax.data.text_files import read_text
-
     text = read_text(path)
     try:
       rows = json.loads(text)

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from helpsteer_jax import storage
+from helpsteer_jax.data.text_files import read_text
 from helpsteer_jax.eval import alpaca_difficulty, alpaca_eval, arena_hard, mt_bench, sources
 from helpsteer_jax.eval.answers import answer_text_from_row
 from helpsteer_jax.eval.results import make_result
@@ -133,8 +134,6 @@ def read_alpaca_annotations(path: str) -> dict[str, list[dict[str, Any]]]:
   """model (generator_2) -> annotation records, in file order."""
   if not storage.is_file(path):
     raise FileNotFoundError(f"{path}: no such annotations file")
-  from helpsteer_jax.data.text_files import read_text
-
   try:
     rows = json.loads(read_text(path))
   except json.JSONDecodeError as e:

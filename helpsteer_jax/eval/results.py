@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 from helpsteer_jax import storage
+from helpsteer_jax.data.text_files import read_text
 
 FORMAT = "helpsteer_jax.eval_result/1"
 RESULT_FILE = "eval_result.json"
@@ -91,8 +92,6 @@ def check_result(result: Mapping[str, Any], where: str) -> None:
 
 
 def read_result(path: str) -> dict[str, Any]:
-  from helpsteer_jax.data.text_files import read_text
-
   try:
     result = json.loads(read_text(path))
   except json.JSONDecodeError as e:

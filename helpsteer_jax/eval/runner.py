@@ -34,13 +34,22 @@ from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.identity import model_identity
 from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 from helpsteer_jax.data.jsonl import JsonlAppender
-from helpsteer_jax.data.run_identity import (FieldRules, RunIdentity, check_and_record, check_rerun,
-                                             identity_file, json_values, read_identity)
+from helpsteer_jax.data.run_identity import (
+  FieldRules,
+  RunIdentity,
+  check_and_record,
+  check_rerun,
+  identity_file,
+  json_values,
+  read_identity,
+)
 from helpsteer_jax.eval import alpaca_difficulty, alpaca_eval, arena_hard, mt_bench, sources
-from helpsteer_jax.eval.answers import (AnswerSet, generate_answers, make_generate_fn, missing_answers,
-                                        read_answers)
+from helpsteer_jax.eval.answers import AnswerSet, generate_answers, make_generate_fn, missing_answers, read_answers
 from helpsteer_jax.eval.config import JUDGE_KINDS, check_config
 from helpsteer_jax.eval.judges.base import ChatReply
+from helpsteer_jax.eval.judges.cache import CachedChatJudge, JudgeCache
+from helpsteer_jax.eval.judges.http_judge import HttpJudge, HttpJudgeSettings
+from helpsteer_jax.eval.judges.local_judge import GenerativeJudge, RewardModelJudge
 from helpsteer_jax.eval.results import ANSWERS_FILE, JUDGMENTS_FILE, make_result, write_result
 from helpsteer_jax.storage import object_log
 from helpsteer_jax.storage.fingerprints import file_fingerprint, text_fingerprint
@@ -145,17 +154,14 @@ def build_judge(config: ConfigDict, workdir: str, models: ModelPool):
   j = config.judge
   if j.kind not in JUDGE_KINDS:
     raise ValueError(f"judge.kind={j.kind!r}; expected one of {JUDGE_KINDS}")
-  from helpsteer_jax.eval.judges.cache import CachedChatJudge, JudgeCache
   cache = JudgeCache(j.cache_path or storage.join(workdir, JUDGE_CACHE_FILE),
                      usable=reply_has_verdict(config.benchmark))
   if j.kind == "http":
-    from helpsteer_jax.eval.judges.http_judge import HttpJudge, HttpJudgeSettings
     settings = HttpJudgeSettings(
         base_url=j.base_url, model=j.model, api_key_env=j.api_key_env, timeout_s=j.timeout_s,
         max_retries=j.max_retries, backoff_s=j.backoff_s, max_backoff_s=j.max_backoff_s,
         max_workers=j.max_workers)
     return HttpJudge(settings, cache=cache)
-  from helpsteer_jax.eval.judges.local_judge import GenerativeJudge, RewardModelJudge
   if j.kind == "generative":
     path = j.path or config.model.path
     model, tokenizer = models.causal_lm(path, j.param_dtype or config.model.param_dtype)

@@ -16,8 +16,14 @@ from typing import Any
 
 from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import check_document_encodable, read_jsonl
-from helpsteer_jax.data.prompt_sources import (ALPACA_EVAL_REFERENCE, ARENA_HARD_QUESTIONS, ARENA_HARD_URL,
-                                                FASTCHAT_URL, MT_BENCH_QUESTIONS, locate)
+from helpsteer_jax.data.prompt_sources import (
+  ALPACA_EVAL_REFERENCE,
+  ARENA_HARD_QUESTIONS,
+  ARENA_HARD_URL,
+  FASTCHAT_URL,
+  MT_BENCH_QUESTIONS,
+  locate,
+)
 from helpsteer_jax.data.text_files import read_text
 from helpsteer_jax.eval.answer_rows import answer_text_from_row
 

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 from helpsteer_jax import storage
+from helpsteer_jax.data.text_files import read_text
+from helpsteer_jax.eval.plots import plot_scaling
 from helpsteer_jax.eval.results import find_results, row_key
 
 # Display names of the policies of the experiments (scaling/config.py: POLICIES), in table order.
@@ -92,8 +94,6 @@ def read_row_specs(path: str = "", labels: Iterable[str] = ()) -> dict[str, list
   """The tables' rows: the default layout for `labels`, or a rows JSON file (see module doc)."""
   if not path:
     return default_row_specs(labels)
-  from helpsteer_jax.data.text_files import read_text
-
   try:
     data = json.loads(read_text(path))
   except json.JSONDecodeError as e:
@@ -261,7 +261,6 @@ def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "",
     _write_csv_rows(list(points[0]), points, storage.join(out_dir, "scaling.csv"))
     written.append(storage.join(out_dir, "scaling.csv"))
     if plots:
-      from helpsteer_jax.eval.plots import plot_scaling
       for bench in sorted({p["benchmark"] for p in points}):
         for axis in AXES:
           path = storage.join(out_dir, f"scaling_{bench}_{axis}.png")

@@ -7,9 +7,9 @@ Einsum letter legend (used in every einsum of the package):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import functools
 import math
+from collections.abc import Sequence
 from typing import Optional
 
 import jax
@@ -18,7 +18,10 @@ import numpy as np
 from flax import nnx
 
 from helpsteer_jax.models.causal_attention import (
-    FLOOR, blocked_causal_attention, group_query_heads, ungroup_query_heads,
+  FLOOR,
+  blocked_causal_attention,
+  group_query_heads,
+  ungroup_query_heads,
 )
 from helpsteer_jax.models.config import LlamaConfig, RopeScaling
 from helpsteer_jax.models.decode.layer_switch import SwitchedWeight

@@ -18,21 +18,34 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 import jax
-from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
-from helpsteer_jax.models.attention_kernels import kernel_attention, resolve as resolve_attention
+from helpsteer_jax.models.attention_kernels import kernel_attention
+from helpsteer_jax.models.attention_kernels import resolve as resolve_attention
 from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.models.decode.chunk_attention import chunk_attention
-from helpsteer_jax.models.decode.decode_attention import (CacheRead, num_blocks, per_slot_decode_attention,
-                                                          ragged_decode_attention)
+from helpsteer_jax.models.decode.decode_attention import (
+  CacheRead,
+  num_blocks,
+  per_slot_decode_attention,
+  ragged_decode_attention,
+)
 from helpsteer_jax.models.decode.layer_switch import switched_layers
-from helpsteer_jax.models.decode.paged_decode import paged_decode_attention, resolve as resolve_decode_attention
+from helpsteer_jax.models.decode.paged_decode import paged_decode_attention
+from helpsteer_jax.models.decode.paged_decode import resolve as resolve_decode_attention
 from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
-    Attention, RMSNorm, SwiGLU, apply_rope, contract_last, contract_last_with_rows,
-    grouped_query_attention, make_param, rope_inverse_frequencies,
+  Attention,
+  RMSNorm,
+  SwiGLU,
+  apply_rope,
+  contract_last,
+  contract_last_with_rows,
+  grouped_query_attention,
+  make_param,
+  rope_inverse_frequencies,
 )
 from helpsteer_jax.parallel import axes as ax
 from helpsteer_jax.parallel.partitioning import ShardingContext, constrain

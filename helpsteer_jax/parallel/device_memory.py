@@ -8,6 +8,8 @@ import math
 from collections.abc import Sequence
 from typing import Optional
 
+import jax
+
 from helpsteer_jax.models.config import LlamaConfig
 
 GIB = 1024**3
@@ -77,7 +79,5 @@ def mesh_axes(shape: Sequence[int], devices: int) -> tuple[int, int, int]:
 def device_memory() -> tuple[Optional[int], int]:
   """(memory limit, bytes in use) of this process's first device; the limit is None where the
   device reports none (CPU)."""
-  import jax
-
   stats = jax.local_devices()[0].memory_stats() or {}
   return stats.get("bytes_limit"), int(stats.get("bytes_in_use", 0))

@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.models.decode.slot_cache import SlotCache
+from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.host_values import to_host
 
 

@@ -24,8 +24,8 @@ import numpy as np
 from flax import nnx
 
 from helpsteer_jax.models.decode.decode_layout import decode_layouts
-from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.models.decode.slot_cache import SlotCache
+from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill, on_weights_device
 from helpsteer_jax.sampling.engine_settings import EngineSettings

@@ -11,7 +11,6 @@ from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Sample:
   text: str

@@ -8,7 +8,6 @@ from helpsteer_jax.parallel.distributed import distributed_config
 from helpsteer_jax.parallel.mesh_config import mesh_config
 from helpsteer_jax.scaling.search_settings import SearchSettings
 
-
 POLICY = "policy"  # a role path that means "the policy model plays this role"
 # The config block of each role's model.
 ROLE_BLOCKS = {"policy": "policy", "feedback": "feedback_model", "edit": "edit_model", "judge": "selector"}

@@ -28,6 +28,7 @@ from typing import Optional
 from helpsteer_jax.models.config import LlamaConfig
 from helpsteer_jax.parallel.device_memory import GIB, kv_bytes_per_slot, weight_bytes_per_device
 
+
 def slots_that_fit(budget: int, weights: int, per_slot: int) -> int:
   return max(0, (budget - weights) // per_slot) if per_slot else 0
 

@@ -17,8 +17,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from helpsteer_jax import storage
-from helpsteer_jax.scaling.results import RESULTS, SUMMARY, read_records, unique_records, write_records
-from helpsteer_jax.scaling.results import write_summary_files
+from helpsteer_jax.data.prompt_sources import load_prompts
+from helpsteer_jax.scaling.results import (
+  RESULTS,
+  SUMMARY,
+  read_records,
+  unique_records,
+  write_records,
+  write_summary_files,
+)
 from helpsteer_jax.scaling.shards import shard_of_folder
 from helpsteer_jax.storage import object_log
 
@@ -128,7 +135,6 @@ def _check_output(output: str, folders: list[str]) -> None:
 def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
   """Merges the run folders of `inputs` into `output`; returns the merged summary. An output a
   previous merge wrote is rewritten whole (everything in it is computed from the inputs)."""
-  from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.data.run_folder import claim_run_folder
 
   folders = run_folders(inputs)

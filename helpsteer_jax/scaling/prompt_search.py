@@ -22,8 +22,8 @@ from helpsteer_jax.scaling.feedback_filters import FeedbackRule, describe
 from helpsteer_jax.scaling.progress import StageProgress
 from helpsteer_jax.scaling.roles import Role
 from helpsteer_jax.scaling.search_settings import SearchSettings
-from helpsteer_jax.scoring.selectors import Selector
 from helpsteer_jax.scaling.tree import Draft, EditGroup, Feedback, Generated, PromptTree, counted_tokens
+from helpsteer_jax.scoring.selectors import Selector
 
 # Engine priorities: later stages first (a prompt's tree completes sooner and fewer prompts are in
 # flight), the greedy reference last.

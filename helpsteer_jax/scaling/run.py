@@ -5,20 +5,34 @@ folder, resumed from its results. `python -m helpsteer_jax.scale` is the thin ma
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import time
 from typing import Any
 
+import jax
+import numpy as np
 from ml_collections import ConfigDict
+from tqdm.auto import tqdm
 
 from helpsteer_jax.checkpoints.model_pool import ModelPool
-from helpsteer_jax.data.run_identity import check_resume_mode
-from helpsteer_jax.scaling.progress import StageProgress, stage_log_lines
-from helpsteer_jax.scaling.search_identity import (SEARCH_RULES, check_questions, has_work, question_fingerprint,
-                                                   role_models, search_identity)
-
+from helpsteer_jax.data.prompt_sources import load_prompts
+from helpsteer_jax.data.run_identity import check_rerun, check_resume_mode, write_identity
+from helpsteer_jax.formats.prompts import check_prompt_format
+from helpsteer_jax.parallel.host_values import from_process_zero
 from helpsteer_jax.scaling.config import POLICY, ROLE_BLOCKS, role_checkpoint  # noqa: F401 (named for callers)
+from helpsteer_jax.scaling.progress import StageProgress, stage_log_lines
+from helpsteer_jax.scaling.search_identity import (
+  SEARCH_RULES,
+  check_questions,
+  has_work,
+  question_fingerprint,
+  role_models,
+  search_identity,
+)
 from helpsteer_jax.scaling.search_settings import settings_from_config as search_settings
+from helpsteer_jax.scaling.shards import parse_shard, run_folder
 
 
 def build_search(config: ConfigDict, pool: ModelPool, load: bool = True):
@@ -36,8 +50,6 @@ def check_search_config(config: ConfigDict):
   """Every value of the search's config that can be checked without a model: the search's
   settings (each stage's sampling named), the roles' layouts and the selector's kind. Returns the
   settings."""
-  from helpsteer_jax.formats.prompts import check_prompt_format
-
   check_resume_mode(config.get("resume", "check"))
   settings = search_settings(config.search)
   for name, value, least in (("prompts.limit", config.prompts.limit, 0), ("prompts.start", config.prompts.start, 0),
@@ -74,8 +86,8 @@ def _role(config: ConfigDict, pool: ModelPool, name: str, load: bool):
 def build_selector(config: ConfigDict, pool: ModelPool, load: bool = True):
   """The selector of `config` (None for kind none); with `load` off, one that knows its model's
   key and its prompts but holds no weights (`scaling/staged.SelectorToLoad` for a reward model)."""
-  from helpsteer_jax.scoring.selectors import GenerativeJudgeSelector, RewardModelSelector
   from helpsteer_jax.scaling.staged import SelectorToLoad
+  from helpsteer_jax.scoring.selectors import GenerativeJudgeSelector, RewardModelSelector
 
   sel = config.selector
   batch_size = config.search.batch_size
@@ -123,8 +135,6 @@ class PoolStageModels:
       search.selector = build_selector(self.config, self.pool)
 
   def free(self, search) -> None:
-    import gc
-
     for role in (search.policy, search.feedback, search.edit):
       role.model = None
     if search.selector is not None:  # its unloaded form: name, model key and prompts, no weights
@@ -154,8 +164,6 @@ def check_requests(items, search, contexts: dict[str, int]) -> dict[str, int]:
 def choose_schedule(config: ConfigDict, items) -> str:
   """`search.schedule`, with auto resolved by the memory plan for this run's devices (pipelined
   where the devices report no memory limit, as on CPU)."""
-  import jax
-
   schedule = config.search.schedule
   if schedule != "auto":
     return schedule
@@ -177,8 +185,6 @@ def choose_schedule(config: ConfigDict, items) -> str:
 
 def output_folder(config: ConfigDict) -> str:
   """Where the run writes: `output_dir`, or its `shard-I-of-N` folder for `prompts.shard=I/N`."""
-  from helpsteer_jax.scaling.shards import parse_shard, run_folder
-
   return run_folder(config.output_dir, parse_shard(config.prompts.get("shard", "")))
 
 
@@ -186,11 +192,6 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
   """Runs (or resumes) the search of `config`; returns the summary. The output folder is checked
   writable and held by this run alone (`data/run_folder.py`) before any prompt is read."""
   from helpsteer_jax.data.run_folder import claim_run_folder
-
-  import jax
-
-  from helpsteer_jax.scaling.shards import parse_shard, run_folder
-
   # Bad values fail here, before any folder is made or model loads: the shard, the resume mode,
   # and every search value (each stage's sampling, whether or not the mode runs the stage).
   shard = parse_shard(config.prompts.get("shard", ""))
@@ -202,10 +203,6 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
 
 
 def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
-  import jax
-  from tqdm.auto import tqdm
-
-  from helpsteer_jax.data.prompt_sources import load_prompts
   from helpsteer_jax.scaling.results import ResultWriter
 
   writes = jax.process_index() == 0
@@ -290,7 +287,6 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
 def _check_rerun(config: ConfigDict, folder: str, writer, identity, questions: dict[str, str]) -> None:
   """Refuses a rerun into `folder` that would mix another search with the one on disk (a field
   that changes results, another model, another question under an id on disk); records `identity`."""
-  from helpsteer_jax.data.run_identity import check_rerun, write_identity
   from helpsteer_jax.scaling.results import read_records
 
   resume = config.get("resume", "check")
@@ -308,8 +304,6 @@ def _turn_id(item, turn: int) -> str:
 
 def _fit_requests(config: ConfigDict, pool: ModelPool, search, todo) -> None:
   """Fails before any work on a request that cannot fit; sizes the slot budget to the longest."""
-  import jax
-
   longest = check_requests(todo, search, {name: pool.max_positions(role_checkpoint(config, name)[0])
                                           for name in ("policy", "feedback", "edit")})
   if search.settings.memory_fraction > 0:
@@ -323,10 +317,6 @@ def _fit_requests(config: ConfigDict, pool: ModelPool, search, todo) -> None:
 def _follow_ups(items, writer) -> list:
   """The next turn of each item that has one, its conversation holding the chosen answer of the
   item's record (read by process 0 and told to the others)."""
-  import json
-
-  import jax
-
   from helpsteer_jax.scaling.results import read_records
 
   waiting = {item.id for item in items if item.later_turns}
@@ -334,8 +324,6 @@ def _follow_ups(items, writer) -> list:
   if writer is not None:
     chosen = {str(r["id"]): r["best"]["text"] for r in read_records(writer.out_dir) if str(r["id"]) in waiting}
   if jax.process_count() > 1:
-    from helpsteer_jax.parallel.host_values import from_process_zero
-
     chosen = json.loads(from_process_zero(json.dumps(chosen).encode() if writer is not None else b"") or b"{}")
   missing = sorted(waiting - set(chosen))
   if missing:
@@ -346,11 +334,6 @@ def _follow_ups(items, writer) -> list:
 def _run_staged(config: ConfigDict, pool: ModelPool, search, folder: str, todo, write, bar) -> dict[str, Any]:
   """The staged schedule over `todo`, resumed from the stage files of `folder` (read by process 0
   and told to the others); returns the engines' stats by stage."""
-  import json
-
-  import jax
-
-  from helpsteer_jax.parallel.host_values import from_process_zero
   from helpsteer_jax.scaling.staged import StagedSearch, StageLog, StageSample
 
   writes = jax.process_index() == 0
@@ -383,9 +366,6 @@ def _still_to_do_ids(ids: list[str], writer) -> list[str]:
   """The ids without a record in the folder. In a multi-host run process 0 (the writer) reads
   the folder and sends the answer to the others, so that every process runs the same prompts even
   where the folder is on process 0's disk alone."""
-  import jax
-  import numpy as np
-
   done = writer.done_ids() if writer is not None else set()
   mask = np.asarray([i in done for i in ids], np.bool_)
   if jax.process_count() > 1 and len(ids):

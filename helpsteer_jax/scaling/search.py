@@ -29,18 +29,25 @@ from typing import Any, Optional
 from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
+from helpsteer_jax.parallel import device_memory
 from helpsteer_jax.sampling.engine import Engine, EngineSettings
 from helpsteer_jax.sampling.generate import sampling_settings
 from helpsteer_jax.scaling.feedback_filters import get_rule
+from helpsteer_jax.scaling.memory_plan import engine_slots
 from helpsteer_jax.scaling.prefix_breaks import PROBES, SharedPrefixes
 from helpsteer_jax.scaling.progress import StageProgress
 from helpsteer_jax.scaling.prompt_search import PipelinedPrompt, PromptSearch
 from helpsteer_jax.scaling.roles import Role
 from helpsteer_jax.scaling.search_settings import (  # noqa: F401 (named here for callers)
-    MODES, SCHEDULES, SearchSettings, StageSampling, default_feedback_samples,
+  MODES,
+  SCHEDULES,
+  SearchSettings,
+  StageSampling,
+  default_feedback_samples,
 )
-from helpsteer_jax.scoring.selectors import Selector
 from helpsteer_jax.scaling.tree import Generated
+from helpsteer_jax.scoring.selectors import Selector
+
 
 @dataclasses.dataclass(frozen=True)
 class SlotBudget:
@@ -54,9 +61,6 @@ class SlotBudget:
 
   def size(self, role: str, config, key: str, batch_size: int) -> tuple[int, int]:
     """(slots, cache positions) for the engine of `key`, logged with the reason."""
-    from helpsteer_jax.parallel import device_memory
-    from helpsteer_jax.scaling.memory_plan import engine_slots
-
     limit, in_use = device_memory.device_memory()
     longest = self.longest[key]
     slots, why = engine_slots(config, longest, self.tensor, batch_size, limit, in_use,

@@ -17,15 +17,17 @@ from typing import Any, Iterable
 from ml_collections import ConfigDict
 
 from helpsteer_jax import storage
+from helpsteer_jax.checkpoints.identity import model_identity
 from helpsteer_jax.data.run_identity import FieldRules, RunIdentity, RunMismatch, json_values
 from helpsteer_jax.scaling.config import POLICY, ROLE_BLOCKS, role_checkpoint
+from helpsteer_jax.storage.fingerprints import file_fingerprint, text_fingerprint
 
 logger = logging.getLogger(__name__)
 
 SEARCH_RULES = FieldRules(
     extends=("prompts.limit", "prompts.start", "prompts.max_turns", "inputs.prompts"),
     # Where the run writes and how it is scheduled over the devices: the engines give every
-    # sample the same tokens whatever their slots, schedule or mesh (tests/test_scale_staged.py).
+    # sample the same tokens whatever their slots, schedule or mesh (tests/scaling/test_scale_staged.py).
     # A role's path may move; its fingerprint (models.<role>) is what is compared.
     ignores=("output_dir", "resume", "label", "mesh", "distributed", "prompts.path",
              "prompts_per_batch", "prompts_in_flight", "search.schedule", "search.memory_fraction",
@@ -36,8 +38,6 @@ SEARCH_RULES = FieldRules(
 def role_models(config: ConfigDict) -> dict[str, dict[str, str]]:
   """Each role's model identity (path and fingerprint), by role: policy, feedback, edit and the
   selector's model (a judge's causal LM or a reward model); read from file headers, not loaded."""
-  from helpsteer_jax.checkpoints.identity import model_identity
-
   paths = {name: role_checkpoint(config, name)[0] for name in ("policy", "feedback", "edit")}
   kind = config.selector.kind
   if kind == "generative_judge":
@@ -48,8 +48,6 @@ def role_models(config: ConfigDict) -> dict[str, dict[str, str]]:
 
 
 def search_identity(config: ConfigDict, models: dict[str, dict[str, str]]) -> RunIdentity:
-  from helpsteer_jax.storage.fingerprints import file_fingerprint
-
   inputs = {}
   if config.prompts.source == "jsonl" and config.prompts.path:
     inputs["prompts"] = file_fingerprint(config.prompts.path)
@@ -59,8 +57,6 @@ def search_identity(config: ConfigDict, models: dict[str, dict[str, str]]) -> Ru
 def question_fingerprint(item) -> str:
   """The fingerprint of a question as the prompt file gives it: its first turn's conversation and
   the user turns after it (a later turn's record carries its question's fingerprint)."""
-  from helpsteer_jax.storage.fingerprints import text_fingerprint
-
   return text_fingerprint(json.dumps([item.conversation, list(item.later_turns)], sort_keys=True))
 
 

@@ -17,12 +17,14 @@ from typing import Any, Optional
 
 from ml_collections import ConfigDict
 
+from helpsteer_jax.checkpoints.hf import read_config
 from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
+from helpsteer_jax.data.prompt_sources import load_prompts
 from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.models.config import LlamaConfig, get_preset
+from helpsteer_jax.parallel.device_memory import mesh_axes
 from helpsteer_jax.sampling.generate import encode_conversations
 from helpsteer_jax.scaling.config import ROLE_BLOCKS, role_checkpoint
-from helpsteer_jax.parallel.device_memory import mesh_axes
 from helpsteer_jax.scaling.memory_plan import SearchMemoryPlan, StageTokens, plan_search
 from helpsteer_jax.scaling.request_lengths import RoleLimits, longest_requests, placeholder
 from helpsteer_jax.scaling.search_settings import settings_from_config
@@ -57,8 +59,6 @@ def _shape(pool: ModelPool, path: str, param_dtype: str, preset: str) -> tuple[L
 
       config = config_from_gguf(resolved, **dtypes)
     else:
-      from helpsteer_jax.checkpoints.hf import read_config
-
       config = read_config(resolved, **dtypes)
     try:
       tokenizer = pool.tokenizer(path)
@@ -104,8 +104,6 @@ class PromptLengths:
 
 
 def prompt_lengths(config: ConfigDict, shapes: list[RoleShape], items=None) -> PromptLengths:
-  from helpsteer_jax.data.prompt_sources import load_prompts
-
   settings = settings_from_config(config.search)
   if items is None:
     items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit, config.prompts.start)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from helpsteer_jax.sampling.settings import SamplingSettings
 from helpsteer_jax.scaling.feedback_filters import get_rule
 
 MODES = ("greedy", "best_of_n", "feedback_edit", "edit_without_feedback")
@@ -122,8 +123,6 @@ class SearchSettings:
 def check_stage_sampling(name: str, stage: StageSampling) -> None:
   """The engine's checks of one stage's sampling values, failing with the stage named
   (`search.edit.top_p=1.5; expected in (0, 1] or None`) when the config is read."""
-  from helpsteer_jax.sampling.settings import SamplingSettings
-
   try:
     SamplingSettings(max_new_tokens=stage.max_new_tokens, temperature=stage.temperature,
                      top_k=stage.top_k, top_p=stage.top_p)

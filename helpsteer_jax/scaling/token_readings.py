@@ -10,7 +10,7 @@ readings, each a config choice of the search (search_settings.py; docs/reproduci
 `expected_multiple` gives a reading's token multiple from mean stage lengths; `record_tokens` reads
 what a reading would have generated out of a record sampled under the widest one (feedback on
 every draft, an edit per group): the readings sample parts of that tree with the same keys, so
-the part is exactly what a run under the reading writes (tests/test_scaling_search.py).
+the part is exactly what a run under the reading writes (tests/scaling/test_scaling_search.py).
 """
 
 from __future__ import annotations

@@ -11,11 +11,37 @@ a TPU VM's disk goes with the VM.
 - `object_lock`: a run folder's lock on a store without file locks (a leased owner record).
 """
 
-from helpsteer_jax.storage.files import (copy_in, copy_out, exists, glob, is_dir, is_file, listdir, local_copy, makedirs, open_file,
-                                         read_bytes, read_text, remove, rename, rmtree, size, sync,
-                                         walk_files, write_atomic)
-from helpsteer_jax.storage.paths import (MissingStorageClient, StorageError, absolute, as_path,
-                                         check_paths, is_remote, join, scheme_of)
+from helpsteer_jax.storage.files import (
+                                         copy_in,
+                                         copy_out,
+                                         exists,
+                                         glob,
+                                         is_dir,
+                                         is_file,
+                                         listdir,
+                                         local_copy,
+                                         makedirs,
+                                         open_file,
+                                         read_bytes,
+                                         read_text,
+                                         remove,
+                                         rename,
+                                         rmtree,
+                                         size,
+                                         sync,
+                                         walk_files,
+                                         write_atomic,
+)
+from helpsteer_jax.storage.paths import (
+                                         MissingStorageClient,
+                                         StorageError,
+                                         absolute,
+                                         as_path,
+                                         check_paths,
+                                         is_remote,
+                                         join,
+                                         scheme_of,
+)
 
 __all__ = [
     "copy_in", "copy_out", "size", "MissingStorageClient", "StorageError", "absolute", "as_path", "check_paths", "exists", "glob", "is_dir",

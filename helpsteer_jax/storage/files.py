@@ -8,6 +8,7 @@ upload completes, or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Iterator
@@ -187,8 +188,6 @@ def local_copy(path: str | os.PathLike) -> str:
   text = os.fspath(path)
   if not is_remote(text):
     return text
-  import hashlib
-
   cache = os.environ.get("HELPSTEER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "helpsteer_jax")
   digest = hashlib.sha256(text.encode()).hexdigest()[:16]
   local = os.path.join(cache, "remote", f"{digest}-{os.path.basename(text)}")

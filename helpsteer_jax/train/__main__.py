@@ -13,10 +13,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from helpsteer_jax import entry_point
-from helpsteer_jax.train.library_logs import quiet_library_logs
+from helpsteer_jax.parallel.distributed import initialize, settings_from_config
 
 # `--help` lists this config's fields (or those of the --config file given beside it).
 from helpsteer_jax.train.config import default_train_config as HELP_CONFIG  # noqa: E402,F401
+from helpsteer_jax.train.library_logs import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, tensorboard/.")
@@ -27,8 +28,6 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   # Multi-host start must come before anything touches the devices.
-  from helpsteer_jax.parallel.distributed import initialize, settings_from_config
-
   initialize(settings_from_config(config.get("distributed", None)))
   quiet_library_logs()
   from helpsteer_jax.train.tasks import run_training

@@ -20,6 +20,8 @@ import dataclasses
 
 import ml_collections
 
+from helpsteer_jax.parallel import axes as ax
+
 
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
@@ -86,8 +88,6 @@ def plan_batch(config: ml_collections.ConfigDict, data_parallel: int) -> BatchPl
 def data_parallel_size(sharding) -> int:
   """Shards the batch rows are split over: the product of the mesh axes the `act_batch` rule maps
   to (data x fsdp by default)."""
-  from helpsteer_jax.parallel import axes as ax
-
   entry = sharding.spec((ax.ACT_BATCH,))[0]
   names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
   shape = dict(sharding.mesh.shape)

@@ -22,6 +22,7 @@ from ml_collections import ConfigDict
 
 from helpsteer_jax.config_args import parse_arg
 from helpsteer_jax.data.pipeline import default_data_config
+from helpsteer_jax.data.prompt_sources import locate
 from helpsteer_jax.parallel.distributed import distributed_config
 from helpsteer_jax.parallel.mesh_config import mesh_config
 from helpsteer_jax.train.published_sizes import expected_train_examples
@@ -106,8 +107,6 @@ def default_train_config() -> ConfigDict:
 def bundled_rows(file_name: str) -> str:
   """A bundled HelpSteer file (`helpsteer_jax/data/files/helpsteer/<file_name>`, or under
   HELPSTEER_DATA_DIR)."""
-  from helpsteer_jax.data.prompt_sources import locate
-
   return str(locate(f"helpsteer/{file_name}"))
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import ml_collections
 
+from helpsteer_jax.checkpoints.embedded import EMBEDDED, embedded_model_path, resolve_model_path
 from helpsteer_jax.models.config import LlamaConfig, get_preset
+from helpsteer_jax.models.create import create_sharded_model
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 
@@ -46,15 +48,11 @@ def load_tokenizer_for(config: ml_collections.ConfigDict) -> Any:
     if tokenizer is None:
       raise FileNotFoundError(f"{source} has no tokenizer files; set config.tokenizer")
     return tokenizer
-  from helpsteer_jax.checkpoints.embedded import embedded_model_path
-
   return tokenizer_from_gguf(embedded_model_path())
 
 
 def init_weights_path(config: ml_collections.ConfigDict) -> str:
   """`config.init_weights` with 'embedded' resolved to the bundled SmolLM2 GGUF."""
-  from helpsteer_jax.checkpoints.embedded import EMBEDDED, resolve_model_path
-
   path = config.init_weights
   return resolve_model_path(path) if path == EMBEDDED else path  # "" here is random initialisation
 
@@ -67,6 +65,4 @@ def build_policy(config: ml_collections.ConfigDict, sharding: ShardingContext) -
     model, _ = load_pretrained(init_weights_path(config), sharding=sharding, show_progress=config.progress,
                                **model_overrides(config))
     return model
-  from helpsteer_jax.models.create import create_sharded_model
-
   return create_sharded_model(model_config(config), sharding, seed=config.seed)

@@ -15,6 +15,7 @@ and padding rows of a partial batch are exact.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any, Optional
 
@@ -24,6 +25,10 @@ import ml_collections
 from flax import nnx
 
 from helpsteer_jax import storage
+from helpsteer_jax.checkpoints import reward as reward_io
+from helpsteer_jax.checkpoints.pretrained import load_pretrained
+from helpsteer_jax.checkpoints.reward import save_reward_model
+from helpsteer_jax.models.create import create_sharded_module
 from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
@@ -64,8 +69,6 @@ def regression_step_loss(model: RewardModel, batch: Batch, rng: jax.Array) -> Lo
 
 
 def _is_reward_folder(path: str) -> bool:
-  import json
-
   config_file = storage.join(path, "config.json")
   if not storage.is_file(config_file):
     return False
@@ -77,9 +80,6 @@ def _is_reward_folder(path: str) -> bool:
 def reward_model_from_gguf(path: str, num_outputs: int, sharding: Optional[ShardingContext], seed: int,
                            **overrides: Any) -> RewardModel:
   """A new reward model whose trunk is a GGUF causal LM's (e.g. the embedded SmolLM2)."""
-  from helpsteer_jax.checkpoints.pretrained import load_pretrained
-  from helpsteer_jax.models.create import create_sharded_module
-
   lm, _ = load_pretrained(path, sharding=sharding, show_progress=False, **overrides)
   rm = create_sharded_module(lambda rngs, ctx: RewardModel(lm.config, num_outputs, rngs=rngs, sharding=ctx),
                              sharding, seed)
@@ -121,15 +121,11 @@ class RewardTask(TaskBase):
     overrides = model_setup.model_overrides(config)
     seed = config.seed
     if not path:
-      from helpsteer_jax.models.create import create_sharded_module
-
       model_cfg = model_setup.model_config(config)
       return create_sharded_module(
           lambda rngs, ctx: RewardModel(model_cfg, len(self.labels), rngs=rngs, sharding=ctx), sharding, seed)
     if path.endswith(".gguf"):
       return reward_model_from_gguf(path, len(self.labels), sharding, seed, **overrides)
-    from helpsteer_jax.checkpoints import reward as reward_io
-
     if _is_reward_folder(path):
       model, _ = reward_io.load_reward_model(path, sharding=sharding, **overrides)
       if model.num_outputs != len(self.labels):
@@ -156,7 +152,5 @@ class RewardTask(TaskBase):
             "pair_kind": jax.ShapeDtypeStruct((b,), jnp.int32)}
 
   def export(self, model: RewardModel, out_dir: str) -> None:
-    from helpsteer_jax.checkpoints.reward import save_reward_model
-
     save_reward_model(model, self.tokenizer, out_dir, labels=self.labels,
                       show_progress=self.config.progress)

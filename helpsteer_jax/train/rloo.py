@@ -32,10 +32,17 @@ from flax import nnx
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.parallel.partitioning import ShardingContext
+from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings
+from helpsteer_jax.sampling.sampler import bucket, keep_ends, sample_tokens
+from helpsteer_jax.scoring.selectors import RewardModelSelector
 from helpsteer_jax.train import model_setup
 from helpsteer_jax.train.rloo_math import (
-    UNFINISHED_RULES, chunked_token_log_probs, copy_rate, policy_gradient_terms, rloo_advantages,
-    sequence_kl,
+  UNFINISHED_RULES,
+  chunked_token_log_probs,
+  copy_rate,
+  policy_gradient_terms,
+  rloo_advantages,
+  sequence_kl,
 )
 from helpsteer_jax.train.step import Batch, LossOutput
 from helpsteer_jax.train.task_base import TaskBase
@@ -132,8 +139,6 @@ class RLOOTask(TaskBase):
   def use_reward_model(self, rm, tokenizer) -> None:
     """Scores rollouts with `rm` (an Edit RM). It reads the conversation cut as the policy's prompt
     was, plus the response and the template's few closing tokens."""
-    from helpsteer_jax.scoring.selectors import RewardModelSelector
-
     max_tokens = self.rl.max_prompt_tokens + self.rl.max_new_tokens + 8 if self.rl.max_prompt_tokens > 0 else 0
     self._reward = RewardModelSelector(rm, tokenizer, batch_size=self.rl.reward_batch_size, max_tokens=max_tokens)
 
@@ -152,8 +157,6 @@ class RLOOTask(TaskBase):
   def row_length(self, longest: int) -> int:
     """Rollout row length: with prompts cut, one fixed length (one compiled train step) rounded to
     128; otherwise the longest sequence's power-of-2 bucket. Never below `data.seq_len`."""
-    from helpsteer_jax.sampling.sampler import bucket
-
     if self.rl.max_prompt_tokens > 0:
       bound = self.rl.max_prompt_tokens + self.rl.max_new_tokens + 1
       length = -(-max(bound, longest) // 128) * 128
@@ -191,9 +194,6 @@ class RLOOTask(TaskBase):
 
   def prepare_batch(self, prompts, state, graphdef, rest, step: int,
                     to_global) -> tuple[Batch, dict[str, float], int]:
-    from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings
-    from helpsteer_jax.sampling.sampler import keep_ends, sample_tokens
-
     rl, k = self.rl, int(self.rl.num_samples)
     tokenizer = self.tokenizer
     policy = nnx.merge(graphdef, state.params, rest)  # the state's device arrays, no host copy

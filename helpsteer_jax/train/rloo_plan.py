@@ -64,10 +64,10 @@ def plan_rloo(config: ConfigDict, devices: int, hbm_bytes: float, memory_fractio
   """The plan of RLOO config `config` on `devices` devices of `hbm_bytes` each."""
   from flax import nnx
 
+  from helpsteer_jax.models.llama import Llama
   from helpsteer_jax.train.model_setup import model_config
   from helpsteer_jax.train.optimizer import make_optimizer
   from helpsteer_jax.train.state import abstract_train_state
-  from helpsteer_jax.models.llama import Llama
 
   _, fsdp, tensor = axes = mesh_axes(tuple(config.mesh.shape), devices)
   shards = fsdp * tensor

@@ -27,8 +27,11 @@ import ml_collections
 from etils import epath
 
 from helpsteer_jax import storage
+from helpsteer_jax.checkpoints.identity import model_identity
 from helpsteer_jax.data.run_identity import Difference, FieldRules, RunIdentity, check_and_record, check_rerun
+from helpsteer_jax.data.sources import local_files
 from helpsteer_jax.data.text_files import read_text
+from helpsteer_jax.storage.fingerprints import file_fingerprint
 from helpsteer_jax.storage.object_log import log_exists
 
 logger = logging.getLogger(__name__)
@@ -57,9 +60,6 @@ def resolved_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def _data_fingerprints(name: str, path: str) -> dict[str, str]:
   """Fingerprints of the local data files `path` names (a file, or a folder of them), by input
   name; {} for data from the hub."""
-  from helpsteer_jax.data.sources import local_files
-  from helpsteer_jax.storage.fingerprints import file_fingerprint
-
   if not path:
     return {}
   files = local_files(path)
@@ -70,7 +70,6 @@ def _data_fingerprints(name: str, path: str) -> dict[str, str]:
 
 def _models(config: ml_collections.ConfigDict) -> dict[str, dict[str, str]]:
   """The weights the run starts from and, for RLOO, the reward model: path and fingerprint."""
-  from helpsteer_jax.checkpoints.identity import model_identity
   from helpsteer_jax.train.model_setup import init_weights_path
 
   paths = {"init": init_weights_path(config)}

@@ -9,8 +9,8 @@ the total weight once at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax

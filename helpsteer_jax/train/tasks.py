@@ -17,11 +17,16 @@ import ml_collections
 from flax import nnx
 
 from helpsteer_jax import storage
+from helpsteer_jax.checkpoints.pretrained import save_pretrained
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.train import model_setup
+from helpsteer_jax.train.best_checkpoint import restore_best_params
+from helpsteer_jax.train.loop import Task, train_and_evaluate
+from helpsteer_jax.train.reward import RewardTask
+from helpsteer_jax.train.rloo import RLOOTask
+from helpsteer_jax.train.run_record import summary_lines
 from helpsteer_jax.train.sft import sft_loss
-from helpsteer_jax.train.loop import Task
 from helpsteer_jax.train.task_base import TaskBase
 
 logger = logging.getLogger(__name__)
@@ -52,20 +57,14 @@ class SFTTask(TaskBase):
     }
 
   def export(self, model: nnx.Module, out_dir: str) -> None:
-    from helpsteer_jax.checkpoints.pretrained import save_pretrained
-
     save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.progress)
 
 
 def _reward_task(config):
-  from helpsteer_jax.train.reward import RewardTask
-
   return RewardTask(config)
 
 
 def _rloo_task(config):
-  from helpsteer_jax.train.rloo import RLOOTask
-
   return RLOOTask(config)
 
 
@@ -83,8 +82,6 @@ def model_to_export(result, workdir: str, export_from: str) -> nnx.Module:
   """The trained model (`latest`) or the one of the kept best checkpoint (`best`), bit for bit."""
   if export_from == "latest":
     return result.model()
-  from helpsteer_jax.train.best_checkpoint import restore_best_params
-
   params, step, info = restore_best_params(workdir, result.state.params)
   logger.info("exporting the best checkpoint: step %d (%s %.6g)", step, info.get("metric"), info.get("value"))
   return nnx.merge(result.graphdef, params, result.rest)
@@ -105,10 +102,6 @@ def export_model(task: Task, model: nnx.Module, export_dir: str, workdir: str) -
 
 
 def run_training(config: ml_collections.ConfigDict, workdir: str):
-  from helpsteer_jax.train.loop import train_and_evaluate
-
-  from helpsteer_jax.train.run_record import summary_lines
-
   task = make_task(config)
   result = train_and_evaluate(config, workdir, task)
   export_dir = config.export_dir

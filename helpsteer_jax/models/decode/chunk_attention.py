@@ -25,9 +25,14 @@ import jax
 import jax.numpy as jnp
 
 from helpsteer_jax.models.causal_attention import group_query_heads, ungroup_query_heads
-from helpsteer_jax.models.decode.decode_attention import (CacheRead, block_scores, key_block,
-                                                          loop_over_blocks, online_softmax_update,
-                                                          value_block)
+from helpsteer_jax.models.decode.decode_attention import (
+  CacheRead,
+  block_scores,
+  key_block,
+  loop_over_blocks,
+  online_softmax_update,
+  value_block,
+)
 
 
 def chunk_attention(
