@@ -40,7 +40,8 @@ def get_config(arg=None):
   config.trainer = "rloo"
   config.data.dataset = "helpsteer3_edit"
   apply_size(config, size, bundled_file="helpsteer3_edit.jsonl")
-  config.rloo = ConfigDict({
+  config.rloo = ConfigDict(
+    {
       "reward_model": "",  # Edit RM folder (HF LlamaForSequenceClassification)
       "synthetic_reward": "",  # instead of an RM: low_token_fraction (tests, smoke runs)
       "num_samples": 4,  # k per prompt
@@ -55,7 +56,8 @@ def get_config(arg=None):
       "top_p": 1.0,
       "reward_batch_size": 16,
       "max_prompt_tokens": 0,  # 0 = whole prompts; else cut from the left (first token kept)
-  })
+    }
+  )
   config.data.seq_len = 0  # rollout rows: see RLOOTask.row_length
   config.data.batch_size = 64  # prompts per step (x num_samples rows)
   config.optim.warmup_steps = 0

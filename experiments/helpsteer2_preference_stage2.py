@@ -34,8 +34,7 @@ def get_config(arg=None):
   config = default_train_config()
   config.name = f"helpsteer2_preference_stage2_{size}"
   config.trainer = "reward"
-  config.reward = reward_config("bradley_terry", "scaled", labels=tuple(STEERLM_ATTRIBUTES),
-                                score_output="helpfulness")
+  config.reward = reward_config("bradley_terry", "scaled", labels=tuple(STEERLM_ATTRIBUTES), score_output="helpfulness")
   config.data.dataset = "helpsteer2_preference"
   apply_size(config, size, bundled_file="helpsteer2_preference.jsonl")
   config.data.packing = False

@@ -29,20 +29,20 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_pretrained": "helpsteer_jax.checkpoints.pretrained",
-    "save_pretrained": "helpsteer_jax.checkpoints.pretrained",
-    "load_reward_model": "helpsteer_jax.checkpoints.reward",
-    "save_reward_model": "helpsteer_jax.checkpoints.reward",
-    "generate": "helpsteer_jax.sampling.generate",
-    "Llama": "helpsteer_jax.models.llama",
-    "LlamaConfig": "helpsteer_jax.models.config",
-    "get_preset": "helpsteer_jax.models.config",
-    "RewardModel": "helpsteer_jax.models.heads",
-    "SlotCache": "helpsteer_jax.models.decode.slot_cache",
-    "ShardingContext": "helpsteer_jax.parallel.partitioning",
-    "make_mesh": "helpsteer_jax.parallel.mesh",
-    "create_sharded_model": "helpsteer_jax.models.create",
-    "CheckpointError": "helpsteer_jax.checkpoints.safetensors_io",
+  "load_pretrained": "helpsteer_jax.checkpoints.pretrained",
+  "save_pretrained": "helpsteer_jax.checkpoints.pretrained",
+  "load_reward_model": "helpsteer_jax.checkpoints.reward",
+  "save_reward_model": "helpsteer_jax.checkpoints.reward",
+  "generate": "helpsteer_jax.sampling.generate",
+  "Llama": "helpsteer_jax.models.llama",
+  "LlamaConfig": "helpsteer_jax.models.config",
+  "get_preset": "helpsteer_jax.models.config",
+  "RewardModel": "helpsteer_jax.models.heads",
+  "SlotCache": "helpsteer_jax.models.decode.slot_cache",
+  "ShardingContext": "helpsteer_jax.parallel.partitioning",
+  "make_mesh": "helpsteer_jax.parallel.mesh",
+  "create_sharded_model": "helpsteer_jax.models.create",
+  "CheckpointError": "helpsteer_jax.checkpoints.safetensors_io",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -55,9 +55,12 @@ flags.DEFINE_string("input", None, "JSONL rows to label.")
 flags.DEFINE_string("output", None, "JSONL file to write (appended; a rerun resumes).")
 flags.DEFINE_integer("batch_size", 16, "Rows scored per forward pass.")
 flags.DEFINE_bool("raw", False, "Write the raw float predictions instead of rounded 0-4 labels.")
-flags.DEFINE_enum("resume", "check", RESUME_MODES,
-                  "check: refuse to add to an output made by another model, --raw or input; "
-                  "force: add to it anyway.")
+flags.DEFINE_enum(
+  "resume",
+  "check",
+  RESUME_MODES,
+  "check: refuse to add to an output made by another model, --raw or input; force: add to it anyway.",
+)
 FLAGS = flags.FLAGS
 
 # `<output>.run_identity`: the record `run_identity.json` is for a folder, beside a file. Not named
@@ -107,8 +110,9 @@ def row_keys(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[str]
   return keys
 
 
-def check_same_input(output_path: str, input_path: str, done: Sequence[str], wanted: Sequence[str],
-                     resume: str) -> None:
+def check_same_input(
+  output_path: str, input_path: str, done: Sequence[str], wanted: Sequence[str], resume: str
+) -> None:
   """Refuses to add to an output holding rows that `input_path` does not have: it was made from
   another input. An input that only gained rows holds every row already annotated."""
   wanted_set = set(wanted)
@@ -119,9 +123,11 @@ def check_same_input(output_path: str, input_path: str, done: Sequence[str], wan
   if resume == "force":
     logging.warning("--resume=force: adding to %s although %s", output_path, rows)
     return
-  raise RunMismatch(f"{output_path} was annotated from another input: {rows} (an input may only gain "
-                    "rows between runs). Choose another --output, or pass --resume=force to add "
-                    "this input's rows to it anyway.")
+  raise RunMismatch(
+    f"{output_path} was annotated from another input: {rows} (an input may only gain "
+    "rows between runs). Choose another --output, or pass --resume=force to add "
+    "this input's rows to it anyway."
+  )
 
 
 # -- what produced the output --------------------------------------------------------------------
@@ -137,19 +143,28 @@ def identity_path(output_path: str) -> str:
 RULES = FieldRules(extends=("inputs.input",), ignores=("model", "input", "output", "batch_size", "resume"))
 
 
-def annotation_identity(model_path: str, input_path: str, output_path: str, batch_size: int,
-                        raw: bool, resume: str) -> RunIdentity:
+def annotation_identity(
+  model_path: str, input_path: str, output_path: str, batch_size: int, raw: bool, resume: str
+) -> RunIdentity:
   """What this annotation is: its flags, the model's fingerprint, the input's (no weights read)."""
-  config = {"model": model_path, "input": input_path, "output": output_path, "batch_size": batch_size,
-            "raw": raw, "resume": resume}
-  return RunIdentity("annotation", config, {"model": model_identity(model_path).to_record()},
-                     {"input": file_fingerprint(input_path)})
+  config = {
+    "model": model_path,
+    "input": input_path,
+    "output": output_path,
+    "batch_size": batch_size,
+    "raw": raw,
+    "resume": resume,
+  }
+  return RunIdentity(
+    "annotation", config, {"model": model_identity(model_path).to_record()}, {"input": file_fingerprint(input_path)}
+  )
 
 
 def check_output_identity(output_path: str, identity: RunIdentity, resume: str, has_work: bool) -> None:
   """`run_identity.check_rerun` for an output file, whose record is the file beside it."""
-  check_rerun(output_path, identity, RULES, resume, has_work, record=identity_path(output_path),
-              force_flag="--resume=force")
+  check_rerun(
+    output_path, identity, RULES, resume, has_work, record=identity_path(output_path), force_flag="--resume=force"
+  )
 
 
 def write_output_identity(output_path: str, identity: RunIdentity) -> None:
@@ -165,8 +180,9 @@ def _lock_place(output_path: str) -> tuple[str, str]:
   return folder or ".", f".{name}.lock"
 
 
-def annotate(model_path: str, input_path: str, output_path: str, batch_size: int = 16, raw: bool = False,
-             resume: str = "check") -> int:
+def annotate(
+  model_path: str, input_path: str, output_path: str, batch_size: int = 16, raw: bool = False, resume: str = "check"
+) -> int:
   """Scores every input row not yet in `output_path`; returns how many rows were written."""
   from helpsteer_jax.data.run_folder import claim_run_folder
 
@@ -179,8 +195,7 @@ def annotate(model_path: str, input_path: str, output_path: str, batch_size: int
     return _annotate(model_path, input_path, output_path, batch_size, raw, resume)
 
 
-def _annotate(model_path: str, input_path: str, output_path: str, batch_size: int, raw: bool,
-              resume: str) -> int:
+def _annotate(model_path: str, input_path: str, output_path: str, batch_size: int, raw: bool, resume: str) -> int:
   from helpsteer_jax.checkpoints.reward import reward_labels
 
   rows = [(f"{input_path}:{line_no}", row) for line_no, row in read_jsonl_rows(input_path)]
@@ -201,8 +216,14 @@ def _annotate(model_path: str, input_path: str, output_path: str, batch_size: in
   return _score(model_path, names, todo, out, batch_size, raw)
 
 
-def _score(model_path: str, names: Sequence[str], todo: Sequence[tuple[str, dict[str, Any]]],
-           out: JsonlAppender, batch_size: int, raw: bool) -> int:
+def _score(
+  model_path: str,
+  names: Sequence[str],
+  todo: Sequence[tuple[str, dict[str, Any]]],
+  out: JsonlAppender,
+  batch_size: int,
+  raw: bool,
+) -> int:
   from helpsteer_jax.scoring.selectors import RewardModelSelector
 
   model, tokenizer = ModelPool().reward_model(model_path)
@@ -210,11 +231,12 @@ def _score(model_path: str, names: Sequence[str], todo: Sequence[tuple[str, dict
   written = 0
   with tqdm(total=len(todo), desc="annotate") as progress:
     for start in range(0, len(todo), batch_size):
-      chunk = todo[start:start + batch_size]
+      chunk = todo[start : start + batch_size]
       items = [conversation_of(row, where) for where, row in chunk]
       scores = scorer.score_all(items)
-      out.append([{**row, **{n: label(v, raw) for n, v in zip(names, values)}}
-                  for (_, row), values in zip(chunk, scores)])  # one flushed append per batch
+      out.append(
+        [{**row, **{n: label(v, raw) for n, v in zip(names, values)}} for (_, row), values in zip(chunk, scores)]
+      )  # one flushed append per batch
       written += len(chunk)
       progress.update(len(chunk))
   out.compact()  # every row written: in a bucket, the appended objects as one

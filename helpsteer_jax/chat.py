@@ -15,8 +15,9 @@ from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 
 _MODEL = flags.DEFINE_string("model", None, "HF checkpoint folder or .gguf file; default: embedded SmolLM2.")
 _PROMPTS = flags.DEFINE_multi_string(
-    "prompt", ["What are three good habits for writing maintainable code? Answer briefly."],
-    "User message; repeat the flag to answer several prompts in one batch.",
+  "prompt",
+  ["What are three good habits for writing maintainable code? Answer briefly."],
+  "User message; repeat the flag to answer several prompts in one batch.",
 )
 _SYSTEM = flags.DEFINE_string("system", None, "Optional system message.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate per answer.")
@@ -42,8 +43,15 @@ def main(argv):
     conversations.append(conversation + [{"role": "user", "content": prompt}])
   start = time.perf_counter()
   answers = hj.generate(
-      model, tokenizer, conversations, max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
-      top_p=_TOP_P.value, top_k=_TOP_K.value, n=_N.value, seed=_SEED.value,
+    model,
+    tokenizer,
+    conversations,
+    max_new_tokens=_MAX_NEW.value,
+    temperature=_TEMPERATURE.value,
+    top_p=_TOP_P.value,
+    top_k=_TOP_K.value,
+    n=_N.value,
+    seed=_SEED.value,
   )
   elapsed = time.perf_counter() - start
   generated = 0

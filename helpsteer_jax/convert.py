@@ -34,9 +34,10 @@ class DestinationNotEmpty(FileExistsError):
 def _check_destination(dst: str, overwrite: bool) -> None:
   if storage.is_dir(dst) and storage.listdir(dst) and not overwrite:
     raise DestinationNotEmpty(
-        f"{dst} already holds files ({', '.join(sorted(storage.listdir(dst))[:5])}...): writing a "
-        "checkpoint beside them can leave neither loadable; choose an empty folder, or pass "
-        "--overwrite to replace it")
+      f"{dst} already holds files ({', '.join(sorted(storage.listdir(dst))[:5])}...): writing a "
+      "checkpoint beside them can leave neither loadable; choose an empty folder, or pass "
+      "--overwrite to replace it"
+    )
   if storage.exists(dst) and not storage.is_dir(dst):
     raise DestinationNotEmpty(f"{dst} is a file; --dst must be a folder")
 
@@ -46,13 +47,17 @@ def _partial_folders(dst: str) -> list[str]:
   parent, name = os.path.split(dst.rstrip("/"))
   if not storage.is_dir(parent or "."):
     return []
-  return [storage.join(parent or ".", n) for n in storage.listdir(parent or ".")
-          if n.startswith(f".{name}.partial-")]
+  return [storage.join(parent or ".", n) for n in storage.listdir(parent or ".") if n.startswith(f".{name}.partial-")]
 
 
-def convert_checkpoint(src: str, dst: str, dtype: Optional[str] = None,
-                       max_shard_size: str = "5GB", reward_logit_index: Optional[int] = None,
-                       overwrite: bool = False) -> None:
+def convert_checkpoint(
+  src: str,
+  dst: str,
+  dtype: Optional[str] = None,
+  max_shard_size: str = "5GB",
+  reward_logit_index: Optional[int] = None,
+  overwrite: bool = False,
+) -> None:
   """`src` (HF folder or .gguf) -> an HF folder at `dst`; see the module docstring."""
   import jax
 
@@ -93,15 +98,17 @@ def _define_flags():
   # Defined when the command runs, not at import: importing this module (tests, other entry
   # points in one process) registers no global flags, required ones included.
   return {
-      "src": flags.DEFINE_string("src", None, "HF checkpoint folder or .gguf file.", required=True),
-      "dst": flags.DEFINE_string("dst", None, "Output folder.", required=True),
-      "dtype": flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"], "Dtype of the saved weights."),
-      "max_shard_size": flags.DEFINE_string("max_shard_size", "5GB", "Largest safetensors shard, e.g. 2GB or 500MB."),
-      "overwrite": flags.DEFINE_bool("overwrite", False, "Replace a --dst folder that already holds files."),
-      "reward_logit_index": flags.DEFINE_integer(
-          "reward_logit_index", None,
-          "Read --src as a causal-LM reward model scored by this vocabulary index's logit (NVIDIA's "
-          "Select: 0) and write a LlamaForSequenceClassification."),
+    "src": flags.DEFINE_string("src", None, "HF checkpoint folder or .gguf file.", required=True),
+    "dst": flags.DEFINE_string("dst", None, "Output folder.", required=True),
+    "dtype": flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"], "Dtype of the saved weights."),
+    "max_shard_size": flags.DEFINE_string("max_shard_size", "5GB", "Largest safetensors shard, e.g. 2GB or 500MB."),
+    "overwrite": flags.DEFINE_bool("overwrite", False, "Replace a --dst folder that already holds files."),
+    "reward_logit_index": flags.DEFINE_integer(
+      "reward_logit_index",
+      None,
+      "Read --src as a causal-LM reward model scored by this vocabulary index's logit (NVIDIA's "
+      "Select: 0) and write a LlamaForSequenceClassification.",
+    ),
   }
 
 

@@ -30,8 +30,10 @@ def wants_help(argv: list[str]) -> bool:
 def reject_positional(argv: list[str]) -> None:
   """Raises `app.UsageError` naming the words after the command that are not flags."""
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}: this command takes flags only "
-                         "(--name=value); quote a value that has spaces, e.g. --prompt=\"What is 2+2?\"")
+    raise app.UsageError(
+      f"unexpected arguments {argv[1:]}: this command takes flags only "
+      '(--name=value); quote a value that has spaces, e.g. --prompt="What is 2+2?"'
+    )
 
 
 def _leaves(value: Any) -> Iterator[Any]:

@@ -41,9 +41,11 @@ def _define_flags():
 def _summary_lines(result: dict[str, Any]) -> list[str]:
   h = result["headline"]
   ci = "" if h["ci_low"] is None else f" (95% CI {h['ci_low']:.2f} to {h['ci_high']:.2f})"
-  lines = [f"{result['benchmark']} {result['model']}: {h['name']} = {h['value']:.2f}{ci}",
-           f"judge: {result['judge']}; questions: {result['counts']['questions']}, "
-           f"judged: {result['counts']['judged']}, failed: {result['counts']['failed']}"]
+  lines = [
+    f"{result['benchmark']} {result['model']}: {h['name']} = {h['value']:.2f}{ci}",
+    f"judge: {result['judge']}; questions: {result['counts']['questions']}, "
+    f"judged: {result['counts']['judged']}, failed: {result['counts']['failed']}",
+  ]
   if result["benchmark"] == "mt_bench":
     lines.append(table_markdown(result["metrics"]["categories"]))
   return lines
@@ -60,6 +62,7 @@ def run():
     check_config(config)  # before the processes of a multi-host run wait for each other
     if "distributed" in config:
       from helpsteer_jax.parallel.distributed import initialize, settings_from_config
+
       initialize(settings_from_config(config.distributed))
     result = evaluate(config, workdir_flag.value)
     if "skipped" in result:  # a non-zero process of a multi-process run

@@ -31,8 +31,10 @@ def run():
       summary = merge_runs(inputs.value, output.value)
     except MergeError as e:
       raise app.UsageError(str(e)) from None
-    print(f"{len(summary['merged_from'])} run folders, {summary['num_prompts']} of {summary['prompts_in_run']} "
-          f"prompts; token_multiple: {summary.get('token_multiple')}")
+    print(
+      f"{len(summary['merged_from'])} run folders, {summary['num_prompts']} of {summary['prompts_in_run']} "
+      f"prompts; token_multiple: {summary.get('token_multiple')}"
+    )
     print(f"merged into {output.value}")
 
   entry_point.run(main)

@@ -70,8 +70,9 @@ def _fake_device_count() -> int:
 def _use_fake_devices() -> None:
   """The fake devices must exist before jax starts its backend: called before any jax use."""
   os.environ["JAX_PLATFORMS"] = "cpu"
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             f" --xla_force_host_platform_device_count={_fake_device_count()}").strip()
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_fake_device_count()}"
+  ).strip()
 
 
 import importlib.util
@@ -96,13 +97,20 @@ flags.DEFINE_bool("recipes", False, "Print every 70B recipe's steps, tokens, FLO
 flags.DEFINE_string("experiments", "experiments", "Folder of experiment configs for --recipes.")
 flags.DEFINE_bool("search", False, "Plan the memory of a scaling-search config (--config) instead of a train step.")
 flags.DEFINE_float("hbm_gib", 0.0, "--search: memory per device in GiB (or give --accelerator).")
-flags.DEFINE_string("accelerator", "", "--search: a named machine (sets devices, memory and bandwidth), "
-                    "or 'all' for the table of every one; one of " + ", ".join(
-                        ["8xH100-80GB", "8xH200", "v5p-8", "v5p-16", "v6e-8", "v5e-16"]))
+flags.DEFINE_string(
+  "accelerator",
+  "",
+  "--search: a named machine (sets devices, memory and bandwidth), "
+  "or 'all' for the table of every one; one of "
+  + ", ".join(["8xH100-80GB", "8xH200", "v5p-8", "v5p-16", "v6e-8", "v5e-16"]),
+)
 flags.DEFINE_float("memory_fraction", 0.9, "--search: share of device memory for weights and caches.")
 flags.DEFINE_string("preset", "llama3_70b", "--search: model shape of a checkpoint not on disk.")
-flags.DEFINE_bool("rloo_compile", False, "For an RLOO config, compile its train step as for any other "
-                  "config instead of printing its memory per device.")
+flags.DEFINE_bool(
+  "rloo_compile",
+  False,
+  "For an RLOO config, compile its train step as for any other config instead of printing its memory per device.",
+)
 flags.DEFINE_float("bandwidth_efficiency", 0.5, "--search: share of HBM bandwidth a decode step reaches.")
 FLAGS = flags.FLAGS
 
@@ -141,10 +149,11 @@ def check_batch_split(batch_rows: int, mesh: dict[str, int]) -> None:
   devices = math.prod(mesh.values())
   fsdp = math.gcd(batch_rows, devices)
   raise PlanError(
-      f"the global batch of {batch_rows} rows does not split over the mesh axes data x fsdp = "
-      f"{mesh['data']} x {mesh['fsdp']} = {split}; on {devices} devices use e.g. "
-      f"--mesh=1,{fsdp},{devices // fsdp} (the rest on tensor), or a batch size that is a "
-      f"multiple of {split}")
+    f"the global batch of {batch_rows} rows does not split over the mesh axes data x fsdp = "
+    f"{mesh['data']} x {mesh['fsdp']} = {split}; on {devices} devices use e.g. "
+    f"--mesh=1,{fsdp},{devices // fsdp} (the rest on tensor), or a batch size that is a "
+    f"multiple of {split}"
+  )
 
 
 def plan(config, mesh_shape: tuple[int, ...]) -> dict:
@@ -172,34 +181,38 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
   optimizer, schedule = make_optimizer(config.optim, int(config.total_steps), params)
   shardings = train_state_shardings(params, optimizer, sharding)
   state = abstract_train_state(params, optimizer, shardings)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding(sharding, len(v.shape)))
-           for k, v in task.batch_spec().items()}
+  batch = {
+    k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding(sharding, len(v.shape)))
+    for k, v in task.batch_spec().items()
+  }
   replicated = NamedSharding(sharding.mesh, PartitionSpec())
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
   step = make_train_step(graphdef, rest, task.loss_fn(), optimizer, schedule, split.grad_accum_steps)
   with jax.set_mesh(sharding.mesh):
-    lowered = jax.jit(step, in_shardings=(shardings, None, replicated), out_shardings=(shardings, replicated),
-                      donate_argnums=(0,)).lower(state, batch, rng)
+    lowered = jax.jit(
+      step, in_shardings=(shardings, None, replicated), out_shardings=(shardings, replicated), donate_argnums=(0,)
+    ).lower(state, batch, rng)
     compiled = lowered.compile()
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  per_device = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-                - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  per_device = (
+    memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+  )
   mc = model_config(config)
   tokens = int(config.data.batch_size) * int(config.data.seq_len)
   model_flops = tokens * (model_flops_per_token(mc) + attention_flops_per_token(mc, int(config.data.seq_len)))
   return {
-      "batch_plan": split.describe(),
-      "mesh": dict(sharding.mesh.shape),
-      "devices": sharding.mesh.size,
-      "params": sum(int(math.prod(x.shape)) for x in jax.tree.leaves(params)),
-      "tokens_per_step": tokens,
-      "bytes_per_device": per_device,
-      "arguments_bytes": memory.argument_size_in_bytes,
-      "temp_bytes": memory.temp_size_in_bytes,
-      "compiled_flops_per_device": float(cost.get("flops", float("nan"))) if cost else float("nan"),
-      "model_flops_per_step": model_flops,
+    "batch_plan": split.describe(),
+    "mesh": dict(sharding.mesh.shape),
+    "devices": sharding.mesh.size,
+    "params": sum(int(math.prod(x.shape)) for x in jax.tree.leaves(params)),
+    "tokens_per_step": tokens,
+    "bytes_per_device": per_device,
+    "arguments_bytes": memory.argument_size_in_bytes,
+    "temp_bytes": memory.temp_size_in_bytes,
+    "compiled_flops_per_device": float(cost.get("flops", float("nan"))) if cost else float("nan"),
+    "model_flops_per_step": model_flops,
   }
 
 
@@ -225,15 +238,15 @@ def main(argv) -> None:
     result = plan(config, mesh_shape)
   except PlanError as e:
     raise SystemExit(f"error: {e}") from None
-  gib = 1024 ** 3
+  gib = 1024**3
   lines = [
-      f"config: {config.get('name', '?')}  mesh {result['mesh']} ({result['devices']} devices)",
-      result["batch_plan"],
-      f"parameters: {result['params'] / 1e9:.2f} B; tokens per step: {result['tokens_per_step']:,}",
-      f"memory per device: {result['bytes_per_device'] / gib:.2f} GiB "
-      f"(state and batch {result['arguments_bytes'] / gib:.2f} GiB, temporaries {result['temp_bytes'] / gib:.2f} GiB)",
-      f"FLOPs per step: {result['model_flops_per_step']:.3e} (model: 6N + attention per token); "
-      f"XLA cost analysis per device {result['compiled_flops_per_device']:.3e} (loop bodies counted once)",
+    f"config: {config.get('name', '?')}  mesh {result['mesh']} ({result['devices']} devices)",
+    result["batch_plan"],
+    f"parameters: {result['params'] / 1e9:.2f} B; tokens per step: {result['tokens_per_step']:,}",
+    f"memory per device: {result['bytes_per_device'] / gib:.2f} GiB "
+    f"(state and batch {result['arguments_bytes'] / gib:.2f} GiB, temporaries {result['temp_bytes'] / gib:.2f} GiB)",
+    f"FLOPs per step: {result['model_flops_per_step']:.3e} (model: 6N + attention per token); "
+    f"XLA cost analysis per device {result['compiled_flops_per_device']:.3e} (loop bodies counted once)",
   ]
   if FLAGS.device_memory_gb:
     fits = result["bytes_per_device"] <= FLAGS.device_memory_gb * 1e9
@@ -243,8 +256,10 @@ def main(argv) -> None:
     lines.append(f"step time at {FLAGS.mfu:.0%} MFU of {FLAGS.peak_tflops:g} TFLOP/s: {seconds:.2f} s")
     try:
       cost = recipe_cost(config)
-      lines.append(f"run: {cost.steps:,} steps, {cost.tokens / 1e9:.2f} B tokens, {cost.flops:.3e} FLOPs, "
-                   f"{cost.hours(result['devices'], FLAGS.peak_tflops, FLAGS.mfu):.1f} h")
+      lines.append(
+        f"run: {cost.steps:,} steps, {cost.tokens / 1e9:.2f} B tokens, {cost.flops:.3e} FLOPs, "
+        f"{cost.hours(result['devices'], FLAGS.peak_tflops, FLAGS.mfu):.1f} h"
+      )
     except ValueError as e:  # e.g. epochs over data of unknown size
       lines.append(f"run: length unknown without the data ({e})")
   print("\n".join(lines))
@@ -259,17 +274,27 @@ def search_plan_lines(config) -> list[str]:
   shapes = role_shapes(config, FLAGS.preset)
   lengths = prompt_lengths(config, shapes)
   prompts = _num_prompts(config)
-  assumptions = (f"decode hours for {prompts} prompts: drafts and edits ~600 tokens, feedback ~150; "
-                 f"{FLAGS.bandwidth_efficiency:.0%} of HBM bandwidth; prefill, selection and loading left out")
+  assumptions = (
+    f"decode hours for {prompts} prompts: drafts and edits ~600 tokens, feedback ~150; "
+    f"{FLAGS.bandwidth_efficiency:.0%} of HBM bandwidth; prefill, selection and loading left out"
+  )
   if FLAGS.accelerator == "all":
-    rows = ["| machine | devices (hosts) | mesh | schedule | slots per stage | decode hours |", "|---|---|---|---|---|---|"]
+    rows = [
+      "| machine | devices (hosts) | mesh | schedule | slots per stage | decode hours |",
+      "|---|---|---|---|---|---|",
+    ]
     for acc in ACCELERATORS.values():
       plan, _, axes = plan_shapes(config, shapes, lengths, acc.devices, acc.hbm_gib * GIB, FLAGS.memory_fraction)
       slots = ", ".join(f"{r.stage} {plan.slots(r)}" for r in plan.roles if r.stage != "select")
-      hours = ("-" if plan.schedule == "neither" else
-               f"{decode_hours(plan, paper_stage_tokens(config, lengths), prompts, acc.hbm_tb_s, FLAGS.bandwidth_efficiency, axes[0]):.1f}")
-      rows.append(f"| {acc.name} | {acc.devices} ({acc.hosts}) | {axes} | {plan.schedule} | "
-                  f"{slots if plan.schedule != 'neither' else '-'} | {hours} |")
+      hours = (
+        "-"
+        if plan.schedule == "neither"
+        else f"{decode_hours(plan, paper_stage_tokens(config, lengths), prompts, acc.hbm_tb_s, FLAGS.bandwidth_efficiency, axes[0]):.1f}"
+      )
+      rows.append(
+        f"| {acc.name} | {acc.devices} ({acc.hosts}) | {axes} | {plan.schedule} | "
+        f"{slots if plan.schedule != 'neither' else '-'} | {hours} |"
+      )
     return rows + ["", f"longest requests: {lengths.longest}; {assumptions}"]
   if FLAGS.accelerator:
     if FLAGS.accelerator not in ACCELERATORS:
@@ -282,11 +307,14 @@ def search_plan_lines(config) -> list[str]:
     devices, hbm, bandwidth = _fake_device_count_for_search(), FLAGS.hbm_gib * GIB, 0.0
   config.mesh.shape = tuple(int(x) for x in FLAGS.mesh.split(","))
   plan, _, axes = plan_shapes(config, shapes, lengths, devices, hbm, FLAGS.memory_fraction)
-  lines = [f"config: {config.output_dir}  mesh (data, fsdp, tensor) {axes} on {devices} devices of "
-           f"{hbm / GIB:.1f} GiB", *plan.lines()]
+  lines = [
+    f"config: {config.output_dir}  mesh (data, fsdp, tensor) {axes} on {devices} devices of {hbm / GIB:.1f} GiB",
+    *plan.lines(),
+  ]
   if bandwidth and plan.schedule != "neither":
-    hours = decode_hours(plan, paper_stage_tokens(config, lengths), prompts, bandwidth,
-                         FLAGS.bandwidth_efficiency, axes[0])
+    hours = decode_hours(
+      plan, paper_stage_tokens(config, lengths), prompts, bandwidth, FLAGS.bandwidth_efficiency, axes[0]
+    )
     lines.append(f"{assumptions}: {hours:.1f} h")
   return lines
 
@@ -302,8 +330,10 @@ def rloo_plan_lines(config) -> list[str]:
     config.mesh.shape = tuple(int(x) for x in FLAGS.mesh.split(","))
   else:
     machines = [(m.name, m.devices, m.hbm_gib * GIB) for m in TRAINING_CLUSTERS.values()]
-  lines = [f"RLOO memory per device (rollouts of up to {config.rloo.max_new_tokens} new tokens; prompts "
-           f"{'cut at ' + str(config.rloo.max_prompt_tokens) if config.rloo.max_prompt_tokens > 0 else 'of 3072 tokens assumed'}):"]
+  lines = [
+    f"RLOO memory per device (rollouts of up to {config.rloo.max_new_tokens} new tokens; prompts "
+    f"{'cut at ' + str(config.rloo.max_prompt_tokens) if config.rloo.max_prompt_tokens > 0 else 'of 3072 tokens assumed'}):"
+  ]
   for name, devices, hbm in machines:
     plan = plan_rloo(config, devices, hbm, FLAGS.memory_fraction)
     lines += [f"{name}:"] + ["  " + line for line in plan.lines()]

@@ -30,9 +30,18 @@ from helpsteer_jax.eval.results import write_result
 RESCORE_BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
 
 
-def rescore(benchmark: str, judgments: Sequence[str], answers: Sequence[str] = (), baseline: str = "",
-            style_control: bool = False, difficulty_file: str = "", questions: str = "",
-            rounds: int = 100, seed: int = 42, output_dir: str = "") -> list[dict[str, Any]]:
+def rescore(
+  benchmark: str,
+  judgments: Sequence[str],
+  answers: Sequence[str] = (),
+  baseline: str = "",
+  style_control: bool = False,
+  difficulty_file: str = "",
+  questions: str = "",
+  rounds: int = 100,
+  seed: int = 42,
+  output_dir: str = "",
+) -> list[dict[str, Any]]:
   """Result records, one per model, of the judgment files; written under `output_dir` if given."""
   _check_arguments(benchmark, judgments, answers, style_control, difficulty_file, questions)
   if benchmark == "arena_hard":
@@ -76,7 +85,8 @@ def run():
   baseline = flags.DEFINE_string("baseline", "gpt-4-0314", "arena_hard: the baseline model.")
   style_control = flags.DEFINE_bool("style_control", False, "arena_hard: the style-controlled score.")
   difficulty_file = flags.DEFINE_string(
-      "difficulty_file", "", "alpaca_eval: a local df_gamed.csv (default: the hub's, cached).")
+    "difficulty_file", "", "alpaca_eval: a local df_gamed.csv (default: the hub's, cached)."
+  )
   questions = flags.DEFINE_string("questions", "", "mt_bench: the questions file (default: bundled/download).")
   rounds = flags.DEFINE_integer("bootstrap_rounds", 100, "Bootstrap rounds of the intervals.")
   seed = flags.DEFINE_integer("seed", 42, "Bootstrap seed.")
@@ -87,12 +97,23 @@ def run():
     if benchmark.value is None or not judgments.value:
       raise app.UsageError("--benchmark and --judgments are required")
     try:
-      _check_arguments(benchmark.value, judgments.value, answers.value, style_control.value,
-                       difficulty_file.value, questions.value)
+      _check_arguments(
+        benchmark.value, judgments.value, answers.value, style_control.value, difficulty_file.value, questions.value
+      )
     except (ValueError, FileNotFoundError) as e:
       raise app.UsageError(str(e)) from None
-    results = rescore(benchmark.value, judgments.value, answers.value, baseline.value, style_control.value,
-                      difficulty_file.value, questions.value, rounds.value, seed.value, output_dir.value)
+    results = rescore(
+      benchmark.value,
+      judgments.value,
+      answers.value,
+      baseline.value,
+      style_control.value,
+      difficulty_file.value,
+      questions.value,
+      rounds.value,
+      seed.value,
+      output_dir.value,
+    )
     for result in results:
       print(_summary_line(result))
     if output_dir.value:

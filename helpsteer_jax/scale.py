@@ -42,8 +42,15 @@ def main(argv):
   # Multi-host start (TPU pods, SLURM, or explicit) before anything touches the devices.
   initialize(settings_from_config(_CONFIG.value.get("distributed", None)))
   summary = run_search(_CONFIG.value)
-  keys = ("num_prompts", "token_multiple", "mean_token_multiple_per_prompt", "mean_best_score",
-          "mean_draft_score", "best_is_an_edit", "mean_effective_feedbacks_per_draft")
+  keys = (
+    "num_prompts",
+    "token_multiple",
+    "mean_token_multiple_per_prompt",
+    "mean_best_score",
+    "mean_draft_score",
+    "best_is_an_edit",
+    "mean_effective_feedbacks_per_draft",
+  )
   print("\n".join(f"{k}: {summary.get(k)}" for k in keys))
   print(f"results in {output_folder(_CONFIG.value)}")
 

@@ -23,9 +23,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 # Bucket tests talk to a local GCS emulator (helpsteer_jax/testing/gcs_emulator.py) only: anonymous
 # gcsfs, a fixed token for tensorstore, and no Google credential lookup that would probe a metadata server.
-for _name, _value in {"FSSPEC_GS_TOKEN": "anon", "FSSPEC_GCS_TOKEN": "anon", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-                      "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator", "NO_GCE_CHECK": "True",
-                      "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9"}.items():
+for _name, _value in {
+  "FSSPEC_GS_TOKEN": "anon",
+  "FSSPEC_GCS_TOKEN": "anon",
+  "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+  "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+  "NO_GCE_CHECK": "True",
+  "GCE_METADATA_HOST": "127.0.0.1:9",
+  "GCE_METADATA_IP": "127.0.0.1:9",
+}.items():
   os.environ.setdefault(_name, _value)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

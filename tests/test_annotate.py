@@ -20,8 +20,9 @@ from helpsteer_jax.scoring.selectors import RewardModelSelector
 def attribute_model(tmp_path_factory, embedded_gguf_path):
   folder = tmp_path_factory.mktemp("attr") / "model"
   rm = RewardModel(get_preset("tiny", vocab_size=49152, max_position_embeddings=4096), 9, rngs=nnx.Rngs(1))
-  save_reward_model(rm, tokenizer_from_gguf(embedded_gguf_path), str(folder), labels=STEERLM_ATTRIBUTES,
-                    show_progress=False)
+  save_reward_model(
+    rm, tokenizer_from_gguf(embedded_gguf_path), str(folder), labels=STEERLM_ATTRIBUTES, show_progress=False
+  )
   return str(folder)
 
 

@@ -55,6 +55,7 @@ def _write_rows(path, rows) -> None:
 
 # -- annotate -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def attribute_model(tmp_path_factory, embedded_gguf_path):
   from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
@@ -63,16 +64,13 @@ def attribute_model(tmp_path_factory, embedded_gguf_path):
   from helpsteer_jax.models.heads import RewardModel
 
   folder = tmp_path_factory.mktemp("attr") / "model"
-  rm = RewardModel(get_preset("tiny", vocab_size=49152, max_position_embeddings=4096), len(LABELS),
-                   rngs=nnx.Rngs(1))
-  save_reward_model(rm, tokenizer_from_gguf(embedded_gguf_path), str(folder), labels=LABELS,
-                    show_progress=False)
+  rm = RewardModel(get_preset("tiny", vocab_size=49152, max_position_embeddings=4096), len(LABELS), rngs=nnx.Rngs(1))
+  save_reward_model(rm, tokenizer_from_gguf(embedded_gguf_path), str(folder), labels=LABELS, show_progress=False)
   return str(folder)
 
 
 def _row(i: int, **extra) -> dict:
-  return {"prompt": f"Question {i}?", "response": f"Answer {i}.",
-          **extra}
+  return {"prompt": f"Question {i}?", "response": f"Answer {i}.", **extra}
 
 
 def test_annotate_resumes_by_row_key_and_cuts_a_torn_tail(tmp_path, attribute_model):
@@ -113,21 +111,24 @@ def test_annotate_refuses_another_model_raw_or_input_before_loading(tmp_path, at
     annotate(other_model, str(rows), str(output))
   message = str(info.value)
   assert f"{output} holds a run (annotation) that differs from this one in 1 field" in message
-  assert "models.model: \"sha256:" in message and "--resume=force" in message
-  with pytest.raises(RunMismatch, match=r'raw: false in .*annotated.jsonl.run_identity, true now'):
+  assert 'models.model: "sha256:' in message and "--resume=force" in message
+  with pytest.raises(RunMismatch, match=r"raw: false in .*annotated.jsonl.run_identity, true now"):
     annotate(attribute_model, str(rows), str(output), raw=True)
   other_rows = tmp_path / "other_rows.jsonl"
   _write_rows(other_rows, [_row(1), _row(7)])
-  with pytest.raises(RunMismatch, match=r"annotated from another input: 1 of its 2 rows \(first: row 2\) "
-                                        r"are not in .*other_rows.jsonl"):
+  with pytest.raises(
+    RunMismatch,
+    match=r"annotated from another input: 1 of its 2 rows \(first: row 2\) "
+    r"are not in .*other_rows.jsonl",
+  ):
     annotate(attribute_model, str(other_rows), str(output))
   assert len(_lines(output)) == 2  # nothing written by the refused runs
 
   # --resume=force, through the command's main: the other input's new row is added.
   monkeypatch.undo()
   from absl import flags
-  argv = ["annotate", f"--model={attribute_model}", f"--input={other_rows}", f"--output={output}",
-          "--resume=force"]
+
+  argv = ["annotate", f"--model={attribute_model}", f"--input={other_rows}", f"--output={output}", "--resume=force"]
   flags.FLAGS(argv)
   try:
     annotate_module.main(["annotate"])
@@ -158,6 +159,7 @@ def test_annotate_names_the_line_of_a_lone_surrogate(tmp_path, attribute_model, 
 
 
 # -- evaluate -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
@@ -216,8 +218,11 @@ def test_evaluate_refuses_another_model_or_sampling_in_a_workdir_with_answers(tm
   hotter.questions.path = questions
   hotter.generation.temperature = 0.7
   hotter.questions.limit = 2  # only extends the run: not named
-  with pytest.raises(RunMismatch, match=r"in 1 field that changes results:\n  generation.temperature: "
-                                        r"0.0 in .*, 0.7 now"):
+  with pytest.raises(
+    RunMismatch,
+    match=r"in 1 field that changes results:\n  generation.temperature: "
+    r"0.0 in .*, 0.7 now",
+  ):
     evaluate(hotter, str(work))
   other_questions = _eval_config(model_dir)
   other_questions.questions.path = _question_file(tmp_path / "edited.jsonl", edit=" (edited)")
@@ -231,7 +236,9 @@ def test_evaluate_refuses_another_model_or_sampling_in_a_workdir_with_answers(tm
   assert json.loads((work / "run_identity.json").read_text())["config"]["generation"]["temperature"] == 0.7
 
 
-@pytest.mark.parametrize("field,value,expected", [
+@pytest.mark.parametrize(
+  "field,value,expected",
+  [
     ("judge.max_retries", -1, "judge.max_retries=-1: must be >= 0"),
     ("judge.timeout_s", 0.0, "judge.timeout_s=0.0: must be > 0 seconds"),
     ("judge.max_workers", 0, "judge.max_workers=0: must be at least 1"),
@@ -243,7 +250,8 @@ def test_evaluate_refuses_another_model_or_sampling_in_a_workdir_with_answers(tm
     ("generation.max_new_tokens", 0, "generation.max_new_tokens=0: must be at least 1"),
     ("generation.top_k", -2, "generation.top_k=-2: must be >= 0"),
     ("resume", "sometimes", "resume='sometimes': must be one of ('check', 'force')"),
-])
+  ],
+)
 def test_evaluate_checks_judge_and_sampling_values_before_anything(tmp_path, monkeypatch, field, value, expected):
   config = _eval_config()
   config.judge.kind = "http"

@@ -27,8 +27,7 @@ print(json.dumps({"directory": directory, "hits": len(hits)}))
 def run_program(env: dict) -> dict:
   environ = {k: v for k, v in os.environ.items() if k != cc.JAX_ENV}
   environ.update(env)
-  done = subprocess.run([sys.executable, "-c", PROGRAM], env=environ, capture_output=True, text=True,
-                        check=True)
+  done = subprocess.run([sys.executable, "-c", PROGRAM], env=environ, capture_output=True, text=True, check=True)
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -22,8 +22,10 @@ def test_parse_arg():
   assert parse_arg(None, positional="size", size="tiny") == {"size": "tiny"}
   assert parse_arg("70b", positional="size", size="tiny") == {"size": "70b"}
   assert parse_arg("size=70b", positional="size", size="tiny") == {"size": "70b"}
-  assert parse_arg("full,label=base", positional="variant", variant="tiny", label="") == \
-      {"variant": "full", "label": "base"}
+  assert parse_arg("full,label=base", positional="variant", variant="tiny", label="") == {
+    "variant": "full",
+    "label": "base",
+  }
   assert parse_arg("drafts=2, feedbacks=4", drafts="8", feedbacks="16") == {"drafts": "2", "feedbacks": "4"}
   with pytest.raises(ValueError, match=r"'draft=2': expected key=value with key in \['drafts'\]"):
     parse_arg("draft=2", drafts="8")
@@ -42,10 +44,16 @@ def test_every_family_takes_the_same_argument_forms():
     _load("scaling/grid.py").get_config("draft=2")
 
 
-@pytest.mark.parametrize("relative,size", [
-    ("feedback_sft.py", "tiny"), ("scaling/grid.py", "size=smollm2"), ("scaling/grid.py", "size=70b"),
-    ("eval/arena_hard.py", "tiny"), ("eval/mt_bench.py", "full"),
-])
+@pytest.mark.parametrize(
+  "relative,size",
+  [
+    ("feedback_sft.py", "tiny"),
+    ("scaling/grid.py", "size=smollm2"),
+    ("scaling/grid.py", "size=70b"),
+    ("eval/arena_hard.py", "tiny"),
+    ("eval/mt_bench.py", "full"),
+  ],
+)
 def test_mesh_blocks_are_alike(relative, size):
   config = _load(relative).get_config(size)
   assert set(config.mesh.keys()) == {"shape", "rules"} and len(tuple(config.mesh.shape)) == 3

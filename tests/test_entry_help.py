@@ -11,15 +11,13 @@ import pytest
 pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("train", "scale", "evaluate", "convert", "plan", "tables", "chat", "annotate", "rescore", "sweep",
-            "merge")
+COMMANDS = ("train", "scale", "evaluate", "convert", "plan", "tables", "chat", "annotate", "rescore", "sweep", "merge")
 
 
 def _run(args, **env):
   full = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   full.update(env)
-  return subprocess.run([sys.executable, "-m"] + args, cwd=REPO, env=full, capture_output=True,
-                        text=True, timeout=300)
+  return subprocess.run([sys.executable, "-m"] + args, cwd=REPO, env=full, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -38,6 +36,8 @@ def test_plan_names_the_axis_and_a_mesh_for_a_batch_that_does_not_split():
   proc = _run(["helpsteer_jax.plan", "--config=experiments/feedback_sft.py:tiny", "--mesh=1,8,1"])
   assert proc.returncode == 1
   (line,) = proc.stderr.strip().splitlines()
-  assert line == ("error: the global batch of 4 rows does not split over the mesh axes data x fsdp = 1 x 8 = 8; "
-                  "on 8 devices use e.g. --mesh=1,4,2 (the rest on tensor), or a batch size that is a "
-                  "multiple of 8")
+  assert line == (
+    "error: the global batch of 4 rows does not split over the mesh axes data x fsdp = 1 x 8 = 8; "
+    "on 8 devices use e.g. --mesh=1,4,2 (the rest on tensor), or a batch size that is a "
+    "multiple of 8"
+  )

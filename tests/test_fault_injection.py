@@ -39,8 +39,9 @@ def _load(path: pathlib.Path, arg=None):
 
 def _failing(cmd: list[str], timeout: float = 300) -> str:
   """Runs `cmd`, which must fail with a non-zero exit; returns its combined output."""
-  proc = subprocess.run(cmd, cwd=REPO, env=env(), timeout=timeout, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.run(
+    cmd, cwd=REPO, env=env(), timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
   assert proc.returncode not in (0, None), f"{' '.join(map(str, cmd))} succeeded:\n{proc.stdout[-3000:]}"
   assert proc.returncode > 0, f"killed by signal {-proc.returncode}:\n{proc.stdout[-3000:]}"
   return proc.stdout
@@ -52,14 +53,21 @@ def _scale(*extra: str) -> list[str]:
 
 # -- one writer per folder ------------------------------------------------------------------------
 
+
 @pytest.mark.entry
 def test_a_second_trainer_on_a_workdir_fails_at_once_and_a_dead_holder_is_taken_over(tmp_path, task_file):
   """Two processes, one workdir: the second stops before any work naming the first; after the
   first is killed (its lock record left behind), a rerun takes the folder over and trains."""
   run = tmp_path / "run"
-  first = subprocess.Popen(train_command(run, task_file, "--config.total_steps=100000",
-                                         "--config.checkpoint_every=0", "--config.data.batch_size=2"),
-                           cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = subprocess.Popen(
+    train_command(
+      run, task_file, "--config.total_steps=100000", "--config.checkpoint_every=0", "--config.data.batch_size=2"
+    ),
+    cwd=REPO,
+    env=env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   try:
     deadline = time.time() + 300
     while time.time() < deadline and first.poll() is None and not (run / "metrics.jsonl").exists():
@@ -75,8 +83,14 @@ def test_a_second_trainer_on_a_workdir_fails_at_once_and_a_dead_holder_is_taken_
     first.wait(timeout=60)
   record = json.loads((run / LOCK_NAME).read_text())
   assert record["pid"] == first.pid  # kill -9 leaves the record; the OS released the lock
-  output = run_entry(train_command(run, task_file, "--config.total_steps=2", "--config.checkpoint_every=0",
-                                   "--config.data.batch_size=2"), cwd=REPO, env=env(), timeout=600)
+  output = run_entry(
+    train_command(
+      run, task_file, "--config.total_steps=2", "--config.checkpoint_every=0", "--config.data.batch_size=2"
+    ),
+    cwd=REPO,
+    env=env(),
+    timeout=600,
+  )
   assert f"taking over the lock of training run 'chat_sft_tiny' (pid {first.pid}" in output
   assert max(losses(run)) == 2 and (run / LOCK_NAME).read_text() == ""  # released on exit
 
@@ -105,8 +119,9 @@ def test_a_stale_record_on_this_host_is_taken_over(tmp_path, caplog):
 
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
-  (tmp_path / LOCK_NAME).write_text(json.dumps({"what": "old run", "pid": dead.pid,
-                                                "host": socket.gethostname(), "started": "earlier"}))
+  (tmp_path / LOCK_NAME).write_text(
+    json.dumps({"what": "old run", "pid": dead.pid, "host": socket.gethostname(), "started": "earlier"})
+  )
   with caplog.at_level("WARNING"):
     with claim_run_folder(tmp_path, what="new run"):
       assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
@@ -145,10 +160,15 @@ def test_the_summary_counts_each_prompt_once(tmp_path):
 
   def record(pid: str, total: int) -> dict:
     draft = {"text": "a", "score": 1.0, "feedbacks": []}
-    return {"id": pid, "conversation": [{"role": "user", "content": "q"}], "drafts": [draft],
-            "best": {"text": "a", "score": 1.0, "edit": None}, "tokens": {
-                "drafts": total, "feedback": 0, "edits": 0, "total": total, "greedy": 1},
-            "token_multiple": total, "num_candidates": 1}
+    return {
+      "id": pid,
+      "conversation": [{"role": "user", "content": "q"}],
+      "drafts": [draft],
+      "best": {"text": "a", "score": 1.0, "edit": None},
+      "tokens": {"drafts": total, "feedback": 0, "edits": 0, "total": total, "greedy": 1},
+      "token_multiple": total,
+      "num_candidates": 1,
+    }
 
   rows = [record("a", 2), record("b", 4), record("a", 2)]  # "a" written by two runs
   (tmp_path / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -159,14 +179,16 @@ def test_the_summary_counts_each_prompt_once(tmp_path):
 
 # -- fail before any work -------------------------------------------------------------------------
 
+
 @pytest.mark.entry
 def test_an_output_folder_that_cannot_be_created_fails_before_the_model_loads(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
   prompts = tmp_path / "prompts.jsonl"
   write_prompts(prompts, ["Hi"])
-  output = _failing(_scale("--config.prompts.source=jsonl", f"--config.prompts.path={prompts}",
-                           f"--config.output_dir={blocker}/out"))
+  output = _failing(
+    _scale("--config.prompts.source=jsonl", f"--config.prompts.path={prompts}", f"--config.output_dir={blocker}/out")
+  )
   assert f"{blocker}/out: cannot create the output folder" in output
   assert "loaded" not in output and "prompts," not in output
 
@@ -207,8 +229,11 @@ def test_a_trainer_workdir_that_cannot_be_created_fails_before_the_task_is_built
 def test_an_empty_prompt_file_fails_before_the_model_loads(tmp_path, content):
   prompts = tmp_path / "prompts.jsonl"
   prompts.write_bytes(content)
-  output = _failing(_scale("--config.prompts.source=jsonl", f"--config.prompts.path={prompts}",
-                           f"--config.output_dir={tmp_path / 'out'}"))
+  output = _failing(
+    _scale(
+      "--config.prompts.source=jsonl", f"--config.prompts.path={prompts}", f"--config.output_dir={tmp_path / 'out'}"
+    )
+  )
   assert f"{prompts}: no prompts (the file is empty)" in output
   assert not (tmp_path / "out" / "results.jsonl").exists()
 
@@ -251,8 +276,13 @@ def test_request_lengths_name_the_stage_that_overflows():
 
   tokenizer = smollm2_tokenizer()
   item = PromptItem("p", [{"role": "user", "content": "Name a colour."}])
-  settings = SearchSettings(num_feedbacks=2, feedback_group_size=2, draft=StageSampling(max_new_tokens=300),
-                            feedback=StageSampling(max_new_tokens=200), edit=StageSampling(max_new_tokens=300))
+  settings = SearchSettings(
+    num_feedbacks=2,
+    feedback_group_size=2,
+    draft=StageSampling(max_new_tokens=300),
+    feedback=StageSampling(max_new_tokens=200),
+    edit=StageSampling(max_new_tokens=300),
+  )
   roles = [RoleLimits(name, tokenizer, "plain", 4096) for name in ("policy", "feedback", "edit")]
   requests = {r.stage: r for r in longest_requests(item, settings, *roles)}
   assert requests["draft"].prompt_tokens < requests["feedback"].prompt_tokens - 300
@@ -266,11 +296,11 @@ def test_request_lengths_name_the_stage_that_overflows():
 
 
 STRAY = {
-    "scale": [f"--config={SCALE_EXPERIMENT}", "extra"],
-    "chat": ["--prompt=What", "is", "the", "capital", "of", "France"],
-    "evaluate": [f"--config={REPO / 'experiments' / 'eval' / 'arena_hard.py'}:tiny", "extra"],
-    "tables": ["--results=a", "--out=b", "extra"],
-    "plan": [f"--config={REPO / 'experiments' / 'chat_sft.py'}:tiny", "--devices=1", "extra"],
+  "scale": [f"--config={SCALE_EXPERIMENT}", "extra"],
+  "chat": ["--prompt=What", "is", "the", "capital", "of", "France"],
+  "evaluate": [f"--config={REPO / 'experiments' / 'eval' / 'arena_hard.py'}:tiny", "extra"],
+  "tables": ["--results=a", "--out=b", "extra"],
+  "plan": [f"--config={REPO / 'experiments' / 'chat_sft.py'}:tiny", "--devices=1", "extra"],
 }
 
 
@@ -303,18 +333,18 @@ def _readers():
   from helpsteer_jax.scaling.results import read_records
 
   return {
-      "training_jsonl": ("train.jsonl", lambda p: list(read_rows(SourceSpec(path=p)))),
-      "training_jsonl_gz": ("train.jsonl.gz", lambda p: list(read_rows(SourceSpec(path=p)))),
-      "training_json": ("train.json", lambda p: list(read_rows(SourceSpec(path=p)))),
-      "prompts": ("prompts.jsonl", lambda p: load_prompts("jsonl", p)),
-      "benchmark_jsonl": ("question.jsonl", read_jsonl),
-      "alpaca_json": ("outputs.json", alpaca_eval_set),
-      "answers_log": ("answers.jsonl", lambda p: JsonlAppender(p).read()),
-      "search_results": ("results.jsonl", lambda p: read_records(os.path.dirname(p))),
-      "answers_json": ("answers.json", lambda p: read_answers(p, [])),
-      "eval_result": ("eval_result.json", read_result),
-      "table_rows": ("rows.json", read_row_specs),
-      "annotations": ("annotations.json", read_alpaca_annotations),
+    "training_jsonl": ("train.jsonl", lambda p: list(read_rows(SourceSpec(path=p)))),
+    "training_jsonl_gz": ("train.jsonl.gz", lambda p: list(read_rows(SourceSpec(path=p)))),
+    "training_json": ("train.json", lambda p: list(read_rows(SourceSpec(path=p)))),
+    "prompts": ("prompts.jsonl", lambda p: load_prompts("jsonl", p)),
+    "benchmark_jsonl": ("question.jsonl", read_jsonl),
+    "alpaca_json": ("outputs.json", alpaca_eval_set),
+    "answers_log": ("answers.jsonl", lambda p: JsonlAppender(p).read()),
+    "search_results": ("results.jsonl", lambda p: read_records(os.path.dirname(p))),
+    "answers_json": ("answers.json", lambda p: read_answers(p, [])),
+    "eval_result": ("eval_result.json", read_result),
+    "table_rows": ("rows.json", read_row_specs),
+    "annotations": ("annotations.json", read_alpaca_annotations),
   }
 
 
@@ -334,16 +364,20 @@ def test_non_utf8_bytes_name_the_file_line_and_offset(tmp_path, case):
     read(path)
   line = 3 if name.endswith(".json") else 2
   offset = data.index(b"\xe9")
-  assert (f"{path}:{line}: not UTF-8 text (byte 0xe9 at column {COLUMN} of the line, "
-          f"byte offset {offset} of the file)") in str(info.value)
+  assert (
+    f"{path}:{line}: not UTF-8 text (byte 0xe9 at column {COLUMN} of the line, byte offset {offset} of the file)"
+  ) in str(info.value)
 
 
 @pytest.mark.entry
 def test_a_prompt_of_the_wrong_type_is_named_through_the_entry_point(tmp_path):
   prompts = tmp_path / "prompts.jsonl"
   prompts.write_text(json.dumps({"id": "a", "prompt": "Hi"}) + "\n" + json.dumps({"id": "b", "prompt": 123}) + "\n")
-  output = _failing(_scale("--config.prompts.source=jsonl", f"--config.prompts.path={prompts}",
-                           f"--config.output_dir={tmp_path / 'out'}"))
+  output = _failing(
+    _scale(
+      "--config.prompts.source=jsonl", f"--config.prompts.path={prompts}", f"--config.output_dir={tmp_path / 'out'}"
+    )
+  )
   assert f"{prompts}:2: field 'prompt' must be a string, got int 123" in output
 
 
@@ -351,12 +385,16 @@ def test_a_prompt_of_the_wrong_type_is_named_through_the_entry_point(tmp_path):
 def test_non_utf8_prompts_through_the_entry_point(tmp_path):
   prompts = tmp_path / "prompts.jsonl"
   prompts.write_bytes(GOOD + LATIN1)
-  output = _failing(_scale("--config.prompts.source=jsonl", f"--config.prompts.path={prompts}",
-                           f"--config.output_dir={tmp_path / 'out'}"))
+  output = _failing(
+    _scale(
+      "--config.prompts.source=jsonl", f"--config.prompts.path={prompts}", f"--config.output_dir={tmp_path / 'out'}"
+    )
+  )
   assert f"{prompts}:2: not UTF-8 text (byte 0xe9" in output and f"byte offset {OFFSET} of the file" in output
 
 
 # -- a damaged newest checkpoint ------------------------------------------------------------------
+
 
 def _largest_file(folder: pathlib.Path) -> pathlib.Path:
   return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
@@ -404,18 +442,27 @@ def test_a_damaged_newest_checkpoint_is_named_or_set_aside(tmp_path):
 def test_resume_after_the_newest_checkpoint_lost_its_data_is_bit_identical(tmp_path, task_file):
   """Through the trainer: a finished run's copy whose step-6 data file is deleted resumes from
   step 3 by itself and ends with the losses and exported weights of the uninterrupted run."""
-  steps = ["--config.total_steps=6", "--config.checkpoint_every=3", "--config.data.batch_size=2",
-           "--config.optim.learning_rate=1e-3"]
+  steps = [
+    "--config.total_steps=6",
+    "--config.checkpoint_every=3",
+    "--config.data.batch_size=2",
+    "--config.optim.learning_rate=1e-3",
+  ]
   straight = tmp_path / "straight"
-  run_entry(train_command(straight, task_file, *steps, f"--config.export_dir={straight}/export"),
-            cwd=REPO, env=env(), timeout=600)
+  run_entry(
+    train_command(straight, task_file, *steps, f"--config.export_dir={straight}/export"),
+    cwd=REPO,
+    env=env(),
+    timeout=600,
+  )
   damaged = tmp_path / "damaged"
   shutil.copytree(straight, damaged, ignore=shutil.ignore_patterns("export"))
   lost = _largest_file(damaged / "checkpoints" / "6")
   lost.unlink()
 
-  output = run_entry(train_command(damaged, task_file, *steps, f"--config.export_dir={damaged}/export"),
-                     cwd=REPO, env=env(), timeout=600)
+  output = run_entry(
+    train_command(damaged, task_file, *steps, f"--config.export_dir={damaged}/export"), cwd=REPO, env=env(), timeout=600
+  )
   assert f"{damaged / 'checkpoints' / '6'}: the checkpoint of step 6 cannot be restored" in output
   assert "resume_fallback='previous': moving it aside and resuming from step 3" in output
   assert "resume: latest checkpoint of this run, step 3" in output
@@ -423,6 +470,7 @@ def test_resume_after_the_newest_checkpoint_lost_its_data_is_bit_identical(tmp_p
   assert sorted(a) == sorted(b) == list(range(1, 7))
   assert [a[s] for s in sorted(a)] == [b[s] for s in sorted(b)]  # exact
   from safetensors.numpy import load_file
+
   wa = load_file(str(straight / "export" / "model.safetensors"))
   wb = load_file(str(damaged / "export" / "model.safetensors"))
   assert wa.keys() == wb.keys()
@@ -434,8 +482,10 @@ def test_resume_after_the_newest_checkpoint_lost_its_data_is_bit_identical(tmp_p
 # -- every config field from the command line -----------------------------------------------------
 
 EXPERIMENT_FILES = sorted(
-    p for p in glob.glob(str(REPO / "experiments" / "*.py")) + glob.glob(str(REPO / "experiments" / "*" / "*.py"))
-    if "benchmarks" not in p)
+  p
+  for p in glob.glob(str(REPO / "experiments" / "*.py")) + glob.glob(str(REPO / "experiments" / "*" / "*.py"))
+  if "benchmarks" not in p
+)
 
 
 def _leaves(config, prefix: str = ""):
@@ -512,12 +562,21 @@ def test_the_draft_top_k_is_settable():
   from helpsteer_jax.scale import search_settings
 
   result = subprocess.run(
-      [sys.executable, "-c",
-       "import sys; from absl import flags; from ml_collections import config_flags;"
-       "v = flags.FlagValues(); h = config_flags.DEFINE_config_file('config', flag_values=v, lock_config=True);"
-       "v(sys.argv); print(h.value.search.draft.top_k, h.value.search.edit.top_k)",
-       f"--config={SCALE_EXPERIMENT}", "--config.search.draft.top_k=50"],
-      cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-c",
+      "import sys; from absl import flags; from ml_collections import config_flags;"
+      "v = flags.FlagValues(); h = config_flags.DEFINE_config_file('config', flag_values=v, lock_config=True);"
+      "v(sys.argv); print(h.value.search.draft.top_k, h.value.search.edit.top_k)",
+      f"--config={SCALE_EXPERIMENT}",
+      "--config.search.draft.top_k=50",
+    ],
+    cwd=REPO,
+    env=env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.split() == ["50", "None"]
   settings = search_settings(_load(SCALE_EXPERIMENT).search)

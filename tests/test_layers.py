@@ -9,13 +9,18 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "helpsteer_jax"
 
 # Layer of each subpackage; top-level modules are entry points unless listed.
 LAYERS = {
-    "formats": 0, "models": 0, "parallel": 0, "storage": 0,
-    "checkpoints": 1,
-    "data": 2,
-    "sampling": 3, "scoring": 3,
-    "scaling": 4, "train": 4,
-    "eval": 5,
-    "testing": 7,  # the tests' helpers: above everything, imported by nothing in the package
+  "formats": 0,
+  "models": 0,
+  "parallel": 0,
+  "storage": 0,
+  "checkpoints": 1,
+  "data": 2,
+  "sampling": 3,
+  "scoring": 3,
+  "scaling": 4,
+  "train": 4,
+  "eval": 5,
+  "testing": 7,  # the tests' helpers: above everything, imported by nothing in the package
 }
 ENTRY = 6
 # Modules below the entry points that live at the top level.
@@ -64,8 +69,9 @@ def test_no_module_imports_a_higher_layer():
     own = layer_of(name)
     for target, line in imports(path):
       if layer_of(target) > own:
-        violations.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {name} (layer {own}) imports "
-                          f"{target} (layer {layer_of(target)})")
+        violations.append(
+          f"{path.relative_to(PACKAGE.parent)}:{line}: {name} (layer {own}) imports {target} (layer {layer_of(target)})"
+        )
   assert not violations, "\n".join(violations)
 
 
@@ -79,8 +85,11 @@ def test_shared_types_are_defined_once():
         names = {node.name}
       for name in names & {"Message", "Conversation", "PromptItem"}:
         definitions.append((name, str(path.relative_to(PACKAGE))))
-  assert sorted(definitions) == [("Conversation", "formats/messages.py"), ("Message", "formats/messages.py"),
-                                 ("PromptItem", "data/prompt_sources.py")], definitions
+  assert sorted(definitions) == [
+    ("Conversation", "formats/messages.py"),
+    ("Message", "formats/messages.py"),
+    ("PromptItem", "data/prompt_sources.py"),
+  ], definitions
 
 
 def test_no_import_cycles_between_modules():
@@ -102,7 +111,7 @@ def test_no_import_cycles_between_modules():
     stack.append(node)
     for nxt in sorted(graph[node]):
       if state.get(nxt) == 1:
-        cycles.append(stack[stack.index(nxt):] + [nxt])
+        cycles.append(stack[stack.index(nxt) :] + [nxt])
       elif nxt not in state:
         visit(nxt, stack)
     stack.pop()

@@ -39,8 +39,9 @@ def test_an_export_of_a_preset_without_eos_stops_at_the_end_of_a_turn(tmp_path):
 
 @pytest.mark.entry
 def test_train_help_lists_the_config_fields():
-  out = subprocess.run([sys.executable, "-m", "helpsteer_jax.train", "--help"], capture_output=True,
-                       text=True, timeout=120)
+  out = subprocess.run(
+    [sys.executable, "-m", "helpsteer_jax.train", "--help"], capture_output=True, text=True, timeout=120
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert "config fields (--config.<name>=value), as the default config sets them:" in out.stdout
   for line in ("--config.optim.learning_rate=", "--config.data.batch_size=", "--config.resume='check'"):
@@ -49,9 +50,18 @@ def test_train_help_lists_the_config_fields():
 
 @pytest.mark.entry
 def test_help_lists_the_fields_of_the_config_file_given():
-  out = subprocess.run([sys.executable, "-m", "helpsteer_jax.scale", "--help",
-                        "--config=experiments/scaling/smollm2_self_feedback_edit.py"],
-                       capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "helpsteer_jax.scale",
+      "--help",
+      "--config=experiments/scaling/smollm2_self_feedback_edit.py",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert "as experiments/scaling/smollm2_self_feedback_edit.py sets them" in out.stdout
   assert "--config.search.num_drafts=" in out.stdout
@@ -62,9 +72,15 @@ def test_trl_prompt_completion_rows_learn_the_completion():
   (plain,) = build({"prompt": "Say hi.", "completion": "Hi!"}, "rows.jsonl:1", BuildStats())
   assert plain.messages == ({"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"})
   assert plain.loss_turns == (1,)
-  row = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."},
-                    {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Again."}],
-         "completion": [{"role": "assistant", "content": "Hi!"}]}
+  row = {
+    "prompt": [
+      {"role": "system", "content": "Be brief."},
+      {"role": "user", "content": "Say hi."},
+      {"role": "assistant", "content": "Hello."},
+      {"role": "user", "content": "Again."},
+    ],
+    "completion": [{"role": "assistant", "content": "Hi!"}],
+  }
   (chat,) = build(row, "rows.jsonl:2", BuildStats())
   assert len(chat.messages) == 5 and chat.loss_turns == (4,)  # not the earlier assistant turn
   with pytest.raises(RowError, match="both be strings or both be message lists"):
@@ -76,13 +92,19 @@ def test_an_epoch_without_a_batch_says_how_to_get_one(tmp_path):
   from helpsteer_jax.data.pipeline import default_data_config, make_iterator
 
   rows = tmp_path / "rows.jsonl"
-  rows.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Q{i}"},
-                                                   {"role": "assistant", "content": "A"}]}) + "\n"
-                          for i in range(3)))
+  rows.write_text(
+    "".join(
+      json.dumps({"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": "A"}]}) + "\n"
+      for i in range(3)
+    )
+  )
   config = default_data_config()
   config.dataset, config.path, config.batch_size, config.seq_len = "chat_messages", str(rows), 8, 64
   config.packing, config.drop_remainder = False, True
   iterator = make_iterator(config, smollm2_tokenizer(), process_index=0, process_count=1)
-  with pytest.raises(DataError, match=r"gave no batch.*--config.data.drop_remainder=False, or lower "
-                                      r"--config.data.batch_size"):
+  with pytest.raises(
+    DataError,
+    match=r"gave no batch.*--config.data.drop_remainder=False, or lower "
+    r"--config.data.batch_size",
+  ):
     next(iter(iterator))

@@ -25,8 +25,11 @@ def test_bundled_files_are_package_data_and_load(monkeypatch):
 
 def test_each_benchmark_is_a_prompt_source_with_the_ids_its_evaluator_expects(monkeypatch):
   monkeypatch.delenv("HELPSTEER_DATA_DIR", raising=False)
-  pairs = {"arena_hard": sources.arena_hard_questions(), "mt_bench": sources.mt_bench_questions(),
-           "alpaca_eval": sources.alpaca_eval_set()[0]}
+  pairs = {
+    "arena_hard": sources.arena_hard_questions(),
+    "mt_bench": sources.mt_bench_questions(),
+    "alpaca_eval": sources.alpaca_eval_set()[0],
+  }
   for source, questions in pairs.items():
     prompts = load_prompts(source)
     assert [p.id for p in prompts] == [q.id for q in questions], source

@@ -24,9 +24,17 @@ def _env() -> dict:
 
 def test_plans_70b_sft_on_64_devices_of_80_gb():
   """docs/70b.md's row (1, 8, 8) with 16 accumulation steps: fits in 80 GB, ~36 GiB per device."""
-  cmd = [sys.executable, "-m", "helpsteer_jax.plan", "--config=experiments/feedback_sft.py:size=70b",
-         "--mesh=1,8,8", "--devices=64", "--device_memory_gb=80", "--peak_tflops=989",
-         "--config.grad_accum_steps=16"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.plan",
+    "--config=experiments/feedback_sft.py:size=70b",
+    "--mesh=1,8,8",
+    "--devices=64",
+    "--device_memory_gb=80",
+    "--peak_tflops=989",
+    "--config.grad_accum_steps=16",
+  ]
   out = run_entry(cmd, cwd=REPO, env=_env(), timeout=900)
   print(out[-800:])
   assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 8} (64 devices)" in out
@@ -39,8 +47,14 @@ def test_plans_70b_sft_on_64_devices_of_80_gb():
 
 
 def test_plan_rejects_a_mesh_that_does_not_divide_the_devices():
-  cmd = [sys.executable, "-m", "helpsteer_jax.plan", "--config=experiments/feedback_sft.py:tiny",
-         "--mesh=1,3,1", "--devices=8"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.plan",
+    "--config=experiments/feedback_sft.py:tiny",
+    "--mesh=1,3,1",
+    "--devices=8",
+  ]
   try:
     run_entry(cmd, cwd=REPO, env=_env(), timeout=300)
   except AssertionError as e:
@@ -51,12 +65,20 @@ def test_plan_rejects_a_mesh_that_does_not_divide_the_devices():
 
 def test_plan_refuses_a_mesh_that_does_not_split_the_global_batch_before_compiling():
   """256 devices all on fsdp cannot split 128 rows; the planner says so at once."""
-  cmd = [sys.executable, "-m", "helpsteer_jax.plan", "--config=experiments/edit_sft.py:size=70b",
-         "--mesh=1,256,1", "--devices=256"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.plan",
+    "--config=experiments/edit_sft.py:size=70b",
+    "--mesh=1,256,1",
+    "--devices=256",
+  ]
   try:
     run_entry(cmd, cwd=REPO, env=_env(), timeout=300)
   except AssertionError as e:
-    assert ("the global batch of 128 rows does not split over the mesh axes data x fsdp = 1 x 256 = 256; "
-            "on 256 devices use e.g. --mesh=1,128,2") in str(e)
+    assert (
+      "the global batch of 128 rows does not split over the mesh axes data x fsdp = 1 x 256 = 256; "
+      "on 256 devices use e.g. --mesh=1,128,2"
+    ) in str(e)
   else:
     raise AssertionError("a (1, 256, 1) mesh was accepted for a global batch of 128")

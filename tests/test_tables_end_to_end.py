@@ -37,8 +37,9 @@ ABLATIONS = _experiment("experiments/scaling/ablations.py")
 
 
 def _save(folder, seed):
-  hj.save_pretrained(tiny_chat_model(seed=seed, tie_word_embeddings=False), smollm2_tokenizer(), str(folder),
-                     show_progress=False)
+  hj.save_pretrained(
+    tiny_chat_model(seed=seed, tie_word_embeddings=False), smollm2_tokenizer(), str(folder), show_progress=False
+  )
   return str(folder)
 
 
@@ -46,15 +47,17 @@ def _save(folder, seed):
 def tiny_roles(tmp_path_factory):
   """A tiny model for each role: two policies, the Feedback model, the Edit model and its SFT."""
   root = tmp_path_factory.mktemp("roles")
-  return {name: _save(root / name, seed) for seed, name in
-          enumerate(("policy_a", "policy_b", "feedback", "edit", "edit_sft"))}
+  return {
+    name: _save(root / name, seed) for seed, name in enumerate(("policy_a", "policy_b", "feedback", "edit", "edit_sft"))
+  }
 
 
 def _runs(policies):
   """(policy label, policy path or "", variant) of every search the two tables need."""
   (first, first_path), (second, second_path) = policies
-  return ([(first, first_path, v) for v in ABLATIONS.VARIANTS]
-          + [(second, second_path, v) for v in ABLATIONS.MAIN_TABLE_VARIANTS])
+  return [(first, first_path, v) for v in ABLATIONS.VARIANTS] + [
+    (second, second_path, v) for v in ABLATIONS.MAIN_TABLE_VARIANTS
+  ]
 
 
 def _search(root, benchmark, policy, policy_path, variant, roles, questions, tokens):
@@ -75,7 +78,9 @@ def _search(root, benchmark, policy, policy_path, variant, roles, questions, tok
 
 
 def _evaluate(root, benchmark, answers, judge_model, questions, label=""):
-  arg = f"tiny,answers={answers}" + (f",model={judge_model}" if judge_model else "") + (f",label={label}" if label else "")
+  arg = (
+    f"tiny,answers={answers}" + (f",model={judge_model}" if judge_model else "") + (f",label={label}" if label else "")
+  )
   config = _experiment(f"experiments/eval/{benchmark}.py").get_config(arg)
   config.questions.limit = questions
   name = label or os.path.basename(answers)
@@ -104,8 +109,7 @@ def _fill_tables(root, policies, roles, questions, tokens, judge_model):
       assert result["label"] == f"{policy}:{variant}"  # the search's own label, read from its folder
     greedy = str(root / "search" / benchmark / f"{policies[0][0]}_greedy")
     for name in EXTERNALS:
-      _evaluate(root, benchmark, _external_answers(root, benchmark, name, greedy), judge_model, questions,
-                label=name)
+      _evaluate(root, benchmark, _external_answers(root, benchmark, name, greedy), judge_model, questions, label=name)
   report = make_tables([str(root / "eval")], str(root / "tables"))
   tables = {}
   for name in ("main", "ablation"):
@@ -118,7 +122,12 @@ def _check_every_cell(tables, report, policies):
   (first, _), (second, _) = policies
   # Known policies first, then the others by name: here `first` comes first either way.
   assert [r["label"] for r in tables["main"]] == [
-      f"{first}:greedy", f"{first}:feedback_edit", f"{second}:greedy", f"{second}:feedback_edit", *EXTERNALS]
+    f"{first}:greedy",
+    f"{first}:feedback_edit",
+    f"{second}:greedy",
+    f"{second}:feedback_edit",
+    *EXTERNALS,
+  ]
   assert [r["label"] for r in tables["ablation"]] == [f"{first}:{v}" for v, _ in ABLATION_VARIANTS]
   for table, rows in tables.items():
     for row in rows:
@@ -135,8 +144,9 @@ def _check_every_cell(tables, report, policies):
 
 def test_every_cell_of_both_tables_from_tiny_searches(tiny_roles, tmp_path, bundled_data):
   policies = (("tiny_a", tiny_roles["policy_a"]), ("tiny_b", tiny_roles["policy_b"]))
-  tables, report = _fill_tables(tmp_path, policies, tiny_roles, questions=2, tokens=4,
-                                judge_model=tiny_roles["policy_a"])
+  tables, report = _fill_tables(
+    tmp_path, policies, tiny_roles, questions=2, tokens=4, judge_model=tiny_roles["policy_a"]
+  )
   _check_every_cell(tables, report, policies)
 
 

@@ -58,8 +58,7 @@ print(json.dumps({"seconds": seconds, "tokens": sum(len(s) for r in results for 
 
 
 def _run(tree: str, command: list[str]) -> dict:
-  env = dict(os.environ, PYTHONPATH=tree, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-             PYTHONHASHSEED="0")
+  env = dict(os.environ, PYTHONPATH=tree, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONHASHSEED="0")
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
   done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
   if done.returncode:
@@ -68,8 +67,7 @@ def _run(tree: str, command: list[str]) -> dict:
 
 
 def decode(tree: str, args) -> dict:
-  result = _run(tree, [sys.executable, "-c", DECODE_WORKER, str(args.slots), str(args.requests),
-                       str(args.new_tokens)])
+  result = _run(tree, [sys.executable, "-c", DECODE_WORKER, str(args.slots), str(args.requests), str(args.new_tokens)])
   if not result["package"].startswith(tree):
     raise RuntimeError(f"{tree} imported the package from {result['package']}")
   return result
@@ -93,10 +91,12 @@ def main() -> None:
 
   scratch = tempfile.mkdtemp(prefix="compare_revisions_")
   base_tree = os.path.join(scratch, "base")
-  subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", base_tree, args.base],
-                 check=True, capture_output=True)
-  base_rev = subprocess.run(["git", "-C", base_tree, "rev-parse", "--short", "HEAD"], check=True,
-                            capture_output=True, text=True).stdout.strip()
+  subprocess.run(
+    ["git", "-C", REPO, "worktree", "add", "--detach", base_tree, args.base], check=True, capture_output=True
+  )
+  base_rev = subprocess.run(
+    ["git", "-C", base_tree, "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
+  ).stdout.strip()
   trees = {"base": base_tree, "working tree": REPO}
   caches = {name: os.path.join(scratch, f"xla_{i}") for i, name in enumerate(trees)}
   rows = []
@@ -108,8 +108,9 @@ def main() -> None:
       (bd, bs), (wd, ws) = got["base"], got["working tree"]
       if bd["digest"] != wd["digest"] or bs["tokens"] != ws["tokens"]:
         raise RuntimeError(f"the trees generated different tokens: {got}")
-      rows.append((round_ + 1, bd["tokens"] / bd["seconds"], wd["tokens"] / wd["seconds"],
-                   bs["seconds"], ws["seconds"]))
+      rows.append(
+        (round_ + 1, bd["tokens"] / bd["seconds"], wd["tokens"] / wd["seconds"], bs["seconds"], ws["seconds"])
+      )
       print(rows[-1], flush=True)
   finally:
     subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", base_tree], capture_output=True)
@@ -118,18 +119,18 @@ def main() -> None:
   decode_ratio = statistics.median(w / b for _, b, w, _, _ in rows)
   search_ratio = statistics.median(b / w for _, _, _, b, w in rows)
   lines = [
-      f"# The working tree against {args.base} ({base_rev}): decode engine and search",
-      "",
-      f"Machine: {cpu_name()}, {os.cpu_count()} cores. Decode: {args.slots} slots, {args.requests} "
-      f"sampled requests x {args.new_tokens} tokens. Search: README demo config on {args.prompts} "
-      "prompts, programs loaded from each tree's compilation cache. Both trees generated the same "
-      "tokens in every round.",
-      "",
-      "| round | decode tok/s, base | decode tok/s, working tree | search s, base | search s, working tree |",
-      "|---:|---:|---:|---:|---:|",
-      *[f"| {r} | {bd:.1f} | {wd:.1f} | {bs:.1f} | {ws:.1f} |" for r, bd, wd, bs, ws in rows],
-      "",
-      f"Median speed ratio, working tree / base: decode **{decode_ratio:.3f}**, search **{search_ratio:.3f}**.",
+    f"# The working tree against {args.base} ({base_rev}): decode engine and search",
+    "",
+    f"Machine: {cpu_name()}, {os.cpu_count()} cores. Decode: {args.slots} slots, {args.requests} "
+    f"sampled requests x {args.new_tokens} tokens. Search: README demo config on {args.prompts} "
+    "prompts, programs loaded from each tree's compilation cache. Both trees generated the same "
+    "tokens in every round.",
+    "",
+    "| round | decode tok/s, base | decode tok/s, working tree | search s, base | search s, working tree |",
+    "|---:|---:|---:|---:|---:|",
+    *[f"| {r} | {bd:.1f} | {wd:.1f} | {bs:.1f} | {ws:.1f} |" for r, bd, wd, bs, ws in rows],
+    "",
+    f"Median speed ratio, working tree / base: decode **{decode_ratio:.3f}**, search **{search_ratio:.3f}**.",
   ]
   write_report(args.out, lines)
 

@@ -51,8 +51,11 @@ def main() -> None:
   parser.add_argument("--prompt_tokens", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--bound_pairs", type=int, default=6)
-  parser.add_argument("--bound_layouts", default="auto,unrolled,model",
-                      help="engine layouts run in each batch-1 pair, the default layout first")
+  parser.add_argument(
+    "--bound_layouts",
+    default="auto,unrolled,model",
+    help="engine layouts run in each batch-1 pair, the default layout first",
+  )
   parser.add_argument("--shared_prefill_n", type=int, default=8)
   parser.add_argument("--shared_prefill_prompt", type=int, default=1024)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "decode_throughput.md"))
@@ -83,8 +86,10 @@ def main() -> None:
       engine.submit(Request(p, settings, sample_key(0, i)))
     engine.run()
     return engine
+
   reference = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+    os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+  ).eval()
   torch.set_num_threads(os.cpu_count() or 1)
   param_bytes = model.config.num_params() * 4
   rng = np.random.default_rng(0)
@@ -106,9 +111,14 @@ def main() -> None:
 
     def theirs():
       with torch.no_grad():
-        reference.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                           max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                           pad_token_id=0)
+        reference.generate(
+          ids,
+          attention_mask=torch.ones_like(ids),
+          do_sample=False,
+          max_new_tokens=args.new_tokens,
+          min_new_tokens=args.new_tokens,
+          pad_token_id=0,
+        )
 
     theirs()  # warm up
     t_theirs = best_time(theirs, args.repeats)
@@ -116,9 +126,12 @@ def main() -> None:
     rows.append((batch, tokens / t_ours, tokens / t_scanned, tokens / t_static, tokens / t_theirs))
     if batch == 1:
       batch1_prompts = prompts
-    print(f"batch {batch}: engine {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), engine scanned "
-          f"{tokens / t_scanned:.1f} ({t_theirs / t_scanned:.2f}x), static batch {tokens / t_static:.1f} "
-          f"({t_theirs / t_static:.2f}x), transformers {tokens / t_theirs:.1f} tok/s", flush=True)
+    print(
+      f"batch {batch}: engine {tokens / t_ours:.1f} tok/s ({t_theirs / t_ours:.2f}x), engine scanned "
+      f"{tokens / t_scanned:.1f} ({t_theirs / t_scanned:.2f}x), static batch {tokens / t_static:.1f} "
+      f"({t_theirs / t_static:.2f}x), transformers {tokens / t_theirs:.1f} tok/s",
+      flush=True,
+    )
 
   bandwidth = measure_bandwidth()
   bound = bandwidth / param_bytes
@@ -158,60 +171,68 @@ def main() -> None:
   t_shared, t_separate = best_time(shared, args.repeats), best_time(separate, args.repeats)
 
   lines = [
-      "# Decode throughput: SmolLM2-135M-Instruct, fp32, CPU",
-      "",
-      f"Machine: {cpu_name()}, {os.cpu_count()} cores; "
-      f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}. "
-      f"Greedy, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, best of {args.repeats}.",
-      "",
-      "| batch | engine tok/s, default layout | engine, scanned layers | static batch (scanned) | transformers tok/s | ratio, default | ratio, engine scanned | ratio, static |",
-      "|---:|---:|---:|---:|---:|---:|---:|---:|",
-      *[f"| {b} | {a:.1f} | {e:.1f} | {u:.1f} | {t:.1f} | {a / t:.2f}x | {e / t:.2f}x | {u / t:.2f}x |"
-        for b, a, e, u, t in rows],
-      "",
-      f"Memory bandwidth (array copy): {bandwidth / 1e9:.1f} GB/s; parameters {param_bytes / 1e6:.0f} MB "
-      f"-> batch-1 bound {bound:.1f} tok/s.",
+    "# Decode throughput: SmolLM2-135M-Instruct, fp32, CPU",
+    "",
+    f"Machine: {cpu_name()}, {os.cpu_count()} cores; "
+    f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}. "
+    f"Greedy, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, best of {args.repeats}.",
+    "",
+    "| batch | engine tok/s, default layout | engine, scanned layers | static batch (scanned) | transformers tok/s | ratio, default | ratio, engine scanned | ratio, static |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    *[
+      f"| {b} | {a:.1f} | {e:.1f} | {u:.1f} | {t:.1f} | {a / t:.2f}x | {e / t:.2f}x | {u / t:.2f}x |"
+      for b, a, e, u, t in rows
+    ],
+    "",
+    f"Memory bandwidth (array copy): {bandwidth / 1e9:.1f} GB/s; parameters {param_bytes / 1e6:.0f} MB "
+    f"-> batch-1 bound {bound:.1f} tok/s.",
   ]
   if batch1 is not None:
     fractions = lambda runs: [(e / (b / param_bytes), d / (b / param_bytes)) for b, e, d in runs]
     ratios = fractions(pairs)
     best_e, best_d = max(e for _, e, _ in pairs), max(d for _, _, d in pairs)
     lines += [
-        "",
-        f"Batch-1 decode (default layout, here {batch1_layout}) against the bound, {len(pairs)} runs "
-        "alternating with bandwidth measurements (each run against the higher bandwidth of the two "
-        "around it):",
-        "",
-        "| run | bandwidth GB/s | bound tok/s | end to end tok/s | of the bound | decode steps tok/s | of the bound |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-        *[f"| {i + 1} | {b / 1e9:.1f} | {b / param_bytes:.1f} | {e:.1f} | {re:.0%} | {d:.1f} | {rd:.0%} |"
-          for i, ((b, e, d), (re, rd)) in enumerate(zip(pairs, ratios))],
-        "",
-        f"Median of the runs: end to end {np.median([r[0] for r in ratios]):.0%} of the bound, decode "
-        f"steps {np.median([r[1] for r in ratios]):.0%}. Best run against the best bandwidth of the "
-        f"series ({best_bound:.1f} tok/s): end to end {best_e:.1f} tok/s = {best_e / best_bound:.0%}, "
-        f"decode steps {best_d:.1f} tok/s = {best_d / best_bound:.0%}.",
+      "",
+      f"Batch-1 decode (default layout, here {batch1_layout}) against the bound, {len(pairs)} runs "
+      "alternating with bandwidth measurements (each run against the higher bandwidth of the two "
+      "around it):",
+      "",
+      "| run | bandwidth GB/s | bound tok/s | end to end tok/s | of the bound | decode steps tok/s | of the bound |",
+      "|---:|---:|---:|---:|---:|---:|---:|",
+      *[
+        f"| {i + 1} | {b / 1e9:.1f} | {b / param_bytes:.1f} | {e:.1f} | {re:.0%} | {d:.1f} | {rd:.0%} |"
+        for i, ((b, e, d), (re, rd)) in enumerate(zip(pairs, ratios))
+      ],
+      "",
+      f"Median of the runs: end to end {np.median([r[0] for r in ratios]):.0%} of the bound, decode "
+      f"steps {np.median([r[1] for r in ratios]):.0%}. Best run against the best bandwidth of the "
+      f"series ({best_bound:.1f} tok/s): end to end {best_e:.1f} tok/s = {best_e / best_bound:.0%}, "
+      f"decode steps {best_d:.1f} tok/s = {best_d / best_bound:.0%}.",
     ]
     if len(layouts) > 1:
-      names = {"auto": f"default ({batch1_layout})", "unrolled": "unrolled layers",
-               "model": "the model's scanned layers", "switched": "switched layers",
-               "fused": "fused projections"}
+      names = {
+        "auto": f"default ({batch1_layout})",
+        "unrolled": "unrolled layers",
+        "model": "the model's scanned layers",
+        "switched": "switched layers",
+        "fused": "fused projections",
+      }
       lines += [
-          "",
-          "The same pairs ran every layout one after another between the same two bandwidth "
-          "measurements; medians over the pairs:",
-          "",
-          "| batch-1 layout | end to end tok/s | of the bound | decode steps tok/s | of the bound |",
-          "|---|---:|---:|---:|---:|",
+        "",
+        "The same pairs ran every layout one after another between the same two bandwidth "
+        "measurements; medians over the pairs:",
+        "",
+        "| batch-1 layout | end to end tok/s | of the bound | decode steps tok/s | of the bound |",
+        "|---|---:|---:|---:|---:|",
       ]
       for layout in layouts:
         (_, e, d), (fe, fd) = np.median(series[layout], axis=0), np.median(fractions(series[layout]), axis=0)
         lines.append(f"| {names.get(layout, layout)} | {e:.1f} | {fe:.0%} | {d:.1f} | {fd:.0%} |")
   lines += [
-      "",
-      f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "
-      f"{t_shared:.2f} s, {n} prompts differing in their first token (one prefill each) "
-      f"{t_separate:.2f} s -> {t_separate / t_shared:.2f}x.",
+    "",
+    f"{n} samples of one {length}-token prompt (8 new tokens each): shared prefill "
+    f"{t_shared:.2f} s, {n} prompts differing in their first token (one prefill each) "
+    f"{t_separate:.2f} s -> {t_separate / t_shared:.2f}x.",
   ]
   write_report(args.out, lines)
 

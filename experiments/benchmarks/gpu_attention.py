@@ -52,6 +52,7 @@ def main() -> None:
   def with_grads(fn):
     def loss(q, kk, v, lengths, cotangent):
       return jnp.sum(fn(q, kk, v, lengths).astype(jnp.float32) * cotangent)
+
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
   f32 = lambda x: x.astype(jnp.float32)
@@ -64,20 +65,28 @@ def main() -> None:
     errors = [float(jnp.max(jnp.abs(f32(a) - f32(w)))) for a, w in zip((out, *grads), (want, *want_grads))]
     t_fwd = best_time(lambda: jax.block_until_ready(forward(*inputs, lengths)), repeats)
     t_bwd = best_time(lambda: jax.block_until_ready(backward(*inputs, lengths, cotangent)), repeats)
-    report.add(f"| {h} | {name} | " + " | ".join(f"{e:.3g}" for e in errors) +
-               f" | {scale:.3g} | {t_fwd * 1e3:.2f} | {t_bwd * 1e3:.2f} |")
+    report.add(
+      f"| {h} | {name} | "
+      + " | ".join(f"{e:.3g}" for e in errors)
+      + f" | {scale:.3g} | {t_fwd * 1e3:.2f} | {t_bwd * 1e3:.2f} |"
+    )
 
-  report.add(f"B{b}, T{t}, {n} heads, {k} KV heads, key lengths {np.asarray(lengths).tolist()}, bf16; errors "
-             "are max abs against an fp32 XLA reference over the real rows (the output's scale is given); "
-             "times are the best of the timed calls.", "",
-             "| head dim | implementation | output error | dq error | dk error | dv error | max abs output | "
-             "forward ms | forward + backward ms |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-  for h in ((16, 8) if args.tiny else (128, 64)):
+  report.add(
+    f"B{b}, T{t}, {n} heads, {k} KV heads, key lengths {np.asarray(lengths).tolist()}, bf16; errors "
+    "are max abs against an fp32 XLA reference over the real rows (the output's scale is given); "
+    "times are the best of the timed calls.",
+    "",
+    "| head dim | implementation | output error | dq error | dk error | dv error | max abs output | "
+    "forward ms | forward + backward ms |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+  )
+  for h in (16, 8) if args.tiny else (128, 64):
     keys = jax.random.split(jax.random.key(h), 4)
-    inputs = (jax.random.normal(keys[0], (b, t, n, h), jnp.bfloat16),
-              jax.random.normal(keys[1], (b, k, t, h), jnp.bfloat16),
-              jax.random.normal(keys[2], (b, k, t, h), jnp.bfloat16))
+    inputs = (
+      jax.random.normal(keys[0], (b, t, n, h), jnp.bfloat16),
+      jax.random.normal(keys[1], (b, k, t, h), jnp.bfloat16),
+      jax.random.normal(keys[2], (b, k, t, h), jnp.bfloat16),
+    )
     cotangent = jnp.where(real[:, :, None, None], jax.random.normal(keys[3], (b, t, n, h)), 0.0)
     want = jax.jit(xla)(*map(f32, inputs), lengths)
     _, want_grads = with_grads(xla)(*map(f32, inputs), lengths, cotangent)
@@ -100,12 +109,15 @@ def main() -> None:
       times[impl] = best_time(lambda: jax.block_until_ready(forward(state, ids)), repeats)
     err = np.abs(logits["cudnn"] - logits["xla"])
     top1 = np.mean(logits["cudnn"].argmax(-1) == logits["xla"].argmax(-1))
-    report.add("", f"Whole model, {config.hidden_size} wide, {layers} layers, bf16, 2 x {t} tokens: "
-               f"`attention_impl=cudnn` (runs as {resolve('cudnn')} here) against `xla`: logits max abs "
-               f"difference {err.max():.3g} (mean {err.mean():.3g}, mean abs logit "
-               f"{np.abs(logits['xla']).mean():.3g}), top-1 agreement {top1:.2%}; forward "
-               f"{times['cudnn'] * 1e3:.1f} ms against {times['xla'] * 1e3:.1f} ms "
-               f"({times['xla'] / times['cudnn']:.2f}x).")
+    report.add(
+      "",
+      f"Whole model, {config.hidden_size} wide, {layers} layers, bf16, 2 x {t} tokens: "
+      f"`attention_impl=cudnn` (runs as {resolve('cudnn')} here) against `xla`: logits max abs "
+      f"difference {err.max():.3g} (mean {err.mean():.3g}, mean abs logit "
+      f"{np.abs(logits['xla']).mean():.3g}), top-1 agreement {top1:.2%}; forward "
+      f"{times['cudnn'] * 1e3:.1f} ms against {times['xla'] * 1e3:.1f} ms "
+      f"({times['xla'] / times['cudnn']:.2f}x).",
+    )
 
   report.guarded("whole model", whole_model)
 

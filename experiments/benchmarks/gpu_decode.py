@@ -58,13 +58,16 @@ def main() -> None:
   prompt, new_tokens = (32, 16) if args.tiny else (128, 128)
   report = Report(args.out, "decode", f"Decode against the HBM and FLOP bounds ({dev.describe})")
   peak = dev.peak_bf16
-  report.add(f"{config.num_layers} layers, {config.hidden_size} wide, bf16; {prompt}-token prompts, {new_tokens} "
-             f"new tokens; copy bandwidth {bandwidth / 1e9:,.0f} GB/s, bf16 peak "
-             f"{'%.0f TFLOP/s' % (peak / 1e12) if peak else 'unknown'}. Bound = the slower of the "
-             "two; tok/s are the decode steps' (end to end includes prefill and inserts).", "",
-             "| batch | layout | compile + first run s | decode tok/s | end to end tok/s | HBM bound tok/s | "
-             "of HBM bound | FLOP bound tok/s | of the bound |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+  report.add(
+    f"{config.num_layers} layers, {config.hidden_size} wide, bf16; {prompt}-token prompts, {new_tokens} "
+    f"new tokens; copy bandwidth {bandwidth / 1e9:,.0f} GB/s, bf16 peak "
+    f"{'%.0f TFLOP/s' % (peak / 1e12) if peak else 'unknown'}. Bound = the slower of the "
+    "two; tok/s are the decode steps' (end to end includes prefill and inserts).",
+    "",
+    "| batch | layout | compile + first run s | decode tok/s | end to end tok/s | HBM bound tok/s | "
+    "of HBM bound | FLOP bound tok/s | of the bound |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+  )
   rng = np.random.default_rng(0)
 
   def measure(batch, layout):
@@ -88,8 +91,10 @@ def main() -> None:
     hbm = batch * bandwidth / step_bytes
     flop = batch * peak / step_flops if peak else float("inf")
     bound = min(hbm, flop)
-    report.add(f"| {batch} | {engine.layout} | {cold:.1f} | {rate:,.0f} | {batch * new_tokens / total:,.0f} | "
-               f"{hbm:,.0f} | {rate / hbm:.0%} | {'%.0f' % flop if peak else '-'} | {rate / bound:.0%} |")
+    report.add(
+      f"| {batch} | {engine.layout} | {cold:.1f} | {rate:,.0f} | {batch * new_tokens / total:,.0f} | "
+      f"{hbm:,.0f} | {rate / hbm:.0%} | {'%.0f' % flop if peak else '-'} | {rate / bound:.0%} |"
+    )
 
   for batch, layout in [(b, "auto") for b in batches] + [(1, "unrolled"), (1, "model")]:
     report.guarded(f"{batch} | {layout}", lambda: measure(batch, layout))

@@ -43,12 +43,14 @@ def run_workload(model, slots: int, prompts: int, max_new: int, vocab: int) -> t
       for d, draft in enumerate(drafts):
         context = list(request.prompt) + draft
         submit(context + instruction(64), 2, "feedback", (index, d), after_feedback(context, (index, d)))
+
     return then
 
   def after_feedback(context: list[int], name: tuple):
     def then(request, feedbacks):
       for f, feedback in enumerate(feedbacks):
         submit(context + feedback + instruction(64), 1, "edit", (*name, f), None)
+
     return then
 
   start = time.perf_counter()
@@ -70,18 +72,25 @@ def main() -> None:
   cold, _ = run_workload(model, slots, prompts, max_new, config.vocab_size)
   warm, stats = run_workload(model, slots, prompts, max_new, config.vocab_size)
   tokens = sum(s["tokens"] for s in stats["stages"].values())
-  report.add(f"{config.num_layers} layers, {config.hidden_size} wide, bf16; {slots} slots, {prompts} prompts of "
-             f"64-512 tokens, 2 drafts x 2 feedbacks x 1 edit each, lengths up to {max_new}.", "",
-             f"First run (every compile included) {cold:.1f} s; second run {warm:.1f} s -> compile and "
-             f"first-call cost {cold - warm:.1f} s. Second run: {tokens:,} tokens generated, "
-             f"{tokens / warm:,.0f} tok/s overall, slot use {stats['slot_use']:.1%}, {stats['decode_steps']} "
-             f"decode steps ({stats['tail_steps']} in the tail program); seconds "
-             + ", ".join(f"{k} {v:.2f}" for k, v in stats["seconds"].items()) + ".", "",
-             "| stage | requests | samples | tokens | prefill tokens | reused prompt tokens | span s | tok/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|",
-             *[f"| {tag} | {s['requests']} | {s['samples']} | {s['tokens']:,} | {s['prefill_tokens']:,} | "
-               f"{s['reused_prompt_tokens']:,} | {s['seconds'] or 0:.2f} | {s['tokens_per_s'] or 0:,.0f} |"
-               for tag, s in stats["stages"].items()])
+  report.add(
+    f"{config.num_layers} layers, {config.hidden_size} wide, bf16; {slots} slots, {prompts} prompts of "
+    f"64-512 tokens, 2 drafts x 2 feedbacks x 1 edit each, lengths up to {max_new}.",
+    "",
+    f"First run (every compile included) {cold:.1f} s; second run {warm:.1f} s -> compile and "
+    f"first-call cost {cold - warm:.1f} s. Second run: {tokens:,} tokens generated, "
+    f"{tokens / warm:,.0f} tok/s overall, slot use {stats['slot_use']:.1%}, {stats['decode_steps']} "
+    f"decode steps ({stats['tail_steps']} in the tail program); seconds "
+    + ", ".join(f"{k} {v:.2f}" for k, v in stats["seconds"].items())
+    + ".",
+    "",
+    "| stage | requests | samples | tokens | prefill tokens | reused prompt tokens | span s | tok/s |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+    *[
+      f"| {tag} | {s['requests']} | {s['samples']} | {s['tokens']:,} | {s['prefill_tokens']:,} | "
+      f"{s['reused_prompt_tokens']:,} | {s['seconds'] or 0:.2f} | {s['tokens_per_s'] or 0:,.0f} |"
+      for tag, s in stats["stages"].items()
+    ],
+  )
 
 
 if __name__ == "__main__":

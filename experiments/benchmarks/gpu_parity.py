@@ -27,17 +27,43 @@ def hf_config(tiny: bool):
   import transformers
 
   if tiny:
-    widths = dict(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    widths = dict(
+      vocab_size=512,
+      hidden_size=64,
+      intermediate_size=160,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      head_dim=16,
+    )
   else:
-    widths = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=4,
-                  num_attention_heads=32, num_key_value_heads=8, head_dim=128)
-  rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 8192}
-  return transformers.LlamaConfig(**widths, rope_theta=500000.0, rope_scaling=rope,
-                                  max_position_embeddings=131072, rms_norm_eps=1e-5,
-                                  tie_word_embeddings=False, bos_token_id=None, eos_token_id=None,
-                                  pad_token_id=0)
+    widths = dict(
+      vocab_size=128256,
+      hidden_size=4096,
+      intermediate_size=14336,
+      num_hidden_layers=4,
+      num_attention_heads=32,
+      num_key_value_heads=8,
+      head_dim=128,
+    )
+  rope = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+  }
+  return transformers.LlamaConfig(
+    **widths,
+    rope_theta=500000.0,
+    rope_scaling=rope,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=0,
+  )
 
 
 def randomize(model, seed: int) -> None:
@@ -80,8 +106,12 @@ def main() -> None:
   dev = device()
   torch_device = "cuda" if torch.cuda.is_available() else "cpu"
   tokens, new_tokens = (64, 8) if args.tiny else (1024, 32)
-  report = Report(args.out, "parity", f"bf16 parity against transformers ({dev.describe}, torch "
-                  f"{torch.__version__} on {torch_device}, transformers {transformers.__version__})")
+  report = Report(
+    args.out,
+    "parity",
+    f"bf16 parity against transformers ({dev.describe}, torch "
+    f"{torch.__version__} on {torch_device}, transformers {transformers.__version__})",
+  )
   config = hf_config(args.tiny)
   folder = tempfile.mkdtemp()
   torch.manual_seed(0)
@@ -123,17 +153,21 @@ def main() -> None:
   # implementation's own error, not bf16 rounding.
   graphdef32 = nnx.graphdef(abstract_model(model.config.replace(dtype="float32")))
   ours32 = np.asarray(jax.jit(lambda state, ids: nnx.merge(graphdef32, state)(ids))(state, ids), np.float32)
-  report.add(f"Widths {config.hidden_size} / {config.intermediate_size} / {config.num_attention_heads} "
-             f"heads / {config.num_key_value_heads} KV heads, vocabulary {config.vocab_size}, "
-             f"{config.num_hidden_layers} layers, random weights ~ N(0, 1/fan_in), "
-             f"logits over {ids.shape[0]} x {tokens} tokens; ours bf16 parameters and activations "
-             f"(attention {model.config.attention_impl}, resolved per backend).", "",
-             "| reference | max abs error | mean abs error | mean abs logit | top-1 agreement |",
-             "|---|---:|---:|---:|---:|",
-             f"| torch bf16 | {compare(ours, torch_bf16)} |",
-             f"| torch fp32 (same weights) | {compare(ours, torch_fp32)} |",
-             f"| torch bf16 against torch fp32 | {compare(torch_bf16, torch_fp32)} |",
-             f"| ours with fp32 activations against torch fp32 | {compare(ours32, torch_fp32)} |", "")
+  report.add(
+    f"Widths {config.hidden_size} / {config.intermediate_size} / {config.num_attention_heads} "
+    f"heads / {config.num_key_value_heads} KV heads, vocabulary {config.vocab_size}, "
+    f"{config.num_hidden_layers} layers, random weights ~ N(0, 1/fan_in), "
+    f"logits over {ids.shape[0]} x {tokens} tokens; ours bf16 parameters and activations "
+    f"(attention {model.config.attention_impl}, resolved per backend).",
+    "",
+    "| reference | max abs error | mean abs error | mean abs logit | top-1 agreement |",
+    "|---|---:|---:|---:|---:|",
+    f"| torch bf16 | {compare(ours, torch_bf16)} |",
+    f"| torch fp32 (same weights) | {compare(ours, torch_fp32)} |",
+    f"| torch bf16 against torch fp32 | {compare(torch_bf16, torch_fp32)} |",
+    f"| ours with fp32 activations against torch fp32 | {compare(ours32, torch_fp32)} |",
+    "",
+  )
   engine = sample_tokens(model, prompts, SamplingSettings(max_new_tokens=new_tokens))
   engine = [samples[0] for samples in engine]
   rows = []
@@ -142,12 +176,18 @@ def main() -> None:
     same = sum(int(x == y) for a, b in zip(engine, theirs) for x, y in zip(a, b))
     rows.append(f"| {name} | {' / '.join(map(str, prefix))} | {same} of {sum(map(len, theirs))} |")
   prefix = [agreeing_prefix(a, b) for a, b in zip(gen_bf16, gen_fp32)]
-  rows.append(f"| transformers bf16 against fp32 | {' / '.join(map(str, prefix))} | "
-              f"{sum(int(x == y) for a, b in zip(gen_bf16, gen_fp32) for x, y in zip(a, b))} of "
-              f"{sum(map(len, gen_fp32))} |")
-  report.add(f"{new_tokens} greedy tokens after {prompt_len}-token prompts, the decode engine against `generate`:", "",
-             "| against | tokens agreeing before the first difference, per row | same token at the same step |",
-             "|---|---|---:|", *rows)
+  rows.append(
+    f"| transformers bf16 against fp32 | {' / '.join(map(str, prefix))} | "
+    f"{sum(int(x == y) for a, b in zip(gen_bf16, gen_fp32) for x, y in zip(a, b))} of "
+    f"{sum(map(len, gen_fp32))} |"
+  )
+  report.add(
+    f"{new_tokens} greedy tokens after {prompt_len}-token prompts, the decode engine against `generate`:",
+    "",
+    "| against | tokens agreeing before the first difference, per row | same token at the same step |",
+    "|---|---|---:|",
+    *rows,
+  )
 
 
 if __name__ == "__main__":

@@ -39,24 +39,43 @@ def main() -> None:
   dev = device()
   report = Report(args.out, "train", f"Training MFU ({dev.describe})")
   large = llama8b_shape(args.tiny, attention_impl="cudnn")
-  small = large.replace(hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32, num_kv_heads=8,
-                        head_dim=64) if not args.tiny else large.replace(num_layers=1)
+  small = (
+    large.replace(hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32, num_kv_heads=8, head_dim=64)
+    if not args.tiny
+    else large.replace(num_layers=1)
+  )
   batch, seq_len, chunk = (2, 128, 64) if args.tiny else (8, 2048, 1024)
   cases = [(small, "dots_no_batch_attention"), (small, "full"), (large, "full")]
-  optim = ml_collections.ConfigDict(dict(learning_rate=1e-5, warmup_steps=0, schedule="constant",
-                                         final_lr_fraction=1.0, b1=0.9, b2=0.95, eps=1e-8,
-                                         weight_decay=0.01, grad_clip_norm=1.0))
+  optim = ml_collections.ConfigDict(
+    dict(
+      learning_rate=1e-5,
+      warmup_steps=0,
+      schedule="constant",
+      final_lr_fraction=1.0,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.01,
+      grad_clip_norm=1.0,
+    )
+  )
   peak = dev.peak_bf16
-  report.add(f"{batch} x {seq_len} tokens a step, one micro-batch, bf16 parameters and moments; "
-             f"peak {'%.0f TFLOP/s' % (peak / 1e12) if peak else 'unknown (no MFU)'}.", "",
-             "| model | remat | compile s | step s | tokens/s | model TFLOP/s | MFU | loss first -> last |",
-             "|---|---|---:|---:|---:|---:|---:|---|")
+  report.add(
+    f"{batch} x {seq_len} tokens a step, one micro-batch, bf16 parameters and moments; "
+    f"peak {'%.0f TFLOP/s' % (peak / 1e12) if peak else 'unknown (no MFU)'}.",
+    "",
+    "| model | remat | compile s | step s | tokens/s | model TFLOP/s | MFU | loss first -> last |",
+    "|---|---|---:|---:|---:|---:|---:|---|",
+  )
   ids = np.random.default_rng(0).integers(100, large.vocab_size, size=(batch, seq_len + 1))
-  data = {"input_ids": jnp.asarray(ids[:, :-1], jnp.int32), "targets": jnp.asarray(ids[:, 1:], jnp.int32),
-          "loss_weights": jnp.ones((batch, seq_len), jnp.float32),
-          # No packed segments: one segment per row keeps the cuDNN kernel (models/attention_kernels.py).
-          "segment_ids": None,
-          "positions": jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32), (batch, seq_len))}
+  data = {
+    "input_ids": jnp.asarray(ids[:, :-1], jnp.int32),
+    "targets": jnp.asarray(ids[:, 1:], jnp.int32),
+    "loss_weights": jnp.ones((batch, seq_len), jnp.float32),
+    # No packed segments: one segment per row keeps the cuDNN kernel (models/attention_kernels.py).
+    "segment_ids": None,
+    "positions": jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32), (batch, seq_len)),
+  }
 
   def measure(config, remat):
     config = config.replace(remat_policy=remat)
@@ -65,8 +84,10 @@ def main() -> None:
     optimizer, schedule = make_optimizer(optim, 1000, params)
     holder = {"state": init_state(params, optimizer)}
     del model, params
-    step = jax.jit(make_train_step(graphdef, rest, functools.partial(sft_loss, chunk=chunk), optimizer, schedule),
-                   donate_argnums=(0,))
+    step = jax.jit(
+      make_train_step(graphdef, rest, functools.partial(sft_loss, chunk=chunk), optimizer, schedule),
+      donate_argnums=(0,),
+    )
     key = jax.random.key(0)
     compiled = {}
     compile_seconds = seconds_of(lambda: compiled.setdefault("step", step.lower(holder["state"], data, key).compile()))
@@ -82,8 +103,10 @@ def main() -> None:
     flops = (model_flops_per_token(config) + attention_flops_per_token(config, seq_len)) * tokens
     mfu = f"{flops / seconds / peak:.1%}" if peak else "-"
     attention = "" if config.attention_impl == "cudnn" else f", {config.attention_impl} attention"
-    report.add(f"| {count_params(config) / 1e9:.2f}B | {remat}{attention} | {compile_seconds:.1f} | {seconds:.3f} | "
-               f"{tokens / seconds:,.0f} | {flops / seconds / 1e12:.1f} | {mfu} | {losses[0]:.3f} -> {losses[-1]:.3f} |")
+    report.add(
+      f"| {count_params(config) / 1e9:.2f}B | {remat}{attention} | {compile_seconds:.1f} | {seconds:.3f} | "
+      f"{tokens / seconds:,.0f} | {flops / seconds / 1e12:.1f} | {mfu} | {losses[0]:.3f} -> {losses[-1]:.3f} |"
+    )
     del holder["state"], compiled["step"]
 
   for config, remat in cases:

@@ -29,8 +29,13 @@ def _seconds(code: str, repeats: int) -> float:
   program = f"import time, numpy\nt = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)"
   runs = []
   for _ in range(repeats):
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO,
-                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    out = subprocess.run(
+      [sys.executable, "-c", program],
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     if out.returncode != 0:
       return float("nan")
     runs.append(float(out.stdout.strip().splitlines()[-1]))
@@ -38,8 +43,10 @@ def _seconds(code: str, repeats: int) -> float:
 
 
 def _help_seconds(entry: str, repeats: int) -> float:
-  code = (f"import sys\nsys.argv = ['{entry}', '--help']\nimport runpy\ntry:\n"
-          f"  runpy.run_module('helpsteer_jax.{entry}', run_name='__main__')\nexcept SystemExit:\n  pass")
+  code = (
+    f"import sys\nsys.argv = ['{entry}', '--help']\nimport runpy\ntry:\n"
+    f"  runpy.run_module('helpsteer_jax.{entry}', run_name='__main__')\nexcept SystemExit:\n  pass"
+  )
   return _seconds(code, repeats)
 
 
@@ -59,21 +66,21 @@ def main() -> int:
   help_s = {entry: _help_seconds(entry, args.repeats) for entry in ENTRY_POINTS}
 
   lines = [
-      "# Start-up: the slow libraries and the imports that defer them",
-      "",
-      f"Machine: {cpu_name()}, {os.cpu_count()} cores; fastest of {args.repeats} fresh interpreters, "
-      "each after the standard library and numpy.",
-      "",
-      "| library | import s | imports inside functions that defer it |",
-      "|---|---:|---:|",
-      *[f"| {name} | {s:.2f} | {len(by_library.get(name, []))} |" for name, s in library_s.items()],
-      "",
-      f"{len(rows)} imports sit inside functions; each defers at least one library above (a row counts "
-      "under the first it defers). The rest of the package imports at the top of its modules.",
-      "",
-      "| entry point | `--help` s |",
-      "|---|---:|",
-      *[f"| `python -m helpsteer_jax.{entry} --help` | {s:.2f} |" for entry, s in help_s.items()],
+    "# Start-up: the slow libraries and the imports that defer them",
+    "",
+    f"Machine: {cpu_name()}, {os.cpu_count()} cores; fastest of {args.repeats} fresh interpreters, "
+    "each after the standard library and numpy.",
+    "",
+    "| library | import s | imports inside functions that defer it |",
+    "|---|---:|---:|",
+    *[f"| {name} | {s:.2f} | {len(by_library.get(name, []))} |" for name, s in library_s.items()],
+    "",
+    f"{len(rows)} imports sit inside functions; each defers at least one library above (a row counts "
+    "under the first it defers). The rest of the package imports at the top of its modules.",
+    "",
+    "| entry point | `--help` s |",
+    "|---|---:|",
+    *[f"| `python -m helpsteer_jax.{entry} --help` | {s:.2f} |" for entry, s in help_s.items()],
   ]
   write_report(args.out, lines)
   return 0

@@ -81,36 +81,41 @@ def main() -> None:
   rows = []
   for i in range(args.iterations):
     started = time.perf_counter()
-    batch, metrics, _ = task.prepare_batch(next(prompts), state, graphdef, rest, i,
-                                        lambda x: to_global_batch(x, sharding))
+    batch, metrics, _ = task.prepare_batch(
+      next(prompts), state, graphdef, rest, i, lambda x: to_global_batch(x, sharding)
+    )
     prepared = time.perf_counter()
     state, out = step(state, batch, jax.random.key(0))
     jax.block_until_ready(out["loss"])
     train_s = time.perf_counter() - prepared
     total = time.perf_counter() - started
-    rows.append((metrics["sample_s"], metrics["score_s"], metrics["logprob_s"], train_s, total,
-                 int(batch["input_ids"].shape[1])))
-    print(f"iteration {i}: sample {rows[-1][0]:.2f} s, score {rows[-1][1]:.2f} s, log-probs "
-          f"{rows[-1][2]:.2f} s, train step {train_s:.2f} s, total {total:.2f} s", flush=True)
+    rows.append(
+      (metrics["sample_s"], metrics["score_s"], metrics["logprob_s"], train_s, total, int(batch["input_ids"].shape[1]))
+    )
+    print(
+      f"iteration {i}: sample {rows[-1][0]:.2f} s, score {rows[-1][1]:.2f} s, log-probs "
+      f"{rows[-1][2]:.2f} s, train step {train_s:.2f} s, total {total:.2f} s",
+      flush=True,
+    )
 
   steady = rows[1:] or rows
   mean = [sum(r[j] for r in steady) / len(steady) for j in range(5)]
   b = args.prompts * args.samples
   lines = [
-      "# One RLOO iteration: SmolLM2-135M-Instruct policy, reference and RM, fp32, CPU",
-      "",
-      f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}. "
-      f"{args.prompts} edit prompts (cut to {args.prompt_tokens} tokens) x {args.samples} samples = {b} rollouts "
-      f"of {args.new_tokens} new tokens; rows of {steady[-1][5]} tokens. Mean of iterations 2..{args.iterations}; "
-      f"the first (with compilation) took {rows[0][4]:.1f} s.",
-      "",
-      "| part | seconds | share |",
-      "|---|---:|---:|",
-      f"| sampling (prefill + {args.new_tokens} decode steps, k samples share one prefill) | {mean[0]:.2f} | {mean[0] / mean[4]:.0%} |",
-      f"| scoring (Edit RM forward) | {mean[1]:.2f} | {mean[1] / mean[4]:.0%} |",
-      f"| log-probs (policy and frozen reference forwards, KL, advantages) | {mean[2]:.2f} | {mean[2] / mean[4]:.0%} |",
-      f"| training (forward + backward with full remat + AdamW) | {mean[3]:.2f} | {mean[3] / mean[4]:.0%} |",
-      f"| total, incl. host work | {mean[4]:.2f} | 100% |",
+    "# One RLOO iteration: SmolLM2-135M-Instruct policy, reference and RM, fp32, CPU",
+    "",
+    f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}. "
+    f"{args.prompts} edit prompts (cut to {args.prompt_tokens} tokens) x {args.samples} samples = {b} rollouts "
+    f"of {args.new_tokens} new tokens; rows of {steady[-1][5]} tokens. Mean of iterations 2..{args.iterations}; "
+    f"the first (with compilation) took {rows[0][4]:.1f} s.",
+    "",
+    "| part | seconds | share |",
+    "|---|---:|---:|",
+    f"| sampling (prefill + {args.new_tokens} decode steps, k samples share one prefill) | {mean[0]:.2f} | {mean[0] / mean[4]:.0%} |",
+    f"| scoring (Edit RM forward) | {mean[1]:.2f} | {mean[1] / mean[4]:.0%} |",
+    f"| log-probs (policy and frozen reference forwards, KL, advantages) | {mean[2]:.2f} | {mean[2] / mean[4]:.0%} |",
+    f"| training (forward + backward with full remat + AdamW) | {mean[3]:.2f} | {mean[3] / mean[4]:.0%} |",
+    f"| total, incl. host work | {mean[4]:.2f} | 100% |",
   ]
   write_report(args.out, lines)
 

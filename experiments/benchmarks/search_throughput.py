@@ -63,9 +63,14 @@ def run_search(num_prompts: int, cache_dir: str) -> dict:
   seconds = time.perf_counter() - start
   stats = search.stats()
   engine = next(iter(stats["engines"].values()))
-  return {"seconds": seconds, "prompts": len(records), "engine": engine,
-          "tokens": sum(s["tokens"] for s in engine["stages"].values()),
-          "select_seconds": stats["select_seconds"], "model": search.policy.model}
+  return {
+    "seconds": seconds,
+    "prompts": len(records),
+    "engine": engine,
+    "tokens": sum(s["tokens"] for s in engine["stages"].values()),
+    "select_seconds": stats["select_seconds"],
+    "model": search.policy.model,
+  }
 
 
 def static_rate(model, rows: int, tokens: int, repeats: int, compile_first: bool) -> float:
@@ -83,8 +88,7 @@ def static_rate(model, rows: int, tokens: int, repeats: int, compile_first: bool
 
 def warm_search(args, cache_dir: str) -> dict:
   """The search again in a new process (nothing compiled in memory) over the same cache."""
-  command = [sys.executable, os.path.abspath(__file__), f"--prompts={args.prompts}",
-             f"--search_only={cache_dir}"]
+  command = [sys.executable, os.path.abspath(__file__), f"--prompts={args.prompts}", f"--search_only={cache_dir}"]
   done = subprocess.run(command, check=True, capture_output=True, text=True)
   return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -106,8 +110,17 @@ def main() -> None:
   if args.search_only:
     run = run_search(args.prompts, args.search_only)
     engine = run["engine"]
-    print(json.dumps({"seconds": run["seconds"], "tokens": run["tokens"], "slot_use": engine["slot_use"],
-                      "select_seconds": run["select_seconds"], "engine_seconds": engine["seconds"]}))
+    print(
+      json.dumps(
+        {
+          "seconds": run["seconds"],
+          "tokens": run["tokens"],
+          "slot_use": engine["slot_use"],
+          "select_seconds": run["select_seconds"],
+          "engine_seconds": engine["seconds"],
+        }
+      )
+    )
     return
 
   import jax
@@ -134,41 +147,56 @@ def main() -> None:
   cold_rate = search_tokens / cold_s
   seconds = engine["seconds"]
   split = lambda total, p, d, sel: (
-      f"prefill {p:.1f} s ({p / total:.0%}), decode {d:.1f} s ({d / total:.0%}), selection "
-      f"{sel:.1f} s ({sel / total:.0%}), the rest (host work, inserts, compilation outside those) "
-      f"{total - p - d - sel:.1f} s ({(total - p - d - sel) / total:.0%})")
+    f"prefill {p:.1f} s ({p / total:.0%}), decode {d:.1f} s ({d / total:.0%}), selection "
+    f"{sel:.1f} s ({sel / total:.0%}), the rest (host work, inserts, compilation outside those) "
+    f"{total - p - d - sel:.1f} s ({(total - p - d - sel) / total:.0%})"
+  )
   later = []  # (tokens, seconds, tok/s, static tok/s around it, ratio)
   for i, warm in enumerate(warms):
     static = (rates[i] + rates[i + 1]) / 2
-    later.append((warm["tokens"], warm["seconds"], warm["tokens"] / warm["seconds"], static,
-                  warm["tokens"] / warm["seconds"] / static))
+    later.append(
+      (
+        warm["tokens"],
+        warm["seconds"],
+        warm["tokens"] / warm["seconds"],
+        static,
+        warm["tokens"] / warm["seconds"] / static,
+      )
+    )
   lines = [
-      "# The search's throughput: SmolLM2-135M-Instruct, fp32, CPU",
-      "",
-      f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}. "
-      f"README demo config on {cold['prompts']} Arena-Hard prompts ({engine['num_slots']} slots); static "
-      f"batch of {args.static_rows} rows x {args.static_tokens} tokens, best of {args.repeats}.",
-      "",
-      "| stage | requests | samples | tokens | prefill tokens | tokens/s over the stage's span |",
-      "|---|---:|---:|---:|---:|---:|",
-      *[f"| {name} | {s['requests']} | {s['samples']} | {s['tokens']} | {s['prefill_tokens']} | "
-        f"{(s['tokens_per_s'] or 0):.1f} |" for name, s in stages.items()],
-      "",
-      f"Slot use (decode-step tokens / slots x steps): {engine['slot_use']:.1%} over "
-      f"{engine['decode_steps']} steps.",
-      "",
-      "| run | search | tok/s | static batch tok/s | ratio |",
-      "|---|---:|---:|---:|---:|",
-      f"| first run (empty compilation cache) | {search_tokens} tokens in {cold_s:.1f} s | {cold_rate:.1f} | "
-      f"{cold_static:.1f} | **{cold_rate / cold_static:.2f}** |",
-      *[f"| later run {i + 1} (programs loaded from the cache) | {t} tokens in {sec:.1f} s | {r:.1f} | "
-        f"{st:.1f} | **{ratio:.2f}** |" for i, (t, sec, r, st, ratio) in enumerate(later)],
-      "",
-      "Static batch after each search: " + ", ".join(f"{r:.1f}" for r in rates) + " tok/s. "
-      "Search times include compilation (or loading from the cache) and exclude model loading.",
-      f"Where the first run's time goes: {split(cold_s, seconds.get('prefill', 0.0), seconds.get('decode', 0.0), cold['select_seconds'])}.",
-      *[f"Where later run {i + 1}'s time goes: {split(w['seconds'], w['engine_seconds'].get('prefill', 0.0), w['engine_seconds'].get('decode', 0.0), w['select_seconds'])}."
-        for i, w in enumerate(warms)],
+    "# The search's throughput: SmolLM2-135M-Instruct, fp32, CPU",
+    "",
+    f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}. "
+    f"README demo config on {cold['prompts']} Arena-Hard prompts ({engine['num_slots']} slots); static "
+    f"batch of {args.static_rows} rows x {args.static_tokens} tokens, best of {args.repeats}.",
+    "",
+    "| stage | requests | samples | tokens | prefill tokens | tokens/s over the stage's span |",
+    "|---|---:|---:|---:|---:|---:|",
+    *[
+      f"| {name} | {s['requests']} | {s['samples']} | {s['tokens']} | {s['prefill_tokens']} | "
+      f"{(s['tokens_per_s'] or 0):.1f} |"
+      for name, s in stages.items()
+    ],
+    "",
+    f"Slot use (decode-step tokens / slots x steps): {engine['slot_use']:.1%} over {engine['decode_steps']} steps.",
+    "",
+    "| run | search | tok/s | static batch tok/s | ratio |",
+    "|---|---:|---:|---:|---:|",
+    f"| first run (empty compilation cache) | {search_tokens} tokens in {cold_s:.1f} s | {cold_rate:.1f} | "
+    f"{cold_static:.1f} | **{cold_rate / cold_static:.2f}** |",
+    *[
+      f"| later run {i + 1} (programs loaded from the cache) | {t} tokens in {sec:.1f} s | {r:.1f} | "
+      f"{st:.1f} | **{ratio:.2f}** |"
+      for i, (t, sec, r, st, ratio) in enumerate(later)
+    ],
+    "",
+    "Static batch after each search: " + ", ".join(f"{r:.1f}" for r in rates) + " tok/s. "
+    "Search times include compilation (or loading from the cache) and exclude model loading.",
+    f"Where the first run's time goes: {split(cold_s, seconds.get('prefill', 0.0), seconds.get('decode', 0.0), cold['select_seconds'])}.",
+    *[
+      f"Where later run {i + 1}'s time goes: {split(w['seconds'], w['engine_seconds'].get('prefill', 0.0), w['engine_seconds'].get('decode', 0.0), w['select_seconds'])}."
+      for i, w in enumerate(warms)
+    ],
   ]
   write_report(args.out, lines)
 

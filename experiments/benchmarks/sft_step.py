@@ -37,12 +37,12 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
   a = jnp.ones((size, size), jnp.float32)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
-  return 2 * size ** 3 / best_time(lambda: f(a).block_until_ready(), repeats)
+  return 2 * size**3 / best_time(lambda: f(a).block_until_ready(), repeats)
 
 
 def fresh_memory_seconds_per_gb(repeats: int = 3) -> float:
   """Seconds to allocate and first-touch 1 GB of new memory (page faults and zeroing)."""
-  return best_time(lambda: np.ones(2 ** 28, np.float32), repeats) / (2 ** 30 / 1e9)
+  return best_time(lambda: np.ones(2**28, np.float32), repeats) / (2**30 / 1e9)
 
 
 def token_ids(b: int, t: int) -> np.ndarray:
@@ -74,13 +74,25 @@ def measure_ours(b: int, t: int, steps: int, keep_everything: bool) -> dict:
 
   ids = token_ids(b, t)
   batch = {
-      "input_ids": jnp.asarray(ids[:, :-1]), "targets": jnp.asarray(ids[:, 1:]),
-      "loss_weights": jnp.ones((b, t), jnp.float32), "segment_ids": jnp.ones((b, t), jnp.int32),
-      "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
+    "input_ids": jnp.asarray(ids[:, :-1]),
+    "targets": jnp.asarray(ids[:, 1:]),
+    "loss_weights": jnp.ones((b, t), jnp.float32),
+    "segment_ids": jnp.ones((b, t), jnp.int32),
+    "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
   }
-  optim = ml_collections.ConfigDict(dict(learning_rate=1e-5, warmup_steps=0, schedule="constant",
-                                         final_lr_fraction=1.0, b1=0.9, b2=0.95, eps=1e-8,
-                                         weight_decay=0.01, grad_clip_norm=1.0))
+  optim = ml_collections.ConfigDict(
+    dict(
+      learning_rate=1e-5,
+      warmup_steps=0,
+      schedule="constant",
+      final_lr_fraction=1.0,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.01,
+      grad_clip_norm=1.0,
+    )
+  )
   chunk, overrides = (0, {"remat_policy": "none"}) if keep_everything else smollm2_settings()
   model, _ = hj.load_pretrained(embedded_model_path(), show_progress=False, **overrides)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -98,8 +110,11 @@ def measure_ours(b: int, t: int, steps: int, keep_everything: bool) -> dict:
     jax.block_until_ready(metrics["loss"])
 
   run()  # the first call also sets up the executable
-  return {"step_s": best_time(run, steps), "compile_s": compile_s,
-          "scratch_gb": compiled.memory_analysis().temp_size_in_bytes / 1e9}
+  return {
+    "step_s": best_time(run, steps),
+    "compile_s": compile_s,
+    "scratch_gb": compiled.memory_analysis().temp_size_in_bytes / 1e9,
+  }
 
 
 def measure_transformers(b: int, t: int, steps: int) -> dict:
@@ -113,7 +128,8 @@ def measure_transformers(b: int, t: int, steps: int) -> dict:
   ids = token_ids(b, t)
   torch.set_num_threads(os.cpu_count() or 1)
   reference = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
+    os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+  )
   reference.train()
   optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-5, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
   input_ids = torch.tensor(ids[:, :-1], dtype=torch.long)
@@ -133,8 +149,14 @@ def measure_transformers(b: int, t: int, steps: int) -> dict:
 
 def run_side(side: str, args: argparse.Namespace) -> dict:
   """Runs one side in a fresh process and returns what it measured."""
-  command = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--batch={args.batch}",
-             f"--seq_len={args.seq_len}", f"--steps={args.steps}"]
+  command = [
+    sys.executable,
+    os.path.abspath(__file__),
+    f"--side={side}",
+    f"--batch={args.batch}",
+    f"--seq_len={args.seq_len}",
+    f"--steps={args.steps}",
+  ]
   print(f"[sft_step] measuring {side} ...", flush=True)
   done = subprocess.run(command, check=True, capture_output=True, text=True)
   result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -185,30 +207,30 @@ def main() -> None:
   mfu = flops / t_ours / peak
   settings = f"scanned layers, remat {overrides.get('remat_policy', 'none')}, fused loss in chunks of {chunk}"
   lines = [
-      "# SFT step: SmolLM2-135M-Instruct, fp32, CPU",
-      "",
-      f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}, "
-      f"torch {best['transformers']['torch']}, transformers {best['transformers']['transformers']}. "
-      f"Batch {b} x {t} tokens, forward + backward + AdamW (clip 1.0). Each side in its own process, "
-      f"best of {args.steps} steps per process; ours and transformers' take turns over {args.rounds} rounds.",
-      "",
-      "| | step s | tokens/s | scratch GB |",
-      "|---|---:|---:|---:|",
-      f"| helpsteer_jax, smollm2 experiment settings ({settings}; compile {best['ours']['compile_s']:.0f} s) "
-      f"| {t_ours:.2f} | {tokens / t_ours:.0f} | {best['ours']['scratch_gb']:.1f} |",
-      f"| helpsteer_jax, every activation kept, whole-row logits (compile {best['keep']['compile_s']:.0f} s) "
-      f"| {t_keep:.2f} | {tokens / t_keep:.0f} | {best['keep']['scratch_gb']:.1f} |",
-      f"| transformers + torch AdamW | {t_theirs:.2f} | {tokens / t_theirs:.0f} | |",
-      "",
-      f"Ratio (helpsteer_jax / transformers tokens/s): smollm2 settings {t_theirs / t_ours:.2f}x, "
-      f"every activation kept {t_theirs / t_keep:.2f}x.",
-      f"MFU (smollm2 settings): {flops / 1e9:.0f} GFLOP per step (6N + attention, recomputation not "
-      f"counted) in {t_ours:.2f} s = {flops / t_ours / 1e9:.0f} GFLOP/s, {mfu:.0%} of this CPU's "
-      f"measured fp32 matmul peak ({peak / 1e9:.0f} GFLOP/s).",
-      "",
-      f"XLA:CPU allocates a step's scratch memory afresh on every call, and on this host allocating "
-      f"and first touching fresh memory takes {fresh_s_per_gb:.2f} s per GB: saving fewer "
-      f"activations and recomputing the rest is faster.",
+    "# SFT step: SmolLM2-135M-Instruct, fp32, CPU",
+    "",
+    f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}, "
+    f"torch {best['transformers']['torch']}, transformers {best['transformers']['transformers']}. "
+    f"Batch {b} x {t} tokens, forward + backward + AdamW (clip 1.0). Each side in its own process, "
+    f"best of {args.steps} steps per process; ours and transformers' take turns over {args.rounds} rounds.",
+    "",
+    "| | step s | tokens/s | scratch GB |",
+    "|---|---:|---:|---:|",
+    f"| helpsteer_jax, smollm2 experiment settings ({settings}; compile {best['ours']['compile_s']:.0f} s) "
+    f"| {t_ours:.2f} | {tokens / t_ours:.0f} | {best['ours']['scratch_gb']:.1f} |",
+    f"| helpsteer_jax, every activation kept, whole-row logits (compile {best['keep']['compile_s']:.0f} s) "
+    f"| {t_keep:.2f} | {tokens / t_keep:.0f} | {best['keep']['scratch_gb']:.1f} |",
+    f"| transformers + torch AdamW | {t_theirs:.2f} | {tokens / t_theirs:.0f} | |",
+    "",
+    f"Ratio (helpsteer_jax / transformers tokens/s): smollm2 settings {t_theirs / t_ours:.2f}x, "
+    f"every activation kept {t_theirs / t_keep:.2f}x.",
+    f"MFU (smollm2 settings): {flops / 1e9:.0f} GFLOP per step (6N + attention, recomputation not "
+    f"counted) in {t_ours:.2f} s = {flops / t_ours / 1e9:.0f} GFLOP/s, {mfu:.0%} of this CPU's "
+    f"measured fp32 matmul peak ({peak / 1e9:.0f} GFLOP/s).",
+    "",
+    f"XLA:CPU allocates a step's scratch memory afresh on every call, and on this host allocating "
+    f"and first touching fresh memory takes {fresh_s_per_gb:.2f} s per GB: saving fewer "
+    f"activations and recomputing the rest is faster.",
   ]
   write_report(args.out, lines)
 

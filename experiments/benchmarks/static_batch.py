@@ -41,14 +41,20 @@ class KVCache:
     config = model.config
     shape = (config.num_layers, batch_size, config.num_kv_heads, max_length, config.head_dim)
     zeros = jnp.zeros(shape, config.compute_dtype)
-    return cls(k=zeros, v=zeros, valid=jnp.zeros((batch_size, max_length), bool),
-               next_position=jnp.zeros((batch_size,), jnp.int32), index=jnp.zeros((), jnp.int32))
+    return cls(
+      k=zeros,
+      v=zeros,
+      valid=jnp.zeros((batch_size, max_length), bool),
+      next_position=jnp.zeros((batch_size,), jnp.int32),
+      index=jnp.zeros((), jnp.int32),
+    )
 
   def repeat(self, n: int) -> "KVCache":
     """Each row repeated n times (rows b*n .. b*n+n-1 copy row b): n samples share one prefill."""
     rep = lambda x, axis: jnp.repeat(x, n, axis=axis)
-    return dataclasses.replace(self, k=rep(self.k, 1), v=rep(self.v, 1), valid=rep(self.valid, 0),
-                               next_position=rep(self.next_position, 0))
+    return dataclasses.replace(
+      self, k=rep(self.k, 1), v=rep(self.v, 1), valid=rep(self.valid, 0), next_position=rep(self.next_position, 0)
+    )
 
 
 def forward(model: Llama, ids: jax.Array, mask: jax.Array, cache: KVCache, empty: bool):
@@ -76,16 +82,18 @@ def forward(model: Llama, ids: jax.Array, mask: jax.Array, cache: KVCache, empty
   x, (chunk_k, chunk_v), _ = model.over_layers(x, run, (cache.k, cache.v))
   at = (0, 0, 0, cache.index, 0)
   cache = dataclasses.replace(
-      cache, k=jax.lax.dynamic_update_slice(cache.k, chunk_k.astype(cache.k.dtype), at),
-      v=jax.lax.dynamic_update_slice(cache.v, chunk_v.astype(cache.v.dtype), at),
-      valid=jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.index)),
-      next_position=cache.next_position + mask.sum(axis=1).astype(jnp.int32), index=cache.index + t)
+    cache,
+    k=jax.lax.dynamic_update_slice(cache.k, chunk_k.astype(cache.k.dtype), at),
+    v=jax.lax.dynamic_update_slice(cache.v, chunk_v.astype(cache.v.dtype), at),
+    valid=jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.index)),
+    next_position=cache.next_position + mask.sum(axis=1).astype(jnp.int32),
+    index=cache.index + t,
+  )
   return model.final_norm(x), cache
 
 
 @partial(jax.jit, static_argnames=("graphdef", "settings", "n", "cache_length"))
-def _prefill_and_decode(graphdef, state, ids, mask, rng, *, settings: SamplingSettings, n: int,
-                        cache_length: int):
+def _prefill_and_decode(graphdef, state, ids, mask, rng, *, settings: SamplingSettings, n: int, cache_length: int):
   """ids, mask [B, P] -> tokens [B*n, max_new_tokens], lengths [B*n] (tokens before a stop)."""
   model: Llama = nnx.merge(graphdef, state)
   batch = ids.shape[0]
@@ -127,8 +135,9 @@ def _prefill_and_decode(graphdef, state, ids, mask, rng, *, settings: SamplingSe
   return tokens, lengths
 
 
-def sample_tokens_static(model: Llama, prompts: Sequence[Sequence[int]], settings: SamplingSettings,
-                         n: int = 1, seed: int = 0) -> list[list[list[int]]]:
+def sample_tokens_static(
+  model: Llama, prompts: Sequence[Sequence[int]], settings: SamplingSettings, n: int = 1, seed: int = 0
+) -> list[list[list[int]]]:
   """Token ids of n continuations per prompt (stop token excluded), as one static batch."""
   if not prompts or any(len(p) == 0 for p in prompts):
     raise ValueError("expected at least one prompt, each of at least one token")
@@ -137,13 +146,22 @@ def sample_tokens_static(model: Llama, prompts: Sequence[Sequence[int]], setting
   # Attention reads the whole cache at every step, so its length is rounded up finely (to 64).
   cache_length = -(-(prompt_length + settings.max_new_tokens) // 64) * 64
   if longest + settings.max_new_tokens > model.config.max_position_embeddings:
-    raise ValueError(f"prompt of {longest} tokens + max_new_tokens={settings.max_new_tokens} exceeds "
-                     f"the model's context of {model.config.max_position_embeddings} positions")
+    raise ValueError(
+      f"prompt of {longest} tokens + max_new_tokens={settings.max_new_tokens} exceeds "
+      f"the model's context of {model.config.max_position_embeddings} positions"
+    )
   batch = bucket(len(prompts), minimum=1)
   ids, mask = left_pad(prompts, prompt_length, batch, settings.pad_id)
   graphdef, state = nnx.split(model)
-  tokens, lengths = _prefill_and_decode(graphdef, state, jnp.asarray(ids), jnp.asarray(mask),
-                                        jax.random.key(seed), settings=settings, n=n,
-                                        cache_length=cache_length)
+  tokens, lengths = _prefill_and_decode(
+    graphdef,
+    state,
+    jnp.asarray(ids),
+    jnp.asarray(mask),
+    jax.random.key(seed),
+    settings=settings,
+    n=n,
+    cache_length=cache_length,
+  )
   tokens, lengths = np.asarray(tokens), np.asarray(lengths)
   return [[tokens[p * n + j, : lengths[p * n + j]].tolist() for j in range(n)] for p in range(len(prompts))]

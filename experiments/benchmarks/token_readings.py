@@ -61,14 +61,22 @@ def main() -> None:
 
   paper = SearchSettings(num_drafts=8, num_feedbacks=16)
   lengths = StageLengths(**PAPER_LENGTHS)
-  lines = ["# Token multiple of each reading of the tree and the token account", "", f"CPU: {cpu_name()}", "",
-           "## 1. The paper's point (8 x 16, 32 feedbacks sampled per draft) at the 70B stage lengths",
-           f"Stage lengths: {PAPER_LENGTHS}.", "",
-           "| reading | token multiple | Best-of-N at equal answers |", "|---|---|---|"]
+  lines = [
+    "# Token multiple of each reading of the tree and the token account",
+    "",
+    f"CPU: {cpu_name()}",
+    "",
+    "## 1. The paper's point (8 x 16, 32 feedbacks sampled per draft) at the 70B stage lengths",
+    f"Stage lengths: {PAPER_LENGTHS}.",
+    "",
+    "| reading | token multiple | Best-of-N at equal answers |",
+    "|---|---|---|",
+  ]
   for reading in READINGS:
     settings = reading.apply(paper)
-    lines.append(f"| {reading.name} | {expected_multiple(settings, lengths):.1f}x | "
-                 f"Best-of-{settings.responses_per_prompt} |")
+    lines.append(
+      f"| {reading.name} | {expected_multiple(settings, lengths):.1f}x | Best-of-{settings.responses_per_prompt} |"
+    )
 
   with tempfile.TemporaryDirectory() as tmp:
     config = _demo_config(args, os.path.join(tmp, "search"))
@@ -77,22 +85,32 @@ def main() -> None:
   settings = scale.search_settings(config.search)
   count = lambda kind: [x for r in records for x in kind(r)]
   measured = StageLengths(
-      draft=statistics.fmean(d["num_tokens"] for d in count(lambda r: r["drafts"])),
-      feedback=statistics.fmean(f["num_tokens"] for f in count(lambda r: [f for d in r["drafts"] for f in d["feedbacks"]])),
-      edit=statistics.fmean(e["num_tokens"] for e in count(
-          lambda r: [e for d in r["drafts"] for g in d["edit_groups"] for e in g["edits"]])),
-      greedy=statistics.fmean(r["tokens"]["greedy"] for r in records))
+    draft=statistics.fmean(d["num_tokens"] for d in count(lambda r: r["drafts"])),
+    feedback=statistics.fmean(
+      f["num_tokens"] for f in count(lambda r: [f for d in r["drafts"] for f in d["feedbacks"]])
+    ),
+    edit=statistics.fmean(
+      e["num_tokens"] for e in count(lambda r: [e for d in r["drafts"] for g in d["edit_groups"] for e in g["edits"]])
+    ),
+    greedy=statistics.fmean(r["tokens"]["greedy"] for r in records),
+  )
   kept = statistics.fmean(d.get("num_effective_feedbacks", 0) for r in records for d in r["drafts"])
-  lines += ["", f"## 2. The demo workload: {len(records)} Arena-Hard prompts, {args.drafts} drafts x "
-            f"{args.feedbacks} effective feedbacks ({args.feedbacks} sampled), embedded SmolLM2-135M-Instruct",
-            f"Mean stage lengths measured: {dataclasses.asdict(measured)}; effective feedbacks kept per "
-            f"draft: {kept:.2f} of {args.feedbacks} (the expected column assumes all are kept).", "",
-            "| reading | measured token multiple | expected from the mean lengths | Best-of-N at equal answers |",
-            "|---|---|---|---|"]
+  lines += [
+    "",
+    f"## 2. The demo workload: {len(records)} Arena-Hard prompts, {args.drafts} drafts x "
+    f"{args.feedbacks} effective feedbacks ({args.feedbacks} sampled), embedded SmolLM2-135M-Instruct",
+    f"Mean stage lengths measured: {dataclasses.asdict(measured)}; effective feedbacks kept per "
+    f"draft: {kept:.2f} of {args.feedbacks} (the expected column assumes all are kept).",
+    "",
+    "| reading | measured token multiple | expected from the mean lengths | Best-of-N at equal answers |",
+    "|---|---|---|---|",
+  ]
   for reading in READINGS:
     s = reading.apply(settings)
-    lines.append(f"| {reading.name} | {measured_multiple(records, reading):.2f}x | "
-                 f"{expected_multiple(s, measured):.2f}x | Best-of-{s.responses_per_prompt} |")
+    lines.append(
+      f"| {reading.name} | {measured_multiple(records, reading):.2f}x | "
+      f"{expected_multiple(s, measured):.2f}x | Best-of-{s.responses_per_prompt} |"
+    )
   lines += ["", f"The run's own summary: token_multiples {summary['token_multiples']}."]
   write_report(args.out, lines)
 

@@ -37,13 +37,30 @@ from helpsteer_jax.config_args import parse_arg
 from helpsteer_jax.scaling.config import DEFAULT_POLICY, LLAMA3_70B_ROLES, POLICIES, role, sized_config
 from helpsteer_jax.scaling.search_settings import settings_from_config
 
-VARIANTS = ("greedy", "best_of_n", "feedback_edit", "self_feedback_self_edit", "feedback_self_edit",
-            "edit_without_feedback", "edit_without_rl")
+VARIANTS = (
+  "greedy",
+  "best_of_n",
+  "feedback_edit",
+  "self_feedback_self_edit",
+  "feedback_self_edit",
+  "edit_without_feedback",
+  "edit_without_rl",
+)
 MAIN_TABLE_VARIANTS = ("greedy", "feedback_edit")
 # (drafts, effective feedbacks per draft) of each operating point.
 POINTS = {"main": (1, 3), "best": (8, 16)}
-ARGUMENTS = dict(variant="feedback_edit", size="70b", policy="", point="main", drafts="", feedbacks="",
-                 prompts="arena_hard", feedback="", edit="", edit_sft="")
+ARGUMENTS = dict(
+  variant="feedback_edit",
+  size="70b",
+  policy="",
+  point="main",
+  drafts="",
+  feedbacks="",
+  prompts="arena_hard",
+  feedback="",
+  edit="",
+  edit_sft="",
+)
 # At size=smollm2: the precision of the embedded model standing in for each Edit model.
 SMOLLM2_EDIT_DTYPES = {"edit": "bfloat16", "edit_sft": "float16"}
 
@@ -77,8 +94,9 @@ def get_config(arg=None):
   s.num_drafts = int(a["drafts"] or drafts)
   s.num_feedbacks = int(a["feedbacks"] or feedbacks)  # effective ones; 2M are sampled (at most 64)
   full_system = settings_from_config(s)  # the feedback_edit tree at this point
-  s.mode = {"greedy": "greedy", "best_of_n": "best_of_n",
-            "edit_without_feedback": "edit_without_feedback"}.get(variant, "feedback_edit")
+  s.mode = {"greedy": "greedy", "best_of_n": "best_of_n", "edit_without_feedback": "edit_without_feedback"}.get(
+    variant, "feedback_edit"
+  )
   if variant == "best_of_n":  # as many responses as the full system samples
     s.num_drafts = full_system.responses_per_prompt
   if size == "smollm2":  # the dedicated roles: the embedded model, in their layouts and stand-ins
@@ -92,8 +110,11 @@ def get_config(arg=None):
   elif variant == "feedback_self_edit":
     config.edit_model = role("policy")
   elif variant == "edit_without_rl":
-    config.edit_model = (role(LLAMA3_70B_ROLES["edit_sft"], config.policy.param_dtype) if size == "70b"
-                         else role("", SMOLLM2_EDIT_DTYPES["edit_sft"]))
+    config.edit_model = (
+      role(LLAMA3_70B_ROLES["edit_sft"], config.policy.param_dtype)
+      if size == "70b"
+      else role("", SMOLLM2_EDIT_DTYPES["edit_sft"])
+    )
     _given_role(config, "edit_model", a["edit_sft"])
   config.label = f"{policy}:{variant}"
   config.output_dir = f"outputs/scaling/ablation_{size}_{policy}_{a['point']}_{a['prompts']}_{variant}"

@@ -47,8 +47,9 @@ def get_config(arg=None):
   policy = a["policy"] or DEFAULT_POLICY[a["size"]]
   drafts, feedbacks, edits = int(a["drafts"]), int(a["feedbacks"]), int(a["edits"])
   if a["size"] == "70b" and (drafts not in DRAFTS or feedbacks not in FEEDBACKS or edits not in EDITS):
-    raise ValueError(f"grid point {drafts}x{feedbacks}x{edits} is outside the paper's grid "
-                     f"{DRAFTS} x {FEEDBACKS} x {EDITS}")
+    raise ValueError(
+      f"grid point {drafts}x{feedbacks}x{edits} is outside the paper's grid {DRAFTS} x {FEEDBACKS} x {EDITS}"
+    )
   config.prompts.source = a["prompts"]
   config.search.mode = "feedback_edit"
   config.search.num_drafts = drafts
@@ -57,6 +58,5 @@ def get_config(arg=None):
   # A point of the scaling plot, not a table row; its greedy reference is the `<policy>:greedy`
   # run of experiments/scaling/ablations.py.
   config.label = f"{policy}:grid:d{drafts}_f{feedbacks}_e{edits}"
-  config.output_dir = (f"outputs/scaling/grid_{a['size']}_{policy}_{a['prompts']}"
-                       f"_d{drafts}_f{feedbacks}_e{edits}")
+  config.output_dir = f"outputs/scaling/grid_{a['size']}_{policy}_{a['prompts']}_d{drafts}_f{feedbacks}_e{edits}"
   return config.lock()

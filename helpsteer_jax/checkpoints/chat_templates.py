@@ -8,15 +8,15 @@ tokenizers shipped without one.
 # content and <|eot_id|>; the prompt for a reply is an open assistant header. Contents are trimmed
 # as in Meta's reference template, so the model sees exactly the formatting it was tuned on.
 LLAMA3_CHAT_TEMPLATE = (
-    "{{- '<|begin_of_text|>' -}}"
-    "{%- for message in messages -%}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' -}}"
-    "{{- message['content'] | trim -}}"
-    "{{- '<|eot_id|>' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}"
-    "{%- endif -%}"
+  "{{- '<|begin_of_text|>' -}}"
+  "{%- for message in messages -%}"
+  "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' -}}"
+  "{{- message['content'] | trim -}}"
+  "{{- '<|eot_id|>' -}}"
+  "{%- endfor -%}"
+  "{%- if add_generation_prompt -%}"
+  "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}"
+  "{%- endif -%}"
 )
 
 # Special tokens that close a turn or a document in the families above, for generation stops.

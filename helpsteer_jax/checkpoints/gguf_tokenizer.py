@@ -23,8 +23,8 @@ CONTROL, USER_DEFINED = 3, 4
 # Llama-3's split regex (from its tokenizer.json): contractions, letters with one leading
 # non-letter, numbers in groups of up to three digits, punctuation runs, newlines, spaces.
 LLAMA3_SPLIT_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+  r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _LLAMA3_PRE = ("llama-bpe", "llama3", "llama-v3", "smaug-bpe", "dbrx")
 _GPT2_PRE = ("default", "gpt2", "gpt-2")
@@ -34,15 +34,19 @@ def pre_tokenizer_for(pre: Optional[str], path: str) -> pre_tokenizers.PreTokeni
   """The pre-tokenizer llama.cpp's `tokenizer.ggml.pre` name stands for."""
   if pre == "smollm":
     # As SmolLM2's tokenizer.json: every digit alone, then GPT-2's byte-level split.
-    return pre_tokenizers.Sequence([
+    return pre_tokenizers.Sequence(
+      [
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+      ]
+    )
   if pre in _LLAMA3_PRE:
-    return pre_tokenizers.Sequence([
+    return pre_tokenizers.Sequence(
+      [
         pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+      ]
+    )
   if pre is not None and pre not in _GPT2_PRE:
     log.warning("%s: unknown tokenizer.ggml.pre %r; splitting text as GPT-2 does", path, pre)
   return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -53,16 +57,14 @@ def build_gguf_tokenizer(f: GGUFFile) -> Tokenizer:
   kind = f.metadata("tokenizer.ggml.model", None)
   if kind != "gpt2":
     raise CheckpointError(
-        f"{f.path}: tokenizer.ggml.model is {kind!r}; only byte-level BPE ('gpt2', as Llama-3 and "
-        "SmolLM2 use) can be rebuilt"
+      f"{f.path}: tokenizer.ggml.model is {kind!r}; only byte-level BPE ('gpt2', as Llama-3 and "
+      "SmolLM2 use) can be rebuilt"
     )
   tokens: list[str] = f.metadata("tokenizer.ggml.tokens")
   merges: list[str] = f.metadata("tokenizer.ggml.merges")
   types: list[int] = f.metadata("tokenizer.ggml.token_type", None) or [1] * len(tokens)
   if len(types) != len(tokens):
-    raise CheckpointError(
-        f"{f.path}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
-    )
+    raise CheckpointError(f"{f.path}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
   vocab = {token: i for i, token in enumerate(tokens)}
   pairs = []
   for i, merge in enumerate(merges):
@@ -75,12 +77,10 @@ def build_gguf_tokenizer(f: GGUFFile) -> Tokenizer:
   tok.decoder = decoders.ByteLevel()
   # Control tokens (<|im_start|>, <|eot_id|>, ...) are matched whole and skipped when decoding with
   # skip_special_tokens; user-defined ones are matched whole but are ordinary text.
-  tok.add_special_tokens([
-      AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == CONTROL
-  ])
-  tok.add_tokens([
-      AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == USER_DEFINED
-  ])
+  tok.add_special_tokens(
+    [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == CONTROL]
+  )
+  tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == USER_DEFINED])
   tok.post_processor = _post_processor(f, tokens)
   return tok
 
@@ -112,7 +112,7 @@ def _token(f: GGUFFile, tokens: list[str], which: str) -> Optional[str]:
     return None
   if not 0 <= int(index) < len(tokens):
     raise CheckpointError(
-        f"{f.path}: tokenizer.ggml.{which}_token_id = {index} is outside the {len(tokens)}-token vocabulary"
+      f"{f.path}: tokenizer.ggml.{which}_token_id = {index} is outside the {len(tokens)}-token vocabulary"
     )
   return tokens[int(index)]
 
@@ -131,9 +131,9 @@ def tokenizer_from_gguf(source: Any):
   specials = {arg: _token(f, tokens, key) for key, arg in names.items()}
   context = f.metadata(f"{f.architecture}.context_length", None)
   return PreTrainedTokenizerFast(
-      tokenizer_object=backend,
-      chat_template=f.metadata("tokenizer.chat_template", None),
-      model_max_length=int(context) if context else int(1e30),
-      clean_up_tokenization_spaces=False,
-      **{k: v for k, v in specials.items() if v is not None},
+    tokenizer_object=backend,
+    chat_template=f.metadata("tokenizer.chat_template", None),
+    model_max_length=int(context) if context else int(1e30),
+    clean_up_tokenization_spaces=False,
+    **{k: v for k, v in specials.items() if v is not None},
   )

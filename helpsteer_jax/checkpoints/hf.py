@@ -41,14 +41,13 @@ class SafetensorsFolder:
         files = sorted(set(weight_map.values()))
       except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(
-            f"{index_path}: not a valid safetensors index, expected a JSON object with a "
-            f"'weight_map' of tensor name -> file name ({e!r})"
+          f"{index_path}: not a valid safetensors index, expected a JSON object with a "
+          f"'weight_map' of tensor name -> file name ({e!r})"
         ) from None
       for name in files:
         if not isinstance(name, str) or not storage.is_file(storage.join(folder, name)):
           raise CheckpointError(
-              f"{index_path}: lists shard {name!r}, which is not in {folder} "
-              "(an incomplete download or copy?)"
+            f"{index_path}: lists shard {name!r}, which is not in {folder} (an incomplete download or copy?)"
           )
     elif storage.is_file(storage.join(folder, SINGLE_NAME)):
       weight_map, files = None, [SINGLE_NAME]
@@ -57,8 +56,8 @@ class SafetensorsFolder:
       weight_map = None
       if not files:
         raise CheckpointError(
-            f"{folder}: no {SINGLE_NAME}, {INDEX_NAME} or *.safetensors files "
-            "(PyTorch .bin checkpoints are not read; convert them to safetensors)"
+          f"{folder}: no {SINGLE_NAME}, {INDEX_NAME} or *.safetensors files "
+          "(PyTorch .bin checkpoints are not read; convert them to safetensors)"
         )
     self.files = {name: SafetensorsFile(storage.join(folder, name)) for name in files}
     self._owner: dict[str, SafetensorsFile] = {}
@@ -66,16 +65,14 @@ class SafetensorsFolder:
       for name in file.keys():
         if name in self._owner:
           raise CheckpointError(
-              f"{file.path}: tensor {name!r} is also in {self._owner[name].path}; "
-              "expected every tensor in exactly one shard"
+            f"{file.path}: tensor {name!r} is also in {self._owner[name].path}; "
+            "expected every tensor in exactly one shard"
           )
         self._owner[name] = file
     if weight_map is not None:
       for name, file_name in weight_map.items():
         if self._owner.get(name) is not self.files[file_name]:
-          raise CheckpointError(
-              f"{index_path}: tensor {name!r} is listed in {file_name}, which does not hold it"
-          )
+          raise CheckpointError(f"{index_path}: tensor {name!r} is listed in {file_name}, which does not hold it")
 
   def names(self) -> list[str]:
     return list(self._owner)
@@ -115,18 +112,15 @@ def read_config(folder: str, **overrides: Any) -> LlamaConfig:
 
 
 def load_hf_model(
-    folder: str, sharding: Optional[ShardingContext] = None, show_progress: bool = True, **overrides: Any
+  folder: str, sharding: Optional[ShardingContext] = None, show_progress: bool = True, **overrides: Any
 ) -> Llama:
   """Streams an HF Llama checkpoint folder into a (sharded) model. `overrides` change the config."""
   if not storage.is_dir(folder):
     problem = "is a file" if storage.exists(folder) else "no such directory"
-    raise CheckpointError(
-        f"{folder}: {problem}; expected an HF checkpoint folder (config.json and *.safetensors)"
-    )
+    raise CheckpointError(f"{folder}: {problem}; expected an HF checkpoint folder (config.json and *.safetensors)")
   config = read_config(folder, **overrides)
   source = SafetensorsFolder(folder)
-  return build_model(config, source, llama_tensor_mappings(config), sharding, what=folder,
-                     show_progress=show_progress)
+  return build_model(config, source, llama_tensor_mappings(config), sharding, what=folder, show_progress=show_progress)
 
 
 def _host_value(value: jax.Array) -> np.ndarray:
@@ -134,6 +128,7 @@ def _host_value(value: jax.Array) -> np.ndarray:
     return np.asarray(value)
   if not value.is_fully_addressable:
     from jax.experimental import multihost_utils
+
     return np.asarray(multihost_utils.process_allgather(value, tiled=True))
   return np.asarray(jax.device_get(value))
 
@@ -149,8 +144,14 @@ def _parse_size(size: int | str) -> int:
   return int(text)
 
 
-def write_model_tensors(model: nnx.Module, mappings: list[TensorMapping], out_dir: str, dtype: str,
-                        max_shard_size: int | str, show_progress: bool) -> None:
+def write_model_tensors(
+  model: nnx.Module,
+  mappings: list[TensorMapping],
+  out_dir: str,
+  dtype: str,
+  max_shard_size: int | str,
+  show_progress: bool,
+) -> None:
   """safetensors shards (and an index when more than one) of `model`'s tensors under `mappings`.
 
   Tensors are gathered to the host one at a time; in a multi-process run every process must call
@@ -180,11 +181,18 @@ def write_model_tensors(model: nnx.Module, mappings: list[TensorMapping], out_di
     shards[-1].append((m.hf_name, m.hf_shape, np_dtype, lambda m=m: fetch(m)))
     shard_bytes += nbytes
 
-  progress = tqdm(total=len(mappings), desc=f"saving {out_dir}", unit="tensor",
-                  disable=not (show_progress and writer), mininterval=2.0)
-  names = [SINGLE_NAME] if len(shards) == 1 else [
-      f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
-  ]
+  progress = tqdm(
+    total=len(mappings),
+    desc=f"saving {out_dir}",
+    unit="tensor",
+    disable=not (show_progress and writer),
+    mininterval=2.0,
+  )
+  names = (
+    [SINGLE_NAME]
+    if len(shards) == 1
+    else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+  )
   weight_map: dict[str, str] = {}
   for name, tensors in zip(names, shards):
     counted = [(n, s, d, (lambda f=f: (progress.update(1), f())[1])) for n, s, d, f in tensors]
@@ -197,17 +205,19 @@ def write_model_tensors(model: nnx.Module, mappings: list[TensorMapping], out_di
   progress.close()
   if writer and len(shards) > 1:
     total = sum(int(np.prod(s)) * np_dtype.itemsize for tensors in shards for _, s, _, _ in tensors)
-    storage.write_atomic(storage.join(out_dir, INDEX_NAME),
-                         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    storage.write_atomic(
+      storage.join(out_dir, INDEX_NAME),
+      json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2),
+    )
 
 
 def save_hf_model(
-    model: Llama,
-    out_dir: str,
-    max_shard_size: int | str = "5GB",
-    dtype: Optional[str] = None,
-    show_progress: bool = True,
-    eos_token_ids: tuple[int, ...] = (),
+  model: Llama,
+  out_dir: str,
+  max_shard_size: int | str = "5GB",
+  dtype: Optional[str] = None,
+  show_progress: bool = True,
+  eos_token_ids: tuple[int, ...] = (),
 ) -> None:
   """Writes config.json, generation_config.json and safetensors shards (with an index when > 1).
 
@@ -223,8 +233,9 @@ def save_hf_model(
   write_model_tensors(model, llama_tensor_mappings(config), out_dir, dtype, max_shard_size, show_progress)
   if jax.process_index() != 0:
     return
-  storage.write_atomic(storage.join(out_dir, "config.json"),
-                       json.dumps(to_hf_dict(config, torch_dtype=dtype), indent=2))
+  storage.write_atomic(
+    storage.join(out_dir, "config.json"), json.dumps(to_hf_dict(config, torch_dtype=dtype), indent=2)
+  )
   generation = {"bos_token_id": config.bos_token_id}
   if config.eos_token_id:
     eos = list(config.eos_token_id)

@@ -97,8 +97,9 @@ class ModelPool:
 
     return read_config(resolved).max_position_embeddings
 
-  def reward_model(self, path: str, param_dtype: str = "", logit_index: Optional[int] = None,
-                   tokenizer: Any = None) -> tuple[Any, Any]:
+  def reward_model(
+    self, path: str, param_dtype: str = "", logit_index: Optional[int] = None, tokenizer: Any = None
+  ) -> tuple[Any, Any]:
     """A reward model folder (`logit_index` for one stored as a causal LM, NVIDIA's Select: 0)
     with its tokenizer, or `tokenizer` when the folder has none."""
     from helpsteer_jax.checkpoints.reward import load_reward_model
@@ -107,8 +108,9 @@ class ModelPool:
       raise ValueError("a reward model needs a folder path (the embedded model is a causal LM)")
     key = self.rm_key(path, param_dtype, logit_index)
     if key not in self._models:
-      model, own = load_reward_model(path, logit_index=logit_index, sharding=self.sharding,
-                                     **_dtype_overrides(param_dtype))
+      model, own = load_reward_model(
+        path, logit_index=logit_index, sharding=self.sharding, **_dtype_overrides(param_dtype)
+      )
       if own is None and tokenizer is None:
         raise ValueError(f"{path} has no tokenizer files; the reward model needs a tokenizer")
       self._models[key] = (model, own or tokenizer)

@@ -33,13 +33,12 @@ class TensorMapping:
     and global tensors, with the layer index inserted at `layer_at` for unrolled layers."""
     if self.layer is None or scan_layers:
       return self.path
-    return self.path[:self.layer_at] + (self.layer,) + self.path[self.layer_at:]
+    return self.path[: self.layer_at] + (self.layer,) + self.path[self.layer_at :]
 
 
 def with_prefix(mappings: list[TensorMapping], prefix: Path) -> list[TensorMapping]:
   """The same tensors for a model that holds the Llama under `prefix` (e.g. `("trunk",)`)."""
-  return [dataclasses.replace(m, path=tuple(prefix) + m.path, layer_at=m.layer_at + len(prefix))
-          for m in mappings]
+  return [dataclasses.replace(m, path=tuple(prefix) + m.path, layer_at=m.layer_at + len(prefix)) for m in mappings]
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -64,23 +63,22 @@ def llama_tensor_mappings(config: LlamaConfig) -> list[TensorMapping]:
   d, f = config.hidden_size, config.intermediate_size
   n, k, h, v = config.num_heads, config.num_kv_heads, config.head_dim, config.vocab_size
   out: list[TensorMapping] = [
-      TensorMapping("model.embed_tokens.weight", ("embed",), None, (v, d), _identity, _identity)
+    TensorMapping("model.embed_tokens.weight", ("embed",), None, (v, d), _identity, _identity)
   ]
   per_layer = [
-      ("input_layernorm.weight", ("input_norm", "scale"), (d,), (_identity, _identity)),
-      ("self_attn.q_proj.weight", ("attn", "q_proj"), (n * h, d), _linear((d,), (n, h))),
-      ("self_attn.k_proj.weight", ("attn", "k_proj"), (k * h, d), _linear((d,), (k, h))),
-      ("self_attn.v_proj.weight", ("attn", "v_proj"), (k * h, d), _linear((d,), (k, h))),
-      ("self_attn.o_proj.weight", ("attn", "o_proj"), (d, n * h), _linear((n, h), (d,))),
-      ("post_attention_layernorm.weight", ("post_attention_norm", "scale"), (d,), (_identity, _identity)),
-      ("mlp.gate_proj.weight", ("mlp", "gate_proj"), (f, d), _linear((d,), (f,))),
-      ("mlp.up_proj.weight", ("mlp", "up_proj"), (f, d), _linear((d,), (f,))),
-      ("mlp.down_proj.weight", ("mlp", "down_proj"), (d, f), _linear((f,), (d,))),
+    ("input_layernorm.weight", ("input_norm", "scale"), (d,), (_identity, _identity)),
+    ("self_attn.q_proj.weight", ("attn", "q_proj"), (n * h, d), _linear((d,), (n, h))),
+    ("self_attn.k_proj.weight", ("attn", "k_proj"), (k * h, d), _linear((d,), (k, h))),
+    ("self_attn.v_proj.weight", ("attn", "v_proj"), (k * h, d), _linear((d,), (k, h))),
+    ("self_attn.o_proj.weight", ("attn", "o_proj"), (d, n * h), _linear((n, h), (d,))),
+    ("post_attention_layernorm.weight", ("post_attention_norm", "scale"), (d,), (_identity, _identity)),
+    ("mlp.gate_proj.weight", ("mlp", "gate_proj"), (f, d), _linear((d,), (f,))),
+    ("mlp.up_proj.weight", ("mlp", "up_proj"), (f, d), _linear((d,), (f,))),
+    ("mlp.down_proj.weight", ("mlp", "down_proj"), (d, f), _linear((f,), (d,))),
   ]
   for layer in range(config.num_layers):
     for suffix, path, shape, (to_model, to_hf) in per_layer:
-      out.append(TensorMapping(f"model.layers.{layer}.{suffix}", ("layers",) + path, layer, shape,
-                               to_model, to_hf))
+      out.append(TensorMapping(f"model.layers.{layer}.{suffix}", ("layers",) + path, layer, shape, to_model, to_hf))
   out.append(TensorMapping("model.norm.weight", ("final_norm", "scale"), None, (d,), _identity, _identity))
   if not config.tie_word_embeddings:
     to_model, to_hf = _linear((d,), (v,))
@@ -92,9 +90,7 @@ SCORE_TENSOR = "score.weight"
 LM_HEAD_TENSOR = "lm_head.weight"
 
 
-def reward_tensor_mappings(
-    config: LlamaConfig, num_outputs: int, with_score: bool = True
-) -> list[TensorMapping]:
+def reward_tensor_mappings(config: LlamaConfig, num_outputs: int, with_score: bool = True) -> list[TensorMapping]:
   """Every tensor of a transformers `LlamaForSequenceClassification` checkpoint, in file order.
 
   The trunk's `model.*` tensors map under `trunk` of a `RewardModel`; `score.weight [O, D]` is
@@ -105,8 +101,7 @@ def reward_tensor_mappings(
   out = with_prefix(trunk, ("trunk",))
   if with_score:
     to_model, to_hf = _linear((config.hidden_size,), (num_outputs,))
-    out.append(TensorMapping(SCORE_TENSOR, ("head",), None, (num_outputs, config.hidden_size),
-                             to_model, to_hf))
+    out.append(TensorMapping(SCORE_TENSOR, ("head",), None, (num_outputs, config.hidden_size), to_model, to_hf))
   return out
 
 

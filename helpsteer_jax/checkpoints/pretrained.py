@@ -17,11 +17,11 @@ from helpsteer_jax.parallel.partitioning import ShardingContext
 
 
 def load_pretrained(
-    path: str,
-    *,
-    sharding: Optional[ShardingContext] = None,
-    show_progress: bool = True,
-    **config_overrides: Any,
+  path: str,
+  *,
+  sharding: Optional[ShardingContext] = None,
+  show_progress: bool = True,
+  **config_overrides: Any,
 ) -> tuple[Llama, Any]:
   """(model, tokenizer) from an HF folder (config.json + safetensors) or a .gguf file;
   "embedded" is the bundled SmolLM2-135M-Instruct.
@@ -35,6 +35,7 @@ def load_pretrained(
     path = resolve_model_path(path)
   if storage.is_file(path) and path.endswith(".gguf"):
     from helpsteer_jax.checkpoints.gguf import load_gguf
+
     return load_gguf(path, sharding=sharding, show_progress=show_progress, **config_overrides)
   if storage.is_dir(path):
     tokenizer = load_tokenizer(path)  # first: a tokenizer of another model fails before the weights load
@@ -46,18 +47,19 @@ def load_pretrained(
 
 
 def save_pretrained(
-    model: Llama,
-    tokenizer: Any,
-    out_dir: str,
-    *,
-    max_shard_size: int | str = "5GB",
-    dtype: Optional[str] = None,
-    show_progress: bool = True,
+  model: Llama,
+  tokenizer: Any,
+  out_dir: str,
+  *,
+  max_shard_size: int | str = "5GB",
+  dtype: Optional[str] = None,
+  show_progress: bool = True,
 ) -> None:
   """Writes an HF folder (safetensors shards, config, generation config, tokenizer) that
   transformers and vLLM load. In multi-process runs every process calls it; process 0 writes."""
   stops = stop_token_ids(tokenizer) if tokenizer is not None else ()
-  save_hf_model(model, out_dir, max_shard_size=max_shard_size, dtype=dtype, show_progress=show_progress,
-                eos_token_ids=stops)
+  save_hf_model(
+    model, out_dir, max_shard_size=max_shard_size, dtype=dtype, show_progress=show_progress, eos_token_ids=stops
+  )
   if tokenizer is not None and jax.process_index() == 0:
     save_tokenizer(tokenizer, out_dir)

@@ -65,12 +65,25 @@ LAYOUTS = ("sequence_classification", "causal_lm")
 LOGIT_INDEX_KEY = "reward_logit_index"
 
 # The 9 SteerLM (HelpSteer) attributes and the 5 of HelpSteer2, in their head order.
-STEERLM_ATTRIBUTES = ("quality", "toxicity", "humor", "creativity", "helpfulness", "correctness",
-                      "coherence", "complexity", "verbosity")
+STEERLM_ATTRIBUTES = (
+  "quality",
+  "toxicity",
+  "humor",
+  "creativity",
+  "helpfulness",
+  "correctness",
+  "coherence",
+  "complexity",
+  "verbosity",
+)
 HELPSTEER2_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 # HelpSteer2's scalar reward: a fixed weighting of the attributes, by name.
 HELPSTEER2_WEIGHTS: Mapping[str, float] = {
-    "helpfulness": 0.65, "correctness": 0.8, "coherence": 0.45, "complexity": 0.55, "verbosity": -0.4,
+  "helpfulness": 0.65,
+  "correctness": 0.8,
+  "coherence": 0.45,
+  "complexity": 0.55,
+  "verbosity": -0.4,
 }
 # The same weights laid out over the 9 SteerLM slots and over the 5 HelpSteer2 slots.
 STEERLM_REWARD_WEIGHTS = (0.0, 0.0, 0.0, 0.0, 0.65, 0.8, 0.45, 0.55, -0.4)
@@ -92,9 +105,7 @@ def default_labels(num_outputs: int) -> tuple[str, ...]:
   return tuple(f"LABEL_{i}" for i in range(num_outputs))
 
 
-def attribute_weights(
-    labels: Sequence[str], weights_by_name: Mapping[str, float] = HELPSTEER2_WEIGHTS
-) -> np.ndarray:
+def attribute_weights(labels: Sequence[str], weights_by_name: Mapping[str, float] = HELPSTEER2_WEIGHTS) -> np.ndarray:
   """Weights [O] over a head's outputs named `labels`; outputs without a weight get 0.
 
   Fails when a weighted attribute is not among the outputs (its term would silently vanish).
@@ -130,33 +141,27 @@ def _labels_from_config(hf: dict[str, Any], num_outputs: int, where: str) -> tup
       labels = tuple(str(id2label[str(i)]) for i in range(len(id2label)))
     except (KeyError, TypeError):
       raise CheckpointError(
-          f"{where}: id2label {id2label!r} is not a mapping indexed \"0\"..\"{len(id2label) - 1}\""
+        f'{where}: id2label {id2label!r} is not a mapping indexed "0".."{len(id2label) - 1}"'
       ) from None
     if len(labels) != num_outputs:
-      raise CheckpointError(
-          f"{where}: id2label names {len(labels)} outputs, tensor {SCORE_TENSOR!r} has {num_outputs}"
-      )
+      raise CheckpointError(f"{where}: id2label names {len(labels)} outputs, tensor {SCORE_TENSOR!r} has {num_outputs}")
     if num_outputs == 1 and labels == ("LABEL_0",):
       return default_labels(1)
     return labels
   declared = hf.get("num_labels")
   if declared is not None and declared != num_outputs:
-    raise CheckpointError(
-        f"{where}: num_labels={declared}, tensor {SCORE_TENSOR!r} has {num_outputs} outputs"
-    )
+    raise CheckpointError(f"{where}: num_labels={declared}, tensor {SCORE_TENSOR!r} has {num_outputs} outputs")
   return default_labels(num_outputs)
 
 
 def _check_folder(folder: str) -> None:
   if not storage.is_dir(folder):
     problem = "is a file" if storage.exists(folder) else "no such directory"
-    raise CheckpointError(
-        f"{folder}: {problem}; expected an HF {ARCHITECTURE} folder (config.json and *.safetensors)"
-    )
+    raise CheckpointError(f"{folder}: {problem}; expected an HF {ARCHITECTURE} folder (config.json and *.safetensors)")
 
 
 def _open_reward_folder(
-    folder: str, overrides: dict[str, Any], logit_index: Optional[int] = None
+  folder: str, overrides: dict[str, Any], logit_index: Optional[int] = None
 ) -> tuple[LlamaConfig, tuple[str, ...], SafetensorsFolder, list]:
   """(trunk config, output names, tensors, tensor mappings) of a reward model folder."""
   _check_folder(folder)
@@ -169,38 +174,47 @@ def _open_reward_folder(
       logit_index = hf.get(LOGIT_INDEX_KEY)
     causal = LM_HEAD_TENSOR in source.names() or any("CausalLM" in a for a in archs)
     if logit_index is None:
-      hint = ("; a causal LM that stores its reward in one output-layer row, as NVIDIA's Select "
-              "and Reward-HF models do, loads with logit_index=0") if causal else ""
+      hint = (
+        (
+          "; a causal LM that stores its reward in one output-layer row, as NVIDIA's Select "
+          "and Reward-HF models do, loads with logit_index=0"
+        )
+        if causal
+        else ""
+      )
       raise CheckpointError(
-          f"{folder}: {'a causal LM' if causal else 'not a reward model'} (architectures={archs}): "
-          f"no {SCORE_TENSOR!r} tensor; a reward model folder is an HF {ARCHITECTURE}{hint}; to "
-          "start a new reward model from a causal LM use reward_model_from_causal_lm"
+        f"{folder}: {'a causal LM' if causal else 'not a reward model'} (architectures={archs}): "
+        f"no {SCORE_TENSOR!r} tensor; a reward model folder is an HF {ARCHITECTURE}{hint}; to "
+        "start a new reward model from a causal LM use reward_model_from_causal_lm"
       )
     try:
       head = reward_logit_mapping(config, int(logit_index))
     except ValueError as e:
       raise CheckpointError(f"{folder}: {e}") from None
     if head.hf_name not in source.names():
-      raise CheckpointError(f"{folder}: logit_index={logit_index} needs the output layer "
-                            f"{head.hf_name!r}, which the folder does not have")
+      raise CheckpointError(
+        f"{folder}: logit_index={logit_index} needs the output layer {head.hf_name!r}, which the folder does not have"
+      )
     trunk = reward_tensor_mappings(config, 1, with_score=False)
     return config, default_labels(1), source, trunk + [head]
   if logit_index is not None:
     raise CheckpointError(
-        f"{folder}: has {SCORE_TENSOR!r}, so it is an HF {ARCHITECTURE} that scores with its own "
-        f"head; logit_index={logit_index} is for reward models stored as a causal LM")
+      f"{folder}: has {SCORE_TENSOR!r}, so it is an HF {ARCHITECTURE} that scores with its own "
+      f"head; logit_index={logit_index} is for reward models stored as a causal LM"
+    )
   shape = source.shape(SCORE_TENSOR)
   if len(shape) != 2 or shape[1] != config.hidden_size or shape[0] < 1:
     raise CheckpointError(
-        f"{source.where(SCORE_TENSOR)}: tensor {SCORE_TENSOR!r} has shape {tuple(shape)}, "
-        f"expected [num_outputs, hidden_size={config.hidden_size}]"
+      f"{source.where(SCORE_TENSOR)}: tensor {SCORE_TENSOR!r} has shape {tuple(shape)}, "
+      f"expected [num_outputs, hidden_size={config.hidden_size}]"
     )
   labels = _labels_from_config(hf, int(shape[0]), storage.join(folder, "config.json"))
   return config, labels, source, reward_tensor_mappings(config, len(labels))
 
 
-def read_reward_config(folder: str, logit_index: Optional[int] = None,
-                       **overrides: Any) -> tuple[LlamaConfig, tuple[str, ...]]:
+def read_reward_config(
+  folder: str, logit_index: Optional[int] = None, **overrides: Any
+) -> tuple[LlamaConfig, tuple[str, ...]]:
   """(trunk config, output names) of a reward model folder, checked against its score tensor."""
   config, labels, _, _ = _open_reward_folder(os.fspath(folder), overrides, logit_index)
   return config, labels
@@ -212,12 +226,12 @@ def reward_labels(folder: str, logit_index: Optional[int] = None) -> tuple[str, 
 
 
 def load_reward_model(
-    path: str,
-    *,
-    logit_index: Optional[int] = None,
-    sharding: Optional[ShardingContext] = None,
-    show_progress: bool = True,
-    **config_overrides: Any,
+  path: str,
+  *,
+  logit_index: Optional[int] = None,
+  sharding: Optional[ShardingContext] = None,
+  show_progress: bool = True,
+  **config_overrides: Any,
 ) -> tuple[RewardModel, Any]:
   """(RewardModel, tokenizer) from an HF `LlamaForSequenceClassification` folder, or from a
   `LlamaForCausalLM` folder whose reward is the logit of vocabulary index `logit_index` at the
@@ -233,21 +247,25 @@ def load_reward_model(
   config, labels, source, mappings = _open_reward_folder(path, config_overrides, logit_index)
   num_outputs = len(labels)
   model = build_model(
-      config, source, mappings, sharding,
-      what=path, show_progress=show_progress,
-      make_model=lambda: RewardModel(config, num_outputs, rngs=nnx.Rngs(0), sharding=sharding),
+    config,
+    source,
+    mappings,
+    sharding,
+    what=path,
+    show_progress=show_progress,
+    make_model=lambda: RewardModel(config, num_outputs, rngs=nnx.Rngs(0), sharding=sharding),
   )
   return model, load_tokenizer(path)
 
 
 def reward_model_from_causal_lm(
-    path: str,
-    num_outputs: int = 1,
-    *,
-    seed: int = 0,
-    sharding: Optional[ShardingContext] = None,
-    show_progress: bool = True,
-    **config_overrides: Any,
+  path: str,
+  num_outputs: int = 1,
+  *,
+  seed: int = 0,
+  sharding: Optional[ShardingContext] = None,
+  show_progress: bool = True,
+  **config_overrides: Any,
 ) -> tuple[RewardModel, Any]:
   """A new reward model on the trunk of an HF causal LM folder (e.g. an SFT policy).
 
@@ -258,17 +276,23 @@ def reward_model_from_causal_lm(
   config = read_config(path, **config_overrides)
   source = SafetensorsFolder(path)
   if SCORE_TENSOR in source.names():
-    raise CheckpointError(f"{path}: has {SCORE_TENSOR!r}, so it is a reward model already; "
-                          "load it with load_reward_model")
+    raise CheckpointError(
+      f"{path}: has {SCORE_TENSOR!r}, so it is a reward model already; load it with load_reward_model"
+    )
 
   def fresh_head(shape: tuple[int, ...]) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape) / np.sqrt(config.hidden_size + 1)
 
   model = build_model(
-      config, source, reward_tensor_mappings(config, num_outputs, with_score=False), sharding,
-      what=path, show_progress=show_progress,
-      make_model=lambda: RewardModel(config, num_outputs, rngs=nnx.Rngs(0), sharding=sharding),
-      initial_values={("head",): fresh_head}, ignore=(LM_HEAD_TENSOR,),
+    config,
+    source,
+    reward_tensor_mappings(config, num_outputs, with_score=False),
+    sharding,
+    what=path,
+    show_progress=show_progress,
+    make_model=lambda: RewardModel(config, num_outputs, rngs=nnx.Rngs(0), sharding=sharding),
+    initial_values={("head",): fresh_head},
+    ignore=(LM_HEAD_TENSOR,),
   )
   return model, load_tokenizer(path)
 
@@ -298,9 +322,9 @@ def _export_tokenizer_and_pad(tokenizer: Any, pad_token_id: Optional[int]) -> tu
     pad_token_id = getattr(tokenizer, "pad_token_id", None)
   if pad_token_id is None:
     raise ValueError(
-        "a reward model folder needs a pad_token_id (transformers scores the last token that is "
-        "not the pad id, and refuses batches without one): pass pad_token_id= or a tokenizer "
-        "with a pad token"
+      "a reward model folder needs a pad_token_id (transformers scores the last token that is "
+      "not the pad id, and refuses batches without one): pass pad_token_id= or a tokenizer "
+      "with a pad token"
     )
   if tokenizer is None:
     return None, int(pad_token_id)
@@ -309,19 +333,26 @@ def _export_tokenizer_and_pad(tokenizer: Any, pad_token_id: Optional[int]) -> tu
   safe = safe_pad_token(tokenizer)
   if safe is None:
     raise ValueError(
-        f"pad_token_id={pad_token_id} also ends turns, and the tokenizer has no other special token "
-        "to pad with: transformers would score the token before a final end-of-turn; pass "
-        "pad_token_id= of a token that never ends a text")
+      f"pad_token_id={pad_token_id} also ends turns, and the tokenizer has no other special token "
+      "to pad with: transformers would score the token before a final end-of-turn; pass "
+      "pad_token_id= of a token that never ends a text"
+    )
   token, safe_id = safe
-  log.info("reward export: pad id %d also ends turns; padding with %r (id %d) instead, so "
-           "transformers scores the last real token", pad_token_id, token, safe_id)
+  log.info(
+    "reward export: pad id %d also ends turns; padding with %r (id %d) instead, so "
+    "transformers scores the last real token",
+    pad_token_id,
+    token,
+    safe_id,
+  )
   exported = copy.deepcopy(tokenizer)
   exported.pad_token = token
   return exported, safe_id
 
 
-def reward_hf_config(config: LlamaConfig, labels: Sequence[str], pad_token_id: int,
-                     torch_dtype: Optional[str] = None) -> dict[str, Any]:
+def reward_hf_config(
+  config: LlamaConfig, labels: Sequence[str], pad_token_id: int, torch_dtype: Optional[str] = None
+) -> dict[str, Any]:
   """The config.json dict of a `LlamaForSequenceClassification` with outputs named `labels`."""
   hf = to_hf_dict(config, torch_dtype=torch_dtype)
   hf["architectures"] = [ARCHITECTURE]
@@ -333,9 +364,9 @@ def reward_hf_config(config: LlamaConfig, labels: Sequence[str], pad_token_id: i
   return hf
 
 
-def causal_lm_reward_hf_config(config: LlamaConfig, logit_index: int,
-                               pad_token_id: Optional[int] = None,
-                               torch_dtype: Optional[str] = None) -> dict[str, Any]:
+def causal_lm_reward_hf_config(
+  config: LlamaConfig, logit_index: int, pad_token_id: Optional[int] = None, torch_dtype: Optional[str] = None
+) -> dict[str, Any]:
   """The config.json dict of a reward model stored as `LlamaForCausalLM` (reward at `logit_index`)."""
   hf = to_hf_dict(config, torch_dtype=torch_dtype)
   hf["architectures"] = [CAUSAL_ARCHITECTURE]
@@ -347,17 +378,17 @@ def causal_lm_reward_hf_config(config: LlamaConfig, logit_index: int,
 
 
 def save_reward_model(
-    model: RewardModel,
-    tokenizer: Any,
-    out_dir: str,
-    *,
-    labels: Optional[Sequence[str]] = None,
-    pad_token_id: Optional[int] = None,
-    layout: str = "sequence_classification",
-    logit_index: int = 0,
-    max_shard_size: int | str = "5GB",
-    dtype: Optional[str] = None,
-    show_progress: bool = True,
+  model: RewardModel,
+  tokenizer: Any,
+  out_dir: str,
+  *,
+  labels: Optional[Sequence[str]] = None,
+  pad_token_id: Optional[int] = None,
+  layout: str = "sequence_classification",
+  logit_index: int = 0,
+  max_shard_size: int | str = "5GB",
+  dtype: Optional[str] = None,
+  show_progress: bool = True,
 ) -> None:
   """Writes an HF folder that transformers loads and scores alike.
 
@@ -377,13 +408,16 @@ def save_reward_model(
   dtype = dtype or config.param_dtype
   if layout == "causal_lm":
     if num_outputs != 1:
-      raise ValueError(f"layout='causal_lm' stores one reward logit; the model has {num_outputs} "
-                       "outputs (save multi-attribute models as sequence_classification)")
+      raise ValueError(
+        f"layout='causal_lm' stores one reward logit; the model has {num_outputs} "
+        "outputs (save multi-attribute models as sequence_classification)"
+      )
     if pad_token_id is None and tokenizer is not None:
       pad_token_id = getattr(tokenizer, "pad_token_id", None)
     hf_config = causal_lm_reward_hf_config(config, logit_index, pad_token_id, torch_dtype=dtype)
     mappings = reward_tensor_mappings(config, 1, with_score=False) + [
-        reward_logit_mapping(config, logit_index, hf_name=LM_HEAD_TENSOR)]
+      reward_logit_mapping(config, logit_index, hf_name=LM_HEAD_TENSOR)
+    ]
   else:
     labels = tuple(labels) if labels is not None else default_labels(num_outputs)
     if len(labels) != num_outputs or len(set(labels)) != len(labels):

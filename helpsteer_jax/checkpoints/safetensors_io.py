@@ -20,11 +20,18 @@ import numpy as np
 from helpsteer_jax import storage
 
 DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8),
-    "BOOL": np.dtype(np.bool_), "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+  "F64": np.dtype(np.float64),
+  "F32": np.dtype(np.float32),
+  "F16": np.dtype(np.float16),
+  "BF16": np.dtype(ml_dtypes.bfloat16),
+  "I64": np.dtype(np.int64),
+  "I32": np.dtype(np.int32),
+  "I16": np.dtype(np.int16),
+  "I8": np.dtype(np.int8),
+  "U8": np.dtype(np.uint8),
+  "BOOL": np.dtype(np.bool_),
+  "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+  "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
@@ -49,7 +56,7 @@ class SafetensorsFile:
       (header_size,) = struct.unpack("<Q", raw)
       if header_size > min(_MAX_HEADER, size - 8):
         raise CheckpointError(
-            f"{path}: corrupt safetensors header (declares {header_size} header bytes, file has {size})"
+          f"{path}: corrupt safetensors header (declares {header_size} header bytes, file has {size})"
         )
       try:
         header = json.loads(f.read(header_size))
@@ -63,8 +70,8 @@ class SafetensorsFile:
     for name, info in header.items():
       if isinstance(info, dict) and isinstance(info.get("dtype"), str) and info["dtype"] not in DTYPES:
         raise CheckpointError(
-            f"{path}: tensor {name!r} has dtype {info['dtype']!r}; expected one of {sorted(DTYPES)} "
-            "(quantized formats are read from GGUF files, not safetensors)"
+          f"{path}: tensor {name!r} has dtype {info['dtype']!r}; expected one of {sorted(DTYPES)} "
+          "(quantized formats are read from GGUF files, not safetensors)"
         )
       try:
         dtype = DTYPES[info["dtype"]]
@@ -75,12 +82,11 @@ class SafetensorsFile:
       expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
       if end - begin != expected or begin < 0:
         raise CheckpointError(
-            f"{path}: tensor {name!r} declares {end - begin} bytes, its dtype and shape need {expected}"
+          f"{path}: tensor {name!r} declares {end - begin} bytes, its dtype and shape need {expected}"
         )
       if self._data_start + end > size:
         raise CheckpointError(
-            f"{path}: truncated file: tensor {name!r} ends at byte {self._data_start + end}, "
-            f"the file has {size}"
+          f"{path}: truncated file: tensor {name!r} ends at byte {self._data_start + end}, the file has {size}"
         )
       self.entries[name] = (dtype, shape, begin, end)
 
@@ -111,9 +117,7 @@ class SafetensorsFile:
 PendingTensor = tuple[str, tuple[int, ...], np.dtype, Callable[[], np.ndarray]]
 
 
-def write_safetensors(
-    path: str, tensors: Iterable[PendingTensor], metadata: Optional[dict[str, str]] = None
-) -> None:
+def write_safetensors(path: str, tensors: Iterable[PendingTensor], metadata: Optional[dict[str, str]] = None) -> None:
   """Writes tensors one at a time; each `fetch()` is called only when its bytes are written."""
   tensors = list(tensors)
   header: dict[str, Any] = {}
@@ -122,8 +126,11 @@ def write_safetensors(
   offset = 0
   for name, shape, dtype, _ in tensors:
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    header[name] = {"dtype": DTYPE_NAMES[np.dtype(dtype)], "shape": list(shape),
-                    "data_offsets": [offset, offset + nbytes]}
+    header[name] = {
+      "dtype": DTYPE_NAMES[np.dtype(dtype)],
+      "shape": list(shape),
+      "data_offsets": [offset, offset + nbytes],
+    }
     offset += nbytes
   encoded = json.dumps(header, separators=(",", ":")).encode()
   encoded += b" " * (-len(encoded) % 8)  # align the data section to 8 bytes

@@ -64,28 +64,25 @@ def _put(host: np.ndarray, target) -> jax.Array:
   return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
 
 
-def check_tensor_names(source: TensorSource, mappings: list[TensorMapping], what: str,
-                       ignore: Collection[str] = ()) -> None:
+def check_tensor_names(
+  source: TensorSource, mappings: list[TensorMapping], what: str, ignore: Collection[str] = ()
+) -> None:
   expected = [m.hf_name for m in mappings]
   available = set(source.names()) - set(ignore)
   missing = [n for n in expected if n not in available]
   if missing:
     raise CheckpointError(
-        f"{what}: missing {len(missing)} tensor(s) the config requires, e.g. {missing[:5]} "
-        "(a partial checkpoint, or a config whose sizes do not match the weights?)"
+      f"{what}: missing {len(missing)} tensor(s) the config requires, e.g. {missing[:5]} "
+      "(a partial checkpoint, or a config whose sizes do not match the weights?)"
     )
   known = set(expected)
-  unexpected = sorted(
-      n for n in available if n not in known and not n.endswith(IGNORED_HF_TENSOR_SUFFIXES)
-  )
+  unexpected = sorted(n for n in available if n not in known and not n.endswith(IGNORED_HF_TENSOR_SUFFIXES))
   if unexpected:
     examples = ", ".join(f"{n!r} (in {source.where(n)})" for n in unexpected[:5])
     hint = "another architecture, or a config.json that does not match the weights?"
     if "lm_head.weight" in unexpected and "lm_head.weight" not in known:
       hint = "the config ties the output layer to the embedding, yet the checkpoint has lm_head.weight"
-    raise CheckpointError(
-        f"{what}: {len(unexpected)} tensor(s) the model has no place for, e.g. {examples} ({hint})"
-    )
+    raise CheckpointError(f"{what}: {len(unexpected)} tensor(s) the model has no place for, e.g. {examples} ({hint})")
   shape_of = getattr(source, "shape", None)
   if shape_of is not None:  # fail before reading gigabytes, not halfway through the load
     for m in mappings:
@@ -95,13 +92,12 @@ def check_tensor_names(source: TensorSource, mappings: list[TensorMapping], what
 def _check_tensor(source: TensorSource, m: TensorMapping, shape: Sequence[int], dtype) -> None:
   if tuple(shape) != m.hf_shape:
     raise CheckpointError(
-        f"{source.where(m.hf_name)}: tensor {m.hf_name!r} has shape {tuple(shape)}, "
-        f"the config expects {m.hf_shape}"
+      f"{source.where(m.hf_name)}: tensor {m.hf_name!r} has shape {tuple(shape)}, the config expects {m.hf_shape}"
     )
   if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
     raise CheckpointError(
-        f"{source.where(m.hf_name)}: tensor {m.hf_name!r} has dtype {np.dtype(dtype).name}, "
-        "expected a floating-point weight"
+      f"{source.where(m.hf_name)}: tensor {m.hf_name!r} has dtype {np.dtype(dtype).name}, "
+      "expected a floating-point weight"
     )
 
 
@@ -136,22 +132,23 @@ def _layer_updater(sharding: jax.sharding.Sharding) -> Callable[[jax.Array, jax.
   """`stack[i] = layer` in place (the stack is donated); one jitted function per sharding, so
   parameters of equal shape, and later loads of the same model, reuse its compilations."""
   return jax.jit(
-      lambda stack, layer, i: jax.lax.dynamic_update_index_in_dim(stack, layer, i, 0),
-      donate_argnums=0, out_shardings=sharding,
+    lambda stack, layer, i: jax.lax.dynamic_update_index_in_dim(stack, layer, i, 0),
+    donate_argnums=0,
+    out_shardings=sharding,
   )
 
 
 def build_model(
-    config: LlamaConfig,
-    source: TensorSource,
-    mappings: list[TensorMapping],
-    sharding: Optional[ShardingContext] = None,
-    what: str = "checkpoint",
-    show_progress: bool = True,
-    *,
-    make_model: Optional[Callable[[], nnx.Module]] = None,
-    initial_values: Optional[Mapping[tuple, Callable[[tuple[int, ...]], np.ndarray]]] = None,
-    ignore: Collection[str] = (),
+  config: LlamaConfig,
+  source: TensorSource,
+  mappings: list[TensorMapping],
+  sharding: Optional[ShardingContext] = None,
+  what: str = "checkpoint",
+  show_progress: bool = True,
+  *,
+  make_model: Optional[Callable[[], nnx.Module]] = None,
+  initial_values: Optional[Mapping[tuple, Callable[[tuple[int, ...]], np.ndarray]]] = None,
+  ignore: Collection[str] = (),
 ) -> Any:
   """A model whose every parameter comes from `source`, placed on `sharding` (one device if None).
 
@@ -169,8 +166,7 @@ def build_model(
   values: dict[tuple, jax.Array] = {}
   dtype = config.weight_dtype
 
-  for m in tqdm(mappings, desc=f"loading {what}", unit="tensor", disable=not show_progress,
-                mininterval=2.0):
+  for m in tqdm(mappings, desc=f"loading {what}", unit="tensor", disable=not show_progress, mininterval=2.0):
     path = m.variable_path(config.scan_layers)
     variable = variables[path]
     host = source.read(m.hf_name)
@@ -205,7 +201,8 @@ def build_model(
   if missing:  # a mapping table that does not cover the model is a bug, never a partial load
     raise CheckpointError(f"{what}: parameters left unloaded: {missing[:5]}")
   state = jax.tree_util.tree_map_with_path(
-      lambda p, v: v.replace(values[path_key(p)]),
-      abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable),
+    lambda p, v: v.replace(values[path_key(p)]),
+    abstract_state,
+    is_leaf=lambda x: isinstance(x, nnx.Variable),
   )
   return nnx.merge(graphdef, state)

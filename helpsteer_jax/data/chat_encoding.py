@@ -84,8 +84,7 @@ class TemplateError(ValueError):
 class ChatEncoder:
   """Tokenises examples for training with `tokenizer`'s chat template (see the module doc)."""
 
-  def __init__(self, tokenizer: Any, max_length: int, truncation: str = "drop",
-               stats: Optional[BuildStats] = None):
+  def __init__(self, tokenizer: Any, max_length: int, truncation: str = "drop", stats: Optional[BuildStats] = None):
     if truncation not in TRUNCATION:
       raise ValueError(f"truncation={truncation!r}; expected one of {TRUNCATION}")
     if max_length < 2:
@@ -112,7 +111,8 @@ class ChatEncoder:
 
   def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
     return self.tokenizer.apply_chat_template(
-        [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt)
+      [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
   def pieces(self, example: ChatExample) -> list[tuple[str, bool]]:
     """The rendered text of `example` up to its last loss turn's end-of-turn token, as
@@ -127,11 +127,11 @@ class ChatEncoder:
       full = self.render(messages[: turn + 1])
       if not prompt.startswith(consumed) or not full.startswith(prompt):
         raise TemplateError(
-            f"{example.source}: the chat template does not render turn {turn} as an extension of "
-            "the turns before it, so the assistant output cannot be located for the loss mask"
+          f"{example.source}: the chat template does not render turn {turn} as an extension of "
+          "the turns before it, so the assistant output cannot be located for the loss mask"
         )
-      spans.append((prompt[len(consumed):], False))
-      output = full[len(prompt):]
+      spans.append((prompt[len(consumed) :], False))
+      output = full[len(prompt) :]
       cut = self._end_of_output(output)
       spans.append((output[:cut], True))
       if cut < len(output):
@@ -189,35 +189,36 @@ class ChatEncoder:
         texts.append(self.render(example.messages[:-1], add_generation_prompt=True))
         plans.append((example, start))
       else:
-        raise TypeError(
-            f"cannot encode {type(example).__name__}; expected a chat, pair or regression example")
+        raise TypeError(f"cannot encode {type(example).__name__}; expected a chat, pair or regression example")
     ids = self._encode_texts(texts)
     out: list[Optional[Tokenized]] = []
     for example, plan in plans:
       if isinstance(example, ChatExample):
         start, flags = plan
-        out.append(self._chat(example, ids[start:start + len(flags)], flags))
+        out.append(self._chat(example, ids[start : start + len(flags)], flags))
       elif isinstance(example, PairExample):
         chosen = self._scored(ids[plan], ids[plan + 1], example.source)
         rejected = self._scored(ids[plan + 2], ids[plan + 3], example.source)
         if chosen is None or rejected is None:
           out.append(None)
         else:
-          out.append(TokenizedPair(chosen, rejected, float(example.label_magnitude),
-                                   PAIR_KINDS.index(example.kind), example.source))
+          out.append(
+            TokenizedPair(
+              chosen, rejected, float(example.label_magnitude), PAIR_KINDS.index(example.kind), example.source
+            )
+          )
       else:
         seq = self._scored(ids[plan], ids[plan + 1], example.source)
-        out.append(None if seq is None else TokenizedRegression(
-            seq, np.asarray(example.targets, np.float32), example.source))
+        out.append(
+          None if seq is None else TokenizedRegression(seq, np.asarray(example.targets, np.float32), example.source)
+        )
     return out
 
   # -- assembling and truncating ---------------------------------------------------------------
 
-  def _chat(self, example: ChatExample, chunks: list[list[int]],
-            flags: list[bool]) -> Optional[TokenizedChat]:
+  def _chat(self, example: ChatExample, chunks: list[list[int]], flags: list[bool]) -> Optional[TokenizedChat]:
     ids = np.fromiter((t for chunk in chunks for t in chunk), np.int32)
-    mask = np.concatenate([np.full(len(c), f, bool) for c, f in zip(chunks, flags)]) if chunks \
-        else np.zeros(0, bool)
+    mask = np.concatenate([np.full(len(c), f, bool) for c, f in zip(chunks, flags)]) if chunks else np.zeros(0, bool)
     if not mask.any():
       self.stats.add("dropped_no_loss_tokens")
       return None

@@ -128,6 +128,7 @@ class BuildStats:
 # Builders read rows through these so a malformed row fails with the field named and the type
 # expected, instead of a KeyError or a silently wrong example.
 
+
 def field(row: Mapping[str, Any], key: str) -> Any:
   if not isinstance(row, Mapping):
     raise RowError(f"expected a JSON object (a mapping of field names), got {type(row).__name__}")
@@ -156,8 +157,12 @@ def text_list_field(row: Mapping[str, Any], key: str, *, min_items: int = 1) -> 
 
 def int_field(row: Mapping[str, Any], key: str, low: int, high: int) -> int:
   value = field(row, key)
-  if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-      or float(value) != int(value)):
+  if (
+    isinstance(value, bool)
+    or not isinstance(value, (int, float))
+    or not math.isfinite(value)
+    or float(value) != int(value)
+  ):
     raise RowError(f"field {key!r} must be an integer in [{low}, {high}], got {value!r}")
   if not low <= int(value) <= high:
     raise RowError(f"field {key!r} = {value} is outside [{low}, {high}]")
@@ -168,12 +173,10 @@ def messages_field(row: Mapping[str, Any], key: str, *, last_role: str = "user")
   """A list of `{"role", "content"}` messages (roles system/user/assistant) ending on `last_role`."""
   value = field(row, key)
   if not isinstance(value, list) or not value:
-    raise RowError(f"field {key!r} must be a non-empty list of {{'role', 'content'}} messages, "
-                   f"got {_describe(value)}")
+    raise RowError(f"field {key!r} must be a non-empty list of {{'role', 'content'}} messages, got {_describe(value)}")
   messages = []
   for i, m in enumerate(value):
-    if not (isinstance(m, Mapping) and isinstance(m.get("role"), str)
-            and isinstance(m.get("content"), str)):
+    if not (isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
       raise RowError(f"field {key!r}[{i}] must be {{'role': str, 'content': str}}, got {_describe(m)}")
     if m["role"] not in ROLES:
       raise RowError(f"field {key!r}[{i}] has role {m['role']!r}; expected one of {ROLES}")

@@ -31,8 +31,17 @@ from helpsteer_jax.data.examples import (
 from helpsteer_jax.data.helpsteer3 import preference_pair
 
 # The 9 SteerLM attribute slots, in the order of the regression head's outputs.
-STEERLM_ATTRIBUTES = ("quality", "toxicity", "humor", "creativity", "helpfulness", "correctness",
-                      "coherence", "complexity", "verbosity")
+STEERLM_ATTRIBUTES = (
+  "quality",
+  "toxicity",
+  "humor",
+  "creativity",
+  "helpfulness",
+  "correctness",
+  "coherence",
+  "complexity",
+  "verbosity",
+)
 # The 5 attributes HelpSteer and HelpSteer2 annotate.
 HELPSTEER2_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 ATTRIBUTE_RANGE = (0, 4)
@@ -52,8 +61,10 @@ def parse_prompt(prompt: str) -> list[Message]:
   for i in range(1, len(parts), 2):
     marker, content = parts[i], parts[i + 1]
     if marker != expected:
-      raise RowError(f"field 'prompt': turn {len(messages) + 1} is marked {marker!r}; expected "
-                     f"{expected!r} (turns must alternate user/assistant)")
+      raise RowError(
+        f"field 'prompt': turn {len(messages) + 1} is marked {marker!r}; expected "
+        f"{expected!r} (turns must alternate user/assistant)"
+      )
     messages.append({"role": "user" if marker == "User" else "assistant", "content": content})
     expected = "User" if marker == "Assistant" else "Assistant"
   if messages[-1]["role"] != "user":
@@ -157,5 +168,6 @@ class HelpSteer2PreferenceBuilder:
         stats.add(f"rows_in_split/{row_split}")
         return []
     context = parse_prompt(text_field(row, "prompt"))
-    return preference_pair(context, row, where, stats, "preference_strength",
-                           ("response_1", "response_2"), self.min_magnitude)
+    return preference_pair(
+      context, row, where, stats, "preference_strength", ("response_1", "response_2"), self.min_magnitude
+    )

@@ -81,8 +81,7 @@ class FeedbackBuilder:
           stats.add("feedback_without_opening")
           continue
         request = prompts.feedback_request(context, response, self.prompt_format)
-        examples.append(_sft(request, feedback,
-                             f"{where} response{side} feedback {i}"))
+        examples.append(_sft(request, feedback, f"{where} response{side} feedback {i}"))
     return examples
 
 
@@ -158,14 +157,16 @@ class EditQualityBuilder:
       chosen = freeze(prompt + [assistant(good)])
       suffix = f" permutation {k}" if self.permute_feedback else ""
       if self.include_bad_edit:
-        pairs.append(PairExample(chosen, freeze(prompt + [assistant(bad)]), 1.0, "bad_edit",
-                                 f"{where}{suffix} bad_edit"))
+        pairs.append(
+          PairExample(chosen, freeze(prompt + [assistant(bad)]), 1.0, "bad_edit", f"{where}{suffix} bad_edit")
+        )
       if self.include_no_edit:
         if original.strip() == good.strip():
           stats.add("no_edit_pair_identical")  # nothing to learn from identical sides
         else:
-          pairs.append(PairExample(chosen, freeze(prompt + [assistant(original)]), 1.0, "no_edit",
-                                   f"{where}{suffix} no_edit"))
+          pairs.append(
+            PairExample(chosen, freeze(prompt + [assistant(original)]), 1.0, "no_edit", f"{where}{suffix} no_edit")
+          )
     return pairs
 
 
@@ -184,13 +185,18 @@ class PreferenceBuilder:
 
   def __call__(self, row: Mapping[str, Any], where: str, stats: BuildStats) -> list[PairExample]:
     context = messages_field(row, self.context_key)
-    return preference_pair(context, row, where, stats, self.label_key, self.response_keys,
-                           self.min_magnitude)
+    return preference_pair(context, row, where, stats, self.label_key, self.response_keys, self.min_magnitude)
 
 
-def preference_pair(context: Sequence[Message], row: Mapping[str, Any], where: str, stats: BuildStats,
-                    label_key: str, response_keys: tuple[str, str], min_magnitude: int = 1
-                    ) -> list[PairExample]:
+def preference_pair(
+  context: Sequence[Message],
+  row: Mapping[str, Any],
+  where: str,
+  stats: BuildStats,
+  label_key: str,
+  response_keys: tuple[str, str],
+  min_magnitude: int = 1,
+) -> list[PairExample]:
   """The (chosen, rejected) pair of a row with two responses and a signed -3..3 preference."""
   first = text_field(row, response_keys[0])
   second = text_field(row, response_keys[1])
@@ -202,6 +208,12 @@ def preference_pair(context: Sequence[Message], row: Mapping[str, Any], where: s
     stats.add("preference_below_min")
     return []
   chosen, rejected = (first, second) if label < 0 else (second, first)
-  return [PairExample(freeze(list(context) + [assistant(chosen)]),
-                      freeze(list(context) + [assistant(rejected)]),
-                      float(abs(label)), "preference", where)]
+  return [
+    PairExample(
+      freeze(list(context) + [assistant(chosen)]),
+      freeze(list(context) + [assistant(rejected)]),
+      float(abs(label)),
+      "preference",
+      where,
+    )
+  ]

@@ -43,11 +43,11 @@ def epoch_order(num_examples: int, seed: int, epoch: int, shuffle: bool = True) 
 def process_rows(global_rows: int, process_index: int, process_count: int) -> slice:
   """The global rows of one process: a contiguous block of `global_rows / process_count`."""
   if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index}, process_count={process_count}; "
-                     "expected 0 <= process_index < process_count")
+    raise ValueError(
+      f"process_index={process_index}, process_count={process_count}; expected 0 <= process_index < process_count"
+    )
   if global_rows % process_count:
-    raise ValueError(f"the global batch of {global_rows} rows does not split evenly over "
-                     f"{process_count} processes")
+    raise ValueError(f"the global batch of {global_rows} rows does not split evenly over {process_count} processes")
   per = global_rows // process_count
   return slice(process_index * per, (process_index + 1) * per)
 
@@ -61,18 +61,18 @@ class DataIterator:
   """
 
   def __init__(
-      self,
-      examples: Sequence[Example],
-      encoder: ChatEncoder,
-      batcher: Batcher,
-      *,
-      seed: int = 0,
-      shuffle: bool = True,
-      num_epochs: Optional[int] = None,
-      drop_remainder: bool = True,
-      process_index: int = 0,
-      process_count: int = 1,
-      lookahead: int = 256,
+    self,
+    examples: Sequence[Example],
+    encoder: ChatEncoder,
+    batcher: Batcher,
+    *,
+    seed: int = 0,
+    shuffle: bool = True,
+    num_epochs: Optional[int] = None,
+    drop_remainder: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    lookahead: int = 256,
   ):
     if not examples:
       raise DataError("no examples to iterate over")
@@ -100,8 +100,7 @@ class DataIterator:
 
   def get_state(self) -> dict[str, int]:
     """The position after the last batch yielded, as plain ints (checkpoint it as is)."""
-    return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-            "num_examples": len(self.examples)}
+    return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "num_examples": len(self.examples)}
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Continues from a `get_state()` dict; the data must be the same (its size is checked)."""
@@ -130,7 +129,7 @@ class DataIterator:
     counter = ChatEncoder(self.encoder.tokenizer, self.encoder.max_length, self.encoder.truncation)
     tokenized: list[Optional[Tokenized]] = []
     for start in range(0, len(self.examples), self.lookahead):
-      tokenized.extend(counter.encode_many(list(self.examples[start:start + self.lookahead])))
+      tokenized.extend(counter.encode_many(list(self.examples[start : start + self.lookahead])))
     counts = []
     for epoch in range(num_epochs):
       batches, plan = 0, self.batcher.start()
@@ -179,10 +178,12 @@ class DataIterator:
           # batch means the data can never fill one.
           empty_epochs += 1
           if empty_epochs > 1:
-            raise DataError(f"an epoch over {n} examples gave no batch: the examples the length "
-                            f"rules keep fill less than one batch ({self.encoder.stats.summary()}). "
-                            "Keep the partial batch with --config.data.drop_remainder=False, or "
-                            "lower --config.data.batch_size (with packing, rows of seq_len tokens)")
+            raise DataError(
+              f"an epoch over {n} examples gave no batch: the examples the length "
+              f"rules keep fill less than one batch ({self.encoder.stats.summary()}). "
+              "Keep the partial batch with --config.data.drop_remainder=False, or "
+              "lower --config.data.batch_size (with packing, rows of seq_len tokens)"
+            )
           continue
       else:
         self._forget_before(i)

@@ -43,7 +43,7 @@ def _unencodable(value: Any, where: str = "") -> Optional[tuple[str, str]]:
     try:
       value.encode("utf-8")
     except UnicodeEncodeError as e:
-      return where or "(the value)", value[max(0, e.start - 20):e.start + 1]
+      return where or "(the value)", value[max(0, e.start - 20) : e.start + 1]
     return None
   if isinstance(value, dict):
     items = [(f"{where}.{key}" if where else str(key), key, item) for key, item in value.items()]
@@ -81,9 +81,11 @@ def check_encodable(path: str | os.PathLike, line_no: int, value: Any) -> None:
   found = _unencodable(value)
   if found is not None:
     field, text = found
-    raise UnencodableText(f"{path}:{line_no}: field {field!r} holds a lone surrogate (...{text!r}): text "
-                    "that cannot be encoded as UTF-8, from a JSON escape such as \\ud800 without "
-                    "its pair; fix or drop that line")
+    raise UnencodableText(
+      f"{path}:{line_no}: field {field!r} holds a lone surrogate (...{text!r}): text "
+      "that cannot be encoded as UTF-8, from a JSON escape such as \\ud800 without "
+      "its pair; fix or drop that line"
+    )
 
 
 def check_document_encodable(path: str | os.PathLike, text: str, value: Any) -> None:
@@ -100,8 +102,9 @@ def parse_jsonl_line(path: str | os.PathLike, line_no: int, line: str, objects: 
   try:
     row = json.loads(line)
   except json.JSONDecodeError as e:
-    raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); expected one "
-                    "JSON object per line") from None
+    raise DataError(
+      f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+    ) from None
   if objects and not isinstance(row, dict):
     raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
   if _SURROGATE_ESCAPE.search(line):
@@ -109,8 +112,9 @@ def parse_jsonl_line(path: str | os.PathLike, line_no: int, line: str, objects: 
   return row
 
 
-def read_jsonl_rows(path: str | os.PathLike, *, objects: bool = True,
-                    torn_tail_ok: bool = False) -> list[tuple[int, Any]]:
+def read_jsonl_rows(
+  path: str | os.PathLike, *, objects: bool = True, torn_tail_ok: bool = False
+) -> list[tuple[int, Any]]:
   """(1-based line number, row) of every non-blank line of `path`."""
   lines = [(n, line) for n, line in text_lines(path) if line.strip()]
   rows = []
@@ -123,8 +127,9 @@ def read_jsonl_rows(path: str | os.PathLike, *, objects: bool = True,
       if torn_tail_ok and i + 1 == len(lines) and not line.endswith("\n"):
         break  # the line a crash cut short: the item is redone
       if torn_tail_ok:
-        raise DataError(f"{path}:{line_no}: corrupt line in the middle of the file (only the last "
-                        "line can be cut short by a crash)") from None
+        raise DataError(
+          f"{path}:{line_no}: corrupt line in the middle of the file (only the last line can be cut short by a crash)"
+        ) from None
       raise
   return rows
 

@@ -86,65 +86,98 @@ def _rl_prompts_only(options: ConfigDict, split: str) -> RowBuilder:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "chat_messages": DatasetInfo(
-        "", "", "",
-        lambda o, split: ChatMessagesBuilder(all_assistant_turns=o.all_assistant_turns),
-        "generic chat SFT rows {'messages': [...]} (e.g. the scaling search's distill.jsonl), or "
-        "TRL prompt-completion rows {prompt, completion} (strings or messages)"),
-    "preference_pairs": DatasetInfo(
-        "", "", "",
-        lambda o, split: PreferencePairsBuilder(),
-        "TRL-style preference rows {prompt, chosen, rejected} (strings or messages) -> pairs"),
-    "rl_prompts": DatasetInfo(
-        "", "", "", _rl_prompts_only,
-        "prompt-only rows {prompt} or {messages} (+ original_response) for RLOO"),
-    "helpsteer3_feedback": DatasetInfo(
-        "nvidia/HelpSteer3", "feedback", "",
-        lambda o, split: FeedbackBuilder(require_opening=o.require_feedback_opening,
-                                         prompt_format=o.prompt_format),
-        "Feedback-model SFT: (conversation, response) -> feedback"),
-    "helpsteer3_edit": DatasetInfo(
-        "nvidia/HelpSteer3", "edit", "",
-        lambda o, split: EditBuilder(max_permutations=o.max_permutations, prompt_format=o.prompt_format),
-        "Edit-model SFT: (conversation, response, feedback) -> edit, every feedback order"),
-    "helpsteer3_edit_quality": DatasetInfo(
-        "nvidia/HelpSteer3", "edit_quality", "",
-        lambda o, split: EditQualityBuilder(o.include_bad_edit, o.include_no_edit, o.permute_feedback,
-                                            prompt_format=o.prompt_format),
-        "Edit RM pairs: (bad edit, good edit) and (no edit, good edit)"),
-    "helpsteer3_preference": DatasetInfo(
-        "nvidia/HelpSteer3", "preference", "",
-        lambda o, split: PreferenceBuilder(min_magnitude=o.min_magnitude),
-        "Bradley-Terry pairs from overall_preference (ties dropped)"),
-    "helpsteer2_preference": DatasetInfo(
-        "nvidia/HelpSteer2", "", "preference",
-        lambda o, split: HelpSteer2PreferenceBuilder(split=split, min_magnitude=o.min_magnitude),
-        "Bradley-Terry pairs from HelpSteer2-Preference preference_strength (ties dropped)",
-        hub_split="train"),
-    "helpsteer2_attributes": DatasetInfo(
-        "nvidia/HelpSteer2", "", "",
-        lambda o, split: AttributeRegressionBuilder(_attributes(o, HELPSTEER2_ATTRIBUTES),
-                                                    _names(o.labelled_attributes)),
-        "attribute regression, HelpSteer2's 5 attributes"),
-    "helpsteer_attributes": DatasetInfo(
-        "nvidia/HelpSteer", "", "",
-        lambda o, split: AttributeRegressionBuilder(_attributes(o, STEERLM_ATTRIBUTES)),
-        "attribute regression, the 9 SteerLM slots (HelpSteer fills 5; the rest are -100)"),
-    "helpsteer2_steerlm_sft": DatasetInfo(
-        "nvidia/HelpSteer2", "", "",
-        lambda o, split: AttributeConditionedSFTBuilder(_attributes(o, HELPSTEER2_ATTRIBUTES)),
-        "attribute-conditioned SFT on HelpSteer2"),
-    "helpsteer_steerlm_sft": DatasetInfo(
-        "nvidia/HelpSteer", "", "",
-        lambda o, split: AttributeConditionedSFTBuilder(_attributes(o, HELPSTEER2_ATTRIBUTES)),
-        "attribute-conditioned SFT on HelpSteer"),
+  "chat_messages": DatasetInfo(
+    "",
+    "",
+    "",
+    lambda o, split: ChatMessagesBuilder(all_assistant_turns=o.all_assistant_turns),
+    "generic chat SFT rows {'messages': [...]} (e.g. the scaling search's distill.jsonl), or "
+    "TRL prompt-completion rows {prompt, completion} (strings or messages)",
+  ),
+  "preference_pairs": DatasetInfo(
+    "",
+    "",
+    "",
+    lambda o, split: PreferencePairsBuilder(),
+    "TRL-style preference rows {prompt, chosen, rejected} (strings or messages) -> pairs",
+  ),
+  "rl_prompts": DatasetInfo(
+    "", "", "", _rl_prompts_only, "prompt-only rows {prompt} or {messages} (+ original_response) for RLOO"
+  ),
+  "helpsteer3_feedback": DatasetInfo(
+    "nvidia/HelpSteer3",
+    "feedback",
+    "",
+    lambda o, split: FeedbackBuilder(require_opening=o.require_feedback_opening, prompt_format=o.prompt_format),
+    "Feedback-model SFT: (conversation, response) -> feedback",
+  ),
+  "helpsteer3_edit": DatasetInfo(
+    "nvidia/HelpSteer3",
+    "edit",
+    "",
+    lambda o, split: EditBuilder(max_permutations=o.max_permutations, prompt_format=o.prompt_format),
+    "Edit-model SFT: (conversation, response, feedback) -> edit, every feedback order",
+  ),
+  "helpsteer3_edit_quality": DatasetInfo(
+    "nvidia/HelpSteer3",
+    "edit_quality",
+    "",
+    lambda o, split: EditQualityBuilder(
+      o.include_bad_edit, o.include_no_edit, o.permute_feedback, prompt_format=o.prompt_format
+    ),
+    "Edit RM pairs: (bad edit, good edit) and (no edit, good edit)",
+  ),
+  "helpsteer3_preference": DatasetInfo(
+    "nvidia/HelpSteer3",
+    "preference",
+    "",
+    lambda o, split: PreferenceBuilder(min_magnitude=o.min_magnitude),
+    "Bradley-Terry pairs from overall_preference (ties dropped)",
+  ),
+  "helpsteer2_preference": DatasetInfo(
+    "nvidia/HelpSteer2",
+    "",
+    "preference",
+    lambda o, split: HelpSteer2PreferenceBuilder(split=split, min_magnitude=o.min_magnitude),
+    "Bradley-Terry pairs from HelpSteer2-Preference preference_strength (ties dropped)",
+    hub_split="train",
+  ),
+  "helpsteer2_attributes": DatasetInfo(
+    "nvidia/HelpSteer2",
+    "",
+    "",
+    lambda o, split: AttributeRegressionBuilder(_attributes(o, HELPSTEER2_ATTRIBUTES), _names(o.labelled_attributes)),
+    "attribute regression, HelpSteer2's 5 attributes",
+  ),
+  "helpsteer_attributes": DatasetInfo(
+    "nvidia/HelpSteer",
+    "",
+    "",
+    lambda o, split: AttributeRegressionBuilder(_attributes(o, STEERLM_ATTRIBUTES)),
+    "attribute regression, the 9 SteerLM slots (HelpSteer fills 5; the rest are -100)",
+  ),
+  "helpsteer2_steerlm_sft": DatasetInfo(
+    "nvidia/HelpSteer2",
+    "",
+    "",
+    lambda o, split: AttributeConditionedSFTBuilder(_attributes(o, HELPSTEER2_ATTRIBUTES)),
+    "attribute-conditioned SFT on HelpSteer2",
+  ),
+  "helpsteer_steerlm_sft": DatasetInfo(
+    "nvidia/HelpSteer",
+    "",
+    "",
+    lambda o, split: AttributeConditionedSFTBuilder(_attributes(o, HELPSTEER2_ATTRIBUTES)),
+    "attribute-conditioned SFT on HelpSteer",
+  ),
 }
 
 
 def default_data_config() -> ConfigDict:
   """Every data option, with defaults. Experiments override fields; `lock()` it so a misspelled
   override fails."""
-  return ConfigDict({
+  return ConfigDict(
+    {
       "dataset": "helpsteer3_feedback",  # a key of DATASETS
       # Rows: a local file or folder (`path`), else the hub (empty fields = the data set's own).
       "path": "",
@@ -167,20 +200,21 @@ def default_data_config() -> ConfigDict:
       "drop_remainder": True,  # drop each epoch's last partial batch (False for evaluation)
       "lookahead": 256,  # examples tokenised per tokenizer call
       "builder": {
-          # Feedback / Edit SFT, Edit RM: the role's prompt layout, as the search sends it
-          # (formats/prompts.py: plain | nemotron; the Edit role has only plain).
-          "prompt_format": "plain",
-          "require_feedback_opening": True,  # feedback SFT: only "The response is X helpful ..."
-          "max_permutations": 0,  # edit SFT: feedback orders per row, 0 = all (3 -> 6)
-          "include_bad_edit": True,  # edit RM: (bad edit, good edit) pairs
-          "include_no_edit": True,  # edit RM: (original, good edit) pairs
-          "permute_feedback": False,  # edit RM: pairs for every feedback order
-          "min_magnitude": 1,  # preference pairs: drop |label| below this (0 = tie is always dropped)
-          "attributes": "",  # comma-separated output names; empty = the data set's own
-          "labelled_attributes": "",  # regression: only these outputs keep labels (empty = all)
-          "all_assistant_turns": True,  # chat_messages: loss on every assistant turn (else the last)
+        # Feedback / Edit SFT, Edit RM: the role's prompt layout, as the search sends it
+        # (formats/prompts.py: plain | nemotron; the Edit role has only plain).
+        "prompt_format": "plain",
+        "require_feedback_opening": True,  # feedback SFT: only "The response is X helpful ..."
+        "max_permutations": 0,  # edit SFT: feedback orders per row, 0 = all (3 -> 6)
+        "include_bad_edit": True,  # edit RM: (bad edit, good edit) pairs
+        "include_no_edit": True,  # edit RM: (original, good edit) pairs
+        "permute_feedback": False,  # edit RM: pairs for every feedback order
+        "min_magnitude": 1,  # preference pairs: drop |label| below this (0 = tie is always dropped)
+        "attributes": "",  # comma-separated output names; empty = the data set's own
+        "labelled_attributes": "",  # regression: only these outputs keep labels (empty = all)
+        "all_assistant_turns": True,  # chat_messages: loss on every assistant turn (else the last)
       },
-  })
+    }
+  )
 
 
 def source_spec(config: ConfigDict) -> SourceSpec:
@@ -188,11 +222,11 @@ def source_spec(config: ConfigDict) -> SourceSpec:
   if config.path:
     return SourceSpec(path=config.path)
   return SourceSpec(
-      hub_name=config.hub_name or info.hub_name,
-      subset=config.subset or info.subset,
-      split=info.hub_split or config.split,
-      data_dir=config.data_dir or info.data_dir,
-      data_files=config.data_files,
+    hub_name=config.hub_name or info.hub_name,
+    subset=config.subset or info.subset,
+    split=info.hub_split or config.split,
+    data_dir=config.data_dir or info.data_dir,
+    data_files=config.data_files,
   )
 
 
@@ -202,8 +236,9 @@ def dataset_info(name: str) -> DatasetInfo:
   return DATASETS[name]
 
 
-def build_examples(spec: SourceSpec, builder: RowBuilder, *, on_error: str = "raise",
-                   stats: Optional[BuildStats] = None) -> tuple[list[Example], BuildStats]:
+def build_examples(
+  spec: SourceSpec, builder: RowBuilder, *, on_error: str = "raise", stats: Optional[BuildStats] = None
+) -> tuple[list[Example], BuildStats]:
   """Reads every row of `spec` and builds its examples.
 
   A row the builder rejects raises `DataError("<file>:<line>: <what was expected>")`, or with
@@ -234,8 +269,10 @@ def load_examples(config: ConfigDict) -> tuple[list[Example], BuildStats]:
   examples, stats = build_examples(spec, builder, on_error=config.on_error)
   if not examples:
     empty = " (the file is empty)" if not stats.counts.get("rows_read") else ""
-    raise DataError(f"{spec.describe()}: no {config.dataset} examples were built from this "
-                    f"source{empty} ({stats.summary()}); expected rows in the data set's layout")
+    raise DataError(
+      f"{spec.describe()}: no {config.dataset} examples were built from this "
+      f"source{empty} ({stats.summary()}); expected rows in the data set's layout"
+    )
   log.info("%s from %s: %d examples (%s)", config.dataset, spec.describe(), len(examples), stats.summary())
   return examples, stats
 
@@ -266,12 +303,12 @@ def pad_token_id(tokenizer: Any) -> int:
 
 
 def make_iterator(
-    config: ConfigDict,
-    tokenizer: Any,
-    *,
-    examples: Optional[list[Example]] = None,
-    process_index: Optional[int] = None,
-    process_count: Optional[int] = None,
+  config: ConfigDict,
+  tokenizer: Any,
+  *,
+  examples: Optional[list[Example]] = None,
+  process_index: Optional[int] = None,
+  process_count: Optional[int] = None,
 ) -> DataIterator:
   """The batch iterator of `config` (examples loaded from its source unless given).
 
@@ -294,7 +331,14 @@ def make_iterator(
     encoder.stats.merge(build_stats)
   batcher = make_batcher(examples, config, pad_token_id(tokenizer))
   return DataIterator(
-      examples, encoder, batcher, seed=config.seed, shuffle=config.shuffle,
-      num_epochs=int(config.num_epochs) or None, drop_remainder=config.drop_remainder,
-      process_index=process_index, process_count=process_count, lookahead=config.lookahead,
+    examples,
+    encoder,
+    batcher,
+    seed=config.seed,
+    shuffle=config.shuffle,
+    num_epochs=int(config.num_epochs) or None,
+    drop_remainder=config.drop_remainder,
+    process_index=process_index,
+    process_count=process_count,
+    lookahead=config.lookahead,
   )

@@ -61,8 +61,10 @@ class PreferencePairsBuilder:
       chosen = messages_field(row, "chosen", last_role="assistant")
       rejected = messages_field(row, "rejected", last_role="assistant")
       if chosen[:-1] != rejected[:-1]:
-        raise RowError("fields 'chosen' and 'rejected' (no 'prompt') must share every turn but the "
-                       "last; give the shared turns as 'prompt' otherwise")
+        raise RowError(
+          "fields 'chosen' and 'rejected' (no 'prompt') must share every turn but the "
+          "last; give the shared turns as 'prompt' otherwise"
+        )
     if chosen == rejected:
       stats.add("identical_pair")
       return []

@@ -29,8 +29,10 @@ ALPACA_EVAL_URL = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/main/
 ARENA_HARD_QUESTIONS = ("eval/arena-hard-v0.1/question.jsonl", f"{ARENA_HARD_URL}/question.jsonl")
 MT_BENCH_QUESTIONS = ("eval/mt_bench/question.jsonl", f"{FASTCHAT_URL}/mt_bench/question.jsonl")
 # AlpacaEval's 805 instructions come with the reference model's outputs, in its own layout.
-ALPACA_EVAL_REFERENCE = ("eval/alpaca_eval/gpt4_1106_preview_outputs.json",
-                         f"{ALPACA_EVAL_URL}/gpt4_1106_preview/model_outputs.json")
+ALPACA_EVAL_REFERENCE = (
+  "eval/alpaca_eval/gpt4_1106_preview_outputs.json",
+  f"{ALPACA_EVAL_URL}/gpt4_1106_preview/model_outputs.json",
+)
 SOURCES = ("jsonl", "arena_hard", "mt_bench", "alpaca_eval")
 
 
@@ -54,10 +56,11 @@ class PromptItem:
     if not self.later_turns:
       raise ValueError(f"prompt {self.id}: no turn after turn {self.turn}")
     turn = self.turn + 1
-    conversation = list(self.conversation) + [{"role": "assistant", "content": answer},
-                                              {"role": "user", "content": self.later_turns[0]}]
-    return PromptItem(f"{self.question_id}/turn{turn}", conversation, self.question_id, turn,
-                      self.later_turns[1:])
+    conversation = list(self.conversation) + [
+      {"role": "assistant", "content": answer},
+      {"role": "user", "content": self.later_turns[0]},
+    ]
+    return PromptItem(f"{self.question_id}/turn{turn}", conversation, self.question_id, turn, self.later_turns[1:])
 
 
 # The files bundled with the package (tests, demo, default experiments).
@@ -90,8 +93,8 @@ def locate(relative: str, url: Optional[str] = None) -> pathlib.Path:
       data = response.read()
   except OSError as e:
     raise FileNotFoundError(
-        f"{relative} is not in any data folder and downloading {url} failed ({e}); "
-        "set HELPSTEER_DATA_DIR to a folder holding it"
+      f"{relative} is not in any data folder and downloading {url} failed ({e}); "
+      "set HELPSTEER_DATA_DIR to a folder holding it"
     ) from None
   tmp = target.with_suffix(".partial")
   tmp.write_bytes(data)
@@ -117,8 +120,8 @@ def _conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
     if key in row:
       messages = row[key]
       if not isinstance(messages, list) or not all(
-          isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-          for m in messages):
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+      ):
         raise ValueError(f"{where}: '{key}' must be a list of {{'role', 'content'}} strings")
       break
   else:
@@ -152,8 +155,7 @@ def _alpaca_eval_items(file: str | os.PathLike) -> list[PromptItem]:
   return items
 
 
-def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0,
-                 max_turns: int = 0) -> list[PromptItem]:
+def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0, max_turns: int = 0) -> list[PromptItem]:
   """Prompts from `source` (one of `SOURCES`); `limit` 0 means all. A multi-turn question keeps
   up to `max_turns` turns (0: all; 1: the first turn alone, as a single-turn prompt)."""
   if source == "jsonl":
@@ -178,9 +180,12 @@ def load_prompts(source: str, path: str = "", limit: int = 0, start: int = 0,
     for line_no, row in read_jsonl_rows(file):
       where = f"{file}:{line_no}"
       item_id = str(row.get("id", row.get("uid", row.get("question_id", f"line{line_no}"))))
-      later = _later_turns(row, where)[:max(0, max_turns - 1) if max_turns else None]
-      items.append(PromptItem(item_id, _conversation(row, where), item_id, 1, later) if later
-                   else PromptItem(item_id, _conversation(row, where)))
+      later = _later_turns(row, where)[: max(0, max_turns - 1) if max_turns else None]
+      items.append(
+        PromptItem(item_id, _conversation(row, where), item_id, 1, later)
+        if later
+        else PromptItem(item_id, _conversation(row, where))
+      )
   if not items:
     raise ValueError(f"{file}: no prompts (the file is empty); expected one JSON object per line")
   ids = [item.id for item in items]

@@ -36,8 +36,7 @@ class EditPrompt:
   source: str
 
 
-def load_edit_prompts(spec: SourceSpec, on_error: str = "raise",
-                      prompt_format: str = "plain") -> list[EditPrompt]:
+def load_edit_prompts(spec: SourceSpec, on_error: str = "raise", prompt_format: str = "plain") -> list[EditPrompt]:
   layouts.check_prompt_format(prompt_format, "edit")
   stats = BuildStats()
   prompts = []
@@ -96,8 +95,9 @@ def load_prompt_file(spec: SourceSpec, on_error: str = "raise") -> list[EditProm
 RL_DATASETS = ("helpsteer3_edit", "rl_prompts")
 
 
-def load_rl_prompts(spec: SourceSpec, dataset: str, on_error: str = "raise",
-                    prompt_format: str = "plain") -> list[EditPrompt]:
+def load_rl_prompts(
+  spec: SourceSpec, dataset: str, on_error: str = "raise", prompt_format: str = "plain"
+) -> list[EditPrompt]:
   if dataset == "helpsteer3_edit":
     return load_edit_prompts(spec, on_error, prompt_format)
   if dataset == "rl_prompts":
@@ -111,7 +111,7 @@ class PromptIterator:
   def __init__(self, prompts: list[EditPrompt], batch_size: int, seed: int = 0):
     if batch_size > len(prompts):
       # Small prompt sets repeat within a batch rather than fail: RL samples them k times anyway.
-      prompts = (prompts * (-(-batch_size // len(prompts))))
+      prompts = prompts * (-(-batch_size // len(prompts)))
     self.prompts, self.batch_size, self.seed = prompts, batch_size, seed
     self.epoch, self.position = 0, 0
 
@@ -126,13 +126,12 @@ class PromptIterator:
     if self.position + self.batch_size > len(self.prompts):
       self.epoch, self.position = self.epoch + 1, 0
     order = self._order()
-    batch = [self.prompts[i] for i in order[self.position:self.position + self.batch_size]]
+    batch = [self.prompts[i] for i in order[self.position : self.position + self.batch_size]]
     self.position += self.batch_size
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-            "num_prompts": len(self.prompts)}
+    return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "num_prompts": len(self.prompts)}
 
   def set_state(self, state: dict[str, Any]) -> None:
     if int(state.get("num_prompts", -1)) != len(self.prompts):

@@ -62,8 +62,9 @@ def check_writable(folder: str | os.PathLike) -> str:
       os.fsync(f.fileno())
     os.remove(probe)
   except OSError as e:
-    raise RunFolderError(f"{folder}: the output folder cannot be written ({e.strerror or e}); "
-                         "choose a writable folder") from None
+    raise RunFolderError(
+      f"{folder}: the output folder cannot be written ({e.strerror or e}); choose a writable folder"
+    ) from None
   return folder
 
 
@@ -75,8 +76,9 @@ def _check_writable_remote(folder: str) -> str:
   except storage.MissingStorageClient:
     raise
   except OSError as e:
-    raise RunFolderError(f"{folder}: the output folder cannot be written ({e}); check the bucket "
-                         "name and this machine's credentials") from None
+    raise RunFolderError(
+      f"{folder}: the output folder cannot be written ({e}); check the bucket name and this machine's credentials"
+    ) from None
   return folder
 
 
@@ -106,8 +108,10 @@ def describe_holder(record: Optional[dict[str, Any]]) -> str:
     return "another process (no record yet)"
   if "unreadable" in record:
     return f"another process (unreadable record {record['unreadable']!r})"
-  return (f"{record.get('what', 'a run')} (pid {record.get('pid')} on host {record.get('host')}, "
-          f"started {record.get('started')})")
+  return (
+    f"{record.get('what', 'a run')} (pid {record.get('pid')} on host {record.get('host')}, "
+    f"started {record.get('started')})"
+  )
 
 
 def is_stale(record: Optional[dict[str, Any]], host: str) -> bool:
@@ -119,13 +123,15 @@ def is_stale(record: Optional[dict[str, Any]], host: str) -> bool:
 
 def _busy(folder: str, path: str, record: Optional[dict[str, Any]]) -> RunFolderBusy:
   return RunFolderBusy(
-      f"{folder} is in use by {describe_holder(record)}: one run writes a folder at a time; wait "
-      f"for that run to end or choose another folder (the lock is {path})")
+    f"{folder} is in use by {describe_holder(record)}: one run writes a folder at a time; wait "
+    f"for that run to end or choose another folder (the lock is {path})"
+  )
 
 
 @contextlib.contextmanager
-def claim_run_folder(folder: str | os.PathLike, *, what: str = "run", enabled: bool = True,
-                     lock_name: str = LOCK_NAME) -> Iterator[None]:
+def claim_run_folder(
+  folder: str | os.PathLike, *, what: str = "run", enabled: bool = True, lock_name: str = LOCK_NAME
+) -> Iterator[None]:
   """Checks `folder` writable and holds its lock for the block; `enabled=False` (processes other
   than the one that writes, in a multi-process run) does neither. `lock_name`: the lock file in
   `folder`, for a run whose output is one file of a shared folder (an annotation's output)."""
@@ -165,8 +171,7 @@ def claim_run_folder(folder: str | os.PathLike, *, what: str = "run", enabled: b
     if not locked and previous and not is_stale(previous, host):
       raise _busy(folder, path, previous)
     if previous:
-      logger.warning("%s: taking over the lock of %s, which is no longer running", folder,
-                     describe_holder(previous))
+      logger.warning("%s: taking over the lock of %s, which is no longer running", folder, describe_holder(previous))
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     _write_record(fd, {"what": what, "pid": os.getpid(), "host": host, "started": started})
     try:

@@ -49,14 +49,19 @@ class RunIdentity:
 
   @classmethod
   def from_record(cls, record: dict[str, Any]) -> "RunIdentity":
-    return cls(str(record.get("what", "")), dict(record.get("config") or {}),
-               dict(record.get("models") or {}), dict(record.get("inputs") or {}))
+    return cls(
+      str(record.get("what", "")),
+      dict(record.get("config") or {}),
+      dict(record.get("models") or {}),
+      dict(record.get("inputs") or {}),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class FieldRules:
   """Which differing fields a rerun may have. Names are dotted paths (`prompts.limit`,
   `models.policy`); a name also covers the fields under it."""
+
   extends: tuple[str, ...] = ()  # fields that only extend the run
   ignores: tuple[str, ...] = ()  # fields that change where or how fast it runs, not its results
 
@@ -89,7 +94,7 @@ def _flat(values: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
 def _comparable(identity: RunIdentity) -> dict[str, Any]:
   """The fields compared: the config's, each model's fingerprint and each input's."""
   out = _flat(json_values(identity.config), "config", {})
-  out = {name[len("config."):]: value for name, value in out.items()}
+  out = {name[len("config.") :]: value for name, value in out.items()}
   for role, model in identity.models.items():
     out[f"models.{role}"] = model.get("fingerprint")
   for name, fingerprint in identity.inputs.items():
@@ -144,14 +149,22 @@ def read_identity(path: str) -> Optional[RunIdentity]:
   try:
     return RunIdentity.from_record(json.loads(storage.read_text(path)))
   except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-    raise RunMismatch(f"{path}: unreadable ({e}); it records what produced the run beside it, so "
-                      "the rerun cannot be checked against it: restore it, or choose another "
-                      "output") from None
+    raise RunMismatch(
+      f"{path}: unreadable ({e}); it records what produced the run beside it, so "
+      "the rerun cannot be checked against it: restore it, or choose another "
+      "output"
+    ) from None
 
 
-def check_rerun(folder: str | os.PathLike, identity: RunIdentity, rules: FieldRules,
-                resume: str = "check", has_work: bool = True, record: Optional[str] = None,
-                force_flag: str = "--config.resume=force") -> list[Difference]:
+def check_rerun(
+  folder: str | os.PathLike,
+  identity: RunIdentity,
+  rules: FieldRules,
+  resume: str = "check",
+  has_work: bool = True,
+  record: Optional[str] = None,
+  force_flag: str = "--config.resume=force",
+) -> list[Difference]:
   """Compares `identity` with the one recorded for `folder` (at `record`, by default its
   `identity_file`) and raises `RunMismatch` on a field that changes results (unless
   `resume="force"`); logs the allowed differences and returns them all. `has_work`: whether the
@@ -165,8 +178,12 @@ def check_rerun(folder: str | os.PathLike, identity: RunIdentity, rules: FieldRu
   found = differences(before, identity, rules)
   for d in found:
     if d.kind != "refused":
-      logger.info("rerun of %s: %s (%s)", folder, d.line("the run on disk"),
-                  "extends the run" if d.kind == "extends" else "does not change results")
+      logger.info(
+        "rerun of %s: %s (%s)",
+        folder,
+        d.line("the run on disk"),
+        "extends the run" if d.kind == "extends" else "does not change results",
+      )
   refused = [d for d in found if d.kind == "refused"]
   if refused and resume == "force":
     for d in refused:
@@ -174,23 +191,31 @@ def check_rerun(folder: str | os.PathLike, identity: RunIdentity, rules: FieldRu
   elif refused:
     lines = "\n  ".join(d.line(where) for d in refused)
     raise RunMismatch(
-        f"{folder} holds a run ({before.what or 'unnamed'}) that differs from this one in "
-        f"{len(refused)} field{'s' if len(refused) > 1 else ''} that change{'' if len(refused) > 1 else 's'} "
-        f"results:\n  {lines}\nResuming would mix the two runs in one output: choose another "
-        f"output, or pass {force_flag} to continue anyway.")
+      f"{folder} holds a run ({before.what or 'unnamed'}) that differs from this one in "
+      f"{len(refused)} field{'s' if len(refused) > 1 else ''} that change{'' if len(refused) > 1 else 's'} "
+      f"results:\n  {lines}\nResuming would mix the two runs in one output: choose another "
+      f"output, or pass {force_flag} to continue anyway."
+    )
   return found
 
 
 def write_identity(folder: str | os.PathLike, identity: RunIdentity, record: Optional[str] = None) -> None:
   """Records `identity` for `folder` (at `record`, by default its `identity_file`), atomically: a
   reader sees the old record or the new."""
-  storage.write_atomic(record or identity_file(folder),
-                       json.dumps(json_values(identity.to_record()), indent=2, sort_keys=True) + "\n")
+  storage.write_atomic(
+    record or identity_file(folder), json.dumps(json_values(identity.to_record()), indent=2, sort_keys=True) + "\n"
+  )
 
 
-def check_and_record(folder: str | os.PathLike, identity: RunIdentity, rules: FieldRules,
-                     resume: str = "check", has_work: bool = True, record: Optional[str] = None,
-                     force_flag: str = "--config.resume=force") -> list[Difference]:
+def check_and_record(
+  folder: str | os.PathLike,
+  identity: RunIdentity,
+  rules: FieldRules,
+  resume: str = "check",
+  has_work: bool = True,
+  record: Optional[str] = None,
+  force_flag: str = "--config.resume=force",
+) -> list[Difference]:
   """`check_rerun`, then the record of this run written over the old one."""
   found = check_rerun(folder, identity, rules, resume, has_work, record, force_flag)
   write_identity(folder, identity, record)

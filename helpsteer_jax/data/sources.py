@@ -61,8 +61,7 @@ class Row:
   data: Any  # the parsed row, normally a dict
 
 
-def read_rows(spec: SourceSpec, *, on_error: str = "raise",
-              stats: Optional[BuildStats] = None) -> Iterator[Row]:
+def read_rows(spec: SourceSpec, *, on_error: str = "raise", stats: Optional[BuildStats] = None) -> Iterator[Row]:
   """Every row of the source in a fixed order.
 
   Unparseable lines raise `DataError` naming file and line (`on_error="raise"`) or are skipped

@@ -20,9 +20,11 @@ from helpsteer_jax.storage import object_log
 
 
 def _not_utf8(path: str, line_no: int, column: int, offset: int, byte: int) -> DataError:
-  return DataError(f"{path}:{line_no}: not UTF-8 text (byte 0x{byte:02x} at column {column} of the "
-                   f"line, byte offset {offset} of the file); expected a UTF-8 encoded file "
-                   "(re-save it as UTF-8)")
+  return DataError(
+    f"{path}:{line_no}: not UTF-8 text (byte 0x{byte:02x} at column {column} of the "
+    f"line, byte offset {offset} of the file); expected a UTF-8 encoded file "
+    "(re-save it as UTF-8)"
+  )
 
 
 def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
@@ -65,5 +67,4 @@ def read_text(path: str | os.PathLike) -> str:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
     line_start = data.rfind(b"\n", 0, e.start) + 1
-    raise _not_utf8(path, data.count(b"\n", 0, e.start) + 1, e.start - line_start + 1, e.start,
-                    data[e.start]) from None
+    raise _not_utf8(path, data.count(b"\n", 0, e.start) + 1, e.start - line_start + 1, e.start, data[e.start]) from None

@@ -94,9 +94,14 @@ def read_difficulty_table(path: str, source: str = "") -> DifficultyTable:
   pref = np.asarray(cols["preference"])
   if np.any((pref < 0) | (pref > 1)):
     raise ValueError(f"{path}: preferences must lie in [0, 1]")
-  return DifficultyTable(difficulty, pref, np.asarray(cols["std_delta_len"]),
-                         np.asarray(cols["instruction_difficulty"]),
-                         np.asarray(cols["not_gamed_baseline"], dtype=bool), source or path)
+  return DifficultyTable(
+    difficulty,
+    pref,
+    np.asarray(cols["std_delta_len"]),
+    np.asarray(cols["instruction_difficulty"]),
+    np.asarray(cols["not_gamed_baseline"], dtype=bool),
+    source or path,
+  )
 
 
 def download_difficulty_table() -> str:
@@ -115,10 +120,12 @@ def resolve_difficulty_table(path: str = "") -> tuple[Optional[DifficultyTable],
   try:
     local = download_difficulty_table()
   except Exception as e:  # offline, no cache, hub unreachable: every failure means "no table"
-    why = (f"AlpacaEval's instruction-difficulty table ({HUB_SOURCE}) could not be obtained "
-           f"({type(e).__name__}: {e}); the length-controlled win rate is computed without its "
-           "difficulty and regularisation terms and is NOT comparable to the AlpacaEval "
-           "leaderboard. Set config.alpaca.difficulty_file to a local copy of df_gamed.csv.")
+    why = (
+      f"AlpacaEval's instruction-difficulty table ({HUB_SOURCE}) could not be obtained "
+      f"({type(e).__name__}: {e}); the length-controlled win rate is computed without its "
+      "difficulty and regularisation terms and is NOT comparable to the AlpacaEval "
+      "leaderboard. Set config.alpaca.difficulty_file to a local copy of df_gamed.csv."
+    )
     logging.warning(why)
     return None, why
   return read_difficulty_table(local, HUB_SOURCE), ""

@@ -37,8 +37,8 @@ from helpsteer_jax.eval.judges.base import ChatRequest
 from helpsteer_jax.eval.logistic import sigmoid
 
 JUDGE_SYSTEM_PROMPT = (
-    "You compare the outputs of AI models for a given instruction and pick the one a careful "
-    "human reader would prefer: the more accurate, helpful and well-judged response."
+  "You compare the outputs of AI models for a given instruction and pick the one a careful "
+  "human reader would prefer: the more accurate, helpful and well-judged response."
 )
 
 PROMPT_TEMPLATE = """\
@@ -69,9 +69,10 @@ def model_first(question_id: str, seed: int) -> bool:
 
 
 def judge_messages(instruction: str, output_m: str, output_M: str) -> list[dict[str, str]]:
-  return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-          {"role": "user", "content": PROMPT_TEMPLATE.format(instruction=instruction, output_m=output_m,
-                                                             output_M=output_M)}]
+  return [
+    {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+    {"role": "user", "content": PROMPT_TEMPLATE.format(instruction=instruction, output_m=output_m, output_M=output_M)},
+  ]
 
 
 def _identifier(token: str) -> Optional[str]:
@@ -79,8 +80,7 @@ def _identifier(token: str) -> Optional[str]:
   return token if token in ("m", "M") else None
 
 
-def parse_preference(text: str, top_logprobs: Optional[list[dict[str, float]]],
-                     model_is_m: bool) -> Optional[float]:
+def parse_preference(text: str, top_logprobs: Optional[list[dict[str, float]]], model_is_m: bool) -> Optional[float]:
   """P(the model's output is better) from the judge's reply; None when it named neither."""
   if top_logprobs:
     mass = {"m": 0.0, "M": 0.0}
@@ -99,8 +99,15 @@ def parse_preference(text: str, top_logprobs: Optional[list[dict[str, float]]],
   return float((match.group(1) == "m") == model_is_m)
 
 
-def judge_with_chat(judge, items: Sequence[tuple[str, str, str, str]], model: str, baseline: str,
-                    seed: int = 0, max_tokens: int = 8, top_logprobs: int = 5) -> list[dict[str, Any]]:
+def judge_with_chat(
+  judge,
+  items: Sequence[tuple[str, str, str, str]],
+  model: str,
+  baseline: str,
+  seed: int = 0,
+  max_tokens: int = 8,
+  top_logprobs: int = 5,
+) -> list[dict[str, Any]]:
   """items: (question_id, instruction, model output, baseline output) -> annotation records."""
   requests, orders = [], []
   for qid, instruction, output, base in items:
@@ -109,34 +116,72 @@ def judge_with_chat(judge, items: Sequence[tuple[str, str, str, str]], model: st
     pair = (output, base) if first else (base, output)
     requests.append(ChatRequest.of(judge_messages(instruction, *pair), 0.0, max_tokens, top_logprobs))
   replies = judge.chat(requests)
-  return [_record(qid, instruction, output, base, model, baseline, judge.name, first, reply.text,
-                  parse_preference(reply.text, reply.top_logprobs, first))
-          for (qid, instruction, output, base), first, reply in zip(items, orders, replies)]
+  return [
+    _record(
+      qid,
+      instruction,
+      output,
+      base,
+      model,
+      baseline,
+      judge.name,
+      first,
+      reply.text,
+      parse_preference(reply.text, reply.top_logprobs, first),
+    )
+    for (qid, instruction, output, base), first, reply in zip(items, orders, replies)
+  ]
 
 
-def judge_with_scores(judge, items: Sequence[tuple[str, str, str, str]], model: str,
-                      baseline: str) -> list[dict[str, Any]]:
+def judge_with_scores(
+  judge, items: Sequence[tuple[str, str, str, str]], model: str, baseline: str
+) -> list[dict[str, Any]]:
   """Annotations from a score judge: P(model better) = sigmoid(score difference)."""
   convs = [[{"role": "user", "content": instruction}] for _, instruction, _, _ in items]
   scores = judge.score(convs + convs, [i[2] for i in items] + [i[3] for i in items])
   n = len(items)
-  return [_record(qid, instruction, output, base, model, baseline, judge.name, True,
-                  f"score judge {judge.name}: model {scores[k]:.4f}, baseline {scores[n + k]:.4f}",
-                  float(sigmoid(scores[k] - scores[n + k])))
-          for k, (qid, instruction, output, base) in enumerate(items)]
+  return [
+    _record(
+      qid,
+      instruction,
+      output,
+      base,
+      model,
+      baseline,
+      judge.name,
+      True,
+      f"score judge {judge.name}: model {scores[k]:.4f}, baseline {scores[n + k]:.4f}",
+      float(sigmoid(scores[k] - scores[n + k])),
+    )
+    for k, (qid, instruction, output, base) in enumerate(items)
+  ]
 
 
 def _record(qid, instruction, output, base, model, baseline, judge, first, judgment, prob) -> dict[str, Any]:
-  return {"question_id": qid, "instruction": instruction, "model": model, "baseline": baseline,
-          "judge": judge, "model_first": first, "judgment": judgment, "model_win_prob": prob,
-          "len_model": len(output), "len_baseline": len(base)}
+  return {
+    "question_id": qid,
+    "instruction": instruction,
+    "model": model,
+    "baseline": baseline,
+    "judge": judge,
+    "model_first": first,
+    "judgment": judgment,
+    "model_win_prob": prob,
+    "len_model": len(output),
+    "len_baseline": len(base),
+  }
 
 
 # -- scoring --------------------------------------------------------------------------------------
 
 
-def win_rates(annotations: Sequence[Mapping[str, Any]], table: Optional[DifficultyTable] = None,
-              rounds: int = 100, seed: int = 42, table_note: str = "") -> dict[str, Any]:
+def win_rates(
+  annotations: Sequence[Mapping[str, Any]],
+  table: Optional[DifficultyTable] = None,
+  rounds: int = 100,
+  seed: int = 42,
+  table_note: str = "",
+) -> dict[str, Any]:
   """Raw and length-controlled win rates (%) with 95% bootstrap intervals, for one model.
 
   `table`: AlpacaEval's difficulty table (None: the LC number is flagged as not comparable, with
@@ -149,8 +194,7 @@ def win_rates(annotations: Sequence[Mapping[str, Any]], table: Optional[Difficul
     raise ValueError("no usable annotation: the judge named neither output on every instruction")
   p = np.array([float(a["model_win_prob"]) for a in valid])
   n_all = len(annotations)
-  prob_all = np.array([np.nan if a.get("model_win_prob") is None else float(a["model_win_prob"])
-                       for a in annotations])
+  prob_all = np.array([np.nan if a.get("model_win_prob") is None else float(a["model_win_prob"]) for a in annotations])
   lens_model = np.array([float(a["len_model"]) for a in annotations])
   lens_base = np.array([float(a["len_baseline"]) for a in annotations])
   qids = [str(a["question_id"]) for a in annotations]
@@ -168,18 +212,27 @@ def win_rates(annotations: Sequence[Mapping[str, Any]], table: Optional[Difficul
   raw_lo, raw_hi = ci(raw_boot, raw)
   lc_lo, lc_hi = ci(lc_boot, lc.win_rate / 100)
   out = {
-      "win_rate": 100 * raw, "win_rate_ci_low": float(raw_lo), "win_rate_ci_high": float(raw_hi),
-      "win_rate_se": float(100 * p.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
-      "lc_win_rate": lc.win_rate, "lc_ci_low": float(lc_lo), "lc_ci_high": float(lc_hi),
-      "lc_standard_error": lc.standard_error, "lc_glm": lc.glm, "lc_coef": lc.coef, "lc_c": lc.c,
-      "lc_comparable": lc.comparable,
-      "lc_difficulty_source": table.source if table is not None else None,
-      "num_annotations": n_all, "failed": n_all - n,
-      "mean_len_model": float(np.mean([a["len_model"] for a in valid])),
-      "mean_len_baseline": float(np.mean([a["len_baseline"] for a in valid])),
-      "bootstrap_rounds": rounds,
+    "win_rate": 100 * raw,
+    "win_rate_ci_low": float(raw_lo),
+    "win_rate_ci_high": float(raw_hi),
+    "win_rate_se": float(100 * p.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
+    "lc_win_rate": lc.win_rate,
+    "lc_ci_low": float(lc_lo),
+    "lc_ci_high": float(lc_hi),
+    "lc_standard_error": lc.standard_error,
+    "lc_glm": lc.glm,
+    "lc_coef": lc.coef,
+    "lc_c": lc.c,
+    "lc_comparable": lc.comparable,
+    "lc_difficulty_source": table.source if table is not None else None,
+    "num_annotations": n_all,
+    "failed": n_all - n,
+    "mean_len_model": float(np.mean([a["len_model"] for a in valid])),
+    "mean_len_baseline": float(np.mean([a["len_baseline"] for a in valid])),
+    "bootstrap_rounds": rounds,
   }
   if not lc.comparable:
-    out["lc_note"] = ("not comparable to the AlpacaEval leaderboard: no instruction-difficulty table"
-                      + (f" ({table_note})" if table_note else ""))
+    out["lc_note"] = "not comparable to the AlpacaEval leaderboard: no instruction-difficulty table" + (
+      f" ({table_note})" if table_note else ""
+    )
   return out

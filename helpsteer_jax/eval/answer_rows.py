@@ -9,8 +9,13 @@ from typing import Any
 
 def answer_text_from_row(row: dict[str, Any]) -> list[str]:
   """The assistant turns of one answer row, whatever its layout ([] when none is found)."""
-  if isinstance(row.get("turns"), list) and all(isinstance(t, str) for t in row["turns"]) \
-      and "question_id" in row and "choices" not in row and "category" not in row:
+  if (
+    isinstance(row.get("turns"), list)
+    and all(isinstance(t, str) for t in row["turns"])
+    and "question_id" in row
+    and "choices" not in row
+    and "category" not in row
+  ):
     return list(row["turns"])
   if isinstance(row.get("messages"), list):
     out = []

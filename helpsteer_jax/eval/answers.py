@@ -54,17 +54,17 @@ def scaling_info(run_dir: str) -> Optional[dict[str, Any]]:
   mode = search.get("mode")
   tree = mode in ("feedback_edit", "edit_without_feedback")  # a point of the scaling grid
   return {
-      "run_dir": storage.absolute(run_dir),
-      "label": config.get("label") or "",  # the table row the run is for
-      # The ratio of sums; summaries written before it existed have only the per-prompt mean.
-      "token_multiple": summary.get("token_multiple", summary.get("mean_token_multiple")),
-      "token_account": summary.get("token_account", "generated"),
-      "mode": mode,
-      "drafts": search.get("num_drafts") if mode != "greedy" else None,
-      # Effective feedbacks per draft, the grid's axis (older configs: sampled, capped by the filter).
-      "feedbacks": _min_present(search.get("num_feedbacks"), search.get("max_effective_feedbacks")) if tree else None,
-      "edits": search.get("num_edits") if tree else None,
-      "roles": {k: config.get(k, {}).get("path") for k in ("policy", "feedback_model", "edit_model", "selector")},
+    "run_dir": storage.absolute(run_dir),
+    "label": config.get("label") or "",  # the table row the run is for
+    # The ratio of sums; summaries written before it existed have only the per-prompt mean.
+    "token_multiple": summary.get("token_multiple", summary.get("mean_token_multiple")),
+    "token_account": summary.get("token_account", "generated"),
+    "mode": mode,
+    "drafts": search.get("num_drafts") if mode != "greedy" else None,
+    # Effective feedbacks per draft, the grid's axis (older configs: sampled, capped by the filter).
+    "feedbacks": _min_present(search.get("num_feedbacks"), search.get("max_effective_feedbacks")) if tree else None,
+    "edits": search.get("num_edits") if tree else None,
+    "roles": {k: config.get(k, {}).get("path") for k in ("policy", "feedback_model", "edit_model", "selector")},
   }
 
 
@@ -117,8 +117,12 @@ def read_answers(path: str, questions: Sequence[Question], model: str = "") -> A
     turns[qid] = [answered[t] for t in range(1, _run_of(answered) + 1)]
   if scaling is None and os.path.basename(path) == "results.jsonl":
     scaling = scaling_info(os.path.dirname(path) or ".")
-  name = model or (os.path.basename(os.path.dirname(storage.absolute(path))) if scaling else "") \
-      or next(iter(names - {""}), "") or _stem(path)
+  name = (
+    model
+    or (os.path.basename(os.path.dirname(storage.absolute(path))) if scaling else "")
+    or next(iter(names - {""}), "")
+    or _stem(path)
+  )
   return AnswerSet(turns, name, scaling)
 
 
@@ -145,32 +149,36 @@ def missing_answers(answers: AnswerSet, questions: Sequence[Question], turns_nee
 GenerateFn = Callable[[list[list[dict[str, str]]], float, list[str]], list[tuple[str, int, bool]]]
 
 
-def make_generate_fn(model: Any, tokenizer: Any, max_new_tokens: int, top_p: Optional[float],
-                     batch_size: int, seed: int = 0) -> GenerateFn:
+def make_generate_fn(
+  model: Any, tokenizer: Any, max_new_tokens: int, top_p: Optional[float], batch_size: int, seed: int = 0
+) -> GenerateFn:
   """(conversations, temperature, names) -> (text, tokens, finished) per conversation; each
   conversation samples from the key of (seed, its name), whatever else is in the batch."""
   from helpsteer_jax.sampling.generate import generate_samples, sampling_settings
 
-  def fn(conversations: list[list[dict[str, str]]], temperature: float,
-         names: list[str]) -> list[tuple[str, int, bool]]:
-    settings = sampling_settings(tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 top_p=top_p if temperature > 0 else None)
-    samples = generate_samples(model, tokenizer, conversations, settings, n=1, seed=seed,
-                               batch_size=batch_size, names=names)
+  def fn(
+    conversations: list[list[dict[str, str]]], temperature: float, names: list[str]
+  ) -> list[tuple[str, int, bool]]:
+    settings = sampling_settings(
+      tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p if temperature > 0 else None
+    )
+    samples = generate_samples(
+      model, tokenizer, conversations, settings, n=1, seed=seed, batch_size=batch_size, names=names
+    )
     return [(s[0].text, s[0].num_tokens, s[0].finished) for s in samples]
 
   return fn
 
 
 def generate_answers(
-    questions: Sequence[Question],
-    generate: GenerateFn,
-    model_name: str,
-    temperature_of: Callable[[Question], float],
-    on_batch: Callable[[list[dict[str, Any]]], None],
-    batch_size: int = 8,
-    system_prompt: str = "",
-    seed: int = 0,
+  questions: Sequence[Question],
+  generate: GenerateFn,
+  model_name: str,
+  temperature_of: Callable[[Question], float],
+  on_batch: Callable[[list[dict[str, Any]]], None],
+  batch_size: int = 8,
+  system_prompt: str = "",
+  seed: int = 0,
 ) -> None:
   """Answers every turn of `questions`, `batch_size` questions at a time, in order.
 
@@ -182,9 +190,10 @@ def generate_answers(
   """
   with tqdm(total=len(questions), desc=f"answers ({model_name})", unit="question") as bar:
     for start in range(0, len(questions), batch_size):
-      batch = list(questions[start:start + batch_size])
-      records = [{"question_id": q.id, "model": model_name, "turns": [], "num_tokens": [],
-                  "finished": []} for q in batch]
+      batch = list(questions[start : start + batch_size])
+      records = [
+        {"question_id": q.id, "model": model_name, "turns": [], "num_tokens": [], "finished": []} for q in batch
+      ]
       groups: dict[float, list[int]] = {}
       for i, q in enumerate(batch):
         groups.setdefault(float(temperature_of(q)), []).append(i)

@@ -87,9 +87,9 @@ square brackets:
 For example: "My final verdict is that the answers are tied: [[A=B]]"."""
 
 PROMPT_TEMPLATE = (
-    "<|User Prompt|>\n{question}\n\n"
-    "<|The Start of Assistant A's Answer|>\n{answer_a}\n<|The End of Assistant A's Answer|>\n\n"
-    "<|The Start of Assistant B's Answer|>\n{answer_b}\n<|The End of Assistant B's Answer|>"
+  "<|User Prompt|>\n{question}\n\n"
+  "<|The Start of Assistant A's Answer|>\n{answer_a}\n<|The End of Assistant A's Answer|>\n\n"
+  "<|The Start of Assistant B's Answer|>\n{answer_b}\n<|The End of Assistant B's Answer|>"
 )
 
 _VERDICT = re.compile(r"\[\[\s*([AB])\s*(>>|<<|>|<|=)\s*([AB])\s*\]\]")
@@ -115,9 +115,10 @@ def parse_verdict(judgment: str) -> Optional[str]:
 
 
 def judge_messages(question: str, answer_a: str, answer_b: str) -> list[dict[str, str]]:
-  return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-          {"role": "user", "content": PROMPT_TEMPLATE.format(question=question, answer_a=answer_a,
-                                                             answer_b=answer_b)}]
+  return [
+    {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+    {"role": "user", "content": PROMPT_TEMPLATE.format(question=question, answer_a=answer_a, answer_b=answer_b)},
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,22 +129,20 @@ class PairItem:
   baseline: str
 
 
-def judge_with_chat(judge, items: Sequence[PairItem], model: str, temperature: float = 0.0,
-                    max_tokens: int = 4096) -> list[dict[str, Any]]:
+def judge_with_chat(
+  judge, items: Sequence[PairItem], model: str, temperature: float = 0.0, max_tokens: int = 4096
+) -> list[dict[str, Any]]:
   """Two games per item (baseline as A, then the model as A) -> judgment records."""
   requests = []
   for item in items:
-    requests.append(ChatRequest.of(judge_messages(item.question, item.baseline, item.answer),
-                                   temperature, max_tokens))
-    requests.append(ChatRequest.of(judge_messages(item.question, item.answer, item.baseline),
-                                   temperature, max_tokens))
+    requests.append(ChatRequest.of(judge_messages(item.question, item.baseline, item.answer), temperature, max_tokens))
+    requests.append(ChatRequest.of(judge_messages(item.question, item.answer, item.baseline), temperature, max_tokens))
   replies = judge.chat(requests)
   records = []
   for k, item in enumerate(items):
     games = []
-    for request, reply in zip(requests[2 * k:2 * k + 2], replies[2 * k:2 * k + 2]):
-      games.append({"user_prompt": request.messages[1][1], "judgment": reply.text,
-                    "score": parse_verdict(reply.text)})
+    for request, reply in zip(requests[2 * k : 2 * k + 2], replies[2 * k : 2 * k + 2]):
+      games.append({"user_prompt": request.messages[1][1], "judgment": reply.text, "score": parse_verdict(reply.text)})
     records.append({"question_id": item.question_id, "model": model, "judge": judge.name, "games": games})
   return records
 
@@ -158,8 +157,9 @@ def verdict_from_scores(score_a: float, score_b: float, tie_margin: float, stron
   return "B>>A" if -diff > strong_margin else "B>A"
 
 
-def judge_with_scores(judge, items: Sequence[PairItem], model: str, tie_margin: float = 0.1,
-                      strong_margin: float = 1.0) -> list[dict[str, Any]]:
+def judge_with_scores(
+  judge, items: Sequence[PairItem], model: str, tie_margin: float = 0.1, strong_margin: float = 1.0
+) -> list[dict[str, Any]]:
   """Judgment records from a score judge: both answers scored once, both games derived from the
   difference (a score judge has no position, so the two games mirror each other)."""
   convs = [[{"role": "user", "content": item.question}] for item in items]
@@ -170,9 +170,13 @@ def judge_with_scores(judge, items: Sequence[PairItem], model: str, tie_margin: 
     s_model, s_base = scores[k], scores[n + k]
     games = []
     for a, b in ((s_base, s_model), (s_model, s_base)):
-      games.append({"user_prompt": item.question,
-                    "judgment": f"score judge {judge.name}: A {a:.4f}, B {b:.4f}",
-                    "score": verdict_from_scores(a, b, tie_margin, strong_margin)})
+      games.append(
+        {
+          "user_prompt": item.question,
+          "judgment": f"score judge {judge.name}: A {a:.4f}, B {b:.4f}",
+          "score": verdict_from_scores(a, b, tie_margin, strong_margin),
+        }
+      )
     records.append({"question_id": item.question_id, "model": model, "judge": judge.name, "games": games})
   return records
 
@@ -255,8 +259,15 @@ def style_counts(text: str) -> np.ndarray:
   """[4] length (word/punctuation pieces of the whole answer), markdown headers, list items and
   bold spans outside code blocks, counted with arena-hard-auto's patterns."""
   prose = _without_code(text)
-  return np.array([len(re.findall(r"\w+|[^\w\s]", text)), len(_HEADER.findall(prose)),
-                   len(_LIST_ITEM.findall(prose)), len(_BOLD.findall(prose))], dtype=np.float64)
+  return np.array(
+    [
+      len(re.findall(r"\w+|[^\w\s]", text)),
+      len(_HEADER.findall(prose)),
+      len(_LIST_ITEM.findall(prose)),
+      len(_BOLD.findall(prose)),
+    ],
+    dtype=np.float64,
+  )
 
 
 _METADATA_KEYS = ("token_len", "header_count", "list_count", "bold_count")
@@ -292,8 +303,7 @@ def style_matrix(battles: Battles, answers: Mapping[str, Mapping[str, StyleSourc
         source = answers[model][qid]
       except KeyError:
         raise ValueError(f"style control needs the answer of {model!r} to question {qid!r}") from None
-      cache[(model, qid)] = style_counts(source) if isinstance(source, str) else np.asarray(
-          source, dtype=np.float64)
+      cache[(model, qid)] = style_counts(source) if isinstance(source, str) else np.asarray(source, dtype=np.float64)
     return cache[(model, qid)]
 
   if len(battles) == 0:
@@ -305,9 +315,10 @@ def style_matrix(battles: Battles, answers: Mapping[str, Mapping[str, StyleSourc
   flat = [name for name, s in zip(STYLE_FEATURES, spread) if not s > 1e-12]
   if flat:
     raise DegenerateFitError(
-        f"style control: the feature(s) {flat} take the same value in all {len(battles)} battles "
-        "(e.g. no answer uses that markdown), so they cannot be normalised or fitted; the "
-        "style-controlled score is undefined for these judgments")
+      f"style control: the feature(s) {flat} take the same value in all {len(battles)} battles "
+      "(e.g. no answer uses that markdown), so they cannot be normalised or fitted; the "
+      "style-controlled score is undefined for these judgments"
+    )
   return (diff - diff.mean(axis=0)) / spread
 
 
@@ -318,9 +329,15 @@ class BradleyTerry:
   style_coef: Optional[np.ndarray]  # [4] (log-odds per standard deviation), None without style
 
 
-def fit_bradley_terry(battles: Battles, baseline: str = BASELINE, style: Optional[np.ndarray] = None,
-                      counts: Optional[np.ndarray] = None, models: Optional[Sequence[str]] = None,
-                      l2: float = 1e-6, check: bool = False) -> BradleyTerry:
+def fit_bradley_terry(
+  battles: Battles,
+  baseline: str = BASELINE,
+  style: Optional[np.ndarray] = None,
+  counts: Optional[np.ndarray] = None,
+  models: Optional[Sequence[str]] = None,
+  l2: float = 1e-6,
+  check: bool = False,
+) -> BradleyTerry:
   """Elo ratings (baseline at 1000) from battles; `counts` [N] reweights rows (the bootstrap).
 
   Without `style`: the unpenalised fit (a vanishing `l2` keeps separable data finite), the
@@ -341,8 +358,12 @@ def fit_bradley_terry(battles: Battles, baseline: str = BASELINE, style: Optiona
     x[np.arange(n), rows_a] += 1.0
     x[np.arange(n), rows_b] -= 1.0
     x = x[:, free]
-    fit = fit_logistic(np.concatenate([x, x]), np.concatenate([np.ones(n), np.zeros(n)]),
-                       np.concatenate([c * win_a, c * (1.0 - win_a)]), l2=l2)
+    fit = fit_logistic(
+      np.concatenate([x, x]),
+      np.concatenate([np.ones(n), np.zeros(n)]),
+      np.concatenate([c * win_a, c * (1.0 - win_a)]),
+      l2=l2,
+    )
     coef = np.zeros(p)
     coef[free] = fit.coef
     if baseline not in index:  # nothing to anchor: centre the ratings instead
@@ -356,8 +377,12 @@ def fit_bradley_terry(battles: Battles, baseline: str = BASELINE, style: Optiona
   if check:
     _check_style_design(x, c, models, baseline)
   # Weight 2: arena-hard-auto fits each battle twice (its C applies to the doubled data).
-  fit = fit_logistic(np.concatenate([x, x]), np.concatenate([np.ones(n), np.zeros(n)]),
-                     2.0 * np.concatenate([c * win_a, c * (1.0 - win_a)]), l2=1.0 / STYLE_C)
+  fit = fit_logistic(
+    np.concatenate([x, x]),
+    np.concatenate([np.ones(n), np.zeros(n)]),
+    2.0 * np.concatenate([c * win_a, c * (1.0 - win_a)]),
+    l2=1.0 / STYLE_C,
+  )
   if check and not fit.converged:
     raise DegenerateFitError(f"style control: the fit did not converge in {fit.iterations} steps")
   rating = ELO_SCALE * fit.coef[:p]
@@ -374,10 +399,11 @@ def _check_style_design(x: np.ndarray, counts: np.ndarray, models: Sequence[str]
   rank = np.linalg.matrix_rank(design)
   if rank < design.shape[1]:
     raise DegenerateFitError(
-        f"style control: the design of {len(used)} battles has rank {rank} < {design.shape[1]} "
-        f"columns (models {list(models)} and features {list(STYLE_FEATURES)}): a feature is a "
-        "linear combination of the others or of the model indicators, so the style-controlled "
-        "score is not identified")
+      f"style control: the design of {len(used)} battles has rank {rank} < {design.shape[1]} "
+      f"columns (models {list(models)} and features {list(STYLE_FEATURES)}): a feature is a "
+      "linear combination of the others or of the model indicators, so the style-controlled "
+      "score is not identified"
+    )
 
 
 def win_rate(elo: np.ndarray | float, elo_baseline: float = ELO_INIT) -> np.ndarray:
@@ -385,8 +411,14 @@ def win_rate(elo: np.ndarray | float, elo_baseline: float = ELO_INIT) -> np.ndar
   return 1.0 / (1.0 + ELO_BASE ** ((elo_baseline - np.asarray(elo, dtype=np.float64)) / ELO_SCALE))
 
 
-def score_battles(battles: Battles, baseline: str = BASELINE, rounds: int = 100, seed: int = 42,
-                  style: Optional[np.ndarray] = None, show_progress: bool = False) -> dict[str, dict[str, Any]]:
+def score_battles(
+  battles: Battles,
+  baseline: str = BASELINE,
+  rounds: int = 100,
+  seed: int = 42,
+  style: Optional[np.ndarray] = None,
+  show_progress: bool = False,
+) -> dict[str, dict[str, Any]]:
   """Per model: score (win rate vs. baseline, %), its 95% bootstrap interval, Elo and its interval."""
   if len(battles) == 0:
     raise ValueError("no battles: every judgment lacks a verdict")
@@ -401,27 +433,35 @@ def score_battles(battles: Battles, baseline: str = BASELINE, rounds: int = 100,
   for i, model in enumerate(full.models):
     if model == baseline:
       continue
-    lo, hi = (np.percentile(boot[:, i], [2.5, 97.5]) if rounds else (full.elo[i], full.elo[i]))
+    lo, hi = np.percentile(boot[:, i], [2.5, 97.5]) if rounds else (full.elo[i], full.elo[i])
     mine = battles.model_b == model
     out[model] = {
-        "score": float(100 * win_rate(full.elo[i])),
-        "ci_low": float(100 * win_rate(lo)), "ci_high": float(100 * win_rate(hi)),
-        "elo": float(full.elo[i]), "elo_ci_low": float(lo), "elo_ci_high": float(hi),
-        "num_battles": int(mine.sum()),
-        "wins": int((mine & (battles.winner == "model_b")).sum()),
-        "losses": int((mine & (battles.winner == "model_a")).sum()),
-        "ties": int((mine & (battles.winner == "tie")).sum()),
-        "bootstrap_rounds": rounds, "style_control": style is not None,
+      "score": float(100 * win_rate(full.elo[i])),
+      "ci_low": float(100 * win_rate(lo)),
+      "ci_high": float(100 * win_rate(hi)),
+      "elo": float(full.elo[i]),
+      "elo_ci_low": float(lo),
+      "elo_ci_high": float(hi),
+      "num_battles": int(mine.sum()),
+      "wins": int((mine & (battles.winner == "model_b")).sum()),
+      "losses": int((mine & (battles.winner == "model_a")).sum()),
+      "ties": int((mine & (battles.winner == "tie")).sum()),
+      "bootstrap_rounds": rounds,
+      "style_control": style is not None,
     }
     if full.style_coef is not None:
       out[model]["style_coef"] = dict(zip(STYLE_FEATURES, map(float, full.style_coef)))
   return out
 
 
-def score_judgments(records: Sequence[Mapping[str, Any]], baseline: str = BASELINE, rounds: int = 100,
-                    seed: int = 42, style_control: bool = False,
-                    answers: Optional[Mapping[str, Mapping[str, StyleSource]]] = None
-                    ) -> dict[str, dict[str, Any]]:
+def score_judgments(
+  records: Sequence[Mapping[str, Any]],
+  baseline: str = BASELINE,
+  rounds: int = 100,
+  seed: int = 42,
+  style_control: bool = False,
+  answers: Optional[Mapping[str, Mapping[str, StyleSource]]] = None,
+) -> dict[str, dict[str, Any]]:
   """`score_battles` over judgment records; `answers[model][qid]` (baseline included: a text or
   [4] counts, see `style_matrix`) is needed only for style control."""
   for i, row in enumerate(records):
@@ -438,7 +478,8 @@ def score_judgments(records: Sequence[Mapping[str, Any]], baseline: str = BASELI
     used = {m for m in set(battles.model_a) | set(battles.model_b)}
     kinds = {isinstance(v, str) for m in used for v in answers[m].values()}
     unit = {frozenset({True}): "word pieces", frozenset({False}): "tokens (answer metadata)"}.get(
-        frozenset(kinds), "mixed: tokens (answer metadata) and word pieces")
+      frozenset(kinds), "mixed: tokens (answer metadata) and word pieces"
+    )
   for model, entry in scores.items():
     if unit is not None:
       entry["style_length_unit"] = unit

@@ -19,11 +19,19 @@ JUDGE_KINDS = ("http", "generative", "reward_model")
 
 # Per benchmark: the baseline, and the judge's sampling as the benchmark's reference setup uses it.
 _BENCHMARK_DEFAULTS = {
-    "arena_hard": {"baseline": "gpt-4-0314", "judge_model": "gpt-4-1106-preview", "judge_max_tokens": 4096,
-                   "answer_tokens": 4096},
-    "mt_bench": {"baseline": "", "judge_model": "gpt-4", "judge_max_tokens": 2048, "answer_tokens": 1024},
-    "alpaca_eval": {"baseline": "gpt4_1106_preview", "judge_model": "gpt-4-1106-preview",
-                    "judge_max_tokens": 8, "answer_tokens": 2048},
+  "arena_hard": {
+    "baseline": "gpt-4-0314",
+    "judge_model": "gpt-4-1106-preview",
+    "judge_max_tokens": 4096,
+    "answer_tokens": 4096,
+  },
+  "mt_bench": {"baseline": "", "judge_model": "gpt-4", "judge_max_tokens": 2048, "answer_tokens": 1024},
+  "alpaca_eval": {
+    "baseline": "gpt4_1106_preview",
+    "judge_model": "gpt-4-1106-preview",
+    "judge_max_tokens": 8,
+    "answer_tokens": 2048,
+  },
 }
 
 
@@ -36,27 +44,32 @@ def default_config(benchmark: str) -> ConfigDict:
   # the table row this run fills ("<policy>:<variant>", eval/tables.py; "gpt-4o" for an external
   # model); "" = the scaling run's own label (its config.label), else the model name
   config.label = ""
-  config.model = ConfigDict({
+  config.model = ConfigDict(
+    {
       "name": "",  # recorded in judgments and results; "" = derived from the path or answer file
       "path": "",  # HF folder or .gguf; "" = the embedded SmolLM2-135M-Instruct
       "param_dtype": "",
       # Evaluate existing answers instead of generating: an answers file (this project's,
       # arena-hard-auto's, FastChat's or AlpacaEval's layout) or a scaling-search output folder.
       "answers": "",
-  })
-  config.generation = ConfigDict({
+    }
+  )
+  config.generation = ConfigDict(
+    {
       "max_new_tokens": d["answer_tokens"],
       "temperature": 0.0,  # arena_hard / alpaca_eval; MT-Bench uses its per-category temperatures
       "top_p": 1.0,  # 1.0 = no nucleus truncation
       "batch_size": 16,
       "seed": 0,
       "system_prompt": "",
-  })
+    }
+  )
   config.questions = ConfigDict({"path": "", "start": 0, "limit": 0})  # path "" = bundled / download
   config.baseline = ConfigDict({"name": d["baseline"], "path": ""})
   config.references_path = ""  # MT-Bench reference answers; "" = bundled / download
   config.judge_prompts_path = ""  # MT-Bench judge prompts; "" = bundled / download
-  config.judge = ConfigDict({
+  config.judge = ConfigDict(
+    {
       "kind": "http",  # http | generative | reward_model
       # http: any OpenAI-compatible endpoint; the key is read from the variable named here.
       "base_url": "https://api.openai.com/v1",
@@ -78,16 +91,19 @@ def default_config(benchmark: str) -> ConfigDict:
       # reward_model on Arena-Hard: score differences -> verdicts (they depend on the RM's scale).
       "tie_margin": 0.1,
       "strong_margin": 1.0,
-  })
+    }
+  )
   config.scoring = ConfigDict({"bootstrap_rounds": 100, "seed": 42, "style_control": False})
-  config.alpaca = ConfigDict({
+  config.alpaca = ConfigDict(
+    {
       "order_seed": 0,  # which output the judge sees first, per instruction
       "top_logprobs": 5,  # 0 = ask for the letter only
       # AlpacaEval's instruction-difficulty table (df_gamed.csv) for the length-controlled GLM:
       # "" = the published one, downloaded once from the hub and cached. Without it (offline, no
       # cache) the LC win rate is flagged as not comparable to the leaderboard.
       "difficulty_file": "",
-  })
+    }
+  )
   config.questions_per_batch = 16  # answered / judged, then appended to disk
   config.mesh = mesh_config((1, 1, 1))  # for the local models: shape (data, fsdp, tensor), rules
   config.distributed = ConfigDict({"mode": "auto"})
@@ -118,25 +134,25 @@ def tiny_overrides(config: ConfigDict, limit: int = 3) -> ConfigDict:
 # (a negative `max_retries` made the HTTP judge report "failed 0 times").
 _Check = tuple[str, Callable[[Any], bool], str]
 _CHECKS: tuple[_Check, ...] = (
-    ("generation.max_new_tokens", lambda v: v >= 1, "at least 1"),
-    ("generation.temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
-    ("generation.top_p", lambda v: 0 < v <= 1, "in (0, 1] (1 = no nucleus truncation)"),
-    ("generation.top_k", lambda v: v >= 0, ">= 0 (0 = no top-k truncation)"),
-    ("generation.batch_size", lambda v: v >= 1, "at least 1"),
-    ("questions.start", lambda v: v >= 0, ">= 0"),
-    ("questions.limit", lambda v: v >= 0, ">= 0 (0 = all)"),
-    ("questions_per_batch", lambda v: v >= 1, "at least 1"),
-    ("judge.timeout_s", lambda v: v > 0, "> 0 seconds"),
-    ("judge.max_retries", lambda v: v >= 0, ">= 0 (0 = one attempt, no retry)"),
-    ("judge.backoff_s", lambda v: v >= 0, ">= 0 seconds"),
-    ("judge.max_backoff_s", lambda v: v >= 0, ">= 0 seconds"),
-    ("judge.max_workers", lambda v: v >= 1, "at least 1 (concurrent judge calls)"),
-    ("judge.temperature", lambda v: v >= 0, ">= 0"),
-    ("judge.max_tokens", lambda v: v >= 1, "at least 1"),
-    ("judge.batch_size", lambda v: v >= 1, "at least 1"),
-    ("judge.tie_margin", lambda v: v >= 0, ">= 0"),
-    ("scoring.bootstrap_rounds", lambda v: v >= 0, ">= 0 (0 = no confidence interval)"),
-    ("alpaca.top_logprobs", lambda v: 0 <= v <= 20, "in [0, 20] (0 = ask for the letter only)"),
+  ("generation.max_new_tokens", lambda v: v >= 1, "at least 1"),
+  ("generation.temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
+  ("generation.top_p", lambda v: 0 < v <= 1, "in (0, 1] (1 = no nucleus truncation)"),
+  ("generation.top_k", lambda v: v >= 0, ">= 0 (0 = no top-k truncation)"),
+  ("generation.batch_size", lambda v: v >= 1, "at least 1"),
+  ("questions.start", lambda v: v >= 0, ">= 0"),
+  ("questions.limit", lambda v: v >= 0, ">= 0 (0 = all)"),
+  ("questions_per_batch", lambda v: v >= 1, "at least 1"),
+  ("judge.timeout_s", lambda v: v > 0, "> 0 seconds"),
+  ("judge.max_retries", lambda v: v >= 0, ">= 0 (0 = one attempt, no retry)"),
+  ("judge.backoff_s", lambda v: v >= 0, ">= 0 seconds"),
+  ("judge.max_backoff_s", lambda v: v >= 0, ">= 0 seconds"),
+  ("judge.max_workers", lambda v: v >= 1, "at least 1 (concurrent judge calls)"),
+  ("judge.temperature", lambda v: v >= 0, ">= 0"),
+  ("judge.max_tokens", lambda v: v >= 1, "at least 1"),
+  ("judge.batch_size", lambda v: v >= 1, "at least 1"),
+  ("judge.tie_margin", lambda v: v >= 0, ">= 0"),
+  ("scoring.bootstrap_rounds", lambda v: v >= 0, ">= 0 (0 = no confidence interval)"),
+  ("alpaca.top_logprobs", lambda v: 0 <= v <= 20, "in [0, 20] (0 = ask for the letter only)"),
 )
 
 

@@ -49,6 +49,8 @@ def build(benchmark: str, arg: str | None) -> ConfigDict:
   if a["judge"]:
     config.judge.kind = a["judge"]
   config.label = a["label"]
-  name = a["label"].replace(":", "_") or os.path.basename(os.path.normpath(a["answers"] or config.model.path or "smollm2"))
+  name = a["label"].replace(":", "_") or os.path.basename(
+    os.path.normpath(a["answers"] or config.model.path or "smollm2")
+  )
   config.output_dir = f"outputs/eval/{benchmark}/{a['variant']}_{name}"
   return config

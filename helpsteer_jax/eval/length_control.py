@@ -67,14 +67,21 @@ def std_delta_len(len_model: np.ndarray, len_baseline: np.ndarray) -> np.ndarray
   delta = np.asarray(len_baseline, dtype=np.float64) - np.asarray(len_model, dtype=np.float64)
   std = delta.std(ddof=1) if len(delta) > 1 else 0.0
   if not std > 0:
-    raise ValueError("length control: every output has the same length difference from the "
-                     "baseline, so the length feature cannot be standardised")
+    raise ValueError(
+      "length control: every output has the same length difference from the "
+      "baseline, so the length feature cannot be standardised"
+    )
   return delta / std
 
 
-def build_design(preference: np.ndarray, len_model: np.ndarray, len_baseline: np.ndarray,
-                 question_ids: Sequence[str], table: Optional[DifficultyTable],
-                 lam: float = REGULARIZE_TO_BASELINE_LAMBDA) -> Design:
+def build_design(
+  preference: np.ndarray,
+  len_model: np.ndarray,
+  len_baseline: np.ndarray,
+  question_ids: Sequence[str],
+  table: Optional[DifficultyTable],
+  lam: float = REGULARIZE_TO_BASELINE_LAMBDA,
+) -> Design:
   """The GLM's rows: preference [N] (nan = failed annotation, left out of the fit but not of the
   prediction, as in AlpacaEval), lengths [N] in characters, the instruction ids [N]."""
   pref = np.asarray(preference, dtype=np.float64)
@@ -87,13 +94,16 @@ def build_design(preference: np.ndarray, len_model: np.ndarray, len_baseline: np
   else:
     missing = [q for q in question_ids if str(q) not in table.difficulty]
     if missing:
-      raise ValueError(f"{table.source}: no instruction difficulty for {len(missing)} instructions "
-                       f"(first: {missing[:5]}); AlpacaEval indexes instructions 0-804 in its order")
+      raise ValueError(
+        f"{table.source}: no instruction difficulty for {len(missing)} instructions "
+        f"(first: {missing[:5]}); AlpacaEval indexes instructions 0-804 in its order"
+      )
     gamma = np.array([table.difficulty[str(q)] for q in question_ids])
     x_model = np.stack([length, gamma, np.ones(n)], axis=1)
     x_test = np.stack([np.zeros(n), gamma, np.ones(n)], axis=1)
-    x_table = np.stack([np.tanh(table.std_delta_len), table.instruction_difficulty,
-                        table.not_gamed.astype(np.float64)], axis=1)
+    x_table = np.stack(
+      [np.tanh(table.std_delta_len), table.instruction_difficulty, table.not_gamed.astype(np.float64)], axis=1
+    )
     # Divided by 2: there are two gamed baselines.
     w_table = np.where(table.not_gamed, 1.0, lam / 2.0)
     x = np.concatenate([x_table, x_model])
@@ -139,8 +149,9 @@ def choose_c(design: Design, cs: np.ndarray = CS, n_splits: int = N_SPLITS) -> f
   return float(cs[int(np.argmax(score))])
 
 
-def fit_length_controlled(design: Design, c: Optional[float] = None,
-                          counts: Optional[np.ndarray] = None) -> tuple[np.ndarray, float]:
+def fit_length_controlled(
+  design: Design, c: Optional[float] = None, counts: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, float]:
   """(coef [P], the LC win rate in [0, 1]); `counts` [N] reweights the model's annotations (the
   bootstrap: over the model's instructions, the table's rows kept), `c` None = cross-validated."""
   c = choose_c(design) if c is None else c
@@ -153,8 +164,13 @@ def fit_length_controlled(design: Design, c: Optional[float] = None,
   return coef, float(np.sum(test_w * sigmoid(design.x_test @ coef)) / np.sum(test_w))
 
 
-def length_controlled(preference: np.ndarray, len_model: np.ndarray, len_baseline: np.ndarray,
-                      question_ids: Sequence[str], table: Optional[DifficultyTable]) -> LengthControlled:
+def length_controlled(
+  preference: np.ndarray,
+  len_model: np.ndarray,
+  len_baseline: np.ndarray,
+  question_ids: Sequence[str],
+  table: Optional[DifficultyTable],
+) -> LengthControlled:
   """AlpacaEval's LC win rate of one model (module docstring)."""
   design = build_design(preference, len_model, len_baseline, question_ids, table)
   if not design.model_rows.any():
@@ -164,7 +180,12 @@ def length_controlled(preference: np.ndarray, len_model: np.ndarray, len_baselin
   pred = sigmoid(design.x_test @ coef)  # [N]
   se = float(pred.std(ddof=1) / np.sqrt(len(pred))) if len(pred) > 1 else 0.0
   names = ("length", "instruction_difficulty", "model") if table is not None else ("length", "model")
-  return LengthControlled(100 * float(pred.mean()), 100 * se, dict(zip(names, map(float, coef))), c,
-                          table is not None, GLM_NAME if table is not None else GLM_NAME_WITHOUT_TABLE,
-                          design)
-
+  return LengthControlled(
+    100 * float(pred.mean()),
+    100 * se,
+    dict(zip(names, map(float, coef))),
+    c,
+    table is not None,
+    GLM_NAME if table is not None else GLM_NAME_WITHOUT_TABLE,
+    design,
+  )

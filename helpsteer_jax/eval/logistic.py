@@ -43,8 +43,7 @@ def sigmoid(z: Union[np.ndarray, float]) -> np.ndarray:
   return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
 
 
-def _loss(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: np.ndarray, l1: np.ndarray,
-          coef: np.ndarray) -> float:
+def _loss(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: np.ndarray, l1: np.ndarray, coef: np.ndarray) -> float:
   z = x @ coef
   nll = -(w * (y * _log_sigmoid(z) + (1.0 - y) * _log_sigmoid(-z))).sum()
   return float(nll + 0.5 * (l2 * coef * coef).sum() + (l1 * np.abs(coef)).sum())
@@ -92,8 +91,7 @@ def _prox_exact(b: np.ndarray, hess: np.ndarray, l1: np.ndarray) -> np.ndarray:
   return best
 
 
-def _prox_coordinate_descent(coef: np.ndarray, grad: np.ndarray, hess: np.ndarray,
-                             l1: np.ndarray) -> np.ndarray:
+def _prox_coordinate_descent(coef: np.ndarray, grad: np.ndarray, hess: np.ndarray, l1: np.ndarray) -> np.ndarray:
   z = coef.copy()
   for _ in range(1000):
     biggest = 0.0
@@ -110,8 +108,7 @@ def _prox_coordinate_descent(coef: np.ndarray, grad: np.ndarray, hess: np.ndarra
   return z
 
 
-def _prox_newton_step(coef: np.ndarray, grad: np.ndarray, hess: np.ndarray,
-                      l1: np.ndarray) -> np.ndarray:
+def _prox_newton_step(coef: np.ndarray, grad: np.ndarray, hess: np.ndarray, l1: np.ndarray) -> np.ndarray:
   """argmin_d grad.d + d.H.d/2 + l1.|coef + d|, solved for z = coef + d: exactly for few
   parameters (the LC GLM has 2-3), else by cyclic coordinate descent (soft thresholding)."""
   if len(coef) <= EXACT_L1_MAX_PARAMS:
@@ -122,13 +119,13 @@ def _prox_newton_step(coef: np.ndarray, grad: np.ndarray, hess: np.ndarray,
 
 
 def fit_logistic(
-    x: np.ndarray,
-    y: np.ndarray,
-    weights: np.ndarray | None = None,
-    l2: Union[float, np.ndarray] = 1e-6,
-    max_iter: int = 200,
-    tol: float = 1e-10,
-    l1: Union[float, np.ndarray] = 0.0,
+  x: np.ndarray,
+  y: np.ndarray,
+  weights: np.ndarray | None = None,
+  l2: Union[float, np.ndarray] = 1e-6,
+  max_iter: int = 200,
+  tol: float = 1e-10,
+  l1: Union[float, np.ndarray] = 0.0,
 ) -> LogisticFit:
   """Minimises `sum_i w_i * CE(y_i, sigmoid(x_i . coef)) + l2/2 * |coef|^2 + l1 * |coef|_1`
   (no intercept; `l2` and `l1` are scalars or [P], one strength per parameter).

@@ -29,8 +29,14 @@ import numpy as np
 from helpsteer_jax.eval.judges.base import ChatRequest
 
 CATEGORY_TEMPERATURE = {
-    "writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
-    "reasoning": 0.0, "stem": 0.1, "humanities": 0.1,
+  "writing": 0.7,
+  "roleplay": 0.7,
+  "extraction": 0.0,
+  "math": 0.0,
+  "coding": 0.0,
+  "reasoning": 0.0,
+  "stem": 0.1,
+  "humanities": 0.1,
 }
 DEFAULT_TEMPERATURE = 0.7  # a category outside the eight above
 REFERENCE_CATEGORIES = frozenset({"math", "reasoning", "coding"})
@@ -39,9 +45,9 @@ FAILED = -1
 
 _NUMBER = r"(\d+\.?\d*)\s*(?:/\s*10)?"
 _PATTERNS = (
-    re.compile(r"\[\[\s*" + _NUMBER + r"\s*\]\]"),  # the requested form, [[7]]
-    re.compile(r"\[\s*" + _NUMBER + r"\s*\]"),  # a single bracket, [7]
-    re.compile(r"rating\s*(?:is|of|:)?\s*\**\s*" + _NUMBER, re.I),  # "Rating: 7" without brackets
+  re.compile(r"\[\[\s*" + _NUMBER + r"\s*\]\]"),  # the requested form, [[7]]
+  re.compile(r"\[\s*" + _NUMBER + r"\s*\]"),  # a single bracket, [7]
+  re.compile(r"rating\s*(?:is|of|:)?\s*\**\s*" + _NUMBER, re.I),  # "Rating: 7" without brackets
 )
 
 
@@ -79,34 +85,44 @@ class GradeItem:
   reference: tuple[str, ...] = ()  # reference answers (math, reasoning, coding)
 
 
-def judge_messages(prompts: Mapping[str, Mapping[str, Any]], item: GradeItem,
-                   turn: int) -> tuple[str, list[dict[str, str]]]:
+def judge_messages(
+  prompts: Mapping[str, Mapping[str, Any]], item: GradeItem, turn: int
+) -> tuple[str, list[dict[str, str]]]:
   """(prompt name, [system, user] messages) grading `item`'s answer to `turn` (1 or 2)."""
   name = judge_prompt_name(item.category, turn)
   if name not in prompts:
     raise ValueError(f"judge prompt {name!r} is not in the judge prompt file")
   if name.startswith("single-math") and len(item.reference) < turn:
-    raise ValueError(f"question {item.question_id} ({item.category}) needs a reference answer "
-                     f"for turn {turn}")
+    raise ValueError(f"question {item.question_id} ({item.category}) needs a reference answer for turn {turn}")
   fields = {
-      "question": item.questions[0], "answer": item.answers[0],
-      "question_1": item.questions[0], "answer_1": item.answers[0],
-      "question_2": item.questions[1] if len(item.questions) > 1 else "",
-      "answer_2": item.answers[1] if len(item.answers) > 1 else "",
-      "ref_answer_1": item.reference[0] if item.reference else "",
-      "ref_answer_2": item.reference[1] if len(item.reference) > 1 else "",
+    "question": item.questions[0],
+    "answer": item.answers[0],
+    "question_1": item.questions[0],
+    "answer_1": item.answers[0],
+    "question_2": item.questions[1] if len(item.questions) > 1 else "",
+    "answer_2": item.answers[1] if len(item.answers) > 1 else "",
+    "ref_answer_1": item.reference[0] if item.reference else "",
+    "ref_answer_2": item.reference[1] if len(item.reference) > 1 else "",
   }
   prompt = prompts[name]
-  return name, [{"role": "system", "content": prompt["system_prompt"]},
-                {"role": "user", "content": prompt["prompt_template"].format(**fields)}]
+  return name, [
+    {"role": "system", "content": prompt["system_prompt"]},
+    {"role": "user", "content": prompt["prompt_template"].format(**fields)},
+  ]
 
 
 def _turns(item: GradeItem) -> list[int]:
   return [t for t in (1, 2) if t <= min(len(item.questions), len(item.answers))]
 
 
-def judge_with_chat(judge, items: Sequence[GradeItem], prompts: Mapping[str, Mapping[str, Any]],
-                    model: str, temperature: float = 0.0, max_tokens: int = 2048) -> list[dict[str, Any]]:
+def judge_with_chat(
+  judge,
+  items: Sequence[GradeItem],
+  prompts: Mapping[str, Mapping[str, Any]],
+  model: str,
+  temperature: float = 0.0,
+  max_tokens: int = 2048,
+) -> list[dict[str, Any]]:
   """One judgment record per (question, turn)."""
   slots, requests = [], []
   for item in items:
@@ -118,9 +134,17 @@ def judge_with_chat(judge, items: Sequence[GradeItem], prompts: Mapping[str, Map
   records = []
   for (item, turn, name, user_prompt), reply in zip(slots, replies):
     rating = parse_rating(reply.text)
-    records.append({"question_id": item.question_id, "model": model, "judge": [judge.name, name],
-                    "user_prompt": user_prompt, "judgment": reply.text,
-                    "score": FAILED if rating is None else rating, "turn": turn})
+    records.append(
+      {
+        "question_id": item.question_id,
+        "model": model,
+        "judge": [judge.name, name],
+        "user_prompt": user_prompt,
+        "judgment": reply.text,
+        "score": FAILED if rating is None else rating,
+        "turn": turn,
+      }
+    )
   return records
 
 
@@ -139,17 +163,27 @@ def judge_with_scores(judge, items: Sequence[GradeItem], model: str) -> list[dic
       responses.append(item.answers[turn - 1])
       slots.append((item, turn))
   scores = judge.score(convs, responses)
-  return [{"question_id": item.question_id, "model": model, "judge": [judge.name, "score"],
-           "user_prompt": "", "judgment": f"score judge {judge.name}: {score:.4f}",
-           "score": float(score), "turn": turn} for (item, turn), score in zip(slots, scores)]
+  return [
+    {
+      "question_id": item.question_id,
+      "model": model,
+      "judge": [judge.name, "score"],
+      "user_prompt": "",
+      "judgment": f"score judge {judge.name}: {score:.4f}",
+      "score": float(score),
+      "turn": turn,
+    }
+    for (item, turn), score in zip(slots, scores)
+  ]
 
 
 def _valid(score: Any, raw_scale: bool) -> bool:
   return isinstance(score, (int, float)) and (raw_scale or score != FAILED)
 
 
-def category_table(records: Sequence[Mapping[str, Any]], categories: Mapping[str, str],
-                   raw_scale: bool = False) -> list[dict[str, Any]]:
+def category_table(
+  records: Sequence[Mapping[str, Any]], categories: Mapping[str, str], raw_scale: bool = False
+) -> list[dict[str, Any]]:
   """Rows per category (in MT-Bench's order, others after) and an `overall` row: mean rating of
   turn 1, of turn 2, of both, the number of graded turns and of failed gradings."""
   by_cat: dict[str, dict[int, list[float]]] = {}
@@ -171,13 +205,22 @@ def category_table(records: Sequence[Mapping[str, Any]], categories: Mapping[str
       n_failed = sum(failed.values())
     else:
       t1, t2, n_failed = by_cat[cat].get(1, []), by_cat[cat].get(2, []), failed.get(cat, 0)
-    rows.append({"category": cat, "turn_1": mean(t1), "turn_2": mean(t2), "average": mean(t1 + t2),
-                 "graded": len(t1) + len(t2), "failed": n_failed})
+    rows.append(
+      {
+        "category": cat,
+        "turn_1": mean(t1),
+        "turn_2": mean(t2),
+        "average": mean(t1 + t2),
+        "graded": len(t1) + len(t2),
+        "failed": n_failed,
+      }
+    )
   return rows
 
 
-def bootstrap_mean_by_question(records: Sequence[Mapping[str, Any]], rounds: int, seed: int,
-                               raw_scale: bool = False) -> tuple[Optional[float], Optional[float]]:
+def bootstrap_mean_by_question(
+  records: Sequence[Mapping[str, Any]], rounds: int, seed: int, raw_scale: bool = False
+) -> tuple[Optional[float], Optional[float]]:
   """95% interval of the mean rating, resampling questions (both turns of a question together)."""
   by_q: dict[str, list[float]] = {}
   for r in records:
@@ -200,6 +243,8 @@ def table_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
   fmt = lambda v: "-" if v is None else f"{v:.2f}"
   lines = ["| category | turn 1 | turn 2 | average | graded | failed |", "|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['category']} | {fmt(r['turn_1'])} | {fmt(r['turn_2'])} | {fmt(r['average'])} "
-                 f"| {r['graded']} | {r['failed']} |")
+    lines.append(
+      f"| {r['category']} | {fmt(r['turn_1'])} | {fmt(r['turn_2'])} | {fmt(r['average'])} "
+      f"| {r['graded']} | {r['failed']} |"
+    )
   return "\n".join(lines)

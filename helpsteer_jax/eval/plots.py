@@ -49,13 +49,22 @@ def plot_scaling(points: Sequence[Mapping[str, Any]], axis: str, benchmark_name:
       label = f"{key[0]}: {label}"
     ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=label)
     for p in members:
-      ax.annotate(str(p[axis]), (p["token_multiple"], p["value"]), textcoords="offset points",
-                  xytext=(4, 4), fontsize=7)
+      ax.annotate(
+        str(p[axis]), (p["token_multiple"], p["value"]), textcoords="offset points", xytext=(4, 4), fontsize=7
+      )
   for p in references:
     lo, hi = _error(p)
     name = "greedy" if p["kind"] == "greedy" else f"Best-of-{p['drafts']}" if p.get("drafts") else "Best-of-N"
-    ax.errorbar([p["token_multiple"]], [p["value"]], yerr=[[lo], [hi]], marker="*" if p["kind"] == "greedy" else "s",
-                markersize=9, linestyle="none", capsize=3, label=f"{name} ({p.get('series', '')})")
+    ax.errorbar(
+      [p["token_multiple"]],
+      [p["value"]],
+      yerr=[[lo], [hi]],
+      marker="*" if p["kind"] == "greedy" else "s",
+      markersize=9,
+      linestyle="none",
+      capsize=3,
+      label=f"{name} ({p.get('series', '')})",
+    )
   everything = points + references
   if everything and min(p["token_multiple"] for p in everything) > 0:
     ax.set_xscale("log", base=2)

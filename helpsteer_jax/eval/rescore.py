@@ -92,9 +92,14 @@ def read_arena_hard_answers(paths: Sequence[str]) -> dict[str, dict[str, arena_h
   return out
 
 
-def rescore_arena_hard(judgments: Sequence[str], answers: Sequence[str] = (),
-                       baseline: str = arena_hard.BASELINE, style_control: bool = False,
-                       rounds: int = 100, seed: int = 42) -> list[dict[str, Any]]:
+def rescore_arena_hard(
+  judgments: Sequence[str],
+  answers: Sequence[str] = (),
+  baseline: str = arena_hard.BASELINE,
+  style_control: bool = False,
+  rounds: int = 100,
+  seed: int = 42,
+) -> list[dict[str, Any]]:
   records = read_arena_hard_judgments(judgments)
   if not records:
     raise ValueError(f"{list(judgments)}: no judgments")
@@ -109,12 +114,26 @@ def rescore_arena_hard(judgments: Sequence[str], answers: Sequence[str] = (),
   judges = {str(r.get("judge", "")) for r in records}
   results = []
   for model, metrics in sorted(scores.items()):
-    counts = {"questions": metrics["num_questions"], "judged": metrics["num_questions"],
-              "failed": metrics["failed_games"]}
-    results.append(make_result("arena_hard", model, metrics["score"], (metrics["ci_low"], metrics["ci_high"]),
-                               metrics, counts, judge=",".join(sorted(judges)), baseline=baseline,
-                               config=_config(judgments=list(judgments), answers=list(answers),
-                                              style_control=style_control, rounds=rounds, seed=seed)))
+    counts = {
+      "questions": metrics["num_questions"],
+      "judged": metrics["num_questions"],
+      "failed": metrics["failed_games"],
+    }
+    results.append(
+      make_result(
+        "arena_hard",
+        model,
+        metrics["score"],
+        (metrics["ci_low"], metrics["ci_high"]),
+        metrics,
+        counts,
+        judge=",".join(sorted(judges)),
+        baseline=baseline,
+        config=_config(
+          judgments=list(judgments), answers=list(answers), style_control=style_control, rounds=rounds, seed=seed
+        ),
+      )
+    )
   return results
 
 
@@ -147,16 +166,24 @@ def read_alpaca_annotations(path: str) -> dict[str, list[dict[str, Any]]]:
       if key not in row:
         raise ValueError(f"{where} lacks {key!r}")
     mine = out.setdefault(str(row["generator_2"]), [])
-    mine.append({"question_id": str(len(mine)), "instruction": row.get("instruction", ""),
-                 "model": str(row["generator_2"]), "baseline": str(row.get("generator_1", "")),
-                 "judge": str(row.get("annotator", "")),
-                 "model_win_prob": _preference(row["preference"], where),
-                 "len_model": len(str(row["output_2"])), "len_baseline": len(str(row["output_1"]))})
+    mine.append(
+      {
+        "question_id": str(len(mine)),
+        "instruction": row.get("instruction", ""),
+        "model": str(row["generator_2"]),
+        "baseline": str(row.get("generator_1", "")),
+        "judge": str(row.get("annotator", "")),
+        "model_win_prob": _preference(row["preference"], where),
+        "len_model": len(str(row["output_2"])),
+        "len_baseline": len(str(row["output_1"])),
+      }
+    )
   return out
 
 
-def rescore_alpaca_eval(annotations: Sequence[str], difficulty_file: str = "", rounds: int = 100,
-                        seed: int = 42) -> list[dict[str, Any]]:
+def rescore_alpaca_eval(
+  annotations: Sequence[str], difficulty_file: str = "", rounds: int = 100, seed: int = 42
+) -> list[dict[str, Any]]:
   by_model: dict[str, list[dict[str, Any]]] = {}
   for path in expand_paths(annotations, "annotations.json"):
     for model, records in read_alpaca_annotations(path).items():
@@ -170,20 +197,29 @@ def rescore_alpaca_eval(annotations: Sequence[str], difficulty_file: str = "", r
   for model, records in sorted(by_model.items()):
     metrics = alpaca_eval.win_rates(records, table, rounds, seed, note)
     counts = {"questions": len(records), "judged": len(records), "failed": metrics["failed"]}
-    results.append(make_result(
-        "alpaca_eval", model, metrics["lc_win_rate"], (metrics["lc_ci_low"], metrics["lc_ci_high"]),
-        metrics, counts, judge=records[0]["judge"], baseline=records[0]["baseline"],
-        config=_config(annotations=list(annotations), difficulty_file=difficulty_file, rounds=rounds,
-                       seed=seed),
-        note=metrics.get("lc_note", "")))
+    results.append(
+      make_result(
+        "alpaca_eval",
+        model,
+        metrics["lc_win_rate"],
+        (metrics["lc_ci_low"], metrics["lc_ci_high"]),
+        metrics,
+        counts,
+        judge=records[0]["judge"],
+        baseline=records[0]["baseline"],
+        config=_config(annotations=list(annotations), difficulty_file=difficulty_file, rounds=rounds, seed=seed),
+        note=metrics.get("lc_note", ""),
+      )
+    )
   return results
 
 
 # -- MT-Bench -------------------------------------------------------------------------------------
 
 
-def rescore_mt_bench(judgments: Sequence[str], questions: str = "", rounds: int = 100,
-                     seed: int = 42) -> list[dict[str, Any]]:
+def rescore_mt_bench(
+  judgments: Sequence[str], questions: str = "", rounds: int = 100, seed: int = 42
+) -> list[dict[str, Any]]:
   by_model: dict[str, list[dict[str, Any]]] = {}
   for file in expand_paths(judgments, "*_single.jsonl"):
     for i, row in enumerate(sources.read_jsonl(file)):
@@ -201,13 +237,32 @@ def rescore_mt_bench(judgments: Sequence[str], questions: str = "", rounds: int 
     if overall["average"] is None:
       raise ValueError(f"{model}: no MT-Bench judgment holds a readable rating")
     ci = mt_bench.bootstrap_mean_by_question(records, rounds, seed)
-    metrics = {"average": overall["average"], "turn_1": overall["turn_1"], "turn_2": overall["turn_2"],
-               "ci_low": ci[0], "ci_high": ci[1], "categories": table, "raw_scale": False}
+    metrics = {
+      "average": overall["average"],
+      "turn_1": overall["turn_1"],
+      "turn_2": overall["turn_2"],
+      "ci_low": ci[0],
+      "ci_high": ci[1],
+      "categories": table,
+      "raw_scale": False,
+    }
     judge = records[0].get("judge")
     judge = judge[0] if isinstance(judge, list) and judge else str(judge or "")
-    counts = {"questions": len({str(r["question_id"]) for r in records}), "judged": len(records),
-              "failed": overall["failed"]}
-    results.append(make_result("mt_bench", model, overall["average"], ci, metrics, counts, judge=judge,
-                               config=_config(judgments=list(judgments), questions=questions,
-                                              rounds=rounds, seed=seed)))
+    counts = {
+      "questions": len({str(r["question_id"]) for r in records}),
+      "judged": len(records),
+      "failed": overall["failed"],
+    }
+    results.append(
+      make_result(
+        "mt_bench",
+        model,
+        overall["average"],
+        ci,
+        metrics,
+        counts,
+        judge=judge,
+        config=_config(judgments=list(judgments), questions=questions, rounds=rounds, seed=seed),
+      )
+    )
   return results

@@ -47,22 +47,40 @@ BENCHMARKS = ("arena_hard", "mt_bench", "alpaca_eval")
 HEADLINES = {"arena_hard": "score", "mt_bench": "average", "alpaca_eval": "lc_win_rate"}
 
 
-def make_result(benchmark: str, model: str, headline_value: float, ci: tuple[Optional[float], Optional[float]],
-                metrics: Mapping[str, Any], counts: Mapping[str, int], label: str = "", judge: str = "",
-                baseline: str = "", scaling: Optional[Mapping[str, Any]] = None,
-                config: Optional[Mapping[str, Any]] = None, note: str = "") -> dict[str, Any]:
+def make_result(
+  benchmark: str,
+  model: str,
+  headline_value: float,
+  ci: tuple[Optional[float], Optional[float]],
+  metrics: Mapping[str, Any],
+  counts: Mapping[str, int],
+  label: str = "",
+  judge: str = "",
+  baseline: str = "",
+  scaling: Optional[Mapping[str, Any]] = None,
+  config: Optional[Mapping[str, Any]] = None,
+  note: str = "",
+) -> dict[str, Any]:
   if benchmark not in BENCHMARKS:
     raise ValueError(f"benchmark {benchmark!r}; expected one of {BENCHMARKS}")
   result = {
-      "format": FORMAT, "benchmark": benchmark, "model": model, "label": label, "judge": judge,
-      "baseline": baseline,
-      "headline": {"name": HEADLINES[benchmark], "value": float(headline_value),
-                   "ci_low": None if ci[0] is None else float(ci[0]),
-                   "ci_high": None if ci[1] is None else float(ci[1])},
-      "metrics": dict(metrics), "counts": dict(counts),
-      "scaling": None if scaling is None else dict(scaling),
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "config": dict(config or {}),
+    "format": FORMAT,
+    "benchmark": benchmark,
+    "model": model,
+    "label": label,
+    "judge": judge,
+    "baseline": baseline,
+    "headline": {
+      "name": HEADLINES[benchmark],
+      "value": float(headline_value),
+      "ci_low": None if ci[0] is None else float(ci[0]),
+      "ci_high": None if ci[1] is None else float(ci[1]),
+    },
+    "metrics": dict(metrics),
+    "counts": dict(counts),
+    "scaling": None if scaling is None else dict(scaling),
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "config": dict(config or {}),
   }
   if note:
     result["headline"]["note"] = note

@@ -61,6 +61,7 @@ JUDGE_CACHE_FILE = "judge_cache.jsonl"
 
 def _is_writer() -> bool:
   import jax
+
   return jax.process_index() == 0
 
 
@@ -79,23 +80,24 @@ def load_questions(config: ConfigDict) -> tuple[list[sources.Question], dict[str
   """(questions, baseline answers by id, baseline name) of the configured benchmark."""
   q, b = config.questions, config.baseline
   if config.benchmark == "arena_hard":
-    return (sources.arena_hard_questions(q.path, q.start, q.limit),
-            sources.arena_hard_baseline(b.name, b.path), b.name)
+    return (sources.arena_hard_questions(q.path, q.start, q.limit), sources.arena_hard_baseline(b.name, b.path), b.name)
   if config.benchmark == "mt_bench":
     return sources.mt_bench_questions(q.path, q.start, q.limit), {}, ""
   questions, baseline, generator = sources.alpaca_eval_set(b.path or q.path, q.start, q.limit)
   return questions, baseline, b.name or generator
 
 
-def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources.Question],
-                   models: ModelPool) -> AnswerSet:
+def obtain_answers(
+  config: ConfigDict, workdir: str, questions: Sequence[sources.Question], models: ModelPool
+) -> AnswerSet:
   turns_needed = 2 if config.benchmark == "mt_bench" else 1
   if config.model.answers:
     answers = read_answers(config.model.answers, questions, config.model.name)
     missing = missing_answers(answers, questions, turns_needed)
     if missing:
-      raise ValueError(f"{config.model.answers}: no {turns_needed}-turn answer for {len(missing)} "
-                       f"questions (first: {missing[:5]})")
+      raise ValueError(
+        f"{config.model.answers}: no {turns_needed}-turn answer for {len(missing)} questions (first: {missing[:5]})"
+      )
     return answers
   name = model_name(config)
   log = JsonlAppender(storage.join(workdir, ANSWERS_FILE))
@@ -105,8 +107,7 @@ def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources
   if todo:
     g = config.generation
     model, tokenizer = models.causal_lm(config.model.path, config.model.param_dtype)
-    generate = make_generate_fn(model, tokenizer, g.max_new_tokens, g.top_p if g.top_p < 1.0 else None,
-                                g.batch_size)
+    generate = make_generate_fn(model, tokenizer, g.max_new_tokens, g.top_p if g.top_p < 1.0 else None, g.batch_size)
     if config.benchmark == "mt_bench":
       temperature_of = lambda q: mt_bench.temperature_for(q.category)
     else:
@@ -118,8 +119,9 @@ def obtain_answers(config: ConfigDict, workdir: str, questions: Sequence[sources
       if _is_writer():
         log.append(records)
 
-    generate_answers(todo, generate, name, temperature_of, on_batch, config.questions_per_batch,
-                     g.system_prompt, g.seed)
+    generate_answers(
+      todo, generate, name, temperature_of, on_batch, config.questions_per_batch, g.system_prompt, g.seed
+    )
     done.update({r["question_id"]: r for r in collected})
   return AnswerSet({qid: list(r["turns"]) for qid, r in done.items()}, name)
 
@@ -139,8 +141,9 @@ def reply_has_verdict(benchmark: str) -> Callable[[ChatReply], bool]:
 def judgment_has_verdict(benchmark: str) -> Callable[[dict[str, Any]], bool]:
   """Whether a chat judge's judgment record holds a usable verdict."""
   if benchmark == "arena_hard":
-    return lambda r: bool(r.get("games")) and all(
-        isinstance(g, dict) and g.get("score") in arena_hard.LABELS for g in r["games"])
+    return lambda r: (
+      bool(r.get("games")) and all(isinstance(g, dict) and g.get("score") in arena_hard.LABELS for g in r["games"])
+    )
   if benchmark == "mt_bench":
     return lambda r: r.get("score") != mt_bench.FAILED
   return lambda r: r.get("model_win_prob") is not None
@@ -154,13 +157,20 @@ def build_judge(config: ConfigDict, workdir: str, models: ModelPool):
   j = config.judge
   if j.kind not in JUDGE_KINDS:
     raise ValueError(f"judge.kind={j.kind!r}; expected one of {JUDGE_KINDS}")
-  cache = JudgeCache(j.cache_path or storage.join(workdir, JUDGE_CACHE_FILE),
-                     usable=reply_has_verdict(config.benchmark))
+  cache = JudgeCache(
+    j.cache_path or storage.join(workdir, JUDGE_CACHE_FILE), usable=reply_has_verdict(config.benchmark)
+  )
   if j.kind == "http":
     settings = HttpJudgeSettings(
-        base_url=j.base_url, model=j.model, api_key_env=j.api_key_env, timeout_s=j.timeout_s,
-        max_retries=j.max_retries, backoff_s=j.backoff_s, max_backoff_s=j.max_backoff_s,
-        max_workers=j.max_workers)
+      base_url=j.base_url,
+      model=j.model,
+      api_key_env=j.api_key_env,
+      timeout_s=j.timeout_s,
+      max_retries=j.max_retries,
+      backoff_s=j.backoff_s,
+      max_backoff_s=j.max_backoff_s,
+      max_workers=j.max_workers,
+    )
     return HttpJudge(settings, cache=cache)
   if j.kind == "generative":
     path = j.path or config.model.path
@@ -216,8 +226,9 @@ class _LazyJudge:
     rows = [r for r in log.read() if r.get("model") == model]
     mine = [r for r in rows if _record_judge(r) == self.name]
     if len(mine) < len(rows):
-      logging.warning("%s: %d judgments by other judges are ignored (this judge: %s)", log.path,
-                      len(rows) - len(mine), self.name)
+      logging.warning(
+        "%s: %d judgments by other judges are ignored (this judge: %s)", log.path, len(rows) - len(mine), self.name
+      )
     latest: dict[tuple[str, int], dict[str, Any]] = {}
     for r in mine:
       if not self.is_chat or self._has_verdict(r):
@@ -228,16 +239,17 @@ class _LazyJudge:
     return list(latest.values())
 
 
-def _judge_in_batches(log: JsonlAppender, todo: Sequence[Any], per_batch: int, judge_fn: Callable,
-                      desc: str) -> list[dict[str, Any]]:
+def _judge_in_batches(
+  log: JsonlAppender, todo: Sequence[Any], per_batch: int, judge_fn: Callable, desc: str
+) -> list[dict[str, Any]]:
   out = []
   with tqdm(total=len(todo), desc=desc, unit="question") as bar:
     for start in range(0, len(todo), per_batch):
-      records = judge_fn(todo[start:start + per_batch])
+      records = judge_fn(todo[start : start + per_batch])
       if _is_writer():
         log.append(records)
       out.extend(records)
-      bar.update(len(todo[start:start + per_batch]))
+      bar.update(len(todo[start : start + per_batch]))
   return out
 
 
@@ -247,19 +259,51 @@ def _judge_in_batches(log: JsonlAppender, todo: Sequence[Any], per_batch: int, j
 # (scoring is recomputed from every judgment on each run), never what it stores. Paths whose
 # content is fingerprinted (the answer model, the answer and question files) are compared by
 # their fingerprints instead, so a moved file is the same file.
-_IGNORED = ("output_dir", "mesh", "distributed", "resume", "label", "questions_per_batch",
-            "generation.batch_size", "model.path", "model.answers", "questions.path", "baseline.path",
-            "judge.timeout_s", "judge.max_retries", "judge.backoff_s", "judge.max_backoff_s",
-            "judge.max_workers", "judge.api_key_env", "judge.cache_path", "judge.batch_size",
-            "judge.base_url", "judge.model", "judge.path", "scoring", "alpaca.difficulty_file")
+_IGNORED = (
+  "output_dir",
+  "mesh",
+  "distributed",
+  "resume",
+  "label",
+  "questions_per_batch",
+  "generation.batch_size",
+  "model.path",
+  "model.answers",
+  "questions.path",
+  "baseline.path",
+  "judge.timeout_s",
+  "judge.max_retries",
+  "judge.backoff_s",
+  "judge.max_backoff_s",
+  "judge.max_workers",
+  "judge.api_key_env",
+  "judge.cache_path",
+  "judge.batch_size",
+  "judge.base_url",
+  "judge.model",
+  "judge.path",
+  "scoring",
+  "alpaca.difficulty_file",
+)
 _EXTENDS = ("questions.limit",)
 # Fields that decide judgments. Judgments are kept by the judge's name, so under another name
 # they are another judge's, kept apart from the old ones (and allowed); under the same name they
 # would be mixed with the old ones (and are refused).
-_JUDGMENT_FIELDS = ("judge", "models.judge", "baseline", "inputs.baseline", "references_path",
-                    "judge_prompts_path", "alpaca.order_seed", "alpaca.top_logprobs")
-_QUESTION_FILES = {"arena_hard": sources.ARENA_HARD_QUESTIONS, "mt_bench": sources.MT_BENCH_QUESTIONS,
-                   "alpaca_eval": sources.ALPACA_EVAL_BASELINE}
+_JUDGMENT_FIELDS = (
+  "judge",
+  "models.judge",
+  "baseline",
+  "inputs.baseline",
+  "references_path",
+  "judge_prompts_path",
+  "alpaca.order_seed",
+  "alpaca.top_logprobs",
+)
+_QUESTION_FILES = {
+  "arena_hard": sources.ARENA_HARD_QUESTIONS,
+  "mt_bench": sources.MT_BENCH_QUESTIONS,
+  "alpaca_eval": sources.ALPACA_EVAL_BASELINE,
+}
 
 
 def questions_file(config: ConfigDict) -> str:
@@ -331,16 +375,19 @@ def _arena_hard(config, workdir, questions, answers, baseline, baseline_name, ju
   done_ids = {str(r["question_id"]) for r in done}
   missing_base = [q.id for q in questions if q.id not in baseline]
   if missing_base:
-    raise ValueError(f"the baseline {baseline_name!r} has no answer to {len(missing_base)} questions "
-                     f"(first: {missing_base[:5]})")
-  todo = [arena_hard.PairItem(q.id, q.turns[0], answers.turns[q.id][0], baseline[q.id])
-          for q in questions if q.id not in done_ids]
+    raise ValueError(
+      f"the baseline {baseline_name!r} has no answer to {len(missing_base)} questions (first: {missing_base[:5]})"
+    )
+  todo = [
+    arena_hard.PairItem(q.id, q.turns[0], answers.turns[q.id][0], baseline[q.id])
+    for q in questions
+    if q.id not in done_ids
+  ]
   j = config.judge
   if judge.is_chat:
     fn = lambda items: arena_hard.judge_with_chat(judge.get(), items, answers.model, j.temperature, j.max_tokens)
   else:
-    fn = lambda items: arena_hard.judge_with_scores(judge.get(), items, answers.model, j.tie_margin,
-                                                    j.strong_margin)
+    fn = lambda items: arena_hard.judge_with_scores(judge.get(), items, answers.model, j.tie_margin, j.strong_margin)
   records = done + _judge_in_batches(log, todo, config.questions_per_batch, fn, "arena-hard judgments")
   wanted = {q.id for q in questions}
   records = [r for r in records if str(r["question_id"]) in wanted]
@@ -349,8 +396,9 @@ def _arena_hard(config, workdir, questions, answers, baseline, baseline_name, ju
   if s.style_control:
     style_answers = {answers.model: {k: v[0] for k, v in answers.turns.items()}, baseline_name: baseline}
   try:
-    scores = arena_hard.score_judgments(records, baseline_name, s.bootstrap_rounds, s.seed,
-                                        s.style_control, style_answers)
+    scores = arena_hard.score_judgments(
+      records, baseline_name, s.bootstrap_rounds, s.seed, s.style_control, style_answers
+    )
   except ValueError as e:
     raise ValueError(f"{log.path}: cannot score the judgments ({e}); they are kept") from None
   metrics = scores[answers.model]
@@ -369,13 +417,14 @@ def _mt_bench(config, workdir, questions, answers, judge):
   done = [r for r in done if turns_done.get(str(r["question_id"])) == {1, 2}]
   needs_refs = any(q.category in mt_bench.REFERENCE_CATEGORIES for q in todo_q) and judge.is_chat
   refs = sources.mt_bench_references(config.references_path) if needs_refs else {}
-  items = [mt_bench.GradeItem(q.id, q.category, q.turns, tuple(answers.turns[q.id][:2]),
-                              tuple(refs.get(q.id, ()))) for q in todo_q]
+  items = [
+    mt_bench.GradeItem(q.id, q.category, q.turns, tuple(answers.turns[q.id][:2]), tuple(refs.get(q.id, ())))
+    for q in todo_q
+  ]
   j = config.judge
   if judge.is_chat:
     prompts = sources.mt_bench_judge_prompts(config.judge_prompts_path)
-    fn = lambda batch: mt_bench.judge_with_chat(judge.get(), batch, prompts, answers.model, j.temperature,
-                                                j.max_tokens)
+    fn = lambda batch: mt_bench.judge_with_chat(judge.get(), batch, prompts, answers.model, j.temperature, j.max_tokens)
   else:
     fn = lambda batch: mt_bench.judge_with_scores(judge.get(), batch, answers.model)
   records = done + _judge_in_batches(log, items, config.questions_per_batch, fn, "mt-bench judgments")
@@ -389,8 +438,15 @@ def _mt_bench(config, workdir, questions, answers, judge):
   ci = mt_bench.bootstrap_mean_by_question(records, config.scoring.bootstrap_rounds, config.scoring.seed, raw)
   if _is_writer():
     storage.write_atomic(storage.join(workdir, MT_BENCH_TABLE), mt_bench.table_markdown(table) + "\n")
-  metrics = {"average": overall["average"], "turn_1": overall["turn_1"], "turn_2": overall["turn_2"],
-             "ci_low": ci[0], "ci_high": ci[1], "categories": table, "raw_scale": raw}
+  metrics = {
+    "average": overall["average"],
+    "turn_1": overall["turn_1"],
+    "turn_2": overall["turn_2"],
+    "ci_low": ci[0],
+    "ci_high": ci[1],
+    "categories": table,
+    "raw_scale": raw,
+  }
   counts = {"questions": len(questions), "judged": len(records), "failed": overall["failed"]}
   return metrics, (overall["average"], ci[0], ci[1]), counts, records
 
@@ -405,16 +461,16 @@ def _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, j
   todo = [(q.id, q.turns[0], answers.turns[q.id][0], baseline[q.id]) for q in questions if q.id not in done_ids]
   a = config.alpaca
   if judge.is_chat:
-    fn = lambda items: alpaca_eval.judge_with_chat(judge.get(), items, answers.model, baseline_name,
-                                                   a.order_seed, config.judge.max_tokens, a.top_logprobs)
+    fn = lambda items: alpaca_eval.judge_with_chat(
+      judge.get(), items, answers.model, baseline_name, a.order_seed, config.judge.max_tokens, a.top_logprobs
+    )
   else:
     fn = lambda items: alpaca_eval.judge_with_scores(judge.get(), items, answers.model, baseline_name)
   records = done + _judge_in_batches(log, todo, config.questions_per_batch, fn, "alpaca-eval judgments")
   wanted = {q.id for q in questions}
   records = [r for r in records if str(r["question_id"]) in wanted]
   try:
-    metrics = alpaca_eval.win_rates(records, table, config.scoring.bootstrap_rounds, config.scoring.seed,
-                                    table_note)
+    metrics = alpaca_eval.win_rates(records, table, config.scoring.bootstrap_rounds, config.scoring.seed, table_note)
   except ValueError as e:
     raise ValueError(f"{log.path}: cannot score the judgments ({e}); they are kept") from None
   counts = {"questions": len(questions), "judged": len(records), "failed": metrics["failed"]}
@@ -452,11 +508,20 @@ def _run_evaluation(config: ConfigDict, workdir: str) -> dict[str, Any]:
   else:
     outcome = _alpaca_eval(config, workdir, questions, answers, baseline, baseline_name, judge)
   metrics, headline, counts, records = outcome
-  result = make_result(config.benchmark, answers.model, headline[0], headline[1:], metrics, counts,
-                       label=config.label or (answers.scaling or {}).get("label", ""), judge=judge.name,
-                       baseline=baseline_name,
-                       scaling=answers.scaling, config=config.to_dict(),
-                       note=metrics.get("lc_note", ""))
+  result = make_result(
+    config.benchmark,
+    answers.model,
+    headline[0],
+    headline[1:],
+    metrics,
+    counts,
+    label=config.label or (answers.scaling or {}).get("label", ""),
+    judge=judge.name,
+    baseline=baseline_name,
+    scaling=answers.scaling,
+    config=config.to_dict(),
+    note=metrics.get("lc_note", ""),
+  )
   if _is_writer():
     if storage.is_remote(workdir):
       _compact_logs(config, workdir)

@@ -28,8 +28,10 @@ from helpsteer_jax.data.text_files import read_text
 from helpsteer_jax.eval.answer_rows import answer_text_from_row
 
 _ARENA, _FASTCHAT = ARENA_HARD_URL, FASTCHAT_URL
-MT_BENCH_REFERENCES = ("eval/mt_bench/reference_answer_gpt-4.jsonl",
-                       f"{_FASTCHAT}/mt_bench/reference_answer/gpt-4.jsonl")
+MT_BENCH_REFERENCES = (
+  "eval/mt_bench/reference_answer_gpt-4.jsonl",
+  f"{_FASTCHAT}/mt_bench/reference_answer/gpt-4.jsonl",
+)
 MT_BENCH_JUDGE_PROMPTS = ("eval/mt_bench/judge_prompts.jsonl", f"{_FASTCHAT}/judge_prompts.jsonl")
 ALPACA_EVAL_BASELINE = ALPACA_EVAL_REFERENCE  # the questions' file is also the baseline's answers
 
@@ -115,8 +117,7 @@ def mt_bench_judge_prompts(path: str = "") -> dict[str, dict[str, Any]]:
   return prompts
 
 
-def alpaca_eval_set(path: str = "", start: int = 0,
-                    limit: int = 0) -> tuple[list[Question], dict[str, str], str]:
+def alpaca_eval_set(path: str = "", start: int = 0, limit: int = 0) -> tuple[list[Question], dict[str, str], str]:
   """The 805 AlpacaEval instructions, the baseline's outputs by question id, and its name.
 
   Question ids are the instruction's position in the file ("0" ... "804"); answer files in

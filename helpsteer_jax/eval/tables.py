@@ -36,20 +36,22 @@ from helpsteer_jax.eval.plots import plot_scaling
 from helpsteer_jax.eval.results import find_results, row_key
 
 # Display names of the policies of the experiments (scaling/config.py: POLICIES), in table order.
-POLICY_NAMES = {"llama3.3_instruct": "Llama-3.3-70B-Instruct",
-                "nemotron_instruct": "Llama-3.1-Nemotron-70B-Instruct",
-                "smollm2": "SmolLM2-135M-Instruct"}
+POLICY_NAMES = {
+  "llama3.3_instruct": "Llama-3.3-70B-Instruct",
+  "nemotron_instruct": "Llama-3.1-Nemotron-70B-Instruct",
+  "smollm2": "SmolLM2-135M-Instruct",
+}
 # The main table's external rows the paper shows, by label, in order; other labels keep their own.
 EXTERNAL_NAMES = {"gpt-4o": "GPT-4o", "claude-3.5-sonnet": "Claude-3.5-Sonnet"}
 MAIN_VARIANTS = (("greedy", "{policy}"), ("feedback_edit", "{policy} + Feedback + Edit"))
 ABLATION_VARIANTS = (
-    ("greedy", "{policy} (base)"),
-    ("feedback_edit", "Feedback + Edit (full system)"),
-    ("best_of_n", "Best-of-N at equal tokens"),
-    ("self_feedback_self_edit", "Self-feedback + self-edit"),
-    ("feedback_self_edit", "Feedback + self-edit"),
-    ("edit_without_rl", "Without RL (Edit model after SFT)"),
-    ("edit_without_feedback", "Without feedback (edit only)"),
+  ("greedy", "{policy} (base)"),
+  ("feedback_edit", "Feedback + Edit (full system)"),
+  ("best_of_n", "Best-of-N at equal tokens"),
+  ("self_feedback_self_edit", "Self-feedback + self-edit"),
+  ("feedback_self_edit", "Feedback + self-edit"),
+  ("edit_without_rl", "Without RL (Edit model after SFT)"),
+  ("edit_without_feedback", "Without feedback (edit only)"),
 )
 GRID = "grid"  # the variant part of a scaling grid point's label
 COLUMNS = (("arena_hard", "Arena-Hard"), ("mt_bench", "MT-Bench"), ("alpaca_eval", "AlpacaEval 2 LC"))
@@ -75,8 +77,9 @@ def default_row_specs(labels: Iterable[str]) -> dict[str, list[RowSpec]]:
   known = {v for v, _ in MAIN_VARIANTS + ABLATION_VARIANTS}
   found = {p for p, v in parsed if p and v in known}
   policies = [p for p in POLICY_NAMES if p in found] + sorted(found - set(POLICY_NAMES))
-  main = [RowSpec(f"{p}:{v}", name.format(policy=POLICY_NAMES.get(p, p)))
-          for p in policies for v, name in MAIN_VARIANTS]
+  main = [
+    RowSpec(f"{p}:{v}", name.format(policy=POLICY_NAMES.get(p, p))) for p in policies for v, name in MAIN_VARIANTS
+  ]
   externals = {v for p, v in parsed if not p}
   main += [RowSpec(label, name) for label, name in EXTERNAL_NAMES.items() if label in externals]
   main += [RowSpec(label, label) for label in sorted(externals - set(EXTERNAL_NAMES))]
@@ -85,8 +88,9 @@ def default_row_specs(labels: Iterable[str]) -> dict[str, list[RowSpec]]:
   ablation = []
   if counts and max(counts.values()) > 0:
     chosen = max(policies, key=lambda p: counts[p])  # the first of the most, in table order
-    ablation = [RowSpec(f"{chosen}:{v}", name.format(policy=POLICY_NAMES.get(chosen, chosen)))
-                for v, name in ABLATION_VARIANTS]
+    ablation = [
+      RowSpec(f"{chosen}:{v}", name.format(policy=POLICY_NAMES.get(chosen, chosen))) for v, name in ABLATION_VARIANTS
+    ]
   return {"main": main, "ablation": ablation}
 
 
@@ -115,8 +119,9 @@ def _folder(path: str) -> str:
   return absolute.rstrip("/") if storage.is_remote(absolute) else absolute
 
 
-def assign_rows(results: Sequence[Mapping[str, Any]], specs: Mapping[str, Sequence[RowSpec]]
-                ) -> dict[str, dict[str, Mapping[str, Any]]]:
+def assign_rows(
+  results: Sequence[Mapping[str, Any]], specs: Mapping[str, Sequence[RowSpec]]
+) -> dict[str, dict[str, Mapping[str, Any]]]:
   """label -> benchmark -> result (the newest when a label has several for one benchmark)."""
   by_dir = {_folder(d): spec.label for rows in specs.values() for spec in rows for d in spec.dirs}
   cells: dict[str, dict[str, Mapping[str, Any]]] = {}
@@ -125,8 +130,9 @@ def assign_rows(results: Sequence[Mapping[str, Any]], specs: Mapping[str, Sequen
     slot = cells.setdefault(label, {})
     old = slot.get(result["benchmark"])
     if old is not None:
-      logging.warning("row %r has two %s results (%s, %s); the newer is used", label, result["benchmark"],
-                      old["path"], result["path"])
+      logging.warning(
+        "row %r has two %s results (%s, %s); the newer is used", label, result["benchmark"], old["path"], result["path"]
+      )
       if old.get("created", "") > result.get("created", ""):
         continue
     slot[result["benchmark"]] = result
@@ -149,8 +155,9 @@ def _row(label: str, name: str, cell: Mapping[str, Mapping[str, Any]]) -> dict[s
   return row
 
 
-def build_tables(results: Sequence[Mapping[str, Any]], specs: Mapping[str, Sequence[RowSpec]]
-                 ) -> dict[str, list[dict[str, Any]]]:
+def build_tables(
+  results: Sequence[Mapping[str, Any]], specs: Mapping[str, Sequence[RowSpec]]
+) -> dict[str, list[dict[str, Any]]]:
   """{"main": rows, "ablation": rows}; each row holds the three headline numbers and intervals."""
   cells = assign_rows(results, specs)
   tables: dict[str, list[dict[str, Any]]] = {}
@@ -158,8 +165,11 @@ def build_tables(results: Sequence[Mapping[str, Any]], specs: Mapping[str, Seque
   for table, rows in specs.items():
     tables[table] = [_row(s.label, s.name, cells[s.label]) for s in rows if s.label in cells]
     listed.update(s.label for s in rows)
-  extra = [_row(label, label, cell) for label, cell in sorted(cells.items())
-           if label not in listed and split_label(label)[1] != GRID]
+  extra = [
+    _row(label, label, cell)
+    for label, cell in sorted(cells.items())
+    if label not in listed and split_label(label)[1] != GRID
+  ]
   tables.setdefault("main", []).extend(extra)
   return tables
 
@@ -176,17 +186,22 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
   header = "| | " + " | ".join(f"{name} (95% CI)" for _, name in COLUMNS) + " | token multiple |"
   lines = [f"### {title}", "", header, "|---" * (len(COLUMNS) + 2) + "|"]
   for row in rows:
-    cells = [_cell(row[b], row[f"{b}_ci_low"], row[f"{b}_ci_high"], 2 if b == "mt_bench" else 1)
-             + (f" [{row[f'{b}_note'].split(':')[0]}]" if row.get(f"{b}_note") else "")
-             for b, _ in COLUMNS]
+    cells = [
+      _cell(row[b], row[f"{b}_ci_low"], row[f"{b}_ci_high"], 2 if b == "mt_bench" else 1)
+      + (f" [{row[f'{b}_note'].split(':')[0]}]" if row.get(f"{b}_note") else "")
+      for b, _ in COLUMNS
+    ]
     multiple = "" if row["token_multiple"] is None else f"{row['token_multiple']:.1f}x"
     lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {multiple} |")
   return "\n".join(lines)
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str) -> None:
-  fields = (["label", "name"] + [f"{b}{s}" for b, _ in COLUMNS for s in ("", "_ci_low", "_ci_high", "_note")]
-            + ["token_multiple"])
+  fields = (
+    ["label", "name"]
+    + [f"{b}{s}" for b, _ in COLUMNS for s in ("", "_ci_low", "_ci_high", "_note")]
+    + ["token_multiple"]
+  )
   _write_csv_rows(fields, rows, path)
 
 
@@ -229,18 +244,24 @@ def scaling_points(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     if kind == "grid" and any(s.get(axis) is None for axis in AXES):
       continue
     h = r["headline"]
-    point = {"benchmark": r["benchmark"], "kind": kind,
-             "series": _series(s) if kind == "grid" else _policy_series(s), "label": row_key(r),
-             **{axis: None if s.get(axis) is None else int(s[axis]) for axis in AXES},
-             "token_multiple": float(s["token_multiple"]), "value": h["value"],
-             "ci_low": h.get("ci_low"), "ci_high": h.get("ci_high"), "path": r["path"]}
+    point = {
+      "benchmark": r["benchmark"],
+      "kind": kind,
+      "series": _series(s) if kind == "grid" else _policy_series(s),
+      "label": row_key(r),
+      **{axis: None if s.get(axis) is None else int(s[axis]) for axis in AXES},
+      "token_multiple": float(s["token_multiple"]),
+      "value": h["value"],
+      "ci_low": h.get("ci_low"),
+      "ci_high": h.get("ci_high"),
+      "path": r["path"],
+    }
     points[tuple(point[k] for k in ("benchmark", "kind", "series") + AXES)] = point
   order = lambda p: (p["benchmark"], p["kind"], p["series"]) + tuple(p[a] or 0 for a in AXES)
   return sorted(points.values(), key=order)
 
 
-def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "",
-              plots: bool = True) -> dict[str, Any]:
+def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "", plots: bool = True) -> dict[str, Any]:
   """Reads every result under `results_dirs`; writes tables (Markdown + CSV) and scaling plots."""
   results = find_results(results_dirs)
   if not results:
@@ -269,4 +290,3 @@ def write_all(results_dirs: Sequence[str], out_dir: str, rows_path: str = "",
   storage.write_atomic(storage.join(out_dir, "tables.md"), "\n\n".join(markdown) + "\n")
   written.append(storage.join(out_dir, "tables.md"))
   return {"tables": tables, "scaling_points": points, "files": written, "num_results": len(results)}
-

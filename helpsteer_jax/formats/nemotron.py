@@ -27,14 +27,14 @@ from helpsteer_jax.formats.plain import JUDGE_ANSWER_PREFIX, JUDGE_INSTRUCTION
 # length of the annotators' feedback. Change it here once the full text is known; the Feedback SFT
 # data builder and the search both read this one constant.
 FEEDBACK_INSTRUCTION = (
-    "Evaluate the response to the previous prompt in terms of how helpful it is overall. Start your "
-    "evaluation with the statement - The response is {not / slightly / partially / mostly / "
-    "perfectly} helpful. Then provide a brief explanation of the evaluation in 2 to 10 sentences."
+  "Evaluate the response to the previous prompt in terms of how helpful it is overall. Start your "
+  "evaluation with the statement - The response is {not / slightly / partially / mostly / "
+  "perfectly} helpful. Then provide a brief explanation of the evaluation in 2 to 10 sentences."
 )
 
 EDIT_UNPUBLISHED = (
-    "the input layout of NVIDIA's Llama-3.3-Nemotron-70B-Edit is not published, so there is no "
-    "'nemotron' edit layout; use prompt_format='plain' for the edit role (see docs/reproducing.md)"
+  "the input layout of NVIDIA's Llama-3.3-Nemotron-70B-Edit is not published, so there is no "
+  "'nemotron' edit layout; use prompt_format='plain' for the edit role (see docs/reproducing.md)"
 )
 
 
@@ -57,8 +57,7 @@ def revision_request(conversation: Conversation, response: str) -> list[Message]
 def judge_request(conversation: Conversation, response: str) -> list[Message]:
   """The policy as a generative judge, in the Feedback model's multi-turn shape: the response as
   an assistant turn, the rating question as the next user turn, the answer pre-filled."""
-  return _turns_then_response(conversation, response) + [user(JUDGE_INSTRUCTION),
-                                                         assistant(JUDGE_ANSWER_PREFIX)]
+  return _turns_then_response(conversation, response) + [user(JUDGE_INSTRUCTION), assistant(JUDGE_ANSWER_PREFIX)]
 
 
 def select_request(conversation: Conversation, response: str) -> list[Message]:

@@ -19,8 +19,17 @@ from helpsteer_jax.formats import nemotron, plain
 from helpsteer_jax.formats.messages import Conversation, Message
 from helpsteer_jax.formats.plain import HELPFULNESS_LEVELS, JUDGE_ANSWER_PREFIX
 
-__all__ = ["PROMPT_FORMATS", "HELPFULNESS_LEVELS", "JUDGE_ANSWER_PREFIX", "check_prompt_format",
-           "feedback_request", "edit_request", "revision_request", "judge_request", "select_request"]
+__all__ = [
+  "PROMPT_FORMATS",
+  "HELPFULNESS_LEVELS",
+  "JUDGE_ANSWER_PREFIX",
+  "check_prompt_format",
+  "feedback_request",
+  "edit_request",
+  "revision_request",
+  "judge_request",
+  "select_request",
+]
 
 _LAYOUTS: dict[str, ModuleType] = {"plain": plain, "nemotron": nemotron}
 PROMPT_FORMATS = tuple(_LAYOUTS)
@@ -43,32 +52,29 @@ def _layout(prompt_format: str) -> ModuleType:
   return _LAYOUTS[check_prompt_format(prompt_format)]
 
 
-def feedback_request(conversation: Conversation, response: str,
-                     prompt_format: str = "plain") -> list[Message]:
+def feedback_request(conversation: Conversation, response: str, prompt_format: str = "plain") -> list[Message]:
   """The Feedback role's request on `response`, the next assistant turn of `conversation`."""
   return _layout(prompt_format).feedback_request(conversation, response)
 
 
-def edit_request(conversation: Conversation, response: str, feedback: Sequence[str],
-                 prompt_format: str = "plain") -> list[Message]:
+def edit_request(
+  conversation: Conversation, response: str, feedback: Sequence[str], prompt_format: str = "plain"
+) -> list[Message]:
   """The Edit role's request: `response` rewritten to act on every item of `feedback`."""
   return _layout(prompt_format).edit_request(conversation, response, feedback)
 
 
-def revision_request(conversation: Conversation, response: str,
-                     prompt_format: str = "plain") -> list[Message]:
+def revision_request(conversation: Conversation, response: str, prompt_format: str = "plain") -> list[Message]:
   """The "edit without feedback" ablation's request."""
   return _layout(prompt_format).revision_request(conversation, response)
 
 
-def judge_request(conversation: Conversation, response: str,
-                  prompt_format: str = "plain") -> list[Message]:
+def judge_request(conversation: Conversation, response: str, prompt_format: str = "plain") -> list[Message]:
   """The generative judge's request; its last message is the pre-filled assistant answer
   (`JUDGE_ANSWER_PREFIX`), so it renders with `continue_final_message=True`."""
   return _layout(prompt_format).judge_request(conversation, response)
 
 
-def select_request(conversation: Conversation, response: str,
-                   prompt_format: str = "plain") -> list[Message]:
+def select_request(conversation: Conversation, response: str, prompt_format: str = "plain") -> list[Message]:
   """What a reward model scores, rendered with `add_generation_prompt=False`."""
   return _layout(prompt_format).select_request(conversation, response)

@@ -38,8 +38,9 @@ def resolve(impl: str, backend: Optional[str] = None, dtype=None) -> str:
   available = _KERNEL_OF_BACKEND.get(backend)
   if available == "cudnn" and dtype is not None and jnp.dtype(dtype).itemsize != 2:
     if impl == "cudnn":
-      logging.warning("attention_impl='cudnn' takes bf16 or fp16; %s activations use the XLA attention",
-                      jnp.dtype(dtype).name)
+      logging.warning(
+        "attention_impl='cudnn' takes bf16 or fp16; %s activations use the XLA attention", jnp.dtype(dtype).name
+      )
       return "xla"
     available = None
   if impl == "auto":
@@ -72,9 +73,15 @@ def kernel_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Arra
   if impl in ("cudnn", "xla_dot_product"):
     # jax.nn.dot_product_attention reads [B, T, heads, H] and shares kv heads itself (GQA).
     out = jax.nn.dot_product_attention(
-        q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), is_causal=True,
-        query_seq_lengths=lengths, key_value_seq_lengths=lengths, scale=1.0 / math.sqrt(h),
-        implementation="cudnn" if impl == "cudnn" else "xla")
+      q,
+      k.transpose(0, 2, 1, 3),
+      v.transpose(0, 2, 1, 3),
+      is_causal=True,
+      query_seq_lengths=lengths,
+      key_value_seq_lengths=lengths,
+      scale=1.0 / math.sqrt(h),
+      implementation="cudnn" if impl == "cudnn" else "xla",
+    )
     real = jnp.arange(t)[None, :] < lengths[:, None]
     return jnp.where(real[:, :, None, None], out, 0.0).astype(q.dtype)
   if impl == "pallas":
@@ -86,8 +93,7 @@ def kernel_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Arra
     vh = jnp.repeat(v, g, axis=1)
     ids = jnp.where(jnp.arange(t)[None, :] < lengths[:, None], 1, 0).astype(jnp.int32)
     segments = tpu_flash.SegmentIds(q=ids, kv=ids)
-    out = tpu_flash.flash_attention(qh, kh, vh, segment_ids=segments, causal=True,
-                                    sm_scale=1.0 / math.sqrt(h))
+    out = tpu_flash.flash_attention(qh, kh, vh, segment_ids=segments, causal=True, sm_scale=1.0 / math.sqrt(h))
     real = ids.astype(bool)
     return jnp.where(real[:, :, None, None], out.transpose(0, 2, 1, 3), 0.0).astype(q.dtype)
   raise ValueError(f"no attention kernel {impl!r}; expected cudnn or pallas")

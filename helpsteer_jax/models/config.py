@@ -60,8 +60,7 @@ class LlamaConfig:
     if self.attention_impl not in ("auto", "xla", "cudnn", "pallas"):
       raise ValueError(f"attention_impl={self.attention_impl!r}; expected auto, xla, cudnn or pallas")
     if self.decode_attention_impl not in ("auto", "xla", "per_slot", "paged"):
-      raise ValueError(f"decode_attention_impl={self.decode_attention_impl!r}; expected auto, xla, "
-                       "per_slot or paged")
+      raise ValueError(f"decode_attention_impl={self.decode_attention_impl!r}; expected auto, xla, per_slot or paged")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy={self.remat_policy!r}; expected one of {REMAT_POLICIES}")
     for name in ("dtype", "param_dtype"):
@@ -88,36 +87,57 @@ class LlamaConfig:
     return self.vocab_size * d + self.num_layers * layer + d + head
 
 
-_LLAMA31_ROPE = RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                            original_max_position_embeddings=8192)
+_LLAMA31_ROPE = RopeScaling(
+  factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+)
 _LLAMA3_COMMON = dict(
-    vocab_size=128256, head_dim=128, num_kv_heads=8, rms_norm_eps=1e-5, rope_theta=500000.0,
-    rope_scaling=_LLAMA31_ROPE, max_position_embeddings=131072, tie_word_embeddings=False,
-    bos_token_id=128000, eos_token_id=(128001, 128008, 128009),
+  vocab_size=128256,
+  head_dim=128,
+  num_kv_heads=8,
+  rms_norm_eps=1e-5,
+  rope_theta=500000.0,
+  rope_scaling=_LLAMA31_ROPE,
+  max_position_embeddings=131072,
+  tie_word_embeddings=False,
+  bos_token_id=128000,
+  eos_token_id=(128001, 128008, 128009),
 )
 
 PRESETS: dict[str, LlamaConfig] = {
-    # A few hundred thousand parameters: tests and CPU smoke runs.
-    "tiny": LlamaConfig(
-        vocab_size=512, hidden_size=64, intermediate_size=160, num_layers=2, num_heads=4,
-        num_kv_heads=2, head_dim=16, rope_theta=10000.0, max_position_embeddings=512,
-    ),
-    # HuggingFaceTB/SmolLM2-135M(-Instruct).
-    "smollm2_135m": LlamaConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
-        num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=100000.0,
-        max_position_embeddings=8192, tie_word_embeddings=True, bos_token_id=1, eos_token_id=(2,),
-    ),
-    # Llama-3.1 family (llama3 RoPE scaling, 128K context).
-    "llama3_8b": LlamaConfig(
-        hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, **_LLAMA3_COMMON
-    ),
-    "llama3_70b": LlamaConfig(
-        hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64, **_LLAMA3_COMMON
-    ),
-    "llama3_405b": LlamaConfig(
-        hidden_size=16384, intermediate_size=53248, num_layers=126, num_heads=128, **_LLAMA3_COMMON
-    ),
+  # A few hundred thousand parameters: tests and CPU smoke runs.
+  "tiny": LlamaConfig(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=160,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    rope_theta=10000.0,
+    max_position_embeddings=512,
+  ),
+  # HuggingFaceTB/SmolLM2-135M(-Instruct).
+  "smollm2_135m": LlamaConfig(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_layers=30,
+    num_heads=9,
+    num_kv_heads=3,
+    head_dim=64,
+    rms_norm_eps=1e-5,
+    rope_theta=100000.0,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=(2,),
+  ),
+  # Llama-3.1 family (llama3 RoPE scaling, 128K context).
+  "llama3_8b": LlamaConfig(hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, **_LLAMA3_COMMON),
+  "llama3_70b": LlamaConfig(hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64, **_LLAMA3_COMMON),
+  "llama3_405b": LlamaConfig(
+    hidden_size=16384, intermediate_size=53248, num_layers=126, num_heads=128, **_LLAMA3_COMMON
+  ),
 }
 
 
@@ -139,8 +159,8 @@ def from_hf_dict(hf: dict[str, Any], source: str = "config.json", **overrides: A
   archs = hf.get("architectures") or []
   if model_type != "llama" and not any(a.startswith("Llama") for a in archs):
     raise ValueError(
-        f"{source}: model_type={model_type!r}, architectures={archs}; expected a Llama model "
-        "(model_type 'llama', e.g. LlamaForCausalLM)"
+      f"{source}: model_type={model_type!r}, architectures={archs}; expected a Llama model "
+      "(model_type 'llama', e.g. LlamaForCausalLM)"
     )
   required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
   missing = [k for k in required if k not in hf]
@@ -159,20 +179,20 @@ def from_hf_dict(hf: dict[str, Any], source: str = "config.json", **overrides: A
   elif eos is not None:
     eos = tuple(eos)
   kwargs = dict(
-      vocab_size=hf["vocab_size"],
-      hidden_size=hf["hidden_size"],
-      intermediate_size=hf["intermediate_size"],
-      num_layers=hf["num_hidden_layers"],
-      num_heads=heads,
-      num_kv_heads=hf.get("num_key_value_heads") or heads,
-      head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-      rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-      rope_theta=float(_rope_theta_from_hf(hf)),
-      rope_scaling=rope,
-      max_position_embeddings=hf.get("max_position_embeddings", 2048),
-      tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-      bos_token_id=hf.get("bos_token_id"),
-      eos_token_id=eos,
+    vocab_size=hf["vocab_size"],
+    hidden_size=hf["hidden_size"],
+    intermediate_size=hf["intermediate_size"],
+    num_layers=hf["num_hidden_layers"],
+    num_heads=heads,
+    num_kv_heads=hf.get("num_key_value_heads") or heads,
+    head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+    rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+    rope_theta=float(_rope_theta_from_hf(hf)),
+    rope_scaling=rope,
+    max_position_embeddings=hf.get("max_position_embeddings", 2048),
+    tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    bos_token_id=hf.get("bos_token_id"),
+    eos_token_id=eos,
   )
   kwargs.update(overrides)
   return LlamaConfig(**kwargs)
@@ -199,10 +219,10 @@ def _rope_scaling_from_hf(hf: dict[str, Any], source: str) -> Optional[RopeScali
   if missing:
     raise ValueError(f"{source}: llama3 rope scaling lacks {missing}; expected all of {list(fields)}")
   return RopeScaling(
-      factor=float(scaling["factor"]),
-      low_freq_factor=float(scaling["low_freq_factor"]),
-      high_freq_factor=float(scaling["high_freq_factor"]),
-      original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
+    factor=float(scaling["factor"]),
+    low_freq_factor=float(scaling["low_freq_factor"]),
+    high_freq_factor=float(scaling["high_freq_factor"]),
+    original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
   )
 
 
@@ -210,29 +230,29 @@ def to_hf_dict(config: LlamaConfig, torch_dtype: Optional[str] = None) -> dict[s
   """A transformers `LlamaConfig`-compatible dict."""
   eos = config.eos_token_id
   hf: dict[str, Any] = {
-      "architectures": ["LlamaForCausalLM"],
-      "model_type": "llama",
-      "vocab_size": config.vocab_size,
-      "hidden_size": config.hidden_size,
-      "intermediate_size": config.intermediate_size,
-      "num_hidden_layers": config.num_layers,
-      "num_attention_heads": config.num_heads,
-      "num_key_value_heads": config.num_kv_heads,
-      "head_dim": config.head_dim,
-      "hidden_act": "silu",
-      "rms_norm_eps": config.rms_norm_eps,
-      "rope_theta": config.rope_theta,
-      "max_position_embeddings": config.max_position_embeddings,
-      "tie_word_embeddings": config.tie_word_embeddings,
-      "attention_bias": False,
-      "mlp_bias": False,
-      "attention_dropout": 0.0,
-      "initializer_range": 0.02,
-      "pretraining_tp": 1,
-      "use_cache": True,
-      "bos_token_id": config.bos_token_id,
-      "eos_token_id": None if eos is None else (eos[0] if len(eos) == 1 else list(eos)),
-      "torch_dtype": _HF_DTYPES[torch_dtype or config.param_dtype],
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": config.vocab_size,
+    "hidden_size": config.hidden_size,
+    "intermediate_size": config.intermediate_size,
+    "num_hidden_layers": config.num_layers,
+    "num_attention_heads": config.num_heads,
+    "num_key_value_heads": config.num_kv_heads,
+    "head_dim": config.head_dim,
+    "hidden_act": "silu",
+    "rms_norm_eps": config.rms_norm_eps,
+    "rope_theta": config.rope_theta,
+    "max_position_embeddings": config.max_position_embeddings,
+    "tie_word_embeddings": config.tie_word_embeddings,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+    "pretraining_tp": 1,
+    "use_cache": True,
+    "bos_token_id": config.bos_token_id,
+    "eos_token_id": None if eos is None else (eos[0] if len(eos) == 1 else list(eos)),
+    "torch_dtype": _HF_DTYPES[torch_dtype or config.param_dtype],
   }
   if config.rope_scaling is None:
     hf["rope_scaling"] = None

@@ -26,14 +26,13 @@ def count_params(config: LlamaConfig) -> int:
 def create_sharded_model(config: LlamaConfig, sharding: Optional[ShardingContext], seed: int = 0) -> Llama:
   """A randomly initialised model whose parameters are created directly on their shards, so no
   device ever holds more than its part (the way a 70B model must be initialised)."""
-  return create_sharded_module(
-      lambda rngs, ctx: Llama(config, rngs=rngs, sharding=ctx), sharding, seed)
+  return create_sharded_module(lambda rngs, ctx: Llama(config, rngs=rngs, sharding=ctx), sharding, seed)
 
 
 def create_sharded_module(
-    make: Callable[[nnx.Rngs, Optional[ShardingContext]], nnx.Module],
-    sharding: Optional[ShardingContext],
-    seed: int = 0,
+  make: Callable[[nnx.Rngs, Optional[ShardingContext]], nnx.Module],
+  sharding: Optional[ShardingContext],
+  seed: int = 0,
 ) -> nnx.Module:
   """Any module built by `make(rngs, sharding)` (e.g. a reward model), initialised on its shards."""
   if sharding is None:

@@ -29,25 +29,27 @@ class RewardModel(nnx.Module):
   """`rm(input_ids [B, T], input_mask [B, T]) -> scores [B, num_outputs]` (fp32)."""
 
   def __init__(
-      self,
-      config: LlamaConfig,
-      num_outputs: int = 1,
-      *,
-      rngs: nnx.Rngs,
-      sharding: Optional[ShardingContext] = None,
+    self,
+    config: LlamaConfig,
+    num_outputs: int = 1,
+    *,
+    rngs: nnx.Rngs,
+    sharding: Optional[ShardingContext] = None,
   ):
     self.num_outputs = num_outputs
     self.trunk = Llama(config, rngs=rngs, sharding=sharding, with_lm_head=False)
     # Output axis unsharded: it has 1 to 9 entries.
-    self.head = make_param(rngs, (config.hidden_size, num_outputs), (ax.EMBED, None),
-                           config.weight_dtype, fan_in=config.hidden_size)
+    self.head = make_param(
+      rngs, (config.hidden_size, num_outputs), (ax.EMBED, None), config.weight_dtype, fan_in=config.hidden_size
+    )
 
   @property
   def config(self) -> LlamaConfig:
     return self.trunk.config
 
-  def __call__(self, input_ids: jax.Array, input_mask: Optional[jax.Array] = None,
-               segment_ids: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(
+    self, input_ids: jax.Array, input_mask: Optional[jax.Array] = None, segment_ids: Optional[jax.Array] = None
+  ) -> jax.Array:
     if input_mask is None:
       input_mask = jnp.ones(input_ids.shape, bool)
     hidden, _ = self.trunk.hidden_states(input_ids, input_mask=input_mask, segment_ids=segment_ids)

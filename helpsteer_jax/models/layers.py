@@ -29,12 +29,12 @@ from helpsteer_jax.parallel import axes as ax
 
 
 def make_param(
-    rngs: nnx.Rngs,
-    shape: Sequence[int],
-    logical_axes: Sequence[str],
-    dtype: jnp.dtype,
-    fan_in: Optional[int] = None,
-    stack: Sequence[int] = (),
+  rngs: nnx.Rngs,
+  shape: Sequence[int],
+  logical_axes: Sequence[str],
+  dtype: jnp.dtype,
+  fan_in: Optional[int] = None,
+  stack: Sequence[int] = (),
 ) -> nnx.Param:
   """A parameter with `logical_axes` metadata.
 
@@ -77,11 +77,11 @@ def contract_last(x: jax.Array, w: jax.Array, dims: int = 1) -> jax.Array:
   if isinstance(w, SwitchedWeight):  # a product with the layer's own array (models/decode/layer_switch.py)
     return w.apply(lambda array, x: contract_last(x, array, dims), x)
   c_shape, o_shape = w.shape[:dims], w.shape[dims:]
-  if x.shape[x.ndim - dims:] != c_shape:
+  if x.shape[x.ndim - dims :] != c_shape:
     raise ValueError(f"contracting axes of x {x.shape} do not match w {w.shape} over {dims} axes")
   c, o = math.prod(c_shape), math.prod(o_shape)
   out = jnp.dot(x.reshape(-1, c), w.reshape(c, o))
-  return out.reshape(*x.shape[:x.ndim - dims], *o_shape)
+  return out.reshape(*x.shape[: x.ndim - dims], *o_shape)
 
 
 def contract_last_with_rows(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -120,7 +120,7 @@ def rope_inverse_frequencies(head_dim: int, theta: float, scaling: Optional[Rope
     # interpolated smoothly.
     scaled = np.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
     smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
-        scaling.high_freq_factor - scaling.low_freq_factor
+      scaling.high_freq_factor - scaling.low_freq_factor
     )
     interpolated = (1 - smooth) * scaled / scaling.factor + smooth * scaled
     is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
@@ -144,7 +144,7 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 
 
 def grouped_query_attention(
-    q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array, jax.Array]], causal: bool = False
+  q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array, jax.Array]], causal: bool = False
 ) -> jax.Array:
   """softmax(q k^T / sqrt(H)) v with K kv-heads shared by G = N / K query heads each.
 
@@ -164,7 +164,7 @@ def grouped_query_attention(
   block = max(64, t // 8)
   if not (causal and len(segments) == 1 and t % block == 0 and t >= 2 * block):
     return _dense_attention(q, segments)
-  (k, v, mask), = segments
+  ((k, v, mask),) = segments
   return blocked_causal_attention(q, k, v, mask, block)
 
 

@@ -51,13 +51,14 @@ from helpsteer_jax.parallel import axes as ax
 from helpsteer_jax.parallel.partitioning import ShardingContext, constrain
 
 _REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "save_qkv_proj": jax.checkpoint_policies.save_only_these_names("query", "key", "value"),
-    "dots_no_batch_attention": jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-        jax.checkpoint_policies.save_only_these_names("attention_out", "attention_lse")),
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.checkpoint_dots,
+  "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "save_qkv_proj": jax.checkpoint_policies.save_only_these_names("query", "key", "value"),
+  "dots_no_batch_attention": jax.checkpoint_policies.save_from_both_policies(
+    jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    jax.checkpoint_policies.save_only_these_names("attention_out", "attention_lse"),
+  ),
 }
 
 _HIDDEN_AXES = (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_EMBED)
@@ -74,13 +75,13 @@ class DecoderBlock(nnx.Module):
     self.mlp = SwiGLU(config, rngs, stack)
 
   def __call__(
-      self,
-      x: jax.Array,  # [B, T, D]
-      positions: jax.Array,  # [B, T]
-      mask: jax.Array,  # [B, T, T]: which keys each query sees (causal is applied on top)
-      inv_freq: jax.Array,  # [H/2]
-      sharding: Optional[ShardingContext],
-      kernel: Optional[tuple[str, jax.Array]] = None,  # (attention kernel, key lengths [B])
+    self,
+    x: jax.Array,  # [B, T, D]
+    positions: jax.Array,  # [B, T]
+    mask: jax.Array,  # [B, T, T]: which keys each query sees (causal is applied on top)
+    inv_freq: jax.Array,  # [H/2]
+    sharding: Optional[ShardingContext],
+    kernel: Optional[tuple[str, jax.Array]] = None,  # (attention kernel, key lengths [B])
   ) -> jax.Array:
     """The block output [B, T, D] over a whole sequence."""
     q, k, v = self.attn.project_qkv(self.input_norm(x))
@@ -100,12 +101,12 @@ class DecoderBlock(nnx.Module):
     return constrain(x, _HIDDEN_AXES, sharding)
 
   def decode(
-      self,
-      x: jax.Array,  # [B, T, D]
-      positions: jax.Array,  # [B, T]
-      inv_freq: jax.Array,
-      sharding: Optional[ShardingContext],
-      attend,  # (q [B, T, N, H], k, v [B, T, K, H]) -> (attended [B, T, N, H], carried out)
+    self,
+    x: jax.Array,  # [B, T, D]
+    positions: jax.Array,  # [B, T]
+    inv_freq: jax.Array,
+    sharding: Optional[ShardingContext],
+    attend,  # (q [B, T, N, H], k, v [B, T, K, H]) -> (attended [B, T, N, H], carried out)
   ) -> tuple[jax.Array, Any]:
     """New tokens against a slot cache (one per slot when decoding, a prompt chunk of one slot
     when prefilling): the block output [B, T, D] and what `attend` returns beside the attention
@@ -124,12 +125,12 @@ class Llama(nnx.Module):
   """Llama-3 causal LM.  `model(input_ids [B, T]) -> logits [B, T, V]` (fp32)."""
 
   def __init__(
-      self,
-      config: LlamaConfig,
-      *,
-      rngs: nnx.Rngs,
-      sharding: Optional[ShardingContext] = None,
-      with_lm_head: bool = True,
+    self,
+    config: LlamaConfig,
+    *,
+    rngs: nnx.Rngs,
+    sharding: Optional[ShardingContext] = None,
+    with_lm_head: bool = True,
   ):
     """`with_lm_head=False` builds the trunk only (reward models read hidden states, not logits)."""
     self.config = config
@@ -147,16 +148,15 @@ class Llama(nnx.Module):
   # -- public forward ---------------------------------------------------------------------------
 
   def __call__(
-      self,
-      input_ids: jax.Array,  # [B, T] int32
-      *,
-      positions: Optional[jax.Array] = None,  # [B, T]
-      segment_ids: Optional[jax.Array] = None,  # [B, T]; 0 = padding, equal ids attend each other
-      input_mask: Optional[jax.Array] = None,  # [B, T] bool; False = padding
+    self,
+    input_ids: jax.Array,  # [B, T] int32
+    *,
+    positions: Optional[jax.Array] = None,  # [B, T]
+    segment_ids: Optional[jax.Array] = None,  # [B, T]; 0 = padding, equal ids attend each other
+    input_mask: Optional[jax.Array] = None,  # [B, T] bool; False = padding
   ) -> jax.Array:
     """Logits [B, T, V] in fp32."""
-    hidden, _ = self.hidden_states(input_ids, positions=positions, segment_ids=segment_ids,
-                                   input_mask=input_mask)
+    hidden, _ = self.hidden_states(input_ids, positions=positions, segment_ids=segment_ids, input_mask=input_mask)
     return self.logits(hidden)
 
   def logits(self, hidden: jax.Array) -> jax.Array:
@@ -179,13 +179,13 @@ class Llama(nnx.Module):
     return constrain(logits, (ax.ACT_BATCH, ax.ACT_SEQ, ax.ACT_VOCAB), self.sharding)
 
   def hidden_states(
-      self,
-      input_ids: jax.Array,
-      *,
-      positions: Optional[jax.Array] = None,
-      segment_ids: Optional[jax.Array] = None,
-      input_mask: Optional[jax.Array] = None,
-      key_lengths: Optional[jax.Array] = None,
+    self,
+    input_ids: jax.Array,
+    *,
+    positions: Optional[jax.Array] = None,
+    segment_ids: Optional[jax.Array] = None,
+    input_mask: Optional[jax.Array] = None,
+    key_lengths: Optional[jax.Array] = None,
   ) -> tuple[jax.Array, None]:
     """Final-norm hidden states [B, T, D] (what the reward heads read), and None (where an earlier
     version returned its cache: callers unpack two values).
@@ -235,12 +235,12 @@ class Llama(nnx.Module):
     return jax.default_backend() == "cpu" and kernel != "paged"
 
   def decode_slots(
-      self,
-      tokens: jax.Array,  # [B] int32: each slot's last token
-      cache: SlotCache,
-      active: jax.Array,  # [B] bool: slots that decode (the others' outputs are discarded)
-      block: int = 128,
-      kernel: Optional[str] = None,
+    self,
+    tokens: jax.Array,  # [B] int32: each slot's last token
+    cache: SlotCache,
+    active: jax.Array,  # [B] bool: slots that decode (the others' outputs are discarded)
+    block: int = 128,
+    kernel: Optional[str] = None,
   ) -> tuple[jax.Array, SlotCache]:
     """One decode step of every slot, each at its own position: fp32 logits [B, V] and the cache
     with the tokens appended to the active slots. Attention reads the cache in `block`-position
@@ -263,8 +263,10 @@ class Llama(nnx.Module):
     x = constrain(x, _HIDDEN_AXES, self.sharding)
     if kernel == "paged":
       if cache.keys_transposed:
-        raise ValueError("the paged decode kernel reads keys [S, H]; this slot cache stores them "
-                         "transposed (make it with keys_transposed=model.slot_keys_transposed())")
+        raise ValueError(
+          "the paged decode kernel reads keys [S, H]; this slot cache stores them "
+          "transposed (make it with keys_transposed=model.slot_keys_transposed())"
+        )
       return self._decode_slots_paged(x, positions, inv_freq, cache, active, block)
     transposed = cache.keys_transposed
 
@@ -272,11 +274,9 @@ class Llama(nnx.Module):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
         read = CacheRead(*cache_kv, layer, block, thread_cache, transposed)
         if kernel == "per_slot":
-          attended, cache_kv_out = per_slot_decode_attention(q[:, 0], k[:, 0], v[:, 0], read,
-                                                             cache.lengths, active)
+          attended, cache_kv_out = per_slot_decode_attention(q[:, 0], k[:, 0], v[:, 0], read, cache.lengths, active)
         else:
-          attended, cache_kv_out = ragged_decode_attention(q[:, 0], k[:, 0], v[:, 0], read,
-                                                           cache.lengths, blocks)
+          attended, cache_kv_out = ragged_decode_attention(q[:, 0], k[:, 0], v[:, 0], read, cache.lengths, blocks)
         return attended[:, None], ((k[:, 0], v[:, 0]), cache_kv_out)
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
@@ -287,13 +287,13 @@ class Llama(nnx.Module):
     return logits, cache.replace(k=cache_k, v=cache_v).append(new_k, new_v, active)
 
   def prefill_chunk(
-      self,
-      ids: jax.Array,  # [1, T] int32: the chunk's tokens (the last chunk of a prompt right-padded)
-      cache: SlotCache,
-      slot: jax.Array,  # [] int32
-      start: jax.Array,  # [] int32: the chunk's first position (any; usually a multiple of `block`)
-      last: jax.Array,  # [] int32: index in the chunk of the hidden state to return
-      block: int,  # cache positions read at a time: the prefill's chunk length
+    self,
+    ids: jax.Array,  # [1, T] int32: the chunk's tokens (the last chunk of a prompt right-padded)
+    cache: SlotCache,
+    slot: jax.Array,  # [] int32
+    start: jax.Array,  # [] int32: the chunk's first position (any; usually a multiple of `block`)
+    last: jax.Array,  # [] int32: index in the chunk of the hidden state to return
+    block: int,  # cache positions read at a time: the prefill's chunk length
   ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One chunk of slot `slot`'s prompt against the chunks before it, which the cache holds at
     positions [0, start) (models/decode/chunk_attention.py). -> the final-norm hidden state of chunk
@@ -362,7 +362,8 @@ class Llama(nnx.Module):
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
         attended, new_k, new_v = paged_decode_attention(
-            q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, active, block)
+          q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, active, block
+        )
         return attended[:, None], ((), (new_k, new_v))
 
       return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
@@ -402,8 +403,7 @@ def with_unrolled_layers(model: Llama) -> Llama:
   config = model.config.replace(scan_layers=False)
   graphdef, abstract_vars = _unrolled_skeleton(config, model.sharding, hasattr(model, "lm_head"))
   stacked = {path: var[...] for path, var in nnx.to_flat_state(nnx.state(model))}
-  layers = _split_layers({path[1:]: value for path, value in stacked.items() if path[0] == "layers"},
-                         config.num_layers)
+  layers = _split_layers({path[1:]: value for path, value in stacked.items() if path[0] == "layers"}, config.num_layers)
   values = []
   for path, var in abstract_vars:
     # ("layers", i, ...) in the list is row i of ("layers", ...) in the stack.
@@ -423,7 +423,6 @@ def _unrolled_skeleton(config: LlamaConfig, sharding: Optional[ShardingContext],
   """The graph and abstract variables [(path, Variable)] of an unrolled model: building them
   traces every layer's initialiser (seconds at 30 layers), so they are kept per configuration
   (each engine converts its model again, and a search or RLOO run makes many engines)."""
-  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=sharding,
-                                          with_lm_head=with_head))
+  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0), sharding=sharding, with_lm_head=with_head))
   graphdef, abstract_state = nnx.split(abstract)
   return graphdef, tuple(nnx.to_flat_state(abstract_state))

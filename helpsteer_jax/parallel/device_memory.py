@@ -30,20 +30,20 @@ class Accelerator:
 # 2.76 TB/s (4 chips a host: v5p-8 is 4 chips, v5p-16 8 chips on 2 hosts); v6e 32 GB 1.64 TB/s;
 # v5e 16 GB 0.82 TB/s (v5e-16: 16 chips on 2 hosts of 8).
 ACCELERATORS = {
-    "8xH100-80GB": Accelerator("8xH100-80GB", 8, 1, 80 * 1e9 / GIB, 3.35),
-    "8xH200": Accelerator("8xH200", 8, 1, 141 * 1e9 / GIB, 4.8),
-    "v5p-8": Accelerator("v5p-8", 4, 1, 95, 2.76),
-    "v5p-16": Accelerator("v5p-16", 8, 2, 95, 2.76),
-    "v6e-8": Accelerator("v6e-8", 8, 1, 32, 1.64),
-    "v5e-16": Accelerator("v5e-16", 16, 2, 16, 0.82),
+  "8xH100-80GB": Accelerator("8xH100-80GB", 8, 1, 80 * 1e9 / GIB, 3.35),
+  "8xH200": Accelerator("8xH200", 8, 1, 141 * 1e9 / GIB, 4.8),
+  "v5p-8": Accelerator("v5p-8", 4, 1, 95, 2.76),
+  "v5p-16": Accelerator("v5p-16", 8, 2, 95, 2.76),
+  "v6e-8": Accelerator("v6e-8", 8, 1, 32, 1.64),
+  "v5e-16": Accelerator("v5e-16", 16, 2, 16, 0.82),
 }
 
 
 # The multi-host training clusters docs/70b.md sizes RLOO for: a v5p-64 slice (32 chips, 4 a host)
 # and 4 nodes of 8 H100 80 GB.
 TRAINING_CLUSTERS = {
-    "v5p-64": Accelerator("v5p-64", 32, 8, 95, 2.76),
-    "4x8xH100-80GB": Accelerator("4x8xH100-80GB", 32, 4, 80 * 1e9 / GIB, 3.35),
+  "v5p-64": Accelerator("v5p-64", 32, 8, 95, 2.76),
+  "4x8xH100-80GB": Accelerator("4x8xH100-80GB", 32, 4, 80 * 1e9 / GIB, 3.35),
 }
 
 

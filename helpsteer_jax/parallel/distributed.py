@@ -58,13 +58,21 @@ def initialize(settings: DistributedSettings = DistributedSettings()) -> str:
   if mode not in _MODES:
     raise ValueError(f"distributed.mode={mode!r}; expected one of {_MODES}")
   if mode == "auto":
-    mode = ("tpu" if _on_tpu_pod() else "slurm" if _in_slurm_job()
-            else "explicit" if os.environ.get("HELPSTEER_COORDINATOR") else "none")
+    mode = (
+      "tpu"
+      if _on_tpu_pod()
+      else "slurm"
+      if _in_slurm_job()
+      else "explicit"
+      if os.environ.get("HELPSTEER_COORDINATOR")
+      else "none"
+    )
   if mode == "none":
     return mode
   if mode == "tpu" and not _on_tpu_pod():
-    raise RuntimeError("distributed.mode='tpu' but this is not a multi-host TPU worker "
-                       "(TPU_WORKER_HOSTNAMES lists one host or is unset)")
+    raise RuntimeError(
+      "distributed.mode='tpu' but this is not a multi-host TPU worker (TPU_WORKER_HOSTNAMES lists one host or is unset)"
+    )
   if mode == "slurm" and not _in_slurm_job():
     raise RuntimeError("distributed.mode='slurm' but SLURM_JOB_ID / SLURM_NTASKS>1 are not set")
   # gloo gives CPU devices cross-process collectives (multi-process tests, CPU clusters).
@@ -76,17 +84,24 @@ def initialize(settings: DistributedSettings = DistributedSettings()) -> str:
   address = settings.coordinator_address or os.environ.get("HELPSTEER_COORDINATOR")
   count = settings.num_processes if settings.num_processes is not None else _env_int("HELPSTEER_NUM_PROCESSES")
   index = settings.process_id if settings.process_id is not None else _env_int("HELPSTEER_PROCESS_ID")
-  missing = [name for name, value in (("coordinator_address", address), ("num_processes", count),
-                                      ("process_id", index)) if value is None]
+  missing = [
+    name
+    for name, value in (("coordinator_address", address), ("num_processes", count), ("process_id", index))
+    if value is None
+  ]
   if missing:
-    raise ValueError(f"distributed.mode='explicit' needs {missing} (in the config or the "
-                     "HELPSTEER_COORDINATOR / HELPSTEER_NUM_PROCESSES / HELPSTEER_PROCESS_ID variables)")
+    raise ValueError(
+      f"distributed.mode='explicit' needs {missing} (in the config or the "
+      "HELPSTEER_COORDINATOR / HELPSTEER_NUM_PROCESSES / HELPSTEER_PROCESS_ID variables)"
+    )
   if not 0 <= index < count:
     raise ValueError(f"process_id={index} is outside [0, {count})")
   logging.info("jax.distributed.initialize(%s, num_processes=%d, process_id=%d)", address, count, index)
   jax.distributed.initialize(
-      coordinator_address=address, num_processes=count, process_id=index,
-      local_device_ids=list(settings.local_device_ids) if settings.local_device_ids else None,
+    coordinator_address=address,
+    num_processes=count,
+    process_id=index,
+    local_device_ids=list(settings.local_device_ids) if settings.local_device_ids else None,
   )
   return mode
 
@@ -106,7 +121,9 @@ def settings_from_config(config) -> DistributedSettings:
   count, index = get("num_processes", None), get("process_id", None)
   # Configs spell "unset" as '' / 0 / -1 (ml_collections fields keep their type).
   return DistributedSettings(
-      mode=get("mode", "auto"), coordinator_address=get("coordinator_address", None) or None,
-      num_processes=count if count else None, process_id=index if index is not None and index >= 0 else None,
-      local_device_ids=tuple(ids) if ids else None,
+    mode=get("mode", "auto"),
+    coordinator_address=get("coordinator_address", None) or None,
+    num_processes=count if count else None,
+    process_id=index if index is not None and index >= 0 else None,
+    local_device_ids=tuple(ids) if ids else None,
   )

@@ -31,9 +31,7 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
   return shape
 
 
-def make_mesh(
-    shape: Sequence[int] = (1, -1, 1), devices: Optional[Sequence[jax.Device]] = None
-) -> jax.sharding.Mesh:
+def make_mesh(shape: Sequence[int] = (1, -1, 1), devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
   """A mesh with axes (data, fsdp, tensor); -1 takes the remaining devices.
 
   Axis types are Auto so that `with_sharding_constraint` and jit shardings propagate as usual.
@@ -44,6 +42,4 @@ def make_mesh(
     device_array = jax.experimental.mesh_utils.create_device_mesh(resolved, devices=devices)
   except Exception:  # Non-TPU topologies without a known physical layout.
     device_array = np.asarray(devices).reshape(resolved)
-  return jax.sharding.Mesh(
-      device_array, ax.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(ax.MESH_AXES)
-  )
+  return jax.sharding.Mesh(device_array, ax.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(ax.MESH_AXES))

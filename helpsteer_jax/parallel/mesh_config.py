@@ -1,8 +1,8 @@
 """The `mesh` block every config has (training, scaling, evaluation), and the sharding it makes.
 
-    config.mesh = mesh_config((1, -1, 1))          # {"shape": (data, fsdp, tensor), "rules": ()}
-    --config.mesh.shape="(1,1,-1)"                  # -1 = the rest of the devices
-    --config.mesh.rules="(('mlp', 'fsdp'),)"        # (logical name, mesh axes) over DEFAULT_RULES
+config.mesh = mesh_config((1, -1, 1))          # {"shape": (data, fsdp, tensor), "rules": ()}
+--config.mesh.shape="(1,1,-1)"                  # -1 = the rest of the devices
+--config.mesh.rules="(('mlp', 'fsdp'),)"        # (logical name, mesh axes) over DEFAULT_RULES
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def sharding_rules(rules: Sequence[tuple[str, Any]] | None) -> tuple[tuple[str, 
   from helpsteer_jax.parallel.rules import DEFAULT_RULES
 
   merged = dict(DEFAULT_RULES)
-  for name, target in (rules or ()):
+  for name, target in rules or ():
     if name not in merged:
       raise KeyError(f"mesh.rules names unknown logical axis {name!r}; known: {sorted(merged)}")
     merged[name] = tuple(target) if isinstance(target, list) else target

@@ -47,6 +47,4 @@ def variable_sharding(variable: nnx.Variable, ctx: ShardingContext) -> NamedShar
 
 def state_shardings(state: nnx.State, ctx: ShardingContext) -> nnx.State:
   """The NamedSharding of every variable in `state` (arrays or ShapeDtypeStructs), by its logical axes."""
-  return jax.tree.map(
-      lambda v: v.replace(variable_sharding(v, ctx)), state, is_leaf=_is_variable
-  )
+  return jax.tree.map(lambda v: v.replace(variable_sharding(v, ctx)), state, is_leaf=_is_variable)

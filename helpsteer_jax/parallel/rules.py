@@ -19,29 +19,29 @@ MeshAxes = Union[None, str, tuple[str, ...]]
 Rules = tuple[tuple[str, MeshAxes], ...]
 
 DEFAULT_RULES: Rules = (
-    # Parameters: FSDP over the model width, Megatron-style tensor parallelism over heads and MLP.
-    (ax.LAYERS, None),
-    (ax.EMBED, ax.FSDP),
-    (ax.MLP, ax.TENSOR),
-    (ax.HEADS, ax.TENSOR),
-    (ax.KV_HEADS, ax.TENSOR),
-    (ax.HEAD_DIM, None),
-    (ax.VOCAB, ax.TENSOR),
-    (ax.NORM, None),
-    # Activations: batch over data and fsdp, heads / mlp / vocab over tensor.
-    (ax.ACT_BATCH, (ax.DATA, ax.FSDP)),
-    (ax.ACT_SEQ, None),
-    (ax.ACT_EMBED, None),
-    (ax.ACT_HEADS, ax.TENSOR),
-    (ax.ACT_KV_HEADS, ax.TENSOR),
-    (ax.ACT_MLP, ax.TENSOR),
-    (ax.ACT_VOCAB, ax.TENSOR),
-    # Cache.
-    (ax.CACHE_LAYERS, None),
-    (ax.CACHE_BATCH, (ax.DATA, ax.FSDP)),
-    (ax.CACHE_SEQ, None),
-    (ax.CACHE_KV_HEADS, ax.TENSOR),
-    (ax.CACHE_HEAD_DIM, None),
+  # Parameters: FSDP over the model width, Megatron-style tensor parallelism over heads and MLP.
+  (ax.LAYERS, None),
+  (ax.EMBED, ax.FSDP),
+  (ax.MLP, ax.TENSOR),
+  (ax.HEADS, ax.TENSOR),
+  (ax.KV_HEADS, ax.TENSOR),
+  (ax.HEAD_DIM, None),
+  (ax.VOCAB, ax.TENSOR),
+  (ax.NORM, None),
+  # Activations: batch over data and fsdp, heads / mlp / vocab over tensor.
+  (ax.ACT_BATCH, (ax.DATA, ax.FSDP)),
+  (ax.ACT_SEQ, None),
+  (ax.ACT_EMBED, None),
+  (ax.ACT_HEADS, ax.TENSOR),
+  (ax.ACT_KV_HEADS, ax.TENSOR),
+  (ax.ACT_MLP, ax.TENSOR),
+  (ax.ACT_VOCAB, ax.TENSOR),
+  # Cache.
+  (ax.CACHE_LAYERS, None),
+  (ax.CACHE_BATCH, (ax.DATA, ax.FSDP)),
+  (ax.CACHE_SEQ, None),
+  (ax.CACHE_KV_HEADS, ax.TENSOR),
+  (ax.CACHE_HEAD_DIM, None),
 )
 
 
@@ -54,10 +54,10 @@ def _as_tuple(mesh_axes: MeshAxes) -> tuple[str, ...]:
 
 
 def logical_to_spec(
-    logical_axes: Sequence[Optional[str]],
-    rules: Rules,
-    mesh: Optional[jax.sharding.Mesh] = None,
-    shape: Optional[Sequence[int]] = None,
+  logical_axes: Sequence[Optional[str]],
+  rules: Rules,
+  mesh: Optional[jax.sharding.Mesh] = None,
+  shape: Optional[Sequence[int]] = None,
 ) -> PartitionSpec:
   """Maps logical names to a PartitionSpec.
 

@@ -134,8 +134,7 @@ class ChunkedPrefill:
   up to `keep_bytes` of chunks for reuse (0 keeps none). One object may serve an engine's slots
   and a scorer that needs only a prompt's next-token logits: they then share the kept chunks."""
 
-  def __init__(self, model: Llama, chunk: int = 128, keep_bytes: int = 1 << 30,
-               layout: Optional[Llama] = None):
+  def __init__(self, model: Llama, chunk: int = 128, keep_bytes: int = 1 << 30, layout: Optional[Llama] = None):
     """`layout`: the same model in another layout to compute the chunks with (models/
     decode_layout.py; its products must give `model`'s results bit for bit, as switched layers do,
     so that kept chunks are what any user of `model` would compute)."""
@@ -176,14 +175,17 @@ class ChunkedPrefill:
     program (padding past the prompt lies where decoding writes later)."""
     return max(start + self.width(end - start) for start, end in self.segments(length, breaks))
 
-  def fill(self, cache: SlotCache, slot: int, prompt: Sequence[int],
-           breaks: Sequence[int] = ()) -> tuple[SlotCache, jax.Array, int]:
+  def fill(
+    self, cache: SlotCache, slot: int, prompt: Sequence[int], breaks: Sequence[int] = ()
+  ) -> tuple[SlotCache, jax.Array, int]:
     """Writes `prompt` into positions [0, padded_length) of `slot` (the cache is donated) and sets
     the slot's length to len(prompt). -> the cache, the hidden state of the prompt's last token
     [1, D], and how many of its tokens were computed (the rest were copied from kept chunks)."""
     if self.padded_length(len(prompt), breaks) > cache.max_length:
-      raise ValueError(f"a prompt of {len(prompt)} tokens needs {self.padded_length(len(prompt), breaks)} "
-                       f"cache positions (chunks of {self.chunk}); the cache has {cache.max_length}")
+      raise ValueError(
+        f"a prompt of {len(prompt)} tokens needs {self.padded_length(len(prompt), breaks)} "
+        f"cache positions (chunks of {self.chunk}); the cache has {cache.max_length}"
+      )
     chunks, computed = self._prefill(prompt, breaks)
     at = jnp.asarray(slot, jnp.int32)
     # In order: a narrower chunk's padding is overwritten by the chunk after it.
@@ -223,7 +225,7 @@ class ChunkedPrefill:
     held = 0  # leading chunks of this prompt that the scratch row holds
     computed = 0
     for j, (start, end) in enumerate(pieces):
-      key = (tokens[:end], starts[:j + 1])
+      key = (tokens[:end], starts[: j + 1])
       chunk = self.kept.get(key)
       if chunk is not None:
         chunks.append(chunk)
@@ -231,13 +233,19 @@ class ChunkedPrefill:
         self.counts.reused_chunks += 1
         continue
       for i in range(held, j):  # the chunks this one attends to, if they came from the kept ones
-        self._scratch = _copy_chunk(self._scratch, chunks[i].k, chunks[i].v, row,
-                                    jnp.asarray(starts[i], jnp.int32))
+        self._scratch = _copy_chunk(self._scratch, chunks[i].k, chunks[i].v, row, jnp.asarray(starts[i], jnp.int32))
       ids = np.zeros((1, self.width(end - start)), np.int32)
-      ids[0, :end - start] = tokens[start:end]
+      ids[0, : end - start] = tokens[start:end]
       self._scratch, chunk = _compute_chunk(
-          self._graphdef, self._state, self._scratch, jnp.asarray(ids), row, jnp.asarray(start, jnp.int32),
-          jnp.asarray(end - start - 1, jnp.int32), block=self.chunk)
+        self._graphdef,
+        self._state,
+        self._scratch,
+        jnp.asarray(ids),
+        row,
+        jnp.asarray(start, jnp.int32),
+        jnp.asarray(end - start - 1, jnp.int32),
+        block=self.chunk,
+      )
       held = j + 1
       self.kept.put(key, chunk)
       chunks.append(chunk)

@@ -111,7 +111,8 @@ class _CompileAhead:
         continue
       _COMPILED_AHEAD.add(selects)
       self._pending[name] = self._pool.submit(
-          lambda fn=fn, args=args, kwargs=kwargs: fn.lower(*args, **kwargs).compile())
+        lambda fn=fn, args=args, kwargs=kwargs: fn.lower(*args, **kwargs).compile()
+      )
 
   def wait(self, name: tuple) -> None:
     future = self._pending.pop(name, None)
@@ -166,15 +167,19 @@ class Engine:
     if request.n < 1:
       raise ValueError(f"request n={request.n}; expected at least 1")
     if request.sample_indices and len(request.sample_indices) != request.n:
-      raise ValueError(f"request n={request.n} with {len(request.sample_indices)} sample_indices; "
-                       "expected one index per sample")
+      raise ValueError(
+        f"request n={request.n} with {len(request.sample_indices)} sample_indices; expected one index per sample"
+      )
     if any(not 0 < b < length for b in request.prefill_breaks):
-      raise ValueError(f"prefill_breaks={request.prefill_breaks}; expected positions inside the "
-                       f"prompt of {length} tokens (1 to {length - 1})")
+      raise ValueError(
+        f"prefill_breaks={request.prefill_breaks}; expected positions inside the "
+        f"prompt of {length} tokens (1 to {length - 1})"
+      )
     if length + request.settings.max_new_tokens > self.device.context:
       raise ValueError(
-          f"prompt of {length} tokens + max_new_tokens={request.settings.max_new_tokens} exceeds the "
-          f"model's context of {self.device.context} positions")
+        f"prompt of {length} tokens + max_new_tokens={request.settings.max_new_tokens} exceeds the "
+        f"model's context of {self.device.context} positions"
+      )
     request.results = [None] * request.n
     self._stats.tags[request.tag].requests += 1
     at = len(self._queue)
@@ -188,8 +193,9 @@ class Engine:
 
   def queued_samples(self, min_priority: Optional[int] = None) -> int:
     """Samples waiting for a slot (of requests at `min_priority` or above, when given)."""
-    return sum(p.request.n - p.inserted for p in self._queue
-               if min_priority is None or p.request.priority >= min_priority)
+    return sum(
+      p.request.n - p.inserted for p in self._queue if min_priority is None or p.request.priority >= min_priority
+    )
 
   @property
   def free_slots(self) -> int:
@@ -273,12 +279,18 @@ class Engine:
     pending = self._queue[0]
     request = pending.request
     settings = request.settings
-    self._ensure_capacity(max(self.device.padded_length(len(request.prompt), request.prefill_breaks),
-                              len(request.prompt) + settings.max_new_tokens), settings.max_new_tokens)
+    self._ensure_capacity(
+      max(
+        self.device.padded_length(len(request.prompt), request.prefill_breaks),
+        len(request.prompt) + settings.max_new_tokens,
+      ),
+      settings.max_new_tokens,
+    )
     tag = self._stats.tags[request.tag]
     start = time.perf_counter()
     self._state, logits, computed = self.device.prefill(
-        self._state, slot, request.prompt, request.prefill_breaks, logits=pending.logits is None)
+      self._state, slot, request.prompt, request.prefill_breaks, logits=pending.logits is None
+    )
     if pending.logits is None:
       pending.logits = logits
     if computed:
@@ -288,8 +300,7 @@ class Engine:
       tag.prefill_tokens += computed
       start = time.perf_counter()
     tag.reused_tokens += len(request.prompt) - computed
-    self._state = self.device.insert(self._state, pending.logits, slot, request.key,
-                                     pending.next_sample(), settings)
+    self._state = self.device.insert(self._state, pending.logits, slot, request.key, pending.next_sample(), settings)
     self._owner[slot] = (pending, pending.inserted)
     pending.inserted += 1
     tag.first_insert = tag.first_insert or time.perf_counter()
@@ -309,7 +320,7 @@ class Engine:
       pending, j = self._owner[b]
       self._owner[b] = None
       request = pending.request
-      request.results[j] = out[b, :count[b]].tolist()
+      request.results[j] = out[b, : count[b]].tolist()
       if request.on_sample is not None:
         callbacks.append((request.on_sample, (request, j, request.results[j])))
       tag = self._stats.tags[request.tag]

@@ -58,8 +58,9 @@ class DecodeState:
     """The state of slots `rows` [R] (a new slot j holds old slot rows[j]); slots where `valid`
     [R] is False hold nothing."""
     take = lambda x: jnp.take(x, rows, axis=0)
-    cache = self.cache.replace(k=jnp.take(self.cache.k, rows, axis=1),
-                               v=jnp.take(self.cache.v, rows, axis=1), lengths=take(self.cache.lengths))
+    cache = self.cache.replace(
+      k=jnp.take(self.cache.k, rows, axis=1), v=jnp.take(self.cache.v, rows, axis=1), lengths=take(self.cache.lengths)
+    )
     fields = {f.name: take(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "cache"}
     fields["live"] = fields["live"] & valid
     return DecodeState(cache=cache, **fields)
@@ -68,15 +69,22 @@ class DecodeState:
   def init(cls, model: Llama, num_slots: int, cache_length: int, width: int) -> "DecodeState":
     b = num_slots
     return cls(
-        cache=SlotCache.init(model.config, b, cache_length, keys_transposed=model.slot_keys_transposed()),
-        last=jnp.zeros((b,), jnp.int32), out=jnp.zeros((b, width), jnp.int32),
-        count=jnp.zeros((b,), jnp.int32), done=jnp.zeros((b,), bool), live=jnp.zeros((b,), bool),
-        key=jnp.zeros((b, 2), jnp.uint32), temperature=jnp.zeros((b,), jnp.float32),
-        top_k=jnp.zeros((b,), jnp.int32), top_p=jnp.ones((b,), jnp.float32),
-        max_new=jnp.ones((b,), jnp.int32))
+      cache=SlotCache.init(model.config, b, cache_length, keys_transposed=model.slot_keys_transposed()),
+      last=jnp.zeros((b,), jnp.int32),
+      out=jnp.zeros((b, width), jnp.int32),
+      count=jnp.zeros((b,), jnp.int32),
+      done=jnp.zeros((b,), bool),
+      live=jnp.zeros((b,), bool),
+      key=jnp.zeros((b, 2), jnp.uint32),
+      temperature=jnp.zeros((b,), jnp.float32),
+      top_k=jnp.zeros((b,), jnp.int32),
+      top_p=jnp.ones((b,), jnp.float32),
+      max_new=jnp.ones((b,), jnp.int32),
+    )
 
 
 # -- the pure programs ----------------------------------------------------------------------------
+
 
 def _token_keys(key_data: jax.Array, count: jax.Array) -> jax.Array:
   """[B, 2] sample key data, [B] token index -> [B] typed keys of each slot's next token."""
@@ -88,8 +96,14 @@ def _stops(settings: EngineSettings) -> jax.Array:
   return jnp.asarray(settings.stop_token_ids or (-1,), jnp.int32)
 
 
-def prefill(chunks: ChunkedPrefill, state: DecodeState, slot: int, prompt: Sequence[int],
-            breaks: Sequence[int] = (), logits: bool = True) -> tuple[DecodeState, jax.Array | None, int]:
+def prefill(
+  chunks: ChunkedPrefill,
+  state: DecodeState,
+  slot: int,
+  prompt: Sequence[int],
+  breaks: Sequence[int] = (),
+  logits: bool = True,
+) -> tuple[DecodeState, jax.Array | None, int]:
   """`prompt` into slot `slot`'s cache, chunk by chunk (kept chunks copied, the rest computed).
   -> the state, the logits [1, V] after the prompt (None unless `logits`: a request's later
   samples reuse its first's), and the prompt tokens computed."""
@@ -98,26 +112,36 @@ def prefill(chunks: ChunkedPrefill, state: DecodeState, slot: int, prompt: Seque
 
 
 @partial(jax.jit, static_argnames=("settings",), donate_argnums=(0,))
-def insert(state: DecodeState, logits, slot, key, sample, temperature, top_k, top_p, max_new, *,
-           settings: EngineSettings) -> DecodeState:
+def insert(
+  state: DecodeState, logits, slot, key, sample, temperature, top_k, top_p, max_new, *, settings: EngineSettings
+) -> DecodeState:
   """Puts sample `sample` of a prefilled request (its prompt already in the cache) into `slot` and
   draws its first token from `logits` [1, V] with key fold_in(fold_in(key, sample), 0)."""
   key = jax.random.fold_in(jax.random.wrap_key_data(key), sample)
   key_data = jax.random.key_data(key)
-  first = sample_rows(logits, jax.random.fold_in(key, 0)[None], temperature[None], top_k[None],
-                      top_p[None], settings.top_p_candidates, settings.top_p_fast_candidates)[0]
+  first = sample_rows(
+    logits,
+    jax.random.fold_in(key, 0)[None],
+    temperature[None],
+    top_k[None],
+    top_p[None],
+    settings.top_p_candidates,
+    settings.top_p_fast_candidates,
+  )[0]
   stopped = jnp.isin(first, _stops(settings))
   return dataclasses.replace(
-      state,
-      last=state.last.at[slot].set(first),
-      out=state.out.at[slot].set(settings.pad_id).at[slot, 0].set(first),
-      count=state.count.at[slot].set(jnp.where(stopped, 0, 1)),
-      done=state.done.at[slot].set(stopped | (max_new <= 1)),
-      live=state.live.at[slot].set(True),
-      key=state.key.at[slot].set(key_data),
-      temperature=state.temperature.at[slot].set(temperature),
-      top_k=state.top_k.at[slot].set(top_k), top_p=state.top_p.at[slot].set(top_p),
-      max_new=state.max_new.at[slot].set(max_new))
+    state,
+    last=state.last.at[slot].set(first),
+    out=state.out.at[slot].set(settings.pad_id).at[slot, 0].set(first),
+    count=state.count.at[slot].set(jnp.where(stopped, 0, 1)),
+    done=state.done.at[slot].set(stopped | (max_new <= 1)),
+    live=state.live.at[slot].set(True),
+    key=state.key.at[slot].set(key_data),
+    temperature=state.temperature.at[slot].set(temperature),
+    top_k=state.top_k.at[slot].set(top_k),
+    top_p=state.top_p.at[slot].set(top_p),
+    max_new=state.max_new.at[slot].set(max_new),
+  )
 
 
 @partial(jax.jit, static_argnames=("graphdef", "settings"), donate_argnums=(2,))
@@ -140,17 +164,24 @@ def decode_steps(graphdef, params, state: DecodeState, exit_on_free, *, settings
     state, step, generated = carry
     active = state.live & ~state.done
     logits, cache = model.decode_slots(state.last, state.cache, active, settings.attention_block)
-    token = sample_rows(logits, _token_keys(state.key, state.count), state.temperature,
-                        state.top_k, state.top_p, settings.top_p_candidates,
-                        settings.top_p_fast_candidates)
+    token = sample_rows(
+      logits,
+      _token_keys(state.key, state.count),
+      state.temperature,
+      state.top_k,
+      state.top_p,
+      settings.top_p_candidates,
+      settings.top_p_fast_candidates,
+    )
     stopped = jnp.isin(token, stops)
     keep = active & ~stopped
     at = jnp.where(keep, state.count, width)  # dropped for rows that do not write
     out = state.out.at[rows, at].set(token, mode="drop")
     count = state.count + keep.astype(jnp.int32)
     done = state.done | (active & (stopped | (count >= state.max_new)))
-    state = dataclasses.replace(state, cache=cache, last=jnp.where(active, token, state.last),
-                                out=out, count=count, done=done)
+    state = dataclasses.replace(
+      state, cache=cache, last=jnp.where(active, token, state.last), out=out, count=count, done=done
+    )
     return state, step + 1, generated + jnp.sum(keep)
 
   carry = (state, jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32))
@@ -185,10 +216,10 @@ class DeviceEngine(Protocol):
   def padded_length(self, length: int, breaks: Sequence[int]) -> int: ...
   def init_state(self, num_slots: int, cache_length: int, width: int) -> Any: ...
   def capacity(self, state) -> tuple[int, int]: ...  # cache positions, token buffer width
-  def prefill(self, state, slot: int, prompt: Sequence[int], breaks: Sequence[int],
-              logits: bool) -> tuple[Any, Any, int]: ...
-  def insert(self, state, logits, slot: int, key: np.ndarray, sample: int,
-             settings: SamplingSettings) -> Any: ...
+  def prefill(
+    self, state, slot: int, prompt: Sequence[int], breaks: Sequence[int], logits: bool
+  ) -> tuple[Any, Any, int]: ...
+  def insert(self, state, logits, slot: int, key: np.ndarray, sample: int, settings: SamplingSettings) -> Any: ...
   def decode_steps(self, state) -> tuple[Any, int, int]: ...
   def progress(self, state) -> tuple[np.ndarray, np.ndarray]: ...  # done [B], count [B] on host
   def tokens(self, state) -> np.ndarray: ...  # [B, W] on host
@@ -211,8 +242,12 @@ class ModelEngine:
     # samples, the search's requests about one draft). The prefill keeps the model's own layout
     # when decoding unrolled or fused (those compile slowly at each chunk width); switched layers
     # compile like scanned ones, so a switched engine prefills on them too.
-    self.chunks = ChunkedPrefill(model, settings.prefill_chunk, settings.keep_prefill_mb << 20,
-                                 layout=decode_model if self.layout == "switched" else None)
+    self.chunks = ChunkedPrefill(
+      model,
+      settings.prefill_chunk,
+      settings.keep_prefill_mb << 20,
+      layout=decode_model if self.layout == "switched" else None,
+    )
     self.context = model.config.max_position_embeddings
 
   def padded_length(self, length: int, breaks: Sequence[int]) -> int:
@@ -229,17 +264,22 @@ class ModelEngine:
 
   def insert(self, state, logits, slot, key, sample, settings: SamplingSettings) -> DecodeState:
     return insert(
-        state, logits, jnp.asarray(slot, jnp.int32), jnp.asarray(key, jnp.uint32),
-        jnp.asarray(sample, jnp.int32), jnp.asarray(settings.temperature, jnp.float32),
-        jnp.asarray(settings.top_k or 0, jnp.int32),
-        jnp.asarray(1.0 if settings.top_p is None else settings.top_p, jnp.float32),
-        jnp.asarray(settings.max_new_tokens, jnp.int32), settings=self.settings)
+      state,
+      logits,
+      jnp.asarray(slot, jnp.int32),
+      jnp.asarray(key, jnp.uint32),
+      jnp.asarray(sample, jnp.int32),
+      jnp.asarray(settings.temperature, jnp.float32),
+      jnp.asarray(settings.top_k or 0, jnp.int32),
+      jnp.asarray(1.0 if settings.top_p is None else settings.top_p, jnp.float32),
+      jnp.asarray(settings.max_new_tokens, jnp.int32),
+      settings=self.settings,
+    )
 
   def decode_steps(self, state):
     # Every freed slot returns to the host: a finished sample may complete a request whose
     # callback has the next stage's work.
-    state, steps, generated = decode_steps(self.graphdef, self.params, state, jnp.asarray(True),
-                                           settings=self.settings)
+    state, steps, generated = decode_steps(self.graphdef, self.params, state, jnp.asarray(True), settings=self.settings)
     return state, int(steps), int(generated)
 
   def progress(self, state):
@@ -265,18 +305,20 @@ class ModelEngine:
     flag = jax.ShapeDtypeStruct((), jnp.bool_)  # jnp.asarray(True): uncommitted
     rows = lambda n: (jax.ShapeDtypeStruct((n,), jnp.int32), jax.ShapeDtypeStruct((n,), jnp.bool_))
     num_slots = state.num_slots
-    programs = [(("decode", num_slots), decode_steps, (self.graphdef, self.params, full, flag),
-                 {"settings": self.settings})]
+    programs = [
+      (("decode", num_slots), decode_steps, (self.graphdef, self.params, full, flag), {"settings": self.settings})
+    ]
     if 0 < tail_slots < num_slots:
       sharding = state.last.sharding
       shaped = jax.eval_shape(
-          lambda s: s.take(jnp.zeros((tail_slots,), jnp.int32), jnp.ones((tail_slots,), bool)), state)
+        lambda s: s.take(jnp.zeros((tail_slots,), jnp.int32), jnp.ones((tail_slots,), bool)), state
+      )
       small = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shaped)
       programs += [
-          (("take", tail_slots), take_slots, (full, *rows(tail_slots)), {}),
-          (("decode", tail_slots), decode_steps, (self.graphdef, self.params, small, flag),
-           {"settings": self.settings}),
-          (("take", num_slots), take_slots, (small, *rows(num_slots)), {})]
+        (("take", tail_slots), take_slots, (full, *rows(tail_slots)), {}),
+        (("decode", tail_slots), decode_steps, (self.graphdef, self.params, small, flag), {"settings": self.settings}),
+        (("take", num_slots), take_slots, (small, *rows(num_slots)), {}),
+      ]
     return programs
 
 

@@ -62,16 +62,20 @@ class EngineSettings:
     if self.layout == "fused" and self.num_slots != 1:
       # At several rows the fused products tile differently: slower on CPU, and not checked to
       # keep a row's tokens independent of how many slots its program has (`tail_slots`).
-      raise ValueError(f"layout='fused' is for a single slot; num_slots={self.num_slots} "
-                       "(use auto or unrolled)")
+      raise ValueError(f"layout='fused' is for a single slot; num_slots={self.num_slots} (use auto or unrolled)")
     if self.tail_slots < 0:
       raise ValueError(f"tail_slots={self.tail_slots}; expected 0 (never) or more")
     if self.prefill_chunk < 1 or self.keep_prefill_mb < 0:
-      raise ValueError(f"prefill_chunk={self.prefill_chunk} and keep_prefill_mb="
-                       f"{self.keep_prefill_mb}; expected at least 1 and at least 0")
+      raise ValueError(
+        f"prefill_chunk={self.prefill_chunk} and keep_prefill_mb="
+        f"{self.keep_prefill_mb}; expected at least 1 and at least 0"
+      )
     if not 1 <= self.top_p_fast_candidates <= self.top_p_candidates:
-      raise ValueError(f"top_p_fast_candidates={self.top_p_fast_candidates} and top_p_candidates="
-                       f"{self.top_p_candidates}; expected 1 <= fast <= candidates")
+      raise ValueError(
+        f"top_p_fast_candidates={self.top_p_fast_candidates} and top_p_candidates="
+        f"{self.top_p_candidates}; expected 1 <= fast <= candidates"
+      )
     if self.attention_block < 1 or self.steps_per_call < 1:
-      raise ValueError(f"attention_block={self.attention_block} and steps_per_call="
-                       f"{self.steps_per_call}; expected at least 1")
+      raise ValueError(
+        f"attention_block={self.attention_block} and steps_per_call={self.steps_per_call}; expected at least 1"
+      )

@@ -21,9 +21,15 @@ class TagStats:
 
   def summary(self) -> dict[str, Any]:
     span = (self.last_retire - self.first_insert) if self.first_insert and self.last_retire else None
-    return {"requests": self.requests, "samples": self.samples, "tokens": self.tokens,
-            "prefill_tokens": self.prefill_tokens, "reused_prompt_tokens": self.reused_tokens,
-            "seconds": span, "tokens_per_s": self.tokens / span if span else None}
+    return {
+      "requests": self.requests,
+      "samples": self.samples,
+      "tokens": self.tokens,
+      "prefill_tokens": self.prefill_tokens,
+      "reused_prompt_tokens": self.reused_tokens,
+      "seconds": span,
+      "tokens_per_s": self.tokens / span if span else None,
+    }
 
 
 @dataclasses.dataclass
@@ -32,10 +38,10 @@ class EngineStats:
   program that ran each step."""
 
   num_slots: int
-  tags: dict[str, TagStats] = dataclasses.field(
-      default_factory=lambda: collections.defaultdict(TagStats))
+  tags: dict[str, TagStats] = dataclasses.field(default_factory=lambda: collections.defaultdict(TagStats))
   seconds: collections.Counter = dataclasses.field(
-      default_factory=collections.Counter)  # prefill, insert, decode, retire, resize
+    default_factory=collections.Counter
+  )  # prefill, insert, decode, retire, resize
   decode_steps: int = 0
   slot_steps: int = 0  # decode steps x the slots of the program that ran them
   tail_steps: int = 0  # decode steps run in the tail's smaller program
@@ -50,17 +56,17 @@ class EngineStats:
 
   def summary(self, prefill_chunks: dict[str, Any]) -> dict[str, Any]:
     return {
-        "num_slots": self.num_slots,
-        "decode_steps": self.decode_steps,
-        "tail_steps": self.tail_steps,
-        "resizes": self.resizes,
-        "slot_use": self.decode_tokens / self.slot_steps if self.slot_steps else None,
-        "decode_tokens": self.decode_tokens,
-        "prefill_tokens": sum(t.prefill_tokens for t in self.tags.values()),
-        "reused_prompt_tokens": sum(t.reused_tokens for t in self.tags.values()),
-        # Every user of the engine's chunked prefill (a judge sharing it, too): chunks and tokens
-        # computed and reused.
-        "prefill_chunks": prefill_chunks,
-        "seconds": {k: float(v) for k, v in self.seconds.items()},
-        "stages": {tag: t.summary() for tag, t in self.tags.items()},
+      "num_slots": self.num_slots,
+      "decode_steps": self.decode_steps,
+      "tail_steps": self.tail_steps,
+      "resizes": self.resizes,
+      "slot_use": self.decode_tokens / self.slot_steps if self.slot_steps else None,
+      "decode_tokens": self.decode_tokens,
+      "prefill_tokens": sum(t.prefill_tokens for t in self.tags.values()),
+      "reused_prompt_tokens": sum(t.reused_tokens for t in self.tags.values()),
+      # Every user of the engine's chunked prefill (a judge sharing it, too): chunks and tokens
+      # computed and reused.
+      "prefill_chunks": prefill_chunks,
+      "seconds": {k: float(v) for k, v in self.seconds.items()},
+      "stages": {tag: t.summary() for tag, t in self.tags.items()},
     }

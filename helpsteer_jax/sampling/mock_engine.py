@@ -17,8 +17,9 @@ from helpsteer_jax.sampling.engine_settings import EngineSettings
 from helpsteer_jax.sampling.settings import SamplingSettings
 
 
-def expected_tokens(prompt: Sequence[int], sample: int, max_new: int, stop_ids: Sequence[int] = (),
-                    vocab: int = 1000) -> list[int]:
+def expected_tokens(
+  prompt: Sequence[int], sample: int, max_new: int, stop_ids: Sequence[int] = (), vocab: int = 1000
+) -> list[int]:
   """The tokens `MockEngine` gives sample `sample` of `prompt`: the rule above, by hand."""
   tokens = []
   for i in range(max_new):
@@ -57,8 +58,15 @@ class MockEngine:
   def init_state(self, num_slots: int, cache_length: int, width: int) -> MockState:
     self.log.append(("init", (num_slots, cache_length, width)))
     zeros = lambda dtype=int: np.zeros((num_slots,), dtype)
-    return MockState(start=zeros(), out=np.zeros((num_slots, width), int), count=zeros(),
-                     done=zeros(bool), live=zeros(bool), max_new=zeros(), cache_length=cache_length)
+    return MockState(
+      start=zeros(),
+      out=np.zeros((num_slots, width), int),
+      count=zeros(),
+      done=zeros(bool),
+      live=zeros(bool),
+      max_new=zeros(),
+      cache_length=cache_length,
+    )
 
   def capacity(self, state: MockState) -> tuple[int, int]:
     return state.cache_length, state.out.shape[1]
@@ -66,8 +74,7 @@ class MockEngine:
   def prefill(self, state: MockState, slot, prompt, breaks, logits):
     return state, (np.asarray([sum(prompt)]) if logits else None), len(prompt)
 
-  def insert(self, state: MockState, logits, slot: int, key, sample: int,
-             settings: SamplingSettings) -> MockState:
+  def insert(self, state: MockState, logits, slot: int, key, sample: int, settings: SamplingSettings) -> MockState:
     self.log.append(("insert", (slot, int(logits[0]), sample)))
     state.start[slot] = int(logits[0]) + 10 * sample
     state.out[slot] = self.settings.pad_id
@@ -112,8 +119,14 @@ class MockEngine:
     self.log.append(("take", len(rows)))
     pick = lambda a: a[rows].copy()
     return dataclasses.replace(
-        state, start=pick(state.start), out=pick(state.out), count=pick(state.count),
-        done=pick(state.done), live=pick(state.live) & valid, max_new=pick(state.max_new))
+      state,
+      start=pick(state.start),
+      out=pick(state.out),
+      count=pick(state.count),
+      done=pick(state.done),
+      live=pick(state.live) & valid,
+      max_new=pick(state.max_new),
+    )
 
   def programs_ahead(self, state: MockState, tail_slots: int) -> list:
     return []

@@ -38,12 +38,12 @@ def nucleus(top_logits: jax.Array, log_norm: jax.Array, top_p: jax.Array) -> tup
 
 
 def sample_next(
-    logits: jax.Array,  # [B, V] fp32
-    rng: jax.Array,
-    temperature: float,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
-    top_p_candidates: int = 1024,
+  logits: jax.Array,  # [B, V] fp32
+  rng: jax.Array,
+  temperature: float,
+  top_k: Optional[int] = None,
+  top_p: Optional[float] = None,
+  top_p_candidates: int = 1024,
 ) -> jax.Array:
   """Next token ids [B] int32, one key for the batch. `temperature == 0` is greedy (argmax)
   regardless of the rest."""
@@ -64,13 +64,13 @@ def sample_next(
 
 
 def sample_rows(
-    logits: jax.Array,  # [B, V] fp32
-    keys: jax.Array,  # [B] typed keys, one per row
-    temperature: jax.Array,  # [B] fp32; 0 = greedy
-    top_k: jax.Array,  # [B] int32; 0 = no top-k
-    top_p: jax.Array,  # [B] fp32; 1 = no top-p
-    candidates: int = 1024,
-    fast_candidates: int = 128,
+  logits: jax.Array,  # [B, V] fp32
+  keys: jax.Array,  # [B] typed keys, one per row
+  temperature: jax.Array,  # [B] fp32; 0 = greedy
+  top_k: jax.Array,  # [B] int32; 0 = no top-k
+  top_p: jax.Array,  # [B] fp32; 1 = no top-p
+  candidates: int = 1024,
+  fast_candidates: int = 128,
 ) -> jax.Array:
   """Next token ids [B] int32 with each row's own settings and key (`sample_next` per row).
 
@@ -95,8 +95,7 @@ def sample_rows(
     rank = jnp.arange(k)[None, :]
     top_logits = jnp.where((top_k[:, None] <= 0) | (rank < top_k[:, None]), top_logits, -jnp.inf)
     # Normalised over the top-k survivors, or else over the whole vocabulary.
-    log_norm = jnp.where(top_k > 0, jax.nn.logsumexp(top_logits, axis=-1),
-                         jax.nn.logsumexp(scaled, axis=-1))
+    log_norm = jnp.where(top_k > 0, jax.nn.logsumexp(top_logits, axis=-1), jax.nn.logsumexp(scaled, axis=-1))
     top_logits, mass = nucleus(top_logits, log_norm, top_p)
     choice = draw(keys, top_logits)
     return jnp.take_along_axis(top_ids, choice[:, None], axis=-1)[:, 0].astype(jnp.int32), mass
@@ -108,8 +107,9 @@ def sample_rows(
   zeros = jnp.zeros_like(greedy)
   plain = jax.lax.cond(jnp.any(sampled & ~restricted), full, lambda _: zeros, None)
   fast = min(vocab, fast_candidates, candidates)
-  few, mass = jax.lax.cond(jnp.any(restricted), lambda _: among(fast),
-                           lambda _: (zeros, jnp.zeros(greedy.shape, jnp.float32)), None)
+  few, mass = jax.lax.cond(
+    jnp.any(restricted), lambda _: among(fast), lambda _: (zeros, jnp.zeros(greedy.shape, jnp.float32)), None
+  )
   # The nucleus lies inside the fast candidates: the top-k keeps no more of them, or they hold top_p.
   inside = ((top_k > 0) & (top_k <= fast)) | ((top_k <= 0) & (mass >= top_p)) | (fast == vocab)
   cut = jax.lax.cond(jnp.any(restricted & ~inside), many, lambda _: zeros, None)

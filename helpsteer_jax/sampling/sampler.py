@@ -16,13 +16,13 @@ from helpsteer_jax.sampling.settings import SamplingSettings, bucket, keep_ends,
 
 
 def sample_tokens(
-    model: Llama,
-    prompts: Sequence[Sequence[int]],
-    settings: SamplingSettings,
-    n: int = 1,
-    seed: int = 0,
-    names: Optional[Sequence[object]] = None,
-    num_slots: int = 32,
+  model: Llama,
+  prompts: Sequence[Sequence[int]],
+  settings: SamplingSettings,
+  n: int = 1,
+  seed: int = 0,
+  names: Optional[Sequence[object]] = None,
+  num_slots: int = 32,
 ) -> list[list[list[int]]]:
   """Token ids of n continuations per prompt (stop token excluded): [len(prompts)][n][tokens],
   decoded by an engine of at most `num_slots` slots. Prompt i's samples draw from the key of
@@ -36,8 +36,9 @@ def sample_tokens(
     raise ValueError(f"{len(names)} names for {len(prompts)} prompts; expected one each")
   names = list(range(len(prompts))) if names is None else list(names)
   slots = min(num_slots, bucket(len(prompts) * n, minimum=1))
-  engine = Engine(model, EngineSettings(num_slots=slots, stop_token_ids=settings.stop_token_ids,
-                                        pad_id=settings.pad_id))
+  engine = Engine(
+    model, EngineSettings(num_slots=slots, stop_token_ids=settings.stop_token_ids, pad_id=settings.pad_id)
+  )
   requests = [Request(list(p), settings, sample_key(seed, name), n=n) for p, name in zip(prompts, names)]
   for request in requests:
     engine.submit(request)

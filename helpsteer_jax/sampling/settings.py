@@ -64,7 +64,7 @@ def keep_ends(ids: Sequence[int], max_tokens: int) -> list[int]:
   ids = list(ids)
   if max_tokens <= 0 or len(ids) <= max_tokens:
     return ids
-  return ids[:1] + ids[len(ids) - max_tokens + 1:]
+  return ids[:1] + ids[len(ids) - max_tokens + 1 :]
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, batch: int, pad_id: int):
@@ -73,6 +73,6 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, batch: int, pad_id: 
   mask = np.zeros((batch, length), bool)
   for row, prompt in enumerate(prompts):
     if len(prompt):
-      ids[row, length - len(prompt):] = prompt
-      mask[row, length - len(prompt):] = True
+      ids[row, length - len(prompt) :] = prompt
+      mask[row, length - len(prompt) :] = True
   return ids, mask

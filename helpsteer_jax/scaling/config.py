@@ -24,8 +24,15 @@ def role_checkpoint(config: ConfigDict, name: str) -> tuple[str, str]:
 def stage(temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 256) -> ConfigDict:
   # top_k is unset by default; a typed placeholder (not a bare None) lets the command line set it
   # (`--config.search.draft.top_k=50`), since a flag's value is parsed by the field's type.
-  return ConfigDict({"temperature": temperature, "top_p": top_p, "top_k": config_dict.placeholder(int),
-                     "max_new_tokens": max_new_tokens}, type_safe=False)
+  return ConfigDict(
+    {
+      "temperature": temperature,
+      "top_p": top_p,
+      "top_k": config_dict.placeholder(int),
+      "max_new_tokens": max_new_tokens,
+    },
+    type_safe=False,
+  )
 
 
 def role(path: str = "policy", param_dtype: str = "", prompt_format: str = "plain") -> ConfigDict:
@@ -48,9 +55,9 @@ def default_config() -> ConfigDict:
   # source: arena_hard | mt_bench | alpaca_eval (the benchmarks' questions, with their ids) | jsonl (path).
   # max_turns: of a multi-turn question (MT-Bench, a jsonl row with `turns`), the turns answered,
   # each a full search with the chosen answers before it in the conversation (0: all).
-  config.prompts = ConfigDict({"source": "arena_hard", "path": "", "limit": 4, "start": 0, "shard": "",
-                               "max_turns": 0})
-  config.search = ConfigDict({
+  config.prompts = ConfigDict({"source": "arena_hard", "path": "", "limit": 4, "start": 0, "shard": "", "max_turns": 0})
+  config.search = ConfigDict(
+    {
       "mode": "feedback_edit",
       "num_drafts": 2,
       "num_feedbacks": 2,  # M: effective feedbacks kept per draft (the paper's grid axis)
@@ -77,7 +84,8 @@ def default_config() -> ConfigDict:
       "schedule": "pipelined",  # | staged | auto: the memory plan's choice for the devices at hand
       # Share of each device's memory for weights and caches; engines size their slots to it.
       "memory_fraction": 0.9,
-  })
+    }
+  )
   # Prompts admitted to the search together at least; more enter while the engine has free slots.
   config.prompts_per_batch = 4
   config.prompts_in_flight = 0  # at most this many prompts at a time; 0 = as the engine has room
@@ -99,18 +107,17 @@ def default_config() -> ConfigDict:
 # docs/reproducing.md). The Edit model before RL is not released: experiments/edit_sft.py:70b
 # trains it.
 RELEASED_MODELS = {
-    "policy": "nvidia/Llama-3.1-Nemotron-70B-Instruct-HF",  # the paper's drafts
-    "base_policy": "meta-llama/Llama-3.3-70B-Instruct",  # the main table's base row, an ablation
-    "feedback": "nvidia/Llama-3.3-Nemotron-70B-Feedback",
-    "edit": "nvidia/Llama-3.3-Nemotron-70B-Edit",
-    "select": "nvidia/Llama-3.3-Nemotron-70B-Select",
+  "policy": "nvidia/Llama-3.1-Nemotron-70B-Instruct-HF",  # the paper's drafts
+  "base_policy": "meta-llama/Llama-3.3-70B-Instruct",  # the main table's base row, an ablation
+  "feedback": "nvidia/Llama-3.3-Nemotron-70B-Feedback",
+  "edit": "nvidia/Llama-3.3-Nemotron-70B-Edit",
+  "select": "nvidia/Llama-3.3-Nemotron-70B-Select",
 }
 LLAMA3_70B_ROLES = {name: "checkpoints/" + repo.split("/")[1] for name, repo in RELEASED_MODELS.items()}
 LLAMA3_70B_ROLES["edit_sft"] = "checkpoints/Llama-3.3-Nemotron-70B-Edit-SFT"
 # Which model writes the drafts (`policy=` argument of the experiments), by size: the name is the
 # first part of a run's table label ("nemotron_instruct:feedback_edit", eval/tables.py).
-POLICIES = {"70b": {"nemotron_instruct": "policy", "llama3.3_instruct": "base_policy"},
-            "smollm2": {"smollm2": ""}}
+POLICIES = {"70b": {"nemotron_instruct": "policy", "llama3.3_instruct": "base_policy"}, "smollm2": {"smollm2": ""}}
 DEFAULT_POLICY = {"70b": "nemotron_instruct", "smollm2": "smollm2"}
 
 

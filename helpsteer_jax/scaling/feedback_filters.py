@@ -17,10 +17,10 @@ from helpsteer_jax.formats.prompts import HELPFULNESS_LEVELS
 _LEVEL = re.compile(r"the response is\s+(not|slightly|partially|mostly|perfectly)\s+helpful", re.I)
 # Phrases that ask for a concrete change; each sentence counts once.
 _REQUEST = re.compile(
-    r"\b(should|could|would be (better|improved|clearer)|needs? to|must|missing|lacks?|omits?|"
-    r"fails? to|does not|doesn't|incorrect|inaccurate|wrong|error|instead|consider|add|remove|"
-    r"clarify|include|explain|mention|avoid|unnecessary|too (long|short|verbose|vague))\b",
-    re.I,
+  r"\b(should|could|would be (better|improved|clearer)|needs? to|must|missing|lacks?|omits?|"
+  r"fails? to|does not|doesn't|incorrect|inaccurate|wrong|error|instead|consider|add|remove|"
+  r"clarify|include|explain|mention|avoid|unnecessary|too (long|short|verbose|vague))\b",
+  re.I,
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -52,8 +52,9 @@ FeedbackRule = Callable[[Sequence[str], int], list[int]]
 def _ranked(feedbacks: Sequence[str], keep: Callable[[FeedbackInfo, str], bool], cap: int) -> list[int]:
   infos = [describe(f) for f in feedbacks]
   kept = [i for i, (info, text) in enumerate(zip(infos, feedbacks)) if keep(info, text)]
-  kept.sort(key=lambda i: (-infos[i].change_requests,
-                           infos[i].helpfulness if infos[i].helpfulness is not None else 5, i))
+  kept.sort(
+    key=lambda i: (-infos[i].change_requests, infos[i].helpfulness if infos[i].helpfulness is not None else 5, i)
+  )
   return kept[:cap]
 
 
@@ -64,8 +65,11 @@ def constructive(feedbacks: Sequence[str], cap: int) -> list[int]:
 
 def constructive_strict(feedbacks: Sequence[str], cap: int) -> list[int]:
   """As `constructive`, and also drop feedback without the helpfulness opening or any request."""
-  return _ranked(feedbacks, lambda info, text: info.helpfulness is not None and info.helpfulness < 4
-                 and info.change_requests > 0, cap)
+  return _ranked(
+    feedbacks,
+    lambda info, text: info.helpfulness is not None and info.helpfulness < 4 and info.change_requests > 0,
+    cap,
+  )
 
 
 def keep_all(feedbacks: Sequence[str], cap: int) -> list[int]:
@@ -74,9 +78,9 @@ def keep_all(feedbacks: Sequence[str], cap: int) -> list[int]:
 
 
 RULES: dict[str, FeedbackRule] = {
-    "constructive": constructive,
-    "constructive_strict": constructive_strict,
-    "keep_all": keep_all,
+  "constructive": constructive,
+  "constructive_strict": constructive_strict,
+  "keep_all": keep_all,
 }
 
 

@@ -70,11 +70,15 @@ class SearchMemoryPlan:
     out = [f"{'stage':<9} {'weights/dev':>12} {'longest':>8} {'KV/slot/dev':>12} {'slots fit':>10}  model"]
     for r in self.roles:
       slots = "-" if r.stage == "select" else str(r.slots_alone)
-      out.append(f"{r.stage:<9} {g(r.weight_bytes):>12} {r.longest:>8} {g(r.kv_bytes_per_slot):>12} "
-                 f"{slots:>10}  {r.key} ({r.source})")
-    out.append(f"budget per device {g(self.budget)}; pipelined needs {g(self.pipelined_bytes)} "
-               f"(every model and {self.batch_size} slots per engine): "
-               f"{'fits' if self.pipelined_fits else 'does not fit'}")
+      out.append(
+        f"{r.stage:<9} {g(r.weight_bytes):>12} {r.longest:>8} {g(r.kv_bytes_per_slot):>12} "
+        f"{slots:>10}  {r.key} ({r.source})"
+      )
+    out.append(
+      f"budget per device {g(self.budget)}; pipelined needs {g(self.pipelined_bytes)} "
+      f"(every model and {self.batch_size} slots per engine): "
+      f"{'fits' if self.pipelined_fits else 'does not fit'}"
+    )
     if self.schedule == "neither":
       out.append("schedule: neither fits: no stage's model leaves room for one slot; use more devices")
     else:
@@ -83,8 +87,14 @@ class SearchMemoryPlan:
     return out
 
 
-def plan_search(roles: Sequence[tuple[str, str, LlamaConfig, str, int]], batch_size: int,
-                hbm_bytes: float, memory_fraction: float, fsdp: int, tensor: int) -> SearchMemoryPlan:
+def plan_search(
+  roles: Sequence[tuple[str, str, LlamaConfig, str, int]],
+  batch_size: int,
+  hbm_bytes: float,
+  memory_fraction: float,
+  fsdp: int,
+  tensor: int,
+) -> SearchMemoryPlan:
   """`roles`: (stage, model key, model config, where the config came from, longest request) for
   policy, feedback, edit and select (select's cache holds one scored sequence at a time)."""
   budget = int(hbm_bytes * memory_fraction)
@@ -92,8 +102,9 @@ def plan_search(roles: Sequence[tuple[str, str, LlamaConfig, str, int]], batch_s
   for stage, key, config, source, longest in roles:
     weights = weight_bytes_per_device(config, fsdp, tensor)
     per_slot = kv_bytes_per_slot(config, longest, tensor)
-    plans.append(RolePlan(stage, key, config, source, longest, weights, per_slot,
-                          slots_that_fit(budget, weights, per_slot)))
+    plans.append(
+      RolePlan(stage, key, config, source, longest, weights, per_slot, slots_that_fit(budget, weights, per_slot))
+    )
   weights = {r.key: r.weight_bytes for r in plans}
   caches: dict[str, int] = {}
   for r in plans:  # an engine's slots hold its longest request of any stage
@@ -118,8 +129,14 @@ class StageTokens:
   mean_length: float
 
 
-def decode_hours(plan: SearchMemoryPlan, stages: Sequence[StageTokens], prompts: int,
-                 hbm_tb_s: float, efficiency: float = 0.5, data: int = 1) -> float:
+def decode_hours(
+  plan: SearchMemoryPlan,
+  stages: Sequence[StageTokens],
+  prompts: int,
+  hbm_tb_s: float,
+  efficiency: float = 0.5,
+  data: int = 1,
+) -> float:
   """Bandwidth-bound decode hours of the run (see the module docstring); `data`: replicas of the
   model over the mesh's data axis, each with its own slots."""
   by_stage = {r.stage: r for r in plan.roles}
@@ -134,8 +151,15 @@ def decode_hours(plan: SearchMemoryPlan, stages: Sequence[StageTokens], prompts:
   return seconds / 3600
 
 
-def engine_slots(config: LlamaConfig, longest: int, tensor: int, batch_size: int,
-                 limit_bytes: Optional[int], in_use_bytes: int, memory_fraction: float) -> tuple[int, str]:
+def engine_slots(
+  config: LlamaConfig,
+  longest: int,
+  tensor: int,
+  batch_size: int,
+  limit_bytes: Optional[int],
+  in_use_bytes: int,
+  memory_fraction: float,
+) -> tuple[int, str]:
   """The slots an engine takes from a memory budget: at most `batch_size`, and no more than the
   budget (`memory_fraction` of the device's `limit_bytes`, less what is in use) holds at
   `longest` positions each; with the reason, for the log."""
@@ -146,10 +170,13 @@ def engine_slots(config: LlamaConfig, longest: int, tensor: int, batch_size: int
   fit = free // per_slot if per_slot else batch_size
   if fit < 1:
     raise MemoryError(
-        f"{free / GIB:.2f} GiB of the memory budget ({memory_fraction:.0%} of {limit_bytes / GIB:.1f} GiB, "
-        f"{in_use_bytes / GIB:.2f} GiB in use) is left, and one slot of {longest} positions needs "
-        f"{per_slot / GIB:.2f} GiB: use search.schedule=staged, more devices, or shorter max_new_tokens")
+      f"{free / GIB:.2f} GiB of the memory budget ({memory_fraction:.0%} of {limit_bytes / GIB:.1f} GiB, "
+      f"{in_use_bytes / GIB:.2f} GiB in use) is left, and one slot of {longest} positions needs "
+      f"{per_slot / GIB:.2f} GiB: use search.schedule=staged, more devices, or shorter max_new_tokens"
+    )
   slots = min(batch_size, int(fit))
-  return slots, (f"{slots} slots of {longest} positions ({slots * per_slot / GIB:.2f} GiB of cache per "
-                 f"device; {int(fit)} fit in {memory_fraction:.0%} of {limit_bytes / GIB:.1f} GiB "
-                 f"with {in_use_bytes / GIB:.2f} GiB in use)")
+  return slots, (
+    f"{slots} slots of {longest} positions ({slots * per_slot / GIB:.2f} GiB of cache per "
+    f"device; {int(fit)} fit in {memory_fraction:.0%} of {limit_bytes / GIB:.1f} GiB "
+    f"with {in_use_bytes / GIB:.2f} GiB in use)"
+  )

@@ -86,8 +86,10 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _run_config(folder: str) -> dict[str, Any]:
   path = storage.join(folder, SUMMARY)
   if not storage.is_file(path):
-    raise MergeError(f"{folder}: no {SUMMARY}; the run has not finished (rerun its command to resume "
-                     "it) or this is not a search's run folder")
+    raise MergeError(
+      f"{folder}: no {SUMMARY}; the run has not finished (rerun its command to resume "
+      "it) or this is not a search's run folder"
+    )
   summary = json.loads(storage.read_text(path))
   if "config" not in summary or "merged_from" in summary:
     raise MergeError(f"{folder}: {SUMMARY} is not a search run's (merge run folders, not merges)")
@@ -101,8 +103,10 @@ def _check_same_config(folders: list[str], configs: list[dict[str, Any]]) -> Non
     differ = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
     if differ:
       shown = ", ".join(f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in differ[:6])
-      raise MergeError(f"{folders[0]} and {folder} ran different configs ({shown}"
-                       f"{', ...' if len(differ) > 6 else ''}); only output_dir, prompts.shard and distributed may differ")
+      raise MergeError(
+        f"{folders[0]} and {folder} ran different configs ({shown}"
+        f"{', ...' if len(differ) > 6 else ''}); only output_dir, prompts.shard and distributed may differ"
+      )
 
 
 def _check_same_models(records: list[dict[str, Any]], owner: dict[str, str]) -> None:
@@ -115,8 +119,10 @@ def _check_same_models(records: list[dict[str, Any]], owner: dict[str, str]) -> 
       where = owner[str(record["id"])]
       first = seen.setdefault(role, (model.get("fingerprint"), where))
       if first[0] != model.get("fingerprint"):
-        raise MergeError(f"the {role} model differs between {first[1]} ({first[0]}) and {where} "
-                         f"({model.get('fingerprint')}): shards of one run use the same weights")
+        raise MergeError(
+          f"the {role} model differs between {first[1]} ({first[0]}) and {where} "
+          f"({model.get('fingerprint')}): shards of one run use the same weights"
+        )
 
 
 def _check_output(output: str, folders: list[str]) -> None:
@@ -128,8 +134,7 @@ def _check_output(output: str, folders: list[str]) -> None:
     if storage.is_file(summary):
       merged_before = "merged_from" in json.loads(storage.read_text(summary))
     if not merged_before:
-      raise MergeError(f"--output={output} holds a run's {RESULTS} that no merge wrote; give an empty "
-                       "or new folder")
+      raise MergeError(f"--output={output} holds a run's {RESULTS} that no merge wrote; give an empty or new folder")
 
 
 def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
@@ -147,14 +152,14 @@ def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
     for record in unique_records(read_records(folder)):
       rid = str(record["id"])
       if rid in owner:
-        raise MergeError(f"prompt {rid!r} is in both {owner[rid]} and {folder}; shards of one run never "
-                         "share a prompt")
+        raise MergeError(f"prompt {rid!r} is in both {owner[rid]} and {folder}; shards of one run never share a prompt")
       owner[rid] = folder
       records.append(record)
   _check_same_models(records, owner)
   prompts = configs[0]["prompts"]
-  items = load_prompts(prompts["source"], prompts["path"], prompts["limit"], prompts["start"],
-                       prompts.get("max_turns", 0))
+  items = load_prompts(
+    prompts["source"], prompts["path"], prompts["limit"], prompts["start"], prompts.get("max_turns", 0)
+  )
   # Records sort as one run writes them: turn by turn (multi-turn runs), each turn in the order
   # of the prompt list.
   order = {str(item.id): i for i, item in enumerate(items)}
@@ -162,8 +167,10 @@ def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
   question_of = {str(r["id"]): str(r.get("question_id") or r["id"]) for r in records}
   strangers = [rid for rid in owner if question_of[rid] not in order]
   if strangers:
-    raise MergeError(f"prompts {strangers[:5]} are not in the run's prompt list ({prompts['source']} "
-                     f"{prompts['path']}); was the prompt file changed since?")
+    raise MergeError(
+      f"prompts {strangers[:5]} are not in the run's prompt list ({prompts['source']} "
+      f"{prompts['path']}); was the prompt file changed since?"
+    )
   records.sort(key=lambda r: (r.get("turn") or 1, order[question_of[str(r["id"])]]))
   shards = [shard_of_folder(f) for f in folders]
   counts = {s.count for s in shards if s is not None}
@@ -172,12 +179,20 @@ def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
     count = counts.pop()
     missing_shards = sorted(set(range(count)) - {s.index for s in shards})
   if missing_shards or len(records) < expected:
-    logging.warning("the merge holds %d of the run's %d prompts%s", len(records), expected,
-                    f" (shards {missing_shards} of {count} missing)" if missing_shards else "")
+    logging.warning(
+      "the merge holds %d of the run's %d prompts%s",
+      len(records),
+      expected,
+      f" (shards {missing_shards} of {count} missing)" if missing_shards else "",
+    )
   config = dict(configs[0], output_dir=output)
   config["prompts"] = dict(prompts, shard="")
-  info = {"config": config, "merged_from": [storage.absolute(f) for f in folders],
-          "missing_shards": missing_shards, "prompts_in_run": expected}
+  info = {
+    "config": config,
+    "merged_from": [storage.absolute(f) for f in folders],
+    "missing_shards": missing_shards,
+    "prompts_in_run": expected,
+  }
   with claim_run_folder(output, what="merge"):
     write_records(records, storage.join(output, RESULTS))
     return write_summary_files(output, info, records)

@@ -50,8 +50,11 @@ class SharedPrefixes:
   goes on past the response with content of its own (the Edit prompt's feedback), given as
   (conversation, response, probe) -> ids."""
 
-  def __init__(self, builders: dict[str, PromptBuilder],
-               response_probes: Sequence[Callable[[Conversation, str, str], Sequence[int]]] = ()):
+  def __init__(
+    self,
+    builders: dict[str, PromptBuilder],
+    response_probes: Sequence[Callable[[Conversation, str, str], Sequence[int]]] = (),
+  ):
     self.builders = dict(builders)
     self.response_probes = list(response_probes)
 
@@ -63,6 +66,5 @@ class SharedPrefixes:
   def of_response(self, conversation: Conversation, response: str) -> tuple[int, ...]:
     """Tokens every prompt about `response` starts with."""
     prompts = [build(conversation, response) for build in self.builders.values()]
-    prompts += [probe_build(conversation, response, probe) for probe_build in self.response_probes
-                for probe in PROBES]
+    prompts += [probe_build(conversation, response, probe) for probe_build in self.response_probes for probe in PROBES]
     return common_prefix(prompts) if len(prompts) > 1 else ()

@@ -21,8 +21,7 @@ class StageCount:
 class StageProgress:
   """Counts per stage; `on_change(self)` is called at most every `min_interval_s` seconds."""
 
-  def __init__(self, on_change: Optional[Callable[["StageProgress"], None]] = None,
-               min_interval_s: float = 1.0):
+  def __init__(self, on_change: Optional[Callable[["StageProgress"], None]] = None, min_interval_s: float = 1.0):
     self.stages = {name: StageCount() for name in STAGES}
     self.scored = 0
     self.started = time.perf_counter()
@@ -63,11 +62,15 @@ def stage_log_lines(engine_stats: dict[str, Any], select_seconds: float, scored:
   for role, stats in engine_stats.items():
     for stage, s in stats.get("stages", {}).items():
       rate = f"{s['tokens_per_s']:.1f} tokens/s" if s.get("tokens_per_s") else "no decode time"
-      lines.append(f"stage {stage} ({role}): {s['samples']} samples, {s['tokens']} tokens, {rate}, "
-                   f"{s.get('prefill_tokens', 0)} prompt tokens prefilled, "
-                   f"{s.get('reused_prompt_tokens', 0)} reused from kept chunks")
+      lines.append(
+        f"stage {stage} ({role}): {s['samples']} samples, {s['tokens']} tokens, {rate}, "
+        f"{s.get('prefill_tokens', 0)} prompt tokens prefilled, "
+        f"{s.get('reused_prompt_tokens', 0)} reused from kept chunks"
+      )
     if stats.get("slot_use") is not None:
-      lines.append(f"engine of {role}: slot use {stats['slot_use']:.1%} over {stats['decode_steps']} "
-                   f"decode steps of {stats['num_slots']} slots")
+      lines.append(
+        f"engine of {role}: slot use {stats['slot_use']:.1%} over {stats['decode_steps']} "
+        f"decode steps of {stats['num_slots']} slots"
+      )
   lines.append(f"stage select: {scored} candidates scored in {select_seconds:.1f} s")
   return lines

@@ -44,8 +44,9 @@ class Search(Protocol):
   rule: FeedbackRule
   progress: StageProgress
 
-  def prefixes(self, model_key: str, conversation: Conversation, prompt: "PromptSearch",
-               d: Optional[int] = None) -> list[tuple[int, ...]]: ...
+  def prefixes(
+    self, model_key: str, conversation: Conversation, prompt: "PromptSearch", d: Optional[int] = None
+  ) -> list[tuple[int, ...]]: ...
 
   def score(self, prompt: "PromptSearch", nodes: Sequence[Generated], of_draft: Optional[int] = None) -> None: ...
 
@@ -62,12 +63,20 @@ class PromptSearch:
     self.greedy_mode = s.mode == "greedy"
     self.measure_greedy = s.measure_greedy and not self.greedy_mode
     self.tree = PromptTree(
-        id=item.id, conversation=item.conversation, mode=s.mode,
-        roles={"policy": search.policy.name, "feedback": search.feedback.name, "edit": search.edit.name,
-               "selector": None if search.selector is None else search.selector.name},
-        prompt_formats={"feedback": search.feedback.prompt_format, "edit": search.edit.prompt_format},
-        drafts=[None] * (1 if self.greedy_mode else s.num_drafts),
-        question_id=item.question_id if item.turn else None, turn=item.turn or None)
+      id=item.id,
+      conversation=item.conversation,
+      mode=s.mode,
+      roles={
+        "policy": search.policy.name,
+        "feedback": search.feedback.name,
+        "edit": search.edit.name,
+        "selector": None if search.selector is None else search.selector.name,
+      },
+      prompt_formats={"feedback": search.feedback.prompt_format, "edit": search.edit.prompt_format},
+      drafts=[None] * (1 if self.greedy_mode else s.num_drafts),
+      question_id=item.question_id if item.turn else None,
+      turn=item.turn or None,
+    )
     # Token prefixes its prompts share, by (model key, draft or None): FeedbackEditSearch.prefixes.
     self.prefix_cache: dict[tuple[str, Optional[int]], tuple[int, ...]] = {}
 
@@ -80,32 +89,88 @@ class PromptSearch:
 
   # -- requests ---------------------------------------------------------------------------------
 
-  def _request(self, role: Role, conversation: Conversation, stage, n: int, key, tag: str,
-               on_done: Optional[OnSamples], on_sample: Optional[OnSample], priority: int,
-               draft: Optional[int] = None, indices: Sequence[int] = (), greedy: bool = False) -> Request:
+  def _request(
+    self,
+    role: Role,
+    conversation: Conversation,
+    stage,
+    n: int,
+    key,
+    tag: str,
+    on_done: Optional[OnSamples],
+    on_sample: Optional[OnSample],
+    priority: int,
+    draft: Optional[int] = None,
+    indices: Sequence[int] = (),
+    greedy: bool = False,
+  ) -> Request:
     prefixes = self.search.prefixes(role.model_key, self.conversation, self, draft)
-    return role.request(conversation, stage, n, key, tag, on_done, greedy=greedy, on_sample=on_sample,
-                        priority=priority, prefixes=prefixes, indices=indices)
+    return role.request(
+      conversation,
+      stage,
+      n,
+      key,
+      tag,
+      on_done,
+      greedy=greedy,
+      on_sample=on_sample,
+      priority=priority,
+      prefixes=prefixes,
+      indices=indices,
+    )
 
-  def draft_request(self, on_sample: OnSample, on_done: Optional[OnSamples] = None,
-                    indices: Sequence[int] = ()) -> Request:
+  def draft_request(
+    self, on_sample: OnSample, on_done: Optional[OnSamples] = None, indices: Sequence[int] = ()
+  ) -> Request:
     """The policy's drafts (the one greedy answer in greedy mode); `indices`: only these samples."""
     s = self.search.settings
-    return self._request(self.search.policy, self.conversation, s.draft, len(self.tree.drafts),
-                         self.key("draft"), "draft", on_done, on_sample, DRAFT_PRIORITY,
-                         indices=indices, greedy=self.greedy_mode)
+    return self._request(
+      self.search.policy,
+      self.conversation,
+      s.draft,
+      len(self.tree.drafts),
+      self.key("draft"),
+      "draft",
+      on_done,
+      on_sample,
+      DRAFT_PRIORITY,
+      indices=indices,
+      greedy=self.greedy_mode,
+    )
 
   def greedy_request(self, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None) -> Request:
     """The greedy reference: the token multiple's denominator."""
-    return self._request(self.search.policy, self.conversation, self.search.settings.draft, 1,
-                         self.key("greedy"), "greedy", on_done, on_sample, GREEDY_PRIORITY, greedy=True)
+    return self._request(
+      self.search.policy,
+      self.conversation,
+      self.search.settings.draft,
+      1,
+      self.key("greedy"),
+      "greedy",
+      on_done,
+      on_sample,
+      GREEDY_PRIORITY,
+      greedy=True,
+    )
 
-  def feedback_request(self, d: int, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None,
-                       indices: Sequence[int] = ()) -> Request:
+  def feedback_request(
+    self, d: int, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None, indices: Sequence[int] = ()
+  ) -> Request:
     s, role = self.search.settings, self.search.feedback
     request = templates.feedback_request(self.conversation, self.tree.draft(d).answer.text, role.prompt_format)
-    return self._request(role, request, s.feedback, s.feedback_samples, self.key("feedback", d),
-                         "feedback", on_done, on_sample, FEEDBACK_PRIORITY, draft=d, indices=indices)
+    return self._request(
+      role,
+      request,
+      s.feedback,
+      s.feedback_samples,
+      self.key("feedback", d),
+      "feedback",
+      on_done,
+      on_sample,
+      FEEDBACK_PRIORITY,
+      draft=d,
+      indices=indices,
+    )
 
   def edit_groups(self, d: int) -> list[EditGroup]:
     """The groups of draft `d` that its Edit requests answer: the kept feedback in groups, or in
@@ -115,8 +180,14 @@ class PromptSearch:
       draft.edit_groups = [EditGroup([])]
     return draft.edit_groups
 
-  def edit_request(self, d: int, g: int, on_done: Optional[OnSamples],
-                   on_sample: Optional[OnSample] = None, indices: Sequence[int] = ()) -> Request:
+  def edit_request(
+    self,
+    d: int,
+    g: int,
+    on_done: Optional[OnSamples],
+    on_sample: Optional[OnSample] = None,
+    indices: Sequence[int] = (),
+  ) -> Request:
     s, role = self.search.settings, self.search.edit
     draft = self.tree.draft(d)
     if s.mode == "edit_without_feedback":
@@ -124,8 +195,19 @@ class PromptSearch:
     else:
       texts = [draft.feedbacks[i].text for i in draft.edit_groups[g].feedback]
       request = templates.edit_request(self.conversation, draft.answer.text, texts, role.prompt_format)
-    return self._request(role, request, s.edit, s.num_edits, self.key("edit", d, g), "edit", on_done,
-                         on_sample, EDIT_PRIORITY, draft=d, indices=indices)
+    return self._request(
+      role,
+      request,
+      s.edit,
+      s.num_edits,
+      self.key("edit", d, g),
+      "edit",
+      on_done,
+      on_sample,
+      EDIT_PRIORITY,
+      draft=d,
+      indices=indices,
+    )
 
   # -- stage completions --------------------------------------------------------------------------
 
@@ -146,12 +228,20 @@ class PromptSearch:
     kept = self.search.rule([x.text for x in samples], s.num_feedbacks)
     for i, x in enumerate(samples):
       info = describe(x.text)
-      draft.feedbacks.append(Feedback(x.text, x.num_tokens, x.finished, info.helpfulness,
-                                      info.change_requests, i in kept,
-                                      kept.index(i) if i in kept else None))
+      draft.feedbacks.append(
+        Feedback(
+          x.text,
+          x.num_tokens,
+          x.finished,
+          info.helpfulness,
+          info.change_requests,
+          i in kept,
+          kept.index(i) if i in kept else None,
+        )
+      )
     g = s.feedback_group_size
     draft.num_effective_feedbacks = len(kept)
-    groups = [EditGroup(kept[i:i + g]) for i in range(0, len(kept), g)]
+    groups = [EditGroup(kept[i : i + g]) for i in range(0, len(kept), g)]
     draft.edit_groups = groups[:1] if s.edits_from == "top_group" else groups
 
   def feedback_drafts(self) -> list[int]:
@@ -164,7 +254,7 @@ class PromptSearch:
     scores = [self.tree.draft(d).answer.score for d in drafts]
     if any(x is None for x in scores):
       raise RuntimeError(f"prompt {self.item.id}: feedback_drafts={s.feedback_drafts} needs every draft scored first")
-    return sorted(sorted(drafts, key=lambda d: -scores[d])[:s.feedback_drafts])
+    return sorted(sorted(drafts, key=lambda d: -scores[d])[: s.feedback_drafts])
 
   def add_edits(self, d: int, g: int, samples: list[Sample]) -> list[Generated]:
     edits = self.tree.draft(d).edit_groups[g].edits = [Generated.of(x) for x in samples]
@@ -183,22 +273,33 @@ class PromptSearch:
     cands = tree.candidates(s.select_drafts)
     best_ref = max(cands, key=lambda ref: (_or_lowest(tree.node(ref).score), -cands.index(ref)))
     best = tree.node(best_ref)
-    tree.best = {"text": best.text, "score": best.score,
-                 "draft": best_ref[0], "group": best_ref[1], "edit": best_ref[2]}
+    tree.best = {
+      "text": best.text,
+      "score": best.score,
+      "draft": best_ref[0],
+      "group": best_ref[1],
+      "edit": best_ref[2],
+    }
     drafts = [tree.draft(d) for d in range(len(tree.drafts))]
-    tokens = {"drafts": sum(d.answer.num_tokens for d in drafts),
-              "feedback": sum(f.num_tokens for d in drafts for f in d.feedbacks),
-              "edits": sum(e.num_tokens for d in drafts for g in d.edit_groups for e in g.edits)}
+    tokens = {
+      "drafts": sum(d.answer.num_tokens for d in drafts),
+      "feedback": sum(f.num_tokens for d in drafts for f in d.feedbacks),
+      "edits": sum(e.num_tokens for d in drafts for g in d.edit_groups for e in g.edits),
+    }
     tokens["total"] = tokens["drafts"] + tokens["feedback"] + tokens["edits"]
-    greedy_tokens = (drafts[0].answer.num_tokens if self.greedy_mode
-                     else tree.greedy.num_tokens if self.measure_greedy else None)
+    greedy_tokens = (
+      drafts[0].answer.num_tokens if self.greedy_mode else tree.greedy.num_tokens if self.measure_greedy else None
+    )
     tree.tokens = dict(tokens, greedy=greedy_tokens)
     tree.token_multiple = None if not greedy_tokens else counted_tokens(tokens, s.token_account) / greedy_tokens
     tree.num_candidates = len(cands)
     if s.mode == "feedback_edit":
       per_draft = [d.num_effective_feedbacks or 0 for d in drafts]
-      tree.effective_feedbacks = {"per_draft": per_draft, "total": sum(per_draft),
-                                  "sampled_per_draft": s.feedback_samples}
+      tree.effective_feedbacks = {
+        "per_draft": per_draft,
+        "total": sum(per_draft),
+        "sampled_per_draft": s.feedback_samples,
+      }
     return tree
 
 
@@ -211,8 +312,7 @@ class PipelinedPrompt(PromptSearch):
   (a draft's feedback as soon as the draft is written, its edits as soon as its feedback is
   filtered) and scores candidates as they arrive; `on_finished(self)` once its tree is complete."""
 
-  def __init__(self, search: Search, item: PromptItem,
-               on_finished: Callable[["PipelinedPrompt"], None]):
+  def __init__(self, search: Search, item: PromptItem, on_finished: Callable[["PipelinedPrompt"], None]):
     super().__init__(search, item)
     self.on_finished = on_finished
     self.outstanding = 0
@@ -256,8 +356,7 @@ class PipelinedPrompt(PromptSearch):
   def on_feedback(self, d: int, samples: list[Sample]) -> None:
     self.add_feedback(d, samples)
     for g in range(len(self.tree.draft(d).edit_groups)):
-      self._submit(self.search.edit,
-                   self.edit_request(d, g, lambda samples, g=g: self.on_edits(d, g, samples)))
+      self._submit(self.search.edit, self.edit_request(d, g, lambda samples, g=g: self.on_edits(d, g, samples)))
     self._done_one()
 
   def on_edits(self, d: int, g: int, samples: list[Sample]) -> None:

@@ -56,8 +56,9 @@ def _count(role: RoleLimits, conversation) -> int:
   return len(encode_conversations(role.tokenizer, [conversation])[0])
 
 
-def longest_requests(item: PromptItem, settings: Any, policy: RoleLimits, feedback: RoleLimits,
-                     edit: RoleLimits) -> list[StageRequest]:
+def longest_requests(
+  item: PromptItem, settings: Any, policy: RoleLimits, feedback: RoleLimits, edit: RoleLimits
+) -> list[StageRequest]:
   """The worst-case request of each stage `settings.mode` runs for `item` (`settings` is the
   search's `SearchSettings`)."""
   conv = item.conversation
@@ -66,23 +67,40 @@ def longest_requests(item: PromptItem, settings: Any, policy: RoleLimits, feedba
   draft = placeholder(draft_tokens)
   if settings.mode == "feedback_edit":
     request = templates.feedback_request(conv, draft, feedback.prompt_format)
-    out.append(StageRequest("feedback", feedback, _count(feedback, request), settings.feedback.max_new_tokens,
-                            f"a draft of {draft_tokens} tokens"))
+    out.append(
+      StageRequest(
+        "feedback",
+        feedback,
+        _count(feedback, request),
+        settings.feedback.max_new_tokens,
+        f"a draft of {draft_tokens} tokens",
+      )
+    )
     group = min(settings.feedback_group_size, settings.num_feedbacks)
     items = [placeholder(settings.feedback.max_new_tokens)] * group
     request = templates.edit_request(conv, draft, items, edit.prompt_format)
-    out.append(StageRequest("edit", edit, _count(edit, request), settings.edit.max_new_tokens,
-                            f"a draft of {draft_tokens} tokens and {group} feedback items of "
-                            f"{settings.feedback.max_new_tokens} tokens"))
+    out.append(
+      StageRequest(
+        "edit",
+        edit,
+        _count(edit, request),
+        settings.edit.max_new_tokens,
+        f"a draft of {draft_tokens} tokens and {group} feedback items of {settings.feedback.max_new_tokens} tokens",
+      )
+    )
   elif settings.mode == "edit_without_feedback":
     request = templates.revision_request(conv, draft, edit.prompt_format)
-    out.append(StageRequest("edit", edit, _count(edit, request), settings.edit.max_new_tokens,
-                            f"a draft of {draft_tokens} tokens"))
+    out.append(
+      StageRequest(
+        "edit", edit, _count(edit, request), settings.edit.max_new_tokens, f"a draft of {draft_tokens} tokens"
+      )
+    )
   return out
 
 
-def check_request_lengths(items: Sequence[PromptItem], settings: Any, policy: RoleLimits,
-                          feedback: RoleLimits, edit: RoleLimits) -> dict[str, int]:
+def check_request_lengths(
+  items: Sequence[PromptItem], settings: Any, policy: RoleLimits, feedback: RoleLimits, edit: RoleLimits
+) -> dict[str, int]:
   """Raises ValueError for the first prompt whose longest request in any stage, with that stage's
   `max_new_tokens`, exceeds the context of the model that answers it; else returns the longest
   request (prompt and new tokens) of each stage (draft, feedback, edit) over `items`."""
@@ -94,11 +112,13 @@ def check_request_lengths(items: Sequence[PromptItem], settings: Any, policy: Ro
         continue
       if r.stage == "draft":
         raise ValueError(
-            f"prompt {item.id!r} has {r.prompt_tokens} tokens; with max_new_tokens={r.max_new_tokens} "
-            f"it exceeds the {r.role.name} model's context of {r.role.context}")
+          f"prompt {item.id!r} has {r.prompt_tokens} tokens; with max_new_tokens={r.max_new_tokens} "
+          f"it exceeds the {r.role.name} model's context of {r.role.context}"
+        )
       raise ValueError(
-          f"prompt {item.id!r}: its {r.stage} request, with {r.carries}, has up to {r.prompt_tokens} "
-          f"tokens; with search.{r.stage}.max_new_tokens={r.max_new_tokens} that is {r.total}, over the "
-          f"{r.role.name} model's context of {r.role.context}; shorten the prompt or lower "
-          "search.draft.max_new_tokens / search.feedback.max_new_tokens")
+        f"prompt {item.id!r}: its {r.stage} request, with {r.carries}, has up to {r.prompt_tokens} "
+        f"tokens; with search.{r.stage}.max_new_tokens={r.max_new_tokens} that is {r.total}, over the "
+        f"{r.role.name} model's context of {r.role.context}; shorten the prompt or lower "
+        "search.draft.max_new_tokens / search.feedback.max_new_tokens"
+      )
   return longest

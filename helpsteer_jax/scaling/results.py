@@ -96,29 +96,35 @@ def summarize(records: list[dict[str, Any]], token_account: str = "responses") -
   tokens = {k: sum(r["tokens"][k] for r in records) for k in ("drafts", "feedback", "edits", "total")}
   tokens["greedy"] = greedy_total
   multiples_by_account = {
-      account: (sum(counted_tokens(r["tokens"], account) for r in measured) / greedy_total
-                if greedy_total else None) for account in TOKEN_ACCOUNTS}
+    account: (sum(counted_tokens(r["tokens"], account) for r in measured) / greedy_total if greedy_total else None)
+    for account in TOKEN_ACCOUNTS
+  }
   effective = [r["effective_feedbacks"] for r in records if r.get("effective_feedbacks")]
   return {
-      "num_prompts": len(records),
-      "token_multiple": multiples_by_account[token_account],
-      "token_account": token_account,
-      "token_multiples": multiples_by_account,
-      "mean_token_multiple_per_prompt": mean(multiples),
-      "mean_best_score": mean(best_scores),
-      "mean_draft_score": mean(draft_scores),
-      "best_is_an_edit": chose_edit / len(records),
-      "feedback_kept_fraction": mean([float(k) for k in kept]),
-      "mean_effective_feedbacks_per_draft": mean([n for e in effective for n in e["per_draft"]]),
-      "mean_effective_feedbacks_per_prompt": mean([e["total"] for e in effective]),
-      "mean_candidates": mean([r["num_candidates"] for r in records]),
-      "tokens": tokens,
+    "num_prompts": len(records),
+    "token_multiple": multiples_by_account[token_account],
+    "token_account": token_account,
+    "token_multiples": multiples_by_account,
+    "mean_token_multiple_per_prompt": mean(multiples),
+    "mean_best_score": mean(best_scores),
+    "mean_draft_score": mean(draft_scores),
+    "best_is_an_edit": chose_edit / len(records),
+    "feedback_kept_fraction": mean([float(k) for k in kept]),
+    "mean_effective_feedbacks_per_draft": mean([n for e in effective for n in e["per_draft"]]),
+    "mean_effective_feedbacks_per_prompt": mean([e["total"] for e in effective]),
+    "mean_candidates": mean([r["num_candidates"] for r in records]),
+    "tokens": tokens,
   }
 
 
 def write_distillation(records: list[dict[str, Any]], path: str) -> None:
-  _replace_jsonl(({"id": r["id"], "messages": list(r["conversation"]) +
-                   [{"role": "assistant", "content": r["best"]["text"]}]} for r in records), path)
+  _replace_jsonl(
+    (
+      {"id": r["id"], "messages": list(r["conversation"]) + [{"role": "assistant", "content": r["best"]["text"]}]}
+      for r in records
+    ),
+    path,
+  )
 
 
 def _replace_jsonl(rows: Iterable[dict[str, Any]], path: str) -> None:

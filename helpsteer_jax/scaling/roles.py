@@ -37,25 +37,44 @@ class Role:
     """The prompt ids this role's requests send for `conversation`."""
     return encode_conversations(self.tokenizer, [conversation])[0]
 
-  def request(self, conversation: Conversation, stage: StageSampling, n: int, key, tag: str,
-              on_done, greedy: bool = False, on_sample=None, priority: int = 0,
-              prefixes: Sequence[Sequence[int]] = (), indices: Sequence[int] = ()) -> Request:
+  def request(
+    self,
+    conversation: Conversation,
+    stage: StageSampling,
+    n: int,
+    key,
+    tag: str,
+    on_done,
+    greedy: bool = False,
+    on_sample=None,
+    priority: int = 0,
+    prefixes: Sequence[Sequence[int]] = (),
+    indices: Sequence[int] = (),
+  ) -> Request:
     """A request whose callbacks receive `Sample`s: `on_done(samples)`, `on_sample(j, sample)`
     with j the sample's index among the n (of `indices`, when given: only those samples). Its
     prefill chunks break where the prompt stops matching one of `prefixes`
     (scaling/prefix_breaks.py)."""
     settings = sampling_settings(
-        self.tokenizer, max_new_tokens=stage.max_new_tokens,
-        temperature=0.0 if greedy else stage.temperature,
-        top_k=None if greedy else stage.top_k, top_p=None if greedy else stage.top_p,
+      self.tokenizer,
+      max_new_tokens=stage.max_new_tokens,
+      temperature=0.0 if greedy else stage.temperature,
+      top_k=None if greedy else stage.top_k,
+      top_p=None if greedy else stage.top_p,
     )
     prompt = self.encode(conversation)
     indices = tuple(indices)
     sample = lambda tokens: to_sample(self.tokenizer, tokens, settings)
     index = (lambda j: indices[j]) if indices else (lambda j: j)
-    return Request(prompt, settings, key, n=len(indices) or n, tag=tag, priority=priority,
-                   prefill_breaks=breaks_for(prompt, prefixes), sample_indices=indices,
-                   on_done=None if on_done is None else
-                   lambda request, tokens: on_done([sample(t) for t in tokens]),
-                   on_sample=None if on_sample is None else
-                   lambda request, j, tokens: on_sample(index(j), sample(tokens)))
+    return Request(
+      prompt,
+      settings,
+      key,
+      n=len(indices) or n,
+      tag=tag,
+      priority=priority,
+      prefill_breaks=breaks_for(prompt, prefixes),
+      sample_indices=indices,
+      on_done=None if on_done is None else lambda request, tokens: on_done([sample(t) for t in tokens]),
+      on_sample=None if on_sample is None else lambda request, j, tokens: on_sample(index(j), sample(tokens)),
+    )

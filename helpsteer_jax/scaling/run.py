@@ -42,8 +42,13 @@ def build_search(config: ConfigDict, pool: ModelPool, load: bool = True):
 
   settings = check_search_config(config)
   roles = {name: _role(config, pool, name, load) for name in ("policy", "feedback", "edit")}
-  return FeedbackEditSearch(settings, roles["policy"], selector=build_selector(config, pool, load),
-                            feedback=roles["feedback"], edit=roles["edit"])
+  return FeedbackEditSearch(
+    settings,
+    roles["policy"],
+    selector=build_selector(config, pool, load),
+    feedback=roles["feedback"],
+    edit=roles["edit"],
+  )
 
 
 def check_search_config(config: ConfigDict):
@@ -52,19 +57,23 @@ def check_search_config(config: ConfigDict):
   settings."""
   check_resume_mode(config.get("resume", "check"))
   settings = search_settings(config.search)
-  for name, value, least in (("prompts.limit", config.prompts.limit, 0), ("prompts.start", config.prompts.start, 0),
-                             ("prompts.max_turns", config.prompts.get("max_turns", 0), 0),
-                             ("prompts_per_batch", config.prompts_per_batch, 1),
-                             ("prompts_in_flight", config.prompts_in_flight, 0)):
+  for name, value, least in (
+    ("prompts.limit", config.prompts.limit, 0),
+    ("prompts.start", config.prompts.start, 0),
+    ("prompts.max_turns", config.prompts.get("max_turns", 0), 0),
+    ("prompts_per_batch", config.prompts_per_batch, 1),
+    ("prompts_in_flight", config.prompts_in_flight, 0),
+  ):
     if value < least:
       raise ValueError(f"{name}={value}; expected at least {least}")
   check_prompt_format(config.feedback_model.prompt_format, "feedback")
   check_prompt_format(config.edit_model.prompt_format, "edit")
-  check_prompt_format(config.selector.prompt_format,
-                      "select" if config.selector.kind == "reward_model" else "judge")
+  check_prompt_format(config.selector.prompt_format, "select" if config.selector.kind == "reward_model" else "judge")
   if config.selector.logit_index is not None and config.selector.kind != "reward_model":
-    raise ValueError(f"selector.logit_index={config.selector.logit_index} is for "
-                     f"selector.kind='reward_model', not {config.selector.kind!r}")
+    raise ValueError(
+      f"selector.logit_index={config.selector.logit_index} is for "
+      f"selector.kind='reward_model', not {config.selector.kind!r}"
+    )
   if config.selector.kind not in ("generative_judge", "reward_model", "none"):
     raise ValueError(f"selector.kind={config.selector.kind!r}; expected generative_judge, reward_model or none")
   if config.selector.kind == "reward_model" and config.selector.path in ("", POLICY):
@@ -79,8 +88,9 @@ def _role(config: ConfigDict, pool: ModelPool, name: str, load: bool):
   model, tokenizer = pool.causal_lm(path, dtype) if load else (None, pool.tokenizer(path))
   block = config[ROLE_BLOCKS[name]]
   label = f"{name}=policy" if name != "policy" and block.path == POLICY else name
-  return Role(label, model, tokenizer, prompt_format=block.get("prompt_format", "plain"),
-              model_key=pool.lm_key(path, dtype))
+  return Role(
+    label, model, tokenizer, prompt_format=block.get("prompt_format", "plain"), model_key=pool.lm_key(path, dtype)
+  )
 
 
 def build_selector(config: ConfigDict, pool: ModelPool, load: bool = True):
@@ -94,8 +104,9 @@ def build_selector(config: ConfigDict, pool: ModelPool, load: bool = True):
   if sel.kind == "generative_judge":
     path, dtype = role_checkpoint(config, "judge")
     model, tokenizer = pool.causal_lm(path, dtype) if load else (None, pool.tokenizer(path))
-    return GenerativeJudgeSelector(model, tokenizer, batch_size=batch_size, prompt_format=sel.prompt_format,
-                                   model_key=pool.lm_key(path, dtype))
+    return GenerativeJudgeSelector(
+      model, tokenizer, batch_size=batch_size, prompt_format=sel.prompt_format, model_key=pool.lm_key(path, dtype)
+    )
   if sel.kind != "reward_model":
     return None
   key = pool.rm_key(sel.path, sel.param_dtype, sel.logit_index)
@@ -109,8 +120,9 @@ def build_selector(config: ConfigDict, pool: ModelPool, load: bool = True):
     weights = attribute_weights(reward_labels(sel.path))
   if tok is None:
     raise ValueError(f"{sel.path} has no tokenizer files; the selector needs a tokenizer")
-  return RewardModelSelector(model, tok, batch_size=batch_size, weights=weights,
-                             prompt_format=sel.prompt_format, model_key=key)
+  return RewardModelSelector(
+    model, tok, batch_size=batch_size, weights=weights, prompt_format=sel.prompt_format, model_key=key
+  )
 
 
 class PoolStageModels:
@@ -152,8 +164,10 @@ def check_requests(items, search, contexts: dict[str, int]) -> dict[str, int]:
   from helpsteer_jax.scaling.request_lengths import RoleLimits, check_request_lengths
 
   roles = {"draft": search.policy, "feedback": search.feedback, "edit": search.edit}
-  limits = [RoleLimits(r.name, r.tokenizer, r.prompt_format, contexts[name])
-            for name, r in (("policy", search.policy), ("feedback", search.feedback), ("edit", search.edit))]
+  limits = [
+    RoleLimits(r.name, r.tokenizer, r.prompt_format, contexts[name])
+    for name, r in (("policy", search.policy), ("feedback", search.feedback), ("edit", search.edit))
+  ]
   by_key: dict[str, int] = {}
   for stage, tokens in check_request_lengths(items, search.settings, *limits).items():
     key = roles[stage].model_key
@@ -192,6 +206,7 @@ def run_search(config: ConfigDict) -> dict[str, Any]:
   """Runs (or resumes) the search of `config`; returns the summary. The output folder is checked
   writable and held by this run alone (`data/run_folder.py`) before any prompt is read."""
   from helpsteer_jax.data.run_folder import claim_run_folder
+
   # Bad values fail here, before any folder is made or model loads: the shard, the resume mode,
   # and every search value (each stage's sampling, whether or not the mode runs the stage).
   shard = parse_shard(config.prompts.get("shard", ""))
@@ -206,8 +221,13 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   from helpsteer_jax.scaling.results import ResultWriter
 
   writes = jax.process_index() == 0
-  items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit,
-                       config.prompts.start, config.prompts.get("max_turns", 0))
+  items = load_prompts(
+    config.prompts.source,
+    config.prompts.path,
+    config.prompts.limit,
+    config.prompts.start,
+    config.prompts.get("max_turns", 0),
+  )
   if shard is not None:
     everything, items = len(items), shard.select(items)
     logging.info("shard %s: %d of the run's %d prompts", shard, len(items), everything)
@@ -215,8 +235,9 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   # What this run is (models by fingerprint, config, prompt file), checked against what produced
   # the folder before any model loads; every record names its models and its question.
   models = role_models(config)
-  questions = {_turn_id(item, t): question_fingerprint(item)
-               for item in items for t in range(1, 2 + len(item.later_turns))}
+  questions = {
+    _turn_id(item, t): question_fingerprint(item) for item in items for t in range(1, 2 + len(item.later_turns))
+  }
   if writer is not None:
     _check_rerun(config, folder, writer, search_identity(config, models), questions)
   # A multi-turn question is answered turn by turn, each turn a full search whose conversation
@@ -224,8 +245,14 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   rounds = max((1 + len(item.later_turns) for item in items), default=1)
   expected = [_turn_id(item, t) for item in items for t in range(1, 2 + len(item.later_turns))]
   done_before = len(expected) - len(_still_to_do_ids(expected, writer))
-  logging.info("%d prompts%s, %d of their %d records already in %s", len(items),
-               f" of up to {rounds} turns" if rounds > 1 else "", done_before, len(expected), folder)
+  logging.info(
+    "%d prompts%s, %d of their %d records already in %s",
+    len(items),
+    f" of up to {rounds} turns" if rounds > 1 else "",
+    done_before,
+    len(expected),
+    folder,
+  )
   pool = ModelPool(config.mesh)
   staged = choose_schedule(config, _still_to_do(items, writer) or items) == "staged"
   search = build_search(config, pool, load=not staged)
@@ -233,8 +260,7 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
   start = time.perf_counter()
   written = [0]
   engine_stats: dict[str, Any] = {}
-  with tqdm(total=len(expected), initial=done_before, desc="scaling search", unit="prompt",
-            disable=not writes) as bar:
+  with tqdm(total=len(expected), initial=done_before, desc="scaling search", unit="prompt", disable=not writes) as bar:
     # The bar's counter moves per finished prompt, its postfix per finished sample of any stage.
     search.progress = StageProgress(on_change=lambda p: bar.set_postfix_str(p.line()))
 
@@ -263,22 +289,22 @@ def _run_search(config: ConfigDict, folder: str, shard) -> dict[str, Any]:
         else:
           # Prompts enter the search's engine as it has room; each record is written (in prompt
           # order) as soon as it is complete, so an interrupted run loses only prompts in flight.
-          search.run(todo, on_record=write, min_in_flight=config.prompts_per_batch,
-                     max_in_flight=config.prompts_in_flight)
+          search.run(
+            todo, on_record=write, min_in_flight=config.prompts_per_batch, max_in_flight=config.prompts_in_flight
+          )
           engine_stats = search.stats()["engines"]
         bar.set_postfix_str(search.progress.line())  # the last counts, past the refresh interval
       except Exception as e:
         finished = done_before + written[0]
         raise RuntimeError(
-            f"the search failed with prompts {[b.id for b in todo[written[0] - finished_before:]][:8]} "
-            f"unfinished ({type(e).__name__}: {e}); the {finished} finished prompts are kept in "
-            f"{folder}, and a rerun of this config skips them"
+          f"the search failed with prompts {[b.id for b in todo[written[0] - finished_before :]][:8]} "
+          f"unfinished ({type(e).__name__}: {e}); the {finished} finished prompts are kept in "
+          f"{folder}, and a rerun of this config skips them"
         ) from e
   stats = dict(search.stats(), engines=engine_stats)
   for line in stage_log_lines(stats["engines"], stats["select_seconds"], search.progress.scored):
     logging.info("%s", line)
-  run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start,
-              "engine": stats}
+  run_info = {"config": config.to_dict(), "seconds_this_run": time.perf_counter() - start, "engine": stats}
   if writer is None:
     return {"process_index": jax.process_index(), "prompts_this_run": written[0]}
   return writer.finalize(run_info)
@@ -304,8 +330,11 @@ def _turn_id(item, turn: int) -> str:
 
 def _fit_requests(config: ConfigDict, pool: ModelPool, search, todo) -> None:
   """Fails before any work on a request that cannot fit; sizes the slot budget to the longest."""
-  longest = check_requests(todo, search, {name: pool.max_positions(role_checkpoint(config, name)[0])
-                                          for name in ("policy", "feedback", "edit")})
+  longest = check_requests(
+    todo,
+    search,
+    {name: pool.max_positions(role_checkpoint(config, name)[0]) for name in ("policy", "feedback", "edit")},
+  )
   if search.settings.memory_fraction > 0:
     from helpsteer_jax.parallel.device_memory import mesh_axes
     from helpsteer_jax.scaling.search import SlotBudget

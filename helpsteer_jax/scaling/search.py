@@ -63,8 +63,7 @@ class SlotBudget:
     """(slots, cache positions) for the engine of `key`, logged with the reason."""
     limit, in_use = device_memory.device_memory()
     longest = self.longest[key]
-    slots, why = engine_slots(config, longest, self.tensor, batch_size, limit, in_use,
-                                          self.memory_fraction)
+    slots, why = engine_slots(config, longest, self.tensor, batch_size, limit, in_use, self.memory_fraction)
     logging.info("engine of %s: %s", role, why)
     return slots, (longest if limit and self.memory_fraction > 0 else 0)
 
@@ -79,9 +78,15 @@ class FeedbackEditSearch:
   derives from (seed, prompt id, stage, candidate index), so a prompt's whole tree is the same
   whatever else runs beside it."""
 
-  def __init__(self, settings: SearchSettings, policy: Role, selector: Optional[Selector] = None,
-               feedback: Optional[Role] = None, edit: Optional[Role] = None,
-               progress: Optional[StageProgress] = None):
+  def __init__(
+    self,
+    settings: SearchSettings,
+    policy: Role,
+    selector: Optional[Selector] = None,
+    feedback: Optional[Role] = None,
+    edit: Optional[Role] = None,
+    progress: Optional[StageProgress] = None,
+  ):
     self.settings = settings
     self.policy = policy
     self.feedback = feedback or policy
@@ -100,8 +105,9 @@ class FeedbackEditSearch:
     # A judge over the model of a role in use scores through that model's engine's kept prompt
     # chunks, and its prompts take part in that engine's shared prefixes.
     in_use = {r.model_key for r in self.roles_in_use()}
-    self.judge_key = (selector.model_key if selector is not None and selector.shares_prefill
-                      and selector.model_key in in_use else None)
+    self.judge_key = (
+      selector.model_key if selector is not None and selector.shares_prefill and selector.model_key in in_use else None
+    )
 
   def engine(self, role: Role) -> Engine:
     """The engine of a role's model: roles played by one model share it."""
@@ -113,8 +119,12 @@ class FeedbackEditSearch:
       slots, cache_length = self.settings.batch_size, 0
       if self.slot_budget is not None and key in self.slot_budget.longest:
         slots, cache_length = self.slot_budget.size(role.name, role.model.config, key, slots)
-      engine = self._engines[key] = Engine(role.model, EngineSettings(
-          num_slots=slots, cache_length=cache_length, stop_token_ids=base.stop_token_ids, pad_id=base.pad_id))
+      engine = self._engines[key] = Engine(
+        role.model,
+        EngineSettings(
+          num_slots=slots, cache_length=cache_length, stop_token_ids=base.stop_token_ids, pad_id=base.pad_id
+        ),
+      )
       if key == self.judge_key:
         self.selector.use_prefill(engine.prefill)
     return self._engines[key]
@@ -127,8 +137,11 @@ class FeedbackEditSearch:
 
   def roles_in_use(self) -> list[Role]:
     mode = self.settings.mode
-    return [self.policy] + ([self.feedback] if mode == "feedback_edit" else []) + (
-        [self.edit] if mode in ("feedback_edit", "edit_without_feedback") else [])
+    return (
+      [self.policy]
+      + ([self.feedback] if mode == "feedback_edit" else [])
+      + ([self.edit] if mode in ("feedback_edit", "edit_without_feedback") else [])
+    )
 
   def shared_prefixes(self) -> dict[str, SharedPrefixes]:
     """By model key, how the prompts that model's engine prefills about a draft are probed for
@@ -139,21 +152,24 @@ class FeedbackEditSearch:
       builders: dict[str, dict] = {}
       probes: dict[str, list] = {}
       if s.mode == "feedback_edit":
-        builders.setdefault(fb.model_key, {})["feedback"] = (
-            lambda c, r: fb.encode(templates.feedback_request(c, r, fb.prompt_format)))
+        builders.setdefault(fb.model_key, {})["feedback"] = lambda c, r: fb.encode(
+          templates.feedback_request(c, r, fb.prompt_format)
+        )
         edit_ids = lambda c, r, f: ed.encode(templates.edit_request(c, r, [f], ed.prompt_format))
         builders.setdefault(ed.model_key, {})["edit"] = lambda c, r: edit_ids(c, r, PROBES[0])
         probes.setdefault(ed.model_key, []).append(edit_ids)
       elif s.mode == "edit_without_feedback":
-        builders.setdefault(ed.model_key, {})["edit"] = (
-            lambda c, r: ed.encode(templates.revision_request(c, r, ed.prompt_format)))
+        builders.setdefault(ed.model_key, {})["edit"] = lambda c, r: ed.encode(
+          templates.revision_request(c, r, ed.prompt_format)
+        )
       if self.judge_key is not None and s.mode != "greedy":
         builders.setdefault(self.judge_key, {})["judge"] = self.selector.prompt_ids
       self._shared = {m: SharedPrefixes(b, probes.get(m, ())) for m, b in builders.items()}
     return self._shared
 
-  def prefixes(self, model_key: str, conversation: Conversation, prompt: PromptSearch,
-               d: Optional[int] = None) -> list[tuple[int, ...]]:
+  def prefixes(
+    self, model_key: str, conversation: Conversation, prompt: PromptSearch, d: Optional[int] = None
+  ) -> list[tuple[int, ...]]:
     """Token prefixes that the prompts about `conversation` (and about its draft `d`) share on
     the engine of `model_key`: each prompt's prefill chunks break where it stops matching one."""
     shared = self.shared_prefixes().get(model_key)
@@ -186,12 +202,15 @@ class FeedbackEditSearch:
     names = {}
     for role in (self.policy, self.feedback, self.edit):
       names.setdefault(role.model_key, role.name)
-    return {"engines": {names.get(k, k): e.stats() for k, e in self._engines.items()},
-            "select_seconds": self._select_s}
+    return {"engines": {names.get(k, k): e.stats() for k, e in self._engines.items()}, "select_seconds": self._select_s}
 
-  def run(self, items: Sequence[PromptItem],
-          on_record: Optional[Callable[[dict[str, Any]], None]] = None,
-          min_in_flight: int = 1, max_in_flight: int = 0) -> list[dict[str, Any]]:
+  def run(
+    self,
+    items: Sequence[PromptItem],
+    on_record: Optional[Callable[[dict[str, Any]], None]] = None,
+    min_in_flight: int = 1,
+    max_in_flight: int = 0,
+  ) -> list[dict[str, Any]]:
     """The pipelined schedule. Records in the order of `items`. `on_record` receives each record,
     also in that order, as soon as it and every earlier one are complete; at least
     `min_in_flight` prompts are admitted at a time, and more while the policy's engine has free
@@ -218,11 +237,12 @@ class FeedbackEditSearch:
         emitted += 1
 
     while admitted < len(items) or any(e.busy for e in self._engines.values()):
-      while admitted < len(items) and (not max_in_flight or open_prompts < max_in_flight) and (
-          open_prompts < min_in_flight
-          or policy_engine.queued_samples(min_priority=0) < policy_engine.free_slots):
-        PipelinedPrompt(self, items[admitted],
-                        lambda prompt, p=admitted: finished(p, prompt)).start()
+      while (
+        admitted < len(items)
+        and (not max_in_flight or open_prompts < max_in_flight)
+        and (open_prompts < min_in_flight or policy_engine.queued_samples(min_priority=0) < policy_engine.free_slots)
+      ):
+        PipelinedPrompt(self, items[admitted], lambda prompt, p=admitted: finished(p, prompt)).start()
         admitted += 1
         open_prompts += 1
       for engine in list(self._engines.values()):

@@ -25,13 +25,24 @@ from helpsteer_jax.storage.fingerprints import file_fingerprint, text_fingerprin
 logger = logging.getLogger(__name__)
 
 SEARCH_RULES = FieldRules(
-    extends=("prompts.limit", "prompts.start", "prompts.max_turns", "inputs.prompts"),
-    # Where the run writes and how it is scheduled over the devices: the engines give every
-    # sample the same tokens whatever their slots, schedule or mesh (tests/scaling/test_scale_staged.py).
-    # A role's path may move; its fingerprint (models.<role>) is what is compared.
-    ignores=("output_dir", "resume", "label", "mesh", "distributed", "prompts.path",
-             "prompts_per_batch", "prompts_in_flight", "search.schedule", "search.memory_fraction",
-             "search.batch_size") + tuple(f"{block}.path" for block in ROLE_BLOCKS.values()),
+  extends=("prompts.limit", "prompts.start", "prompts.max_turns", "inputs.prompts"),
+  # Where the run writes and how it is scheduled over the devices: the engines give every
+  # sample the same tokens whatever their slots, schedule or mesh (tests/scaling/test_scale_staged.py).
+  # A role's path may move; its fingerprint (models.<role>) is what is compared.
+  ignores=(
+    "output_dir",
+    "resume",
+    "label",
+    "mesh",
+    "distributed",
+    "prompts.path",
+    "prompts_per_batch",
+    "prompts_in_flight",
+    "search.schedule",
+    "search.memory_fraction",
+    "search.batch_size",
+  )
+  + tuple(f"{block}.path" for block in ROLE_BLOCKS.values()),
 )
 
 
@@ -68,19 +79,24 @@ def has_work(folder: str, done_ids: set[str]) -> bool:
   return bool(done_ids) or (storage.is_dir(stages) and bool(storage.listdir(stages)))
 
 
-def check_questions(records: Iterable[dict[str, Any]], fingerprints: dict[str, str], folder: str,
-                    resume: str) -> None:
+def check_questions(records: Iterable[dict[str, Any]], fingerprints: dict[str, str], folder: str, resume: str) -> None:
   """Refuses a rerun whose prompts give an id on disk another question (`resume="force"` logs
   them instead). `fingerprints`: each record id's question fingerprint in this run."""
-  changed = [str(r["id"]) for r in records
-             if r.get("prompt_fingerprint") and str(r["id"]) in fingerprints
-             and r["prompt_fingerprint"] != fingerprints[str(r["id"])]]
+  changed = [
+    str(r["id"])
+    for r in records
+    if r.get("prompt_fingerprint")
+    and str(r["id"]) in fingerprints
+    and r["prompt_fingerprint"] != fingerprints[str(r["id"])]
+  ]
   if not changed:
     return
   what = f"{len(changed)} prompt id{'s' if len(changed) > 1 else ''} ({', '.join(changed[:8])})"
   if resume == "force":
     logger.warning("resume=force: %s of %s have another text now; their old records stay", what, folder)
     return
-  raise RunMismatch(f"{folder} holds records of {what} whose question differs from the prompts of "
-                    "this run: the same ids name other questions. Choose another output folder, or "
-                    "pass --config.resume=force to keep the old records.")
+  raise RunMismatch(
+    f"{folder} holds records of {what} whose question differs from the prompts of "
+    "this run: the same ids name other questions. Choose another output folder, or "
+    "pass --config.resume=force to keep the old records."
+  )

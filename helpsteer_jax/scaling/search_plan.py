@@ -65,8 +65,11 @@ def _shape(pool: ModelPool, path: str, param_dtype: str, preset: str) -> tuple[L
     except ValueError:
       tokenizer = None
     return config, "its checkpoint's config", tokenizer
-  return (get_preset(preset, **(dtypes or {"param_dtype": "bfloat16", "dtype": "bfloat16"})),
-          f"preset {preset}: checkpoint not on disk", None)
+  return (
+    get_preset(preset, **(dtypes or {"param_dtype": "bfloat16", "dtype": "bfloat16"})),
+    f"preset {preset}: checkpoint not on disk",
+    None,
+  )
 
 
 def role_shapes(config: ConfigDict, preset: str = "llama3_70b", pool: Optional[ModelPool] = None) -> list[RoleShape]:
@@ -108,8 +111,10 @@ def prompt_lengths(config: ConfigDict, shapes: list[RoleShape], items=None) -> P
   if items is None:
     items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit, config.prompts.start)
   by_stage = {s.stage: s for s in shapes}
-  limits = {stage: RoleLimits(stage, s.tokenizer, s.prompt_format, s.config.max_position_embeddings)
-            for stage, s in by_stage.items()}
+  limits = {
+    stage: RoleLimits(stage, s.tokenizer, s.prompt_format, s.config.max_position_embeddings)
+    for stage, s in by_stage.items()
+  }
   stage_of = {"draft": "policy", "feedback": "feedback", "edit": "edit"}
   longest: dict[str, int] = {}
   prompts: dict[str, list[int]] = {}
@@ -121,14 +126,20 @@ def prompt_lengths(config: ConfigDict, shapes: list[RoleShape], items=None) -> P
     if "select" in by_stage:
       s = by_stage["select"]
       response = placeholder(max(settings.draft.max_new_tokens, settings.edit.max_new_tokens))
-      layout = (templates.select_request if config.selector.kind == "reward_model" else templates.judge_request)
+      layout = templates.select_request if config.selector.kind == "reward_model" else templates.judge_request
       messages = layout(item.conversation, response, s.prompt_format)
       longest["select"] = max(longest.get("select", 0), len(encode_conversations(s.tokenizer, [messages])[0]))
   return PromptLengths(longest, {k: statistics.fmean(v) for k, v in prompts.items()})
 
 
-def plan_config(config: ConfigDict, devices: int, hbm_bytes: float, memory_fraction: float = 0.9,
-                preset: str = "llama3_70b", items=None) -> tuple[SearchMemoryPlan, PromptLengths, tuple[int, int, int]]:
+def plan_config(
+  config: ConfigDict,
+  devices: int,
+  hbm_bytes: float,
+  memory_fraction: float = 0.9,
+  preset: str = "llama3_70b",
+  items=None,
+) -> tuple[SearchMemoryPlan, PromptLengths, tuple[int, int, int]]:
   """The memory plan of search config `config` on `devices` devices of `hbm_bytes` each, over the
   mesh of `config.mesh.shape`, with the mesh axes (data, fsdp, tensor)."""
   shapes = role_shapes(config, preset)
@@ -136,28 +147,40 @@ def plan_config(config: ConfigDict, devices: int, hbm_bytes: float, memory_fract
   return plan_shapes(config, shapes, lengths, devices, hbm_bytes, memory_fraction)
 
 
-def plan_shapes(config: ConfigDict, shapes: list[RoleShape], lengths: PromptLengths, devices: int,
-                hbm_bytes: float, memory_fraction: float = 0.9):
+def plan_shapes(
+  config: ConfigDict,
+  shapes: list[RoleShape],
+  lengths: PromptLengths,
+  devices: int,
+  hbm_bytes: float,
+  memory_fraction: float = 0.9,
+):
   """As `plan_config`, from role shapes and prompt lengths already read."""
   axes = mesh_axes(tuple(config.mesh.shape), devices)
-  roles = [(s.stage, s.key, s.config, s.source, lengths.longest[s.stage]) for s in shapes
-           if s.stage in lengths.longest]
+  roles = [(s.stage, s.key, s.config, s.source, lengths.longest[s.stage]) for s in shapes if s.stage in lengths.longest]
   plan = plan_search(roles, int(config.search.batch_size), hbm_bytes, memory_fraction, axes[1], axes[2])
   return plan, lengths, axes
 
 
-def paper_stage_tokens(config: ConfigDict, lengths: PromptLengths, draft_tokens: float = 600,
-                       feedback_tokens: float = 150, edit_tokens: float = 600) -> list[StageTokens]:
+def paper_stage_tokens(
+  config: ConfigDict,
+  lengths: PromptLengths,
+  draft_tokens: float = 600,
+  feedback_tokens: float = 150,
+  edit_tokens: float = 600,
+) -> list[StageTokens]:
   """Generated tokens per prompt of each stage at the config's tree shape, at the mean answer
   lengths given (docs/reproducing.md: drafts and edits ~600 tokens, feedback ~150), and each
   stage's mean request length (its mean prompt and half its answer)."""
   s = settings_from_config(config.search)
   edited = s.feedback_drafts if s.feedback_on_top_drafts else s.num_drafts  # drafts given feedback
   edits = s.responses_per_prompt - s.num_drafts  # under the config's reading of the tree
-  out = [StageTokens("policy", (s.num_drafts + 1) * draft_tokens,
-                     lengths.mean_prompt["policy"] + draft_tokens / 2)]
+  out = [StageTokens("policy", (s.num_drafts + 1) * draft_tokens, lengths.mean_prompt["policy"] + draft_tokens / 2)]
   if s.mode == "feedback_edit":
-    out.append(StageTokens("feedback", edited * s.feedback_samples * feedback_tokens,
-                           lengths.mean_prompt["feedback"] + feedback_tokens / 2))
+    out.append(
+      StageTokens(
+        "feedback", edited * s.feedback_samples * feedback_tokens, lengths.mean_prompt["feedback"] + feedback_tokens / 2
+      )
+    )
     out.append(StageTokens("edit", edits * edit_tokens, lengths.mean_prompt["edit"] + edit_tokens / 2))
   return out

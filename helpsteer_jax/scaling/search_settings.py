@@ -81,9 +81,10 @@ class SearchSettings:
         raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
     if self.num_feedback_samples and self.num_feedback_samples < self.num_feedbacks:
       raise ValueError(
-          f"num_feedback_samples={self.num_feedback_samples} < num_feedbacks={self.num_feedbacks}: "
-          "cannot keep more effective feedbacks than are sampled (0 = the default, "
-          f"{default_feedback_samples(self.num_feedbacks)})")
+        f"num_feedback_samples={self.num_feedback_samples} < num_feedbacks={self.num_feedbacks}: "
+        "cannot keep more effective feedbacks than are sampled (0 = the default, "
+        f"{default_feedback_samples(self.num_feedbacks)})"
+      )
     if self.num_feedback_samples < 0:
       raise ValueError(f"num_feedback_samples={self.num_feedback_samples}; expected 0 (default) or more")
     if self.edits_from not in EDITS_FROM:
@@ -124,8 +125,9 @@ def check_stage_sampling(name: str, stage: StageSampling) -> None:
   """The engine's checks of one stage's sampling values, failing with the stage named
   (`search.edit.top_p=1.5; expected in (0, 1] or None`) when the config is read."""
   try:
-    SamplingSettings(max_new_tokens=stage.max_new_tokens, temperature=stage.temperature,
-                     top_k=stage.top_k, top_p=stage.top_p)
+    SamplingSettings(
+      max_new_tokens=stage.max_new_tokens, temperature=stage.temperature, top_k=stage.top_k, top_p=stage.top_p
+    )
   except ValueError as e:
     raise ValueError(f"search.{name}.{e}") from None
 

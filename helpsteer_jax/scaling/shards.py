@@ -32,7 +32,7 @@ class PromptShard:
       raise ValueError(f"prompts.shard={self.index}/{self.count}; expected I/N with 0 <= I < N")
 
   def select(self, items: Sequence[T]) -> list[T]:
-    return list(items[self.index::self.count])
+    return list(items[self.index :: self.count])
 
   @property
   def folder_name(self) -> str:
@@ -43,7 +43,7 @@ class PromptShard:
 
 
 def parse_shard(text: str) -> Optional[PromptShard]:
-  """"I/N" -> PromptShard; "" -> None (the whole prompt list)."""
+  """ "I/N" -> PromptShard; "" -> None (the whole prompt list)."""
   text = (text or "").strip()
   if not text:
     return None

@@ -44,8 +44,11 @@ FILE_OF = {"draft": "policy", "greedy": "policy", "feedback": "feedback", "edit"
 
 def stages_of(settings: SearchSettings) -> tuple[str, ...]:
   """The stages a search runs (greedy's select stage only completes the records)."""
-  stages = {"greedy": ("policy", "select"), "best_of_n": ("policy", "select"),
-            "edit_without_feedback": ("policy", "edit", "select")}.get(settings.mode, STAGES)
+  stages = {
+    "greedy": ("policy", "select"),
+    "best_of_n": ("policy", "select"),
+    "edit_without_feedback": ("policy", "edit", "select"),
+  }.get(settings.mode, STAGES)
   return tuple(s for s in stages if s != "rank" or settings.feedback_on_top_drafts)
 
 
@@ -88,8 +91,11 @@ class StageLog:
 
   def __init__(self, folder: str, writes: bool = True):
     self.folder = storage.join(folder, STAGE_DIR)
-    self._files = ({name: JsonlAppender(storage.join(self.folder, f"{name}.jsonl"))
-                    for name in sorted(set(FILE_OF.values()))} if writes else {})
+    self._files = (
+      {name: JsonlAppender(storage.join(self.folder, f"{name}.jsonl")) for name in sorted(set(FILE_OF.values()))}
+      if writes
+      else {}
+    )
     self._buffer: dict[str, list[dict[str, Any]]] = {name: [] for name in self._files}
 
   def read(self) -> list[StageSample]:
@@ -146,8 +152,13 @@ class StagedSearch:
   """Runs `search`'s requests stage by stage (see the module docstring); `models` loads each
   stage's model, `log` keeps the stage outputs, `on_stage(name)` is told as each stage starts."""
 
-  def __init__(self, search: FeedbackEditSearch, models: StageModels, log: StageLog,
-               on_stage: Callable[[str], None] = lambda name: None):
+  def __init__(
+    self,
+    search: FeedbackEditSearch,
+    models: StageModels,
+    log: StageLog,
+    on_stage: Callable[[str], None] = lambda name: None,
+  ):
     self.search = search
     self.models = models
     self.log = log
@@ -156,8 +167,12 @@ class StagedSearch:
     self._selector_loaded = False  # whether the selector is loaded over it
     self.engine_stats: dict[str, Any] = {}  # each engine's `stats()`, kept as it is dropped
 
-  def run(self, items: Sequence[PromptItem], written: Sequence[StageSample] = (),
-          on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> list[dict[str, Any]]:
+  def run(
+    self,
+    items: Sequence[PromptItem],
+    written: Sequence[StageSample] = (),
+    on_record: Optional[Callable[[dict[str, Any]], None]] = None,
+  ) -> list[dict[str, Any]]:
     """Records in the order of `items`, each passed to `on_record` as it is complete. `written`:
     the samples an earlier run wrote (`StageLog.read`; samples of other prompts are ignored)."""
     prompts = [PromptSearch(self.search, item) for item in items]
@@ -201,8 +216,7 @@ class StagedSearch:
 
   # -- sampling stages ----------------------------------------------------------------------------
 
-  def _sample(self, stage: str, prompts: list[PromptSearch],
-              have: dict[str, dict[tuple, dict[int, Sample]]]) -> None:
+  def _sample(self, stage: str, prompts: list[PromptSearch], have: dict[str, dict[tuple, dict[int, Sample]]]) -> None:
     """Puts the samples on disk into the trees; sends every request of `stage` that is not
     complete there, for its missing samples only, and decodes until all are done. A stage with
     nothing left to do loads no model."""
@@ -232,11 +246,20 @@ class StagedSearch:
       engine.step()
       self.log.flush()  # each decode call's finished samples, appended and fsynced
 
-  def _on_sample(self, p: PromptSearch, request_id: tuple, samples: dict[int, Sample], n: int,
-                 complete: Callable[[list[Sample]], None], j: int, sample: Sample) -> None:
+  def _on_sample(
+    self,
+    p: PromptSearch,
+    request_id: tuple,
+    samples: dict[int, Sample],
+    n: int,
+    complete: Callable[[list[Sample]], None],
+    j: int,
+    sample: Sample,
+  ) -> None:
     kind, d, g = request_id
-    self.log.add(StageSample(p.item.id, kind, j if kind == "draft" else d, g, j,
-                             sample.text, sample.num_tokens, sample.finished))
+    self.log.add(
+      StageSample(p.item.id, kind, j if kind == "draft" else d, g, j, sample.text, sample.num_tokens, sample.finished)
+    )
     samples[j] = sample
     if kind == "draft":
       p.add_draft(j, sample)
@@ -249,23 +272,36 @@ class StagedSearch:
     request of `stage` about prompt `p`."""
     s = p.search.settings
     if stage == "policy":
-      yield (("draft", None, None), len(p.tree.drafts),
-             lambda on_sample, indices: p.draft_request(on_sample, indices=indices), None)
+      yield (
+        ("draft", None, None),
+        len(p.tree.drafts),
+        lambda on_sample, indices: p.draft_request(on_sample, indices=indices),
+        None,
+      )
       if p.measure_greedy:
-        yield (("greedy", None, None), 1,
-               lambda on_sample, indices: p.greedy_request(None, on_sample=on_sample),
-               lambda samples: p.add_greedy(samples[0]))
+        yield (
+          ("greedy", None, None),
+          1,
+          lambda on_sample, indices: p.greedy_request(None, on_sample=on_sample),
+          lambda samples: p.add_greedy(samples[0]),
+        )
     elif stage == "feedback":
       for d in p.feedback_drafts():
-        yield (("feedback", d, None), s.feedback_samples,
-               lambda on_sample, indices, d=d: p.feedback_request(d, None, on_sample, indices),
-               lambda samples, d=d: p.add_feedback(d, samples))
+        yield (
+          ("feedback", d, None),
+          s.feedback_samples,
+          lambda on_sample, indices, d=d: p.feedback_request(d, None, on_sample, indices),
+          lambda samples, d=d: p.add_feedback(d, samples),
+        )
     elif stage == "edit":
       for d in range(len(p.tree.drafts)):
         for g in range(len(p.edit_groups(d))):
-          yield (("edit", d, g), s.num_edits,
-                 lambda on_sample, indices, d=d, g=g: p.edit_request(d, g, None, on_sample, indices),
-                 lambda samples, d=d, g=g: p.add_edits(d, g, samples))
+          yield (
+            ("edit", d, g),
+            s.num_edits,
+            lambda on_sample, indices, d=d, g=g: p.edit_request(d, g, None, on_sample, indices),
+            lambda samples, d=d, g=g: p.add_edits(d, g, samples),
+          )
 
   # -- selection ----------------------------------------------------------------------------------
 
@@ -288,8 +324,9 @@ class StagedSearch:
       for d in range(len(p.tree.drafts)):
         p.score_draft(d)
 
-  def _select(self, prompts: list[PromptSearch],
-              on_record: Optional[Callable[[dict[str, Any]], None]]) -> list[dict[str, Any]]:
+  def _select(
+    self, prompts: list[PromptSearch], on_record: Optional[Callable[[dict[str, Any]], None]]
+  ) -> list[dict[str, Any]]:
     self._enter_scoring("select", prompts)
     records = []
     for p in prompts:
@@ -302,4 +339,3 @@ class StagedSearch:
       if on_record is not None:
         on_record(records[-1])
     return records
-

@@ -44,8 +44,9 @@ class Reading:
     return f"feedback on {drafts}, {self.edits_from}, {self.token_account}"
 
   def apply(self, settings: SearchSettings) -> SearchSettings:
-    return dataclasses.replace(settings, feedback_drafts=self.feedback_drafts, edits_from=self.edits_from,
-                               token_account=self.token_account)
+    return dataclasses.replace(
+      settings, feedback_drafts=self.feedback_drafts, edits_from=self.edits_from, token_account=self.token_account
+    )
 
 
 READINGS = tuple(Reading(d, e, t) for d in (0, 1) for e in EDITS_FROM for t in TOKEN_ACCOUNTS)
@@ -71,14 +72,18 @@ def record_tokens(record: Mapping[str, Any], reading: Reading) -> dict[str, int]
     scores = [d.get("score") for d in drafts]
     if any(s is None for s in scores):
       raise ValueError(f"record {record['id']}: the drafts are not scored, so the best cannot be read")
-    chosen = sorted(range(len(drafts)), key=lambda d: -scores[d])[:reading.feedback_drafts]
+    chosen = sorted(range(len(drafts)), key=lambda d: -scores[d])[: reading.feedback_drafts]
+
   def groups(d):
     g = drafts[d]["edit_groups"]
     return g[:1] if reading.edits_from == "top_group" else g
-  return {"drafts": sum(d["num_tokens"] for d in drafts),
-          "feedback": sum(f["num_tokens"] for d in chosen for f in drafts[d]["feedbacks"]),
-          "edits": sum(e["num_tokens"] for d in chosen for g in groups(d) for e in g["edits"]),
-          "greedy": record["tokens"]["greedy"]}
+
+  return {
+    "drafts": sum(d["num_tokens"] for d in drafts),
+    "feedback": sum(f["num_tokens"] for d in chosen for f in drafts[d]["feedbacks"]),
+    "edits": sum(e["num_tokens"] for d in chosen for g in groups(d) for e in g["edits"]),
+    "greedy": record["tokens"]["greedy"],
+  }
 
 
 def measured_multiple(records: Sequence[Mapping[str, Any]], reading: Reading) -> float:

@@ -85,9 +85,13 @@ class Draft:
 
   def to_record(self) -> dict[str, Any]:
     a = self.answer
-    out: dict[str, Any] = {"text": a.text, "num_tokens": a.num_tokens, "finished": a.finished,
-                           "feedbacks": [f.to_record() for f in self.feedbacks],
-                           "edit_groups": [g.to_record() for g in self.edit_groups]}
+    out: dict[str, Any] = {
+      "text": a.text,
+      "num_tokens": a.num_tokens,
+      "finished": a.finished,
+      "feedbacks": [f.to_record() for f in self.feedbacks],
+      "edit_groups": [g.to_record() for g in self.edit_groups],
+    }
     if a.score is not None:
       out["score"] = a.score
     if self.num_effective_feedbacks is not None:
@@ -96,8 +100,12 @@ class Draft:
 
   @classmethod
   def from_record(cls, r: dict[str, Any]) -> "Draft":
-    return cls(Generated.from_record(r), [Feedback.from_record(f) for f in r["feedbacks"]],
-               [EditGroup.from_record(g) for g in r["edit_groups"]], r.get("num_effective_feedbacks"))
+    return cls(
+      Generated.from_record(r),
+      [Feedback.from_record(f) for f in r["feedbacks"]],
+      [EditGroup.from_record(g) for g in r["edit_groups"]],
+      r.get("num_effective_feedbacks"),
+    )
 
 
 def counted_tokens(tokens: dict, account: str) -> int:
@@ -158,24 +166,40 @@ class PromptTree:
     out: dict[str, Any] = {"id": self.id}
     if self.turn is not None:
       out.update(question_id=self.question_id, turn=self.turn)
-    out.update({
-        "conversation": self.conversation, "mode": self.mode, "roles": dict(self.roles),
+    out.update(
+      {
+        "conversation": self.conversation,
+        "mode": self.mode,
+        "roles": dict(self.roles),
         "prompt_formats": dict(self.prompt_formats),
         "drafts": [None if d is None else d.to_record() for d in self.drafts],
-    })
+      }
+    )
     if self.greedy is not None:
       out["greedy"] = self.greedy.to_record()
     if self.best is not None:
-      out.update(best=self.best, tokens=self.tokens, token_multiple=self.token_multiple,
-                 num_candidates=self.num_candidates)
+      out.update(
+        best=self.best, tokens=self.tokens, token_multiple=self.token_multiple, num_candidates=self.num_candidates
+      )
     if self.effective_feedbacks is not None:
       out["effective_feedbacks"] = self.effective_feedbacks
     return out
 
   @classmethod
   def from_record(cls, r: dict[str, Any]) -> "PromptTree":
-    return cls(r["id"], r["conversation"], r["mode"], r["roles"], r["prompt_formats"],
-               [None if d is None else Draft.from_record(d) for d in r["drafts"]],
-               None if r.get("greedy") is None else Generated.from_record(r["greedy"]),
-               r.get("best"), r.get("tokens"), r.get("token_multiple"), r.get("num_candidates"),
-               r.get("effective_feedbacks"), r.get("question_id"), r.get("turn"))
+    return cls(
+      r["id"],
+      r["conversation"],
+      r["mode"],
+      r["roles"],
+      r["prompt_formats"],
+      [None if d is None else Draft.from_record(d) for d in r["drafts"]],
+      None if r.get("greedy") is None else Generated.from_record(r["greedy"]),
+      r.get("best"),
+      r.get("tokens"),
+      r.get("token_multiple"),
+      r.get("num_candidates"),
+      r.get("effective_feedbacks"),
+      r.get("question_id"),
+      r.get("turn"),
+    )

@@ -45,8 +45,7 @@ class Selector(Protocol):
   model_key: str
   shares_prefill: bool
 
-  def score(self, items: Sequence[tuple[Conversation, str]],
-            prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
+  def score(self, items: Sequence[tuple[Conversation, str]], prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
     """One score per (conversation, response); higher is better. `prefixes`: token prefixes the
     prompts on a shared prefill start with (sampling/chunked_prefill.py `breaks_for`)."""
     ...
@@ -73,13 +72,14 @@ def _reward_scores(graphdef, state, ids, mask):
   return nnx.merge(graphdef, state)(ids, mask)
 
 
-def _run_bucketed(fn, model: nnx.Module, prompts: list[list[int]], pad_id: int, batch_size: int,
-                  context: int) -> np.ndarray:
+def _run_bucketed(
+  fn, model: nnx.Module, prompts: list[list[int]], pad_id: int, batch_size: int, context: int
+) -> np.ndarray:
   """Runs `fn(graphdef, state, ids, mask)` over prompts in left-padded, length-bucketed batches."""
   graphdef, state = nnx.split(model)
   outputs = []
   for start in range(0, len(prompts), batch_size):
-    chunk = prompts[start:start + batch_size]
+    chunk = prompts[start : start + batch_size]
     longest = max(len(p) for p in chunk)
     if longest > context:
       raise ValueError(f"a prompt to score has {longest} tokens; the model's context is {context}")
@@ -99,15 +99,23 @@ class RewardModelSelector:
   name = "reward_model"
   shares_prefill = False  # its head reads the last hidden state, not a decode engine's logits
 
-  def __init__(self, model: RewardModel, tokenizer: Any, batch_size: int = 16,
-               weights: Sequence[float] | None = None, max_tokens: int = 0,
-               prompt_format: str = "plain", model_key: str = ""):
+  def __init__(
+    self,
+    model: RewardModel,
+    tokenizer: Any,
+    batch_size: int = 16,
+    weights: Sequence[float] | None = None,
+    max_tokens: int = 0,
+    prompt_format: str = "plain",
+    model_key: str = "",
+  ):
     """`max_tokens` > 0 cuts longer inputs to their first token (BOS) and last `max_tokens` - 1,
     where the request and the response are: long contexts cost quadratic attention time.
     `prompt_format` lays out (conversation, response) as the model was trained to read it."""
     if model.num_outputs > 1 and weights is None:
-      raise ValueError(f"the reward model has {model.num_outputs} outputs; give `weights` (one per "
-                       "output) to turn them into one score")
+      raise ValueError(
+        f"the reward model has {model.num_outputs} outputs; give `weights` (one per output) to turn them into one score"
+      )
     if weights is not None and len(weights) != model.num_outputs:
       raise ValueError(f"{len(weights)} weights for a reward model with {model.num_outputs} outputs")
     self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
@@ -133,11 +141,16 @@ class RewardModelSelector:
     if not items:
       return np.zeros((0, self.model.num_outputs), np.float32)
     prompts = [keep_ends(self.encode(conv, response), self.max_tokens) for conv, response in items]
-    return _run_bucketed(_reward_scores, self.model, prompts, _pad_id(self.tokenizer),
-                         self.batch_size, self.model.config.max_position_embeddings)
+    return _run_bucketed(
+      _reward_scores,
+      self.model,
+      prompts,
+      _pad_id(self.tokenizer),
+      self.batch_size,
+      self.model.config.max_position_embeddings,
+    )
 
-  def score(self, items: Sequence[tuple[Conversation, str]],
-            prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
+  def score(self, items: Sequence[tuple[Conversation, str]], prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
     del prefixes  # scored in its own left-padded batches
     scores = self.score_all(items)
     combined = scores[:, 0] if self.weights is None else scores @ self.weights
@@ -154,8 +167,14 @@ class GenerativeJudgeSelector:
   name = "generative_judge"
   shares_prefill = True
 
-  def __init__(self, model: Optional[Llama], tokenizer: Any, batch_size: int = 16,
-               prompt_format: str = "plain", model_key: str = ""):
+  def __init__(
+    self,
+    model: Optional[Llama],
+    tokenizer: Any,
+    batch_size: int = 16,
+    prompt_format: str = "plain",
+    model_key: str = "",
+  ):
     self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
     self.prompt_format = templates.check_prompt_format(prompt_format, "judge")
     self.model_key = model_key or model_key_of(model)
@@ -168,8 +187,8 @@ class GenerativeJudgeSelector:
 
   def _text(self, conversation: Conversation, response: str) -> str:
     return self.tokenizer.apply_chat_template(
-        templates.judge_request(conversation, response, self.prompt_format), tokenize=False,
-        continue_final_message=True)
+      templates.judge_request(conversation, response, self.prompt_format), tokenize=False, continue_final_message=True
+    )
 
   def prompt_ids(self, conversation: Conversation, response: str) -> list[int]:
     """The judge prompt's ids up to the answer prefix (what prompts about the same conversation or
@@ -194,8 +213,7 @@ class GenerativeJudgeSelector:
         return prefix, digits
     raise ValueError("the judge's tokenizer cannot score digits 0-4 as single next tokens")
 
-  def score(self, items: Sequence[tuple[Conversation, str]],
-            prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
+  def score(self, items: Sequence[tuple[Conversation, str]], prefixes: Sequence[Sequence[int]] = ()) -> list[float]:
     """`prefixes`: token prefixes that other prompts on the shared prefill start with; through it,
     each item's chunks break where its prompt stops matching one (sampling/chunked_prefill.py `breaks_for`)."""
     if not items:
@@ -204,9 +222,14 @@ class GenerativeJudgeSelector:
     if self.prefill is not None:
       logits = [self.prefill.next_token_logits(p, breaks_for(p, prefixes)) for p, _ in encoded]
     else:
-      logits = _run_bucketed(_last_position_logits, self.model, [p for p, _ in encoded],
-                             _pad_id(self.tokenizer), self.batch_size,
-                             self.model.config.max_position_embeddings)
+      logits = _run_bucketed(
+        _last_position_logits,
+        self.model,
+        [p for p, _ in encoded],
+        _pad_id(self.tokenizer),
+        self.batch_size,
+        self.model.config.max_position_embeddings,
+      )
     scores = []
     for row, (_, digits) in zip(logits, encoded):
       digit_logits = row[digits]

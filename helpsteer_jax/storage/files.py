@@ -73,8 +73,11 @@ def _naming(error: OSError, path: str) -> OSError:
   """`error` with a message that names the file being written (an OS error on a temporary file
   or from a storage client often names neither the target nor the cause in plain words)."""
   reason = error.strerror or str(error)
-  return type(error)(error.errno, f"{path}: cannot write ({reason})") if error.errno else \
-      OSError(f"{path}: cannot write ({reason})")
+  return (
+    type(error)(error.errno, f"{path}: cannot write ({reason})")
+    if error.errno
+    else OSError(f"{path}: cannot write ({reason})")
+  )
 
 
 def _fresh(path: str | os.PathLike) -> None:
@@ -130,8 +133,11 @@ def glob(folder: str | os.PathLike, pattern: str) -> list[str]:
   """Paths in `folder` matching `pattern` (one level, no `**`), sorted, as strings; names starting
   with a dot match only a pattern that does, as with `glob.glob`."""
   _fresh(folder)
-  return sorted(join(folder, match.name) for match in as_path(folder).glob(pattern)
-                if pattern.startswith(".") or not match.name.startswith("."))
+  return sorted(
+    join(folder, match.name)
+    for match in as_path(folder).glob(pattern)
+    if pattern.startswith(".") or not match.name.startswith(".")
+  )
 
 
 def remove(path: str | os.PathLike, missing_ok: bool = True) -> None:
@@ -156,7 +162,7 @@ def walk_files(folder: str | os.PathLike) -> Iterator[str]:
   for root, _, names in sorted(as_path(text).walk(), key=lambda entry: os.fspath(entry[0])):
     where = os.fspath(root)
     if is_remote(text):
-      relative = where.split("://", 1)[-1][len(base):].strip("/")
+      relative = where.split("://", 1)[-1][len(base) :].strip("/")
       where = join(text, relative) if relative else text
     for name in sorted(names):
       yield join(where, name)

@@ -58,7 +58,7 @@ def sampled_fingerprint(path: str | os.PathLike) -> str:
     return _short(digest)
   prefix = path.rstrip("/") + "/"
   for file in sorted(walk_files(path)):
-    name = file[len(prefix):] if file.startswith(prefix) else os.path.basename(file)
+    name = file[len(prefix) :] if file.startswith(prefix) else os.path.basename(file)
     if name.startswith(".") or "/." in name:  # locks, write probes, temporary files
       continue
     digest.update(f"{name}\n".encode())

@@ -51,8 +51,10 @@ def pid_alive(pid: Any) -> bool:
 def describe(record: Optional[dict[str, Any]]) -> str:
   if not record:
     return "another process (no record yet)"
-  return (f"{record.get('what', 'a run')} (pid {record.get('pid')} on host {record.get('host')}, "
-          f"started {record.get('started')})")
+  return (
+    f"{record.get('what', 'a run')} (pid {record.get('pid')} on host {record.get('host')}, "
+    f"started {record.get('started')})"
+  )
 
 
 class ObjectLock:
@@ -84,8 +86,15 @@ class ObjectLock:
     return record if isinstance(record, dict) else {"unreadable": str(record)[:200], "renewed": 0}
 
   def _record(self) -> dict[str, Any]:
-    return {"what": self.what, "pid": os.getpid(), "host": self.host, "started": self._started,
-            "token": self.token, "renewed": time.time(), "lease_s": self.lease_s}
+    return {
+      "what": self.what,
+      "pid": os.getpid(),
+      "host": self.host,
+      "started": self._started,
+      "token": self.token,
+      "renewed": time.time(),
+      "lease_s": self.lease_s,
+    }
 
   def is_stale(self, record: dict[str, Any]) -> bool:
     lease = float(record.get("lease_s", self.lease_s))
@@ -95,18 +104,18 @@ class ObjectLock:
 
   def _busy(self, record: Optional[dict[str, Any]]) -> ObjectLockBusy:
     return ObjectLockBusy(
-        f"{self.path.rsplit('/', 1)[0]} is in use by {describe(record)}: one run writes a folder "
-        f"at a time; wait for that run to end, or, if it is gone, for its lease to lapse (it is "
-        f"renewed every {self.renew_s:.0f} s and lapses after {self.lease_s:.0f} s), or delete "
-        f"{self.path}")
+      f"{self.path.rsplit('/', 1)[0]} is in use by {describe(record)}: one run writes a folder "
+      f"at a time; wait for that run to end, or, if it is gone, for its lease to lapse (it is "
+      f"renewed every {self.renew_s:.0f} s and lapses after {self.lease_s:.0f} s), or delete "
+      f"{self.path}"
+    )
 
   def acquire(self) -> None:
     previous = self._read()
     if previous is not None:
       if not self.is_stale(previous):
         raise self._busy(previous)
-      logger.warning("%s: taking over the lock of %s, which is no longer running", self.path,
-                     describe(previous))
+      logger.warning("%s: taking over the lock of %s, which is no longer running", self.path, describe(previous))
       self.fs.rm(self._key)
     try:
       with self.fs.open(self._key, "xb") as f:  # GCS: ifGenerationMatch=0
@@ -126,8 +135,9 @@ class ObjectLock:
       try:
         record = self._read()
         if not record or record.get("token") != self.token:
-          logger.error("%s: the lock now belongs to %s; this run no longer holds its folder",
-                       self.path, describe(record))
+          logger.error(
+            "%s: the lock now belongs to %s; this run no longer holds its folder", self.path, describe(record)
+          )
           return
         with self.fs.open(self._key, "wb") as f:
           f.write(json.dumps(self._record()).encode())
@@ -143,5 +153,6 @@ class ObjectLock:
       if record and record.get("token") == self.token:
         self.fs.rm(self._key)
     except OSError as e:
-      logger.warning("%s: could not remove the lock (%s); the next run takes it over when its "
-                     "lease lapses", self.path, e)
+      logger.warning(
+        "%s: could not remove the lock (%s); the next run takes it over when its lease lapses", self.path, e
+      )

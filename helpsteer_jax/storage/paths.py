@@ -18,9 +18,9 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 # The packages through which epath reaches each store (tensorflow's gfile serves all three).
 CLIENTS: dict[str, tuple[str, ...]] = {
-    "gs": ("gcsfs", "tensorflow"),
-    "s3": ("s3fs", "tensorflow"),
-    "az": ("adlfs",),
+  "gs": ("gcsfs", "tensorflow"),
+  "s3": ("s3fs", "tensorflow"),
+  "az": ("adlfs",),
 }
 
 
@@ -50,12 +50,15 @@ def check_client(path: str | os.PathLike) -> None:
   if scheme is None:
     return
   if scheme not in CLIENTS:
-    raise StorageError(f"{os.fspath(path)}: unsupported storage scheme {scheme}:// (supported: "
-                       f"local paths, {', '.join(s + '://' for s in CLIENTS)})")
+    raise StorageError(
+      f"{os.fspath(path)}: unsupported storage scheme {scheme}:// (supported: "
+      f"local paths, {', '.join(s + '://' for s in CLIENTS)})"
+    )
   packages = CLIENTS[scheme]
   if not any(importlib.util.find_spec(name) is not None for name in packages):
-    raise MissingStorageClient(f"{os.fspath(path)}: {scheme}:// paths need the package "
-                               f"{packages[0]} (pip install {packages[0]})")
+    raise MissingStorageClient(
+      f"{os.fspath(path)}: {scheme}:// paths need the package {packages[0]} (pip install {packages[0]})"
+    )
 
 
 def check_paths(values: Iterable[object]) -> None:
@@ -67,7 +70,7 @@ def check_paths(values: Iterable[object]) -> None:
 
 
 def _local(path: str) -> str:
-  return path[len("file://"):] if path.startswith("file://") else path
+  return path[len("file://") :] if path.startswith("file://") else path
 
 
 def as_path(path: str | os.PathLike) -> epath.Path:

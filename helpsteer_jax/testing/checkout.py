@@ -10,8 +10,9 @@ from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 if not (REPO / "experiments").is_dir():
-  raise ImportError(f"helpsteer_jax.testing needs the package installed in place from a checkout; "
-                    f"{REPO} has no experiments/ folder")
+  raise ImportError(
+    f"helpsteer_jax.testing needs the package installed in place from a checkout; {REPO} has no experiments/ folder"
+  )
 
 
 def experiment_config(relative_path: str, arg: str | None = None) -> Any:
@@ -25,7 +26,7 @@ def experiment_config(relative_path: str, arg: str | None = None) -> Any:
 
 def config_from_flag(flag: str) -> Any:
   """The config a `--config=experiments/PATH.py[:ARG]` flag names, built as the entry points do."""
-  path, _, arg = flag[len("--config="):].partition(":")
+  path, _, arg = flag[len("--config=") :].partition(":")
   if not path.startswith("experiments/"):
     raise ValueError(f"{flag}: expected --config=experiments/...")
-  return experiment_config(path[len("experiments/"):], arg or None)
+  return experiment_config(path[len("experiments/") :], arg or None)

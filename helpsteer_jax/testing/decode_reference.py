@@ -27,7 +27,7 @@ def greedy_reference(model, prompt, steps):
   for _ in range(steps):
     padded = jnp.asarray([ids + [0] * (REFERENCE_LENGTH - len(ids))], jnp.int32)
     ids.append(int(_argmax_at(graphdef, state, padded, len(ids) - 1)))
-  return ids[len(prompt):]
+  return ids[len(prompt) :]
 
 
 def full_forward_keys_values(model, ids):

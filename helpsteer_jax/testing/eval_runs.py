@@ -12,8 +12,9 @@ KEY_ENV = "HELPSTEER_E2E_JUDGE_KEY"
 def eval_config(benchmark: str, model_dir: str, server, limit: int, start: int = 0, label: str = ""):
   """experiments/eval/<benchmark>.py at tiny size on `model_dir`, judged by `server` (a
   JudgeServer) through the key in $KEY_ENV: `limit` questions from `start`, 4 answer tokens."""
-  config = experiment_config(f"eval/{benchmark}.py",
-                             f"tiny,model={model_dir},judge=http" + (f",label={label}" if label else ""))
+  config = experiment_config(
+    f"eval/{benchmark}.py", f"tiny,model={model_dir},judge=http" + (f",label={label}" if label else "")
+  )
   config.judge.base_url = server.base_url
   config.judge.api_key_env = KEY_ENV
   config.judge.model = "loopback-judge"

@@ -42,8 +42,10 @@ def running_emulator(bucket: str = BUCKET, timeout: float = 30.0) -> Iterator[Em
   port = _free_port()
   log = tempfile.TemporaryFile()
   proc = subprocess.Popen(
-      [sys.executable, "-m", "helpsteer_jax.testing.gcs_emulator_server", f"--port={port}", f"--bucket={bucket}"],
-      stdout=log, stderr=subprocess.STDOUT)
+    [sys.executable, "-m", "helpsteer_jax.testing.gcs_emulator_server", f"--port={port}", f"--bucket={bucket}"],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
   try:
     deadline = time.monotonic() + timeout
     while True:

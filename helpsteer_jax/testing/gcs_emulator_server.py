@@ -54,9 +54,10 @@ def insert(request, response, storage, *args, **kwargs):
 _download, _insert = objects.download, objects.insert
 objects.download, objects.insert = download, insert
 _REPLACE = {_download: download, _insert: insert}
-server.HANDLERS = tuple((pattern, {method: _REPLACE.get(handler, handler)
-                                   for method, handler in handlers.items()})
-                        for pattern, handlers in server.HANDLERS)
+server.HANDLERS = tuple(
+  (pattern, {method: _REPLACE.get(handler, handler) for method, handler in handlers.items()})
+  for pattern, handlers in server.HANDLERS
+)
 
 
 def main() -> None:

@@ -16,4 +16,3 @@ def helpsteer_file(bundled_data: pathlib.Path, name: str) -> pathlib.Path:
 def helpsteer_rows(bundled_data: pathlib.Path, name: str) -> list[dict]:
   with open(helpsteer_file(bundled_data, name), encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
-

@@ -15,10 +15,27 @@ import pathlib
 
 # Third-party libraries slow enough to defer (import_times.py); everything else (the standard
 # library, numpy, absl, ml_collections, tqdm) is imported at the top of a module.
-SLOW_LIBRARIES = frozenset({
-    "jax", "flax", "optax", "orbax", "tensorstore", "transformers", "torch", "datasets", "pyarrow",
-    "huggingface_hub", "matplotlib", "tensorboardX", "gguf", "tokenizers", "etils", "fsspec", "gcsfs",
-})
+SLOW_LIBRARIES = frozenset(
+  {
+    "jax",
+    "flax",
+    "optax",
+    "orbax",
+    "tensorstore",
+    "transformers",
+    "torch",
+    "datasets",
+    "pyarrow",
+    "huggingface_hub",
+    "matplotlib",
+    "tensorboardX",
+    "gguf",
+    "tokenizers",
+    "etils",
+    "fsspec",
+    "gcsfs",
+  }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +59,7 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -
   base = node.module or ""
   if node.level:
     parts = module.split(".") if is_package else module.split(".")[:-1]
-    base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
   return [base] + [f"{base}.{a.name}" for a in node.names]
 
 

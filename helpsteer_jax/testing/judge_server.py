@@ -49,13 +49,17 @@ class JudgeServer:
           payload = json.dumps({"error": {"message": f"forced status {status}"}}).encode()
         else:
           text = server.reply(body["messages"])
-          choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": "stop"}
+          choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+          }
           if body.get("logprobs"):
             top = [{"token": "m", "logprob": math.log(0.8)}, {"token": "M", "logprob": math.log(0.2)}]
             choice["logprobs"] = {"content": [{"token": text[:1], "logprob": math.log(0.8), "top_logprobs": top}]}
-          payload = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
-                                "choices": [choice]}).encode()
+          payload = json.dumps(
+            {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice]}
+          ).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -72,8 +76,7 @@ class JudgeServer:
     return f"http://{host}:{port}/v1"
 
   def __enter__(self) -> "JudgeServer":
-    self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                    daemon=True)
+    self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     self._thread.start()
     return self
 

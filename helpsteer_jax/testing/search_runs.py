@@ -17,8 +17,7 @@ def write_prompts(path, prompts: list[str]) -> None:
   pathlib.Path(path).write_text("".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
 
 
-def search_config(model_dir: str, prompts_path, out_dir, max_new_tokens: int = 5,
-                  prompts_per_batch: int | None = 2):
+def search_config(model_dir: str, prompts_path, out_dir, max_new_tokens: int = 5, prompts_per_batch: int | None = 2):
   """The demo experiment on `model_dir` and a jsonl prompts file, every stage sampled at
   temperature 1 for `max_new_tokens` tokens; `prompts_per_batch` None keeps the experiment's."""
   from helpsteer_jax.scaling.config import stage
@@ -42,10 +41,19 @@ def records_by_id(out) -> dict[str, dict]:
 
 def one_at_a_time_command(model_dir, prompts, out) -> list[str]:
   """`python -m helpsteer_jax.scale` on `prompts`, one prompt at a time, sampled stages of 5 tokens."""
-  args = [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}",
-          f"--config.policy.path={model_dir}", "--config.prompts.source=jsonl",
-          f"--config.prompts.path={prompts}", "--config.prompts.limit=0",
-          "--config.prompts_per_batch=1", "--config.prompts_in_flight=1", f"--config.output_dir={out}"]
+  args = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.scale",
+    f"--config={EXPERIMENT}",
+    f"--config.policy.path={model_dir}",
+    "--config.prompts.source=jsonl",
+    f"--config.prompts.path={prompts}",
+    "--config.prompts.limit=0",
+    "--config.prompts_per_batch=1",
+    "--config.prompts_in_flight=1",
+    f"--config.output_dir={out}",
+  ]
   for name in ("draft", "feedback", "edit"):
     args += [f"--config.search.{name}.temperature=1.0", f"--config.search.{name}.max_new_tokens=5"]
   return args

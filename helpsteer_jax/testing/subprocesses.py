@@ -10,12 +10,12 @@ import subprocess
 
 def run_entry(cmd: list[str], *, cwd, env: dict, timeout: float, tail_chars: int = 6000) -> str:
   """Runs `cmd`; returns its combined stdout and stderr, or fails the test with their last part."""
-  proc = subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.run(
+    cmd, cwd=cwd, env=env, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
   if proc.returncode != 0:
     how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
-    raise AssertionError(f"{' '.join(map(str, cmd))}\nfailed with {how}; last output:\n"
-                         f"{proc.stdout[-tail_chars:]}")
+    raise AssertionError(f"{' '.join(map(str, cmd))}\nfailed with {how}; last output:\n{proc.stdout[-tail_chars:]}")
   return proc.stdout
 
 
@@ -27,7 +27,12 @@ def run_processes(args: list[str], count: int, *, cwd, env: dict, timeout: float
   python, flag, module, *flags = args
   assert flag == "-m" and module.startswith("helpsteer_jax."), args
   launcher = os.path.join(cwd, "launch", "local.sh")
-  out = run_entry(["bash", launcher, f"--processes={count}", module[len("helpsteer_jax."):], *flags],
-                  cwd=cwd, env=dict(env, PYTHON=python), timeout=timeout, tail_chars=12000)
+  out = run_entry(
+    ["bash", launcher, f"--processes={count}", module[len("helpsteer_jax.") :], *flags],
+    cwd=cwd,
+    env=dict(env, PYTHON=python),
+    timeout=timeout,
+    tail_chars=12000,
+  )
   assert f"[{count - 1}] " in out, "the launcher did not start every process"
   return out

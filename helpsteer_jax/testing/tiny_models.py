@@ -23,6 +23,12 @@ def smollm2_tokenizer():
 def tiny_chat_model(seed: int = 0, tie_word_embeddings: bool = True) -> Llama:
   """With tied embeddings a random model mostly repeats its prompt's last token (newlines after a
   chat prompt); untied, it writes varied words, so that its feedback is kept and edits run."""
-  config = get_preset("tiny", vocab_size=VOCAB, max_position_embeddings=4096,
-                      tie_word_embeddings=tie_word_embeddings, bos_token_id=1, eos_token_id=(2,))
+  config = get_preset(
+    "tiny",
+    vocab_size=VOCAB,
+    max_position_embeddings=4096,
+    tie_word_embeddings=tie_word_embeddings,
+    bos_token_id=1,
+    eos_token_id=(2,),
+  )
   return Llama(config, rngs=nnx.Rngs(seed))

@@ -22,15 +22,28 @@ def write_task(path: pathlib.Path) -> None:
 def env(devices: int = 1) -> dict[str, str]:
   """The environment of an entry-point subprocess: offline hubs, CPU, `devices` fake devices."""
   out = dict(os.environ)
-  out.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  out.update(
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  )
   return out
 
 
 def train_command(workdir, data, *extra: str) -> list[str]:
-  return [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/chat_sft.py:tiny",
-          f"--workdir={workdir}", f"--config.data.path={data}", "--config.data.seq_len=32",
-          "--config.progress=False", "--config.tensorboard=False", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.train",
+    "--config=experiments/chat_sft.py:tiny",
+    f"--workdir={workdir}",
+    f"--config.data.path={data}",
+    "--config.data.seq_len=32",
+    "--config.progress=False",
+    "--config.tensorboard=False",
+    *extra,
+  ]
 
 
 def losses(workdir) -> dict[int, float]:

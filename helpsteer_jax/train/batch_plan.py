@@ -31,8 +31,10 @@ class BatchPlan:
   data_parallel: int  # shards the rows are split over (mesh data x fsdp)
 
   def describe(self) -> str:
-    return (f"global batch {self.global_batch_size} = micro-batch {self.micro_batch_size} x "
-            f"{self.grad_accum_steps} accumulation steps x {self.data_parallel} data-parallel shards")
+    return (
+      f"global batch {self.global_batch_size} = micro-batch {self.micro_batch_size} x "
+      f"{self.grad_accum_steps} accumulation steps x {self.data_parallel} data-parallel shards"
+    )
 
 
 def rows_per_step(config: ml_collections.ConfigDict) -> int:
@@ -48,10 +50,10 @@ def global_batch_size(config: ml_collections.ConfigDict) -> int:
   rows = rows_per_step(config)
   stated = int(config.get("global_batch_size", 0) or 0)
   if stated and stated != rows:
-    what = ("data.batch_size x rloo.num_samples" if config.get("trainer", "sft") == "rloo"
-            else "data.batch_size")
-    raise ValueError(f"global_batch_size={stated} but {what} = {rows}: set both to the rows one "
-                     "optimizer step should average over")
+    what = "data.batch_size x rloo.num_samples" if config.get("trainer", "sft") == "rloo" else "data.batch_size"
+    raise ValueError(
+      f"global_batch_size={stated} but {what} = {rows}: set both to the rows one optimizer step should average over"
+    )
   if rows < 1:
     raise ValueError(f"data.batch_size={config.data.batch_size}; expected at least 1")
   return rows
@@ -64,24 +66,31 @@ def plan_batch(config: ml_collections.ConfigDict, data_parallel: int) -> BatchPl
   if data_parallel < 1:
     raise ValueError(f"data-parallel size {data_parallel}; expected at least 1")
   if total % data_parallel:
-    raise ValueError(f"global_batch_size={total} does not split over the mesh's {data_parallel} "
-                     "data-parallel shards (data x fsdp): use a mesh whose data x fsdp divides it, "
-                     "or move devices to the tensor axis")
+    raise ValueError(
+      f"global_batch_size={total} does not split over the mesh's {data_parallel} "
+      "data-parallel shards (data x fsdp): use a mesh whose data x fsdp divides it, "
+      "or move devices to the tensor axis"
+    )
   per_shard = total // data_parallel
   micro = int(config.get("micro_batch_size", 0) or 0)
   accum = int(config.get("grad_accum_steps", 1) or 1)
   if micro:
     if per_shard % micro:
-      raise ValueError(f"micro_batch_size={micro} does not divide the {per_shard} rows each of the "
-                       f"{data_parallel} data-parallel shards gets of global_batch_size={total}")
+      raise ValueError(
+        f"micro_batch_size={micro} does not divide the {per_shard} rows each of the "
+        f"{data_parallel} data-parallel shards gets of global_batch_size={total}"
+      )
     derived = per_shard // micro
     if accum not in (1, derived):
-      raise ValueError(f"grad_accum_steps={accum} contradicts micro_batch_size={micro} "
-                       f"(which gives {derived}); set one of them")
+      raise ValueError(
+        f"grad_accum_steps={accum} contradicts micro_batch_size={micro} (which gives {derived}); set one of them"
+      )
     accum = derived
   elif per_shard % accum:
-    raise ValueError(f"grad_accum_steps={accum} does not divide the {per_shard} rows each of the "
-                     f"{data_parallel} data-parallel shards gets of global_batch_size={total}")
+    raise ValueError(
+      f"grad_accum_steps={accum} does not divide the {per_shard} rows each of the "
+      f"{data_parallel} data-parallel shards gets of global_batch_size={total}"
+    )
   return BatchPlan(total, per_shard // accum, accum, data_parallel)
 
 

@@ -65,14 +65,17 @@ class BestCheckpoint:
   def offer(self, step: int, params: Any, metrics: dict[str, float]) -> bool:
     """Saves `params` when `metrics[metric]` beats the best so far; True if it did."""
     if self.metric not in metrics:
-      raise KeyError(f"keep_best_by={self.metric!r} but the evaluation reports only {sorted(metrics)}; "
-                     "set keep_best_by to one of them")
+      raise KeyError(
+        f"keep_best_by={self.metric!r} but the evaluation reports only {sorted(metrics)}; "
+        "set keep_best_by to one of them"
+      )
     value = float(metrics[self.metric])
     if not self.is_better(value):
       return False
     self.checkpointer.save(step, params, {"metric": self.metric, "value": value, "step": step}, force=True)
-    logger.info("best %s so far (%.6g) at step %d: parameters kept in %s", self.metric, value, step,
-                self.checkpointer.directory)
+    logger.info(
+      "best %s so far (%.6g) at step %d: parameters kept in %s", self.metric, value, step, self.checkpointer.directory
+    )
     self.step, self.value = step, value
     return True
 
@@ -91,8 +94,10 @@ def restore_best_params(workdir: str | os.PathLike, like_params: Any) -> tuple[A
   try:
     step = checkpointer.latest_step()
     if step is None:
-      raise FileNotFoundError(f"no best checkpoint in {directory}: the run evaluated nothing "
-                              "(set eval_every and eval_data) or keep_best_by was off")
+      raise FileNotFoundError(
+        f"no best checkpoint in {directory}: the run evaluated nothing "
+        "(set eval_every and eval_data) or keep_best_by was off"
+      )
     params, info, step = checkpointer.restore(abstract_like(like_params), step)
   finally:
     checkpointer.close()

@@ -69,8 +69,7 @@ def _what_failed(e: BaseException) -> str:
     match = _UNREADABLE.search(str(x))
     if match:
       name = match.group(1).rsplit("/", 1)[0]
-      return (f"array {name!r} cannot be read: {match.group(2).strip()}; a data file of the step is "
-              "missing or cut short")
+      return f"array {name!r} cannot be read: {match.group(2).strip()}; a data file of the step is missing or cut short"
     x = x.__cause__ or x.__context__
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0] if text else ''}"
@@ -110,17 +109,19 @@ def _mismatches(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
   for name, target in sorted(wanted.items(), key=lambda item: not item[0].startswith("params/")):
     have = stored.get(name)
     if have is None:
-      out.append(f"array {name!r} is not in the checkpoint; the model has it as "
-                 f"{_describe(target.shape, target.dtype)}")
+      out.append(
+        f"array {name!r} is not in the checkpoint; the model has it as {_describe(target.shape, target.dtype)}"
+      )
       continue
     shape, dtype = getattr(have, "shape", None), getattr(have, "dtype", None)
     if shape is None or dtype is None:
       continue
     if tuple(shape) != tuple(target.shape) or np.dtype(dtype) != np.dtype(target.dtype):
-      out.append(f"array {name!r} is {_describe(shape, dtype)} in the checkpoint, "
-                 f"{_describe(target.shape, target.dtype)} in the model")
-  out.extend(f"array {name!r} of the checkpoint has no place in the model" for name in stored
-             if name not in wanted)
+      out.append(
+        f"array {name!r} is {_describe(shape, dtype)} in the checkpoint, "
+        f"{_describe(target.shape, target.dtype)} in the model"
+      )
+  out.extend(f"array {name!r} of the checkpoint has no place in the model" for name in stored if name not in wanted)
   return out
 
 
@@ -154,8 +155,10 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, asynchronous: bool = True):
     self.directory = storage.as_path(storage.absolute(directory))  # local or gs://
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=asynchronous, create=True,
-        cleanup_tmp_directories=True,
+      max_to_keep=max_to_keep,
+      enable_async_checkpointing=asynchronous,
+      create=True,
+      cleanup_tmp_directories=True,
     )
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self._unconfirmed: Optional[int] = None  # the step of a save not yet known to be on disk
@@ -169,10 +172,11 @@ class Checkpointer:
     self.wait()
     try:
       saved = self.manager.save(
-          step,
-          args=ocp.args.Composite(state=ocp.args.StandardSave(to_nested_dict(state)),
-                                  data=ocp.args.JsonSave(data_position)),
-          force=force,
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(to_nested_dict(state)), data=ocp.args.JsonSave(data_position)
+        ),
+        force=force,
       )
     except Exception as e:  # the synchronous part: the temporary folder, the host copy
       raise self._save_error(step, e) from None
@@ -193,8 +197,10 @@ class Checkpointer:
     intact = [s for s in self.manager.all_steps() if s != step]
     after = f"the newest complete checkpoint is step {max(intact)}" if intact else "no checkpoint is complete"
     return CheckpointSaveError(
-        f"{self.directory / str(step)}: the checkpoint of step {step} could not be written "
-        f"({reason}); training stops here, {after}", getattr(os_error, "errno", None))
+      f"{self.directory / str(step)}: the checkpoint of step {step} could not be written "
+      f"({reason}); training stops here, {after}",
+      getattr(os_error, "errno", None),
+    )
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> tuple[Any, dict, int]:
     """(state on its shardings, data position, step) from `step` or the latest checkpoint.
@@ -211,13 +217,13 @@ class Checkpointer:
     self._check_fits(folder, step, abstract_state)
     try:
       restored = self.manager.restore(
-          step,
-          args=ocp.args.Composite(state=ocp.args.StandardRestore(to_nested_dict(abstract_state)),
-                                  data=ocp.args.JsonRestore()),
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(to_nested_dict(abstract_state)), data=ocp.args.JsonRestore()
+        ),
       )
     except Exception as e:  # Orbax and TensorStore raise several types for a damaged folder
-      raise CheckpointError(f"{folder}: the checkpoint of step {step} cannot be restored "
-                            f"({_what_failed(e)})") from None
+      raise CheckpointError(f"{folder}: the checkpoint of step {step} cannot be restored ({_what_failed(e)})") from None
     return from_nested_dict(abstract_state, restored["state"]), dict(restored["data"] or {}), step
 
   def _check_fits(self, folder: epath.Path, step: int, abstract_state: Any) -> None:
@@ -238,9 +244,10 @@ class Checkpointer:
       others = len(problems) - 1
       more = f" (and {others} more array{'s' if others > 1 else ''})" if others else ""
       raise CheckpointMismatch(
-          f"{folder}: the checkpoint of step {step} does not fit this run's model: {problems[0]}{more}. "
-          "The files are intact; the model or optimizer config differs from the run that saved "
-          "them: resume with that config, or train in another workdir")
+        f"{folder}: the checkpoint of step {step} does not fit this run's model: {problems[0]}{more}. "
+        "The files are intact; the model or optimizer config differs from the run that saved "
+        "them: resume with that config, or train in another workdir"
+      )
 
   def restore_newest_intact(self, abstract_state: Any, fallback: str = "previous") -> tuple[Any, dict, int]:
     """`restore` of the latest step; when it fails and `fallback="previous"`, that step is moved
@@ -260,10 +267,8 @@ class Checkpointer:
           raise
         first_error = first_error or e
         if i + 1 == len(steps):
-          raise CheckpointError(f"{first_error}; no older checkpoint in {self.directory} restores "
-                                "either") from None
-        logger.warning("%s; resume_fallback='previous': moving it aside and resuming from step %d", e,
-                       steps[i + 1])
+          raise CheckpointError(f"{first_error}; no older checkpoint in {self.directory} restores either") from None
+        logger.warning("%s; resume_fallback='previous': moving it aside and resuming from step %d", e, steps[i + 1])
         self._set_aside(step)
     raise AssertionError("unreachable")
 

@@ -31,8 +31,8 @@ SIZES = ("tiny", "smollm2", "8b", "70b")
 
 # Checkpoint folders the large sizes start from (HF format, e.g. as downloaded from the hub).
 INIT_WEIGHTS = {
-    "8b": "checkpoints/Llama-3.1-8B-Instruct",
-    "70b": "checkpoints/Llama-3.3-70B-Instruct",
+  "8b": "checkpoints/Llama-3.1-8B-Instruct",
+  "70b": "checkpoints/Llama-3.3-70B-Instruct",
 }
 
 
@@ -46,14 +46,18 @@ def eval_data_config() -> ConfigDict:
   return config
 
 
-def reward_config(objective: str = "bradley_terry", bt_loss: str = "plain",
-                  labels: tuple[str, ...] = ("reward",), score_output: str = "") -> ConfigDict:
-  return ConfigDict({"objective": objective, "bt_loss": bt_loss, "labels": labels,
-                     "score_output": score_output})
+def reward_config(
+  objective: str = "bradley_terry",
+  bt_loss: str = "plain",
+  labels: tuple[str, ...] = ("reward",),
+  score_output: str = "",
+) -> ConfigDict:
+  return ConfigDict({"objective": objective, "bt_loss": bt_loss, "labels": labels, "score_output": score_output})
 
 
 def default_train_config() -> ConfigDict:
-  return ConfigDict({
+  return ConfigDict(
+    {
       "name": "train",
       "trainer": "sft",
       "seed": 0,
@@ -74,9 +78,16 @@ def default_train_config() -> ConfigDict:
       "data": default_data_config(),
       "eval_data": eval_data_config(),  # held-out data: set eval_data.dataset (and path) to use it
       "optim": {
-          "learning_rate": 1e-5, "warmup_steps": 10, "schedule": "cosine", "final_lr_fraction": 0.1,
-          "constant_steps": 0,  # the final lr held for the last N steps (NeMo's CosineAnnealing)
-          "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.01, "grad_clip_norm": 1.0,
+        "learning_rate": 1e-5,
+        "warmup_steps": 10,
+        "schedule": "cosine",
+        "final_lr_fraction": 0.1,
+        "constant_steps": 0,  # the final lr held for the last N steps (NeMo's CosineAnnealing)
+        "b1": 0.9,
+        "b2": 0.95,
+        "eps": 1e-8,
+        "weight_decay": 0.01,
+        "grad_clip_norm": 1.0,
       },
       # Run length: total_steps, or num_epochs > 0 passes over the real training rows (the steps
       # are then counted at start-up; see train/run_length.py). expected_train_examples: the
@@ -101,7 +112,8 @@ def default_train_config() -> ConfigDict:
       "async_checkpoints": True,
       "tensorboard": True,
       "progress": True,
-  })
+    }
+  )
 
 
 def bundled_rows(file_name: str) -> str:

@@ -22,14 +22,14 @@ import jax.numpy as jnp
 
 
 def linear_cross_entropy(
-    hidden: jax.Array,  # [B, T, D] final-norm hidden states
-    head: jax.Array,  # [V, D] (vocab_axis=0, a tied embedding) or [D, V] (vocab_axis=1)
-    targets: jax.Array,  # [B, T] int32
-    weights: jax.Array,  # [B, T] float32 (0 = no loss on that token)
-    *,
-    vocab_axis: int,
-    chunk: int,
-    constrain_logits: Optional[Callable[[jax.Array], jax.Array]] = None,
+  hidden: jax.Array,  # [B, T, D] final-norm hidden states
+  head: jax.Array,  # [V, D] (vocab_axis=0, a tied embedding) or [D, V] (vocab_axis=1)
+  targets: jax.Array,  # [B, T] int32
+  weights: jax.Array,  # [B, T] float32 (0 = no loss on that token)
+  *,
+  vocab_axis: int,
+  chunk: int,
+  constrain_logits: Optional[Callable[[jax.Array], jax.Array]] = None,
 ) -> tuple[jax.Array, jax.Array]:
   """(sum of weighted NLL, sum of weighted argmax hits), both fp32 scalars.
 
@@ -61,8 +61,9 @@ def _chunk_loss(h, head, tg, w, vocab_axis, constrain_logits, with_grads: bool):
   dhead])."""
   b, c, d = h.shape
   hm = h.reshape(b * c, d)
-  logits = jax.lax.dot_general(hm, head, (((1,), (1 - vocab_axis,)), ((), ())),
-                               preferred_element_type=jnp.float32)  # [M, V]
+  logits = jax.lax.dot_general(
+    hm, head, (((1,), (1 - vocab_axis,)), ((), ())), preferred_element_type=jnp.float32
+  )  # [M, V]
   if constrain_logits is not None:
     logits = constrain_logits(logits.reshape(b, c, -1)).reshape(b * c, -1)
   tg, w = tg.reshape(-1), w.reshape(-1)
@@ -81,8 +82,7 @@ def _chunk_loss(h, head, tg, w, vocab_axis, constrain_logits, with_grads: bool):
   is_target = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1) == tg[:, None]
   g = e * (w / sum_e)[:, None] - jnp.where(is_target, w[:, None], 0.0)
   g = g.astype(h.dtype)
-  dh = jax.lax.dot_general(g, head, (((1,), (vocab_axis,)), ((), ())),
-                           preferred_element_type=jnp.float32)  # [M, D]
+  dh = jax.lax.dot_general(g, head, (((1,), (vocab_axis,)), ((), ())), preferred_element_type=jnp.float32)  # [M, D]
   if vocab_axis == 0:
     dhead = jax.lax.dot_general(g, hm, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
   else:
@@ -95,6 +95,7 @@ def _run(vocab_axis, chunk, constrain_logits, hidden, head, targets, weights, wi
   xs = (_chunks(hidden, chunk), _chunks(targets, chunk), _chunks(weights, chunk))
   compute_head = head.astype(hidden.dtype)  # cast once, not per chunk
   if not with_grads:
+
     def body(carry, x):
       total, hits = _chunk_loss(x[0], compute_head, x[1], x[2], vocab_axis, constrain_logits, False)
       return (carry[0] + total, carry[1] + hits), None
@@ -118,8 +119,9 @@ def _fused(vocab_axis, chunk, constrain_logits, hidden, head, targets, weights):
 
 
 def _fused_fwd(vocab_axis, chunk, constrain_logits, hidden, head, targets, weights):
-  total, hits, dhidden, dhead = _run(vocab_axis, chunk, constrain_logits, hidden, head, targets, weights,
-                                     with_grads=True)
+  total, hits, dhidden, dhead = _run(
+    vocab_axis, chunk, constrain_logits, hidden, head, targets, weights, with_grads=True
+  )
   return (total, hits), (dhidden.astype(hidden.dtype), dhead.astype(head.dtype))
 
 

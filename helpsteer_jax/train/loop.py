@@ -93,9 +93,15 @@ class Task(Protocol):
 
   def eval_data(self, process_index: int, process_count: int) -> Optional[Iterator[dict[str, np.ndarray]]]: ...
 
-  def prepare_batch(self, local: Any, state: TrainState, graphdef: Any, rest: Any, step: int,
-                    to_global: Callable[..., dict[str, jax.Array]]
-                    ) -> tuple[dict[str, jax.Array], dict[str, float], int]:
+  def prepare_batch(
+    self,
+    local: Any,
+    state: TrainState,
+    graphdef: Any,
+    rest: Any,
+    step: int,
+    to_global: Callable[..., dict[str, jax.Array]],
+  ) -> tuple[dict[str, jax.Array], dict[str, float], int]:
     """(global batch, extra metrics, real tokens of the global batch) from what `train_data` gave
     (RLOO samples its rollouts here). `to_global(rows)` makes global arrays of this process's rows;
     `to_global(rows, whole=True)` of a whole global batch that every process holds."""
@@ -108,6 +114,7 @@ class Task(Protocol):
 
 # -- mesh and shardings -----------------------------------------------------------------------------
 
+
 def sharding_from_config(config: ml_collections.ConfigDict) -> ShardingContext:
   """(data, fsdp, tensor) mesh from `config.mesh.shape` (-1 = the rest), rules from
   `config.mesh.rules` (pairs overriding DEFAULT_RULES by logical name)."""
@@ -119,19 +126,22 @@ def batch_sharding(sharding: ShardingContext, ndim: int) -> NamedSharding:
   return NamedSharding(sharding.mesh, sharding.spec((ax.ACT_BATCH,) + (None,) * (ndim - 1)))
 
 
-def to_global_batch(local: dict[str, np.ndarray], sharding: ShardingContext,
-                    whole: bool = False) -> dict[str, jax.Array]:
+def to_global_batch(
+  local: dict[str, np.ndarray], sharding: ShardingContext, whole: bool = False
+) -> dict[str, jax.Array]:
   """Each process's rows -> one global array per entry, rows split over (data, fsdp). With `whole`
   every process holds the whole global batch (RLOO's rollouts, sampled SPMD by every process) and
   each device takes its own rows of it."""
   if whole:
-    return {k: jax.make_array_from_callback(v.shape, batch_sharding(sharding, v.ndim),
-                                            lambda index, v=v: v[index]) for k, v in local.items()}
-  return {k: jax.make_array_from_process_local_data(batch_sharding(sharding, v.ndim), v)
-          for k, v in local.items()}
+    return {
+      k: jax.make_array_from_callback(v.shape, batch_sharding(sharding, v.ndim), lambda index, v=v: v[index])
+      for k, v in local.items()
+    }
+  return {k: jax.make_array_from_process_local_data(batch_sharding(sharding, v.ndim), v) for k, v in local.items()}
 
 
 # -- preemption -------------------------------------------------------------------------------------
+
 
 class PreemptionFlag:
   """Set by SIGTERM (what schedulers send before taking the machine); the loop then saves and exits."""
@@ -162,6 +172,7 @@ class PreemptionFlag:
 
 # -- the loop ---------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class TrainResult:
   state: TrainState
@@ -185,8 +196,10 @@ def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
 def _check_finite(step: int, metrics: dict[str, float]) -> None:
   bad = {k: v for k, v in metrics.items() if k in ("loss", "grad_norm") and not math.isfinite(v)}
   if bad:
-    raise NonFiniteLossError(f"step {step}: non-finite {bad}; stopping (the last checkpoint is "
-                             "intact; lower the learning rate or check the data of this step)")
+    raise NonFiniteLossError(
+      f"step {step}: non-finite {bad}; stopping (the last checkpoint is "
+      "intact; lower the learning rate or check the data of this step)"
+    )
 
 
 def batch_plan_from_config(config: ml_collections.ConfigDict, sharding: ShardingContext) -> BatchPlan:
@@ -201,8 +214,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
   check_optim_config(config.optim)
   with claim_run_folder(workdir, what=f"training run {config.name!r}", enabled=jax.process_index() == 0):
     run, params = _set_up(config, workdir, task)
-    checkpointer = Checkpointer(run.workdir / "checkpoints", max_to_keep=config.keep_checkpoints,
-                                asynchronous=config.async_checkpoints)
+    checkpointer = Checkpointer(
+      run.workdir / "checkpoints", max_to_keep=config.keep_checkpoints, asynchronous=config.async_checkpoints
+    )
     state = _restore_or_init(run, params, checkpointer)
     del params
     return _train(run, task, state, checkpointer)
@@ -212,6 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
 class _Run:
   """What the loop needs once set up: where it writes, the mesh and batch split, the data and
   its length, the model's split graph and the optimizer over the state's shardings."""
+
   config: ml_collections.ConfigDict
   workdir: Any  # epath.Path, local or gs://
   is_main: bool
@@ -235,15 +250,15 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, task: Task) -> tupl
   is_main = jax.process_index() == 0
   check_settings(config.keep_best_by, config.export_from)
   sharding = sharding_from_config(config)
-  logger.info("mesh %s over %d devices (%d processes)", dict(sharding.mesh.shape), jax.device_count(),
-              jax.process_count())
+  logger.info(
+    "mesh %s over %d devices (%d processes)", dict(sharding.mesh.shape), jax.device_count(), jax.process_count()
+  )
   batch_plan = batch_plan_from_config(config, sharding)
   logger.info("%s", batch_plan.describe())
   if is_main:
     workdir_path.mkdir(parents=True, exist_ok=True)
   # Every process checks (so all refuse together); process 0 records, then writes config.json.
-  run_record.check_workdir(config, workdir_path, has_work=has_checkpoint(workdir_path / "checkpoints"),
-                           write=is_main)
+  run_record.check_workdir(config, workdir_path, has_work=has_checkpoint(workdir_path / "checkpoints"), write=is_main)
   resolved = run_record.record_config(config, workdir_path) if is_main else None
 
   train_iter = task.train_data(jax.process_index(), jax.process_count())
@@ -257,8 +272,22 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, task: Task) -> tupl
   optimizer, schedule = make_optimizer(config.optim, total_steps, params)
   shardings = train_state_shardings(params, optimizer, sharding)
   abstract = abstract_train_state(params, optimizer, shardings)
-  return _Run(config, workdir_path, is_main, sharding, batch_plan, train_iter, total_steps, graphdef,
-              rest, optimizer, schedule, shardings, abstract, resolved), params
+  return _Run(
+    config,
+    workdir_path,
+    is_main,
+    sharding,
+    batch_plan,
+    train_iter,
+    total_steps,
+    graphdef,
+    rest,
+    optimizer,
+    schedule,
+    shardings,
+    abstract,
+    resolved,
+  ), params
 
 
 def _restore_or_init(run: _Run, params: Any, checkpointer: Checkpointer) -> TrainState:
@@ -294,24 +323,32 @@ class _HeldOut:
     self.next_data = task.eval_data(jax.process_index(), jax.process_count()) if self.every else None
     self.fn = None
     if self.every and self.next_data is None:
-      logger.warning("eval_every=%d but this task has no held-out data (set eval_data.dataset and "
-                     "eval_data.path): no evaluation will run", self.every)
+      logger.warning(
+        "eval_every=%d but this task has no held-out data (set eval_data.dataset and "
+        "eval_data.path): no evaluation will run",
+        self.every,
+      )
     elif self.every:
       replicated = NamedSharding(run.sharding.mesh, PartitionSpec())
       self.fn = jax.jit(make_eval_step(run.graphdef, run.rest, loss_fn), out_shardings=replicated)
     if config.export_from == "best" and self.fn is None:
-      raise ValueError("export_from='best' but this run evaluates nothing: set eval_every > 0 and "
-                       "eval_data.dataset / eval_data.path")
-    self.best = (BestCheckpoint(run.workdir, config.keep_best_by, asynchronous=config.async_checkpoints)
-                 if self.fn is not None and config.keep_best_by else None)
+      raise ValueError(
+        "export_from='best' but this run evaluates nothing: set eval_every > 0 and eval_data.dataset / eval_data.path"
+      )
+    self.best = (
+      BestCheckpoint(run.workdir, config.keep_best_by, asynchronous=config.async_checkpoints)
+      if self.fn is not None and config.keep_best_by
+      else None
+    )
 
   def due(self, step: int) -> bool:
     # The last step is evaluated too: a run ends on a checkpoint the choice of best has seen.
     return self.fn is not None and (step % self.every == 0 or step == self.run.total_steps)
 
   def __call__(self, step: int, params: Any) -> None:
-    data = self.next_data if self.next_data is not None else self.task.eval_data(
-        jax.process_index(), jax.process_count())
+    data = (
+      self.next_data if self.next_data is not None else self.task.eval_data(jax.process_index(), jax.process_count())
+    )
     self.next_data = None
     sums = None
     for i, local in enumerate(data):
@@ -324,8 +361,10 @@ class _HeldOut:
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     if sums is None:
       stats = getattr(data, "stats", None)
-      raise DataError(f"the held-out data gave no batch ({stats.summary() if stats else 'no counts'}); "
-                      f"check eval_data's seq_len, truncation and batch_size")
+      raise DataError(
+        f"the held-out data gave no batch ({stats.summary() if stats else 'no counts'}); "
+        f"check eval_data's seq_len, truncation and batch_size"
+      )
     metrics = finalize_eval(jax.device_get(sums))
     self.writer.write(step, metrics, split="eval")
     logger.info("eval at step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
@@ -374,15 +413,22 @@ def _train(run: _Run, task: Task, state: TrainState, checkpointer: Checkpointer)
     writer.write_hparams(run_record.flat_hparams(run.resolved), json.dumps(run.resolved, indent=2, sort_keys=True))
   loss_fn = task.loss_fn()
   replicated = NamedSharding(run.sharding.mesh, PartitionSpec())
-  jitted_step = jax.jit(make_train_step(run.graphdef, run.rest, loss_fn, run.optimizer, run.schedule,
-                                        run.batch_plan.grad_accum_steps),
-                        in_shardings=(run.shardings, None, replicated),
-                        out_shardings=(run.shardings, replicated), donate_argnums=(0,))
+  jitted_step = jax.jit(
+    make_train_step(run.graphdef, run.rest, loss_fn, run.optimizer, run.schedule, run.batch_plan.grad_accum_steps),
+    in_shardings=(run.shardings, None, replicated),
+    out_shardings=(run.shardings, replicated),
+    donate_argnums=(0,),
+  )
   rng = jax.random.key(config.seed)
   held_out = _HeldOut(run, task, loss_fn, writer)
   preemption = PreemptionFlag()
-  progress = tqdm(total=run.total_steps, initial=start_step, disable=not run.is_main or not config.progress,
-                  desc=config.name, dynamic_ncols=True)
+  progress = tqdm(
+    total=run.total_steps,
+    initial=start_step,
+    disable=not run.is_main or not config.progress,
+    desc=config.name,
+    dynamic_ncols=True,
+  )
   log = _StepLog(run, writer, progress)
   step, tokens_trained, preempted = start_step, 0, False
   to_global = lambda x, whole=False: to_global_batch(x, run.sharding, whole)  # noqa: E731
@@ -419,6 +465,14 @@ def _train(run: _Run, task: Task, state: TrainState, checkpointer: Checkpointer)
       held_out.best.close()
     writer.close()
     preemption.restore()
-  return TrainResult(state=state, graphdef=run.graphdef, rest=run.rest, step=step, last_metrics=log.last,
-                     preempted=preempted, total_steps=run.total_steps,
-                     best_step=held_out.best.step if held_out.best is not None else None, tokens=tokens_trained)
+  return TrainResult(
+    state=state,
+    graphdef=run.graphdef,
+    rest=run.rest,
+    step=step,
+    last_metrics=log.last,
+    preempted=preempted,
+    total_steps=run.total_steps,
+    best_step=held_out.best.step if held_out.best is not None else None,
+    tokens=tokens_trained,
+  )

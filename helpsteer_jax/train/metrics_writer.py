@@ -22,7 +22,6 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsWriter:
-
   def __init__(self, workdir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True):
     self.enabled = enabled
     self.path = storage.join(workdir, METRICS_FILE)

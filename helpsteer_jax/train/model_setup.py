@@ -62,7 +62,8 @@ def build_policy(config: ml_collections.ConfigDict, sharding: ShardingContext) -
   if init_weights_path(config):
     from helpsteer_jax.checkpoints.pretrained import load_pretrained
 
-    model, _ = load_pretrained(init_weights_path(config), sharding=sharding, show_progress=config.progress,
-                               **model_overrides(config))
+    model, _ = load_pretrained(
+      init_weights_path(config), sharding=sharding, show_progress=config.progress, **model_overrides(config)
+    )
     return model
   return create_sharded_model(model_config(config), sharding, seed=config.seed)

@@ -50,16 +50,16 @@ def _fraction(x: float) -> bool:
 
 # Field -> (the rule a value must satisfy, what the rule says, whether it must be a whole number).
 _RULES: dict[str, tuple[Callable[[float], bool], str, bool]] = {
-    "learning_rate": (_positive, "must be > 0", False),
-    "warmup_steps": (_non_negative, "must be >= 0", True),
-    "final_lr_fraction": (_fraction, "must be in [0, 1] (the final lr as a fraction of the peak)", False),
-    "constant_steps": (_non_negative, "must be >= 0", True),
-    "b1": (_beta, "must be in [0, 1)", False),
-    "b2": (_beta, "must be in [0, 1)", False),
-    # 0 would divide by zero for a parameter whose gradients have all been zero.
-    "eps": (_positive, "must be > 0", False),
-    "weight_decay": (_non_negative, "must be >= 0", False),
-    "grad_clip_norm": (_non_negative, "must be >= 0 (0 = no clipping)", False),
+  "learning_rate": (_positive, "must be > 0", False),
+  "warmup_steps": (_non_negative, "must be >= 0", True),
+  "final_lr_fraction": (_fraction, "must be in [0, 1] (the final lr as a fraction of the peak)", False),
+  "constant_steps": (_non_negative, "must be >= 0", True),
+  "b1": (_beta, "must be in [0, 1)", False),
+  "b2": (_beta, "must be in [0, 1)", False),
+  # 0 would divide by zero for a parameter whose gradients have all been zero.
+  "eps": (_positive, "must be > 0", False),
+  "weight_decay": (_non_negative, "must be >= 0", False),
+  "grad_clip_norm": (_non_negative, "must be >= 0 (0 = no clipping)", False),
 }
 
 
@@ -98,18 +98,25 @@ def check_schedule_length(optim_config, total_steps: int) -> None:
   warmup = int(optim_config.get("warmup_steps", 0))
   hold = int(optim_config.get("constant_steps", 0))
   if warmup > total_steps:
-    raise OptimizerConfigError(f"optim.warmup_steps={warmup} is longer than the run ({total_steps} "
-                               "steps): the learning rate would never reach its peak")
+    raise OptimizerConfigError(
+      f"optim.warmup_steps={warmup} is longer than the run ({total_steps} "
+      "steps): the learning rate would never reach its peak"
+    )
   decays = optim_config.get("schedule", "cosine") != "constant"
   if decays and hold and warmup + hold > total_steps:
     raise OptimizerConfigError(
-        f"optim.constant_steps={hold} with optim.warmup_steps={warmup} is longer than the run "
-        f"({total_steps} steps): the schedule would never decay")
+      f"optim.constant_steps={hold} with optim.warmup_steps={warmup} is longer than the run "
+      f"({total_steps} steps): the schedule would never decay"
+    )
 
 
 def learning_rate_schedule(
-    peak: float, total_steps: int, warmup_steps: int = 0, kind: str = "cosine", final_fraction: float = 0.1,
-    constant_steps: int = 0,
+  peak: float,
+  total_steps: int,
+  warmup_steps: int = 0,
+  kind: str = "cosine",
+  final_fraction: float = 0.1,
+  constant_steps: int = 0,
 ) -> optax.Schedule:
   """Linear warmup from 0 to `peak`, then cosine (to `final_fraction * peak`), linear, or constant;
   a decay ends `constant_steps` before the last step and holds its final value from there."""
@@ -142,19 +149,31 @@ def decay_mask(params: nnx.State):
   return jax.tree.map(wants_decay, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def make_optimizer(optim_config, total_steps: int, params: nnx.State) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+  optim_config, total_steps: int, params: nnx.State
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer from a config block with fields learning_rate, warmup_steps, schedule,
   final_lr_fraction, constant_steps, b1, b2, eps, weight_decay, grad_clip_norm (0 = no clipping)."""
   check_optim_config(optim_config)
   schedule = learning_rate_schedule(
-      optim_config.learning_rate, total_steps, optim_config.warmup_steps, optim_config.schedule,
-      optim_config.final_lr_fraction, optim_config.get("constant_steps", 0),
+    optim_config.learning_rate,
+    total_steps,
+    optim_config.warmup_steps,
+    optim_config.schedule,
+    optim_config.final_lr_fraction,
+    optim_config.get("constant_steps", 0),
   )
   parts = []
   if optim_config.grad_clip_norm and optim_config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(optim_config.grad_clip_norm))
-  parts.append(optax.adamw(
-      schedule, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
-      weight_decay=optim_config.weight_decay, mask=decay_mask(params),
-  ))
+  parts.append(
+    optax.adamw(
+      schedule,
+      b1=optim_config.b1,
+      b2=optim_config.b2,
+      eps=optim_config.eps,
+      weight_decay=optim_config.weight_decay,
+      mask=decay_mask(params),
+    )
+  )
   return optax.chain(*parts), schedule

@@ -24,12 +24,12 @@ EDIT_EXAMPLES_PER_ROW = 6
 EDIT_QUALITY_PAIRS_PER_ROW = 2
 
 EXPECTED_TRAIN_EXAMPLES = {
-    "helpsteer2_attributes": HELPSTEER2_TRAIN_ROWS,
-    "helpsteer2_steerlm_sft": HELPSTEER2_TRAIN_ROWS,
-    "helpsteer3_feedback": HELPSTEER3_FEEDBACK_TRAIN_ROWS * FEEDBACK_EXAMPLES_PER_ROW,  # 232,680
-    "helpsteer3_edit": HELPSTEER3_EDIT_TRAIN_ROWS * EDIT_EXAMPLES_PER_ROW,  # 82,428
-    "helpsteer3_edit_quality": HELPSTEER3_EDIT_QUALITY_TRAIN_ROWS * EDIT_QUALITY_PAIRS_PER_ROW,  # 6,220
-    "helpsteer3_preference": HELPSTEER3_PREFERENCE_TRAIN_ROWS,  # ties are dropped: an upper bound
+  "helpsteer2_attributes": HELPSTEER2_TRAIN_ROWS,
+  "helpsteer2_steerlm_sft": HELPSTEER2_TRAIN_ROWS,
+  "helpsteer3_feedback": HELPSTEER3_FEEDBACK_TRAIN_ROWS * FEEDBACK_EXAMPLES_PER_ROW,  # 232,680
+  "helpsteer3_edit": HELPSTEER3_EDIT_TRAIN_ROWS * EDIT_EXAMPLES_PER_ROW,  # 82,428
+  "helpsteer3_edit_quality": HELPSTEER3_EDIT_QUALITY_TRAIN_ROWS * EDIT_QUALITY_PAIRS_PER_ROW,  # 6,220
+  "helpsteer3_preference": HELPSTEER3_PREFERENCE_TRAIN_ROWS,  # ties are dropped: an upper bound
 }
 
 

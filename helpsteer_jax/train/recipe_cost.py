@@ -27,10 +27,10 @@ from helpsteer_jax.train.run_length import planned_total_steps
 
 # The meshes docs/70b.md costs: (name, devices, peak dense bf16 TFLOP/s per device).
 MESHES = (
-    ("64 x TPU v5p", 64, 459.0),
-    ("128 x TPU v5p", 128, 459.0),
-    ("32 x H100 (4 nodes)", 32, 989.0),
-    ("64 x H100 (8 nodes)", 64, 989.0),
+  ("64 x TPU v5p", 64, 459.0),
+  ("128 x TPU v5p", 128, 459.0),
+  ("32 x H100 (4 nodes)", 32, 989.0),
+  ("64 x H100 (8 nodes)", 64, 989.0),
 )
 DEFAULT_MFU = 0.4  # an assumption; docs/70b.md section 2
 RLOO_ROW_TOKENS = 4096  # NeMo-Aligner's rollout_batch_seq_length in its REINFORCE guide
@@ -99,7 +99,12 @@ def cost_table(configs: list[ml_collections.ConfigDict], mfu: float = DEFAULT_MF
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for config in configs:
     cost = recipe_cost(config)
-    cells = [cost.name, f"{cost.steps:,}", f"{cost.global_batch_size} {cost.unit}", f"{cost.tokens / 1e9:.2f} B",
-             f"{cost.flops:.2e}"] + [f"{cost.hours(n, peak, mfu):.1f}" for _, n, peak in MESHES]
+    cells = [
+      cost.name,
+      f"{cost.steps:,}",
+      f"{cost.global_batch_size} {cost.unit}",
+      f"{cost.tokens / 1e9:.2f} B",
+      f"{cost.flops:.2e}",
+    ] + [f"{cost.hours(n, peak, mfu):.1f}" for _, n, peak in MESHES]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)

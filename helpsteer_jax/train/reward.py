@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = ("bradley_terry", "regression")
 
 
-def bradley_terry_step_loss(model: RewardModel, batch: Batch, rng: jax.Array, kind: str = "plain",
-                            output: int = 0) -> LossOutput:
+def bradley_terry_step_loss(
+  model: RewardModel, batch: Batch, rng: jax.Array, kind: str = "plain", output: int = 0
+) -> LossOutput:
   """batch: chosen_/rejected_input_ids and _input_mask [B, T], label_magnitude [B], example_mask [B];
   `output`: the model output that is the reward."""
   del rng
@@ -55,8 +56,11 @@ def bradley_terry_step_loss(model: RewardModel, batch: Batch, rng: jax.Array, ki
   count = jnp.sum(weights)
   mean_loss = bradley_terry_loss(kind, chosen, rejected, batch["label_magnitude"], weights)
   stats = pairwise_metrics(chosen, rejected, weights)
-  return LossOutput(total=mean_loss * count, weight=count,
-                    metrics={"accuracy": stats["accuracy"] * count, "margin": stats["margin"] * count})
+  return LossOutput(
+    total=mean_loss * count,
+    weight=count,
+    metrics={"accuracy": stats["accuracy"] * count, "margin": stats["margin"] * count},
+  )
 
 
 def regression_step_loss(model: RewardModel, batch: Batch, rng: jax.Array) -> LossOutput:
@@ -77,12 +81,14 @@ def _is_reward_folder(path: str) -> bool:
   return any("SequenceClassification" in a for a in archs)
 
 
-def reward_model_from_gguf(path: str, num_outputs: int, sharding: Optional[ShardingContext], seed: int,
-                           **overrides: Any) -> RewardModel:
+def reward_model_from_gguf(
+  path: str, num_outputs: int, sharding: Optional[ShardingContext], seed: int, **overrides: Any
+) -> RewardModel:
   """A new reward model whose trunk is a GGUF causal LM's (e.g. the embedded SmolLM2)."""
   lm, _ = load_pretrained(path, sharding=sharding, show_progress=False, **overrides)
-  rm = create_sharded_module(lambda rngs, ctx: RewardModel(lm.config, num_outputs, rngs=rngs, sharding=ctx),
-                             sharding, seed)
+  rm = create_sharded_module(
+    lambda rngs, ctx: RewardModel(lm.config, num_outputs, rngs=rngs, sharding=ctx), sharding, seed
+  )
   trunk_params = nnx.state(rm.trunk, nnx.Param)
   lm_params = nnx.state(lm, nnx.Param)
   # The trunk is the LM without its output layer: copy every parameter they share.
@@ -123,7 +129,8 @@ class RewardTask(TaskBase):
     if not path:
       model_cfg = model_setup.model_config(config)
       return create_sharded_module(
-          lambda rngs, ctx: RewardModel(model_cfg, len(self.labels), rngs=rngs, sharding=ctx), sharding, seed)
+        lambda rngs, ctx: RewardModel(model_cfg, len(self.labels), rngs=rngs, sharding=ctx), sharding, seed
+      )
     if path.endswith(".gguf"):
       return reward_model_from_gguf(path, len(self.labels), sharding, seed, **overrides)
     if _is_reward_folder(path):
@@ -131,8 +138,7 @@ class RewardTask(TaskBase):
       if model.num_outputs != len(self.labels):
         raise ValueError(f"{path} has {model.num_outputs} outputs; reward.labels has {len(self.labels)}")
       return model
-    model, _ = reward_io.reward_model_from_causal_lm(path, len(self.labels), seed=seed, sharding=sharding,
-                                                     **overrides)
+    model, _ = reward_io.reward_model_from_causal_lm(path, len(self.labels), seed=seed, sharding=sharding, **overrides)
     return model
 
   def loss_fn(self):
@@ -145,12 +151,21 @@ class RewardTask(TaskBase):
     ids, mask = jax.ShapeDtypeStruct((b, t), jnp.int32), jax.ShapeDtypeStruct((b, t), jnp.bool_)
     rows = jax.ShapeDtypeStruct((b,), jnp.float32)
     if self.config.reward.objective == "regression":
-      return {"input_ids": ids, "input_mask": mask, "example_mask": rows,
-              "targets": jax.ShapeDtypeStruct((b, len(self.labels)), jnp.float32)}
-    return {"chosen_input_ids": ids, "chosen_input_mask": mask, "rejected_input_ids": ids,
-            "rejected_input_mask": mask, "label_magnitude": rows, "example_mask": rows,
-            "pair_kind": jax.ShapeDtypeStruct((b,), jnp.int32)}
+      return {
+        "input_ids": ids,
+        "input_mask": mask,
+        "example_mask": rows,
+        "targets": jax.ShapeDtypeStruct((b, len(self.labels)), jnp.float32),
+      }
+    return {
+      "chosen_input_ids": ids,
+      "chosen_input_mask": mask,
+      "rejected_input_ids": ids,
+      "rejected_input_mask": mask,
+      "label_magnitude": rows,
+      "example_mask": rows,
+      "pair_kind": jax.ShapeDtypeStruct((b,), jnp.int32),
+    }
 
   def export(self, model: RewardModel, out_dir: str) -> None:
-    save_reward_model(model, self.tokenizer, out_dir, labels=self.labels,
-                      show_progress=self.config.progress)
+    save_reward_model(model, self.tokenizer, out_dir, labels=self.labels, show_progress=self.config.progress)

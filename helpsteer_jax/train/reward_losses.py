@@ -40,29 +40,34 @@ def _delta(r_chosen: jax.Array, r_rejected: jax.Array) -> jax.Array:
   return r_chosen.astype(jnp.float32) - r_rejected.astype(jnp.float32)
 
 
-def bt_plain_loss(r_chosen: jax.Array, r_rejected: jax.Array,
-                  weights: Optional[jax.Array] = None) -> jax.Array:
+def bt_plain_loss(r_chosen: jax.Array, r_rejected: jax.Array, weights: Optional[jax.Array] = None) -> jax.Array:
   """r_chosen [B], r_rejected [B], weights [B] -> mean of -log sigmoid(r_c - r_r) (scalar)."""
   return _weighted_mean(-jax.nn.log_sigmoid(_delta(r_chosen, r_rejected)), weights)
 
 
-def bt_margin_loss(r_chosen: jax.Array, r_rejected: jax.Array, labels: jax.Array,
-                   weights: Optional[jax.Array] = None) -> jax.Array:
+def bt_margin_loss(
+  r_chosen: jax.Array, r_rejected: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None
+) -> jax.Array:
   """r_chosen [B], r_rejected [B], labels [B] -> mean of -log sigmoid(r_c - r_r - |label|)."""
   margin = jnp.abs(labels.astype(jnp.float32))
   return _weighted_mean(-jax.nn.log_sigmoid(_delta(r_chosen, r_rejected) - margin), weights)
 
 
-def bt_scaled_loss(r_chosen: jax.Array, r_rejected: jax.Array, labels: jax.Array,
-                   weights: Optional[jax.Array] = None) -> jax.Array:
+def bt_scaled_loss(
+  r_chosen: jax.Array, r_rejected: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None
+) -> jax.Array:
   """r_chosen [B], r_rejected [B], labels [B] -> mean of |label| * -log sigmoid(r_c - r_r)."""
   scale = jnp.abs(labels.astype(jnp.float32))
   return _weighted_mean(scale * -jax.nn.log_sigmoid(_delta(r_chosen, r_rejected)), weights)
 
 
-def bradley_terry_loss(kind: str, r_chosen: jax.Array, r_rejected: jax.Array,
-                       labels: Optional[jax.Array] = None,
-                       weights: Optional[jax.Array] = None) -> jax.Array:
+def bradley_terry_loss(
+  kind: str,
+  r_chosen: jax.Array,
+  r_rejected: jax.Array,
+  labels: Optional[jax.Array] = None,
+  weights: Optional[jax.Array] = None,
+) -> jax.Array:
   """The Bradley-Terry variant `kind` (plain, margin or scaled); labels [B] for margin/scaled."""
   if kind == "plain":
     return bt_plain_loss(r_chosen, r_rejected, weights)
@@ -74,26 +79,27 @@ def bradley_terry_loss(kind: str, r_chosen: jax.Array, r_rejected: jax.Array,
   return fn(r_chosen, r_rejected, labels, weights)
 
 
-def pairwise_metrics(r_chosen: jax.Array, r_rejected: jax.Array,
-                     weights: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+def pairwise_metrics(
+  r_chosen: jax.Array, r_rejected: jax.Array, weights: Optional[jax.Array] = None
+) -> dict[str, jax.Array]:
   """r_chosen [B], r_rejected [B] -> accuracy (chosen scored higher; a tie counts 1/2) and the
   mean margin r_c - r_r, both weighted like the losses; plus the mean chosen/rejected rewards."""
   delta = _delta(r_chosen, r_rejected)
   correct = jnp.where(delta > 0, 1.0, jnp.where(delta == 0, 0.5, 0.0))
   return {
-      "accuracy": _weighted_mean(correct, weights),
-      "margin": _weighted_mean(delta, weights),
-      "reward_chosen": _weighted_mean(r_chosen, weights),
-      "reward_rejected": _weighted_mean(r_rejected, weights),
+    "accuracy": _weighted_mean(correct, weights),
+    "margin": _weighted_mean(delta, weights),
+    "reward_chosen": _weighted_mean(r_chosen, weights),
+    "reward_rejected": _weighted_mean(r_rejected, weights),
   }
 
 
 def masked_mse(
-    predictions: jax.Array,  # [B, O]
-    labels: jax.Array,  # [B, O]; IGNORE_LABEL = missing
-    weights: Optional[jax.Array] = None,  # [B] row weights; 0 drops a row
-    attribute_names: Optional[Sequence[str]] = None,
-    ignore_label: float = IGNORE_LABEL,
+  predictions: jax.Array,  # [B, O]
+  labels: jax.Array,  # [B, O]; IGNORE_LABEL = missing
+  weights: Optional[jax.Array] = None,  # [B] row weights; 0 drops a row
+  attribute_names: Optional[Sequence[str]] = None,
+  ignore_label: float = IGNORE_LABEL,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean squared error over the present labels (scalar) and metrics.
 
@@ -113,10 +119,8 @@ def masked_mse(
   count = jnp.sum(present)
   loss = jnp.where(count > 0, jnp.sum(squared) / jnp.where(count > 0, count, 1.0), 0.0)
   per_count = jnp.sum(present, axis=0)
-  per_mse = jnp.where(per_count > 0, jnp.sum(squared, axis=0) / jnp.where(per_count > 0, per_count, 1.0),
-                      0.0)
-  metrics = {"loss": loss, "mse_per_attribute": per_mse, "count_per_attribute": per_count,
-             "labels_present": count}
+  per_mse = jnp.where(per_count > 0, jnp.sum(squared, axis=0) / jnp.where(per_count > 0, per_count, 1.0), 0.0)
+  metrics = {"loss": loss, "mse_per_attribute": per_mse, "count_per_attribute": per_count, "labels_present": count}
   if attribute_names is not None:
     if len(attribute_names) != predictions.shape[1]:
       raise ValueError(f"{len(attribute_names)} attribute names for {predictions.shape[1]} outputs")

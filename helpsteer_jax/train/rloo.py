@@ -56,6 +56,7 @@ UNFINISHED = UNFINISHED_RULES + ("keep",)
 
 # -- synthetic rewards (tests and smoke runs) ---------------------------------------------------------
 
+
 def low_token_fraction(response_ids: list[int], vocab_size: int) -> float:
   """Fraction of response tokens in the lower half of the vocabulary: a reward a random policy
   gets about 0.5 of, and that RL can raise by shifting probability mass."""
@@ -79,8 +80,23 @@ def next_token_log_probs(model: Llama, ids: jax.Array, mask: jax.Array) -> jax.A
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "k", "beta", "estimator", "rule", "penalty"))
-def _kl_and_advantages(graphdef, params, reference, rest, ids, mask, target_mask, rm_scores, finished,
-                       *, k: int, beta: float, estimator: str, rule: str, penalty: float):
+def _kl_and_advantages(
+  graphdef,
+  params,
+  reference,
+  rest,
+  ids,
+  mask,
+  target_mask,
+  rm_scores,
+  finished,
+  *,
+  k: int,
+  beta: float,
+  estimator: str,
+  rule: str,
+  penalty: float,
+):
   """ids, mask, target_mask [B, L]; rm_scores, finished [B] -> (sequence KL, advantages, valid) [B].
 
   One program for the policy and reference log-probs and all the reward arithmetic. On a CPU mesh
@@ -90,8 +106,9 @@ def _kl_and_advantages(graphdef, params, reference, rest, ids, mask, target_mask
   logp = jnp.pad(next_token_log_probs(nnx.merge(graphdef, params, rest), ids, mask), ((0, 0), (0, 1)))
   ref_logp = jnp.pad(next_token_log_probs(nnx.merge(graphdef, reference, rest), ids, mask), ((0, 0), (0, 1)))
   seq_kl = sequence_kl(logp, ref_logp, target_mask, estimator)
-  advantages, _, valid = rloo_advantages(rm_scores.reshape(-1, k), seq_kl.reshape(-1, k),
-                                         finished.reshape(-1, k), beta, rule, penalty)
+  advantages, _, valid = rloo_advantages(
+    rm_scores.reshape(-1, k), seq_kl.reshape(-1, k), finished.reshape(-1, k), beta, rule, penalty
+  )
   return seq_kl, advantages.reshape(-1), valid.reshape(-1)
 
 
@@ -99,21 +116,21 @@ def rloo_step_loss(model: Llama, batch: Batch, rng: jax.Array) -> LossOutput:
   """batch: input_ids, input_mask, target_mask [B, L]; advantages [B]; valid [B]."""
   del rng
   logp = next_token_log_probs(model, batch["input_ids"], batch["input_mask"])
-  total, weight = policy_gradient_terms(logp, batch["advantages"], batch["target_mask"][:, :-1],
-                                        batch["valid"])
+  total, weight = policy_gradient_terms(logp, batch["advantages"], batch["target_mask"][:, :-1], batch["valid"])
   return LossOutput(total=total, weight=weight)
 
 
 class RLOOTask(TaskBase):
-
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.rl = config.rloo
     if self.rl.unfinished not in UNFINISHED:
       raise ValueError(f"rloo.unfinished={self.rl.unfinished!r}; expected one of {UNFINISHED}")
     if not self.rl.reward_model and self.rl.synthetic_reward not in SYNTHETIC_REWARDS:
-      raise ValueError("rloo.reward_model is empty: set it to an Edit RM folder, or set "
-                       f"rloo.synthetic_reward to one of {sorted(SYNTHETIC_REWARDS)}")
+      raise ValueError(
+        "rloo.reward_model is empty: set it to an Edit RM folder, or set "
+        f"rloo.synthetic_reward to one of {sorted(SYNTHETIC_REWARDS)}"
+      )
     if self.rl.num_samples < 2:
       raise ValueError(f"rloo.num_samples={self.rl.num_samples}: leave-one-out needs at least 2")
     self._reference: Optional[nnx.State] = None
@@ -151,8 +168,13 @@ class RLOOTask(TaskBase):
     ids = jax.ShapeDtypeStruct((b, length), jnp.int32)
     mask = jax.ShapeDtypeStruct((b, length), jnp.bool_)
     rows = jax.ShapeDtypeStruct((b,), jnp.float32)
-    return {"input_ids": ids, "input_mask": mask, "target_mask": mask, "advantages": rows,
-            "valid": jax.ShapeDtypeStruct((b,), jnp.bool_)}
+    return {
+      "input_ids": ids,
+      "input_mask": mask,
+      "target_mask": mask,
+      "advantages": rows,
+      "valid": jax.ShapeDtypeStruct((b,), jnp.bool_),
+    }
 
   def row_length(self, longest: int) -> int:
     """Rollout row length: with prompts cut, one fixed length (one compiled train step) rounded to
@@ -174,10 +196,15 @@ class RLOOTask(TaskBase):
     # (the decode engine under jax's multi-controller runtime, as the search runs over hosts), and
     # each device then takes its rows of the whole batch.
     data = self.config.data
-    prompts = load_rl_prompts(source_spec(data), data.dataset, on_error=data.on_error,
-                              prompt_format=data.builder.prompt_format)
-    logger.info("RLOO: %d edit prompts, %d per step, %d samples each", len(prompts),
-                self.config.data.batch_size, self.rl.num_samples)
+    prompts = load_rl_prompts(
+      source_spec(data), data.dataset, on_error=data.on_error, prompt_format=data.builder.prompt_format
+    )
+    logger.info(
+      "RLOO: %d edit prompts, %d per step, %d samples each",
+      len(prompts),
+      self.config.data.batch_size,
+      self.rl.num_samples,
+    )
     return PromptIterator(prompts, int(self.config.data.batch_size), seed=int(self.config.data.seed))
 
   def eval_data(self, process_index: int, process_count: int):
@@ -192,21 +219,30 @@ class RLOOTask(TaskBase):
     fn = SYNTHETIC_REWARDS[self.rl.synthetic_reward]
     return np.asarray([fn(r, vocab_size) for r in responses], np.float32)
 
-  def prepare_batch(self, prompts, state, graphdef, rest, step: int,
-                    to_global) -> tuple[Batch, dict[str, float], int]:
+  def prepare_batch(self, prompts, state, graphdef, rest, step: int, to_global) -> tuple[Batch, dict[str, float], int]:
     rl, k = self.rl, int(self.rl.num_samples)
     tokenizer = self.tokenizer
     policy = nnx.merge(graphdef, state.params, rest)  # the state's device arrays, no host copy
     vocab = policy.config.vocab_size
-    settings = sampling_settings(tokenizer, max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
-                                 top_k=rl.top_k if rl.top_k > 0 else None,
-                                 top_p=rl.top_p if rl.top_p < 1.0 else None)
+    settings = sampling_settings(
+      tokenizer,
+      max_new_tokens=rl.max_new_tokens,
+      temperature=rl.temperature,
+      top_k=rl.top_k if rl.top_k > 0 else None,
+      top_p=rl.top_p if rl.top_p < 1.0 else None,
+    )
     prompt_ids = encode_conversations(tokenizer, [p.messages for p in prompts])
     prompt_ids = [keep_ends(ids, rl.max_prompt_tokens) for ids in prompt_ids]
     started = time.perf_counter()
     # Keys by (seed, step, row): a prompt's samples do not depend on the other prompts of the step.
-    samples = sample_tokens(policy, prompt_ids, settings, n=k, seed=int(self.config.seed),
-                            names=[f"step{step}/{i}" for i in range(len(prompt_ids))])
+    samples = sample_tokens(
+      policy,
+      prompt_ids,
+      settings,
+      n=k,
+      seed=int(self.config.seed),
+      names=[f"step{step}/{i}" for i in range(len(prompt_ids))],
+    )
     sample_s = time.perf_counter() - started
 
     flat_prompts = [p for p in prompts for _ in range(k)]
@@ -230,30 +266,54 @@ class RLOOTask(TaskBase):
     mask = np.zeros((b, length), bool)
     target_mask = np.zeros((b, length), bool)  # position t predicts a response token ids[t + 1]
     for i, (seq, start) in enumerate(zip(sequences, starts)):
-      ids[i, :len(seq)] = seq
-      mask[i, :len(seq)] = True
-      target_mask[i, start - 1:len(seq) - 1] = True
+      ids[i, : len(seq)] = seq
+      mask[i, : len(seq)] = True
+      target_mask[i, start - 1 : len(seq) - 1] = True
 
     started = time.perf_counter()
     done = finished if rl.unfinished != "keep" else np.ones(b, bool)
     rule = "drop" if rl.unfinished == "keep" else rl.unfinished
-    seq_kl, advantages, valid = (to_host(x) for x in _kl_and_advantages(
-        graphdef, state.params, self._reference, rest, ids, mask, target_mask,
-        np.asarray(rm_scores, np.float32), done, k=k, beta=float(rl.beta), estimator=rl.kl_estimator,
-        rule=rule, penalty=float(rl.penalty)))
+    seq_kl, advantages, valid = (
+      to_host(x)
+      for x in _kl_and_advantages(
+        graphdef,
+        state.params,
+        self._reference,
+        rest,
+        ids,
+        mask,
+        target_mask,
+        np.asarray(rm_scores, np.float32),
+        done,
+        k=k,
+        beta=float(rl.beta),
+        estimator=rl.kl_estimator,
+        rule=rule,
+        penalty=float(rl.penalty),
+      )
+    )
     logprob_s = time.perf_counter() - started
 
-    batch = to_global({"input_ids": ids, "input_mask": mask, "target_mask": target_mask,
-                       "advantages": np.asarray(advantages, np.float32), "valid": np.asarray(valid)},
-                      whole=True)
+    batch = to_global(
+      {
+        "input_ids": ids,
+        "input_mask": mask,
+        "target_mask": target_mask,
+        "advantages": np.asarray(advantages, np.float32),
+        "valid": np.asarray(valid),
+      },
+      whole=True,
+    )
     metrics = {
-        "reward_mean": float(rm_scores.mean()),
-        "reward_std": float(rm_scores.reshape(-1, k).std(axis=1).mean()),
-        "kl": float(np.mean(seq_kl)),
-        "copy_rate": copy_rate(texts, [p.original for p in flat_prompts]),
-        "response_length": float(np.mean([len(r) for r in responses])),
-        "finished_fraction": float(finished.mean()),
-        "sample_s": sample_s, "score_s": score_s, "logprob_s": logprob_s,
+      "reward_mean": float(rm_scores.mean()),
+      "reward_std": float(rm_scores.reshape(-1, k).std(axis=1).mean()),
+      "kl": float(np.mean(seq_kl)),
+      "copy_rate": copy_rate(texts, [p.original for p in flat_prompts]),
+      "response_length": float(np.mean([len(r) for r in responses])),
+      "finished_fraction": float(finished.mean()),
+      "sample_s": sample_s,
+      "score_s": score_s,
+      "logprob_s": logprob_s,
     }
     return batch, metrics, int(np.count_nonzero(mask))  # every process holds every rollout
 

@@ -44,10 +44,10 @@ def token_log_probs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
 
 
 def chunked_token_log_probs(
-    hidden: jax.Array,  # [B, T, D] final hidden states
-    tokens: jax.Array,  # [B, T]
-    logits_fn: Callable[[jax.Array], jax.Array],  # [B, C, D] -> [B, C, V], e.g. Llama.logits
-    chunk_size: int = 256,
+  hidden: jax.Array,  # [B, T, D] final hidden states
+  tokens: jax.Array,  # [B, T]
+  logits_fn: Callable[[jax.Array], jax.Array],  # [B, C, D] -> [B, C, V], e.g. Llama.logits
+  chunk_size: int = 256,
 ) -> jax.Array:
   """`token_log_probs(logits_fn(hidden), tokens)` [B, T] without logits [B, T, V] in memory.
 
@@ -103,8 +103,7 @@ def masked_token_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
 
 
-def sequence_kl(logp: jax.Array, ref_logp: jax.Array, mask: jax.Array,
-                estimator: str = "abs") -> jax.Array:
+def sequence_kl(logp: jax.Array, ref_logp: jax.Array, mask: jax.Array, estimator: str = "abs") -> jax.Array:
   """Sequence-level KL [B]: the token mean of `kl_per_token` over the response mask [B, T]."""
   return masked_token_mean(kl_per_token(logp, ref_logp, estimator), mask)
 
@@ -118,8 +117,9 @@ def kl_penalized_rewards(rm_scores: jax.Array, seq_kl: jax.Array, beta: float) -
 # Samples that never end, leave-one-out advantages
 
 
-def apply_unfinished_rule(rewards: jax.Array, finished: jax.Array, rule: str,
-                          penalty: float = 0.0) -> tuple[jax.Array, jax.Array]:
+def apply_unfinished_rule(
+  rewards: jax.Array, finished: jax.Array, rule: str, penalty: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
   """rewards r' and finished flags of the same shape -> (rewards, valid).
 
   "drop": rewards unchanged, valid = finished (the caller's baselines and loss skip the rest).
@@ -171,8 +171,9 @@ def baseline_excluded_advantages(rewards: jax.Array, in_baseline: jax.Array) -> 
   return rewards - baseline
 
 
-def rule_advantages(rewards: jax.Array, finished: jax.Array, rule: str,
-                    penalty: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+def rule_advantages(
+  rewards: jax.Array, finished: jax.Array, rule: str, penalty: float = 0.0
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """rewards r' [P, k], finished [P, k] -> (advantages, rewards after the rule, in_loss) [P, k]
   under a rule of UNFINISHED_RULES for the samples that never end."""
   finished = finished.astype(bool)
@@ -184,12 +185,12 @@ def rule_advantages(rewards: jax.Array, finished: jax.Array, rule: str,
 
 
 def rloo_advantages(
-    rm_scores: jax.Array,  # [P, k]
-    seq_kl: jax.Array,  # [P, k]
-    finished: jax.Array,  # [P, k] bool
-    beta: float,
-    unfinished_rule: str = "exclude_from_baseline",
-    penalty: float = 0.0,
+  rm_scores: jax.Array,  # [P, k]
+  seq_kl: jax.Array,  # [P, k]
+  finished: jax.Array,  # [P, k] bool
+  beta: float,
+  unfinished_rule: str = "exclude_from_baseline",
+  penalty: float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(advantages [P, k], rewards r' [P, k], in the loss [P, k]) for one RLOO batch."""
   rewards = kl_penalized_rewards(rm_scores, seq_kl, beta)
@@ -198,10 +199,10 @@ def rloo_advantages(
 
 
 def policy_gradient_terms(
-    logp: jax.Array,  # [B, T] log pi of the sampled tokens
-    advantages: jax.Array,  # [B]
-    mask: jax.Array,  # [B, T] response tokens
-    valid: Optional[jax.Array] = None,  # [B]; False drops a sample
+  logp: jax.Array,  # [B, T] log pi of the sampled tokens
+  advantages: jax.Array,  # [B]
+  mask: jax.Array,  # [B, T] response tokens
+  valid: Optional[jax.Array] = None,  # [B]; False drops a sample
 ) -> tuple[jax.Array, jax.Array]:
   """(sum, weight): -sum_{i,t} A_i log pi(y_i,t) m_i,t and sum_{i,t} m_i,t over the valid samples.
 
@@ -217,10 +218,10 @@ def policy_gradient_terms(
 
 
 def policy_gradient_loss(
-    logp: jax.Array,  # [B, T]
-    advantages: jax.Array,  # [B]
-    mask: jax.Array,  # [B, T]
-    valid: Optional[jax.Array] = None,  # [B]
+  logp: jax.Array,  # [B, T]
+  advantages: jax.Array,  # [B]
+  mask: jax.Array,  # [B, T]
+  valid: Optional[jax.Array] = None,  # [B]
 ) -> jax.Array:
   """-sum_{i,t} A_i log pi(y_i,t) m_i,t / sum_{i,t} m_i,t over the valid samples (scalar): the mean
   is over every response token of the batch (longer responses weigh more)."""
@@ -232,8 +233,9 @@ def policy_gradient_loss(
 # Copy rate: how often the edit is the original unchanged
 
 
-def copied(edit_tokens: jax.Array, edit_mask: jax.Array, original_tokens: jax.Array,
-           original_mask: jax.Array) -> jax.Array:
+def copied(
+  edit_tokens: jax.Array, edit_mask: jax.Array, original_tokens: jax.Array, original_mask: jax.Array
+) -> jax.Array:
   """Token arrays [B, T] with masks [B, T], padded the same way -> [B] True where edit == original."""
   same_mask = jnp.all(edit_mask.astype(bool) == original_mask.astype(bool), axis=-1)
   same_tokens = jnp.all((edit_tokens == original_tokens) | ~edit_mask.astype(bool), axis=-1)

@@ -45,13 +45,13 @@ class RLOOMemoryPlan:
   def lines(self) -> list[str]:
     g = lambda b: f"{b / GIB:.2f} GiB"
     return [
-        f"mesh (data, fsdp, tensor) {self.mesh} on {self.devices} devices; budget {g(self.budget)} per device",
-        f"policy state (parameters and optimizer moments) {g(self.state)}, gradients {g(self.gradients)}, "
-        f"frozen reference {g(self.reference)}, reward model {g(self.reward_model)}",
-        f"rollout cache: {self.slots} slots of {self.rollout_length} positions for {self.rollouts} rollouts "
-        f"a step, {g(self.kv_per_slot)} a slot, {g(self.slots * self.kv_per_slot)} in all",
-        f"resident {g(self.resident)} of {g(self.budget)}: {'fits' if self.resident <= self.budget else 'does NOT fit'}"
-        " (train-step activations on top)",
+      f"mesh (data, fsdp, tensor) {self.mesh} on {self.devices} devices; budget {g(self.budget)} per device",
+      f"policy state (parameters and optimizer moments) {g(self.state)}, gradients {g(self.gradients)}, "
+      f"frozen reference {g(self.reference)}, reward model {g(self.reward_model)}",
+      f"rollout cache: {self.slots} slots of {self.rollout_length} positions for {self.rollouts} rollouts "
+      f"a step, {g(self.kv_per_slot)} a slot, {g(self.slots * self.kv_per_slot)} in all",
+      f"resident {g(self.resident)} of {g(self.budget)}: {'fits' if self.resident <= self.budget else 'does NOT fit'}"
+      " (train-step activations on top)",
     ]
 
 
@@ -59,8 +59,9 @@ def _bytes(tree) -> int:
   return sum(int(math.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def plan_rloo(config: ConfigDict, devices: int, hbm_bytes: float, memory_fraction: float = 0.9,
-              prompt_tokens: int = 3072) -> RLOOMemoryPlan:
+def plan_rloo(
+  config: ConfigDict, devices: int, hbm_bytes: float, memory_fraction: float = 0.9, prompt_tokens: int = 3072
+) -> RLOOMemoryPlan:
   """The plan of RLOO config `config` on `devices` devices of `hbm_bytes` each."""
   from flax import nnx
 
@@ -87,5 +88,6 @@ def plan_rloo(config: ConfigDict, devices: int, hbm_bytes: float, memory_fractio
   rollouts = int(config.data.batch_size) * int(rl.num_samples)
   left = budget - state - param_bytes - param_bytes - reward
   slots = max(0, min(rollouts, SAMPLER_SLOTS, left // per_slot if per_slot else rollouts))
-  return RLOOMemoryPlan(axes, devices, budget, state, param_bytes, param_bytes, reward, per_slot,
-                        length, rollouts, slots)
+  return RLOOMemoryPlan(
+    axes, devices, budget, state, param_bytes, param_bytes, reward, per_slot, length, rollouts, slots
+  )

@@ -39,13 +39,17 @@ def total_steps(config: ml_collections.ConfigDict, train_data: CountsEpochs) -> 
   epochs = int(config.num_epochs)
   counter = getattr(train_data, "epoch_batches", None)
   if counter is None:
-    raise ValueError(f"num_epochs={epochs} but the training data ({type(train_data).__name__}) cannot "
-                     "count its batches per epoch; set total_steps instead")
+    raise ValueError(
+      f"num_epochs={epochs} but the training data ({type(train_data).__name__}) cannot "
+      "count its batches per epoch; set total_steps instead"
+    )
   per_epoch = counter(epochs)
   steps = sum(per_epoch)
   if steps < 1:
-    raise ValueError(f"num_epochs={epochs} gives no full batch of the training data "
-                     f"(batches per epoch {per_epoch}); check data.batch_size and the length rules")
+    raise ValueError(
+      f"num_epochs={epochs} gives no full batch of the training data "
+      f"(batches per epoch {per_epoch}); check data.batch_size and the length rules"
+    )
   logger.info("run length: %d epochs = %d steps (batches per epoch %s)", epochs, steps, per_epoch)
   return steps
 
@@ -57,6 +61,8 @@ def planned_total_steps(config: ml_collections.ConfigDict, batch_size: int) -> i
     return int(config.total_steps)
   examples = int(config.get("expected_train_examples", 0) or 0)
   if examples < 1:
-    raise ValueError(f"{config.get('name', 'config')}: num_epochs={config.num_epochs} and no "
-                     "expected_train_examples: the steps cannot be known without the data")
+    raise ValueError(
+      f"{config.get('name', 'config')}: num_epochs={config.num_epochs} and no "
+      "expected_train_examples: the steps cannot be known without the data"
+    )
   return int(config.num_epochs) * (examples // batch_size)

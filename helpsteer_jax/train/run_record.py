@@ -43,12 +43,27 @@ EXTENDS = ("total_steps", "num_epochs", "expected_train_examples", "data.num_epo
 # Fields that say where or how the run goes, not what it computes. Model and data paths are here
 # only where their fingerprints (models.*, inputs.*) stand for them, so a moved file is the same.
 IGNORES = (
-    "name", "resume", "resume_fallback", "export_dir", "mesh", "distributed",
-    "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
-    "tensorboard", "progress",
-    # The split of the global batch into micro-batches and the loss's chunks: memory, not maths.
-    "micro_batch_size", "grad_accum_steps", "loss_chunk", "model.overrides.remat_policy",
-    "data.lookahead", "eval_data.lookahead", "rloo.reward_batch_size",
+  "name",
+  "resume",
+  "resume_fallback",
+  "export_dir",
+  "mesh",
+  "distributed",
+  "log_every",
+  "eval_every",
+  "checkpoint_every",
+  "keep_checkpoints",
+  "async_checkpoints",
+  "tensorboard",
+  "progress",
+  # The split of the global batch into micro-batches and the loss's chunks: memory, not maths.
+  "micro_batch_size",
+  "grad_accum_steps",
+  "loss_chunk",
+  "model.overrides.remat_policy",
+  "data.lookahead",
+  "eval_data.lookahead",
+  "rloo.reward_batch_size",
 )
 
 
@@ -92,13 +107,18 @@ def _fingerprinted_paths(models: dict[str, Any], inputs: dict[str, str]) -> tupl
   """The path fields whose content is compared by fingerprint: the same content moved elsewhere
   is the same run."""
   sources = {name.split("/")[0] for name in inputs}
-  covered = {"init_weights": "init" in models, "rloo.reward_model": "reward" in models,
-             "data.path": "data" in sources, "eval_data.path": "eval_data" in sources}
+  covered = {
+    "init_weights": "init" in models,
+    "rloo.reward_model": "reward" in models,
+    "data.path": "data" in sources,
+    "eval_data.path": "eval_data" in sources,
+  }
   return tuple(field for field, known in covered.items() if known)
 
 
-def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path, has_work: bool,
-                  write: bool) -> list[Difference]:
+def check_workdir(
+  config: ml_collections.ConfigDict, workdir: epath.Path, has_work: bool, write: bool
+) -> list[Difference]:
   """Compares this run with the one recorded in `workdir` (raising `RunMismatch` on a field that
   changes results unless `config.resume="force"`) and, with `write` (process 0), records it."""
   identity, rules = training_identity(config)
@@ -147,16 +167,25 @@ def _eval_losses(metrics_file: epath.Path) -> list[tuple[int, float]]:
   return out
 
 
-def summary_lines(workdir: epath.Path, step: int, total_steps: int, tokens: int, preempted: bool,
-                  best_step: Optional[int], export_dir: str = "", export_from: str = "") -> list[str]:
+def summary_lines(
+  workdir: epath.Path,
+  step: int,
+  total_steps: int,
+  tokens: int,
+  preempted: bool,
+  best_step: Optional[int],
+  export_dir: str = "",
+  export_from: str = "",
+) -> list[str]:
   """The end-of-run summary, from the run's own files (metrics.jsonl) and its result."""
   state = "preempted at" if preempted else "finished at" if step >= total_steps else "stopped at"
   lines = [f"training {state} step {step} of {total_steps}; {tokens:,} tokens this run"]
   losses = _eval_losses(workdir / "metrics.jsonl")
   if losses:
     best = min(losses, key=lambda x: (x[1] if math.isfinite(x[1]) else math.inf, x[0]))
-    lines.append(f"held-out loss: best {best[1]:.4f} at step {best[0]}, final {losses[-1][1]:.4f} "
-                 f"at step {losses[-1][0]}")
+    lines.append(
+      f"held-out loss: best {best[1]:.4f} at step {best[0]}, final {losses[-1][1]:.4f} at step {losses[-1][0]}"
+    )
   else:
     lines.append("held-out loss: none (no held-out data evaluated)")
   lines.append(f"checkpoints: {workdir / 'checkpoints'}")

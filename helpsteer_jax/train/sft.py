@@ -35,8 +35,7 @@ def sft_loss(model: Llama, batch: Batch, rng: jax.Array, chunk: int = 0) -> Loss
   for key in BATCH_KEYS:
     if key not in batch:
       raise KeyError(f"SFT batch lacks {key!r}; expected keys {BATCH_KEYS}")
-  hidden, _ = model.hidden_states(batch["input_ids"], positions=batch["positions"],
-                                  segment_ids=batch["segment_ids"])
+  hidden, _ = model.hidden_states(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
   targets, weights = batch["targets"], batch["loss_weights"].astype(jnp.float32)
   if chunk <= 0 or chunk >= targets.shape[1]:
     total, hits = _token_losses(model, hidden, targets, weights)
@@ -44,6 +43,12 @@ def sft_loss(model: Llama, batch: Batch, rng: jax.Array, chunk: int = 0) -> Loss
     head, vocab_axis = model.output_head()
     sharding = model.sharding
     total, hits = linear_cross_entropy(
-        hidden, head, targets, weights, vocab_axis=vocab_axis, chunk=chunk,
-        constrain_logits=None if sharding is None else (lambda x: model.constrain_logits(x)))
+      hidden,
+      head,
+      targets,
+      weights,
+      vocab_axis=vocab_axis,
+      chunk=chunk,
+      constrain_logits=None if sharding is None else (lambda x: model.constrain_logits(x)),
+    )
   return LossOutput(total=total, weight=jnp.sum(weights), metrics={"token_accuracy": hits})

@@ -31,7 +31,7 @@ def init_state(params: nnx.State, optimizer: optax.GradientTransformation) -> Tr
 
 
 def train_state_shardings(
-    abstract_params: nnx.State, optimizer: optax.GradientTransformation, sharding: ShardingContext
+  abstract_params: nnx.State, optimizer: optax.GradientTransformation, sharding: ShardingContext
 ) -> TrainState:
   """NamedShardings for every leaf of the train state.
 
@@ -42,9 +42,7 @@ def train_state_shardings(
   by_path: dict[tuple, tuple[tuple, Any]] = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
     by_path[path_names(path)] = leaf.shape
-  flat_shardings = {
-      path_names(path): s for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]
-  }
+  flat_shardings = {path_names(path): s for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
   replicated = NamedSharding(sharding.mesh, PartitionSpec())
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
 
@@ -60,8 +58,9 @@ def train_state_shardings(
   return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
 
 
-def abstract_train_state(abstract_params: nnx.State, optimizer: optax.GradientTransformation,
-                         shardings: Optional[TrainState] = None) -> TrainState:
+def abstract_train_state(
+  abstract_params: nnx.State, optimizer: optax.GradientTransformation, shardings: Optional[TrainState] = None
+) -> TrainState:
   """ShapeDtypeStructs of the state (with shardings when given): what restore and AOT compile use."""
   abstract = jax.eval_shape(lambda p: init_state(p, optimizer), abstract_params)
   if shardings is None:

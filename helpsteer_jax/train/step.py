@@ -51,12 +51,12 @@ def split_micro_batches(batch: Batch, num: int) -> Batch:
 
 
 def make_train_step(
-    graphdef: nnx.GraphDef,
-    rest: nnx.State,
-    loss_fn: LossFn,
-    optimizer: optax.GradientTransformation,
-    schedule: optax.Schedule,
-    grad_accum_steps: int = 1,
+  graphdef: nnx.GraphDef,
+  rest: nnx.State,
+  loss_fn: LossFn,
+  optimizer: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  grad_accum_steps: int = 1,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
   """The pure step function (jit it with shardings and donation, as
   `loop.train_and_evaluate` and the planner do).
@@ -90,15 +90,18 @@ def make_train_step(
       index, micro = inputs
       g, out = grad_fn(state.params, micro, jax.random.fold_in(rng, index))
       grads = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), grads, g)
-      stats = jax.tree.map(lambda a, b: a + b.astype(jnp.float32),
-                           stats, {"total": out.total, "weight": out.weight, **out.metrics})
+      stats = jax.tree.map(
+        lambda a, b: a + b.astype(jnp.float32), stats, {"total": out.total, "weight": out.weight, **out.metrics}
+      )
       return (grads, stats), None
 
     first = jax.eval_shape(lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro_batches), rng)[1])
-    zero_stats = {"total": jnp.zeros((), jnp.float32), "weight": jnp.zeros((), jnp.float32),
-                  **{k: jnp.zeros((), jnp.float32) for k in first.metrics}}
-    (grads, stats), _ = jax.lax.scan(
-        accumulate, (zeros, zero_stats), (jnp.arange(grad_accum_steps), micro_batches))
+    zero_stats = {
+      "total": jnp.zeros((), jnp.float32),
+      "weight": jnp.zeros((), jnp.float32),
+      **{k: jnp.zeros((), jnp.float32) for k in first.metrics},
+    }
+    (grads, stats), _ = jax.lax.scan(accumulate, (zeros, zero_stats), (jnp.arange(grad_accum_steps), micro_batches))
     return _apply(state, grads, stats)
 
   def _apply(state: TrainState, grads, stats: dict[str, jax.Array]):
@@ -108,12 +111,12 @@ def make_train_step(
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
-        "loss": stats["total"] / weight,
-        "grad_norm": tree_norm(grads),
-        "param_norm": tree_norm(params),
-        "learning_rate": schedule(state.step),
-        "loss_weight": stats["weight"],
-        **{k: v / weight for k, v in stats.items() if k not in ("total", "weight")},
+      "loss": stats["total"] / weight,
+      "grad_norm": tree_norm(grads),
+      "param_norm": tree_norm(params),
+      "learning_rate": schedule(state.step),
+      "loss_weight": stats["weight"],
+      **{k: v / weight for k, v in stats.items() if k not in ("total", "weight")},
     }
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -125,8 +128,11 @@ def make_eval_step(graphdef: nnx.GraphDef, rest: nnx.State, loss_fn: LossFn):
 
   def evaluate(params: nnx.State, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
     out = loss_fn(nnx.merge(graphdef, params, rest), batch, rng)
-    return {"total": out.total.astype(jnp.float32), "weight": out.weight.astype(jnp.float32),
-            **{k: v.astype(jnp.float32) for k, v in out.metrics.items()}}
+    return {
+      "total": out.total.astype(jnp.float32),
+      "weight": out.weight.astype(jnp.float32),
+      **{k: v.astype(jnp.float32) for k, v in out.metrics.items()},
+    }
 
   return evaluate
 

@@ -51,8 +51,9 @@ class TaskBase:
       return int(np.count_nonzero(batch["segment_ids"]))
     raise KeyError(f"batch keys {sorted(batch)} have no mask to count tokens from; override num_tokens")
 
-  def prepare_batch(self, local: dict[str, np.ndarray], state: Any, graphdef: Any, rest: Any, step: int,
-                    to_global) -> tuple[dict[str, jax.Array], dict[str, float], int]:
+  def prepare_batch(
+    self, local: dict[str, np.ndarray], state: Any, graphdef: Any, rest: Any, step: int, to_global
+  ) -> tuple[dict[str, jax.Array], dict[str, float], int]:
     """The process-local rows as one global batch; no extra metrics."""
     del state, graphdef, rest, step
     return to_global(local), {}, self.num_tokens(local) * jax.process_count()

@@ -49,11 +49,11 @@ class SFTTask(TaskBase):
     """The global batch's shapes (what the planner compiles for)."""
     b, t = int(self.config.data.batch_size), int(self.config.data.seq_len)
     return {
-        "input_ids": jax.ShapeDtypeStruct((b, t), jnp.int32),
-        "targets": jax.ShapeDtypeStruct((b, t), jnp.int32),
-        "loss_weights": jax.ShapeDtypeStruct((b, t), jnp.float32),
-        "segment_ids": jax.ShapeDtypeStruct((b, t), jnp.int32),
-        "positions": jax.ShapeDtypeStruct((b, t), jnp.int32),
+      "input_ids": jax.ShapeDtypeStruct((b, t), jnp.int32),
+      "targets": jax.ShapeDtypeStruct((b, t), jnp.int32),
+      "loss_weights": jax.ShapeDtypeStruct((b, t), jnp.float32),
+      "segment_ids": jax.ShapeDtypeStruct((b, t), jnp.int32),
+      "positions": jax.ShapeDtypeStruct((b, t), jnp.int32),
     }
 
   def export(self, model: nnx.Module, out_dir: str) -> None:
@@ -95,9 +95,11 @@ def export_model(task: Task, model: nnx.Module, export_dir: str, workdir: str) -
     task.export(model, export_dir)
   except OSError as e:
     detail = str(e) if e.filename else (e.strerror or str(e))
-    message = (f"{export_dir}: cannot write the export of the trained weights ({detail}); the "
-               f"checkpoints in {storage.join(workdir, 'checkpoints')} are intact: free the space or "
-               "fix the folder and rerun the same command to export")
+    message = (
+      f"{export_dir}: cannot write the export of the trained weights ({detail}); the "
+      f"checkpoints in {storage.join(workdir, 'checkpoints')} are intact: free the space or "
+      "fix the folder and rerun the same command to export"
+    )
     raise (OSError(e.errno, message) if e.errno is not None else OSError(message)) from None
 
 
@@ -111,7 +113,19 @@ def run_training(config: ml_collections.ConfigDict, workdir: str):
     export_model(task, model_to_export(result, workdir, export_from), export_dir, workdir)
     logger.info("exported the %s weights to %s", export_from, export_dir)
   if jax.process_index() == 0:
-    print("\n".join(summary_lines(storage.as_path(storage.absolute(workdir)), result.step, result.total_steps,
-                                   result.tokens, result.preempted, result.best_step,
-                                   export_dir if exported else "", export_from)), flush=True)
+    print(
+      "\n".join(
+        summary_lines(
+          storage.as_path(storage.absolute(workdir)),
+          result.step,
+          result.total_steps,
+          result.tokens,
+          result.preempted,
+          result.best_step,
+          export_dir if exported else "",
+          export_from,
+        )
+      ),
+      flush=True,
+    )
   return result

@@ -15,8 +15,16 @@ from helpsteer_jax.checkpoints.param_map import llama_tensor_mappings
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsFile, write_safetensors
 from helpsteer_jax.models.config import LlamaConfig, to_hf_dict
 
-CONFIG = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
-                     num_kv_heads=2, head_dim=8, rope_theta=10000.0)
+CONFIG = LlamaConfig(
+  vocab_size=64,
+  hidden_size=32,
+  intermediate_size=48,
+  num_layers=2,
+  num_heads=4,
+  num_kv_heads=2,
+  head_dim=8,
+  rope_theta=10000.0,
+)
 SHARD_1, SHARD_2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
 Q_PROJ = "model.layers.1.self_attn.q_proj.weight"
 K_PROJ = "model.layers.0.self_attn.k_proj.weight"
@@ -24,8 +32,7 @@ K_PROJ = "model.layers.0.self_attn.k_proj.weight"
 
 def _tensors(config: LlamaConfig = CONFIG) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
-  return {m.hf_name: rng.standard_normal(m.hf_shape).astype(np.float32)
-          for m in llama_tensor_mappings(config)}
+  return {m.hf_name: rng.standard_normal(m.hf_shape).astype(np.float32) for m in llama_tensor_mappings(config)}
 
 
 def _write(path: str, tensors: dict[str, np.ndarray]) -> None:
@@ -122,8 +129,20 @@ def _mistral(folder: str) -> None:
 
 def _gpt2(folder: str) -> None:
   os.makedirs(folder)
-  _set(folder, "config.json", json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-                                          "n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 64}).encode())
+  _set(
+    folder,
+    "config.json",
+    json.dumps(
+      {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "vocab_size": 64,
+      }
+    ).encode(),
+  )
   _write(os.path.join(folder, SINGLE_NAME), {"wte.weight": np.zeros((64, 32), np.float32)})
 
 
@@ -131,6 +150,7 @@ def _config_change(**changes):
   def make(folder: str) -> None:
     _single(folder)
     _write_config(folder, **changes)
+
   return make
 
 
@@ -139,6 +159,7 @@ def _then(build: Callable[[str], None], *steps: Callable[[str], None]):
     build(folder)
     for step in steps:
       step(folder)
+
   return make
 
 
@@ -148,62 +169,106 @@ def _remove(*names: str):
 
 # (id, how to break a checkpoint folder, strings the one error message must contain)
 CASES = [
-    ("missing_folder", lambda folder: None, ["ckpt", "no such directory"]),
-    ("folder_is_a_file", lambda folder: open(folder, "w").close(), ["ckpt", "is a file"]),
-    ("missing_config", _then(_single, _remove("config.json")), ["config.json", "file not found"]),
-    ("corrupt_config", _then(_single, lambda f: _set(f, "config.json", b'{"model_type": "llama",')),
-     ["config.json", "not valid JSON"]),
-    ("config_not_an_object", _then(_single, lambda f: _set(f, "config.json", b"[1, 2]")),
-     ["config.json", "expected a JSON object"]),
-    ("gpt2_config", _gpt2, ["config.json", "model_type='gpt2'", "expected a Llama"]),
-    ("mistral_sliding_window", _mistral, ["config.json", "model_type='mistral'", "expected a Llama"]),
-    ("config_missing_keys", _then(_single, lambda f: _set(f, "config.json", json.dumps(
-        {k: v for k, v in to_hf_dict(CONFIG).items() if k != "hidden_size"}).encode())),
-     ["config.json", "missing required keys", "hidden_size"]),
-    ("gelu_mlp", _config_change(hidden_act="gelu"), ["config.json", "hidden_act='gelu'", "silu"]),
-    ("yarn_rope", _config_change(rope_scaling={"rope_type": "yarn", "factor": 4.0}),
-     ["config.json", "'yarn'", "llama3"]),
-    ("llama3_rope_incomplete", _config_change(rope_scaling={"rope_type": "llama3", "factor": 8.0}),
-     ["config.json", "low_freq_factor", "original_max_position_embeddings"]),
-    ("kv_heads_do_not_divide", _config_change(num_key_value_heads=3),
-     ["config.json", "num_heads=4", "num_kv_heads=3"]),
-    ("no_safetensors", _then(_single, _remove(SINGLE_NAME),
-                             lambda f: _set(f, "pytorch_model.bin", b"\0" * 16)),
-     ["ckpt", "no model.safetensors", ".bin"]),
-    ("truncated_file", _then(_single, lambda f: _truncate(os.path.join(f, SINGLE_NAME), 100)),
-     [SINGLE_NAME, "truncated", "lm_head.weight"]),
-    ("truncated_shard", _then(_sharded, lambda f: _truncate(os.path.join(f, SHARD_2), 4)),
-     [SHARD_2, "truncated"]),
-    ("shorter_than_header_size", _then(_single, lambda f: _set(f, SINGLE_NAME, b"\x05\x00")),
-     [SINGLE_NAME, "not a safetensors file"]),
-    ("garbage_header", _then(_single, lambda f: _set(f, SINGLE_NAME, os.urandom(4096))),
-     [SINGLE_NAME, "corrupt safetensors header"]),
-    ("header_not_json", _then(_single, lambda f: _set(
-        f, SINGLE_NAME, struct.pack("<Q", 24) + b"this is not a JSON header" + b"\0" * 64)),
-     [SINGLE_NAME, "corrupt safetensors header"]),
-    ("unknown_dtype_in_header", _then(_single, lambda f: _bad_dtype_header(os.path.join(f, SINGLE_NAME))),
-     [SINGLE_NAME, Q_PROJ, "dtype 'Q4_K'", "BF16"]),
-    ("index_names_missing_shard", _then(_sharded, _remove(SHARD_2)),
-     [INDEX_NAME, SHARD_2, "not in"]),
-    ("corrupt_index", _then(_sharded, lambda f: _set(f, INDEX_NAME, b'{"weight_map": 3}')),
-     [INDEX_NAME, "weight_map"]),
-    ("index_points_at_wrong_shard", _then(_sharded, lambda f: _rewrite_index(
-        f, lambda wm: wm.__setitem__(Q_PROJ, SHARD_1))), [INDEX_NAME, Q_PROJ, SHARD_1]),
-    ("tensor_in_two_shards", _then(_sharded, _duplicate_tensor), [SHARD_1, SHARD_2, Q_PROJ]),
-    ("missing_tensor", lambda f: _edit_single(f, lambda t: t.pop(Q_PROJ)),
-     ["ckpt", "missing 1 tensor", Q_PROJ]),
-    ("config_has_more_layers", _then(_single, lambda f: _write_config(f, num_hidden_layers=3)),
-     ["missing 9 tensor", "model.layers.2."]),
-    ("wrong_shape", lambda f: _edit_single(f, lambda t: t.__setitem__(K_PROJ, t[K_PROJ].T.copy())),
-     [SINGLE_NAME, K_PROJ, "has shape (32, 16), the config expects (16, 32)"]),
-    ("unexpected_tensor", lambda f: _edit_single(
-        f, lambda t: t.__setitem__("model.layers.0.self_attn.q_proj.bias", np.zeros(32, np.float32))),
-     ["model.layers.0.self_attn.q_proj.bias", SINGLE_NAME, "no place for"]),
-    ("tied_config_with_lm_head", _then(_single, lambda f: _write_config(f, tie_word_embeddings=True)),
-     ["lm_head.weight", SINGLE_NAME, "ties the output layer"]),
-    ("integer_weights", lambda f: _edit_single(
-        f, lambda t: t.__setitem__(Q_PROJ, np.zeros((32, 32), np.int32))),
-     [SINGLE_NAME, Q_PROJ, "int32", "floating-point"]),
+  ("missing_folder", lambda folder: None, ["ckpt", "no such directory"]),
+  ("folder_is_a_file", lambda folder: open(folder, "w").close(), ["ckpt", "is a file"]),
+  ("missing_config", _then(_single, _remove("config.json")), ["config.json", "file not found"]),
+  (
+    "corrupt_config",
+    _then(_single, lambda f: _set(f, "config.json", b'{"model_type": "llama",')),
+    ["config.json", "not valid JSON"],
+  ),
+  (
+    "config_not_an_object",
+    _then(_single, lambda f: _set(f, "config.json", b"[1, 2]")),
+    ["config.json", "expected a JSON object"],
+  ),
+  ("gpt2_config", _gpt2, ["config.json", "model_type='gpt2'", "expected a Llama"]),
+  ("mistral_sliding_window", _mistral, ["config.json", "model_type='mistral'", "expected a Llama"]),
+  (
+    "config_missing_keys",
+    _then(
+      _single,
+      lambda f: _set(
+        f, "config.json", json.dumps({k: v for k, v in to_hf_dict(CONFIG).items() if k != "hidden_size"}).encode()
+      ),
+    ),
+    ["config.json", "missing required keys", "hidden_size"],
+  ),
+  ("gelu_mlp", _config_change(hidden_act="gelu"), ["config.json", "hidden_act='gelu'", "silu"]),
+  ("yarn_rope", _config_change(rope_scaling={"rope_type": "yarn", "factor": 4.0}), ["config.json", "'yarn'", "llama3"]),
+  (
+    "llama3_rope_incomplete",
+    _config_change(rope_scaling={"rope_type": "llama3", "factor": 8.0}),
+    ["config.json", "low_freq_factor", "original_max_position_embeddings"],
+  ),
+  ("kv_heads_do_not_divide", _config_change(num_key_value_heads=3), ["config.json", "num_heads=4", "num_kv_heads=3"]),
+  (
+    "no_safetensors",
+    _then(_single, _remove(SINGLE_NAME), lambda f: _set(f, "pytorch_model.bin", b"\0" * 16)),
+    ["ckpt", "no model.safetensors", ".bin"],
+  ),
+  (
+    "truncated_file",
+    _then(_single, lambda f: _truncate(os.path.join(f, SINGLE_NAME), 100)),
+    [SINGLE_NAME, "truncated", "lm_head.weight"],
+  ),
+  ("truncated_shard", _then(_sharded, lambda f: _truncate(os.path.join(f, SHARD_2), 4)), [SHARD_2, "truncated"]),
+  (
+    "shorter_than_header_size",
+    _then(_single, lambda f: _set(f, SINGLE_NAME, b"\x05\x00")),
+    [SINGLE_NAME, "not a safetensors file"],
+  ),
+  (
+    "garbage_header",
+    _then(_single, lambda f: _set(f, SINGLE_NAME, os.urandom(4096))),
+    [SINGLE_NAME, "corrupt safetensors header"],
+  ),
+  (
+    "header_not_json",
+    _then(_single, lambda f: _set(f, SINGLE_NAME, struct.pack("<Q", 24) + b"this is not a JSON header" + b"\0" * 64)),
+    [SINGLE_NAME, "corrupt safetensors header"],
+  ),
+  (
+    "unknown_dtype_in_header",
+    _then(_single, lambda f: _bad_dtype_header(os.path.join(f, SINGLE_NAME))),
+    [SINGLE_NAME, Q_PROJ, "dtype 'Q4_K'", "BF16"],
+  ),
+  ("index_names_missing_shard", _then(_sharded, _remove(SHARD_2)), [INDEX_NAME, SHARD_2, "not in"]),
+  ("corrupt_index", _then(_sharded, lambda f: _set(f, INDEX_NAME, b'{"weight_map": 3}')), [INDEX_NAME, "weight_map"]),
+  (
+    "index_points_at_wrong_shard",
+    _then(_sharded, lambda f: _rewrite_index(f, lambda wm: wm.__setitem__(Q_PROJ, SHARD_1))),
+    [INDEX_NAME, Q_PROJ, SHARD_1],
+  ),
+  ("tensor_in_two_shards", _then(_sharded, _duplicate_tensor), [SHARD_1, SHARD_2, Q_PROJ]),
+  ("missing_tensor", lambda f: _edit_single(f, lambda t: t.pop(Q_PROJ)), ["ckpt", "missing 1 tensor", Q_PROJ]),
+  (
+    "config_has_more_layers",
+    _then(_single, lambda f: _write_config(f, num_hidden_layers=3)),
+    ["missing 9 tensor", "model.layers.2."],
+  ),
+  (
+    "wrong_shape",
+    lambda f: _edit_single(f, lambda t: t.__setitem__(K_PROJ, t[K_PROJ].T.copy())),
+    [SINGLE_NAME, K_PROJ, "has shape (32, 16), the config expects (16, 32)"],
+  ),
+  (
+    "unexpected_tensor",
+    lambda f: _edit_single(
+      f, lambda t: t.__setitem__("model.layers.0.self_attn.q_proj.bias", np.zeros(32, np.float32))
+    ),
+    ["model.layers.0.self_attn.q_proj.bias", SINGLE_NAME, "no place for"],
+  ),
+  (
+    "tied_config_with_lm_head",
+    _then(_single, lambda f: _write_config(f, tie_word_embeddings=True)),
+    ["lm_head.weight", SINGLE_NAME, "ties the output layer"],
+  ),
+  (
+    "integer_weights",
+    lambda f: _edit_single(f, lambda t: t.__setitem__(Q_PROJ, np.zeros((32, 32), np.int32))),
+    [SINGLE_NAME, Q_PROJ, "int32", "floating-point"],
+  ),
 ]
 
 

@@ -16,8 +16,9 @@ from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
 def _sharded_export(folder) -> None:
   """An old export in two shards, as `save_pretrained(max_shard_size=...)` leaves it."""
-  hj.save_pretrained(tiny_chat_model(seed=3), smollm2_tokenizer(), str(folder), show_progress=False,
-                     max_shard_size="2MB")
+  hj.save_pretrained(
+    tiny_chat_model(seed=3), smollm2_tokenizer(), str(folder), show_progress=False, max_shard_size="2MB"
+  )
   assert (folder / "model.safetensors.index.json").is_file()
 
 
@@ -61,8 +62,11 @@ def test_a_tokenizer_with_more_ids_than_embedding_rows_is_refused_at_load(model_
   small = Llama(get_preset("tiny", vocab_size=1000, bos_token_id=1, eos_token_id=(2,)), rngs=nnx.Rngs(0))
   hj.save_pretrained(small, smollm2_tokenizer(), str(folder), show_progress=False)
   assert json.loads((folder / "config.json").read_text())["vocab_size"] == 1000
-  with pytest.raises(CheckpointError, match=r"the tokenizer has 49152 ids but the model's embedding "
-                                            r"has 1000 rows .* ids 1000 to 49151 have no row"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"the tokenizer has 49152 ids but the model's embedding "
+    r"has 1000 rows .* ids 1000 to 49151 have no row",
+  ):
     hj.load_pretrained(str(folder), show_progress=False)
   from helpsteer_jax.checkpoints.model_pool import ModelPool
 

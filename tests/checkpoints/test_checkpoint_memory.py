@@ -30,8 +30,13 @@ MB = 1e6
 
 # 6 layers of 44.6 MB, a 29.4 MB embedding and lm_head: 329 MB in 57 tensors, none above 30 MB.
 CONFIG = LlamaConfig(
-    vocab_size=7168, hidden_size=1024, intermediate_size=2816, num_layers=6, num_heads=8,
-    num_kv_heads=2, head_dim=128,
+  vocab_size=7168,
+  hidden_size=1024,
+  intermediate_size=2816,
+  num_layers=6,
+  num_heads=8,
+  num_kv_heads=2,
+  head_dim=128,
 )
 SHARD_BYTES = 64 * 10**6
 
@@ -123,8 +128,15 @@ def _write_checkpoint(folder: str) -> tuple[int, int]:
   weight_map = {}
   for s, members in enumerate(shards):
     name = f"model-{s + 1:05d}-of-{len(shards):05d}.safetensors"
-    pending = [(mappings[i].hf_name, mappings[i].hf_shape, np.dtype(np.float32),
-                lambda i=i: np.full(mappings[i].hf_shape, _fill_value(i), np.float32)) for i in members]
+    pending = [
+      (
+        mappings[i].hf_name,
+        mappings[i].hf_shape,
+        np.dtype(np.float32),
+        lambda i=i: np.full(mappings[i].hf_shape, _fill_value(i), np.float32),
+      )
+      for i in members
+    ]
     write_safetensors(os.path.join(folder, name), pending)
     weight_map.update({mappings[i].hf_name: name for i in members})
   with open(os.path.join(folder, INDEX_NAME), "w") as f:
@@ -154,9 +166,14 @@ def test_streaming_load_holds_a_few_tensors_beyond_the_model(tmp_path):
   script.write_text(HELPER)
   # Both loads at once (two cores); each process measures only itself.
   runs = {
-      mode: subprocess.Popen([sys.executable, str(script), folder, mode], env=_single_device_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for mode in ("stream", "naive")
+    mode: subprocess.Popen(
+      [sys.executable, str(script), folder, mode],
+      env=_single_device_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for mode in ("stream", "naive")
   }
   results = {}
   for mode, proc in runs.items():
@@ -172,11 +189,13 @@ def test_streaming_load_holds_a_few_tensors_beyond_the_model(tmp_path):
   stream_increase = stream["peak"] - stream["before"]
   naive_increase = naive["peak"] - naive["before"]
   allowed = total + 3 * largest + 32 * MB
-  print(f"model {total / MB:.0f} MB in {len(shards)} shards, largest tensor {largest / MB:.1f} MB; "
-        f"peak RSS increase: streaming {stream_increase / MB:.0f} MB "
-        f"(= model + {(stream_increase - total) / largest:.1f} x largest; allowed {allowed / MB:.0f} MB, "
-        f"{stream['seconds']:.1f} s), whole checkpoint read first {naive_increase / MB:.0f} MB "
-        f"({naive_increase / total:.2f} x model); measured with {stream['peak_source']}")
+  print(
+    f"model {total / MB:.0f} MB in {len(shards)} shards, largest tensor {largest / MB:.1f} MB; "
+    f"peak RSS increase: streaming {stream_increase / MB:.0f} MB "
+    f"(= model + {(stream_increase - total) / largest:.1f} x largest; allowed {allowed / MB:.0f} MB, "
+    f"{stream['seconds']:.1f} s), whole checkpoint read first {naive_increase / MB:.0f} MB "
+    f"({naive_increase / total:.2f} x model); measured with {stream['peak_source']}"
+  )
   assert stream_increase <= allowed
   assert naive_increase >= 1.8 * total  # the contrast: a second copy of the model
   assert stream_increase <= naive_increase - 0.6 * total

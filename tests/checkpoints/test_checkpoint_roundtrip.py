@@ -23,10 +23,18 @@ from helpsteer_jax.models.llama import Llama
 TOL = 1e-5
 
 CONFIG = LlamaConfig(
-    vocab_size=96, hidden_size=48, intermediate_size=80, num_layers=2, num_heads=6, num_kv_heads=2,
-    head_dim=12, rope_theta=5000.0, max_position_embeddings=64, bos_token_id=1, eos_token_id=(2, 3),
-    rope_scaling=RopeScaling(factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                             original_max_position_embeddings=16),
+  vocab_size=96,
+  hidden_size=48,
+  intermediate_size=80,
+  num_layers=2,
+  num_heads=6,
+  num_kv_heads=2,
+  head_dim=12,
+  rope_theta=5000.0,
+  max_position_embeddings=64,
+  bos_token_id=1,
+  eos_token_id=(2, 3),
+  rope_scaling=RopeScaling(factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16),
 )
 
 
@@ -65,9 +73,7 @@ def _logits(model: Llama, ids: np.ndarray) -> np.ndarray:
 
 
 def _transformers_logits(folder: str, ids: np.ndarray) -> np.ndarray:
-  model, info = transformers.LlamaForCausalLM.from_pretrained(
-      folder, dtype=torch.float32, output_loading_info=True
-  )
+  model, info = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
   assert not info["missing_keys"] and not info["unexpected_keys"], info
   assert not info["mismatched_keys"], info
   with torch.no_grad():
@@ -107,8 +113,9 @@ def test_sharded_save_loads_in_transformers_and_back(tmp_path, tie):
   ids = _ids(config)
   ours = _logits(model, ids)
   err = float(np.abs(_transformers_logits(folder, ids) - ours).max())
-  print(f"tie={tie}: {len(shards)} shards, transformers vs ours max|diff| {err:.1e} "
-        f"(max|logit| {np.abs(ours).max():.1f})")
+  print(
+    f"tie={tie}: {len(shards)} shards, transformers vs ours max|diff| {err:.1e} (max|logit| {np.abs(ours).max():.1f})"
+  )
   assert err <= TOL
 
   reloaded = load_hf_model(folder, show_progress=False)
@@ -174,8 +181,13 @@ def test_config_survives(tmp_path, tie):
 
   with open(os.path.join(folder, "config.json")) as f:
     written = json.load(f)
-  assert written["rope_scaling"] == {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
-                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+  assert written["rope_scaling"] == {
+    "rope_type": "llama3",
+    "factor": 4.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+  }
   assert written["tie_word_embeddings"] is tie and written["head_dim"] == 12
   assert read_config(folder) == config
 

@@ -40,12 +40,12 @@ def permute_back(w: np.ndarray, heads: int) -> np.ndarray:
 
 def hf_tensors(config, seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
-  return {m.hf_name: rng.standard_normal(m.hf_shape).astype(np.float32)
-          for m in llama_tensor_mappings(config)}
+  return {m.hf_name: rng.standard_normal(m.hf_shape).astype(np.float32) for m in llama_tensor_mappings(config)}
 
 
-def write_gguf(path, config, tensors, *, arch="llama", types=None, drop=(), extra=None,
-               rope_freqs=None, raw=None, kv=None):
+def write_gguf(
+  path, config, tensors, *, arch="llama", types=None, drop=(), extra=None, rope_freqs=None, raw=None, kv=None
+):
   """Writes `tensors` (HF names and layout) as a llama GGUF. `types` maps GGUF names to F16/Q8_0."""
   types, extra, raw = types or {}, extra or {}, raw or {}
   w = gguf.GGUFWriter(str(path), arch)
@@ -122,8 +122,17 @@ def good_file(tmp_path, tensors):
 def test_f32_file_loads_exactly(good_file, tensors):
   model, tokenizer = load_gguf(good_file, show_progress=False)
   assert tokenizer is None  # the file has no tokenizer.ggml.* metadata
-  for field in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                "num_kv_heads", "head_dim", "rope_theta", "tie_word_embeddings"):
+  for field in (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "rope_theta",
+    "tie_word_embeddings",
+  ):
     assert getattr(model.config, field) == getattr(CONFIG, field), field
   assert model.config.rms_norm_eps == pytest.approx(CONFIG.rms_norm_eps)
   assert model.config.bos_token_id == 1 and model.config.eos_token_id == (2,)
@@ -134,8 +143,13 @@ def test_f32_file_loads_exactly(good_file, tensors):
 
 
 def test_quantized_and_f16_tensors_dequantize(tmp_path, tensors):
-  types = {"blk.0.attn_q.weight": "Q8_0", "blk.1.attn_k.weight": "Q4_0", "blk.0.ffn_down.weight": "Q8_0",
-           "token_embd.weight": "F16", "output.weight": "Q4_1"}
+  types = {
+    "blk.0.attn_q.weight": "Q8_0",
+    "blk.1.attn_k.weight": "Q4_0",
+    "blk.0.ffn_down.weight": "Q8_0",
+    "token_embd.weight": "F16",
+    "output.weight": "Q4_1",
+  }
   path = write_gguf(tmp_path / "q.gguf", CONFIG, tensors, types=types)
   model, _ = load_gguf(path, show_progress=False)
   assert model.config.param_dtype == "float32"  # a quantized file loads as float32
@@ -147,8 +161,9 @@ def test_quantized_and_f16_tensors_dequantize(tmp_path, tensors):
   np.testing.assert_array_equal(q, permute_back(roundtrip, CONFIG.num_heads))
   err = np.abs(q - tensors["model.layers.0.self_attn.q_proj.weight"]).max()
   assert 0 < err < 0.05  # Q8_0 of unit normals: small but nonzero error
-  np.testing.assert_array_equal(got[("embed",)], tensors["model.embed_tokens.weight"].astype(np.float16)
-                                .astype(np.float32))
+  np.testing.assert_array_equal(
+    got[("embed",)], tensors["model.embed_tokens.weight"].astype(np.float16).astype(np.float32)
+  )
 
 
 def test_header_parser_agrees_with_gguf_package(tmp_path, tensors):
@@ -190,8 +205,13 @@ def test_llama3_rope_scaling_from_rope_freqs(tmp_path, tensors):
   # Other band edges are read from metadata when the file has them.
   short = RopeScaling(4.0, 1.0, 4.0, 64)
   kv = {"llama.rope.scaling.original_context_length": 64}
-  path = write_gguf(tmp_path / "rope64.gguf", CONFIG, tensors, kv=kv,
-                    rope_freqs=llama3_rope_divisors(CONFIG.head_dim, CONFIG.rope_theta, short))
+  path = write_gguf(
+    tmp_path / "rope64.gguf",
+    CONFIG,
+    tensors,
+    kv=kv,
+    rope_freqs=llama3_rope_divisors(CONFIG.head_dim, CONFIG.rope_theta, short),
+  )
   assert config_from_gguf(path).rope_scaling == short
 
 
@@ -234,8 +254,9 @@ def test_unsupported_tensor_type(tmp_path, tensors):
   rows, cols = CONFIG.intermediate_size, CONFIG.hidden_size
   block, nbytes = gguf.GGML_QUANT_SIZES[QT.Q8_1]
   raw = np.zeros((rows, cols // block * nbytes), np.uint8)
-  path = write_gguf(tmp_path / "q81.gguf", CONFIG, tensors, drop=("blk.1.ffn_up.weight",),
-                    raw={"blk.1.ffn_up.weight": (raw, QT.Q8_1)})
+  path = write_gguf(
+    tmp_path / "q81.gguf", CONFIG, tensors, drop=("blk.1.ffn_up.weight",), raw={"blk.1.ffn_up.weight": (raw, QT.Q8_1)}
+  )
   with pytest.raises(CheckpointError) as e:
     load_gguf(path, show_progress=False)
   message = str(e.value)
@@ -260,8 +281,7 @@ def test_unexpected_tensor(tmp_path, tensors):
 
 def test_shape_mismatch_names_tensor(tmp_path, tensors):
   wrong = dict(tensors)
-  wrong["model.layers.0.mlp.up_proj.weight"] = np.zeros((CONFIG.intermediate_size - 32, CONFIG.hidden_size),
-                                                        np.float32)
+  wrong["model.layers.0.mlp.up_proj.weight"] = np.zeros((CONFIG.intermediate_size - 32, CONFIG.hidden_size), np.float32)
   path = write_gguf(tmp_path / "shape.gguf", CONFIG, wrong)
   with pytest.raises(CheckpointError) as e:
     load_gguf(path, show_progress=False)
@@ -270,11 +290,14 @@ def test_shape_mismatch_names_tensor(tmp_path, tensors):
   assert f"expects {(CONFIG.intermediate_size, CONFIG.hidden_size)}" in message
 
 
-@pytest.mark.parametrize("divisors", [
+@pytest.mark.parametrize(
+  "divisors",
+  [
     np.linspace(1.0, 3.0, CONFIG.head_dim // 2),
     # Real llama3 divisors, but for band edges the file does not state (original length 64).
     llama3_rope_divisors(CONFIG.head_dim, CONFIG.rope_theta, RopeScaling(4.0, 1.0, 4.0, 64)),
-])
+  ],
+)
 def test_rope_freqs_that_do_not_match_llama3(tmp_path, tensors, divisors):
   path = write_gguf(tmp_path / "odd_rope.gguf", CONFIG, tensors, rope_freqs=divisors)
   with pytest.raises(CheckpointError, match=r"odd_rope\.gguf: tensor 'rope_freqs\.weight' does not match"):

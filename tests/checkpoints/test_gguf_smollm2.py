@@ -20,19 +20,31 @@ LOGITS_TOLERANCE = 1e-3
 NEW_TOKENS = 64
 
 CHATS = [
-    [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "user", "content": "Write a haiku about the ocean."}],
-    [{"role": "user", "content": "Explain recursion to a five-year-old in two sentences."}],
-    [{"role": "system", "content": "You are a careful editor. Keep the author's voice, fix only grammar "
-                                   "and spelling, and list every change you made after the text."},
-     {"role": "user", "content": "Please fix this paragraph: 'Their going to the libary tomorow, "
-                                 "because they has a exam on friday and they dont want to fail it "
-                                 "again like last year when they forgets to study the last chapter.'"}],
-    [{"role": "system", "content": "You are a pirate. Stay in character."},
-     {"role": "user", "content": "How are you today?"}],
-    [{"role": "user", "content": "List three prime numbers greater than 20."},
-     {"role": "assistant", "content": "23, 29 and 31."},
-     {"role": "user", "content": "Now add them up: 23 + 29 + 31 = ?"}],
+  [{"role": "user", "content": "What is the capital of France?"}],
+  [{"role": "user", "content": "Write a haiku about the ocean."}],
+  [{"role": "user", "content": "Explain recursion to a five-year-old in two sentences."}],
+  [
+    {
+      "role": "system",
+      "content": "You are a careful editor. Keep the author's voice, fix only grammar "
+      "and spelling, and list every change you made after the text.",
+    },
+    {
+      "role": "user",
+      "content": "Please fix this paragraph: 'Their going to the libary tomorow, "
+      "because they has a exam on friday and they dont want to fail it "
+      "again like last year when they forgets to study the last chapter.'",
+    },
+  ],
+  [
+    {"role": "system", "content": "You are a pirate. Stay in character."},
+    {"role": "user", "content": "How are you today?"},
+  ],
+  [
+    {"role": "user", "content": "List three prime numbers greater than 20."},
+    {"role": "assistant", "content": "23, 29 and 31."},
+    {"role": "user", "content": "Now add them up: 23 + 29 + 31 = ?"},
+  ],
 ]
 
 
@@ -48,7 +60,8 @@ def reference(embedded_gguf_path):
   from transformers import AutoModelForCausalLM
 
   model = AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(embedded_gguf_path), gguf_file=os.path.basename(embedded_gguf_path), dtype=torch.float32)
+    os.path.dirname(embedded_gguf_path), gguf_file=os.path.basename(embedded_gguf_path), dtype=torch.float32
+  )
   return model.eval()
 
 
@@ -74,8 +87,8 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndar
   ids = np.full((len(prompts), t), pad_id, np.int32)
   mask = np.zeros((len(prompts), t), bool)
   for i, p in enumerate(prompts):
-    ids[i, t - len(p):] = p
-    mask[i, t - len(p):] = True
+    ids[i, t - len(p) :] = p
+    mask[i, t - len(p) :] = True
   return ids, mask
 
 
@@ -101,9 +114,22 @@ def test_header_parser_agrees_with_gguf_package(embedded_gguf_path):
 def test_config_is_smollm2_135m(ours):
   model, tokenizer = ours
   preset = get_preset("smollm2_135m")
-  for field in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                "num_kv_heads", "head_dim", "rope_theta", "rms_norm_eps", "max_position_embeddings",
-                "tie_word_embeddings", "bos_token_id", "eos_token_id", "rope_scaling"):
+  for field in (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "rope_theta",
+    "rms_norm_eps",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "rope_scaling",
+  ):
     assert getattr(model.config, field) == getattr(preset, field), field
   assert model.config.param_dtype == "float32"  # a Q4_1 file loads as float32
   assert model.config.num_params() == 134_515_008
@@ -121,12 +147,14 @@ def test_logits_match_transformers(ours, reference, prompts, record_property):
   ids, mask = left_pad(prompts, tokenizer.pad_token_id)
   batch = np.asarray(model(jnp.asarray(ids), input_mask=jnp.asarray(mask)))
   for i, (p, want) in enumerate(zip(prompts, wants)):
-    got = batch[i, ids.shape[1] - len(p):]
+    got = batch[i, ids.shape[1] - len(p) :]
     diffs.append(float(np.abs(got - want).max()))
     np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1), err_msg=f"prompt {i}")
   worst = max(diffs)
-  print(f"SmolLM2 GGUF: max |logits - transformers logits| = {worst:.3g} "
-        f"(logits up to {max(np.abs(w).max() for w in wants):.1f})")
+  print(
+    f"SmolLM2 GGUF: max |logits - transformers logits| = {worst:.3g} "
+    f"(logits up to {max(np.abs(w).max() for w in wants):.1f})"
+  )
   record_property("max_logits_diff", worst)
   assert worst <= LOGITS_TOLERANCE, f"max |logits diff| per run: {diffs}"
 
@@ -144,18 +172,25 @@ def _greedy_parity(ours, reference, prompts, new_tokens: int) -> list[str]:
   texts = []
   for i, ids in enumerate(prompts):
     with torch.no_grad():
-      out = reference.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               do_sample=False, max_new_tokens=new_tokens,
-                               pad_token_id=tokenizer.pad_token_id)
-    want = out[0, len(ids):].tolist()
+      out = reference.generate(
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+      )
+    want = out[0, len(ids) :].tolist()
     assert want, f"prompt {i}: transformers generated nothing"
     if want[-1] in stops:  # our sampler returns the answer without its stop token
       want = want[:-1]
     assert ours_tokens[i] == want, (
-        f"prompt {i}: ours {tokenizer.decode(ours_tokens[i])!r} vs transformers {tokenizer.decode(want)!r}")
+      f"prompt {i}: ours {tokenizer.decode(ours_tokens[i])!r} vs transformers {tokenizer.decode(want)!r}"
+    )
     texts.append(tokenizer.decode(want, skip_special_tokens=True))
-  print(f"greedy parity: prompt lengths {[len(p) for p in prompts]}, "
-        f"identical answers of {[len(t) for t in ours_tokens]} tokens")
+  print(
+    f"greedy parity: prompt lengths {[len(p) for p in prompts]}, "
+    f"identical answers of {[len(t) for t in ours_tokens]} tokens"
+  )
   return texts
 
 

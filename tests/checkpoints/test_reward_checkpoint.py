@@ -49,10 +49,18 @@ PAD = 0
 SEQ = 24
 
 CONFIG = LlamaConfig(
-    vocab_size=96, hidden_size=48, intermediate_size=80, num_layers=2, num_heads=6, num_kv_heads=2,
-    head_dim=12, rope_theta=5000.0, max_position_embeddings=64, bos_token_id=1, eos_token_id=(2,),
-    rope_scaling=RopeScaling(factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                             original_max_position_embeddings=16),
+  vocab_size=96,
+  hidden_size=48,
+  intermediate_size=80,
+  num_layers=2,
+  num_heads=6,
+  num_kv_heads=2,
+  head_dim=12,
+  rope_theta=5000.0,
+  max_position_embeddings=64,
+  bos_token_id=1,
+  eos_token_id=(2,),
+  rope_scaling=RopeScaling(factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16),
 )
 
 
@@ -87,8 +95,8 @@ def _batch(vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   right-padded row."""
   ids = np.random.default_rng(seed).integers(1, vocab, (4, SEQ)).astype(np.int32)
   mask = np.ones((4, SEQ), bool)
-  mask[1, :SEQ - 17] = False
-  mask[2, :SEQ - 9] = False
+  mask[1, : SEQ - 17] = False
+  mask[2, : SEQ - 9] = False
   mask[3, 13:] = False
   return np.where(mask, ids, PAD), mask
 
@@ -96,21 +104,20 @@ def _batch(vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _ours(model: RewardModel, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
   graphdef, state = nnx.split(model)
   fn = lambda state, ids, mask: nnx.merge(graphdef, state)(ids, mask)
-  compiled = jax.jit(fn).lower(state, ids, mask).compile(
-      compiler_options={"xla_backend_optimization_level": 0})
+  compiled = jax.jit(fn).lower(state, ids, mask).compile(compiler_options={"xla_backend_optimization_level": 0})
   return np.asarray(compiled(state, ids, mask))
 
 
 def _theirs(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
   with torch.no_grad():
-    out = model.eval()(torch.tensor(ids.astype(np.int64)),
-                       attention_mask=torch.tensor(mask.astype(np.int64)))
+    out = model.eval()(torch.tensor(ids.astype(np.int64)), attention_mask=torch.tensor(mask.astype(np.int64)))
   return out.logits.numpy()
 
 
 def _load_transformers(folder: str):
   model, info = transformers.LlamaForSequenceClassification.from_pretrained(
-      folder, dtype=torch.float32, output_loading_info=True)
+    folder, dtype=torch.float32, output_loading_info=True
+  )
   assert not info["missing_keys"] and not info["unexpected_keys"], info
   assert not info["mismatched_keys"], info
   return model
@@ -159,11 +166,19 @@ def test_export_scores_like_transformers_and_reloads(tmp_path, num_outputs):
 
 def _random_transformers_classifier(num_outputs: int, seed: int):
   config = transformers.LlamaConfig(
-      vocab_size=80, hidden_size=32, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4,
-      num_key_value_heads=2, rope_theta=10000.0, max_position_embeddings=64, rms_norm_eps=1e-5,
-      num_labels=num_outputs, pad_token_id=PAD, attn_implementation="eager",
-      id2label={i: name for i, name in enumerate(HELPSTEER2_ATTRIBUTES[:num_outputs])}
-      if num_outputs > 1 else None,
+    vocab_size=80,
+    hidden_size=32,
+    intermediate_size=56,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rope_theta=10000.0,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+    num_labels=num_outputs,
+    pad_token_id=PAD,
+    attn_implementation="eager",
+    id2label={i: name for i, name in enumerate(HELPSTEER2_ATTRIBUTES[:num_outputs])} if num_outputs > 1 else None,
   )
   torch.manual_seed(seed)
   model = transformers.LlamaForSequenceClassification(config).eval()
@@ -191,8 +206,10 @@ def test_load_transformers_saved_classifier(tmp_path, num_outputs):
     model, _ = load_reward_model(folder, scan_layers=scan_layers, show_progress=False)
     assert model.num_outputs == num_outputs and model.config.scan_layers == scan_layers
     err = float(np.abs(_ours(model, ids, mask) - theirs).max())
-    print(f"O={num_outputs} scan={scan_layers}: ours vs transformers max|diff| {err:.1e} "
-          f"(max|score| {np.abs(theirs).max():.2f})")
+    print(
+      f"O={num_outputs} scan={scan_layers}: ours vs transformers max|diff| {err:.1e} "
+      f"(max|score| {np.abs(theirs).max():.2f})"
+    )
     assert err <= TOL
 
 
@@ -233,7 +250,7 @@ def test_reward_model_from_causal_lm(tmp_path):
   trunk = {k: v for k, v in rm_params.items() if k.startswith("['trunk']")}
   assert len(trunk) == len(lm_params) - 1  # everything but the output layer
   for name, value in trunk.items():
-    np.testing.assert_array_equal(value, lm_params[name[len("['trunk']"):]], err_msg=name)
+    np.testing.assert_array_equal(value, lm_params[name[len("['trunk']") :]], err_msg=name)
 
   with pytest.raises(CheckpointError, match="reward model already"):
     out = str(tmp_path / "rm")
@@ -246,10 +263,8 @@ def test_save_needs_a_pad_id_and_matching_labels(tmp_path):
   with pytest.raises(ValueError, match="pad_token_id"):
     save_reward_model(model, None, str(tmp_path / "a"), show_progress=False)
   with pytest.raises(ValueError, match="2 distinct names"):
-    save_reward_model(model, None, str(tmp_path / "b"), labels=["x"], pad_token_id=PAD,
-                      show_progress=False)
-  save_reward_model(model, None, str(tmp_path / "c"), labels=["better", "safer"], pad_token_id=PAD,
-                    show_progress=False)
+    save_reward_model(model, None, str(tmp_path / "b"), labels=["x"], pad_token_id=PAD, show_progress=False)
+  save_reward_model(model, None, str(tmp_path / "c"), labels=["better", "safer"], pad_token_id=PAD, show_progress=False)
   assert reward_labels(str(tmp_path / "c")) == ("better", "safer")
 
 
@@ -261,8 +276,7 @@ def test_weighted_reward():
   # 5 HelpSteer2 attributes, two samples: 0.65*h + 0.8*c + 0.45*co + 0.55*cx - 0.4*v by hand.
   scores = np.array([[4.0, 3.0, 4.0, 2.0, 1.0], [1.0, 0.0, 2.0, 3.0, 4.0]], np.float32)
   expected = [2.6 + 2.4 + 1.8 + 1.1 - 0.4, 0.65 + 0.0 + 0.9 + 1.65 - 1.6]
-  np.testing.assert_allclose(weighted_reward(scores, attribute_weights(HELPSTEER2_ATTRIBUTES)),
-                             expected, rtol=1e-6)
+  np.testing.assert_allclose(weighted_reward(scores, attribute_weights(HELPSTEER2_ATTRIBUTES)), expected, rtol=1e-6)
   nine = np.zeros((1, 9), np.float32)
   nine[0, :4] = 100.0  # quality..creativity carry no weight
   nine[0, 4:] = scores[0]
@@ -289,8 +303,9 @@ def test_tokenizer_travels_with_the_model(tmp_path):
 
   # A pad id that ends turns would make transformers score another token: the export pads with
   # another special token instead.
-  save_reward_model(model, tokenizer, str(tmp_path / "eos_pad"), pad_token_id=tokenizer.eos_token_id,
-                    show_progress=False)
+  save_reward_model(
+    model, tokenizer, str(tmp_path / "eos_pad"), pad_token_id=tokenizer.eos_token_id, show_progress=False
+  )
   with open(os.path.join(tmp_path / "eos_pad", "config.json")) as f:
     written = json.load(f)["pad_token_id"]
   assert written != tokenizer.eos_token_id and written not in stop_token_ids(tokenizer)
@@ -304,8 +319,9 @@ def test_export_scores_text_ending_in_the_end_of_turn_token_as_transformers(tmp_
   tokenizer = tokenizer_from_gguf(embedded_gguf_path)
   end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
   assert tokenizer.pad_token_id == end_of_turn
-  config = dataclasses.replace(CONFIG, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                               eos_token_id=(end_of_turn,))
+  config = dataclasses.replace(
+    CONFIG, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=(end_of_turn,)
+  )
   model = _random_reward_model(config, 1, seed=3)
   folder = tmp_path / "smol_rm"
   save_reward_model(model, tokenizer, str(folder), show_progress=False)
@@ -313,8 +329,9 @@ def test_export_scores_text_ending_in_the_end_of_turn_token_as_transformers(tmp_
   assert hf_config["pad_token_id"] not in stop_token_ids(tokenizer)
   assert transformers.AutoTokenizer.from_pretrained(folder).pad_token_id == hf_config["pad_token_id"]
 
-  text = tokenizer.apply_chat_template([{"role": "user", "content": "Name a prime."},
-                                        {"role": "assistant", "content": "Seven."}], tokenize=False)
+  text = tokenizer.apply_chat_template(
+    [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "Seven."}], tokenize=False
+  )
   ids = tokenizer.encode(text.rstrip(), add_special_tokens=False)
   assert ids[-1] == end_of_turn
   ours = float(model(jnp.asarray([ids], jnp.int32))[0, 0])

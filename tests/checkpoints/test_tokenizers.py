@@ -17,27 +17,27 @@ from helpsteer_jax.checkpoints.tokenizers import (
 )
 
 TEXTS = [
-    "Hello world",
-    "The year 2024 had 366 days; 3.14159 and 1e-10 and 1,000,000.",
-    "x=12345678901234567890",
-    "  two leading spaces, trailing   ",
-    "line one\nline two\n\n\nthree newlines\r\nCRLF\ttab",
-    "naïve café, Zürich, Ελληνικά, русский, 東京, 한국어, العربية 🤖🎉 ﬁ",
-    "it's they're we'll I'd YOU'VE",
-    "def f(x):\n    return x ** 2  # square\n",
-    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
-    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
-    "<think>not a special token</think>",
-    "",
-    " ",
-    "\n",
-    "!!!???... ---- ====",
+  "Hello world",
+  "The year 2024 had 366 days; 3.14159 and 1e-10 and 1,000,000.",
+  "x=12345678901234567890",
+  "  two leading spaces, trailing   ",
+  "line one\nline two\n\n\nthree newlines\r\nCRLF\ttab",
+  "naïve café, Zürich, Ελληνικά, русский, 東京, 한국어, العربية 🤖🎉 ﬁ",
+  "it's they're we'll I'd YOU'VE",
+  "def f(x):\n    return x ** 2  # square\n",
+  "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+  "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
+  "<think>not a special token</think>",
+  "",
+  " ",
+  "\n",
+  "!!!???... ---- ====",
 ]
 CHAT = [
-    {"role": "system", "content": "You are a concise assistant."},
-    {"role": "user", "content": "What is 17 * 23?"},
-    {"role": "assistant", "content": "17 * 23 = 391."},
-    {"role": "user", "content": "And 391 / 17?"},
+  {"role": "system", "content": "You are a concise assistant."},
+  {"role": "user", "content": "What is 17 * 23?"},
+  {"role": "assistant", "content": "17 * 23 = 391."},
+  {"role": "user", "content": "And 391 / 17?"},
 ]
 
 
@@ -51,7 +51,9 @@ def smol_reference(embedded_gguf_path):
   pytest.importorskip("transformers")
   from transformers import AutoTokenizer
 
-  return AutoTokenizer.from_pretrained(os.path.dirname(embedded_gguf_path), gguf_file=os.path.basename(embedded_gguf_path))
+  return AutoTokenizer.from_pretrained(
+    os.path.dirname(embedded_gguf_path), gguf_file=os.path.basename(embedded_gguf_path)
+  )
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,8 @@ def _ids(tokenizer, text, **kwargs):
 
 def test_gguf_tokenizer_encodes_like_transformers(smol, smol_reference):
   texts = TEXTS + [
-      smol_reference.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True),
-      smol_reference.apply_chat_template(CHAT[1:2], tokenize=False, add_generation_prompt=True),
+    smol_reference.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True),
+    smol_reference.apply_chat_template(CHAT[1:2], tokenize=False, add_generation_prompt=True),
   ]
   for text in texts:
     assert _ids(smol, text) == _ids(smol_reference, text), repr(text)
@@ -93,13 +95,15 @@ def test_gguf_tokenizer_details(smol):
 
 
 def test_smollm2_chat_template_is_chatml(smol):
-  text = smol.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
-                                  add_generation_prompt=True)
-  assert text == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-                  "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+  text = smol.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+  assert text == (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+  )
   text = smol.apply_chat_template(CHAT[:2], tokenize=False)
-  assert text == ("<|im_start|>system\nYou are a concise assistant.<|im_end|>\n"
-                  "<|im_start|>user\nWhat is 17 * 23?<|im_end|>\n")
+  assert text == (
+    "<|im_start|>system\nYou are a concise assistant.<|im_end|>\n<|im_start|>user\nWhat is 17 * 23?<|im_end|>\n"
+  )
   assert stop_token_ids(smol) == (2,)
 
 
@@ -118,7 +122,8 @@ def test_gguf_tokenizer_saves_as_hf_folder(smol, tmp_path):
 def test_llama3_vocabulary(llama3):
   assert len(llama3) == 128256  # 128,000 BPE tokens + 256 specials, as the models' embeddings
   ids = llama3.convert_tokens_to_ids(
-      ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+  )
   assert ids == [128000, 128001, 128006, 128007, 128009]
   assert llama3.pad_token == "<|finetune_right_pad_id|>" and llama3.pad_token_id == 128004
   assert _ids(llama3, "Hello, world!") == [128000, 9906, 11, 1917, 0]  # BOS added by default
@@ -128,14 +133,15 @@ def test_llama3_vocabulary(llama3):
 
 def test_llama3_chat_template(llama3):
   assert llama3.chat_template == LLAMA3_CHAT_TEMPLATE
-  text = llama3.apply_chat_template(CHAT[:3] + [{"role": "user", "content": "  And 391 / 17?\n"}],
-                                    tokenize=False, add_generation_prompt=True)
+  text = llama3.apply_chat_template(
+    CHAT[:3] + [{"role": "user", "content": "  And 391 / 17?\n"}], tokenize=False, add_generation_prompt=True
+  )
   assert text == (
-      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a concise assistant.<|eot_id|>"
-      "<|start_header_id|>user<|end_header_id|>\n\nWhat is 17 * 23?<|eot_id|>"
-      "<|start_header_id|>assistant<|end_header_id|>\n\n17 * 23 = 391.<|eot_id|>"
-      "<|start_header_id|>user<|end_header_id|>\n\nAnd 391 / 17?<|eot_id|>"
-      "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a concise assistant.<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nWhat is 17 * 23?<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n17 * 23 = 391.<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nAnd 391 / 17?<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
   )
   ids = _ids(llama3, text, add_special_tokens=False)
   assert ids[:5] == [128000, 128006, 9125, 128007, 271] and ids.count(128000) == 1

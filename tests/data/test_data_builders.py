@@ -49,8 +49,13 @@ def test_feedback_examples(bundled_data):
 
 
 def test_feedback_without_opening_is_counted():
-  row = {"context": [{"role": "user", "content": "hi"}], "response1": "a", "response2": "b",
-         "feedback1": ["The response is mostly helpful. Fine.", "Good answer."], "feedback2": [""]}
+  row = {
+    "context": [{"role": "user", "content": "hi"}],
+    "response1": "a",
+    "response2": "b",
+    "feedback1": ["The response is mostly helpful. Fine.", "Good answer."],
+    "feedback2": [""],
+  }
   examples, stats = _build(FeedbackBuilder(), row)
   assert len(examples) == 1
   assert stats.counts["feedback_without_opening"] == 1 and stats.counts["feedback_empty"] == 1
@@ -136,8 +141,10 @@ def test_steerlm_conditioning_in_system_turn(bundled_data):
   row = helpsteer_rows(bundled_data, "helpsteer2_default")[0]
   (ex,), _ = _build(AttributeConditionedSFTBuilder(), row)
   assert isinstance(ex, ChatExample)
-  assert ex.messages[0] == {"role": "system",
-                            "content": "helpfulness:3,correctness:4,coherence:4,complexity:2,verbosity:1"}
+  assert ex.messages[0] == {
+    "role": "system",
+    "content": "helpfulness:3,correctness:4,coherence:4,complexity:2,verbosity:1",
+  }
   assert ex.messages[-1]["content"] == row["response"] and ex.loss_turns == (2,)
   values = {"helpfulness": 4, "correctness": 4, "coherence": 4, "complexity": 2, "verbosity": 2}
   assert attribute_string(values) == "helpfulness:4,correctness:4,coherence:4,complexity:2,verbosity:2"
@@ -145,9 +152,11 @@ def test_steerlm_conditioning_in_system_turn(bundled_data):
 
 def test_parse_multi_turn_prompt():
   prompt = "q1\n<extra_id_1>Assistant\na1\n<extra_id_1>User\nq2"
-  assert parse_prompt(prompt) == [{"role": "user", "content": "q1"},
-                                  {"role": "assistant", "content": "a1"},
-                                  {"role": "user", "content": "q2"}]
+  assert parse_prompt(prompt) == [
+    {"role": "user", "content": "q1"},
+    {"role": "assistant", "content": "a1"},
+    {"role": "user", "content": "q2"},
+  ]
   with pytest.raises(RowError, match="ends with an assistant turn"):
     parse_prompt("q1\n<extra_id_1>Assistant\na1")
   with pytest.raises(RowError, match="expected 'Assistant'"):
@@ -155,6 +164,7 @@ def test_parse_multi_turn_prompt():
 
 
 # -- readers and malformed rows ------------------------------------------------------------------
+
 
 def _bad_feedback_file(tmp_path, bundled_data):
   """The real feedback row, then a line that is not JSON, then one missing `context`."""
@@ -188,13 +198,18 @@ def test_malformed_rows_skipped_and_counted(tmp_path, bundled_data):
   assert ":3: missing field 'context'" in stats.summary()
 
 
-@pytest.mark.parametrize("bad, message", [
+@pytest.mark.parametrize(
+  "bad, message",
+  [
     ({"feedback": "one string"}, "field 'feedback' must be a list of strings"),
     ({"edited_response": 5}, "field 'edited_response' must be a string, got int"),
-    ({"context": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
-     "ends with a 'assistant' turn; expected a 'user' turn"),
+    (
+      {"context": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
+      "ends with a 'assistant' turn; expected a 'user' turn",
+    ),
     ({"context": [{"role": "robot", "content": "x"}]}, "has role 'robot'"),
-])
+  ],
+)
 def test_edit_row_type_errors(bundled_data, bad, message):
   row = dict(helpsteer_rows(bundled_data, "helpsteer3_edit")[0], **bad)
   with pytest.raises(RowError, match=message):

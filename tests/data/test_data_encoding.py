@@ -18,11 +18,11 @@ from helpsteer_jax.sampling.generate import encode_conversations
 from helpsteer_jax.testing.helpsteer_rows import helpsteer_rows
 
 CHAT = (
-    {"role": "system", "content": "You are a concise assistant."},
-    {"role": "user", "content": "What is 17 * 23?"},
-    {"role": "assistant", "content": "17 * 23 = 391."},
-    {"role": "user", "content": "And 391 / 17?"},
-    {"role": "assistant", "content": " It is 23. "},
+  {"role": "system", "content": "You are a concise assistant."},
+  {"role": "user", "content": "What is 17 * 23?"},
+  {"role": "assistant", "content": "17 * 23 = 391."},
+  {"role": "user", "content": "And 391 / 17?"},
+  {"role": "assistant", "content": " It is 23. "},
 )
 
 
@@ -48,7 +48,7 @@ def test_smollm2_feedback_mask_and_prompt_tokens(bundled_data, smol_tokenizer):
   encoder = ChatEncoder(smol_tokenizer, max_length=8192)
   for example, tokenized in zip(examples, encoder.encode_many(examples)):
     _check_loss_text(smol_tokenizer, tokenized, example, "<|im_end|>", trim=False)
-    (start, _), = _runs(tokenized.loss_mask)
+    ((start, _),) = _runs(tokenized.loss_mask)
     # Everything before the output is exactly the sampler's prompt for that conversation, and
     # the example ends with the end-of-turn token (ChatML's trailing newline is not learned).
     prompt = encode_conversations(smol_tokenizer, [list(example.messages[:-1])])[0]
@@ -84,6 +84,7 @@ def test_llama3_edit_mask_keeps_bos(bundled_data, llama3_tokenizer):
 
 def test_reward_inputs_match_the_selector(bundled_data, smol_tokenizer):
   """Pairs and regression inputs are tokenised as RewardModelSelector tokenises what it scores."""
+
   def selector_ids(messages):
     text = smol_tokenizer.apply_chat_template(list(messages), tokenize=False)
     return smol_tokenizer.encode(text, add_special_tokens=False)
@@ -116,7 +117,7 @@ def test_truncation_rules(bundled_data, smol_tokenizer, llama3_tokenizer):
   # SmolLM2 declares <|im_start|> as its BOS token, which opens every sequence: it is kept, and
   # the prompt is cut from the left after it.
   assert full.input_ids[0] == smol_tokenizer.bos_token_id == cut.input_ids[0]
-  assert cut.input_ids[1:].tolist() == full.input_ids[-(output + 9):].tolist()
+  assert cut.input_ids[1:].tolist() == full.input_ids[-(output + 9) :].tolist()
   assert int(cut.loss_mask.sum()) == output  # the output survives whole
   too_short = ChatEncoder(smol_tokenizer, output - 1, "left")
   assert too_short.encode(example) is None
@@ -126,7 +127,7 @@ def test_truncation_rules(bundled_data, smol_tokenizer, llama3_tokenizer):
   llama = ChatEncoder(llama3_tokenizer, 8192).encode(example)
   kept = ChatEncoder(llama3_tokenizer, int(llama.loss_mask.sum()) + 20, "left").encode(example)
   assert kept.input_ids[0] == llama3_tokenizer.bos_token_id
-  assert kept.input_ids[1:].tolist() == llama.input_ids[-(len(kept) - 1):].tolist()
+  assert kept.input_ids[1:].tolist() == llama.input_ids[-(len(kept) - 1) :].tolist()
 
   pair = PreferenceBuilder()(helpsteer_rows(bundled_data, "helpsteer3_preference")[1], "r", BuildStats())[0]
   whole = ChatEncoder(smol_tokenizer, 8192).encode(pair)
@@ -141,8 +142,9 @@ def test_template_that_rewrites_history_is_rejected(smol_tokenizer):
   tokenizer = copy.copy(smol_tokenizer)
   # A template that drops earlier assistant turns (as some "thinking" templates do).
   tokenizer.chat_template = (
-      "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}"
-      "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
-      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+  )
   with pytest.raises(TemplateError, match="turn 4"):
     ChatEncoder(tokenizer, 4096).encode(ChatExample(CHAT, loss_turns=(2, 4), source="chat"))

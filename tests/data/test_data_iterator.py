@@ -32,8 +32,15 @@ def examples(bundled_data):
 def _iterator(examples, tokenizer, *, rows=2, packed=True, process_index=0, process_count=1, **kw):
   encoder = ChatEncoder(tokenizer, 1024, truncation="left")  # edits (3880 tokens) cut to 1024
   cls = PackedBatcher if packed else PaddedBatcher
-  return DataIterator(examples, encoder, cls(rows, SEQ_LEN if packed else 1024, 2),
-                      process_index=process_index, process_count=process_count, lookahead=4, **kw)
+  return DataIterator(
+    examples,
+    encoder,
+    cls(rows, SEQ_LEN if packed else 1024, 2),
+    process_index=process_index,
+    process_count=process_count,
+    lookahead=4,
+    **kw,
+  )
 
 
 def _take(iterator, n):
@@ -56,8 +63,8 @@ def test_resume_gives_identical_batches(examples, smol_tokenizer):
     resumed = _iterator(examples, smol_tokenizer, seed=0)  # the seed comes from the state
     resumed.set_state(dict(states[k]))
     again, again_states = _take(resumed, len(reference) - k - 1)
-    assert all(_same(x, y) for x, y in zip(again, reference[k + 1:]))
-    assert again_states == states[k + 1:]
+    assert all(_same(x, y) for x, y in zip(again, reference[k + 1 :]))
+    assert again_states == states[k + 1 :]
   assert set(states[0]) == {"epoch", "position", "seed", "num_examples"}
   assert all(isinstance(v, int) for v in states[0].values())
 
@@ -85,10 +92,11 @@ def test_epochs_shuffle_deterministically_and_cover_every_example(examples, smol
   encoder = ChatEncoder(smol_tokenizer, 1024, truncation="left")
   expected = collections.Counter(e.input_ids.tobytes() for e in encoder.encode_many(examples))
   seen = collections.Counter(
-      row["input_ids"][row["segment_ids"] > 0].astype(np.int32).tobytes()
-      for batch in batches for row in ({"input_ids": i, "segment_ids": s}
-                                       for i, s in zip(batch["input_ids"], batch["segment_ids"]))
-      if row["segment_ids"].any())
+    row["input_ids"][row["segment_ids"] > 0].astype(np.int32).tobytes()
+    for batch in batches
+    for row in ({"input_ids": i, "segment_ids": s} for i, s in zip(batch["input_ids"], batch["segment_ids"]))
+    if row["segment_ids"].any()
+  )
   assert seen == expected
   assert it.get_state()["epoch"] == 1
   with pytest.raises(StopIteration):
@@ -100,8 +108,9 @@ def test_epochs_shuffle_deterministically_and_cover_every_example(examples, smol
 
 def test_process_shards_partition_the_global_batch(examples, smol_tokenizer):
   whole, _ = _take(_iterator(examples, smol_tokenizer, rows=4, seed=1), 6)
-  shards = [_take(_iterator(examples, smol_tokenizer, rows=4, seed=1, process_index=p, process_count=2), 6)
-            for p in range(2)]
+  shards = [
+    _take(_iterator(examples, smol_tokenizer, rows=4, seed=1, process_index=p, process_count=2), 6) for p in range(2)
+  ]
   assert shards[0][1] == shards[1][1]  # every process holds the same state
   for step, batch in enumerate(whole):
     parts = [shards[p][0][step] for p in range(2)]

@@ -32,8 +32,9 @@ def feedback_examples(bundled_data):
   """The 6 feedback examples of the real feedback row and the SteerLM example of HelpSteer2's."""
   rows = helpsteer_rows(bundled_data, "helpsteer3_feedback")
   examples = FeedbackBuilder()(rows[0], "row", BuildStats())
-  return examples + AttributeConditionedSFTBuilder()(helpsteer_rows(bundled_data, "helpsteer2_default")[0],
-                                                     "r", BuildStats())
+  return examples + AttributeConditionedSFTBuilder()(
+    helpsteer_rows(bundled_data, "helpsteer2_default")[0], "r", BuildStats()
+  )
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,12 @@ def test_packed_rows_hold_each_example_intact(feedback_tokens, smol_tokenizer):
   assert placed == len(feedback_tokens) == 7  # 7 examples of 174-982 tokens in 3 rows of 2048
   batch = batcher.build(plan, slice(None))
   assert {k: (v.shape, v.dtype.name) for k, v in batch.items()} == {
-      "input_ids": ((3, SEQ_LEN), "int32"), "targets": ((3, SEQ_LEN), "int32"),
-      "loss_weights": ((3, SEQ_LEN), "float32"), "segment_ids": ((3, SEQ_LEN), "int32"),
-      "positions": ((3, SEQ_LEN), "int32")}
+    "input_ids": ((3, SEQ_LEN), "int32"),
+    "targets": ((3, SEQ_LEN), "int32"),
+    "loss_weights": ((3, SEQ_LEN), "float32"),
+    "segment_ids": ((3, SEQ_LEN), "int32"),
+    "positions": ((3, SEQ_LEN), "int32"),
+  }
   seen = []
   for r, row in enumerate(plan.rows):
     seg = batch["segment_ids"][r]
@@ -143,14 +147,15 @@ def test_packed_logits_equal_each_example_alone(feedback_examples, smol_tokenize
   plan, placed = _pack(batcher, examples)
   assert placed == 7 and [len(r) for r in plan.rows] == [4, 3]
   batch = batcher.build(plan, slice(None))
-  logits = np.asarray(packed(state, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["positions"]),
-                             jnp.asarray(batch["segment_ids"])))
+  logits = np.asarray(
+    packed(state, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["positions"]), jnp.asarray(batch["segment_ids"]))
+  )
   worst = scale = 0.0
   for r, row in enumerate(plan.rows):
     for s, example in enumerate(row, 1):
       where = np.nonzero(batch["segment_ids"][r] == s)[0]
       single = np.asarray(alone(state, jnp.asarray(example.input_ids[None])))[0]
-      worst = max(worst, float(np.abs(logits[r, where[0]:where[-1] + 1] - single).max()))
+      worst = max(worst, float(np.abs(logits[r, where[0] : where[-1] + 1] - single).max()))
       scale = max(scale, float(np.abs(single).max()))
   print(f"packed vs alone: max |logit diff| {worst:.2e}, max |logit| {scale:.2f}")
   assert worst < 1e-5, worst
@@ -178,16 +183,21 @@ def test_pair_and_regression_batches(bundled_data, smol_tokenizer):
   assert placed == 3
   batch = batcher.build(plan, slice(None))
   assert {k: (v.shape, v.dtype.name) for k, v in batch.items()} == {
-      "chosen_input_ids": ((4, SEQ_LEN), "int32"), "chosen_input_mask": ((4, SEQ_LEN), "bool"),
-      "rejected_input_ids": ((4, SEQ_LEN), "int32"), "rejected_input_mask": ((4, SEQ_LEN), "bool"),
-      "label_magnitude": ((4,), "float32"), "pair_kind": ((4,), "int32"), "example_mask": ((4,), "float32")}
+    "chosen_input_ids": ((4, SEQ_LEN), "int32"),
+    "chosen_input_mask": ((4, SEQ_LEN), "bool"),
+    "rejected_input_ids": ((4, SEQ_LEN), "int32"),
+    "rejected_input_mask": ((4, SEQ_LEN), "bool"),
+    "label_magnitude": ((4,), "float32"),
+    "pair_kind": ((4,), "int32"),
+    "example_mask": ((4,), "float32"),
+  }
   assert batch["label_magnitude"].tolist() == [1.0, 1.0, 2.0, 0.0]
   assert [PAIR_KINDS[k] for k in batch["pair_kind"][:3]] == ["bad_edit", "no_edit", "preference"]
   assert batch["example_mask"].tolist() == [1, 1, 1, 0]
   for r, t in enumerate(tokens):
     assert batch["chosen_input_mask"][r].sum() == len(t.chosen)
-    assert batch["chosen_input_ids"][r, :len(t.chosen)].tolist() == t.chosen.tolist()
-    assert batch["rejected_input_ids"][r, :len(t.rejected)].tolist() == t.rejected.tolist()
+    assert batch["chosen_input_ids"][r, : len(t.chosen)].tolist() == t.chosen.tolist()
+    assert batch["rejected_input_ids"][r, : len(t.rejected)].tolist() == t.rejected.tolist()
 
   row = helpsteer_rows(bundled_data, "helpsteer2_default")[0]
   reg = encoder.encode_many(AttributeRegressionBuilder(STEERLM_ATTRIBUTES)(row, "r", BuildStats()))

@@ -18,13 +18,13 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 STANDARD = {"prompt": "What is 2 + 2?", "chosen": "4.", "rejected": "5.", "margin": 2}
 CONVERSATIONAL = {
-    "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
-    "chosen": [{"role": "assistant", "content": "Paris."}],
-    "rejected": [{"role": "assistant", "content": "Lyon."}],
+  "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+  "chosen": [{"role": "assistant", "content": "Paris."}],
+  "rejected": [{"role": "assistant", "content": "Lyon."}],
 }
 IMPLICIT = {
-    "chosen": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}],
-    "rejected": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "No."}],
+  "chosen": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}],
+  "rejected": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "No."}],
 }
 
 
@@ -46,17 +46,23 @@ def test_trl_preference_rows_become_pairs():
   assert build({"prompt": "x", "chosen": "same", "rejected": "same"}, "f:4", stats) == []
   assert stats.counts["identical_pair"] == 1
   with pytest.raises(RowError, match="share every turn but the last"):
-    build({"chosen": IMPLICIT["chosen"], "rejected": CONVERSATIONAL["prompt"] + CONVERSATIONAL["rejected"]},
-          "f:5", BuildStats())
+    build(
+      {"chosen": IMPLICIT["chosen"], "rejected": CONVERSATIONAL["prompt"] + CONVERSATIONAL["rejected"]},
+      "f:5",
+      BuildStats(),
+    )
   with pytest.raises(RowError, match="'margin' must be a finite number >= 0"):
     build(dict(STANDARD, margin=-1), "f:6", BuildStats())
 
 
 def test_prompt_only_rl_files_and_their_errors(tmp_path):
-  path = _write_jsonl(tmp_path / "prompts.jsonl", [
+  path = _write_jsonl(
+    tmp_path / "prompts.jsonl",
+    [
       {"prompt": "Write a haiku about rain."},
       {"messages": [{"role": "user", "content": "Improve: 'teh cat'"}], "original_response": "teh cat"},
-  ])
+    ],
+  )
   prompts = load_rl_prompts(SourceSpec(path=str(path)), "rl_prompts")
   assert [p.messages[-1]["content"] for p in prompts] == ["Write a haiku about rain.", "Improve: 'teh cat'"]
   assert [p.original for p in prompts] == ["", "teh cat"]
@@ -71,12 +77,26 @@ def test_prompt_only_rl_files_and_their_errors(tmp_path):
 def test_a_reward_model_trains_on_a_trl_preference_file(tmp_path, embedded_gguf_path):
   data = _write_jsonl(tmp_path / "prefs.jsonl", [STANDARD, CONVERSATIONAL, IMPLICIT] * 2)
   workdir = tmp_path / "rm"
-  env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "PATH": "/usr/bin:/bin"}
-  cmd = [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/select_rm.py:tiny",
-         f"--workdir={workdir}", "--config.data.dataset=preference_pairs", f"--config.data.path={data}",
-         "--config.data.seq_len=64", "--config.total_steps=3", "--config.progress=False",
-         "--config.tensorboard=False"]
+  env = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    "PATH": "/usr/bin:/bin",
+  }
+  cmd = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.train",
+    "--config=experiments/select_rm.py:tiny",
+    f"--workdir={workdir}",
+    "--config.data.dataset=preference_pairs",
+    f"--config.data.path={data}",
+    "--config.data.seq_len=64",
+    "--config.total_steps=3",
+    "--config.progress=False",
+    "--config.tensorboard=False",
+  ]
   run_entry(cmd, cwd=REPO, env=env, timeout=600)
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in rows if r["split"] == "train"]

@@ -39,7 +39,7 @@ def _commands(doc: str) -> list[list[str]]:
 def _check_overrides(config, words):
   for w in words:
     if w.startswith("--config.") and "=" in w:
-      key = w[len("--config."):].split("=", 1)[0]
+      key = w[len("--config.") :].split("=", 1)[0]
       node = config
       for part in key.split("."):
         assert part in node, f"{w}: the config has no {key}"
@@ -53,8 +53,9 @@ def _check_flags(words):
   """Every --flag of a config-less command (convert, tables, merge) is one its --help lists."""
   module = words[2]
   if module not in _HELP:
-    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+      [sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     _HELP[module] = set(re.findall(r"--(?:\[no\])?(\w+)", proc.stdout))
   for w in words[3:]:

@@ -25,8 +25,15 @@ def _annotations(rng, n, quality=0.0, length_bias=2.5, mean_extra_chars=600.0, s
     logit = logit + difficulty
   p = sigmoid(logit)
   y = p if soft else (rng.random(n) < p).astype(float)
-  return [{"question_id": str(i), "model_win_prob": float(y[i]), "len_model": int(len_model[i]),
-           "len_baseline": int(len_base[i])} for i in range(n)]
+  return [
+    {
+      "question_id": str(i),
+      "model_win_prob": float(y[i]),
+      "len_model": int(len_model[i]),
+      "len_baseline": int(len_base[i]),
+    }
+    for i in range(n)
+  ]
 
 
 def test_length_biased_judge_lc_is_closer_to_50_than_raw():
@@ -165,8 +172,10 @@ def test_a_local_table_is_read_and_bad_ones_are_named(tmp_path):
   bad.write_text("index,preference\n0,0.5\n")
   with pytest.raises(ValueError, match="lacks the column"):
     read_difficulty_table(str(bad))
-  anns = [{"question_id": "9999", "model_win_prob": 0.5, "len_model": 10, "len_baseline": 20},
-          {"question_id": "0", "model_win_prob": 0.5, "len_model": 30, "len_baseline": 20}]
+  anns = [
+    {"question_id": "9999", "model_win_prob": 0.5, "len_model": 10, "len_baseline": 20},
+    {"question_id": "0", "model_win_prob": 0.5, "len_model": 30, "len_baseline": 20},
+  ]
   with pytest.raises(ValueError, match="no instruction difficulty"):
     ae.win_rates(anns, table, rounds=0)
 
@@ -184,9 +193,17 @@ def test_offline_without_the_table_is_flagged_and_warned_once(tmp_path, monkeypa
   rows = []
   for model in ("model_a", "model_b"):
     for a in _annotations(rng, 60, soft=True):
-      rows.append({"instruction": "i", "output_1": "x" * a["len_baseline"], "output_2": "y" * a["len_model"],
-                   "generator_1": "gpt4_1106_preview", "generator_2": model, "annotator": "j",
-                   "preference": 1 + a["model_win_prob"]})
+      rows.append(
+        {
+          "instruction": "i",
+          "output_1": "x" * a["len_baseline"],
+          "output_2": "y" * a["len_model"],
+          "generator_1": "gpt4_1106_preview",
+          "generator_2": model,
+          "annotator": "j",
+          "preference": 1 + a["model_win_prob"],
+        }
+      )
   path = tmp_path / "annotations.json"
   path.write_text(json.dumps(rows))
   with caplog.at_level(logging.WARNING):

@@ -18,9 +18,12 @@ MODEL_LOSES = ("A>B", "B>A")
 
 
 def _record(qid, g1, g2, model="m"):
-  return {"question_id": str(qid), "model": model, "judge": "synthetic",
-          "games": [{"user_prompt": "", "judgment": "", "score": g1},
-                    {"user_prompt": "", "judgment": "", "score": g2}]}
+  return {
+    "question_id": str(qid),
+    "model": model,
+    "judge": "synthetic",
+    "games": [{"user_prompt": "", "judgment": "", "score": g1}, {"user_prompt": "", "judgment": "", "score": g2}],
+  }
 
 
 def _bernoulli_records(p_win, n_questions, rng, model="m"):
@@ -28,12 +31,15 @@ def _bernoulli_records(p_win, n_questions, rng, model="m"):
   out = []
   for q in range(n_questions):
     wins = rng.random(2) < p_win
-    out.append(_record(q, MODEL_WINS[0] if wins[0] else MODEL_LOSES[0],
-                       MODEL_WINS[1] if wins[1] else MODEL_LOSES[1], model))
+    out.append(
+      _record(q, MODEL_WINS[0] if wins[0] else MODEL_LOSES[0], MODEL_WINS[1] if wins[1] else MODEL_LOSES[1], model)
+    )
   return out
 
 
-@pytest.mark.parametrize("text, label", [
+@pytest.mark.parametrize(
+  "text, label",
+  [
     ("My final verdict is tie: [[A=B]]", "A=B"),
     ("... [[A>>B]]", "A>>B"),
     ("[[ B > A ]]", "B>A"),
@@ -44,7 +50,8 @@ def _bernoulli_records(p_win, n_questions, rng, model="m"):
     ("no verdict at all", None),
     ("single brackets [A>B] do not count", None),
     ("", None),
-])
+  ],
+)
 def test_parse_verdict(text, label):
   assert ah.parse_verdict(text) == label
 
@@ -96,8 +103,7 @@ def test_bootstrap_interval_covers_the_truth():
   # Coverage over independent replicates: a 95% interval should cover the truth nearly always.
   covered = 0
   for rep in range(12):
-    r = ah.score_judgments(_bernoulli_records(0.7, 300, np.random.default_rng(100 + rep)), rounds=40,
-                           seed=rep)["m"]
+    r = ah.score_judgments(_bernoulli_records(0.7, 300, np.random.default_rng(100 + rep)), rounds=40, seed=rep)["m"]
     covered += r["ci_low"] <= truth <= r["ci_high"]
   assert covered >= 10
 
@@ -169,8 +175,7 @@ class _FakeScoreJudge:
 
 
 def test_score_judge_verdicts_follow_the_margins():
-  items = [ah.PairItem("q1", "Q", "a much longer model answer", "short"),
-           ah.PairItem("q2", "Q", "same", "same")]
+  items = [ah.PairItem("q1", "Q", "a much longer model answer", "short"), ah.PairItem("q2", "Q", "same", "same")]
   records = ah.judge_with_scores(_FakeScoreJudge(), items, "m", tie_margin=0.5, strong_margin=5)
   assert [g["score"] for g in records[0]["games"]] == ["B>>A", "A>>B"]
   assert [g["score"] for g in records[1]["games"]] == ["A=B", "A=B"]
@@ -253,8 +258,12 @@ def test_style_control_matches_arena_hard_on_the_bundled_questions(bundled_data)
 
 
 def test_style_counts_from_answer_metadata_are_used_as_they_are():
-  meta = {"token_len": 120, "header_count": {"h1": 1, "h2": 2}, "list_count": {"ordered": 3, "unordered": 0},
-          "bold_count": {"**": 4, "__": 1}}
+  meta = {
+    "token_len": 120,
+    "header_count": {"h1": 1, "h2": 2},
+    "list_count": {"ordered": 3, "unordered": 0},
+    "bold_count": {"**": 4, "__": 1},
+  }
   assert list(ah.style_counts_from_metadata(meta, "x")) == [120, 3, 3, 5]
   with pytest.raises(ValueError, match="token_len"):
     ah.style_counts_from_metadata({"header_count": 1}, "answers.jsonl:3")
@@ -286,9 +295,11 @@ def test_a_singular_style_design_is_reported_not_scored():
 
 
 def test_style_counts_follow_arena_hard_patterns():
-  text = ("# Title\n## Sub\n####### not a header\n#no space\n\n- a\n* b\n+ c\n1. d\n  2. e\n-no space\n\n"
-          "**bold** and __bold__ and ** not bold\n**across\nlines**\n"
-          "```\n# not a header\n- not a list\n**not bold**\n```")
+  text = (
+    "# Title\n## Sub\n####### not a header\n#no space\n\n- a\n* b\n+ c\n1. d\n  2. e\n-no space\n\n"
+    "**bold** and __bold__ and ** not bold\n**across\nlines**\n"
+    "```\n# not a header\n- not a list\n**not bold**\n```"
+  )
   length, headers, lists, bold = ah.style_counts(text)
   assert (headers, lists, bold) == (2, 5, 2)
   assert length == len(re.findall(r"\w+|[^\w\s]", text))

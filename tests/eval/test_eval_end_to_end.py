@@ -18,6 +18,8 @@ from helpsteer_jax.testing.checkout import experiment_config
 from helpsteer_jax.testing.eval_runs import KEY_ENV, SECRET, eval_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _no_secret_in(folder):
   for root, _, files in os.walk(folder):
     for name in files:
@@ -77,8 +79,12 @@ def test_mt_bench_end_to_end(model_dir, judge_server, tmp_path, bundled_data):
   result = evaluate(eval_config("mt_bench", model_dir, judge_server, limit=2, start=19), str(work))
   judgments = _lines(work / "judgments.jsonl")
   assert [(j["question_id"], j["turn"]) for j in judgments] == [("100", 1), ("100", 2), ("101", 1), ("101", 2)]
-  assert [j["judge"][1] for j in judgments] == ["single-v1", "single-v1-multi-turn", "single-math-v1",
-                                                "single-math-v1-multi-turn"]
+  assert [j["judge"][1] for j in judgments] == [
+    "single-v1",
+    "single-v1-multi-turn",
+    "single-math-v1",
+    "single-math-v1-multi-turn",
+  ]
   assert [j["score"] for j in judgments] == [8.0, 8.0, 6.0, 6.0]  # the server rates 6 with a reference
   rows = {r["category"]: r for r in result["metrics"]["categories"]}
   assert rows["roleplay"]["average"] == 8 and rows["reasoning"]["average"] == 6
@@ -123,11 +129,18 @@ def test_score_judge_from_the_policy(model_dir, tmp_path, bundled_data):
 def test_command_line_entry_point(model_dir, judge_server, tmp_path, bundled_data):
   env = dict(os.environ, **{KEY_ENV: SECRET})
   work = tmp_path / "cli"
-  cmd = [sys.executable, "-m", "helpsteer_jax.evaluate",
-         f"--config=experiments/eval/arena_hard.py:tiny,model={model_dir},judge=http",
-         f"--config.judge.base_url={judge_server.base_url}", f"--config.judge.api_key_env={KEY_ENV}",
-         "--config.questions.limit=1", "--config.generation.max_new_tokens=3",
-         "--config.scoring.bootstrap_rounds=5", f"--workdir={work}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.evaluate",
+    f"--config=experiments/eval/arena_hard.py:tiny,model={model_dir},judge=http",
+    f"--config.judge.base_url={judge_server.base_url}",
+    f"--config.judge.api_key_env={KEY_ENV}",
+    "--config.questions.limit=1",
+    "--config.generation.max_new_tokens=3",
+    "--config.scoring.bootstrap_rounds=5",
+    f"--workdir={work}",
+  ]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"arena_hard {os.path.basename(model_dir)}: score = 50.00" in proc.stdout
@@ -135,8 +148,14 @@ def test_command_line_entry_point(model_dir, judge_server, tmp_path, bundled_dat
   assert SECRET not in proc.stdout + proc.stderr
   _no_secret_in(work)
   # lock_config: a misspelled override fails before any work.
-  bad = subprocess.run(cmd[:4] + ["--config.judge.bogus_field=1", f"--workdir={tmp_path / 'bad'}"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  bad = subprocess.run(
+    cmd[:4] + ["--config.judge.bogus_field=1", f"--workdir={tmp_path / 'bad'}"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert bad.returncode != 0 and "bogus_field" in bad.stderr
   assert not os.path.exists(tmp_path / "bad")
 
@@ -155,8 +174,10 @@ def test_generative_judge_batches_and_caches(model_dir, tmp_path):
       return super().chat(requests)
 
   judge = CachedChatJudge(Counting(model, tokenizer, "local:tiny"), JudgeCache(str(tmp_path / "c.jsonl")))
-  requests = [ChatRequest.of([{"role": "system", "content": "Judge."}, {"role": "user", "content": f"Q{i}"}],
-                             max_tokens=3) for i in range(3)]
+  requests = [
+    ChatRequest.of([{"role": "system", "content": "Judge."}, {"role": "user", "content": f"Q{i}"}], max_tokens=3)
+    for i in range(3)
+  ]
   too_long = ChatRequest.of([{"role": "user", "content": "word " * 5000}], max_tokens=3)
   replies = judge.chat(requests + [too_long])
   assert len(replies) == 4 and replies[3].text == ""  # over the context: an empty (failed) judgment

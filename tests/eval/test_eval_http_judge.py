@@ -28,15 +28,26 @@ def api_key(monkeypatch):
 
 
 def _judge(server, cache=None, sleeps=None, **overrides):
-  settings = HttpJudgeSettings(base_url=server.base_url, model="judge-model", api_key_env=KEY_ENV,
-                               timeout_s=10, max_retries=3, backoff_s=0.01, max_backoff_s=0.05,
-                               max_workers=4, **overrides)
+  settings = HttpJudgeSettings(
+    base_url=server.base_url,
+    model="judge-model",
+    api_key_env=KEY_ENV,
+    timeout_s=10,
+    max_retries=3,
+    backoff_s=0.01,
+    max_backoff_s=0.05,
+    max_workers=4,
+    **overrides,
+  )
   return HttpJudge(settings, cache=cache, sleep=(sleeps.append if sleeps is not None else lambda s: None))
 
 
 def _request(text="Rate this. [[rating]]"):
-  return ChatRequest.of([{"role": "system", "content": "You are a judge."}, {"role": "user", "content": text}],
-                        temperature=0.0, max_tokens=64)
+  return ChatRequest.of(
+    [{"role": "system", "content": "You are a judge."}, {"role": "user", "content": text}],
+    temperature=0.0,
+    max_tokens=64,
+  )
 
 
 def test_retry_after_a_500_then_success(server, api_key, tmp_path, caplog):
@@ -101,8 +112,9 @@ def test_connection_errors_are_retried(api_key):
   with JudgeServer() as s:
     url = s.base_url
   sleeps = []
-  settings = HttpJudgeSettings(base_url=url, model="m", api_key_env=KEY_ENV, timeout_s=2, max_retries=2,
-                               backoff_s=0.01, max_backoff_s=0.02)
+  settings = HttpJudgeSettings(
+    base_url=url, model="m", api_key_env=KEY_ENV, timeout_s=2, max_retries=2, backoff_s=0.01, max_backoff_s=0.02
+  )
   with pytest.raises(JudgeError, match="ConnectionError"):
     HttpJudge(settings, sleep=sleeps.append).chat([_request()])
   assert len(sleeps) == 2

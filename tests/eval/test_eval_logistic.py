@@ -31,8 +31,11 @@ def _sklearn(x, y01, weights, **kwargs):
 
 def _soft_as_weighted(x, p, w):
   """A soft target p with weight w == a 1-row of weight w*p plus a 0-row of weight w*(1-p)."""
-  return (np.concatenate([x, x]), np.concatenate([np.ones(len(p)), np.zeros(len(p))]),
-          np.concatenate([w * p, w * (1 - p)]))
+  return (
+    np.concatenate([x, x]),
+    np.concatenate([np.ones(len(p)), np.zeros(len(p))]),
+    np.concatenate([w * p, w * (1 - p)]),
+  )
 
 
 def _battle_design(rng, n_models=4, n=3000, style=False):

@@ -9,7 +9,9 @@ from helpsteer_jax.eval.answers import generate_answers
 from helpsteer_jax.eval.judges.base import ChatReply
 
 
-@pytest.mark.parametrize("text, rating", [
+@pytest.mark.parametrize(
+  "text, rating",
+  [
     ("Rating: [[7]]", 7.0),
     ("[[8.5]]", 8.5),
     ("The answer is accurate. [[ 9 ]]", 9.0),
@@ -28,7 +30,8 @@ from helpsteer_jax.eval.judges.base import ChatReply
     ("", None),
     ("[[0]]", None),  # outside 1-10: a failed grading
     ("[[11]]", None),
-])
+  ],
+)
 def test_parse_rating(text, rating):
   assert mt.parse_rating(text) == rating
 
@@ -72,17 +75,32 @@ class _Judge:
 
 
 def test_judgment_records_and_table():
-  prompts = {n: {"name": n, "system_prompt": "S", "prompt_template": "{question} {answer} [[rating]]"}
-             for n in ("single-v1", "single-math-v1")}
-  prompts.update({n + "-multi-turn": {"name": n, "system_prompt": "S",
-                                      "prompt_template": "{question_1} {answer_1} {question_2} {answer_2}"}
-                  for n in ("single-v1", "single-math-v1")})
-  items = [mt.GradeItem("1", "writing", ("q1", "q2"), ("a1", "a2")),
-           mt.GradeItem("2", "math", ("q1", "q2"), ("a1", "a2"), ("r1", "r2"))]
+  prompts = {
+    n: {"name": n, "system_prompt": "S", "prompt_template": "{question} {answer} [[rating]]"}
+    for n in ("single-v1", "single-math-v1")
+  }
+  prompts.update(
+    {
+      n + "-multi-turn": {
+        "name": n,
+        "system_prompt": "S",
+        "prompt_template": "{question_1} {answer_1} {question_2} {answer_2}",
+      }
+      for n in ("single-v1", "single-math-v1")
+    }
+  )
+  items = [
+    mt.GradeItem("1", "writing", ("q1", "q2"), ("a1", "a2")),
+    mt.GradeItem("2", "math", ("q1", "q2"), ("a1", "a2"), ("r1", "r2")),
+  ]
   judge = _Judge(["[[8]]", "[[6]]", "Rating: [[4]]", "I cannot rate this."])
   records = mt.judge_with_chat(judge, items, prompts, "m")
-  assert [(r["question_id"], r["turn"], r["score"]) for r in records] == \
-      [("1", 1, 8.0), ("1", 2, 6.0), ("2", 1, 4.0), ("2", 2, mt.FAILED)]
+  assert [(r["question_id"], r["turn"], r["score"]) for r in records] == [
+    ("1", 1, 8.0),
+    ("1", 2, 6.0),
+    ("2", 1, 4.0),
+    ("2", 2, mt.FAILED),
+  ]
   assert records[0]["judge"] == ["fake", "single-v1"] and records[3]["judge"] == ["fake", "single-math-v1-multi-turn"]
   table = mt.category_table(records, {"1": "writing", "2": "math"})
   rows = {r["category"]: r for r in table}
@@ -100,8 +118,10 @@ def test_two_turn_answers_use_the_category_temperature_and_the_first_answer():
     calls.append((temperature, conversations))
     return [(f"answer {len(c)}", 3, True) for c in conversations]
 
-  questions = [sources.Question("81", ("write", "rewrite"), "writing"),
-               sources.Question("111", ("solve", "explain"), "math")]
+  questions = [
+    sources.Question("81", ("write", "rewrite"), "writing"),
+    sources.Question("111", ("solve", "explain"), "math"),
+  ]
   out = []
   generate_answers(questions, fake_generate, "m", lambda q: mt.temperature_for(q.category), out.extend)
   assert [r["turns"] for r in out] == [["answer 1", "answer 3"], ["answer 1", "answer 3"]]

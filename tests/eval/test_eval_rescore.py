@@ -33,20 +33,39 @@ def _arena_files(tmp_path, rng):
     rows, ans = [], []
     for q in range(60):
       g = [wins[k] if rng.random() < p else loses[k] for k in range(2)]
-      rows.append({"question_id": f"q{q}", "model": model, "judge": "gpt-4-1106-preview",
-                   "games": [{"user_prompt": "", "judgment": "", "score": g[0]},
-                             {"user_prompt": "", "judgment": "", "score": g[1]}], "tstamp": 1.0})
-      meta = {"token_len": int(rng.integers(100, 900)), "header_count": {"h1": int(rng.integers(0, 3))},
-              "list_count": {"ordered": int(rng.integers(0, 5)), "unordered": 0},
-              "bold_count": {"**": int(rng.integers(0, 4)), "__": 0}}
-      ans.append({"question_id": f"q{q}", "model_id": model, "choices": [{"turns": [{"content": "x"}]}],
-                  "conv_metadata": meta})
+      rows.append(
+        {
+          "question_id": f"q{q}",
+          "model": model,
+          "judge": "gpt-4-1106-preview",
+          "games": [
+            {"user_prompt": "", "judgment": "", "score": g[0]},
+            {"user_prompt": "", "judgment": "", "score": g[1]},
+          ],
+          "tstamp": 1.0,
+        }
+      )
+      meta = {
+        "token_len": int(rng.integers(100, 900)),
+        "header_count": {"h1": int(rng.integers(0, 3))},
+        "list_count": {"ordered": int(rng.integers(0, 5)), "unordered": 0},
+        "bold_count": {"**": int(rng.integers(0, 4)), "__": 0},
+      }
+      ans.append(
+        {"question_id": f"q{q}", "model_id": model, "choices": [{"turns": [{"content": "x"}]}], "conv_metadata": meta}
+      )
       answers.setdefault(model, {})[f"q{q}"] = ah.style_counts_from_metadata(meta, "test")
     _write_jsonl(str(judge_dir / f"{model}.jsonl"), rows)
     _write_jsonl(str(answer_dir / f"{model}.jsonl"), ans)
-  base = [{"question_id": f"q{q}", "model_id": ah.BASELINE, "choices": [{"turns": [{"content": "b"}]}],
-           "conv_metadata": {"token_len": 400, "header_count": 1, "list_count": 2, "bold_count": 1}}
-          for q in range(60)]
+  base = [
+    {
+      "question_id": f"q{q}",
+      "model_id": ah.BASELINE,
+      "choices": [{"turns": [{"content": "b"}]}],
+      "conv_metadata": {"token_len": 400, "header_count": 1, "list_count": 2, "bold_count": 1},
+    }
+    for q in range(60)
+  ]
   _write_jsonl(str(answer_dir / f"{ah.BASELINE}.jsonl"), base)
   return str(judge_dir), str(answer_dir)
 
@@ -67,10 +86,18 @@ def test_arena_hard_judgment_folder_is_rescored_with_and_without_style(tmp_path)
 
 def test_alpaca_eval_annotations_are_rescored(tmp_path):
   rng = np.random.default_rng(1)
-  rows = [{"instruction": f"i{k}", "output_1": "x" * int(rng.integers(100, 2000)),
-           "output_2": "y" * int(rng.integers(100, 3000)), "generator_1": "gpt4_1106_preview",
-           "generator_2": "mine", "annotator": "weighted_alpaca_eval_gpt4_turbo",
-           "preference": [1.0, 2.0, 0, None, float(rng.uniform(1, 2))][k % 5]} for k in range(50)]
+  rows = [
+    {
+      "instruction": f"i{k}",
+      "output_1": "x" * int(rng.integers(100, 2000)),
+      "output_2": "y" * int(rng.integers(100, 3000)),
+      "generator_1": "gpt4_1106_preview",
+      "generator_2": "mine",
+      "annotator": "weighted_alpaca_eval_gpt4_turbo",
+      "preference": [1.0, 2.0, 0, None, float(rng.uniform(1, 2))][k % 5],
+    }
+    for k in range(50)
+  ]
   path = tmp_path / "annotations.json"
   path.write_text(json.dumps(rows))
   by_model = rescore.read_alpaca_annotations(str(path))
@@ -92,8 +119,18 @@ def test_fastchat_single_judgments_are_rescored(tmp_path, bundled_data):
   for k, q in enumerate(questions):
     for turn in (1, 2):
       score = -1 if k == 0 and turn == 2 else (k + turn) % 10 + 1
-      rows.append({"question_id": int(q.id), "model": "vicuna", "judge": ["gpt-4", "single-v1"],
-                   "user_prompt": "", "judgment": f"[[{score}]]", "score": score, "turn": turn, "tstamp": 0})
+      rows.append(
+        {
+          "question_id": int(q.id),
+          "model": "vicuna",
+          "judge": ["gpt-4", "single-v1"],
+          "user_prompt": "",
+          "judgment": f"[[{score}]]",
+          "score": score,
+          "turn": turn,
+          "tstamp": 0,
+        }
+      )
   path = tmp_path / "gpt-4_single.jsonl"
   _write_jsonl(str(path), rows)
   (result,) = entry.rescore("mt_bench", [str(tmp_path)], rounds=10)
@@ -119,6 +156,17 @@ def test_entry_point_prints_one_line_per_model(tmp_path):
   judge_dir, _ = _arena_files(tmp_path, np.random.default_rng(2))
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = dict(os.environ, PYTHONPATH=root)
-  out = run_entry([sys.executable, "-m", "helpsteer_jax.rescore", "--benchmark=arena_hard",
-                   f"--judgments={judge_dir}", "--bootstrap_rounds=3"], cwd=root, env=env, timeout=120)
+  out = run_entry(
+    [
+      sys.executable,
+      "-m",
+      "helpsteer_jax.rescore",
+      "--benchmark=arena_hard",
+      f"--judgments={judge_dir}",
+      "--bootstrap_rounds=3",
+    ],
+    cwd=root,
+    env=env,
+    timeout=120,
+  )
   assert "arena_hard good: score = " in out and "arena_hard weak: score = " in out

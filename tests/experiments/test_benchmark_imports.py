@@ -30,4 +30,6 @@ def test_every_package_name_a_benchmark_imports_exists(path):
 
 
 def test_the_benchmarks_are_found():
-  assert len(BENCHMARKS) >= 5 and all(_package_imports(p) for p in BENCHMARKS if p.name not in ("timing.py", "compare_revisions.py"))
+  assert len(BENCHMARKS) >= 5 and all(
+    _package_imports(p) for p in BENCHMARKS if p.name not in ("timing.py", "compare_revisions.py")
+  )

@@ -23,9 +23,19 @@ def load(path: pathlib.Path):
 
 def test_there_are_training_experiments():
   names = {p.stem for p in TRAINING}
-  assert {"feedback_sft", "edit_sft", "steerlm_acsft", "edit_rm", "select_rm", "helpsteer2_rm",
-          "steerlm_attribute", "edit_rloo", "chat_sft", "helpsteer2_preference_stage1",
-          "helpsteer2_preference_stage2"} <= names
+  assert {
+    "feedback_sft",
+    "edit_sft",
+    "steerlm_acsft",
+    "edit_rm",
+    "select_rm",
+    "helpsteer2_rm",
+    "steerlm_attribute",
+    "edit_rloo",
+    "chat_sft",
+    "helpsteer2_preference_stage1",
+    "helpsteer2_preference_stage2",
+  } <= names
 
 
 @pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.stem)

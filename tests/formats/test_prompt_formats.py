@@ -14,11 +14,13 @@ from helpsteer_jax.sampling.generate import encode_conversations
 from helpsteer_jax.testing.helpsteer_rows import helpsteer_rows
 
 CONVERSATIONS = [
-    [{"role": "user", "content": "What is the distance between the Earth and the Sun?"}],
-    [{"role": "system", "content": "You are a concise assistant."},
-     {"role": "user", "content": "What is 17 * 23?"},
-     {"role": "assistant", "content": "391."},
-     {"role": "user", "content": "And 391 / 17?"}],
+  [{"role": "user", "content": "What is the distance between the Earth and the Sun?"}],
+  [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "What is 17 * 23?"},
+    {"role": "assistant", "content": "391."},
+    {"role": "user", "content": "And 391 / 17?"},
+  ],
 ]
 RESPONSE = "The answer is 23."
 
@@ -30,16 +32,18 @@ def _template_ids(tokenizer, messages, **kw) -> list[int]:
 @pytest.mark.parametrize("conversation", CONVERSATIONS)
 def test_nemotron_feedback_request_is_the_cards_messages(conversation, llama3_tokenizer):
   expected = list(conversation) + [
-      {"role": "assistant", "content": RESPONSE},
-      {"role": "user", "content": nemotron.FEEDBACK_INSTRUCTION},
+    {"role": "assistant", "content": RESPONSE},
+    {"role": "user", "content": nemotron.FEEDBACK_INSTRUCTION},
   ]
   request = prompts.feedback_request(conversation, RESPONSE, prompt_format="nemotron")
   assert request == expected
   assert nemotron.FEEDBACK_INSTRUCTION.startswith(
-      "Evaluate the response to the previous prompt in terms of how helpful it is")
+    "Evaluate the response to the previous prompt in terms of how helpful it is"
+  )
   # The search renders requests with the generation prompt, as the card's code does.
   assert encode_conversations(llama3_tokenizer, [request])[0] == _template_ids(
-      llama3_tokenizer, expected, add_generation_prompt=True)
+    llama3_tokenizer, expected, add_generation_prompt=True
+  )
 
 
 @pytest.mark.parametrize("conversation", CONVERSATIONS)
@@ -93,4 +97,5 @@ def test_the_70b_feedback_recipe_trains_on_the_layout_the_70b_search_sends():
   assert config.data.builder.prompt_format == config.eval_data.builder.prompt_format == "nemotron"
   assert module.get_config("tiny").data.builder.prompt_format == "plain"
   from helpsteer_jax.scaling.config import sized_config
+
   assert sized_config("70b").feedback_model.prompt_format == "nemotron"

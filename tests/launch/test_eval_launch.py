@@ -27,14 +27,22 @@ def _last_command(proc):
 def test_local(module):
   proc = _run(["launch/local.sh", "--dry-run", module, CONFIG, "--config.judge.base_url=http://h:1/v1 x"])
   assert proc.stdout.splitlines()[0] == f"cd {REPO}"
-  assert _last_command(proc) == ["python3", "-m", f"helpsteer_jax.{module}", CONFIG,
-                                 "--config.judge.base_url=http://h:1/v1 x"]
+  assert _last_command(proc) == [
+    "python3",
+    "-m",
+    f"helpsteer_jax.{module}",
+    CONFIG,
+    "--config.judge.base_url=http://h:1/v1 x",
+  ]
 
 
 @pytest.mark.entry
 def test_local_dry_run_from_the_environment_and_bad_module():
-  assert _last_command(_run(["launch/local.sh", "evaluate", CONFIG], {"DRY_RUN": "1"}))[:3] == \
-      ["python3", "-m", "helpsteer_jax.evaluate"]
+  assert _last_command(_run(["launch/local.sh", "evaluate", CONFIG], {"DRY_RUN": "1"}))[:3] == [
+    "python3",
+    "-m",
+    "helpsteer_jax.evaluate",
+  ]
   bad = _run(["launch/local.sh", "--dry-run", "trian", CONFIG])
   assert bad.returncode != 0 and "not one of" in bad.stderr
 
@@ -52,8 +60,9 @@ def test_slurm_sbatch_and_submit():
   per_node = _last_command(_run(["launch/slurm_submit.sh", "--dry-run", "--nodes=2", "train", CONFIG]))
   assert per_node[0] == "sbatch" and "--nodes=2" in per_node and "--ntasks-per-node=1" in per_node
   assert per_node[-3:] == [os.path.join(REPO, "launch", "slurm_gpu.sbatch"), "train", CONFIG]
-  per_gpu = _last_command(_run(["launch/slurm_submit.sh", "--per-gpu", "--partition=gpu", "scale", CONFIG],
-                               {"DRY_RUN": "1"}))
+  per_gpu = _last_command(
+    _run(["launch/slurm_submit.sh", "--per-gpu", "--partition=gpu", "scale", CONFIG], {"DRY_RUN": "1"})
+  )
   assert "--ntasks-per-node=8" in per_gpu and "--gpus-per-task=1" in per_gpu and "--partition=gpu" in per_gpu
 
 

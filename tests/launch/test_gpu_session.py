@@ -26,9 +26,9 @@ def make_wheel(folder: pathlib.Path, name: str, version: str) -> pathlib.Path:
   path = folder / f"{name}-{version}-py3-none-any.whl"
   info = f"{name}-{version}.dist-info"
   files = {
-      f"{name}/__init__.py": f"VERSION = {version!r}\n",
-      f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-      f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    f"{name}/__init__.py": f"VERSION = {version!r}\n",
+    f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
   }
   record = "".join(f"{p},,\n" for p in files) + f"{info}/RECORD,,\n"
   with zipfile.ZipFile(path, "w") as wheel:
@@ -47,8 +47,12 @@ def session_env(**extra: str) -> dict:
 def test_tiny_session_runs_every_part_with_a_carried_wheel(tmp_path):
   make_wheel(tmp_path / "wheels", "session_probe", "0.0.1")
   out = tmp_path / "out"
-  log = run_entry(["bash", str(SCRIPT), "--tiny", "--wheels", str(tmp_path / "wheels"), "--out", str(out)],
-                  cwd=REPO, env=session_env(), timeout=600)
+  log = run_entry(
+    ["bash", str(SCRIPT), "--tiny", "--wheels", str(tmp_path / "wheels"), "--out", str(out)],
+    cwd=REPO,
+    env=session_env(),
+    timeout=600,
+  )
   session = (out / "session.md").read_text()
   assert "carried wheels: session_probe-0.0.1" in session
   assert "Devices: " in session and "jax " in session
@@ -71,10 +75,24 @@ def test_a_failing_part_is_reported_and_the_next_still_runs(tmp_path):
   (blocked / "__init__.py").write_text("raise ImportError('ml_collections is not installed here')\n")
   out = tmp_path / "out"
   proc = subprocess.run(
-      ["bash", str(SCRIPT), "--tiny", "--wheels", str(tmp_path / "none"), "--out", str(out),
-       "--parts", "train,attention"],
-      cwd=REPO, env=session_env(PYTHONPATH=str(blocked.parent)), timeout=600, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+    [
+      "bash",
+      str(SCRIPT),
+      "--tiny",
+      "--wheels",
+      str(tmp_path / "none"),
+      "--out",
+      str(out),
+      "--parts",
+      "train,attention",
+    ],
+    cwd=REPO,
+    env=session_env(PYTHONPATH=str(blocked.parent)),
+    timeout=600,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   assert proc.returncode == 1, proc.stdout[-3000:]
   session = (out / "session.md").read_text()
   assert "_train: failed (exit 1)" in session and "ml_collections is not installed here" in session
@@ -84,7 +102,13 @@ def test_a_failing_part_is_reported_and_the_next_still_runs(tmp_path):
 
 def test_bad_arguments_stop_before_any_work(tmp_path):
   for args, message in ((["--parts", "parity,warp"], "no part 'warp'"), (["--fast"], "unknown argument '--fast'")):
-    proc = subprocess.run(["bash", str(SCRIPT), "--out", str(tmp_path / "out"), *args], cwd=REPO,
-                          env=session_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+      ["bash", str(SCRIPT), "--out", str(tmp_path / "out"), *args],
+      cwd=REPO,
+      env=session_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
     assert proc.returncode == 2 and message in proc.stdout
     assert not (tmp_path / "out").exists()

@@ -32,7 +32,7 @@ def _examples(script: str) -> list[list[str]]:
     words = [w for w in words if w not in ("sbatch", "bash") and not w.startswith("DRY_RUN=")]
     if words[0].startswith("--") and any(w.startswith("launch/") for w in words):
       # `sbatch --nodes=8 launch/slurm_gpu.sbatch ...`: sbatch options
-      words = words[next(i for i, w in enumerate(words) if w.startswith("launch/")):]
+      words = words[next(i for i, w in enumerate(words) if w.startswith("launch/")) :]
     out.append(words)
   return out
 
@@ -61,8 +61,13 @@ def test_every_usage_example_prints_a_command_whose_config_builds(script):
 
 
 def test_a_config_path_that_is_not_there_fails_before_printing():
-  proc = subprocess.run(["bash", "launch/local.sh", "--dry-run", "train", "--config=experiments/train/sft.py:tiny"],
-                        cwd=REPO, capture_output=True, text=True, timeout=60)
+  proc = subprocess.run(
+    ["bash", "launch/local.sh", "--dry-run", "train", "--config=experiments/train/sft.py:tiny"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert proc.returncode == 2 and proc.stdout == ""
   assert "no experiment file experiments/train/sft.py" in proc.stderr
 
@@ -72,18 +77,26 @@ def test_the_local_train_example_runs_at_tiny_size(tmp_path, bundled_data, embed
   words = [w for w in words if not w.startswith("--workdir=")]
   env = dict(os.environ, PYTHON=sys.executable, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   env.pop("DRY_RUN", None)
-  out = run_entry(["bash"] + words + [f"--workdir={tmp_path / 'run'}", "--config.total_steps=2",
-                                      "--config.checkpoint_every=2"],
-                  cwd=REPO, env=env, timeout=600)
+  out = run_entry(
+    ["bash"] + words + [f"--workdir={tmp_path / 'run'}", "--config.total_steps=2", "--config.checkpoint_every=2"],
+    cwd=REPO,
+    env=env,
+    timeout=600,
+  )
   assert (tmp_path / "run" / "metrics.jsonl").is_file(), out[-2000:]
 
 
 def test_sweeps_list_every_grid_point_and_variant_and_each_builds():
   def commands(config):
     env = dict(os.environ, PYTHON=sys.executable)
-    proc = subprocess.run(["bash", "launch/sweep.sh", "--dry-run", "local.sh", "scale", config,
-                           "--config.prompts.limit=2"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+      ["bash", "launch/sweep.sh", "--dry-run", "local.sh", "scale", config, "--config.prompts.limit=2"],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return [shlex.split(line) for line in proc.stdout.strip().splitlines()]
 
@@ -95,9 +108,14 @@ def test_sweeps_list_every_grid_point_and_variant_and_each_builds():
   assert len(ablations) == 9 and "policy=llama3.3_instruct" in ablations[-1][3]  # 7 variants, 2 main-table rows
   for command in grid[:3] + ablations:
     config_from_flag(command[3])
-  single = subprocess.run(["bash", "launch/sweep.sh", "--dry-run", "local.sh", "scale",
-                           "--config=experiments/feedback_sft.py"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHON=sys.executable))
+  single = subprocess.run(
+    ["bash", "launch/sweep.sh", "--dry-run", "local.sh", "scale", "--config=experiments/feedback_sft.py"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, PYTHON=sys.executable),
+  )
   assert single.returncode != 0 and "defines no get_sweep" in single.stderr
 
 
@@ -105,30 +123,50 @@ def test_a_slurm_job_array_runs_one_prompt_shard_per_task():
   config = "--config=experiments/scaling/smollm2_self_feedback_edit.py"
   submit = _dry_run(["launch/slurm_submit.sh", "--shards=4", "scale", config])
   assert "--array=0-3" in submit
-  env = dict(os.environ, PYTHON=sys.executable, DRY_RUN="1", SLURM_ARRAY_TASK_ID="6", SLURM_ARRAY_TASK_MIN="4",
-             SLURM_ARRAY_TASK_COUNT="4")
-  proc = subprocess.run(["bash", "launch/slurm_gpu.sbatch", "scale", config], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=60)
+  env = dict(
+    os.environ,
+    PYTHON=sys.executable,
+    DRY_RUN="1",
+    SLURM_ARRAY_TASK_ID="6",
+    SLURM_ARRAY_TASK_MIN="4",
+    SLURM_ARRAY_TASK_COUNT="4",
+  )
+  proc = subprocess.run(
+    ["bash", "launch/slurm_gpu.sbatch", "scale", config], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+  )
   assert proc.returncode == 0 and proc.stdout.strip().endswith("--config.prompts.shard=2/4"), proc.stderr
   # Only the search splits its prompts; a bad count stops before sbatch.
-  for words, message in ((["--shards=2", "train", "--config=experiments/feedback_sft.py:tiny"], "not train"),
-                         (["--shards=0x", "scale", config], "expected a positive count")):
-    proc = subprocess.run(["bash", "launch/slurm_submit.sh", "--dry-run", *words], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+  for words, message in (
+    (["--shards=2", "train", "--config=experiments/feedback_sft.py:tiny"], "not train"),
+    (["--shards=0x", "scale", config], "expected a positive count"),
+  ):
+    proc = subprocess.run(
+      ["bash", "launch/slurm_submit.sh", "--dry-run", *words], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and message in proc.stderr
 
 
 def test_tpu_slices_each_take_a_shard():
   env = dict(os.environ, DRY_RUN="1")
-  proc = subprocess.run(["bash", "launch/tpu_pod.sh", "--tpu=s0,s1,s2", "--zone=z", "scale",
-                         "--config=experiments/scaling/grid.py"], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=60)
+  proc = subprocess.run(
+    ["bash", "launch/tpu_pod.sh", "--tpu=s0,s1,s2", "--zone=z", "scale", "--config=experiments/scaling/grid.py"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert proc.returncode == 0, proc.stderr
   runs = [shlex.split(line) for line in proc.stdout.strip().splitlines() if "helpsteer_jax.scale" in line]
   assert len(runs) == 3  # each slice also gets the code copied and set up (test_launch_tpu_pod.py)
   for index, words in enumerate(runs):
     assert words[5] == f"s{index}" and f"--config.prompts.shard={index}/3" in words[-1]
-  other = subprocess.run(["bash", "launch/tpu_pod.sh", "--tpu=s0,s1", "--zone=z", "train",
-                          "--config=experiments/edit_sft.py:70b"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=60)
+  other = subprocess.run(
+    ["bash", "launch/tpu_pod.sh", "--tpu=s0,s1", "--zone=z", "train", "--config=experiments/edit_sft.py:70b"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert other.returncode == 2 and "split the prompts of scale" in other.stderr

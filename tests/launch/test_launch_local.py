@@ -15,21 +15,53 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_a_failed_process_fails_the_launch(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.run(["bash", "launch/local.sh", "--processes=2", "train", "--config=experiments/chat_sft.py:tiny",
-                         f"--workdir={tmp_path}", "--config.total_steps=-3"], cwd=REPO, env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      "bash",
+      "launch/local.sh",
+      "--processes=2",
+      "train",
+      "--config=experiments/chat_sft.py:tiny",
+      f"--workdir={tmp_path}",
+      "--config.total_steps=-3",
+    ],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode != 0
   assert "[local] a process exited with code" in proc.stdout
 
 
 def test_devices_per_process_and_the_dry_run(tmp_path):
-  proc = subprocess.run(["bash", "launch/local.sh", "--dry-run", "--processes=3", "--port=12345",
-                         "--devices_per_process=2", "plan", "--config=experiments/edit_sft.py:70b"],
-                        cwd=REPO, capture_output=True, text=True, timeout=60)
+  proc = subprocess.run(
+    [
+      "bash",
+      "launch/local.sh",
+      "--dry-run",
+      "--processes=3",
+      "--port=12345",
+      "--devices_per_process=2",
+      "plan",
+      "--config=experiments/edit_sft.py:70b",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.strip().splitlines()[1:]
   assert len(lines) == 3 and all("HELPSTEER_COORDINATOR=127.0.0.1:12345" in line for line in lines)
   assert [f"HELPSTEER_PROCESS_ID={i}" in line for i, line in enumerate(lines)] == [True] * 3
-  bad = subprocess.run(["bash", "launch/local.sh", "--processes=0", "plan", "--config=experiments/edit_sft.py:70b"],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+  bad = subprocess.run(
+    ["bash", "launch/local.sh", "--processes=0", "plan", "--config=experiments/edit_sft.py:70b"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert bad.returncode == 2 and "expected a positive count" in bad.stderr

@@ -29,16 +29,39 @@ def _job_id_with_a_free_port() -> int:
 
 
 def test_two_tasks_train_as_two_processes_from_the_slurm_variables(tmp_path, task_file):
-  env = dict(os.environ, PATH=f"{FAKES}:{os.environ['PATH']}", PYTHON=sys.executable, JAX_PLATFORMS="cpu",
-             HF_HUB_OFFLINE="1", XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             SLURM_JOB_ID=str(_job_id_with_a_free_port()), SLURM_NTASKS="2", SLURM_NNODES="1",
-             SLURM_SUBMIT_DIR=REPO)
+  env = dict(
+    os.environ,
+    PATH=f"{FAKES}:{os.environ['PATH']}",
+    PYTHON=sys.executable,
+    JAX_PLATFORMS="cpu",
+    HF_HUB_OFFLINE="1",
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    SLURM_JOB_ID=str(_job_id_with_a_free_port()),
+    SLURM_NTASKS="2",
+    SLURM_NNODES="1",
+    SLURM_SUBMIT_DIR=REPO,
+  )
   workdir = tmp_path / "run"
-  proc = subprocess.run(["bash", "launch/slurm_gpu.sbatch", "train", "--config=experiments/chat_sft.py:tiny",
-                         f"--workdir={workdir}", f"--config.data.path={task_file}", "--config.data.seq_len=32",
-                         "--config.total_steps=2", "--config.progress=False", "--config.tensorboard=False"],
-                        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                        timeout=600)
+  proc = subprocess.run(
+    [
+      "bash",
+      "launch/slurm_gpu.sbatch",
+      "train",
+      "--config=experiments/chat_sft.py:tiny",
+      f"--workdir={workdir}",
+      f"--config.data.path={task_file}",
+      "--config.data.seq_len=32",
+      "--config.total_steps=2",
+      "--config.progress=False",
+      "--config.tensorboard=False",
+    ],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stdout[-6000:]
   assert "from the slurm environment" in proc.stdout and "(2 processes)" in proc.stdout
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]

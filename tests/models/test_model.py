@@ -101,8 +101,9 @@ def test_causal_blocks_equal_dense_attention_and_its_gradient():
   kk = jax.random.normal(keys[1], (b, k, t, h))
   vv = jax.random.normal(keys[2], (b, k, t, h))
   segment = jnp.asarray([[1] * 100 + [2] * 156, [0] * 30 + [1] * 226])  # row 1 starts with padding
-  mask = (jnp.tril(jnp.ones((t, t), bool))[None] & (segment[:, :, None] == segment[:, None, :])
-          & (segment != 0)[:, None, :])
+  mask = (
+    jnp.tril(jnp.ones((t, t), bool))[None] & (segment[:, :, None] == segment[:, None, :]) & (segment != 0)[:, None, :]
+  )
   cotangent = jax.random.normal(keys[3], q.shape)
 
   def loss(fn, q, kk, vv):

@@ -53,23 +53,68 @@ class Case:
 
 
 def _llama3(factor: float, low: float, high: float) -> dict[str, Any]:
-  return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
-          "original_max_position_embeddings": 16}
+  return {
+    "rope_type": "llama3",
+    "factor": factor,
+    "low_freq_factor": low,
+    "high_freq_factor": high,
+    "original_max_position_embeddings": 16,
+  }
 
 
 CASES = [
-    Case("mha_untied", vocab=101, hidden=32, heads=4, kv_heads=4, layers=2, intermediate=64,
-         tie=False, theta=10000.0),
-    Case("gqa2_tied", vocab=96, hidden=32, heads=4, kv_heads=2, layers=2, intermediate=48,
-         tie=True, theta=500000.0),
-    Case("gqa3_tied_llama3_headdim12", vocab=113, hidden=48, heads=6, kv_heads=2, layers=2,
-         intermediate=80, tie=True, theta=5000.0, head_dim=12, rope_scaling=_llama3(4.0, 1.0, 4.0)),
-    Case("mqa8_untied_llama3", vocab=128, hidden=64, heads=8, kv_heads=1, layers=3, intermediate=96,
-         tie=False, theta=1e6, rope_scaling=_llama3(8.0, 1.0, 2.0)),
-    Case("gqa4_untied_headdim16", vocab=80, hidden=64, heads=8, kv_heads=2, layers=2,
-         intermediate=72, tie=False, theta=20000.0, head_dim=16, eps=1e-6),
-    Case("gqa2_6x3_tied_llama3", vocab=90, hidden=48, heads=6, kv_heads=3, layers=2, intermediate=64,
-         tie=True, theta=10000.0, rope_scaling=_llama3(2.0, 1.0, 4.0)),
+  Case("mha_untied", vocab=101, hidden=32, heads=4, kv_heads=4, layers=2, intermediate=64, tie=False, theta=10000.0),
+  Case("gqa2_tied", vocab=96, hidden=32, heads=4, kv_heads=2, layers=2, intermediate=48, tie=True, theta=500000.0),
+  Case(
+    "gqa3_tied_llama3_headdim12",
+    vocab=113,
+    hidden=48,
+    heads=6,
+    kv_heads=2,
+    layers=2,
+    intermediate=80,
+    tie=True,
+    theta=5000.0,
+    head_dim=12,
+    rope_scaling=_llama3(4.0, 1.0, 4.0),
+  ),
+  Case(
+    "mqa8_untied_llama3",
+    vocab=128,
+    hidden=64,
+    heads=8,
+    kv_heads=1,
+    layers=3,
+    intermediate=96,
+    tie=False,
+    theta=1e6,
+    rope_scaling=_llama3(8.0, 1.0, 2.0),
+  ),
+  Case(
+    "gqa4_untied_headdim16",
+    vocab=80,
+    hidden=64,
+    heads=8,
+    kv_heads=2,
+    layers=2,
+    intermediate=72,
+    tie=False,
+    theta=20000.0,
+    head_dim=16,
+    eps=1e-6,
+  ),
+  Case(
+    "gqa2_6x3_tied_llama3",
+    vocab=90,
+    hidden=48,
+    heads=6,
+    kv_heads=3,
+    layers=2,
+    intermediate=64,
+    tie=True,
+    theta=10000.0,
+    rope_scaling=_llama3(2.0, 1.0, 4.0),
+  ),
 ]
 CASE_BY_NAME = {case.name: case for case in CASES}
 
@@ -90,11 +135,19 @@ def hf_case(request, tmp_path_factory):
   """(case, checkpoint folder, ids, mask, transformers logits) for one random tiny Llama."""
   case: Case = request.param
   config = transformers.LlamaConfig(
-      vocab_size=case.vocab, hidden_size=case.hidden, intermediate_size=case.intermediate,
-      num_hidden_layers=case.layers, num_attention_heads=case.heads,
-      num_key_value_heads=case.kv_heads, head_dim=case.head_dim or case.hidden // case.heads,
-      rope_theta=case.theta, rope_scaling=case.rope_scaling, max_position_embeddings=64,
-      tie_word_embeddings=case.tie, rms_norm_eps=case.eps, attn_implementation="eager",
+    vocab_size=case.vocab,
+    hidden_size=case.hidden,
+    intermediate_size=case.intermediate,
+    num_hidden_layers=case.layers,
+    num_attention_heads=case.heads,
+    num_key_value_heads=case.kv_heads,
+    head_dim=case.head_dim or case.hidden // case.heads,
+    rope_theta=case.theta,
+    rope_scaling=case.rope_scaling,
+    max_position_embeddings=64,
+    tie_word_embeddings=case.tie,
+    rms_norm_eps=case.eps,
+    attn_implementation="eager",
   )
   seed = CASES.index(case)
   torch.manual_seed(seed)
@@ -110,8 +163,8 @@ def _batch(vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """Random ids [4, SEQ]: a full row, two left-padded rows of different lengths, a right-padded row."""
   ids = np.random.default_rng(seed).integers(0, vocab, (4, SEQ)).astype(np.int32)
   mask = np.ones((4, SEQ), bool)
-  mask[1, :SEQ - 37] = False
-  mask[2, :SEQ - 30] = False
+  mask[1, : SEQ - 37] = False
+  mask[2, : SEQ - 30] = False
   mask[3, 29:] = False
   return np.where(mask, ids, 0), mask
 
@@ -120,8 +173,11 @@ def _torch_logits(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
   # Positions count real tokens only (as our model and HF generate do): left padding needs them.
   positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
   with torch.no_grad():
-    out = model(torch.tensor(ids.astype(np.int64)), attention_mask=torch.tensor(mask.astype(np.int64)),
-                position_ids=torch.tensor(positions))
+    out = model(
+      torch.tensor(ids.astype(np.int64)),
+      attention_mask=torch.tensor(mask.astype(np.int64)),
+      position_ids=torch.tensor(positions),
+    )
   return out.logits.numpy()
 
 
@@ -138,8 +194,9 @@ def _forward(model: Llama, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return np.asarray(_compile(fn, state, ids, mask)(state, ids, mask))
 
 
-def _slot_logits(model: Llama, ids: np.ndarray, mask: np.ndarray, layout: str, kernel: str,
-                 prefill: int = 20) -> np.ndarray:
+def _slot_logits(
+  model: Llama, ids: np.ndarray, mask: np.ndarray, layout: str, kernel: str, prefill: int = 20
+) -> np.ndarray:
   """Each row decoded in its own slot of a slot cache, as the engine decodes: the row's first
   `prefill` real tokens prefilled in chunks of 8, then one real token per `decode_slots` step
   (teacher forcing), every slot at its own position, in the decode `layout` with the `kernel`
@@ -147,16 +204,18 @@ def _slot_logits(model: Llama, ids: np.ndarray, mask: np.ndarray, layout: str, k
   before prefill - 1 are left 0)."""
   decode_model = decode_layouts.get(model, layout)
   rows = [ids[r][mask[r]].tolist() for r in range(ids.shape[0])]
-  chunks = ChunkedPrefill(model, chunk=8, keep_bytes=0,
-                          layout=decode_model if layout == "switched" else None)
+  chunks = ChunkedPrefill(model, chunk=8, keep_bytes=0, layout=decode_model if layout == "switched" else None)
   cache = SlotCache.init(model.config, len(rows), 64, keys_transposed=model.slot_keys_transposed())
   out = np.zeros(ids.shape + (model.config.vocab_size,), np.float32)
   for r, row in enumerate(rows):
     cache, hidden, _ = chunks.fill(cache, r, row[:prefill])
     out[r, prefill - 1] = np.asarray(chunks.logits(hidden))[0]
   graphdef, state = nnx.split(decode_model)
-  step = jax.jit(lambda state, tokens, cache, active: nnx.merge(graphdef, state).decode_slots(
-      tokens, cache, active, block=8, kernel=kernel))
+  step = jax.jit(
+    lambda state, tokens, cache, active: nnx.merge(graphdef, state).decode_slots(
+      tokens, cache, active, block=8, kernel=kernel
+    )
+  )
   for t in range(prefill, max(map(len, rows))):
     active = np.asarray([t < len(row) for row in rows])
     tokens = np.asarray([row[t] if t < len(row) else 0 for row in rows], np.int32)
@@ -181,20 +240,30 @@ def test_logits_match_transformers(hf_case, scan_layers):
   diff = np.abs(_forward(model, ids, mask) - ref)
   full_err = float(diff[0].max())  # the unpadded row
   pad_err = float(diff[1:][mask[1:]].max())  # real positions of the padded rows
-  print(f"{case.name} scan={scan_layers}: max|logit| {np.abs(ref).max():.1f}, max|diff| vs "
-        f"transformers {full_err:.1e} (unpadded row), {pad_err:.1e} (padded rows)")
+  print(
+    f"{case.name} scan={scan_layers}: max|logit| {np.abs(ref).max():.1f}, max|diff| vs "
+    f"transformers {full_err:.1e} (unpadded row), {pad_err:.1e} (padded rows)"
+  )
   assert full_err <= PARITY_TOL
   assert pad_err <= PARITY_TOL
 
 
 # Slot decoding on the GQA ratios 1, 3 and 8 (llama3 RoPE past its original length in two), in
 # each decode layout the engine runs and with both CPU decode attentions.
-SLOT_CASES = [("mha_untied", "model", "xla"), ("gqa3_tied_llama3_headdim12", "unrolled", "per_slot"),
-              ("gqa3_tied_llama3_headdim12", "switched", "xla"), ("mqa8_untied_llama3", "model", "per_slot")]
+SLOT_CASES = [
+  ("mha_untied", "model", "xla"),
+  ("gqa3_tied_llama3_headdim12", "unrolled", "per_slot"),
+  ("gqa3_tied_llama3_headdim12", "switched", "xla"),
+  ("mqa8_untied_llama3", "model", "per_slot"),
+]
 
 
-@pytest.mark.parametrize("hf_case,layout,kernel", [(CASE_BY_NAME[n], lay, k) for n, lay, k in SLOT_CASES],
-                         indirect=["hf_case"], ids=[f"{n}-{lay}-{k}" for n, lay, k in SLOT_CASES])
+@pytest.mark.parametrize(
+  "hf_case,layout,kernel",
+  [(CASE_BY_NAME[n], lay, k) for n, lay, k in SLOT_CASES],
+  indirect=["hf_case"],
+  ids=[f"{n}-{lay}-{k}" for n, lay, k in SLOT_CASES],
+)
 def test_slot_decoding_matches_full_forward_and_transformers(hf_case, layout, kernel):
   case, folder, ids, mask, ref = hf_case
   model = load_hf_model(folder, scan_layers=True, show_progress=False)
@@ -202,10 +271,12 @@ def test_slot_decoding_matches_full_forward_and_transformers(hf_case, layout, ke
   full = _forward(model, ids, mask)
   cache_err = hf_err = 0.0
   for r in range(ids.shape[0]):
-    ours = slots[r, 19:mask[r].sum()]  # from the prefill's last position on
+    ours = slots[r, 19 : mask[r].sum()]  # from the prefill's last position on
     cache_err = max(cache_err, float(np.abs(ours - full[r][mask[r]][19:]).max()))
     hf_err = max(hf_err, float(np.abs(ours - ref[r][mask[r]][19:]).max()))
-  print(f"{case.name} {layout}/{kernel}: slot decoding max|diff| {cache_err:.1e} vs full forward, "
-        f"{hf_err:.1e} vs transformers")
+  print(
+    f"{case.name} {layout}/{kernel}: slot decoding max|diff| {cache_err:.1e} vs full forward, "
+    f"{hf_err:.1e} vs transformers"
+  )
   assert cache_err <= CACHE_TOL
   assert hf_err <= PARITY_TOL

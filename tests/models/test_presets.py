@@ -6,10 +6,10 @@ from helpsteer_jax.models.config import PRESETS, LlamaConfig, from_hf_dict, get_
 from helpsteer_jax.models.create import count_params
 
 EXPECTED = {
-    "llama3_8b": 8_030_261_248,
-    "llama3_70b": 70_553_706_496,
-    "llama3_405b": 405_853_388_800,
-    "smollm2_135m": 134_515_008,
+  "llama3_8b": 8_030_261_248,
+  "llama3_70b": 70_553_706_496,
+  "llama3_405b": 405_853_388_800,
+  "smollm2_135m": 134_515_008,
 }
 
 

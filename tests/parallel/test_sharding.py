@@ -19,18 +19,18 @@ pytestmark = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (fake) d
 
 # What DEFAULT_RULES say for each parameter of the tiny model (scan layout: leading layer axis).
 EXPECTED_SPECS = {
-    ("embed",): P("tensor", "fsdp"),
-    ("lm_head",): P("fsdp", "tensor"),
-    ("final_norm", "scale"): P(None),
-    ("layers", "attn", "q_proj"): P(None, "fsdp", "tensor", None),
-    ("layers", "attn", "k_proj"): P(None, "fsdp", "tensor", None),
-    ("layers", "attn", "v_proj"): P(None, "fsdp", "tensor", None),
-    ("layers", "attn", "o_proj"): P(None, "tensor", None, "fsdp"),
-    ("layers", "mlp", "gate_proj"): P(None, "fsdp", "tensor"),
-    ("layers", "mlp", "up_proj"): P(None, "fsdp", "tensor"),
-    ("layers", "mlp", "down_proj"): P(None, "tensor", "fsdp"),
-    ("layers", "input_norm", "scale"): P(None, None),
-    ("layers", "post_attention_norm", "scale"): P(None, None),
+  ("embed",): P("tensor", "fsdp"),
+  ("lm_head",): P("fsdp", "tensor"),
+  ("final_norm", "scale"): P(None),
+  ("layers", "attn", "q_proj"): P(None, "fsdp", "tensor", None),
+  ("layers", "attn", "k_proj"): P(None, "fsdp", "tensor", None),
+  ("layers", "attn", "v_proj"): P(None, "fsdp", "tensor", None),
+  ("layers", "attn", "o_proj"): P(None, "tensor", None, "fsdp"),
+  ("layers", "mlp", "gate_proj"): P(None, "fsdp", "tensor"),
+  ("layers", "mlp", "up_proj"): P(None, "fsdp", "tensor"),
+  ("layers", "mlp", "down_proj"): P(None, "tensor", "fsdp"),
+  ("layers", "input_norm", "scale"): P(None, None),
+  ("layers", "post_attention_norm", "scale"): P(None, None),
 }
 
 
@@ -94,8 +94,10 @@ def test_sampler_on_the_mesh_gives_the_same_tokens(ctx):
 
   config = get_preset("tiny")
   prompts = [[5, 6, 7], list(range(1, 12)), [42, 43], [9] * 5]
-  for settings in (SamplingSettings(max_new_tokens=12),
-                   SamplingSettings(max_new_tokens=12, temperature=0.8, top_p=0.9)):
+  for settings in (
+    SamplingSettings(max_new_tokens=12),
+    SamplingSettings(max_new_tokens=12, temperature=0.8, top_p=0.9),
+  ):
     single = sample_tokens(Llama(config, rngs=nnx.Rngs(2)), prompts, settings, n=2, seed=4)
     sharded = sample_tokens(create_sharded_model(config, ctx, seed=2), prompts, settings, n=2, seed=4)
     assert sharded == single

@@ -90,10 +90,11 @@ def test_a_break_where_prompts_stop_sharing_reuses_the_shared_part_bit_for_bit(m
   cache, hidden, computed = prefill.fill(cache, 1, second, breaks=(6,))
   assert computed == len(second) - 6  # without the break, the chunk at [4, 8) is computed again
   alone, alone_hidden, _ = ChunkedPrefill(model, chunk=CHUNK).fill(
-      SlotCache.init(model.config, 2, 32), 1, second, breaks=(6,))
+    SlotCache.init(model.config, 2, 32), 1, second, breaks=(6,)
+  )
   assert np.array_equal(np.asarray(hidden), np.asarray(alone_hidden))
   for got, want in ((cache.k, alone.k), (cache.v, alone.v)):
-    assert np.array_equal(np.asarray(got[:, 1, :, :len(second)]), np.asarray(want[:, 1, :, :len(second)]))
+    assert np.array_equal(np.asarray(got[:, 1, :, : len(second)]), np.asarray(want[:, 1, :, : len(second)]))
   # Chunked another way, the same tokens are not the same chunks: nothing past the first is reused.
   before = prefill.counts.reused_tokens
   _, _, computed = prefill.fill(cache, 1, second, breaks=(5,))

@@ -44,9 +44,15 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_busy_engine(model):
   _run(model, [alone], num_slots=4, attention_block=8)
   # Neighbours of other lengths, settings and stop rules come and go around it.
   busy = target()
-  neighbours = [Request(list(range(1, 2 + 5 * i)), SamplingSettings(max_new_tokens=3 + 4 * i,
-                        temperature=0.7 * (i % 2), top_k=5 if i == 2 else None), sample_key(3, i), n=2)
-                for i in range(4)]
+  neighbours = [
+    Request(
+      list(range(1, 2 + 5 * i)),
+      SamplingSettings(max_new_tokens=3 + 4 * i, temperature=0.7 * (i % 2), top_k=5 if i == 2 else None),
+      sample_key(3, i),
+      n=2,
+    )
+    for i in range(4)
+  ]
   _run(model, neighbours[:2] + [busy] + neighbours[2:], num_slots=4, attention_block=8)
   assert busy.results == alone.results
   assert len({tuple(x) for x in alone.results}) > 1  # its samples differ from each other
@@ -74,8 +80,13 @@ def test_per_row_sampling_rules():
   logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]] * 4))
   keys = jax.random.split(jax.random.key(0), 400).reshape(100, 4)
   # 100 draws in one compiled call (eagerly, each draw took most of a second).
-  draw = jax.jit(jax.vmap(lambda k: sample_rows(logits, k, jnp.asarray([0.0, 1.0, 1.0, 1.0]),
-                                                jnp.asarray([0, 1, 0, 0]), jnp.asarray([1.0, 1.0, 0.7, 1.0]))))
+  draw = jax.jit(
+    jax.vmap(
+      lambda k: sample_rows(
+        logits, k, jnp.asarray([0.0, 1.0, 1.0, 1.0]), jnp.asarray([0, 1, 0, 0]), jnp.asarray([1.0, 1.0, 0.7, 1.0])
+      )
+    )
+  )
   picks = np.asarray(draw(keys))
   assert (picks[:, 0] == 0).all()  # greedy
   assert (picks[:, 1] == 0).all()  # top-k 1
@@ -115,10 +126,12 @@ def test_layout_choice_keeps_the_tokens(model):
   greedy = SamplingSettings(max_new_tokens=8)
   sampled = SamplingSettings(max_new_tokens=8, temperature=1.0, top_k=20)
   # Fused projections serve a single slot only.
-  for settings, slots, layouts in ((greedy, 2, ("model", "unrolled", "switched")),
-                                   (sampled, 2, ("model", "switched")),
-                                   (greedy, 1, ("model", "unrolled", "fused")),
-                                   (sampled, 1, ("model", "unrolled", "fused"))):
+  for settings, slots, layouts in (
+    (greedy, 2, ("model", "unrolled", "switched")),
+    (sampled, 2, ("model", "switched")),
+    (greedy, 1, ("model", "unrolled", "fused")),
+    (sampled, 1, ("model", "unrolled", "fused")),
+  ):
     runs = []
     for layout in layouts:
       request = Request([5, 6, 7, 8], settings, sample_key(0), n=2)
@@ -144,8 +157,11 @@ def test_a_decode_call_copies_no_cache_in_either_layout(model):
     device, state = engine.device, engine._state
     cache_k = state.cache.k
     shape = f"{cache_k.dtype}[{','.join(map(str, cache_k.shape))}]".replace("float32", "f32")
-    hlo = engine_api.decode_steps.lower(device.graphdef, device.params, state, jnp.asarray(True),
-                                        settings=engine.settings).compile().as_text()
+    hlo = (
+      engine_api.decode_steps.lower(device.graphdef, device.params, state, jnp.asarray(True), settings=engine.settings)
+      .compile()
+      .as_text()
+    )
     assert f"{shape}" in hlo
     copies = [line for line in hlo.splitlines() if " copy(" in line and f"= {shape}" in line]
     assert copies == [], (layout, copies)
@@ -156,17 +172,26 @@ def test_prompts_that_start_alike_reuse_kept_chunks_with_the_same_tokens(model):
   # first again (the search's drafts and greedy reference), and the sampled request has 3
   # samples. Keeping no chunks recomputes everything and must give the same tokens.
   first = [4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+
   def requests():
-    return [Request(first, SamplingSettings(max_new_tokens=6), sample_key(0, "a"), tag="first"),
-            Request(first[:8] + [30, 31, 32], SamplingSettings(max_new_tokens=6, temperature=0.9),
-                    sample_key(0, "b"), n=3, tag="second"),
-            Request(first, SamplingSettings(max_new_tokens=6), sample_key(0, "c"), tag="again")]
+    return [
+      Request(first, SamplingSettings(max_new_tokens=6), sample_key(0, "a"), tag="first"),
+      Request(
+        first[:8] + [30, 31, 32],
+        SamplingSettings(max_new_tokens=6, temperature=0.9),
+        sample_key(0, "b"),
+        n=3,
+        tag="second",
+      ),
+      Request(first, SamplingSettings(max_new_tokens=6), sample_key(0, "c"), tag="again"),
+    ]
 
   runs = []
   for keep in (1024, 0):
     batch = requests()
-    runs.append(([r.results for r in batch],
-                 _run(model, batch, num_slots=2, prefill_chunk=4, keep_prefill_mb=keep).stats()))
+    runs.append(
+      ([r.results for r in batch], _run(model, batch, num_slots=2, prefill_chunk=4, keep_prefill_mb=keep).stats())
+    )
   (kept, stats), (recomputed, plain) = runs
   assert kept == recomputed
   stages = stats["stages"]
@@ -191,8 +216,10 @@ def test_the_tail_decodes_in_a_smaller_program_with_the_same_tokens(model):
   # Over 8 slots the rows are bitwise those over 16 on CPU (see EngineSettings.tail_slots), and
   # a request submitted from a callback brings the full program back.
   def requests():
-    out = [Request([3 + i, 4, 5], SamplingSettings(max_new_tokens=2 + 3 * i, temperature=0.8),
-                   sample_key(5, i), n=1) for i in range(16)]
+    out = [
+      Request([3 + i, 4, 5], SamplingSettings(max_new_tokens=2 + 3 * i, temperature=0.8), sample_key(5, i), n=1)
+      for i in range(16)
+    ]
     late = Request([9, 8, 7, 6], SamplingSettings(max_new_tokens=20, temperature=0.8), sample_key(5, "late"), n=12)
     out[12].on_done = lambda request, samples: engine.submit(late)  # arrives in the tail
     return out, late

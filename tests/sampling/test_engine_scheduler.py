@@ -56,8 +56,12 @@ def test_the_tail_moves_to_a_smaller_program_and_back_when_a_callback_submits():
   engine, mock = _engine(num_slots=4, tail_slots=2, steps_per_call=1)
   short, long = SamplingSettings(max_new_tokens=2), SamplingSettings(max_new_tokens=6)
   follow_up = Request([9], short, KEY, tag="follow")
-  first = [Request([1], short, KEY), Request([2], short, KEY), Request([3], long, KEY),
-           Request([4], long, KEY, on_done=lambda request, samples: engine.submit(follow_up))]
+  first = [
+    Request([1], short, KEY),
+    Request([2], short, KEY),
+    Request([3], long, KEY),
+    Request([4], long, KEY, on_done=lambda request, samples: engine.submit(follow_up)),
+  ]
   for r in first:
     engine.submit(r)
   engine.run()
@@ -87,8 +91,15 @@ def test_stats_count_tokens_per_tag_and_slot_use_by_hand():
   engine.submit(Request([1], SamplingSettings(max_new_tokens=5), KEY, n=2, tag="a"))
   engine.submit(Request([2, 3], SamplingSettings(max_new_tokens=3), KEY, tag="b"))
   seen = []
-  engine.submit(Request([4], SamplingSettings(max_new_tokens=1), KEY, tag="b",
-                        on_sample=lambda request, j, tokens: seen.append((j, tokens))))
+  engine.submit(
+    Request(
+      [4],
+      SamplingSettings(max_new_tokens=1),
+      KEY,
+      tag="b",
+      on_sample=lambda request, j, tokens: seen.append((j, tokens)),
+    )
+  )
   engine.run()
   stats = engine.stats()
   assert stats["stages"]["a"]["tokens"] == 10 and stats["stages"]["a"]["samples"] == 2

@@ -40,9 +40,13 @@ def test_no_prompt_length_compiles_a_new_program(model):
   # One prompt per chunk program: 128 tokens, and a last chunk of 16, 32 or 64.
   for n in (16, 32, 64, 128):
     sample_tokens(model, [list(range(1, n + 1))], settings)
-  programs = lambda: (chunked_prefill._compute_chunk._cache_size(), chunked_prefill._copy_chunk._cache_size(),
-                      chunked_prefill._head._cache_size(), engine_api.decode_steps._cache_size(),
-                      engine_api.insert._cache_size())
+  programs = lambda: (
+    chunked_prefill._compute_chunk._cache_size(),
+    chunked_prefill._copy_chunk._cache_size(),
+    chunked_prefill._head._cache_size(),
+    engine_api.decode_steps._cache_size(),
+    engine_api.insert._cache_size(),
+  )
   before = programs()
   # Prompts of any length, up to several chunks, run those programs.
   for length in (3, 7, 12, 19, 50, 100, 130, 300):
@@ -53,6 +57,7 @@ def test_no_prompt_length_compiles_a_new_program(model):
 def test_top_k_one_is_greedy_and_top_p_keeps_the_nucleus():
   logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
   import jax
+
   keys = jax.random.split(jax.random.key(0), 200)
   picks = np.array([int(sample_next(logits, k, 1.0, top_k=1)[0]) for k in keys[:20]])
   assert (picks == 0).all()

@@ -35,8 +35,13 @@ def draws(logits, top_k, top_p, n=2000, seed=0):
   """n draws per row, each row with its own key: [n, B]."""
   b = logits.shape[0]
   keys = jax.random.split(jax.random.key(seed), n * b).reshape(n, b)
-  f = jax.jit(jax.vmap(lambda k: sample_rows(jnp.asarray(logits), k, jnp.ones((b,)), jnp.asarray(top_k, jnp.int32),
-                                             jnp.asarray(top_p, jnp.float32))))
+  f = jax.jit(
+    jax.vmap(
+      lambda k: sample_rows(
+        jnp.asarray(logits), k, jnp.ones((b,)), jnp.asarray(top_k, jnp.int32), jnp.asarray(top_p, jnp.float32)
+      )
+    )
+  )
   return np.asarray(f(keys))
 
 
@@ -64,8 +69,13 @@ def test_a_rows_draw_does_not_depend_on_which_candidates_its_neighbours_need():
   both = draws(np.stack([peaked, flat]), [0, 0], [0.9, 0.7], n=200)
   alone_peaked = draws(peaked[None], [0], [0.9], n=400)[0::2, 0]
   keys = jax.random.split(jax.random.key(0), 400).reshape(200, 2)
-  one = lambda row, k, p: jax.jit(jax.vmap(lambda kk: sample_rows(
-      jnp.asarray(row[None]), kk[None], jnp.ones((1,)), jnp.zeros((1,), jnp.int32), jnp.full((1,), p))))(k)
+  one = lambda row, k, p: jax.jit(
+    jax.vmap(
+      lambda kk: sample_rows(
+        jnp.asarray(row[None]), kk[None], jnp.ones((1,)), jnp.zeros((1,), jnp.int32), jnp.full((1,), p)
+      )
+    )
+  )(k)
   assert (np.asarray(one(peaked, keys[:, 0], 0.9))[:, 0] == both[:, 0]).all()
   assert (np.asarray(one(flat, keys[:, 1], 0.7))[:, 0] == both[:, 1]).all()
   assert set(alone_peaked) <= {0, 1, 2}  # 0.5 + 0.3 + 0.15 covers 0.9
@@ -91,8 +101,13 @@ def test_the_fast_candidates_draw_what_the_long_path_would():
   # lies in the 128 fast candidates draws the token it would draw from 1024.
   rows = jnp.asarray(np.stack([peaked_row(), flat_tail_row()]))
   keys = jax.random.split(jax.random.key(3), 600).reshape(300, 2)
-  draw = lambda fast: np.asarray(jax.jit(jax.vmap(lambda k: sample_rows(
-      rows, k, jnp.ones(2), jnp.zeros(2, jnp.int32), jnp.asarray([0.9, 0.7]), 1024, fast)))(keys))
+  draw = lambda fast: np.asarray(
+    jax.jit(
+      jax.vmap(
+        lambda k: sample_rows(rows, k, jnp.ones(2), jnp.zeros(2, jnp.int32), jnp.asarray([0.9, 0.7]), 1024, fast)
+      )
+    )(keys)
+  )
   fast, long = draw(128), draw(1024)
   assert (fast == long).all()
   assert set(fast[:, 0]) == {0, 1, 2}

@@ -36,7 +36,8 @@ def test_results_summary_distillation_and_resume(model_dir, tmp_path):
   assert 0 < engine["slot_use"] <= 1
   assert {"draft", "greedy", "feedback"} <= set(engine["stages"])  # edits only for kept feedback
   assert sum(s["tokens"] for s in engine["stages"].values()) == (
-      summary["tokens"]["total"] + summary["tokens"]["greedy"])
+    summary["tokens"]["total"] + summary["tokens"]["greedy"]
+  )
   lines = (out / "results.jsonl").read_text().splitlines()
   assert [json.loads(l)["id"] for l in lines] == ["q0", "q1", "q2"]
   distill = [json.loads(l) for l in (out / "distill.jsonl").read_text().splitlines()]
@@ -63,6 +64,7 @@ def test_a_failure_mid_run_keeps_finished_prompts(model_dir, tmp_path, monkeypat
         raise RuntimeError("device lost")
       calls["n"] += 1
       on_record(rec)
+
     return real_run(self, items, on_record=record, **kwargs)
 
   monkeypatch.setattr(FeedbackEditSearch, "run", failing_run)
@@ -111,8 +113,11 @@ def test_bad_prompts_fail_before_any_work(model_dir, tmp_path):
 @pytest.mark.entry
 def test_unknown_config_key_is_rejected():
   result = subprocess.run(
-      [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}", "--config.search.num_draftz=3"],
-      capture_output=True, text=True, cwd=REPO, timeout=300,
+    [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}", "--config.search.num_draftz=3"],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=300,
   )
   assert result.returncode != 0
   assert "num_draftz" in result.stderr
@@ -127,6 +132,7 @@ def test_experiment_configs_build():
 
 def _load(name):
   import importlib.util
+
   spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "experiments", "scaling", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -163,19 +169,25 @@ def test_70b_configs_send_nvidias_models_their_own_layouts():
   best = grid.get_config()
   assert best.policy.path == "checkpoints/Llama-3.1-Nemotron-70B-Instruct-HF"
   assert (best.feedback_model.path, best.feedback_model.prompt_format) == (
-      "checkpoints/Llama-3.3-Nemotron-70B-Feedback", "nemotron")
+    "checkpoints/Llama-3.3-Nemotron-70B-Feedback",
+    "nemotron",
+  )
   # The Edit model's layout is unpublished: it keeps the project's own.
-  assert (best.edit_model.path, best.edit_model.prompt_format) == (
-      "checkpoints/Llama-3.3-Nemotron-70B-Edit", "plain")
+  assert (best.edit_model.path, best.edit_model.prompt_format) == ("checkpoints/Llama-3.3-Nemotron-70B-Edit", "plain")
   assert (best.selector.path, best.selector.prompt_format, best.selector.logit_index) == (
-      "checkpoints/Llama-3.3-Nemotron-70B-Select", "nemotron", 0)
+    "checkpoints/Llama-3.3-Nemotron-70B-Select",
+    "nemotron",
+    0,
+  )
   assert RELEASED_MODELS["select"] == "nvidia/Llama-3.3-Nemotron-70B-Select"
   # The paper's grid: 16 *effective* feedbacks per draft, 32 sampled at temperature 0.7.
   settings = scale.search_settings(best.search)
   assert (settings.num_feedbacks, settings.feedback_samples, settings.feedback.temperature) == (16, 32, 0.7)
   base = ablations.get_config("variant=greedy,policy=llama3.3_instruct")
   assert base.policy.path == "checkpoints/Llama-3.3-70B-Instruct" and base.search.mode == "greedy"
-  assert base.output_dir.endswith("llama3.3_instruct_main_arena_hard_greedy") and base.label == "llama3.3_instruct:greedy"
+  assert (
+    base.output_dir.endswith("llama3.3_instruct_main_arena_hard_greedy") and base.label == "llama3.3_instruct:greedy"
+  )
   assert grid.get_config("policy=llama3.3_instruct").policy.path == "checkpoints/Llama-3.3-70B-Instruct"
   with pytest.raises(ValueError, match="policy='gpt'"):
     grid.get_config("policy=gpt")

@@ -24,12 +24,26 @@ def _env(devices: int) -> dict:
 
 
 def _command(model_dir, prompts, out, *extra):
-  stages = [f"--config.search.{s}.{k}={v}" for s in ("draft", "feedback", "edit")
-            for k, v in (("temperature", 1.0), ("max_new_tokens", 5))]
-  return [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}", f"--config.policy.path={model_dir}",
-          "--config.prompts.source=jsonl", f"--config.prompts.path={prompts}", "--config.prompts.limit=0",
-          "--config.prompts_per_batch=2", "--config.mesh.shape=(1,1,-1)", f"--config.output_dir={out}",
-          *stages, *extra]
+  stages = [
+    f"--config.search.{s}.{k}={v}"
+    for s in ("draft", "feedback", "edit")
+    for k, v in (("temperature", 1.0), ("max_new_tokens", 5))
+  ]
+  return [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.scale",
+    f"--config={EXPERIMENT}",
+    f"--config.policy.path={model_dir}",
+    "--config.prompts.source=jsonl",
+    f"--config.prompts.path={prompts}",
+    "--config.prompts.limit=0",
+    "--config.prompts_per_batch=2",
+    "--config.mesh.shape=(1,1,-1)",
+    f"--config.output_dir={out}",
+    *stages,
+    *extra,
+  ]
 
 
 def _records(folder):
@@ -51,8 +65,9 @@ def single(model_dir, tmp_path_factory):
 def test_two_processes_write_the_records_of_one(model_dir, single, schedule, tmp_path):
   prompts, single = single
   multi = tmp_path / "multi"
-  run_processes(_command(model_dir, prompts, multi, f"--config.search.schedule={schedule}"),
-                2, cwd=REPO, env=_env(4), timeout=600)
+  run_processes(
+    _command(model_dir, prompts, multi, f"--config.search.schedule={schedule}"), 2, cwd=REPO, env=_env(4), timeout=600
+  )
   many, one = _records(multi), _records(single)
   assert len(many) == len(one) == 3
   diffs = [d for x, y in zip(many, one) for d in _diff(x, y)]

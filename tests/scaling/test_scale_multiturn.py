@@ -19,25 +19,33 @@ def _search_config(model_dir, out):
 
 
 def test_each_turn_is_a_search_over_the_chosen_answers_and_a_resume_starts_at_the_unfinished_turn(
-    model_dir, tmp_path, bundled_data):
+  model_dir, tmp_path, bundled_data
+):
   out = tmp_path / "search"
   summary = scale.run_search(_search_config(model_dir, out))
   records = read_records(str(out))
   # Written turn by turn: every first turn, then every second.
   assert [(r["id"], r["question_id"], r["turn"]) for r in records] == [
-      ("100", "100", 1), ("101", "101", 1), ("100/turn2", "100", 2), ("101/turn2", "101", 2)]
+    ("100", "100", 1),
+    ("101", "101", 1),
+    ("100/turn2", "100", 2),
+    ("101/turn2", "101", 2),
+  ]
   assert summary["num_prompts"] == 4
   first, second = records[0], records[2]
   assert second["conversation"] == first["conversation"] + [
-      {"role": "assistant", "content": first["best"]["text"]}, second["conversation"][-1]]
+    {"role": "assistant", "content": first["best"]["text"]},
+    second["conversation"][-1],
+  ]
   assert second["conversation"][-1]["role"] == "user" and len(second["conversation"]) == 3
 
   # A run stopped after the first turns: the rerun answers only the second turns, as before.
   write_records([r for r in records if r["turn"] == 1], str(out / "results.jsonl"))
   resumed = scale.run_search(_search_config(model_dir, out))
   assert resumed["num_prompts"] == 4
-  assert [json.dumps(r, sort_keys=True) for r in read_records(str(out))] == \
-      [json.dumps(r, sort_keys=True) for r in records]
+  assert [json.dumps(r, sort_keys=True) for r in read_records(str(out))] == [
+    json.dumps(r, sort_keys=True) for r in records
+  ]
 
 
 def test_evaluate_grades_both_turns_of_a_multi_turn_search(model_dir, judge_server, tmp_path, bundled_data):

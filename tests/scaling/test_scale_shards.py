@@ -58,20 +58,39 @@ def test_merged_shards_equal_one_run(runs, tmp_path):
   assert _records(merged) == _records(whole)
   with open(whole / "summary.json") as f:
     reference = json.load(f)
-  for key in ("num_prompts", "token_multiple", "mean_token_multiple_per_prompt", "mean_best_score",
-              "best_is_an_edit", "feedback_kept_fraction", "mean_candidates", "tokens"):
+  for key in (
+    "num_prompts",
+    "token_multiple",
+    "mean_token_multiple_per_prompt",
+    "mean_best_score",
+    "best_is_an_edit",
+    "feedback_kept_fraction",
+    "mean_candidates",
+    "tokens",
+  ):
     assert summary[key] == reference[key], key
   assert summary["missing_shards"] == [] and summary["prompts_in_run"] == len(PROMPTS)
   # `evaluate` reads the merged folder as it reads a run's: the same grid point and token multiple.
   from helpsteer_jax.eval.answers import scaling_info
+
   info, want = scaling_info(str(merged)), scaling_info(str(whole))
   assert {k: v for k, v in info.items() if k != "run_dir"} == {k: v for k, v in want.items() if k != "run_dir"}
   with open(merged / "distill.jsonl") as f, open(whole / "distill.jsonl") as g:
     assert f.read() == g.read()
   # Named one by one, through the entry point, into an output an earlier merge wrote.
-  proc = subprocess.run([sys.executable, "-m", "helpsteer_jax.merge",
-                         f"--inputs={sharded}/shard-1-of-2,{sharded}/shard-0-of-2", f"--output={merged}"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "helpsteer_jax.merge",
+      f"--inputs={sharded}/shard-1-of-2,{sharded}/shard-0-of-2",
+      f"--output={merged}",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "2 run folders, 5 of 5 prompts" in proc.stdout
   assert _records(merged) == _records(whole)
@@ -113,7 +132,10 @@ def test_merge_refuses_shards_answered_by_other_weights(runs, tmp_path):
   for record in records:
     record["models"]["policy"]["fingerprint"] = "sha256:00000000000000000000"
   results.write_text("".join(json.dumps(r) + "\n" for r in records))
-  with pytest.raises(MergeError, match=r"the policy model differs between .*shard-0-of-2 \(sha256:\w+\) "
-                                       r"and .*shard-1-of-2 \(sha256:0+\)"):
+  with pytest.raises(
+    MergeError,
+    match=r"the policy model differs between .*shard-0-of-2 \(sha256:\w+\) "
+    r"and .*shard-1-of-2 \(sha256:0+\)",
+  ):
     merge_runs([str(copy)], str(tmp_path / "merged"))
   assert not (tmp_path / "merged").exists()

@@ -34,8 +34,7 @@ def _config(model_dir, prompts, out):
 def model_dir(tmp_path_factory):
   """A random model that writes words, not whitespace: its feedback is kept and edits run."""
   out = tmp_path_factory.mktemp("talking")
-  hj.save_pretrained(tiny_chat_model(tie_word_embeddings=False), smollm2_tokenizer(), str(out),
-                     show_progress=False)
+  hj.save_pretrained(tiny_chat_model(tie_word_embeddings=False), smollm2_tokenizer(), str(out), show_progress=False)
   return str(out)
 
 
@@ -73,8 +72,9 @@ def test_staged_records_equal_pipelined(model_dir, prompts, pipelined, tmp_path)
   records = pipelined.values()
   assert _lines(staged / "policy.jsonl") == sum(len(r["drafts"]) + 1 for r in records)
   assert _lines(staged / "feedback.jsonl") == sum(len(d["feedbacks"]) for r in records for d in r["drafts"])
-  assert _lines(staged / "edit.jsonl") == sum(len(g["edits"]) for r in records for d in r["drafts"]
-                                              for g in d["edit_groups"])
+  assert _lines(staged / "edit.jsonl") == sum(
+    len(g["edits"]) for r in records for d in r["drafts"] for g in d["edit_groups"]
+  )
 
 
 def test_feedback_on_the_best_draft_is_the_same_under_both_schedules(model_dir, prompts, tmp_path):
@@ -95,11 +95,20 @@ def test_feedback_on_the_best_draft_is_the_same_under_both_schedules(model_dir, 
 @pytest.mark.entry
 def test_a_kill_in_the_feedback_stage_resumes_there(model_dir, prompts, pipelined, tmp_path):
   out = tmp_path / "killed"
-  args = [sys.executable, "-m", "helpsteer_jax.scale", f"--config={EXPERIMENT}",
-          f"--config.policy.path={model_dir}", "--config.prompts.source=jsonl",
-          f"--config.prompts.path={prompts}", "--config.prompts.limit=0", "--config.prompts_per_batch=2",
-          "--config.search.schedule=staged", f"--config.search.num_feedback_samples={FEEDBACK_SAMPLES}",
-          f"--config.output_dir={out}"]
+  args = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.scale",
+    f"--config={EXPERIMENT}",
+    f"--config.policy.path={model_dir}",
+    "--config.prompts.source=jsonl",
+    f"--config.prompts.path={prompts}",
+    "--config.prompts.limit=0",
+    "--config.prompts_per_batch=2",
+    "--config.search.schedule=staged",
+    f"--config.search.num_feedback_samples={FEEDBACK_SAMPLES}",
+    f"--config.output_dir={out}",
+  ]
   for name in ("draft", "feedback", "edit"):
     args += [f"--config.search.{name}.temperature=1.0", f"--config.search.{name}.max_new_tokens=5"]
   env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -120,7 +129,7 @@ def test_a_kill_in_the_feedback_stage_resumes_there(model_dir, prompts, pipeline
   assert records_by_id(out) == pipelined
   # The resume sent only the missing feedback samples: the file holds each sample once.
   after = [json.loads(line) for line in feedback.read_text().splitlines()]
-  assert after[:len(written)] == written and len(after) == total
+  assert after[: len(written)] == written and len(after) == total
   assert _lines(out / "stages" / "policy.jsonl") == sum(len(r["drafts"]) + 1 for r in pipelined.values())
 
 
@@ -129,8 +138,7 @@ def test_each_model_is_freed_before_the_next_loads(tmp_path, prompts, monkeypatc
   folders = {}
   for seed, role in enumerate(("policy", "feedback", "edit")):
     folders[role] = str(tmp_path / role)
-    hj.save_pretrained(tiny_chat_model(seed, tie_word_embeddings=False), tokenizer, folders[role],
-                       show_progress=False)
+    hj.save_pretrained(tiny_chat_model(seed, tie_word_embeddings=False), tokenizer, folders[role], show_progress=False)
 
   def config(out):
     c = _config(folders["policy"], prompts, out)

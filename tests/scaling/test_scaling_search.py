@@ -27,16 +27,34 @@ def role():
 
 @pytest.fixture(scope="module")
 def items():
-  return [PromptItem("a", [{"role": "user", "content": "Name a prime number."}]),
-          PromptItem("b", [{"role": "user", "content": "Say hi."},
-                           {"role": "assistant", "content": "Hi!"},
-                           {"role": "user", "content": "Now say bye in French."}])]
+  return [
+    PromptItem("a", [{"role": "user", "content": "Name a prime number."}]),
+    PromptItem(
+      "b",
+      [
+        {"role": "user", "content": "Say hi."},
+        {"role": "assistant", "content": "Hi!"},
+        {"role": "user", "content": "Now say bye in French."},
+      ],
+    ),
+  ]
 
 
 def _settings(**kw):
-  base = dict(num_drafts=2, num_feedbacks=4, num_feedback_samples=4, feedback_group_size=3,
-              num_edits=2, feedback_rule="keep_all", draft=SHORT, feedback=SHORT, edit=SHORT,
-              batch_size=8, edits_from="every_group", token_account="generated")
+  base = dict(
+    num_drafts=2,
+    num_feedbacks=4,
+    num_feedback_samples=4,
+    feedback_group_size=3,
+    num_edits=2,
+    feedback_rule="keep_all",
+    draft=SHORT,
+    feedback=SHORT,
+    edit=SHORT,
+    batch_size=8,
+    edits_from="every_group",
+    token_account="generated",
+  )
   base.update(kw)
   return SearchSettings(**base)
 
@@ -83,8 +101,7 @@ def test_feedback_edit_tree_shape_tokens_and_choice(role, items):
     assert t["total"] == t["drafts"] + t["feedback"] + t["edits"] > 0
     assert rec["token_multiple"] == pytest.approx(t["total"] / rec["greedy"]["num_tokens"])
     per_draft = [sum(f["kept"] for f in d["feedbacks"]) for d in rec["drafts"]]
-    assert rec["effective_feedbacks"] == {"per_draft": per_draft, "total": sum(per_draft),
-                                          "sampled_per_draft": 4}
+    assert rec["effective_feedbacks"] == {"per_draft": per_draft, "total": sum(per_draft), "sampled_per_draft": 4}
   assert len(selector.seen) == sum(r["num_candidates"] for r in records)
 
 
@@ -103,9 +120,15 @@ def test_effective_feedbacks_sample_twice_as_many_by_default(role, items):
 
 def test_summary_token_multiple_is_a_ratio_of_sums():
   def record(total, greedy, kept):
-    return {"tokens": {"drafts": total, "feedback": 0, "edits": 0, "total": total, "greedy": greedy},
-            "token_multiple": total / greedy, "best": {"score": 1.0, "edit": None}, "drafts": [],
-            "num_candidates": 1, "effective_feedbacks": {"per_draft": kept, "total": sum(kept)}}
+    return {
+      "tokens": {"drafts": total, "feedback": 0, "edits": 0, "total": total, "greedy": greedy},
+      "token_multiple": total / greedy,
+      "best": {"score": 1.0, "edit": None},
+      "drafts": [],
+      "num_candidates": 1,
+      "effective_feedbacks": {"per_draft": kept, "total": sum(kept)},
+    }
+
   # One 6-token greedy answer: the mean of ratios is (252/6 + 300/300) / 2 = 21.5, the ratio of
   # sums (252 + 300) / (6 + 300) = 1.80.
   summary = summarize([record(252, 6, [2, 1]), record(300, 300, [2, 2])])
@@ -124,8 +147,7 @@ def test_baselines_from_the_same_code_path(role, items):
   assert all(r["best"]["edit"] is None for r in bon)
   revise = FeedbackEditSearch(_settings(mode="edit_without_feedback"), role, selector=RecordingSelector()).run(items)
   for r in revise:
-    assert all(d["edit_groups"][0]["feedback"] == [] and len(d["edit_groups"][0]["edits"]) == 2
-               for d in r["drafts"])
+    assert all(d["edit_groups"][0]["feedback"] == [] and len(d["edit_groups"][0]["edits"]) == 2 for d in r["drafts"])
     assert r["tokens"]["feedback"] == 0
   with pytest.raises(ValueError, match="needs a selector"):
     FeedbackEditSearch(_settings(mode="best_of_n"), role)
@@ -133,8 +155,9 @@ def test_baselines_from_the_same_code_path(role, items):
 
 def test_separate_roles_are_used(role, items):
   other = Role("editor", tiny_chat_model(seed=3), role.tokenizer)
-  records = FeedbackEditSearch(_settings(num_drafts=1, num_feedbacks=2), role, selector=RecordingSelector(),
-                               edit=other).run(items[:1])
+  records = FeedbackEditSearch(
+    _settings(num_drafts=1, num_feedbacks=2), role, selector=RecordingSelector(), edit=other
+  ).run(items[:1])
   assert records[0]["roles"]["edit"] == "editor" and records[0]["roles"]["feedback"] == "policy"
 
 
@@ -159,8 +182,10 @@ def test_selectors_score_with_models(role, items):
 
 
 def test_feedback_parsing_and_rules():
-  good = ("The response is partially helpful. It should mention that 2 is the only even prime. "
-          "The explanation is missing a proof. Otherwise fine.")
+  good = (
+    "The response is partially helpful. It should mention that 2 is the only even prime. "
+    "The explanation is missing a proof. Otherwise fine."
+  )
   perfect = "The response is perfectly helpful. Nothing to change."
   vague = "Nice answer."
   assert ff.parse_helpfulness(good) == 2 and ff.parse_helpfulness(perfect) == 4
@@ -179,8 +204,9 @@ def test_stage_progress_counts_every_stage_as_samples_complete(role, items):
 
   lines = []
   progress = StageProgress(on_change=lambda p: lines.append(p.line()), min_interval_s=0.0)
-  search = FeedbackEditSearch(_settings(num_drafts=2, num_edits=1), role, selector=RecordingSelector(),
-                              progress=progress)
+  search = FeedbackEditSearch(
+    _settings(num_drafts=2, num_edits=1), role, selector=RecordingSelector(), progress=progress
+  )
   records = search.run(items)
   drafts = sum(len(r["drafts"]) for r in records)
   feedbacks = sum(len(d["feedbacks"]) for r in records for d in r["drafts"])
@@ -204,11 +230,14 @@ def test_tree_readings_are_parts_of_the_whole_tree(items):
   shape = dict(num_drafts=3, num_feedbacks=4, num_feedback_samples=4, num_edits=1, feedback_group_size=2)
   role = Role("policy", tiny_chat_model(tie_word_embeddings=False), smollm2_tokenizer())  # writes words
   whole = FeedbackEditSearch(_settings(**shape), role, selector=RecordingSelector()).run(items)
-  top_group = FeedbackEditSearch(_settings(**shape, edits_from="top_group"), role,
-                                 selector=RecordingSelector()).run(items)
-  best_draft = FeedbackEditSearch(_settings(**shape, feedback_drafts=1, edits_from="top_group",
-                                            token_account="responses"),
-                                  role, selector=RecordingSelector()).run(items)
+  top_group = FeedbackEditSearch(_settings(**shape, edits_from="top_group"), role, selector=RecordingSelector()).run(
+    items
+  )
+  best_draft = FeedbackEditSearch(
+    _settings(**shape, feedback_drafts=1, edits_from="top_group", token_account="responses"),
+    role,
+    selector=RecordingSelector(),
+  ).run(items)
   for w, t, b in zip(whole, top_group, best_draft):
     assert any(len(d["edit_groups"]) == 2 for d in w["drafts"])  # up to 4 kept, in groups of 2
     for wd, td in zip(w["drafts"], t["drafts"]):
@@ -230,9 +259,12 @@ def test_tree_readings_are_parts_of_the_whole_tree(items):
   summary = summarize(best_draft, "responses")
   assert summary["token_account"] == "responses"
   greedy = sum(r["tokens"]["greedy"] for r in best_draft)
-  assert summary["token_multiples"] == pytest.approx({
+  assert summary["token_multiples"] == pytest.approx(
+    {
       "responses": sum(r["tokens"]["drafts"] + r["tokens"]["edits"] for r in best_draft) / greedy,
-      "generated": sum(r["tokens"]["total"] for r in best_draft) / greedy})
+      "generated": sum(r["tokens"]["total"] for r in best_draft) / greedy,
+    }
+  )
   assert summary["token_multiple"] == summary["token_multiples"]["responses"]
 
 
@@ -244,7 +276,10 @@ def test_responses_per_prompt_is_the_equal_token_best_of_n():
   assert SearchSettings(num_drafts=8, num_feedbacks=16, edits_from="every_group").responses_per_prompt == 8 + 8 * 6
   assert SearchSettings(num_drafts=8, num_feedbacks=16, feedback_drafts=2).responses_per_prompt == 10
   assert SearchSettings(mode="best_of_n", num_drafts=16).responses_per_prompt == 16
-  for bad, match in ((dict(edits_from="all"), "edits_from"), (dict(token_account="all"), "token_account"),
-                     (dict(feedback_drafts=-1), "feedback_drafts")):
+  for bad, match in (
+    (dict(edits_from="all"), "edits_from"),
+    (dict(token_account="all"), "token_account"),
+    (dict(feedback_drafts=-1), "feedback_drafts"),
+  ):
     with pytest.raises(ValueError, match=match):
       SearchSettings(**bad)

@@ -32,8 +32,10 @@ def test_bytes_by_hand():
 
 
 def _roles(longest=(4096, 5120, 8192, 4096)):
-  return [(stage, f"lm:{stage}", LLAMA_70B, "preset", n)
-          for stage, n in zip(("policy", "feedback", "edit", "select"), longest)]
+  return [
+    (stage, f"lm:{stage}", LLAMA_70B, "preset", n)
+    for stage, n in zip(("policy", "feedback", "edit", "select"), longest)
+  ]
 
 
 def test_the_schedule_it_picks():
@@ -47,8 +49,11 @@ def test_the_schedule_it_picks():
   assert h100.slots(edit) == min(64, edit.slots_alone)
   # 141 GB devices: everything at 64 slots per engine fits.
   h200 = plan_search(_roles(), 64, 141e9, 0.9, fsdp=1, tensor=8)
-  expected = 4 * weights + 64 * sum(kv_bytes_per_slot(LLAMA_70B, n, 8) for n in (4096, 5120, 8192)) + \
-      kv_bytes_per_slot(LLAMA_70B, 4096, 8)
+  expected = (
+    4 * weights
+    + 64 * sum(kv_bytes_per_slot(LLAMA_70B, n, 8) for n in (4096, 5120, 8192))
+    + kv_bytes_per_slot(LLAMA_70B, 4096, 8)
+  )
   assert h200.pipelined_bytes == expected and h200.schedule == "pipelined"
   # One model shared by every role counts once, its engine at its longest request.
   shared = [(stage, "lm:one", LLAMA_70B, "preset", n) for stage, _, _, _, n in _roles()]
@@ -60,8 +65,7 @@ def test_the_schedule_it_picks():
 
 def test_engine_slots_from_a_budget():
   per_slot = kv_bytes_per_slot(LLAMA_70B, 8192, 8)
-  slots, why = engine_slots(LLAMA_70B, 8192, 8, 64, limit_bytes=80 * GIB, in_use_bytes=60 * GIB,
-                            memory_fraction=0.9)
+  slots, why = engine_slots(LLAMA_70B, 8192, 8, 64, limit_bytes=80 * GIB, in_use_bytes=60 * GIB, memory_fraction=0.9)
   assert slots == (int(80 * GIB * 0.9) - 60 * GIB) // per_slot == 38 and "slots of 8192 positions" in why
   assert engine_slots(LLAMA_70B, 8192, 8, 16, None, 0, 0.9)[0] == 16  # no limit known: batch_size
   with pytest.raises(MemoryError, match="search.schedule=staged"):
@@ -78,8 +82,7 @@ def test_the_search_sizes_its_engines_from_device_memory(monkeypatch, caplog):
   per_slot = kv_bytes_per_slot(model.config, 300, 1)
   # A device of 100 MB with 60 MB in use: 0.9 x 100 - 60 = 30 MB leave room for 30 MB / per_slot.
   monkeypatch.setattr(device_memory, "device_memory", lambda: (100 * 10**6, 60 * 10**6))
-  search = FeedbackEditSearch(SearchSettings(mode="greedy", batch_size=16,
-                                             draft=StageSampling(max_new_tokens=4)), role)
+  search = FeedbackEditSearch(SearchSettings(mode="greedy", batch_size=16, draft=StageSampling(max_new_tokens=4)), role)
   search.slot_budget = SlotBudget({role.model_key: 300}, tensor=1, memory_fraction=0.9)
   with caplog.at_level(logging.INFO):
     engine = search.engine(role)
@@ -92,8 +95,14 @@ def test_the_search_sizes_its_engines_from_device_memory(monkeypatch, caplog):
 
 def _plan(*args):
   env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-m", "helpsteer_jax.plan", "--search", *args], cwd=REPO,
-                       env=env, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-m", "helpsteer_jax.plan", "--search", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   return out.stdout
 

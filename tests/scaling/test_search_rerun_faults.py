@@ -77,7 +77,8 @@ def test_records_and_the_folder_name_what_produced_them(folder, model_dir):
 
 
 def test_more_drafts_another_seed_and_another_policy_are_refused_naming_each_field(
-    folder, model_dir, other_model_dir, no_model_loads):
+  folder, model_dir, other_model_dir, no_model_loads
+):
   config = search_config(other_model_dir, folder, num_drafts=4, seed=3)
   with pytest.raises(RunMismatch) as error:
     scale.run_search(config)
@@ -122,14 +123,18 @@ def test_force_continues_and_logs_each_overridden_field(folder, model_dir, caplo
   assert [len(r["drafts"]) for r in records] == [2, 2, 3]
 
 
-@pytest.mark.parametrize("stage_name, field, value, expected", [
+@pytest.mark.parametrize(
+  "stage_name, field, value, expected",
+  [
     ("draft", "max_new_tokens", -1, "search.draft.max_new_tokens=-1; expected at least 1"),
     ("feedback", "temperature", -1.0, "search.feedback.temperature=-1.0; expected >= 0"),
     ("edit", "top_p", 1.5, r"search.edit.top_p=1.5; expected in \(0, 1\]"),
     ("draft", "top_k", -5, "search.draft.top_k=-5; expected >= 1"),
-])
+  ],
+)
 def test_sampling_values_fail_naming_the_stage_before_any_folder_or_model(
-    model_dir, tmp_path, no_model_loads, stage_name, field, value, expected):
+  model_dir, tmp_path, no_model_loads, stage_name, field, value, expected
+):
   write_prompts(tmp_path / "prompts.jsonl", ["Hi"])
   config = search_config(model_dir, tmp_path, mode="greedy")  # the edit stage is checked though no edit runs
   config.search[stage_name][field] = value
@@ -138,11 +143,14 @@ def test_sampling_values_fail_naming_the_stage_before_any_folder_or_model(
   assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("field, value, expected", [
+@pytest.mark.parametrize(
+  "field, value, expected",
+  [
     ("prompts.limit", -1, "prompts.limit=-1; expected at least 0"),
     ("prompts_per_batch", 0, "prompts_per_batch=0; expected at least 1"),
     ("search.num_drafts", 0, "num_drafts=0; expected at least 1"),
-])
+  ],
+)
 def test_run_values_fail_before_any_folder_or_model(model_dir, tmp_path, no_model_loads, field, value, expected):
   config = search_config(model_dir, tmp_path)
   block, _, name = field.rpartition(".")

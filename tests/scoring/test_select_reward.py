@@ -32,24 +32,43 @@ TOL = 1e-4
 VOCAB = 128256  # the Llama-3 tokenizer's
 
 CONVERSATIONS = [
-    ([{"role": "user", "content": "What is the distance between the Earth and the Sun?"}],
-     "The distance from Earth to the Sun is 93 million miles."),
-    ([{"role": "user", "content": "Name a prime number."},
+  (
+    [{"role": "user", "content": "What is the distance between the Earth and the Sun?"}],
+    "The distance from Earth to the Sun is 93 million miles.",
+  ),
+  (
+    [
+      {"role": "user", "content": "Name a prime number."},
       {"role": "assistant", "content": "Seven."},
-      {"role": "user", "content": "A larger one, please."}],
-     "Ninety-seven is prime."),
-    ([{"role": "system", "content": "Answer in one short sentence."},
-      {"role": "user", "content": "Why is the sky blue?"}],
-     "Air scatters blue light more than red light."),
+      {"role": "user", "content": "A larger one, please."},
+    ],
+    "Ninety-seven is prime.",
+  ),
+  (
+    [
+      {"role": "system", "content": "Answer in one short sentence."},
+      {"role": "user", "content": "Why is the sky blue?"},
+    ],
+    "Air scatters blue light more than red light.",
+  ),
 ]
 
 
 def _hf_select_model(seed: int = 0):
   config = transformers.LlamaConfig(
-      vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-      rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
-      bos_token_id=128000, eos_token_id=128009, torch_dtype="float32",
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    tie_word_embeddings=False,
+    bos_token_id=128000,
+    eos_token_id=128009,
+    torch_dtype="float32",
   )
   torch.manual_seed(seed)
   model = transformers.LlamaForCausalLM(config).eval()
@@ -71,8 +90,12 @@ def _hf_scores(model, tokenizer, items) -> list[float]:
   out = []
   for conversation, response in items:
     ids = tokenizer.apply_chat_template(
-        list(conversation) + [{"role": "assistant", "content": response}], tokenize=True,
-        add_generation_prompt=False, return_tensors="pt", return_dict=True)["input_ids"]
+      list(conversation) + [{"role": "assistant", "content": response}],
+      tokenize=True,
+      add_generation_prompt=False,
+      return_tensors="pt",
+      return_dict=True,
+    )["input_ids"]
     with torch.no_grad():
       out.append(float(model(ids).logits[0, -1, 0]))
   return out
@@ -91,11 +114,21 @@ def test_select_layout_scores_like_transformers(select_folder, llama3_tokenizer)
   # The card's Quick Start: one generated token, its (unprocessed, greedy) scores at index 0.
   conversation, response = CONVERSATIONS[0]
   encoded = llama3_tokenizer.apply_chat_template(
-      conversation + [{"role": "assistant", "content": response}], tokenize=True,
-      add_generation_prompt=False, return_tensors="pt", return_dict=True)
-  out = hf_model.generate(encoded["input_ids"], attention_mask=encoded["attention_mask"],
-                          max_new_tokens=1, return_dict_in_generate=True, output_scores=True,
-                          do_sample=False, pad_token_id=llama3_tokenizer.pad_token_id)
+    conversation + [{"role": "assistant", "content": response}],
+    tokenize=True,
+    add_generation_prompt=False,
+    return_tensors="pt",
+    return_dict=True,
+  )
+  out = hf_model.generate(
+    encoded["input_ids"],
+    attention_mask=encoded["attention_mask"],
+    max_new_tokens=1,
+    return_dict_in_generate=True,
+    output_scores=True,
+    do_sample=False,
+    pad_token_id=llama3_tokenizer.pad_token_id,
+  )
   assert float(out.scores[0][0][0]) == pytest.approx(ours[0], abs=TOL)
 
 
@@ -109,14 +142,16 @@ def test_select_layout_round_trips(select_folder, tmp_path):
 
   # transformers reads the export as a causal LM whose logit 0 is the same reward.
   reloaded_hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-  np.testing.assert_allclose(_hf_scores(reloaded_hf, tokenizer, CONVERSATIONS),
-                             _hf_scores(hf_model, tokenizer, CONVERSATIONS), atol=TOL)
+  np.testing.assert_allclose(
+    _hf_scores(reloaded_hf, tokenizer, CONVERSATIONS), _hf_scores(hf_model, tokenizer, CONVERSATIONS), atol=TOL
+  )
   # Ours reloads it without being told the index (config.json records it), bit for bit.
   again, _ = load_reward_model(str(out), show_progress=False)
   np.testing.assert_array_equal(np.asarray(again.head[...]), np.asarray(rm.head[...]))
   selector = RewardModelSelector(again, tokenizer, prompt_format="nemotron")
-  np.testing.assert_allclose(selector.score(CONVERSATIONS),
-                             RewardModelSelector(rm, tokenizer).score(CONVERSATIONS), atol=1e-6)
+  np.testing.assert_allclose(
+    selector.score(CONVERSATIONS), RewardModelSelector(rm, tokenizer).score(CONVERSATIONS), atol=1e-6
+  )
 
 
 def test_layout_errors(select_folder, tmp_path):
@@ -138,11 +173,13 @@ def test_select_request_renders_as_the_card(conversation, response, select_folde
   messages = prompts.select_request(conversation, response, "nemotron")
   assert messages == list(conversation) + [{"role": "assistant", "content": response}]
   rm, tokenizer = load_reward_model(str(select_folder[0]), logit_index=0, show_progress=False)
-  selector_ids = RewardModelSelector(rm, tokenizer, prompt_format="nemotron").encode(
-      conversation, response)
+  selector_ids = RewardModelSelector(rm, tokenizer, prompt_format="nemotron").encode(conversation, response)
   expected = llama3_tokenizer.apply_chat_template(
-      list(conversation) + [{"role": "assistant", "content": response}], tokenize=True,
-      add_generation_prompt=False, return_dict=True)["input_ids"]
+    list(conversation) + [{"role": "assistant", "content": response}],
+    tokenize=True,
+    add_generation_prompt=False,
+    return_dict=True,
+  )["input_ids"]
   assert selector_ids == list(expected)
 
 
@@ -158,8 +195,12 @@ def test_convert_writes_select_as_a_sequence_classifier(select_folder, tmp_path)
   tokenizer = transformers.AutoTokenizer.from_pretrained(out)
   for conversation, response in CONVERSATIONS:
     ids = tokenizer.apply_chat_template(
-        list(conversation) + [{"role": "assistant", "content": response}], tokenize=True,
-        add_generation_prompt=False, return_tensors="pt", return_dict=True)["input_ids"]
+      list(conversation) + [{"role": "assistant", "content": response}],
+      tokenize=True,
+      add_generation_prompt=False,
+      return_tensors="pt",
+      return_dict=True,
+    )["input_ids"]
     with torch.no_grad():
       want = float(hf_model(ids).logits[0, -1, 0])
       got = float(classifier(ids).logits[0, 0])

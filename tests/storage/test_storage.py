@@ -31,13 +31,13 @@ def test_append_log_is_one_object_per_append_and_compacts_safely(gcs_bucket):
   log = JsonlAppender(path)
   log.append([{"id": 0}])
   log.append([{"id": 1}, {"id": 2}])
-  assert storage.listdir(object_log.parts_folder(path)) == ["00000000-00000000.jsonl",
-                                                             "00000001-00000001.jsonl"]
+  assert storage.listdir(object_log.parts_folder(path)) == ["00000000-00000000.jsonl", "00000001-00000001.jsonl"]
   assert [row["id"] for row in JsonlAppender(path).read()] == [0, 1, 2]
   # A compaction cut short after writing the whole range but before deleting its parts: the parts
   # inside the range are skipped, so no row is read twice.
-  storage.write_atomic(storage.join(object_log.parts_folder(path), "00000000-00000001.jsonl"),
-                       b'{"id": 0}\n{"id": 1}\n{"id": 2}\n')
+  storage.write_atomic(
+    storage.join(object_log.parts_folder(path), "00000000-00000001.jsonl"), b'{"id": 0}\n{"id": 1}\n{"id": 2}\n'
+  )
   assert [row["id"] for row in read_jsonl(path)] == [0, 1, 2]
   resumed = JsonlAppender(path)  # appends carry on after the widest range
   resumed.append([{"id": 3}])
@@ -79,13 +79,13 @@ def test_a_second_run_cannot_claim_a_bucket_folder_and_a_clean_exit_frees_it(gcs
 def test_a_lapsed_lease_is_taken_over_and_the_lease_is_renewed(gcs_bucket):
   path = storage.join(gcs_bucket, "run2", ".lock")
   # A holder on another host that stopped renewing (a preempted VM): stale once its lease lapses.
-  storage.write_atomic(path, json.dumps({"what": "train", "pid": 1, "host": "gone-vm",
-                                         "renewed": 0, "lease_s": 300}))
+  storage.write_atomic(path, json.dumps({"what": "train", "pid": 1, "host": "gone-vm", "renewed": 0, "lease_s": 300}))
   lock = ObjectLock(path, what="train", lease_s=2.0, renew_s=0.2)
   lock.acquire()
   try:
     first = json.loads(storage.read_text(path))["renewed"]
     import time
+
     time.sleep(0.8)
     assert json.loads(storage.read_text(path))["renewed"] > first
     other = ObjectLock(path, what="train")
@@ -100,15 +100,19 @@ def test_a_lapsed_lease_is_taken_over_and_the_lease_is_renewed(gcs_bucket):
 def test_a_bucket_url_without_its_client_fails_in_one_line_and_makes_no_folder(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   config = os.path.join(repo, "experiments", "feedback_sft.py")
-  blocked = ("import sys, runpy; sys.modules['gcsfs'] = None; sys.modules['tensorflow'] = None; "
-             f"sys.argv = ['train', '--config={config}:tiny', '--workdir=gs://my-bucket/run1']; "
-             "runpy.run_module('helpsteer_jax.train', run_name='__main__')")
+  blocked = (
+    "import sys, runpy; sys.modules['gcsfs'] = None; sys.modules['tensorflow'] = None; "
+    f"sys.argv = ['train', '--config={config}:tiny', '--workdir=gs://my-bucket/run1']; "
+    "runpy.run_module('helpsteer_jax.train', run_name='__main__')"
+  )
   env = dict(os.environ, PYTHONPATH=repo)
-  proc = subprocess.run([sys.executable, "-c", blocked], cwd=tmp_path, env=env, capture_output=True,
-                        text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-c", blocked], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+  )
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: gs://my-bucket/run1: gs:// paths need the package gcsfs (pip install gcsfs)")
+    "error: gs://my-bucket/run1: gs:// paths need the package gcsfs (pip install gcsfs)"
+  )
   assert not (tmp_path / "gs:").exists() and os.listdir(tmp_path) == []
 
 

@@ -24,8 +24,6 @@ from helpsteer_jax.testing.subprocesses import run_entry
 KEY_ENV = "HELPSTEER_STORAGE_JUDGE_KEY"
 
 
-
-
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -80,24 +78,32 @@ def test_a_search_in_a_bucket_killed_and_resumed_equals_a_local_run(model_dir, g
   merge_runs([out], storage.join(gcs_bucket, "merged"))
   merge_runs([str(local)], str(tmp_path / "merged"))
   for name in ("results.jsonl", "distill.jsonl"):
-    assert (storage.read_bytes(storage.join(gcs_bucket, "merged", name))
-            == (tmp_path / "merged" / name).read_bytes())
+    assert storage.read_bytes(storage.join(gcs_bucket, "merged", name)) == (tmp_path / "merged" / name).read_bytes()
   _no_local_bucket_folder(cwd, os.getcwd(), REPO)
 
 
 def _evaluate_args(model_dir, server, workdir):
-  return [sys.executable, "-m", "helpsteer_jax.evaluate",
-          f"--config=experiments/eval/arena_hard.py:tiny,model={model_dir},judge=http,label=base",
-          f"--config.judge.base_url={server.base_url}", f"--config.judge.api_key_env={KEY_ENV}",
-          "--config.judge.model=loopback-judge", "--config.judge.max_tokens=32",
-          "--config.questions.limit=2", "--config.questions_per_batch=1",
-          "--config.generation.max_new_tokens=4", "--config.scoring.bootstrap_rounds=10",
-          f"--workdir={workdir}"]
+  return [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.evaluate",
+    f"--config=experiments/eval/arena_hard.py:tiny,model={model_dir},judge=http,label=base",
+    f"--config.judge.base_url={server.base_url}",
+    f"--config.judge.api_key_env={KEY_ENV}",
+    "--config.judge.model=loopback-judge",
+    "--config.judge.max_tokens=32",
+    "--config.questions.limit=2",
+    "--config.questions_per_batch=1",
+    "--config.generation.max_new_tokens=4",
+    "--config.scoring.bootstrap_rounds=10",
+    f"--workdir={workdir}",
+  ]
 
 
 @pytest.mark.entry
-def test_an_evaluation_in_a_bucket_resumes_and_equals_a_local_one(model_dir, gcs_bucket, tmp_path,
-                                                                  bundled_data, monkeypatch):
+def test_an_evaluation_in_a_bucket_resumes_and_equals_a_local_one(
+  model_dir, gcs_bucket, tmp_path, bundled_data, monkeypatch
+):
   monkeypatch.setenv(KEY_ENV, "sk-storage-test")
   env = dict(os.environ)
   work = storage.join(gcs_bucket, "eval", "arena")
@@ -128,12 +134,26 @@ def test_an_evaluation_in_a_bucket_resumes_and_equals_a_local_one(model_dir, gcs
 
 
 def _write_results(root):
-  for label, score in (("nemotron_instruct:greedy", 40.0), ("nemotron_instruct:feedback_edit", 60.0),
-                       ("nemotron_instruct:feedback_self_edit", 52.0)):
-    scaling = (None if label.endswith("greedy") else
-               {"token_multiple": 16.0, "mode": "feedback_edit", "drafts": 8, "feedbacks": 16, "edits": 1})
-    result = make_result("arena_hard", f"model-{label}", score, (score - 2, score + 3), {},
-                         {"questions": 10, "judged": 10, "failed": 0}, label=label, scaling=scaling)
+  for label, score in (
+    ("nemotron_instruct:greedy", 40.0),
+    ("nemotron_instruct:feedback_edit", 60.0),
+    ("nemotron_instruct:feedback_self_edit", 52.0),
+  ):
+    scaling = (
+      None
+      if label.endswith("greedy")
+      else {"token_multiple": 16.0, "mode": "feedback_edit", "drafts": 8, "feedbacks": 16, "edits": 1}
+    )
+    result = make_result(
+      "arena_hard",
+      f"model-{label}",
+      score,
+      (score - 2, score + 3),
+      {},
+      {"questions": 10, "judged": 10, "failed": 0},
+      label=label,
+      scaling=scaling,
+    )
     result["created"] = "2025-01-01T00:00:00+00:00"
     write_result(storage.join(root, "arena_hard", label.split(":")[1]), result)
 
@@ -147,8 +167,12 @@ def test_tables_from_and_into_a_bucket_equal_the_local_ones(gcs_bucket, tmp_path
   make_tables([str(tmp_path / "results")], str(local))
   cwd = tmp_path / "cwd"
   cwd.mkdir()
-  printed = run_entry([sys.executable, "-m", "helpsteer_jax.tables", f"--results={results}", f"--out={out}"],
-                      cwd=cwd, env=dict(os.environ), timeout=120)
+  printed = run_entry(
+    [sys.executable, "-m", "helpsteer_jax.tables", f"--results={results}", f"--out={out}"],
+    cwd=cwd,
+    env=dict(os.environ),
+    timeout=120,
+  )
   assert "### Main results" in printed and f"wrote 7 files to {out}" in printed
   assert storage.listdir(out) == sorted(os.listdir(local))
   for name in ("tables.md", "main.csv", "ablation.csv", "scaling_arena_hard_drafts.png"):
@@ -157,8 +181,7 @@ def test_tables_from_and_into_a_bucket_equal_the_local_ones(gcs_bucket, tmp_path
   _no_local_bucket_folder(cwd)
 
 
-def test_annotations_appended_into_a_bucket_resume_and_equal_local_ones(gcs_bucket, tmp_path,
-                                                                        embedded_gguf_path):
+def test_annotations_appended_into_a_bucket_resume_and_equal_local_ones(gcs_bucket, tmp_path, embedded_gguf_path):
   from flax import nnx
 
   from helpsteer_jax.annotate import annotate
@@ -170,10 +193,11 @@ def test_annotations_appended_into_a_bucket_resume_and_equal_local_ones(gcs_buck
 
   model = str(tmp_path / "attr")
   rm = RewardModel(get_preset("tiny", vocab_size=49152, max_position_embeddings=4096), 9, rngs=nnx.Rngs(1))
-  save_reward_model(rm, tokenizer_from_gguf(embedded_gguf_path), model, labels=STEERLM_ATTRIBUTES,
-                    show_progress=False)
-  rows = [{"messages": [{"role": "user", "content": f"Question {i}?"},
-                        {"role": "assistant", "content": f"Answer {i}."}]} for i in range(5)]
+  save_reward_model(rm, tokenizer_from_gguf(embedded_gguf_path), model, labels=STEERLM_ATTRIBUTES, show_progress=False)
+  rows = [
+    {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}
+    for i in range(5)
+  ]
   source = storage.join(gcs_bucket, "rows.jsonl")  # the input is read from the bucket too
   storage.write_atomic(source, "".join(json.dumps(row) + "\n" for row in rows))
   output = storage.join(gcs_bucket, "annotated.jsonl")

@@ -18,8 +18,12 @@ from helpsteer_jax.testing.train_runs import env, losses, train_command
 
 pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
-STEPS = ["--config.total_steps=12", "--config.checkpoint_every=3", "--config.data.batch_size=2",
-         "--config.optim.learning_rate=1e-3"]
+STEPS = [
+  "--config.total_steps=12",
+  "--config.checkpoint_every=3",
+  "--config.data.batch_size=2",
+  "--config.optim.learning_rate=1e-3",
+]
 
 
 def bucket_losses(workdir: str) -> dict[int, float]:
@@ -32,18 +36,19 @@ def bucket_losses(workdir: str) -> dict[int, float]:
 
 def test_a_run_in_a_bucket_resumes_after_kill_9_to_the_local_result(tmp_path, gcs_bucket, task_file):
   local = tmp_path / "local"
-  run_entry(train_command(local, task_file, *STEPS, f"--config.export_dir={local}/export"),
-            cwd=REPO, env=env(), timeout=600)
+  run_entry(
+    train_command(local, task_file, *STEPS, f"--config.export_dir={local}/export"), cwd=REPO, env=env(), timeout=600
+  )
 
   run = storage.join(gcs_bucket, "runs", "sft")
   export = storage.join(run, "export")
   command = train_command(run, task_file, *STEPS, f"--config.export_dir={export}")
   # The bucket run starts in an empty folder (so a stray local `gs:` folder would show) and writes
   # TensorBoard events into the bucket too.
-  command = [arg.replace("=experiments/", f"={REPO}/experiments/") for arg in command
-             if arg != "--config.tensorboard=False"]
-  proc = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  command = [
+    arg.replace("=experiments/", f"={REPO}/experiments/") for arg in command if arg != "--config.tensorboard=False"
+  ]
+  proc = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
     if max(bucket_losses(run), default=0) >= 4:  # a checkpoint (step 3) is in the bucket
@@ -64,6 +69,7 @@ def test_a_run_in_a_bucket_resumes_after_kill_9_to_the_local_result(tmp_path, gc
   assert not (tmp_path / "gs:").exists()
 
   from safetensors.numpy import load
+
   local_weights = load((local / "export" / "model.safetensors").read_bytes())
   bucket_weights = load(storage.read_bytes(storage.join(export, "model.safetensors")))
   assert local_weights.keys() == bucket_weights.keys()

@@ -23,7 +23,9 @@ def config(global_batch=128, micro=0, accum=1, trainer="sft", samples=4):
   return c
 
 
-@pytest.mark.parametrize("data_parallel, micro, accum, want", [
+@pytest.mark.parametrize(
+  "data_parallel, micro, accum, want",
+  [
     (1, 0, 1, (128, 1)),  # one device, one pass
     (1, 1, 1, (1, 128)),  # one device, micro-batch 1: 128 accumulation steps
     (8, 1, 1, (1, 16)),  # a (1, 8, 8) mesh: docs/70b.md's 16 accumulation steps
@@ -31,7 +33,8 @@ def config(global_batch=128, micro=0, accum=1, trainer="sft", samples=4):
     (128, 1, 1, (1, 1)),
     (8, 0, 4, (4, 4)),  # accumulation given, micro-batch derived
     (8, 4, 4, (4, 4)),  # both, agreeing
-])
+  ],
+)
 def test_global_batch_128_on_every_mesh(data_parallel, micro, accum, want):
   plan = plan_batch(config(micro=micro, accum=accum), data_parallel)
   assert (plan.micro_batch_size, plan.grad_accum_steps) == want
@@ -43,13 +46,16 @@ def test_rloo_global_batch_counts_samples():
   assert (plan.global_batch_size, plan.grad_accum_steps) == (128, 4)
 
 
-@pytest.mark.parametrize("data_parallel, micro, accum, match", [
+@pytest.mark.parametrize(
+  "data_parallel, micro, accum, match",
+  [
     (256, 1, 1, "does not split over the mesh's 256 data-parallel shards"),
     (48, 0, 1, "does not split over the mesh's 48"),
     (8, 3, 1, "micro_batch_size=3 does not divide the 16 rows"),
     (8, 0, 3, "grad_accum_steps=3 does not divide the 16 rows"),
     (8, 4, 2, "grad_accum_steps=2 contradicts micro_batch_size=4"),
-])
+  ],
+)
 def test_a_split_that_does_not_divide_is_refused(data_parallel, micro, accum, match):
   with pytest.raises(ValueError, match=match):
     plan_batch(config(micro=micro, accum=accum), data_parallel)

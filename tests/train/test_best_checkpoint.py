@@ -41,17 +41,42 @@ def read_state(folder: pathlib.Path) -> dict:
 def test_best_checkpoint_is_the_step_of_lowest_held_out_loss(tmp_path, embedded_gguf_path):
   train, held = write(tmp_path / "train.jsonl", TRAIN), write(tmp_path / "held.jsonl", HELD_OUT)
   run, export = tmp_path / "run", tmp_path / "export"
-  cmd = [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/chat_sft.py:tiny",
-         f"--workdir={run}", f"--config.data.path={train}", "--config.data.seq_len=32",
-         "--config.data.batch_size=4", "--config.data.packing=False", "--config.total_steps=20",
-         "--config.optim.learning_rate=1e-2", "--config.optim.warmup_steps=0", "--config.optim.schedule=constant",
-         "--config.eval_every=5", "--config.checkpoint_every=5", "--config.keep_checkpoints=4",
-         "--config.eval_data.dataset=chat_messages", f"--config.eval_data.path={held}",
-         "--config.eval_data.seq_len=32", "--config.eval_data.truncation=left", "--config.eval_data.batch_size=4",
-         "--config.eval_data.packing=False", "--config.keep_best_by=loss", "--config.export_from=best",
-         f"--config.export_dir={export}", "--config.progress=False", "--config.tensorboard=False"]
-  env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  cmd = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.train",
+    "--config=experiments/chat_sft.py:tiny",
+    f"--workdir={run}",
+    f"--config.data.path={train}",
+    "--config.data.seq_len=32",
+    "--config.data.batch_size=4",
+    "--config.data.packing=False",
+    "--config.total_steps=20",
+    "--config.optim.learning_rate=1e-2",
+    "--config.optim.warmup_steps=0",
+    "--config.optim.schedule=constant",
+    "--config.eval_every=5",
+    "--config.checkpoint_every=5",
+    "--config.keep_checkpoints=4",
+    "--config.eval_data.dataset=chat_messages",
+    f"--config.eval_data.path={held}",
+    "--config.eval_data.seq_len=32",
+    "--config.eval_data.truncation=left",
+    "--config.eval_data.batch_size=4",
+    "--config.eval_data.packing=False",
+    "--config.keep_best_by=loss",
+    "--config.export_from=best",
+    f"--config.export_dir={export}",
+    "--config.progress=False",
+    "--config.tensorboard=False",
+  ]
+  env = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  }
   out = run_entry(cmd, cwd=REPO, env=env, timeout=600)
 
   rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
@@ -62,8 +87,7 @@ def test_best_checkpoint_is_the_step_of_lowest_held_out_loss(tmp_path, embedded_
   recorded = json.loads((run / "config.json").read_text())
   assert recorded["total_steps"] == 20 and recorded["eval_data"]["path"] == str(held)
   assert "training finished at step 20 of 20; 2,560 tokens this run" in out  # 20 x 4 rows x 32
-  assert (f"held-out loss: best {evals[best_step]:.4f} at step {best_step}, final {evals[20]:.4f} at step 20"
-          in out)
+  assert f"held-out loss: best {evals[best_step]:.4f} at step {best_step}, final {evals[20]:.4f} at step 20" in out
   assert f"best checkpoint: step {best_step} in {run / 'best_checkpoint'}" in out
   assert f"export (best weights): {export}" in out
   assert sorted(evals) == [5, 10, 15, 20]

@@ -62,8 +62,9 @@ def test_edit_rloo_is_nemo_aligner_reinforce():
   assert "step-45" in doc and "reinforce.rst" in doc
 
 
-@pytest.mark.parametrize("name, base", [("helpsteer2_rm", "Llama-3-70B"),
-                                        ("helpsteer2_preference_stage1", "Llama-3.1-70B-Instruct")])
+@pytest.mark.parametrize(
+  "name, base", [("helpsteer2_rm", "Llama-3-70B"), ("helpsteer2_preference_stage1", "Llama-3.1-70B-Instruct")]
+)
 def test_helpsteer2_regression_reward_models(name, base):
   config, doc = load(name)
   assert config.init_weights.endswith(base)
@@ -121,8 +122,16 @@ def test_planner_prints_every_recipe():
   env.update(HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
   out = run_entry([sys.executable, "-m", "helpsteer_jax.plan", "--recipes"], cwd=REPO, env=env, timeout=300)
   print(out)
-  for name in ("feedback_sft_70b", "edit_sft_70b", "edit_rm_70b", "edit_rloo_70b", "helpsteer2_rm_70b",
-               "helpsteer2_preference_stage1_70b", "helpsteer2_preference_stage2_70b", "steerlm_acsft_70b"):
+  for name in (
+    "feedback_sft_70b",
+    "edit_sft_70b",
+    "edit_rm_70b",
+    "edit_rloo_70b",
+    "helpsteer2_rm_70b",
+    "helpsteer2_preference_stage1_70b",
+    "helpsteer2_preference_stage2_70b",
+    "steerlm_acsft_70b",
+  ):
     config, _ = load(name.removesuffix("_70b"))
     row = next(l for l in out.splitlines() if l.startswith(f"| {name} |"))
     assert f"| {steps(config):,} |" in row, row
@@ -164,9 +173,14 @@ def test_stage2_compares_the_helpfulness_output():
       out = jnp.zeros((ids.shape[0], 9))
       return out.at[: ids.shape[0] // 2, index].set(5.0)
 
-  batch = {"chosen_input_ids": jnp.zeros((2, 4), jnp.int32), "rejected_input_ids": jnp.zeros((2, 4), jnp.int32),
-           "chosen_input_mask": jnp.ones((2, 4), bool), "rejected_input_mask": jnp.ones((2, 4), bool),
-           "label_magnitude": jnp.asarray([1.0, 3.0]), "example_mask": jnp.ones(2)}
+  batch = {
+    "chosen_input_ids": jnp.zeros((2, 4), jnp.int32),
+    "rejected_input_ids": jnp.zeros((2, 4), jnp.int32),
+    "chosen_input_mask": jnp.ones((2, 4), bool),
+    "rejected_input_mask": jnp.ones((2, 4), bool),
+    "label_magnitude": jnp.asarray([1.0, 3.0]),
+    "example_mask": jnp.ones(2),
+  }
   out = task.loss_fn()(Scores(), batch, None)
   # Scaled loss |label| * -log sigmoid(5 - 0), summed over the 2 pairs; accuracy 1.
   want = (1.0 + 3.0) * float(jnp.log1p(jnp.exp(-5.0)))

@@ -29,8 +29,11 @@ WEIGHTS = jnp.array([1.0, 0.0, 2.0])
 
 def test_numbers_by_numpy():
   """The constants of this file, recomputed with numpy."""
-  np.testing.assert_allclose(np.log1p(np.exp(-np.array([1.0, -1.0, 0.0, -2.0, -3.0]))),
-                             [0.31326169, 1.31326169, 0.69314718, 2.12692801, 3.04858735], rtol=1e-8)
+  np.testing.assert_allclose(
+    np.log1p(np.exp(-np.array([1.0, -1.0, 0.0, -2.0, -3.0]))),
+    [0.31326169, 1.31326169, 0.69314718, 2.12692801, 3.04858735],
+    rtol=1e-8,
+  )
 
 
 def test_plain():
@@ -45,20 +48,18 @@ def test_margin():
   # delta - |label| = [-1, -3, -3]: mean(1.31326169, 3.04858735, 3.04858735)
   np.testing.assert_allclose(bt_margin_loss(R_CHOSEN, R_REJECTED, LABELS), 2.47014546, rtol=1e-6)
   # weights [3, 1, 0]: (3 * 1.31326169 + 3.04858735) / 4
-  np.testing.assert_allclose(bt_margin_loss(R_CHOSEN, R_REJECTED, LABELS, jnp.array([3.0, 1.0, 0.0])),
-                             1.74709311, rtol=1e-6)
-  np.testing.assert_allclose(bradley_terry_loss("margin", R_CHOSEN, R_REJECTED, LABELS), 2.47014546,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    bt_margin_loss(R_CHOSEN, R_REJECTED, LABELS, jnp.array([3.0, 1.0, 0.0])), 1.74709311, rtol=1e-6
+  )
+  np.testing.assert_allclose(bradley_terry_loss("margin", R_CHOSEN, R_REJECTED, LABELS), 2.47014546, rtol=1e-6)
 
 
 def test_scaled():
   # mean(2 * 0.31326169, 1 * 2.12692801, 3 * 0.69314718) = mean(0.62652338, 2.12692801, 2.07944154)
   np.testing.assert_allclose(bt_scaled_loss(R_CHOSEN, R_REJECTED, LABELS), 1.61096431, rtol=1e-6)
   # (0.62652338 + 2 * 2.07944154) / 3
-  np.testing.assert_allclose(bt_scaled_loss(R_CHOSEN, R_REJECTED, LABELS, WEIGHTS), 1.59513549,
-                             rtol=1e-6)
-  np.testing.assert_allclose(bradley_terry_loss("scaled", R_CHOSEN, R_REJECTED, LABELS), 1.61096431,
-                             rtol=1e-6)
+  np.testing.assert_allclose(bt_scaled_loss(R_CHOSEN, R_REJECTED, LABELS, WEIGHTS), 1.59513549, rtol=1e-6)
+  np.testing.assert_allclose(bradley_terry_loss("scaled", R_CHOSEN, R_REJECTED, LABELS), 1.61096431, rtol=1e-6)
 
 
 def test_gradients_and_stability():

@@ -47,22 +47,36 @@ def preference_pairs(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def optim(lr=3e-3):
-  return ml_collections.ConfigDict(dict(learning_rate=lr, warmup_steps=5, schedule="constant",
-                                        final_lr_fraction=1.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0,
-                                        grad_clip_norm=1.0))
+  return ml_collections.ConfigDict(
+    dict(
+      learning_rate=lr,
+      warmup_steps=5,
+      schedule="constant",
+      final_lr_fraction=1.0,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.0,
+      grad_clip_norm=1.0,
+    )
+  )
 
 
 def setup(sharding, loss, lr=3e-3, num_outputs=1, steps=100):
-  model = create_sharded_module(lambda rngs, ctx: RewardModel(CONFIG, num_outputs, rngs=rngs, sharding=ctx),
-                                sharding, seed=0)
+  model = create_sharded_module(
+    lambda rngs, ctx: RewardModel(CONFIG, num_outputs, rngs=rngs, sharding=ctx), sharding, seed=0
+  )
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   optimizer, schedule = make_optimizer(optim(lr), steps, params)
   shardings = train_state_shardings(params, optimizer, sharding)
   with jax.set_mesh(sharding.mesh):
     state = jax.jit(lambda p: init_state(p, optimizer), out_shardings=shardings)(params)
-  step = jax.jit(make_train_step(graphdef, rest, loss, optimizer, schedule),
-                 in_shardings=(shardings, None, NamedSharding(sharding.mesh, PartitionSpec())),
-                 out_shardings=(shardings, None), donate_argnums=(0,))
+  step = jax.jit(
+    make_train_step(graphdef, rest, loss, optimizer, schedule),
+    in_shardings=(shardings, None, NamedSharding(sharding.mesh, PartitionSpec())),
+    out_shardings=(shardings, None),
+    donate_argnums=(0,),
+  )
   return graphdef, rest, state, step
 
 
@@ -97,8 +111,7 @@ def test_sharded_reward_step_equals_one_device():
       for i in range(2):
         state, metrics = step(state, put(preference_pairs(8, seed=i), sharding), jax.random.key(0))
         losses.append(float(metrics["loss"]))
-    params = {jax.tree_util.keystr(p): np.asarray(x)
-              for p, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+    params = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
     results.append((losses, params))
   (l1, p1), (l8, p8) = results
   np.testing.assert_allclose(l8, l1, rtol=1e-5)
@@ -110,10 +123,14 @@ def test_sharded_reward_step_equals_one_device():
 def test_regression_loss_ignores_missing_labels():
   model = RewardModel(CONFIG, 3, rngs=nnx.Rngs(0))
   ids = jnp.asarray(np.random.default_rng(0).integers(10, 64, size=(2, T)), jnp.int32)
-  batch = {"input_ids": ids, "input_mask": jnp.ones((2, T), bool), "example_mask": jnp.ones(2),
-           "targets": jnp.asarray([[1.0, -100.0, 3.0], [-100.0, -100.0, 2.0]])}
+  batch = {
+    "input_ids": ids,
+    "input_mask": jnp.ones((2, T), bool),
+    "example_mask": jnp.ones(2),
+    "targets": jnp.asarray([[1.0, -100.0, 3.0], [-100.0, -100.0, 2.0]]),
+  }
   out = regression_step_loss(model, batch, None)
   pred = np.asarray(model(ids, batch["input_mask"]))
-  want = ((pred[0, 0] - 1) ** 2 + (pred[0, 2] - 3) ** 2 + (pred[1, 2] - 2) ** 2)
+  want = (pred[0, 0] - 1) ** 2 + (pred[0, 2] - 3) ** 2 + (pred[1, 2] - 2) ** 2
   assert float(out.weight) == 3.0
   np.testing.assert_allclose(float(out.total), want, rtol=1e-5)

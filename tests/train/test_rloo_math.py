@@ -59,8 +59,11 @@ def test_chunked_token_log_probs_matches_and_differentiates(chunk):
     return jnp.sum(chunked_token_log_probs(h, tokens, lambda x: x @ w, chunk_size=chunk) * mask)
 
   np.testing.assert_allclose(
-      chunked_token_log_probs(hidden, tokens, lambda x: x @ w, chunk), token_log_probs(hidden @ w, tokens),
-      rtol=1e-5, atol=1e-6)
+    chunked_token_log_probs(hidden, tokens, lambda x: x @ w, chunk),
+    token_log_probs(hidden @ w, tokens),
+    rtol=1e-5,
+    atol=1e-6,
+  )
   g_full = jax.grad(full, argnums=(0, 1))(w, hidden)
   g_chunk = jax.jit(jax.grad(chunked, argnums=(0, 1)))(w, hidden)
   for a, b in zip(g_chunk, g_full):
@@ -76,8 +79,7 @@ def test_kl_estimators():
   np.testing.assert_allclose(kl_per_token(LOGP, REF, "k1"), [[0.5, -1.0, 0.0]])
   # log r = log pi_ref - log pi = [-0.5, 1, 0]; (r - 1) - log r:
   # e^-0.5 - 1 + 0.5 = 0.10653066, e - 1 - 1 = 0.71828183, 0.
-  np.testing.assert_allclose(kl_per_token(LOGP, REF, "k3"), [[0.10653066, 0.71828183, 0.0]], rtol=1e-6,
-                             atol=1e-8)
+  np.testing.assert_allclose(kl_per_token(LOGP, REF, "k3"), [[0.10653066, 0.71828183, 0.0]], rtol=1e-6, atol=1e-8)
   np.testing.assert_allclose(np.exp(-0.5) - 0.5, 0.10653066, rtol=1e-7)  # the constant, by numpy
   with pytest.raises(ValueError, match="expected one of"):
     kl_per_token(LOGP, REF, "k2")
@@ -89,15 +91,15 @@ def test_sequence_kl_is_the_token_mean_over_the_mask():
   mask = jnp.array([[1, 1, 0], [1, 0, 0]])
   np.testing.assert_allclose(sequence_kl(logp, ref, mask, "abs"), [0.75, 0.5])  # (0.5 + 1) / 2, 0.5
   np.testing.assert_allclose(sequence_kl(logp, ref, mask, "k1"), [-0.25, 0.5])
-  np.testing.assert_allclose(sequence_kl(logp, ref, mask, "k3"), [(0.10653066 + 0.71828183) / 2, 0.10653066],
-                             rtol=1e-6)
+  np.testing.assert_allclose(sequence_kl(logp, ref, mask, "k3"), [(0.10653066 + 0.71828183) / 2, 0.10653066], rtol=1e-6)
   np.testing.assert_allclose(masked_token_mean(logp, jnp.zeros((2, 3))), [0.0, 0.0])  # empty: 0
 
 
 def test_kl_penalized_rewards():
   # RM [1, 2], KL [0.5, 1], beta 0.1 -> [0.95, 1.9]; no gradient flows into the KL.
-  np.testing.assert_allclose(kl_penalized_rewards(jnp.array([1.0, 2.0]), jnp.array([0.5, 1.0]), 0.1),
-                             [0.95, 1.9], rtol=1e-6)
+  np.testing.assert_allclose(
+    kl_penalized_rewards(jnp.array([1.0, 2.0]), jnp.array([0.5, 1.0]), 0.1), [0.95, 1.9], rtol=1e-6
+  )
   grad = jax.grad(lambda kl: jnp.sum(kl_penalized_rewards(jnp.ones(2), kl, 0.1)))(jnp.ones(2))
   np.testing.assert_array_equal(grad, [0.0, 0.0])
 
@@ -109,8 +111,7 @@ def test_leave_one_out():
   # Row 0: the others' means are 11/3, 10/3, 3, 2 -> A = [-8/3, -4/3, 0, 4] (they sum to 0).
   # Row 1: equal rewards -> 0.
   adv = jax.jit(leave_one_out_advantages)(REWARDS)
-  np.testing.assert_allclose(adv, [[-8 / 3, -4 / 3, 0.0, 4.0], [0.0, 0.0, 0.0, 0.0]], rtol=1e-6,
-                             atol=1e-6)
+  np.testing.assert_allclose(adv, [[-8 / 3, -4 / 3, 0.0, 4.0], [0.0, 0.0, 0.0, 0.0]], rtol=1e-6, atol=1e-6)
   # Same as k / (k - 1) * (r_i - mean r), by numpy.
   r = np.asarray(REWARDS)
   np.testing.assert_allclose(adv, 4 / 3 * (r - r.mean(1, keepdims=True)), rtol=1e-6, atol=1e-7)
@@ -133,8 +134,9 @@ def test_penalize_rule():
   assert bool(jnp.all(valid))
   np.testing.assert_allclose(rewards[0], [1.0, 2.0, -1.0, 6.0])
   # [1, 2, -1, 6]: others' means 7/3, 6/3, 9/3, 2/3 -> A = [-4/3, 0, -4, 16/3].
-  np.testing.assert_allclose(leave_one_out_advantages(rewards, valid)[0], [-4 / 3, 0.0, -4.0, 16 / 3],
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    leave_one_out_advantages(rewards, valid)[0], [-4 / 3, 0.0, -4.0, 16 / 3], rtol=1e-6, atol=1e-6
+  )
   with pytest.raises(ValueError, match="never end"):
     apply_unfinished_rule(REWARDS, finished, "ignore")
 
@@ -142,8 +144,9 @@ def test_penalize_rule():
 def test_exclude_from_baseline_rule_as_nemo_aligner():
   """NeMo-Aligner's rule, the default: samples that never end leave the baselines, stay in the loss."""
   finished = jnp.array([[True, True, False, True], [True, False, False, False]])
-  adv, rewards, in_loss = jax.jit(rule_advantages, static_argnames="rule")(REWARDS, finished,
-                                                                        rule="exclude_from_baseline")
+  adv, rewards, in_loss = jax.jit(rule_advantages, static_argnames="rule")(
+    REWARDS, finished, rule="exclude_from_baseline"
+  )
   # Row 0 [1, 2, 3, 6], finished {0, 1, 3}: the finished sum 9 over n - 1 = 2 others.
   #   A0 = 1 - (2 + 6) / 2 = -3, A1 = 2 - (1 + 6) / 2 = -1.5, A3 = 6 - (1 + 2) / 2 = 4.5;
   #   unfinished sample 2: baseline 9 / 2 (NeMo-Aligner's divisor), A2 = 3 - 4.5 = -1.5.
@@ -184,8 +187,7 @@ def test_policy_gradient_loss():
   # sum A m log pi = 2 (-1 - 2) - (-0.5 - 0.5 + 0) = -5 over 5 tokens -> loss 1.
   np.testing.assert_allclose(jax.jit(policy_gradient_loss)(logp, adv, mask), 1.0, rtol=1e-6)
   # The second sample dropped: -(2 (-3)) / 2 = 3.
-  np.testing.assert_allclose(policy_gradient_loss(logp, adv, mask, jnp.array([True, False])), 3.0,
-                             rtol=1e-6)
+  np.testing.assert_allclose(policy_gradient_loss(logp, adv, mask, jnp.array([True, False])), 3.0, rtol=1e-6)
   # d loss / d log pi = -A_i m / 5; advantages are constants.
   grad = jax.grad(policy_gradient_loss)(logp, adv, mask)
   np.testing.assert_allclose(grad, [[-0.4, -0.4, 0.0], [0.2, 0.2, 0.2]], rtol=1e-6)

@@ -18,14 +18,28 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _env(devices: int) -> dict:
-  return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return dict(
+    os.environ,
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  )
 
 
 def _command(workdir, *extra):
-  return [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/edit_rloo.py:tiny",
-          f"--workdir={workdir}", "--config.total_steps=3", "--config.progress=False",
-          "--config.tensorboard=False", "--config.mesh.shape=(2,2,2)", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.train",
+    "--config=experiments/edit_rloo.py:tiny",
+    f"--workdir={workdir}",
+    "--config.total_steps=3",
+    "--config.progress=False",
+    "--config.tensorboard=False",
+    "--config.mesh.shape=(2,2,2)",
+    *extra,
+  ]
 
 
 def _rows(workdir):

@@ -41,7 +41,8 @@ def test_three_rloo_steps_fetch_no_parameter_to_the_host(tmp_path, monkeypatch, 
 
   def record(x) -> None:
     (saved if _caller_is_a_checkpoint() else fetched).append(
-        (tuple(x.shape), str(x.dtype), int(x.size * x.dtype.itemsize)))
+      (tuple(x.shape), str(x.dtype), int(x.size * x.dtype.itemsize))
+    )
 
   original = ArrayImpl._value
 
@@ -66,13 +67,19 @@ def test_three_rloo_steps_fetch_no_parameter_to_the_host(tmp_path, monkeypatch, 
 
   leaves = jax.tree.leaves(result.state.params)
   # A parameter may be fetched whole or shard by shard (as the checkpoint does).
-  param_shapes = {(tuple(shape), str(x.dtype)) for x in leaves if len(x.shape) >= 2
-                  for shape in [x.shape] + [shard.data.shape for shard in x.addressable_shards]}
+  param_shapes = {
+    (tuple(shape), str(x.dtype))
+    for x in leaves
+    if len(x.shape) >= 2
+    for shape in [x.shape] + [shard.data.shape for shard in x.addressable_shards]
+  }
   param_bytes = sum(int(x.size) * x.dtype.itemsize for x in leaves)
   fetched_bytes = sum(n for *_, n in fetched)
-  print(f"steps: {len(fetched)} fetches, {fetched_bytes:,} bytes in all, largest "
-        f"{max(fetched, key=lambda f: f[2])}; the final checkpoint: {len(saved)} fetches, "
-        f"{sum(n for *_, n in saved):,} bytes; parameters {param_bytes:,} bytes in {len(leaves)} arrays")
+  print(
+    f"steps: {len(fetched)} fetches, {fetched_bytes:,} bytes in all, largest "
+    f"{max(fetched, key=lambda f: f[2])}; the final checkpoint: {len(saved)} fetches, "
+    f"{sum(n for *_, n in saved):,} bytes; parameters {param_bytes:,} bytes in {len(leaves)} arrays"
+  )
   assert not [f for f in fetched if f[:2] in param_shapes], "a parameter was fetched to the host"
   assert fetched_bytes < param_bytes / 100
   # The counters see a parameter-shaped fetch when there is one, by either path.

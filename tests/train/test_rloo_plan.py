@@ -39,8 +39,14 @@ def test_70b_bytes_by_hand():
 @pytest.mark.entry
 def test_plan_entry_prints_both_clusters():
   env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
-  out = subprocess.run([sys.executable, "-m", "helpsteer_jax.plan", "--config=experiments/edit_rloo.py:size=70b"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-m", "helpsteer_jax.plan", "--config=experiments/edit_rloo.py:size=70b"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "v5p-64:" in out.stdout and "4x8xH100-80GB:" in out.stdout
   assert out.stdout.count("rollout cache:") == 2 and "does NOT fit" not in out.stdout

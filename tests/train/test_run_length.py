@@ -91,14 +91,33 @@ def test_a_run_by_epochs_trains_the_counted_steps(tmp_path, chats):
   partial batch) are 2 x 6 = 12 steps, whatever total_steps says; the log names the total and the
   schedule ends on it."""
   steps = 2 * -(-23 // 4)
-  cmd = [sys.executable, "-m", "helpsteer_jax.train", "--config=experiments/chat_sft.py:tiny",
-         f"--workdir={tmp_path / 'run'}", f"--config.data.path={chats}", "--config.data.seq_len=64",
-         "--config.data.packing=False", "--config.data.truncation=left", "--config.data.batch_size=4",
-         "--config.num_epochs=2", "--config.total_steps=1000", "--config.checkpoint_every=0",
-         "--config.optim.warmup_steps=0", "--config.optim.schedule=linear",
-         "--config.optim.final_lr_fraction=0.0", "--config.progress=False", "--config.tensorboard=False"]
-  env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  cmd = [
+    sys.executable,
+    "-m",
+    "helpsteer_jax.train",
+    "--config=experiments/chat_sft.py:tiny",
+    f"--workdir={tmp_path / 'run'}",
+    f"--config.data.path={chats}",
+    "--config.data.seq_len=64",
+    "--config.data.packing=False",
+    "--config.data.truncation=left",
+    "--config.data.batch_size=4",
+    "--config.num_epochs=2",
+    "--config.total_steps=1000",
+    "--config.checkpoint_every=0",
+    "--config.optim.warmup_steps=0",
+    "--config.optim.schedule=linear",
+    "--config.optim.final_lr_fraction=0.0",
+    "--config.progress=False",
+    "--config.tensorboard=False",
+  ]
+  env = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  }
   output = run_entry(cmd, cwd=REPO, env=env, timeout=600)
   assert f"run length: 2 epochs = {steps} steps" in output
   rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -21,17 +21,26 @@ pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
+
 def test_tiny_model_learns_a_chat_task(tmp_path, task_file):
   export = tmp_path / "export"
-  cmd = train_command(tmp_path / "run", task_file, "--config.total_steps=80", "--config.optim.learning_rate=3e-3",
-                      "--config.data.batch_size=4", "--config.data.packing=False", "--config.checkpoint_every=0",
-                      f"--config.export_dir={export}")
+  cmd = train_command(
+    tmp_path / "run",
+    task_file,
+    "--config.total_steps=80",
+    "--config.optim.learning_rate=3e-3",
+    "--config.data.batch_size=4",
+    "--config.data.packing=False",
+    "--config.checkpoint_every=0",
+    f"--config.export_dir={export}",
+  )
   run_entry(cmd, cwd=REPO, env=env(), timeout=600)
   curve = losses(tmp_path / "run")
   print(f"loss on the answer tokens: step 1 {curve[1]:.3f} -> step 80 {curve[80]:.4f}")
   assert curve[1] > 5.0 and curve[80] < 0.1
 
   import helpsteer_jax as hj
+
   model, tokenizer = hj.load_pretrained(str(export), show_progress=False)
   chats = [[{"role": "user", "content": f"Code word for {c}?"}] for c in CODE_WORDS]
   answers = [a[0].strip() for a in hj.generate(model, tokenizer, chats, max_new_tokens=8)]
@@ -39,16 +48,29 @@ def test_tiny_model_learns_a_chat_task(tmp_path, task_file):
 
 
 def test_kill_9_then_resume_is_bit_identical(tmp_path, task_file):
-  steps = ["--config.total_steps=12", "--config.checkpoint_every=3", "--config.data.batch_size=2",
-           "--config.optim.learning_rate=1e-3"]
+  steps = [
+    "--config.total_steps=12",
+    "--config.checkpoint_every=3",
+    "--config.data.batch_size=2",
+    "--config.optim.learning_rate=1e-3",
+  ]
   straight = tmp_path / "straight"
-  run_entry(train_command(straight, task_file, *steps, f"--config.export_dir={straight}/export"),
-            cwd=REPO, env=env(), timeout=600)
+  run_entry(
+    train_command(straight, task_file, *steps, f"--config.export_dir={straight}/export"),
+    cwd=REPO,
+    env=env(),
+    timeout=600,
+  )
 
   resumed = tmp_path / "resumed"
   kill_after = random.Random(os.getpid()).randint(4, 10)
-  proc = subprocess.Popen(train_command(resumed, task_file, *steps, f"--config.export_dir={resumed}/export"),
-                          cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    train_command(resumed, task_file, *steps, f"--config.export_dir={resumed}/export"),
+    cwd=REPO,
+    env=env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
     metrics = resumed / "metrics.jsonl"
@@ -59,13 +81,15 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, task_file):
   proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   assert not (resumed / "export").exists()
-  run_entry(train_command(resumed, task_file, *steps, f"--config.export_dir={resumed}/export"),
-            cwd=REPO, env=env(), timeout=600)
+  run_entry(
+    train_command(resumed, task_file, *steps, f"--config.export_dir={resumed}/export"), cwd=REPO, env=env(), timeout=600
+  )
 
   a, b = losses(straight), losses(resumed)
   assert sorted(a) == sorted(b) == list(range(1, 13))
   assert [a[s] for s in sorted(a)] == [b[s] for s in sorted(b)]  # exact, not approximate
   from safetensors.numpy import load_file
+
   wa = load_file(str(straight / "export" / "model.safetensors"))
   wb = load_file(str(resumed / "export" / "model.safetensors"))
   assert wa.keys() == wb.keys()
@@ -78,8 +102,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, task_file):
   """Preemption: SIGTERM mid-run finishes the step, checkpoints it, exits 0; a rerun resumes there."""
   run = tmp_path / "run"
   steps = ["--config.checkpoint_every=0", "--config.data.batch_size=2"]
-  proc = subprocess.Popen(train_command(run, task_file, "--config.total_steps=500", *steps), cwd=REPO,
-                          env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+    train_command(run, task_file, "--config.total_steps=500", *steps),
+    cwd=REPO,
+    env=env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
     if (run / "metrics.jsonl").exists() and max(losses(run), default=0) >= 3:
@@ -93,8 +123,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, task_file):
   assert f"preempted: checkpoint of step {saved[0]} written" in output
   assert max(losses(run)) == saved[0]  # no step ran after the one saved
 
-  resumed = run_entry(train_command(run, task_file, f"--config.total_steps={saved[0] + 2}", *steps),
-                      cwd=REPO, env=env(), timeout=600)
+  resumed = run_entry(
+    train_command(run, task_file, f"--config.total_steps={saved[0] + 2}", *steps), cwd=REPO, env=env(), timeout=600
+  )
   assert f"resume: latest checkpoint of this run, step {saved[0]}" in resumed
   print(f"SIGTERM after step {saved[0]}; resumed to step {max(losses(run))}")
   assert max(losses(run)) == saved[0] + 2
@@ -103,13 +134,24 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, task_file):
 def test_eval_loop_on_a_mesh(tmp_path, task_file):
   """Held-out evaluation every 3 steps on a (1, 2, 2) mesh: eval rows at those steps, and the
   loss on the memorised task falls between them; held-out data that gives no batch is an error."""
-  cmd = train_command(tmp_path / "run", task_file, "--config.total_steps=6", "--config.eval_every=3",
-                      "--config.optim.learning_rate=3e-3", "--config.optim.warmup_steps=0",
-                      "--config.data.batch_size=4", "--config.data.packing=False", "--config.checkpoint_every=0",
-                      "--config.eval_data.dataset=chat_messages", f"--config.eval_data.path={task_file}",
-                      "--config.eval_data.seq_len=32", "--config.eval_data.truncation=left",
-                      "--config.eval_data.batch_size=2", "--config.eval_data.packing=False",
-                      "--config.mesh.shape=(1,2,2)")
+  cmd = train_command(
+    tmp_path / "run",
+    task_file,
+    "--config.total_steps=6",
+    "--config.eval_every=3",
+    "--config.optim.learning_rate=3e-3",
+    "--config.optim.warmup_steps=0",
+    "--config.data.batch_size=4",
+    "--config.data.packing=False",
+    "--config.checkpoint_every=0",
+    "--config.eval_data.dataset=chat_messages",
+    f"--config.eval_data.path={task_file}",
+    "--config.eval_data.seq_len=32",
+    "--config.eval_data.truncation=left",
+    "--config.eval_data.batch_size=2",
+    "--config.eval_data.packing=False",
+    "--config.mesh.shape=(1,2,2)",
+  )
   output = run_entry(cmd, cwd=REPO, env=env(devices=4), timeout=600)
   rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   evals = {r["step"]: r for r in rows if r["split"] == "eval"}
@@ -133,19 +175,31 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one(tmp_path, task_file):
-  common = ["--config.total_steps=4", "--config.checkpoint_every=2", "--config.data.batch_size=4",
-            "--config.data.packing=False", "--config.mesh.shape=(1,-1,1)"]
+  common = [
+    "--config.total_steps=4",
+    "--config.checkpoint_every=2",
+    "--config.data.batch_size=4",
+    "--config.data.packing=False",
+    "--config.mesh.shape=(1,-1,1)",
+  ]
   single = tmp_path / "single"
   run_entry(train_command(single, task_file, *common), cwd=REPO, env=env(devices=1), timeout=600)
   port = _free_port()
   multi = tmp_path / "multi"
   procs = []
   for index in range(2):
-    cmd = train_command(multi, task_file, *common, "--config.distributed.mode=explicit",
-                        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-                        "--config.distributed.num_processes=2", f"--config.distributed.process_id={index}")
-    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env(devices=2), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
+    cmd = train_command(
+      multi,
+      task_file,
+      *common,
+      "--config.distributed.mode=explicit",
+      f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+      "--config.distributed.num_processes=2",
+      f"--config.distributed.process_id={index}",
+    )
+    procs.append(
+      subprocess.Popen(cmd, cwd=REPO, env=env(devices=2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    )
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]

@@ -36,8 +36,15 @@ def tiny_config(data: pathlib.Path, **changes) -> ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config("tiny").unlock()
-  values = {"data.path": str(data), "data.seq_len": 32, "data.batch_size": 8, "total_steps": STEPS,
-            "checkpoint_every": 2, "progress": False, "tensorboard": False}
+  values = {
+    "data.path": str(data),
+    "data.seq_len": 32,
+    "data.batch_size": 8,
+    "total_steps": STEPS,
+    "checkpoint_every": 2,
+    "progress": False,
+    "tensorboard": False,
+  }
   values.update(changes)
   for name, value in values.items():
     *parents, leaf = name.split(".")
@@ -90,12 +97,15 @@ def no_model(monkeypatch):
 
 # -- the workdir's identity -------------------------------------------------------------------------
 
+
 def test_a_resume_with_another_batch_size_and_learning_rate_is_refused_before_the_model_loads(
-    copied_run, task_file, no_model, caplog):
+  copied_run, task_file, no_model, caplog
+):
   config_json = (copied_run / "config.json").read_bytes()
   identity_json = (copied_run / IDENTITY_FILE).read_bytes()
-  changed = tiny_config(task_file, **{"data.batch_size": 16, "optim.learning_rate": 3e-3,
-                                      "total_steps": 6, "checkpoint_every": 3})
+  changed = tiny_config(
+    task_file, **{"data.batch_size": 16, "optim.learning_rate": 3e-3, "total_steps": 6, "checkpoint_every": 3}
+  )
   with caplog.at_level(logging.INFO), pytest.raises(RunMismatch) as info:
     train(changed, copied_run)
   message = str(info.value)
@@ -127,8 +137,9 @@ def test_the_data_is_compared_by_content_not_by_path(copied_run, task_file, tmp_
   changed); the rows edited are refused, naming the input."""
   moved = tmp_path / "moved.jsonl"
   shutil.copy(task_file, moved)
-  elsewhere = tiny_config(moved, **{"checkpoint_every": 1, "log_every": 2, "keep_checkpoints": 5,
-                                    "mesh.shape": (8, 1, 1)})
+  elsewhere = tiny_config(
+    moved, **{"checkpoint_every": 1, "log_every": 2, "keep_checkpoints": 5, "mesh.shape": (8, 1, 1)}
+  )
   with caplog.at_level(logging.INFO):
     assert train(elsewhere, copied_run).step == STEPS
   assert "data.path:" in caplog.text and "(does not change results)" in caplog.text
@@ -139,6 +150,7 @@ def test_the_data_is_compared_by_content_not_by_path(copied_run, task_file, tmp_
 
 # -- a checkpoint that does not fit the model -------------------------------------------------------
 
+
 def test_a_resume_with_another_vocabulary_names_the_array_and_moves_nothing(copied_run, task_file):
   before = sorted(p.name for p in (copied_run / "checkpoints").iterdir())
   overrides = {"vocab_size": 50000, "max_position_embeddings": 2048}
@@ -147,8 +159,10 @@ def test_a_resume_with_another_vocabulary_names_the_array_and_moves_nothing(copi
     train(forced, copied_run)
   message = str(info.value)
   assert f"{copied_run / 'checkpoints' / str(STEPS)}: the checkpoint of step {STEPS} does not fit" in message
-  assert ("array 'params/embed/value' is (49152, 64) float32 in the checkpoint, (50000, 64) float32 in "
-          "the model (and 5 more arrays)") in message
+  assert (
+    "array 'params/embed/value' is (49152, 64) float32 in the checkpoint, (50000, 64) float32 in "
+    "the model (and 5 more arrays)"
+  ) in message
   assert "\n" not in message
   assert sorted(p.name for p in (copied_run / "checkpoints").iterdir()) == before
   assert not (copied_run / CORRUPT_DIR).exists()
@@ -170,9 +184,18 @@ def test_restore_tells_a_shape_or_dtype_mismatch_from_damage(tmp_path):
 
   folder = tmp_path / "checkpoints" / "2"
   cases = {
-      "shape": (abstract(w=((64, 65), jnp.float32)), "array 'w' is (64, 64) float32 in the checkpoint, (64, 65) float32 in the model"),
-      "dtype": (abstract(b=((8,), jnp.bfloat16)), "array 'b' is (8,) float32 in the checkpoint, (8,) bfloat16 in the model"),
-      "missing": (abstract(extra=((2,), jnp.float32)), "array 'extra' is not in the checkpoint; the model has it as (2,) float32"),
+    "shape": (
+      abstract(w=((64, 65), jnp.float32)),
+      "array 'w' is (64, 64) float32 in the checkpoint, (64, 65) float32 in the model",
+    ),
+    "dtype": (
+      abstract(b=((8,), jnp.bfloat16)),
+      "array 'b' is (8,) float32 in the checkpoint, (8,) bfloat16 in the model",
+    ),
+    "missing": (
+      abstract(extra=((2,), jnp.float32)),
+      "array 'extra' is not in the checkpoint; the model has it as (2,) float32",
+    ),
   }
   for name, (target, expected) in cases.items():
     checkpointer = Checkpointer(tmp_path / "checkpoints", asynchronous=False)
@@ -193,6 +216,7 @@ def test_restore_tells_a_shape_or_dtype_mismatch_from_damage(tmp_path):
 
 # -- a checkpoint save that fails in the background -------------------------------------------------
 
+
 def test_a_failed_background_save_stops_the_run_naming_the_step_and_the_os_error(tmp_path, task_file, monkeypatch):
   """The data item of step 2's save fails with ENOSPC in Orbax's background write: the run stops
   before the next save with one line naming step 2's folder and the error."""
@@ -212,8 +236,10 @@ def test_a_failed_background_save_stops_the_run_naming_the_step_and_the_os_error
   with pytest.raises(CheckpointSaveError) as info:
     train(tiny_config(task_file, checkpoint_every=1), workdir)
   message = str(info.value)
-  assert message.startswith(f"{workdir / 'checkpoints' / '2'}: the checkpoint of step 2 could not be written "
-                            f"([Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}: ")
+  assert message.startswith(
+    f"{workdir / 'checkpoints' / '2'}: the checkpoint of step 2 could not be written "
+    f"([Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}: "
+  )
   assert message.endswith("training stops here, the newest complete checkpoint is step 1")
   assert "\n" not in message and info.value.errno == errno.ENOSPC
   assert max(losses(workdir)) in (2, 3)  # stopped in step 3, before its save
@@ -242,17 +268,17 @@ def test_orbax_tracebacks_are_cut_to_one_line_by_the_entry_point():
 # -- optimizer values -------------------------------------------------------------------------------
 
 BAD_OPTIM = {
-    "zero_lr": ("learning_rate", 0.0, "optim.learning_rate=0.0: must be > 0"),
-    "negative_lr": ("learning_rate", -1e-5, "optim.learning_rate=-1e-05: must be > 0"),
-    "negative_weight_decay": ("weight_decay", -0.1, "optim.weight_decay=-0.1: must be >= 0"),
-    "b1_of_one": ("b1", 1.0, "optim.b1=1.0: must be in [0, 1)"),
-    "negative_b2": ("b2", -0.5, "optim.b2=-0.5: must be in [0, 1)"),
-    "zero_eps": ("eps", 0.0, "optim.eps=0.0: must be > 0"),
-    "negative_clip": ("grad_clip_norm", -1.0, "optim.grad_clip_norm=-1.0: must be >= 0 (0 = no clipping)"),
-    "negative_warmup": ("warmup_steps", -1, "optim.warmup_steps=-1: must be >= 0"),
-    "final_fraction_over_one": ("final_lr_fraction", 1.5, "optim.final_lr_fraction=1.5: must be in [0, 1]"),
-    "nan_lr": ("learning_rate", float("nan"), "optim.learning_rate=nan: must be finite"),
-    "unknown_schedule": ("schedule", "exponential", "optim.schedule='exponential': expected one of"),
+  "zero_lr": ("learning_rate", 0.0, "optim.learning_rate=0.0: must be > 0"),
+  "negative_lr": ("learning_rate", -1e-5, "optim.learning_rate=-1e-05: must be > 0"),
+  "negative_weight_decay": ("weight_decay", -0.1, "optim.weight_decay=-0.1: must be >= 0"),
+  "b1_of_one": ("b1", 1.0, "optim.b1=1.0: must be in [0, 1)"),
+  "negative_b2": ("b2", -0.5, "optim.b2=-0.5: must be in [0, 1)"),
+  "zero_eps": ("eps", 0.0, "optim.eps=0.0: must be > 0"),
+  "negative_clip": ("grad_clip_norm", -1.0, "optim.grad_clip_norm=-1.0: must be >= 0 (0 = no clipping)"),
+  "negative_warmup": ("warmup_steps", -1, "optim.warmup_steps=-1: must be >= 0"),
+  "final_fraction_over_one": ("final_lr_fraction", 1.5, "optim.final_lr_fraction=1.5: must be in [0, 1]"),
+  "nan_lr": ("learning_rate", float("nan"), "optim.learning_rate=nan: must be finite"),
+  "unknown_schedule": ("schedule", "exponential", "optim.schedule='exponential': expected one of"),
 }
 
 
@@ -274,6 +300,7 @@ def test_a_warmup_longer_than_the_run_fails_once_the_length_is_known(tmp_path, t
 
 
 # -- the export -------------------------------------------------------------------------------------
+
 
 def test_an_export_that_cannot_be_written_names_its_folder(copied_run, task_file, tmp_path, monkeypatch):
   """A full disk mid-export (the write's error names no file) and an export folder under a file:

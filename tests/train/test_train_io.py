@@ -64,11 +64,19 @@ def recorder(monkeypatch):
   """Replaces the jax that `distributed` calls with one that records initialize's arguments."""
   calls, options = [], {}
   fake = types.SimpleNamespace(
-      distributed=types.SimpleNamespace(initialize=lambda **kw: calls.append(kw)),
-      config=types.SimpleNamespace(update=lambda name, value: options.__setitem__(name, value)))
+    distributed=types.SimpleNamespace(initialize=lambda **kw: calls.append(kw)),
+    config=types.SimpleNamespace(update=lambda name, value: options.__setitem__(name, value)),
+  )
   monkeypatch.setattr(distributed, "jax", fake)
-  for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS",
-               "HELPSTEER_COORDINATOR", "HELPSTEER_NUM_PROCESSES", "HELPSTEER_PROCESS_ID"):
+  for name in (
+    "SLURM_JOB_ID",
+    "SLURM_NTASKS",
+    "TPU_WORKER_HOSTNAMES",
+    "MEGASCALE_COORDINATOR_ADDRESS",
+    "HELPSTEER_COORDINATOR",
+    "HELPSTEER_NUM_PROCESSES",
+    "HELPSTEER_PROCESS_ID",
+  ):
     monkeypatch.delenv(name, raising=False)
   return calls, options
 
@@ -91,16 +99,22 @@ def test_auto_start_reads_slurm_and_tpu_environments(recorder, monkeypatch):
 def test_explicit_start_from_config_or_environment(recorder, monkeypatch):
   calls, _ = recorder
   settings = distributed.settings_from_config(
-      {"mode": "explicit", "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2})
+    {"mode": "explicit", "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2}
+  )
   assert distributed.initialize(settings) == "explicit"
-  assert calls[-1] == {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2,
-                       "local_device_ids": None}
+  assert calls[-1] == {
+    "coordinator_address": "10.0.0.1:1234",
+    "num_processes": 4,
+    "process_id": 2,
+    "local_device_ids": None,
+  }
   monkeypatch.setenv("HELPSTEER_COORDINATOR", "host:99")
   monkeypatch.setenv("HELPSTEER_NUM_PROCESSES", "2")
   monkeypatch.setenv("HELPSTEER_PROCESS_ID", "1")
   # The config's "unset" spellings ('' / 0 / -1) fall through to the variables.
   settings = distributed.settings_from_config(
-      {"mode": "explicit", "coordinator_address": "", "num_processes": 0, "process_id": -1})
+    {"mode": "explicit", "coordinator_address": "", "num_processes": 0, "process_id": -1}
+  )
   distributed.initialize(settings)
   assert calls[-1]["coordinator_address"] == "host:99" and calls[-1]["process_id"] == 1
 
@@ -123,10 +137,16 @@ def test_start_errors_name_what_is_wrong(recorder):
 def test_the_resolved_config_goes_to_tensorboard_as_hyperparameters(tmp_path):
   from helpsteer_jax.train.run_record import flat_hparams
 
-  hparams = flat_hparams({"optim": {"learning_rate": 1e-5, "b1": 0.9}, "mesh": {"shape": [1, -1, 1]},
-                          "name": "x", "resume_from": None})
-  assert hparams == {"optim/learning_rate": 1e-5, "optim/b1": 0.9, "mesh/shape": "[1, -1, 1]",
-                     "name": "x", "resume_from": "null"}
+  hparams = flat_hparams(
+    {"optim": {"learning_rate": 1e-5, "b1": 0.9}, "mesh": {"shape": [1, -1, 1]}, "name": "x", "resume_from": None}
+  )
+  assert hparams == {
+    "optim/learning_rate": 1e-5,
+    "optim/b1": 0.9,
+    "mesh/shape": "[1, -1, 1]",
+    "name": "x",
+    "resume_from": "null",
+  }
   writer = MetricsWriter(tmp_path, tensorboard=True)
   writer.write_hparams(hparams, json.dumps({"name": "x"}))
   writer.close()
@@ -138,9 +158,11 @@ def test_tokens_per_second_counts_real_tokens_from_the_masks():
   from helpsteer_jax.train.task_base import TaskBase
 
   task = TaskBase(None)
-  pairs = {"chosen_input_mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool),
-           "rejected_input_mask": np.array([[1, 0, 0, 0], [1, 1, 1, 1]], bool),
-           "label_magnitude": np.ones(2, np.float32)}
+  pairs = {
+    "chosen_input_mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool),
+    "rejected_input_mask": np.array([[1, 0, 0, 0], [1, 1, 1, 1]], bool),
+    "label_magnitude": np.ones(2, np.float32),
+  }
   assert task.num_tokens(pairs) == 5 + 5
   packed = {"input_ids": np.ones((2, 5), np.int32), "segment_ids": np.array([[1, 1, 2, 0, 0], [1, 1, 1, 1, 1]])}
   assert task.num_tokens(packed) == 8

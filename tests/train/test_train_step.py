@@ -27,8 +27,17 @@ B, T = 8, 32
 
 
 def optim_config(**overrides):
-  values = dict(learning_rate=1e-3, warmup_steps=1, schedule="cosine", final_lr_fraction=0.1, b1=0.9,
-                b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip_norm=1.0)
+  values = dict(
+    learning_rate=1e-3,
+    warmup_steps=1,
+    schedule="cosine",
+    final_lr_fraction=0.1,
+    b1=0.9,
+    b2=0.95,
+    eps=1e-8,
+    weight_decay=0.1,
+    grad_clip_norm=1.0,
+  )
   values.update(overrides)
   return ml_collections.ConfigDict(values)
 
@@ -47,10 +56,9 @@ def packed_batch(seed: int = 0) -> dict[str, np.ndarray]:
       lo, hi = bounds[s], bounds[s + 1]
       seg[b, lo:hi] = s + 1
       pos[b, lo:hi] = np.arange(hi - lo)
-      weights[b, lo + (hi - lo) // 2:hi - 1] = 1.0  # the last token of a segment predicts nothing
+      weights[b, lo + (hi - lo) // 2 : hi - 1] = 1.0  # the last token of a segment predicts nothing
   targets = np.where(seg > 0, np.roll(ids, -1, axis=1), 0).astype(np.int32)
-  return {"input_ids": ids, "targets": targets, "loss_weights": weights, "segment_ids": seg,
-          "positions": pos}
+  return {"input_ids": ids, "targets": targets, "loss_weights": weights, "segment_ids": seg, "positions": pos}
 
 
 def run_steps(mesh_shape, devices, num_steps=2, accum=1, batches=None, loss_chunk=0, config=CONFIG):
@@ -62,9 +70,12 @@ def run_steps(mesh_shape, devices, num_steps=2, accum=1, batches=None, loss_chun
   with jax.set_mesh(sharding.mesh):
     state = jax.jit(lambda p: init_state(p, optimizer), out_shardings=shardings)(params)
     loss = functools.partial(sft_loss, chunk=loss_chunk)
-    step = jax.jit(make_train_step(graphdef, rest, loss, optimizer, schedule, accum),
-                   in_shardings=(shardings, None, NamedSharding(sharding.mesh, PartitionSpec())),
-                   out_shardings=(shardings, None), donate_argnums=(0,))
+    step = jax.jit(
+      make_train_step(graphdef, rest, loss, optimizer, schedule, accum),
+      in_shardings=(shardings, None, NamedSharding(sharding.mesh, PartitionSpec())),
+      out_shardings=(shardings, None),
+      donate_argnums=(0,),
+    )
     losses = []
     for i in range(num_steps):
       batch = batches[i] if batches else packed_batch(i)
@@ -198,8 +209,7 @@ def test_schedules_and_decay_mask():
     learning_rate_schedule(1.0, 10, kind="exponential")
   # NeMo's CosineAnnealing as SteerLM's recipe uses it: 1 warmup step to 6e-6, cosine to 5e-6,
   # held for the last 200 steps.
-  held = learning_rate_schedule(6e-6, 316, warmup_steps=1, kind="cosine", final_fraction=5 / 6,
-                                constant_steps=200)
+  held = learning_rate_schedule(6e-6, 316, warmup_steps=1, kind="cosine", final_fraction=5 / 6, constant_steps=200)
   assert abs(float(held(1)) - 6e-6) < 1e-12 and 5e-6 < float(held(50)) < 6e-6
   assert all(abs(float(held(s)) - 5e-6) < 1e-12 for s in (116, 200, 315))
   model = create_sharded_model(CONFIG, None, seed=0)

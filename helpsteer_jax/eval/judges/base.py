@@ -19,10 +19,12 @@ class ChatRequest:
   top_logprobs: int = 0  # >0 asks for the top alternatives of each generated token
 
   @staticmethod
-  def of(messages: Sequence[Message], temperature: float = 0.0, max_tokens: int = 1024,
-         top_logprobs: int = 0) -> "ChatRequest":
-    return ChatRequest(tuple((m["role"], m["content"]) for m in messages), float(temperature),
-                       int(max_tokens), int(top_logprobs))
+  def of(
+    messages: Sequence[Message], temperature: float = 0.0, max_tokens: int = 1024, top_logprobs: int = 0
+  ) -> "ChatRequest":
+    return ChatRequest(
+      tuple((m["role"], m["content"]) for m in messages), float(temperature), int(max_tokens), int(top_logprobs)
+    )
 
   def message_dicts(self) -> list[Message]:
     return [{"role": role, "content": content} for role, content in self.messages]

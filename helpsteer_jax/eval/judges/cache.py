@@ -26,11 +26,11 @@ from helpsteer_jax.eval.judges.base import ChatReply, ChatRequest
 
 def cache_key(model: str, request: ChatRequest) -> str:
   payload = {
-      "model": model,
-      "messages": [[role, content] for role, content in request.messages],
-      "temperature": request.temperature,
-      "max_tokens": request.max_tokens,
-      "top_logprobs": request.top_logprobs,
+    "model": model,
+    "messages": [[role, content] for role, content in request.messages],
+    "temperature": request.temperature,
+    "max_tokens": request.max_tokens,
+    "top_logprobs": request.top_logprobs,
   }
   blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
   return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -60,8 +60,11 @@ class JudgeCache:
         else:
           unusable.add(row["key"])
     if unusable - self._entries.keys():
-      logging.info("%s: %d cached replies hold no usable verdict and will be judged again",
-                   self.path, len(unusable - self._entries.keys()))
+      logging.info(
+        "%s: %d cached replies hold no usable verdict and will be judged again",
+        self.path,
+        len(unusable - self._entries.keys()),
+      )
 
   def __len__(self) -> int:
     return len(self._entries)
@@ -78,8 +81,7 @@ class JudgeCache:
       if key in self._entries:
         return
       self._entries[key] = ChatReply(reply.text, reply.top_logprobs, cached=True)
-    self._log.append([{"key": key, "model": model, "text": reply.text,
-                       "top_logprobs": reply.top_logprobs}])
+    self._log.append([{"key": key, "model": model, "text": reply.text, "top_logprobs": reply.top_logprobs}])
 
 
 class CachedChatJudge:

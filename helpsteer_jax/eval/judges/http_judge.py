@@ -47,11 +47,13 @@ class HttpJudgeSettings:
   def __post_init__(self):
     # Settings built without the evaluation config's check (eval/config.py) fail here, not as
     # "failed 0 times" after a negative retry count or inside requests after a zero timeout.
-    for name, ok, expected in (("timeout_s", self.timeout_s > 0, "> 0"),
-                               ("max_retries", self.max_retries >= 0, ">= 0"),
-                               ("backoff_s", self.backoff_s >= 0, ">= 0"),
-                               ("max_backoff_s", self.max_backoff_s >= 0, ">= 0"),
-                               ("max_workers", self.max_workers >= 1, ">= 1")):
+    for name, ok, expected in (
+      ("timeout_s", self.timeout_s > 0, "> 0"),
+      ("max_retries", self.max_retries >= 0, ">= 0"),
+      ("backoff_s", self.backoff_s >= 0, ">= 0"),
+      ("max_backoff_s", self.max_backoff_s >= 0, ">= 0"),
+      ("max_workers", self.max_workers >= 1, ">= 1"),
+    ):
       if not ok:
         raise ValueError(f"judge.{name}={getattr(self, name)!r}: must be {expected}")
 
@@ -81,8 +83,7 @@ def _parse_reply(data: Any) -> ChatReply:
 class HttpJudge:
   """`ChatJudge` over HTTP; `name` is the judge model's name."""
 
-  def __init__(self, settings: HttpJudgeSettings, cache: Optional[JudgeCache] = None,
-               sleep=time.sleep):
+  def __init__(self, settings: HttpJudgeSettings, cache: Optional[JudgeCache] = None, sleep=time.sleep):
     if not settings.base_url:
       raise ValueError("judge.base_url is empty; expected e.g. https://api.openai.com/v1")
     self.settings = settings
@@ -94,8 +95,10 @@ class HttpJudge:
     if settings.api_key_env:
       self._api_key = os.environ.get(settings.api_key_env)
       if not self._api_key:
-        raise ValueError(f"the judge's API key variable {settings.api_key_env!r} is not set "
-                         "(set judge.api_key_env='' for an endpoint without authentication)")
+        raise ValueError(
+          f"the judge's API key variable {settings.api_key_env!r} is not set "
+          "(set judge.api_key_env='' for an endpoint without authentication)"
+        )
     self._session = requests.Session()
     self._lock = threading.Lock()
     self.calls = 0  # HTTP requests sent, retries included
@@ -116,10 +119,10 @@ class HttpJudge:
 
   def _payload(self, request: ChatRequest) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "model": self.settings.model,
-        "messages": request.message_dicts(),
-        "temperature": request.temperature,
-        "max_tokens": request.max_tokens,
+      "model": self.settings.model,
+      "messages": request.message_dicts(),
+      "temperature": request.temperature,
+      "max_tokens": request.max_tokens,
     }
     if request.top_logprobs:
       payload["logprobs"] = True
@@ -156,15 +159,15 @@ class HttpJudge:
           problem = f"HTTP {response.status_code}"
           wait_hint = _retry_after(response)
         else:
-          raise JudgeError(f"the judge at {self.url} answered HTTP {response.status_code}: "
-                           f"{self._redact(response.text[:300])!r}")
+          raise JudgeError(
+            f"the judge at {self.url} answered HTTP {response.status_code}: {self._redact(response.text[:300])!r}"
+          )
       if attempt == s.max_retries:
         break
-      delay = min(s.max_backoff_s, s.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+      delay = min(s.max_backoff_s, s.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
       if wait_hint is not None:
         delay = max(delay, min(wait_hint, s.max_backoff_s))
-      logging.warning("judge call failed (%s); retry %d of %d in %.2fs", problem, attempt + 1,
-                      s.max_retries, delay)
+      logging.warning("judge call failed (%s); retry %d of %d in %.2fs", problem, attempt + 1, s.max_retries, delay)
       self._sleep(delay)
     raise JudgeError(f"the judge at {self.url} failed {s.max_retries + 1} times; last: {problem}")
 

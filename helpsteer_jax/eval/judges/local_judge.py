@@ -43,8 +43,15 @@ class GenerativeJudge:
         logging.warning("judge prompt %d does not fit the judge's context; judgment left empty", i)
     for (temperature, max_tokens), members in groups.items():
       settings = sampling_settings(self.tokenizer, max_new_tokens=max_tokens, temperature=temperature)
-      samples = generate_samples(self.model, self.tokenizer, [requests[i].message_dicts() for i in members],
-                                 settings, n=1, seed=self.seed, batch_size=self.batch_size)
+      samples = generate_samples(
+        self.model,
+        self.tokenizer,
+        [requests[i].message_dicts() for i in members],
+        settings,
+        n=1,
+        seed=self.seed,
+        batch_size=self.batch_size,
+      )
       for i, per_request in zip(members, samples):
         replies[i] = ChatReply(per_request[0].text)
     return replies

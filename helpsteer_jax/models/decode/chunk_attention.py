@@ -36,12 +36,12 @@ from helpsteer_jax.models.decode.decode_attention import (
 
 
 def chunk_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    read: CacheRead,
-    slot: jax.Array,
-    start: jax.Array,
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  read: CacheRead,
+  slot: jax.Array,
+  start: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """softmax over (cache keys < start, chunk keys <= the query) of q k / sqrt(H), times v ->
   [1, T, N, H], and the cache (carried through the loop with `read.thread`: see
@@ -74,6 +74,5 @@ def chunk_attention(
     s = jnp.where(before, s, -jnp.inf)
     return online_softmax_update(m, denom, acc, s, vb)
 
-  (m, denom, acc), cache = loop_over_blocks(-(-start // block), body, (m, denom, acc), cache_k, cache_v,
-                                            thread_cache)
+  (m, denom, acc), cache = loop_over_blocks(-(-start // block), body, (m, denom, acc), cache_k, cache_v, thread_cache)
   return ungroup_query_heads(acc / denom[..., None], c).astype(q.dtype), cache

@@ -77,13 +77,11 @@ def online_softmax_update(m, denom, acc, s, v):
   scale = jnp.exp(m - m_new)
   p = jnp.exp(s - m_new[..., None])
   denom = denom * scale + jnp.sum(p, axis=-1)
-  acc = acc * scale[..., None] + jnp.einsum("BKQS,BKSH->BKQH", p.astype(v.dtype), v,
-                                            preferred_element_type=jnp.float32)
+  acc = acc * scale[..., None] + jnp.einsum("BKQS,BKSH->BKQH", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
   return m_new, denom, acc
 
 
-def key_block(cache_k: jax.Array, layer, slot, start, slots: int, block: int,
-              keys_transposed: bool) -> jax.Array:
+def key_block(cache_k: jax.Array, layer, slot, start, slots: int, block: int, keys_transposed: bool) -> jax.Array:
   """Keys of `slots` slots from `slot` at positions [start, start + block) of `layer`: [slots, K,
   block, H], or [slots, K, H, block] as stored transposed."""
   _, _, kv_heads, a, b = cache_k.shape
@@ -124,12 +122,12 @@ def _own_token_state(qg: jax.Array, k_new: jax.Array, v_new: jax.Array):
 
 
 def ragged_decode_attention(
-    q: jax.Array,
-    k_new: jax.Array,
-    v_new: jax.Array,
-    read: CacheRead,
-    lengths: jax.Array,
-    blocks: jax.Array,
+  q: jax.Array,
+  k_new: jax.Array,
+  v_new: jax.Array,
+  read: CacheRead,
+  lengths: jax.Array,
+  blocks: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """softmax over (cache keys < length, new key) of q k / sqrt(H), times v -> [B, N, H], and the
   cache (carried through the loop with `read.thread`, else the arrays given)."""
@@ -154,13 +152,13 @@ def ragged_decode_attention(
 
 
 def per_slot_decode_attention(
-    q: jax.Array,
-    k_new: jax.Array,
-    v_new: jax.Array,
-    read: CacheRead,
-    lengths: jax.Array,
-    active: jax.Array,
-    group: int = 8,
+  q: jax.Array,
+  k_new: jax.Array,
+  v_new: jax.Array,
+  read: CacheRead,
+  lengths: jax.Array,
+  active: jax.Array,
+  group: int = 8,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """`ragged_decode_attention` with each active slot reading only its own blocks.
 
@@ -188,9 +186,11 @@ def per_slot_decode_attention(
   reach = jnp.where(active, (lengths + block - 1) // block, 0)  # [B] blocks each slot reads
   ends = jnp.cumsum(reach)  # the work list: slot b's pairs are [ends[b] - reach[b], ends[b])
   total = ends[-1]
-  partial = (jnp.full((b, per_slot, kv_heads, g), -jnp.inf, f32),  # max
-             jnp.zeros((b, per_slot, kv_heads, g), f32),  # denominator
-             jnp.zeros((b, per_slot, kv_heads, g, h), f32))  # weighted values
+  partial = (
+    jnp.full((b, per_slot, kv_heads, g), -jnp.inf, f32),  # max
+    jnp.zeros((b, per_slot, kv_heads, g), f32),  # denominator
+    jnp.zeros((b, per_slot, kv_heads, g, h), f32),
+  )  # weighted values
 
   def body(i, partial, cache_k, cache_v):
     item = i * group + jnp.arange(group)
@@ -212,8 +212,9 @@ def per_slot_decode_attention(
     row = jnp.where(valid, slot, b)  # pairs past the list's end are dropped
     return tuple(x.at[row, j].set(y, mode="drop") for x, y in zip(partial, (m, d, a)))
 
-  (m_part, d_part, a_part), cache = loop_over_blocks((total + group - 1) // group, body, partial,
-                                                     cache_k, cache_v, thread_cache)
+  (m_part, d_part, a_part), cache = loop_over_blocks(
+    (total + group - 1) // group, body, partial, cache_k, cache_v, thread_cache
+  )
   init = _own_token_state(qg, k_new, v_new)
 
   def fold(jj, carry):

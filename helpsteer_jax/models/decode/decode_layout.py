@@ -36,9 +36,12 @@ class FusedAttention(nnx.Module):
   def __init__(self, attn: Attention, config: LlamaConfig):
     d, n, k, h = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
     self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
-    self.qkv_proj = nnx.Param(jnp.concatenate(
-        [attn.q_proj[...].reshape(d, n * h), attn.k_proj[...].reshape(d, k * h),
-         attn.v_proj[...].reshape(d, k * h)], axis=1))
+    self.qkv_proj = nnx.Param(
+      jnp.concatenate(
+        [attn.q_proj[...].reshape(d, n * h), attn.k_proj[...].reshape(d, k * h), attn.v_proj[...].reshape(d, k * h)],
+        axis=1,
+      )
+    )
     self.o_proj = attn.o_proj
 
   def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -46,8 +49,11 @@ class FusedAttention(nnx.Module):
     b, t, _ = x.shape
     n, k, h = self.num_heads, self.num_kv_heads, self.head_dim
     qkv = contract_last(x, self.qkv_proj[...].astype(x.dtype))  # [B, T, (N + 2K) H]
-    return (qkv[..., :n * h].reshape(b, t, n, h), qkv[..., n * h:(n + k) * h].reshape(b, t, k, h),
-            qkv[..., (n + k) * h:].reshape(b, t, k, h))
+    return (
+      qkv[..., : n * h].reshape(b, t, n, h),
+      qkv[..., n * h : (n + k) * h].reshape(b, t, k, h),
+      qkv[..., (n + k) * h :].reshape(b, t, k, h),
+    )
 
   def project_out(self, o: jax.Array) -> jax.Array:
     """o [B, T, N, H] -> [B, T, D]."""
@@ -73,8 +79,10 @@ def with_fused_projections(model: Llama) -> Llama:
   matrices have no sharding rules). The fused matrices are new arrays; the rest are shared with
   the unrolled model."""
   if model.sharding is not None and model.sharding.mesh.size > 1:
-    raise ValueError("fused projections are for a single device; the model is sharded over "
-                     f"{model.sharding.mesh.size} devices (use the unrolled layout)")
+    raise ValueError(
+      "fused projections are for a single device; the model is sharded over "
+      f"{model.sharding.mesh.size} devices (use the unrolled layout)"
+    )
   unrolled = with_unrolled_layers(model)
   graphdef, state = nnx.split(unrolled)
   fused = nnx.merge(graphdef, state)  # a new module over the same arrays
@@ -89,8 +97,10 @@ def with_switched_layers(model: Llama) -> Llama:
   the layers as one compiled body that reads each layer's matrices in place (models/decode/layer_switch.py),
   on one device."""
   if model.sharding is not None and model.sharding.mesh.size > 1:
-    raise ValueError("switched layers are for a single device; the model is sharded over "
-                     f"{model.sharding.mesh.size} devices (use the model or unrolled layout)")
+    raise ValueError(
+      "switched layers are for a single device; the model is sharded over "
+      f"{model.sharding.mesh.size} devices (use the model or unrolled layout)"
+    )
   graphdef, state = nnx.split(with_unrolled_layers(model))
   switched = nnx.merge(graphdef, state)  # a new module over the same arrays
   switched.config = switched.config.replace(switch_layers=True)

@@ -51,6 +51,7 @@ class SwitchedWeight:
 
   def apply(self, fn: Callable[..., jax.Array], *operands) -> jax.Array:
     """`fn(layer's array, *operands)` for the layer `index` names."""
+
     def branch(array):
       return lambda *ops: fn(array.astype(self.dtype), *ops)
 

@@ -62,15 +62,15 @@ def page_size(max_length: int, block: int) -> int:
 
 
 def paged_decode_attention(
-    q: jax.Array,  # [B, N, H]
-    k_new: jax.Array,  # [B, K, H]
-    v_new: jax.Array,  # [B, K, H]
-    cache_k: jax.Array,  # [L, B, K, S, H]
-    cache_v: jax.Array,  # [L, B, K, S, H]
-    layer: jax.Array | int,
-    lengths: jax.Array,  # [B] int32: cached tokens per slot
-    active: jax.Array,  # [B] bool: slots that decode (the others write nothing)
-    block: int,
+  q: jax.Array,  # [B, N, H]
+  k_new: jax.Array,  # [B, K, H]
+  v_new: jax.Array,  # [B, K, H]
+  cache_k: jax.Array,  # [L, B, K, S, H]
+  cache_v: jax.Array,  # [L, B, K, S, H]
+  layer: jax.Array | int,
+  lengths: jax.Array,  # [B] int32: cached tokens per slot
+  active: jax.Array,  # [B] bool: slots that decode (the others write nothing)
+  block: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """softmax over (cache keys < length, new key) of q k / sqrt(H), times v -> [B, N, H], and the
   cache with the active slots' new keys and values written at their lengths."""
@@ -93,6 +93,5 @@ def paged_decode_attention(
   seen = jnp.repeat(jnp.where(active, lengths + 1, jnp.maximum(lengths, 1)), kv_heads).astype(jnp.int32)
   qg = (q.astype(jnp.float32) * (1.0 / math.sqrt(h))).astype(cache_k.dtype).reshape(b * kv_heads, g, h)
   per_block = math.gcd(per_sequence, max(1, block // ps))
-  out = paged_attention(qg, k_pages, v_pages, seen, pages.astype(jnp.int32),
-                        pages_per_compute_block=per_block)
+  out = paged_attention(qg, k_pages, v_pages, seen, pages.astype(jnp.int32), pages_per_compute_block=per_block)
   return out.reshape(b, n, h).astype(q.dtype), cache_k, cache_v

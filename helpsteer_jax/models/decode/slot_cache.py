@@ -41,13 +41,18 @@ class SlotCache:
     return self.k.shape[1]
 
   @classmethod
-  def init(cls, config: LlamaConfig, num_slots: int, max_length: int, dtype=None,
-           keys_transposed: bool = False) -> "SlotCache":
+  def init(
+    cls, config: LlamaConfig, num_slots: int, max_length: int, dtype=None, keys_transposed: bool = False
+  ) -> "SlotCache":
     dtype = config.compute_dtype if dtype is None else dtype
     shape = (config.num_layers, num_slots, config.num_kv_heads, max_length, config.head_dim)
     key_shape = (*shape[:3], shape[4], shape[3]) if keys_transposed else shape
-    return cls(k=jnp.zeros(key_shape, dtype), v=jnp.zeros(shape, dtype),
-               lengths=jnp.zeros((num_slots,), jnp.int32), keys_transposed=keys_transposed)
+    return cls(
+      k=jnp.zeros(key_shape, dtype),
+      v=jnp.zeros(shape, dtype),
+      lengths=jnp.zeros((num_slots,), jnp.int32),
+      keys_transposed=keys_transposed,
+    )
 
   def replace(self, **changes) -> "SlotCache":
     return dataclasses.replace(self, **changes)
@@ -59,8 +64,11 @@ class SlotCache:
     # An out-of-range index with mode="drop" skips the write for an inactive slot.
     at = jnp.where(active, self.lengths, self.max_length)
     # Advanced indices on axes 1 and 3 move to the front: the update is laid out [B, L, K, H].
-    key_at = (slice(None), rows, slice(None), slice(None), at) if self.keys_transposed else (
-        slice(None), rows, slice(None), at, slice(None))
+    key_at = (
+      (slice(None), rows, slice(None), slice(None), at)
+      if self.keys_transposed
+      else (slice(None), rows, slice(None), at, slice(None))
+    )
     new_k = self.k.at[key_at].set(k.transpose(1, 0, 2, 3).astype(self.k.dtype), mode="drop")
     new_v = self.v.at[:, rows, :, at, :].set(v.transpose(1, 0, 2, 3).astype(self.v.dtype), mode="drop")
     return self.replace(k=new_k, v=new_v, lengths=self.lengths + active.astype(jnp.int32))

@@ -28,8 +28,8 @@ def _dense(q, k_new, v_new, cache_k, cache_v, layer, lengths):
   for b in range(q.shape[0]):
     for n in range(q.shape[1]):
       kv = n // GROUP
-      keys = np.concatenate([np.asarray(cache_k[layer, b, kv, :lengths[b]]), k_new[b, kv][None]])
-      values = np.concatenate([np.asarray(cache_v[layer, b, kv, :lengths[b]]), v_new[b, kv][None]])
+      keys = np.concatenate([np.asarray(cache_k[layer, b, kv, : lengths[b]]), k_new[b, kv][None]])
+      values = np.concatenate([np.asarray(cache_v[layer, b, kv, : lengths[b]]), v_new[b, kv][None]])
       s = keys @ q[b, n] / math.sqrt(HEAD)
       p = np.exp(s - s.max())
       out[b, n] = (p / p.sum()) @ values
@@ -54,18 +54,23 @@ def test_per_slot_blocks_give_the_attention_of_the_block_loop(group):
 def test_a_slot_reads_the_same_whatever_its_neighbours_hold():
   q, k_new, v_new, cache_k, cache_v = _inputs()
   read = CacheRead(cache_k, cache_v, 0, BLOCK)
-  alone = per_slot_decode_attention(q, k_new, v_new, read, jnp.asarray([0, 0, 37, 0, 0]),
-                                    jnp.asarray([False, False, True, False, False]))[0]
-  busy = per_slot_decode_attention(q, k_new, v_new, read, jnp.asarray([64, 3, 37, 50, 9]),
-                                   jnp.ones(SLOTS, bool), group=2)[0]
+  alone = per_slot_decode_attention(
+    q, k_new, v_new, read, jnp.asarray([0, 0, 37, 0, 0]), jnp.asarray([False, False, True, False, False])
+  )[0]
+  busy = per_slot_decode_attention(
+    q, k_new, v_new, read, jnp.asarray([64, 3, 37, 50, 9]), jnp.ones(SLOTS, bool), group=2
+  )[0]
   assert np.array_equal(np.asarray(alone[2]), np.asarray(busy[2]))
 
 
 def test_the_cache_threads_through_when_asked_and_bad_lengths_fail():
   q, k_new, v_new, cache_k, cache_v = _inputs()
   lengths, active = jnp.asarray([9, 20, 1, 40, 64]), jnp.ones(SLOTS, bool)
-  threaded, (k, v) = jax.jit(lambda q, k_new, v_new, ck, cv: per_slot_decode_attention(
-      q, k_new, v_new, CacheRead(ck, cv, 1, BLOCK, thread=True), lengths, active))(q, k_new, v_new, cache_k, cache_v)
+  threaded, (k, v) = jax.jit(
+    lambda q, k_new, v_new, ck, cv: per_slot_decode_attention(
+      q, k_new, v_new, CacheRead(ck, cv, 1, BLOCK, thread=True), lengths, active
+    )
+  )(q, k_new, v_new, cache_k, cache_v)
   plain, _ = per_slot_decode_attention(q, k_new, v_new, CacheRead(cache_k, cache_v, 1, BLOCK), lengths, active)
   np.testing.assert_allclose(np.asarray(threaded), np.asarray(plain), atol=1e-6)
   assert np.array_equal(np.asarray(k), np.asarray(cache_k)) and np.array_equal(np.asarray(v), np.asarray(cache_v))

@@ -27,9 +27,11 @@ def test_fused_projections_decode_as_the_model_layers(model):
   cache = SlotCache.init(model.config, 2, 32)
   c = model.config
   shape = (c.num_layers, 2, c.num_kv_heads, 32, c.head_dim)
-  cache = cache.replace(k=jnp.asarray(rng.standard_normal(shape), jnp.float32),
-                        v=jnp.asarray(rng.standard_normal(shape), jnp.float32),
-                        lengths=jnp.asarray([3, 17], jnp.int32))
+  cache = cache.replace(
+    k=jnp.asarray(rng.standard_normal(shape), jnp.float32),
+    v=jnp.asarray(rng.standard_normal(shape), jnp.float32),
+    lengths=jnp.asarray([3, 17], jnp.int32),
+  )
   tokens = jnp.asarray([11, 29], jnp.int32)
   want_logits, want_cache = _step(model, cache, tokens)
   got_logits, got_cache = _step(fused, cache, tokens)
@@ -49,15 +51,18 @@ def test_switched_layers_decode_and_prefill_as_the_model_layers_bit_for_bit(mode
   c = model.config
   shape = (c.num_layers, 2, c.num_kv_heads, 32, c.head_dim)
   cache = SlotCache.init(model.config, 2, 32).replace(
-      k=jnp.asarray(rng.standard_normal(shape), jnp.float32),
-      v=jnp.asarray(rng.standard_normal(shape), jnp.float32), lengths=jnp.asarray([5, 20], jnp.int32))
+    k=jnp.asarray(rng.standard_normal(shape), jnp.float32),
+    v=jnp.asarray(rng.standard_normal(shape), jnp.float32),
+    lengths=jnp.asarray([5, 20], jnp.int32),
+  )
   tokens = jnp.asarray([7, 40], jnp.int32)
   want_logits, want_cache = jax.jit(_step)(model, cache, tokens)
   got_logits, got_cache = jax.jit(_step)(switched, cache, tokens)
   np.testing.assert_array_equal(np.asarray(got_logits), np.asarray(want_logits))
   np.testing.assert_array_equal(np.asarray(got_cache.k), np.asarray(want_cache.k))
-  chunk = lambda m: m.prefill_chunk(jnp.asarray([[3, 1, 4, 1, 5, 9, 2, 6]]), cache, jnp.asarray(1),
-                                    jnp.asarray(8), jnp.asarray(7), 8)
+  chunk = lambda m: m.prefill_chunk(
+    jnp.asarray([[3, 1, 4, 1, 5, 9, 2, 6]]), cache, jnp.asarray(1), jnp.asarray(8), jnp.asarray(7), 8
+  )
   for got, want in zip(jax.jit(chunk)(switched), jax.jit(chunk)(model)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   # One traced body serves every layer: each of its 7 products switches on the layer index.

@@ -54,14 +54,17 @@ def test_paged_attention_matches_the_xla_blocks_and_writes_the_new_token():
   lengths = jnp.asarray([5, 17, 0, 40], jnp.int32)
   active = jnp.asarray([True, True, True, False])
   layer = 1
-  expected, _ = ragged_decode_attention(q, k_new, v_new, CacheRead(cache_k, cache_v, layer, block), lengths,
-                                        num_blocks(lengths, active, block))
+  expected, _ = ragged_decode_attention(
+    q, k_new, v_new, CacheRead(cache_k, cache_v, layer, block), lengths, num_blocks(lengths, active, block)
+  )
   with pltpu.force_tpu_interpret_mode():
     out, new_k, new_v = jax.jit(paged_decode.paged_decode_attention, static_argnums=(8,))(
-        q, k_new, v_new, cache_k, cache_v, layer, lengths, active, block)
+      q, k_new, v_new, cache_k, cache_v, layer, lengths, active, block
+    )
   real = np.asarray(active)
-  np.testing.assert_allclose(np.asarray(out, np.float32)[real], np.asarray(expected, np.float32)[real],
-                             atol=BF16_TOL, rtol=BF16_TOL)
+  np.testing.assert_allclose(
+    np.asarray(out, np.float32)[real], np.asarray(expected, np.float32)[real], atol=BF16_TOL, rtol=BF16_TOL
+  )
   # Active slots got their token at their length; nothing else changed.
   k_np, new_np = np.asarray(cache_k, np.float32), np.asarray(new_k, np.float32)
   for b in range(slots):
@@ -79,22 +82,22 @@ def test_a_decode_step_by_the_kernel_keeps_the_logits_and_the_cache(scan_layers)
   model = model if scan_layers else with_unrolled_layers(model)
   rng = np.random.default_rng(1)
   slots, length = 4, 32
-  cache_k, cache_v = _cache(rng, config.num_layers, slots, config.num_kv_heads, length, config.head_dim,
-                            jnp.bfloat16)
+  cache_k, cache_v = _cache(rng, config.num_layers, slots, config.num_kv_heads, length, config.head_dim, jnp.bfloat16)
   cache = SlotCache(cache_k, cache_v, jnp.asarray([3, 9, 1, 20], jnp.int32))
   tokens = jnp.asarray([5, 6, 7, 8], jnp.int32)
   active = jnp.asarray([True, True, False, True])
-  step = jax.jit(lambda cache, kernel: model.decode_slots(tokens, cache, active, 8, kernel=kernel),
-                 static_argnums=(1,))
+  step = jax.jit(lambda cache, kernel: model.decode_slots(tokens, cache, active, 8, kernel=kernel), static_argnums=(1,))
   logits_xla, cache_xla = step(cache, "xla")
   with pltpu.force_tpu_interpret_mode():
     logits_paged, cache_paged = step(cache, "paged")
   real = np.asarray(active)
-  np.testing.assert_allclose(np.asarray(logits_paged)[real], np.asarray(logits_xla)[real],
-                             atol=BF16_TOL * 4, rtol=BF16_TOL)
+  np.testing.assert_allclose(
+    np.asarray(logits_paged)[real], np.asarray(logits_xla)[real], atol=BF16_TOL * 4, rtol=BF16_TOL
+  )
   np.testing.assert_array_equal(np.asarray(cache_paged.lengths), np.asarray(cache_xla.lengths))
-  np.testing.assert_allclose(np.asarray(cache_paged.k, np.float32), np.asarray(cache_xla.k, np.float32),
-                             atol=BF16_TOL * 4, rtol=BF16_TOL)
+  np.testing.assert_allclose(
+    np.asarray(cache_paged.k, np.float32), np.asarray(cache_xla.k, np.float32), atol=BF16_TOL * 4, rtol=BF16_TOL
+  )
 
 
 def test_the_engine_decodes_by_the_kernel_with_the_xla_tokens(monkeypatch):

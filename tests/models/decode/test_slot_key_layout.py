@@ -33,10 +33,12 @@ def test_decode_attention_over_transposed_keys_is_the_same_bit_for_bit(kernel, t
   def attend(keys, transposed):
     if kernel == "per_slot":
       fn = lambda k, v: per_slot_decode_attention(
-          q, k_new, v_new, CacheRead(k, v, 1, BLOCK, thread_cache, transposed), lengths, active)
+        q, k_new, v_new, CacheRead(k, v, 1, BLOCK, thread_cache, transposed), lengths, active
+      )
     else:
       fn = lambda k, v: ragged_decode_attention(
-          q, k_new, v_new, CacheRead(k, v, 1, BLOCK, thread_cache, transposed), lengths, jnp.asarray(3))
+        q, k_new, v_new, CacheRead(k, v, 1, BLOCK, thread_cache, transposed), lengths, jnp.asarray(3)
+      )
     out, (k, _) = jax.jit(fn)(keys, cache_v)
     return np.asarray(out), np.asarray(k)
 
@@ -54,9 +56,13 @@ def test_chunk_attention_over_transposed_keys_is_the_same_bit_for_bit(start):
   k, v = _normal(rng, 1, chunk, KV, HEAD), _normal(rng, 1, chunk, KV, HEAD)
   cache_k, cache_v = _normal(rng, LAYERS, SLOTS, KV, LENGTH, HEAD), _normal(rng, LAYERS, SLOTS, KV, LENGTH, HEAD)
   slot = jnp.asarray(2, jnp.int32)
-  run = lambda keys, transposed: np.asarray(jax.jit(
-      lambda keys: chunk_attention(q, k, v, CacheRead(keys, cache_v, 0, chunk, keys_transposed=transposed),
-                                   slot, jnp.asarray(start))[0])(keys))
+  run = lambda keys, transposed: np.asarray(
+    jax.jit(
+      lambda keys: chunk_attention(
+        q, k, v, CacheRead(keys, cache_v, 0, chunk, keys_transposed=transposed), slot, jnp.asarray(start)
+      )[0]
+    )(keys)
+  )
   assert np.array_equal(run(cache_k, False), run(cache_k.swapaxes(3, 4), True))
 
 
@@ -71,7 +77,8 @@ def test_the_caches_writes_agree_across_layouts(model):
   active = jnp.asarray([True, False, True])
   for i, cache in enumerate(caches):
     cache = cache.write(chunk_k, chunk_v, jnp.asarray(1), jnp.asarray(3)).replace(
-        lengths=jnp.asarray([2, 8, 15], jnp.int32))
+      lengths=jnp.asarray([2, 8, 15], jnp.int32)
+    )
     cache = cache.append(new_k, -new_k, active).grow(32)
     caches[i] = cache
   plain, transposed = caches
