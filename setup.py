@@ -57,7 +57,13 @@ setup(
       "scikit-learn>=1.5",
       "gcsfs>=2024.2",
       "gcp-storage-emulator>=2024.8",
+      # the server's dependencies, and the official client its tests drive it with
+      "fastapi>=0.110",
+      "uvicorn>=0.29",
+      "openai>=1.30",
     ],
+    # `python -m helpsteer_jax.serve`: an ASGI app (FastAPI) on uvicorn.
+    "serve": ["fastapi>=0.110", "uvicorn>=0.29"],
     # gs:// workdirs and outputs (etils.epath reaches GCS through gcsfs; Orbax's arrays go
     # through tensorstore, which needs nothing more).
     "gcs": ["gcsfs>=2024.2"],
@@ -81,6 +87,7 @@ setup(
       "helpsteer-sweep=helpsteer_jax.sweep:run",
       "helpsteer-rescore=helpsteer_jax.rescore:run",
       "helpsteer-merge=helpsteer_jax.merge:run",
+      "helpsteer-serve=helpsteer_jax.serve.__main__:run",
     ],
   },
 )

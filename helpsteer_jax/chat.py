@@ -30,7 +30,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 def main(argv):
   del argv
-  path = resolve_path(_MODEL.value)
+  path = resolve_path(_MODEL.value or "")  # unset: the embedded model
   start = time.perf_counter()
   try:
     model, tokenizer = ModelPool().causal_lm(path)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import Any, cast
 
 
 def _flag(name: str) -> str | None:
@@ -121,6 +122,7 @@ def recipe_configs(folder: str, size: str = "70b") -> list:
   configs = []
   for path in sorted(pathlib.Path(folder).glob("*.py")):
     spec = importlib.util.spec_from_file_location(f"experiment_{path.stem}", path)
+    assert spec is not None and spec.loader is not None  # a .py file always has a source loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
@@ -177,7 +179,8 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
     raise PlanError(str(e)) from None
   task = make_task(config)
   abstract_model = task.abstract_model(sharding)
-  graphdef, params, rest = nnx.split(abstract_model, nnx.Param, ...)
+  # Two filters give exactly (graphdef, params, rest); split's own type allows any number of states.
+  graphdef, params, rest = cast(tuple[Any, Any, Any], nnx.split(abstract_model, nnx.Param, ...))
   optimizer, schedule = make_optimizer(config.optim, int(config.total_steps), params)
   shardings = train_state_shardings(params, optimizer, sharding)
   state = abstract_train_state(params, optimizer, shardings)
@@ -194,6 +197,8 @@ def plan(config, mesh_shape: tuple[int, ...]) -> dict:
     ).lower(state, batch, rng)
     compiled = lowered.compile()
   memory = compiled.memory_analysis()
+  if memory is None:
+    raise RuntimeError("the XLA backend reports no memory analysis of the compiled train step")
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   per_device = (
@@ -312,10 +317,10 @@ def search_plan_lines(config) -> list[str]:
     *plan.lines(),
   ]
   if bandwidth and plan.schedule != "neither":
-    hours = decode_hours(
+    decode = decode_hours(
       plan, paper_stage_tokens(config, lengths), prompts, bandwidth, FLAGS.bandwidth_efficiency, axes[0]
     )
-    lines.append(f"{assumptions}: {hours:.1f} h")
+    lines.append(f"{assumptions}: {decode:.1f} h")
   return lines
 
 

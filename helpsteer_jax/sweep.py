@@ -25,6 +25,8 @@ def sweep_points(config_arg: str) -> tuple[str, list[str]]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no experiment file")
   spec = importlib.util.spec_from_file_location("experiment", path)
+  if spec is None or spec.loader is None:  # a name Python cannot import (not a .py file)
+    raise ValueError(f"{path}: not a Python experiment file")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):

@@ -24,6 +24,9 @@ from helpsteer_jax.evaluate import evaluate
 from helpsteer_jax.testing.judge_server import JudgeServer, benchmark_reply
 from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = ("helpfulness", "correctness")
 

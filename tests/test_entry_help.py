@@ -11,7 +11,21 @@ import pytest
 pytestmark = pytest.mark.entry  # every test runs an entry point in a subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("train", "scale", "evaluate", "convert", "plan", "tables", "chat", "annotate", "rescore", "sweep", "merge")
+COMMANDS = (
+  "train",
+  "scale",
+  "evaluate",
+  "convert",
+  "plan",
+  "tables",
+  "chat",
+  "annotate",
+  "rescore",
+  "sweep",
+  "merge",
+  "serve",
+)
+PACKAGES = ("train", "serve")  # entry points run as `python -m helpsteer_jax.<package>` (its __main__.py)
 
 
 def _run(args, **env):
@@ -26,7 +40,7 @@ def test_help_exits_zero_with_the_commands_own_text(command):
   assert proc.returncode == 0, proc.stderr[-2000:]
   # The docstring is read from the source: importing the entry modules here would define their
   # flags twice in this process.
-  path = os.path.join(REPO, "helpsteer_jax", *(["train", "__main__.py"] if command == "train" else [f"{command}.py"]))
+  path = os.path.join(REPO, "helpsteer_jax", *([command, "__main__.py"] if command in PACKAGES else [f"{command}.py"]))
   first_line = ast.get_docstring(ast.parse(open(path).read())).strip().splitlines()[0]
   assert first_line in proc.stdout
   assert "--" in proc.stdout.split(first_line, 1)[1]  # its flags follow

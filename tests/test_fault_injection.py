@@ -26,6 +26,9 @@ from helpsteer_jax.testing.subprocesses import run_entry
 from helpsteer_jax.testing.tiny_models import smollm2_tokenizer
 from helpsteer_jax.testing.train_runs import env, losses, train_command
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCALE_EXPERIMENT = REPO / "experiments" / "scaling" / "smollm2_self_feedback_edit.py"
 

@@ -15,6 +15,9 @@ from helpsteer_jax.data.chat_messages import ChatMessagesBuilder
 from helpsteer_jax.data.examples import BuildStats, RowError
 from helpsteer_jax.testing.tiny_models import smollm2_tokenizer
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def test_load_pretrained_takes_the_embedded_model_by_name(embedded_gguf_path):
   model, tokenizer = hj.load_pretrained("embedded", show_progress=False)

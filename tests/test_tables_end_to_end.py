@@ -21,6 +21,9 @@ from helpsteer_jax.scaling.results import read_records
 from helpsteer_jax.tables import make_tables
 from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = ("arena_hard", "mt_bench", "alpaca_eval")
 EXTERNALS = ("gpt-4o", "claude-3.5-sonnet")

@@ -108,7 +108,7 @@ class GGUFFile:
       raise CheckpointError(f"{self.path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
     self._map = np.memmap(local, dtype=np.uint8, mode="r")
     try:
-      self._parse(_Cursor(memoryview(self._map)), size)
+      self._parse(_Cursor(self._map.data), size)
     except _Truncated:
       raise CheckpointError(
         f"{self.path}: truncated or corrupt GGUF header (it runs past the end of the {size}-byte file)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any, Optional
 
@@ -21,6 +22,7 @@ from helpsteer_jax.checkpoints.safetensors_io import (
 )
 from helpsteer_jax.checkpoints.streaming import build_model, variable_paths
 from helpsteer_jax.models.config import LlamaConfig, from_hf_dict, to_hf_dict
+from helpsteer_jax.models.heads import RewardModel
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.partitioning import ShardingContext
 
@@ -145,7 +147,7 @@ def _parse_size(size: int | str) -> int:
 
 
 def write_model_tensors(
-  model: nnx.Module,
+  model: Llama | RewardModel,
   mappings: list[TensorMapping],
   out_dir: str,
   dtype: str,
@@ -178,7 +180,7 @@ def write_model_tensors(
     if shards[-1] and shard_bytes + nbytes > limit:
       shards.append([])
       shard_bytes = 0
-    shards[-1].append((m.hf_name, m.hf_shape, np_dtype, lambda m=m: fetch(m)))
+    shards[-1].append((m.hf_name, m.hf_shape, np_dtype, functools.partial(fetch, m)))
     shard_bytes += nbytes
 
   progress = tqdm(
@@ -236,7 +238,7 @@ def save_hf_model(
   storage.write_atomic(
     storage.join(out_dir, "config.json"), json.dumps(to_hf_dict(config, torch_dtype=dtype), indent=2)
   )
-  generation = {"bos_token_id": config.bos_token_id}
+  generation: dict[str, int | list[int] | None] = {"bos_token_id": config.bos_token_id}
   if config.eos_token_id:
     eos = list(config.eos_token_id)
     generation["eos_token_id"] = eos[0] if len(eos) == 1 else eos

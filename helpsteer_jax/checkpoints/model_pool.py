@@ -28,7 +28,7 @@ def resolve_path(path: str) -> str:
   return resolve_model_path(path)
 
 
-def _dtype_overrides(param_dtype: str) -> dict[str, str]:
+def _dtype_overrides(param_dtype: str) -> dict[str, Any]:
   return {"param_dtype": param_dtype, "dtype": param_dtype} if param_dtype else {}
 
 

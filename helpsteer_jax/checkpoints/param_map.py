@@ -28,7 +28,7 @@ class TensorMapping:
   to_hf: Callable[[np.ndarray], np.ndarray]  # model layout -> HF layout
   layer_at: int = 1  # where the layer index goes in `path` when layers are unrolled (a list)
 
-  def variable_path(self, scan_layers: bool) -> Path:
+  def variable_path(self, scan_layers: bool) -> tuple[str | int, ...]:
     """The parameter's path in the model's nnx.State: `path` itself for stacked (scanned) layers
     and global tensors, with the layer index inserted at `layer_at` for unrolled layers."""
     if self.layer is None or scan_layers:

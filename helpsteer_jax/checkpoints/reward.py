@@ -307,7 +307,7 @@ def safe_pad_token(tokenizer: Any) -> Optional[tuple[str, int]]:
   that is not the pad id, so a pad id that ends turns would make it score the token before."""
   excluded = set(stop_token_ids(tokenizer)) | {tokenizer.bos_token_id, tokenizer.eos_token_id}
   template = getattr(tokenizer, "chat_template", None) or ""
-  added = getattr(tokenizer, "get_added_vocab", dict)()
+  added: dict[str, int] = getattr(tokenizer, "get_added_vocab", dict)()
   candidates = [(i, t) for t, i in added.items() if i not in excluded and t not in template]
   if not candidates:
     return None

@@ -8,11 +8,12 @@ tensor at a time; writing computes the header from shapes first and then streams
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import ml_dtypes
 import numpy as np
@@ -103,10 +104,12 @@ class SafetensorsFile:
     out = np.empty(shape, dtype)
     with storage.open_file(self.path, "rb") as f:
       f.seek(self._data_start + begin)
-      view = memoryview(out.reshape(-1).view(np.uint8))
+      view = out.reshape(-1).view(np.uint8).data
+      # Binary mode gives a buffered reader (local or remote), which can read straight into the array.
+      reader = cast(io.BufferedIOBase, f)
       got = 0
       while got < end - begin:
-        n = f.readinto(view[got:])
+        n = reader.readinto(view[got:])
         if not n:
           raise CheckpointError(f"{self.path}: truncated while reading tensor {name!r}")
         got += n

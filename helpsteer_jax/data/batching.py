@@ -30,7 +30,7 @@ A batcher fills a global batch one example at a time (`add` says whether the exa
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -141,9 +141,12 @@ class PackedBatcher:
     return out
 
 
+_Item = TypeVar("_Item", TokenizedChat, TokenizedPair, TokenizedRegression)
+
+
 @dataclasses.dataclass
-class PaddedBatcher:
-  """One SFT example per row, right-padded to `seq_len` (same keys as packing)."""
+class _RowBatcher(Generic[_Item]):
+  """One example per row; the subclass for each example type writes the rows (`build`)."""
 
   rows: int
   seq_len: int
@@ -152,10 +155,10 @@ class PaddedBatcher:
   def __post_init__(self):
     _check_shape(self.rows, self.seq_len)
 
-  def start(self) -> list[Any]:
+  def start(self) -> list[_Item]:
     return []
 
-  def add(self, plan: list[Any], example: Any) -> bool:
+  def add(self, plan: list[_Item], example: _Item) -> bool:
     if len(plan) >= self.rows:
       return False
     if len(example) > self.seq_len:
@@ -165,11 +168,15 @@ class PaddedBatcher:
     plan.append(example)
     return True
 
-  def is_full(self, plan: list[Any]) -> bool:
+  def is_full(self, plan: list[_Item]) -> bool:
     return len(plan) >= self.rows
 
-  def is_empty(self, plan: list[Any]) -> bool:
+  def is_empty(self, plan: list[_Item]) -> bool:
     return not plan
+
+
+class PaddedBatcher(_RowBatcher[TokenizedChat]):
+  """One SFT example per row, right-padded to `seq_len` (same keys as packing)."""
 
   def build(self, plan: list[TokenizedChat], rows: slice) -> dict[str, np.ndarray]:
     b = _num_rows(rows, self.rows)
@@ -188,7 +195,7 @@ def _right_pad(sequences: list[np.ndarray], b: int, t: int, pad_id: int) -> tupl
   return ids, mask
 
 
-class PairBatcher(PaddedBatcher):
+class PairBatcher(_RowBatcher[TokenizedPair]):
   """Chosen and rejected sequences of each pair in the same row of two [B, T] arrays."""
 
   def build(self, plan: list[TokenizedPair], rows: slice) -> dict[str, np.ndarray]:
@@ -213,7 +220,7 @@ class PairBatcher(PaddedBatcher):
 
 
 @dataclasses.dataclass
-class RegressionBatcher(PaddedBatcher):
+class RegressionBatcher(_RowBatcher[TokenizedRegression]):
   """Right-padded inputs and [B, O] attribute targets (padding rows: all MISSING_LABEL)."""
 
   num_outputs: int = 1

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from helpsteer_jax.data.examples import BuildStats, ChatExample, RowError, freeze, messages_field
+from helpsteer_jax.data.examples import BuildStats, ChatExample, Message, RowError, freeze, messages_field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ def prompt_completion_example(row: Mapping[str, Any], where: str) -> ChatExample
   if isinstance(prompt, str) and isinstance(completion, str):
     if not prompt.strip() or not completion.strip():
       raise RowError("fields 'prompt' and 'completion' must be non-empty strings")
-    messages = ({"role": "user", "content": prompt}, {"role": "assistant", "content": completion})
+    messages: tuple[Message, ...] = ({"role": "user", "content": prompt}, {"role": "assistant", "content": completion})
     return ChatExample(messages=messages, loss_turns=(1,), source=where)
   if isinstance(prompt, str) or isinstance(completion, str):
     raise RowError("fields 'prompt' and 'completion' must both be strings or both be message lists")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional
 
 from helpsteer_jax.data.examples import (
@@ -114,7 +114,7 @@ class EditBuilder:
 
 def feedback_orders(feedback: Sequence[str], max_permutations: int = 0) -> list[tuple[str, ...]]:
   """Every ordering of `feedback` (n! of them), or the first `max_permutations` when > 0."""
-  orders = itertools.permutations(feedback)
+  orders: Iterator[tuple[str, ...]] = itertools.permutations(feedback)
   if max_permutations > 0:
     orders = itertools.islice(orders, max_permutations)
   return list(orders)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional, cast
 
 from ml_collections import ConfigDict
 
@@ -58,7 +58,7 @@ from helpsteer_jax.data.sources import SourceSpec, read_rows
 
 log = logging.getLogger(__name__)
 
-RowBuilder = Callable[[Mapping[str, Any], str, BuildStats], list[Example]]
+RowBuilder = Callable[[Mapping[str, Any], str, BuildStats], Sequence[Example]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +289,8 @@ def make_batcher(examples: list[Example], config: ConfigDict, pad_id: int) -> Ba
   if kind is PairExample:
     return PairBatcher(rows, seq_len, pad_id)
   if kind is RegressionExample:
-    return RegressionBatcher(rows, seq_len, pad_id, num_outputs=len(examples[0].targets))
+    # Every example is a RegressionExample (one kind, checked above).
+    return RegressionBatcher(rows, seq_len, pad_id, num_outputs=len(cast(RegressionExample, examples[0]).targets))
   raise DataError(f"no batcher for {kind.__name__}")
 
 

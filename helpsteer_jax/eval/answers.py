@@ -105,13 +105,13 @@ def read_answers(path: str, questions: Sequence[Question], model: str = "") -> A
   by_turn: dict[str, dict[int, str]] = {}  # a multi-turn search's records: one per question and turn
   for i, row in enumerate(read_jsonl(path)):
     qid = row.get("question_id", row.get("uid", row.get("id")))
-    text = answer_text_from_row(row)
-    if qid is None or not text:
+    row_turns = answer_text_from_row(row)
+    if qid is None or not row_turns:
       raise ValueError(f"{path}: row {i + 1} has no question id or no answer turns")
     if isinstance(row.get("turn"), int):
-      by_turn.setdefault(str(qid), {}).setdefault(row["turn"], text[0])
+      by_turn.setdefault(str(qid), {}).setdefault(row["turn"], row_turns[0])
     else:
-      turns[str(qid)] = text
+      turns[str(qid)] = row_turns
     names.add(str(row.get("model", row.get("model_id", ""))))
   for qid, answered in by_turn.items():  # turns 1..k in order, up to the first one missing
     turns[qid] = [answered[t] for t in range(1, _run_of(answered) + 1)]
@@ -191,7 +191,7 @@ def generate_answers(
   with tqdm(total=len(questions), desc=f"answers ({model_name})", unit="question") as bar:
     for start in range(0, len(questions), batch_size):
       batch = list(questions[start : start + batch_size])
-      records = [
+      records: list[dict[str, Any]] = [
         {"question_id": q.id, "model": model_name, "turns": [], "num_tokens": [], "finished": []} for q in batch
       ]
       groups: dict[float, list[int]] = {}

@@ -429,7 +429,7 @@ def score_battles(
   for r in tqdm(range(rounds), desc="bootstrap", disable=not show_progress):
     counts = np.bincount(rng.integers(0, n, n), minlength=n)
     boot[r] = fit_bradley_terry(battles, baseline, style, counts, full.models).elo
-  out = {}
+  out: dict[str, dict[str, Any]] = {}
   for i, model in enumerate(full.models):
     if model == baseline:
       continue
@@ -474,7 +474,7 @@ def score_judgments(
     style = style_matrix(battles, answers)
   scores = score_battles(battles, baseline, rounds, seed, style)
   unit = None
-  if style is not None:
+  if style is not None and answers is not None:  # style is only built from answers
     used = {m for m in set(battles.model_a) | set(battles.model_b)}
     kinds = {isinstance(v, str) for m in used for v in answers[m].values()}
     unit = {frozenset({True}): "word pieces", frozenset({False}): "tokens (answer metadata)"}.get(

@@ -53,12 +53,12 @@ def plot_scaling(points: Sequence[Mapping[str, Any]], axis: str, benchmark_name:
         str(p[axis]), (p["token_multiple"], p["value"]), textcoords="offset points", xytext=(4, 4), fontsize=7
       )
   for p in references:
-    lo, hi = _error(p)
+    below, above = _error(p)
     name = "greedy" if p["kind"] == "greedy" else f"Best-of-{p['drafts']}" if p.get("drafts") else "Best-of-N"
     ax.errorbar(
       [p["token_multiple"]],
       [p["value"]],
-      yerr=[[lo], [hi]],
+      yerr=[[below], [above]],
       marker="*" if p["kind"] == "greedy" else "s",
       markersize=9,
       linestyle="none",

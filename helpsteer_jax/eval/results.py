@@ -63,7 +63,7 @@ def make_result(
 ) -> dict[str, Any]:
   if benchmark not in BENCHMARKS:
     raise ValueError(f"benchmark {benchmark!r}; expected one of {BENCHMARKS}")
-  result = {
+  result: dict[str, Any] = {
     "format": FORMAT,
     "benchmark": benchmark,
     "model": model,

@@ -354,7 +354,7 @@ def check_workdir_identity(config: ConfigDict, workdir: str) -> None:
   run (process 0). `config.resume="force"` continues anyway."""
   identity = evaluation_identity(config)
   before = read_identity(identity_file(workdir))
-  ignored = _IGNORED
+  ignored: tuple[str, ...] = _IGNORED
   if before is not None and before.models.get("judge", {}).get("name") != identity.models["judge"]["name"]:
     ignored += _JUDGMENT_FIELDS
   rules = FieldRules(extends=_EXTENDS, ignores=ignored)

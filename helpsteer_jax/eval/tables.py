@@ -108,7 +108,8 @@ def read_row_specs(path: str = "", labels: Iterable[str] = ()) -> dict[str, list
     for i, row in enumerate(data.get(table, [])):
       if not isinstance(row, dict) or not isinstance(row.get("label"), str):
         raise ValueError(f"{path}: {table}[{i}] needs a string 'label'")
-      rows.append(RowSpec(row["label"], row.get("name", row["label"]), tuple(row.get("dirs", ()))))
+      label: str = row["label"]
+      rows.append(RowSpec(label, row.get("name", label), tuple(row.get("dirs", ()))))
     specs[table] = rows
   return specs
 
@@ -161,7 +162,7 @@ def build_tables(
   """{"main": rows, "ablation": rows}; each row holds the three headline numbers and intervals."""
   cells = assign_rows(results, specs)
   tables: dict[str, list[dict[str, Any]]] = {}
-  listed = set()
+  listed: set[str] = set()
   for table, rows in specs.items():
     tables[table] = [_row(s.label, s.name, cells[s.label]) for s in rows if s.label in cells]
     listed.update(s.label for s in rows)

@@ -90,7 +90,7 @@ class LlamaConfig:
 _LLAMA31_ROPE = RopeScaling(
   factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
 )
-_LLAMA3_COMMON = dict(
+_LLAMA3_COMMON: dict[str, Any] = dict(
   vocab_size=128256,
   head_dim=128,
   num_kv_heads=8,

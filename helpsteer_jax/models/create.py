@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, TypeVar
 
 import jax
 from flax import nnx
@@ -29,11 +29,14 @@ def create_sharded_model(config: LlamaConfig, sharding: Optional[ShardingContext
   return create_sharded_module(lambda rngs, ctx: Llama(config, rngs=rngs, sharding=ctx), sharding, seed)
 
 
+M = TypeVar("M", bound=nnx.Module)
+
+
 def create_sharded_module(
-  make: Callable[[nnx.Rngs, Optional[ShardingContext]], nnx.Module],
+  make: Callable[[nnx.Rngs, Optional[ShardingContext]], M],
   sharding: Optional[ShardingContext],
   seed: int = 0,
-) -> nnx.Module:
+) -> M:
   """Any module built by `make(rngs, sharding)` (e.g. a reward model), initialised on its shards."""
   if sharding is None:
     return make(nnx.Rngs(seed), None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,7 @@ from helpsteer_jax.parallel import axes as ax
 def make_param(
   rngs: nnx.Rngs,
   shape: Sequence[int],
-  logical_axes: Sequence[str],
+  logical_axes: Sequence[Optional[str]],
   dtype: jnp.dtype,
   fan_in: Optional[int] = None,
   stack: Sequence[int] = (),
@@ -178,25 +178,41 @@ def _dense_attention(q: jax.Array, segments: Sequence[tuple[jax.Array, jax.Array
   # positions form one axis Q = G * T so that every dot, forward and backward, contracts a single
   # axis (1.3x faster backward on XLA:CPU).
   q = group_query_heads(q, kv_heads)
-  scores = []
+  segment_scores = []
   for k, _, mask in segments:
     s = jnp.einsum("BKQH,BKSH->BKQS", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(h))
     s = s.reshape(b, kv_heads, g, t, k.shape[2])  # [B, K, G, T, S_i]
-    scores.append(jnp.where(mask[:, None, None], s, FLOOR))
-  scores = jnp.concatenate(scores, axis=-1) if len(scores) > 1 else scores[0]
+    segment_scores.append(jnp.where(mask[:, None, None], s, FLOOR))
+  scores = jnp.concatenate(segment_scores, axis=-1) if len(segment_scores) > 1 else segment_scores[0]
   # A row with no visible key has every score at FLOOR: its softmax is uniform (finite), and the
   # output row is zeroed below, on [.., H] rather than on the S-wide probabilities.
   probs = jax.nn.softmax(scores, axis=-1).reshape(b, kv_heads, g * t, scores.shape[-1])  # [B, K, Q, S]
-  out = 0.0
+  out: jax.Array | float = 0.0
   offset = 0
   for k, v, _ in segments:
     width = k.shape[2]
     part = jax.lax.slice_in_dim(probs, offset, offset + width, axis=-1).astype(v.dtype)
     out = out + jnp.einsum("BKQS,BKSH->BKQH", part, v)
     offset += width
+  assert isinstance(out, jax.Array)  # `segments` is not empty (segments[0] is read above)
   out = ungroup_query_heads(out, t)
   any_visible = functools.reduce(jnp.logical_or, [jnp.any(m, axis=-1) for _, _, m in segments])  # [B, T]
   return jnp.where(any_visible[:, :, None, None], out, 0.0).astype(out.dtype)
+
+
+class AttentionProjections(Protocol):
+  """What a decoder block calls on its attention's weights: `Attention`, or the fused layout's
+  `FusedAttention` (models/decode/decode_layout.py), which swaps in with the same interface."""
+
+  def project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]: ...
+
+  def project_out(self, o: jax.Array) -> jax.Array: ...
+
+
+class FeedForward(Protocol):
+  """`SwiGLU`, or the fused layout's `FusedSwiGLU`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array: ...
 
 
 class Attention(nnx.Module):

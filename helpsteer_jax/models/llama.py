@@ -38,6 +38,8 @@ from helpsteer_jax.models.decode.paged_decode import resolve as resolve_decode_a
 from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
   Attention,
+  AttentionProjections,
+  FeedForward,
   RMSNorm,
   SwiGLU,
   apply_rope,
@@ -70,9 +72,10 @@ class DecoderBlock(nnx.Module):
   def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, stack: Sequence[int] = ()):
     dt = config.weight_dtype
     self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dt, rngs, stack)
-    self.attn = Attention(config, rngs, stack)
+    # decode_layout.with_fused_projections swaps in fused projections with the same interface.
+    self.attn: AttentionProjections = Attention(config, rngs, stack)
     self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dt, rngs, stack)
-    self.mlp = SwiGLU(config, rngs, stack)
+    self.mlp: FeedForward = SwiGLU(config, rngs, stack)
 
   def __call__(
     self,
@@ -137,6 +140,7 @@ class Llama(nnx.Module):
     self.sharding = sharding
     d, dt = config.hidden_size, config.weight_dtype
     self.embed = make_param(rngs, (config.vocab_size, d), (ax.VOCAB, ax.EMBED), dt, fan_in=1)
+    self.layers: DecoderBlock | nnx.List[DecoderBlock]  # one stacked block, or a list of blocks when unrolled
     if config.scan_layers:
       self.layers = DecoderBlock(config, rngs, stack=(config.num_layers,))
     else:
@@ -272,7 +276,8 @@ class Llama(nnx.Module):
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
-        read = CacheRead(*cache_kv, layer, block, thread_cache, transposed)
+        cache_k, cache_v = cache_kv
+        read = CacheRead(cache_k, cache_v, layer, block, thread_cache, transposed)
         if kernel == "per_slot":
           attended, cache_kv_out = per_slot_decode_attention(q[:, 0], k[:, 0], v[:, 0], read, cache.lengths, active)
         else:
@@ -310,7 +315,8 @@ class Llama(nnx.Module):
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):
-        read = CacheRead(*cache_kv, layer, block, thread_cache, cache.keys_transposed)
+        cache_k, cache_v = cache_kv
+        read = CacheRead(cache_k, cache_v, layer, block, thread_cache, cache.keys_transposed)
         attended, cache_kv_out = chunk_attention(q, k, v, read, slot, start)
         return attended, ((k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)), cache_kv_out)  # [1, K, T, H]
 
@@ -336,6 +342,7 @@ class Llama(nnx.Module):
         graphdef, per_layer = nnx.split(self.layers)
         state_of = lambda rows, layer: rows
       else:
+        assert isinstance(self.layers, nnx.List)  # switched layers are unrolled (scan_layers=False)
         graphdef, per_layer, state_of = switched_layers(self.layers)
 
       def body(carry, layer_in):
@@ -348,6 +355,7 @@ class Llama(nnx.Module):
       carry, outs = jax.lax.scan(body, init, (per_layer, jnp.arange(config.num_layers)))
       x, cache_kv = carry if carry_cache else (carry, cache_kv)
       return x, outs, cache_kv
+    assert isinstance(self.layers, nnx.List)  # neither scanned nor switched: unrolled
     outs = []
     for i, layer_module in enumerate(self.layers):
       graphdef, state = nnx.split(layer_module)
@@ -361,8 +369,9 @@ class Llama(nnx.Module):
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
+        cache_k, cache_v = cache_kv
         attended, new_k, new_v = paged_decode_attention(
-          q[:, 0], k[:, 0], v[:, 0], *cache_kv, layer, cache.lengths, active, block
+          q[:, 0], k[:, 0], v[:, 0], cache_k, cache_v, layer, cache.lengths, active, block
         )
         return attended[:, None], ((), (new_k, new_v))
 

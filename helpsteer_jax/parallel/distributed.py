@@ -94,6 +94,7 @@ def initialize(settings: DistributedSettings = DistributedSettings()) -> str:
       f"distributed.mode='explicit' needs {missing} (in the config or the "
       "HELPSTEER_COORDINATOR / HELPSTEER_NUM_PROCESSES / HELPSTEER_PROCESS_ID variables)"
     )
+  assert count is not None and index is not None  # `missing` named any that is None
   if not 0 <= index < count:
     raise ValueError(f"process_id={index} is outside [0, {count})")
   logging.info("jax.distributed.initialize(%s, num_processes=%d, process_id=%d)", address, count, index)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 
 from helpsteer_jax.parallel import axes as ax
 
@@ -39,7 +40,9 @@ def make_mesh(shape: Sequence[int] = (1, -1, 1), devices: Optional[Sequence[jax.
   devices = list(jax.devices() if devices is None else devices)
   resolved = resolve_mesh_shape(shape, len(devices))
   try:
-    device_array = jax.experimental.mesh_utils.create_device_mesh(resolved, devices=devices)
-  except Exception:  # Non-TPU topologies without a known physical layout.
+    # The physical layout's order on TPU (and by device id on GPU), so that the inner axes span
+    # the closest devices.
+    device_array = mesh_utils.create_device_mesh(resolved, devices=devices)
+  except Exception:  # topologies without a known physical layout
     device_array = np.asarray(devices).reshape(resolved)
   return jax.sharding.Mesh(device_array, ax.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(ax.MESH_AXES))

@@ -67,7 +67,7 @@ def logical_to_spec(
   """
   table = dict(rules)
   used: set[str] = set()
-  spec = []
+  spec: list[MeshAxes] = []
   for dim, name in enumerate(logical_axes):
     if name is None:
       spec.append(None)

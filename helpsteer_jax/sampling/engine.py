@@ -87,6 +87,11 @@ class _Pending:
     return indices[self.inserted] if indices else self.inserted
 
 
+def _compile(fn: Any, args: tuple, kwargs: dict) -> Any:
+  """Jitted `fn` compiled for exactly `args` and `kwargs`."""
+  return fn.lower(*args, **kwargs).compile()
+
+
 class _CompileAhead:
   """Compiles programs in a background thread while the host does other work (XLA compiles a
   program on one core); `wait` joins one before its first call, so none compiles twice."""
@@ -110,9 +115,7 @@ class _CompileAhead:
       if selects in _COMPILED_AHEAD:
         continue
       _COMPILED_AHEAD.add(selects)
-      self._pending[name] = self._pool.submit(
-        lambda fn=fn, args=args, kwargs=kwargs: fn.lower(*args, **kwargs).compile()
-      )
+      self._pending[name] = self._pool.submit(_compile, fn, args, kwargs)
 
   def wait(self, name: tuple) -> None:
     future = self._pending.pop(name, None)
@@ -310,14 +313,13 @@ class Engine:
     self._stats.seconds["insert"] += time.perf_counter() - start
 
   def _retire(self, done: np.ndarray, count: np.ndarray) -> None:
-    finished = [b for b, o in enumerate(self._owner) if o is not None and done[b]]
+    finished = [(b, o) for b, o in enumerate(self._owner) if o is not None and done[b]]
     if not finished:
       return
     start = time.perf_counter()
     out = self.device.tokens(self._state)
-    callbacks = []
-    for b in finished:
-      pending, j = self._owner[b]
+    callbacks: list[tuple[Callable[..., None], tuple]] = []
+    for b, (pending, j) in finished:
       self._owner[b] = None
       request = pending.request
       request.results[j] = out[b, : count[b]].tolist()

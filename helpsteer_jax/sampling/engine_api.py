@@ -305,7 +305,7 @@ class ModelEngine:
     flag = jax.ShapeDtypeStruct((), jnp.bool_)  # jnp.asarray(True): uncommitted
     rows = lambda n: (jax.ShapeDtypeStruct((n,), jnp.int32), jax.ShapeDtypeStruct((n,), jnp.bool_))
     num_slots = state.num_slots
-    programs = [
+    programs: list[AheadProgram] = [
       (("decode", num_slots), decode_steps, (self.graphdef, self.params, full, flag), {"settings": self.settings})
     ]
     if 0 < tail_slots < num_slots:

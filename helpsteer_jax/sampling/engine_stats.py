@@ -39,8 +39,8 @@ class EngineStats:
 
   num_slots: int
   tags: dict[str, TagStats] = dataclasses.field(default_factory=lambda: collections.defaultdict(TagStats))
-  seconds: collections.Counter = dataclasses.field(
-    default_factory=collections.Counter
+  seconds: collections.defaultdict[str, float] = dataclasses.field(
+    default_factory=lambda: collections.defaultdict(float)
   )  # prefill, insert, decode, retire, resize
   decode_steps: int = 0
   slot_steps: int = 0  # decode steps x the slots of the program that ran them

@@ -100,7 +100,7 @@ class MockEngine:
       active = np.flatnonzero(state.live & ~state.done)
       if not len(active) or int(np.sum(state.live & state.done)) > freed_at_entry:
         break
-      generated += sum(self._emit(state, b) for b in active)
+      generated += sum(self._emit(state, int(b)) for b in active)
       steps += 1
     return state, steps, generated
 

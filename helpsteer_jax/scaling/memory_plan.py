@@ -105,12 +105,12 @@ def plan_search(
     plans.append(
       RolePlan(stage, key, config, source, longest, weights, per_slot, slots_that_fit(budget, weights, per_slot))
     )
-  weights = {r.key: r.weight_bytes for r in plans}
+  weights_by_key = {r.key: r.weight_bytes for r in plans}
   caches: dict[str, int] = {}
   for r in plans:  # an engine's slots hold its longest request of any stage
     cache = r.kv_bytes_per_slot * (1 if r.stage == "select" else batch_size)
     caches[r.key] = max(caches.get(r.key, 0), cache)
-  pipelined = sum(weights.values()) + sum(caches.values())
+  pipelined = sum(weights_by_key.values()) + sum(caches.values())
   if pipelined <= budget:
     schedule = "pipelined"
   elif all(r.slots_alone >= 1 for r in plans):

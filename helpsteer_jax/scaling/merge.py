@@ -61,8 +61,8 @@ def run_folders(inputs: Sequence[str]) -> list[str]:
     if _has_results(path) or storage.is_file(storage.join(path, SUMMARY)):
       folders.append(path)
       continue
-    names = [name for name in storage.listdir(path) if shard_of_folder(name)]
-    shards = [storage.join(path, name) for name in sorted(names, key=lambda n: shard_of_folder(n).index)]
+    by_name = {name: shard for name in storage.listdir(path) if (shard := shard_of_folder(name)) is not None}
+    shards = [storage.join(path, name) for name in sorted(by_name, key=lambda n: by_name[n].index)]
     if not shards:
       raise MergeError(f"{path}: neither a run folder (no {RESULTS}) nor a folder of shard-I-of-N run folders")
     folders.extend(shards)
@@ -173,11 +173,12 @@ def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
     )
   records.sort(key=lambda r: (r.get("turn") or 1, order[question_of[str(r["id"])]]))
   shards = [shard_of_folder(f) for f in folders]
-  counts = {s.count for s in shards if s is not None}
+  named = [s for s in shards if s is not None]
+  counts = {s.count for s in named}
   missing_shards = []
-  if len(counts) == 1 and all(s is not None for s in shards):
+  if len(counts) == 1 and len(named) == len(shards):
     count = counts.pop()
-    missing_shards = sorted(set(range(count)) - {s.index for s in shards})
+    missing_shards = sorted(set(range(count)) - {s.index for s in named})
   if missing_shards or len(records) < expected:
     logging.warning(
       "the merge holds %d of the run's %d prompts%s",

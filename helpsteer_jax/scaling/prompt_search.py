@@ -9,6 +9,7 @@ the schedule, on what ran beside it, or on a resume.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Optional, Protocol
 
@@ -251,9 +252,12 @@ class PromptSearch:
     drafts = range(len(self.tree.drafts))
     if not s.feedback_on_top_drafts:
       return list(drafts)
-    scores = [self.tree.draft(d).answer.score for d in drafts]
-    if any(x is None for x in scores):
-      raise RuntimeError(f"prompt {self.item.id}: feedback_drafts={s.feedback_drafts} needs every draft scored first")
+    scores: list[float] = []
+    for d in drafts:
+      score = self.tree.draft(d).answer.score
+      if score is None:
+        raise RuntimeError(f"prompt {self.item.id}: feedback_drafts={s.feedback_drafts} needs every draft scored first")
+      scores.append(score)
     return sorted(sorted(drafts, key=lambda d: -scores[d])[: s.feedback_drafts])
 
   def add_edits(self, d: int, g: int, samples: list[Sample]) -> list[Generated]:
@@ -287,9 +291,13 @@ class PromptSearch:
       "edits": sum(e.num_tokens for d in drafts for g in d.edit_groups for e in g.edits),
     }
     tokens["total"] = tokens["drafts"] + tokens["feedback"] + tokens["edits"]
-    greedy_tokens = (
-      drafts[0].answer.num_tokens if self.greedy_mode else tree.greedy.num_tokens if self.measure_greedy else None
-    )
+    greedy_tokens: Optional[int] = None
+    if self.greedy_mode:
+      greedy_tokens = drafts[0].answer.num_tokens
+    elif self.measure_greedy:
+      if tree.greedy is None:
+        raise RuntimeError(f"prompt {self.item.id}: the greedy reference is not sampled yet")
+      greedy_tokens = tree.greedy.num_tokens
     tree.tokens = dict(tokens, greedy=greedy_tokens)
     tree.token_multiple = None if not greedy_tokens else counted_tokens(tokens, s.token_account) / greedy_tokens
     tree.num_candidates = len(cands)
@@ -356,7 +364,7 @@ class PipelinedPrompt(PromptSearch):
   def on_feedback(self, d: int, samples: list[Sample]) -> None:
     self.add_feedback(d, samples)
     for g in range(len(self.tree.draft(d).edit_groups)):
-      self._submit(self.search.edit, self.edit_request(d, g, lambda samples, g=g: self.on_edits(d, g, samples)))
+      self._submit(self.search.edit, self.edit_request(d, g, functools.partial(self.on_edits, d, g)))
     self._done_one()
 
   def on_edits(self, d: int, g: int, samples: list[Sample]) -> None:

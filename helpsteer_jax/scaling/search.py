@@ -21,10 +21,11 @@ schedule (scaling/staged.py) runs the same requests one stage at a time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.formats import prompts as templates
@@ -125,13 +126,13 @@ class FeedbackEditSearch:
           num_slots=slots, cache_length=cache_length, stop_token_ids=base.stop_token_ids, pad_id=base.pad_id
         ),
       )
-      if key == self.judge_key:
+      if key == self.judge_key and self.selector is not None:  # a judge key implies a selector
         self.selector.use_prefill(engine.prefill)
     return self._engines[key]
 
   def release_engines(self) -> None:
     """Drops every engine (with its caches and kept chunks) and the judge's use of one."""
-    if self.judge_key is not None and self.judge_key in self._engines:
+    if self.judge_key is not None and self.judge_key in self._engines and self.selector is not None:
       self.selector.use_prefill(None)
     self._engines.clear()
 
@@ -162,7 +163,7 @@ class FeedbackEditSearch:
         builders.setdefault(ed.model_key, {})["edit"] = lambda c, r: ed.encode(
           templates.revision_request(c, r, ed.prompt_format)
         )
-      if self.judge_key is not None and s.mode != "greedy":
+      if self.judge_key is not None and self.selector is not None and s.mode != "greedy":
         builders.setdefault(self.judge_key, {})["judge"] = self.selector.prompt_ids
       self._shared = {m: SharedPrefixes(b, probes.get(m, ())) for m, b in builders.items()}
     return self._shared
@@ -199,7 +200,7 @@ class FeedbackEditSearch:
 
   def stats(self) -> dict[str, Any]:
     """Each engine's slot use and per-stage tokens, and the seconds spent selecting."""
-    names = {}
+    names: dict[str, str] = {}
     for role in (self.policy, self.feedback, self.edit):
       names.setdefault(role.model_key, role.name)
     return {"engines": {names.get(k, k): e.stats() for k, e in self._engines.items()}, "select_seconds": self._select_s}
@@ -232,8 +233,9 @@ class FeedbackEditSearch:
       complete[p] = True
       open_prompts -= 1
       while emitted < len(items) and complete[emitted]:
-        if on_record is not None:
-          on_record(records[emitted])
+        record = records[emitted]
+        if on_record is not None and record is not None:  # a complete prompt has its record
+          on_record(record)
         emitted += 1
 
     while admitted < len(items) or any(e.busy for e in self._engines.values()):
@@ -242,10 +244,11 @@ class FeedbackEditSearch:
         and (not max_in_flight or open_prompts < max_in_flight)
         and (open_prompts < min_in_flight or policy_engine.queued_samples(min_priority=0) < policy_engine.free_slots)
       ):
-        PipelinedPrompt(self, items[admitted], lambda prompt, p=admitted: finished(p, prompt)).start()
+        PipelinedPrompt(self, items[admitted], functools.partial(finished, admitted)).start()
         admitted += 1
         open_prompts += 1
       for engine in list(self._engines.values()):
         if engine.busy:
           engine.step()
-    return records
+    # Every prompt is complete once none is left to admit and no engine is busy.
+    return cast(list[dict[str, Any]], records)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 from helpsteer_jax.sampling.settings import SamplingSettings
 from helpsteer_jax.scaling.feedback_filters import get_rule
@@ -135,5 +135,6 @@ def check_stage_sampling(name: str, stage: StageSampling) -> None:
 def settings_from_config(cfg) -> SearchSettings:
   """The settings of a config's `search` block."""
   s = cfg.to_dict()
-  stages = {name: StageSampling(**s.pop(name)) for name in ("draft", "feedback", "edit")}
+  # Any: the keywords go to SearchSettings beside the config's own, each to a StageSampling field.
+  stages: dict[str, Any] = {name: StageSampling(**s.pop(name)) for name in ("draft", "feedback", "edit")}
   return SearchSettings(**s, **stages)

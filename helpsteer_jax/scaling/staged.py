@@ -311,7 +311,8 @@ class StagedSearch:
     scores = search.selector is not None and search.settings.mode != "greedy" and bool(prompts)
     if scores:
       self._enter(stage)
-    if scores and search.judge_key is not None:  # the judge scores through its model's engine, as pipelined
+    # The judge scores through its model's engine, as pipelined.
+    if scores and search.selector is not None and search.judge_key is not None:
       judge_role = next(r for r in search.roles_in_use() if r.model_key == search.judge_key)
       search.selector.use_prefill(search.engine(judge_role).prefill)
     return scores

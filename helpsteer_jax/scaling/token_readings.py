@@ -67,7 +67,7 @@ def record_tokens(record: Mapping[str, Any], reading: Reading) -> dict[str, int]
   """{drafts, feedback, edits, greedy} tokens the search would have generated for `record`'s
   prompt under `reading`, from a record with feedback on every draft and an edit per group."""
   drafts = record["drafts"]
-  chosen = range(len(drafts))
+  chosen: Sequence[int] = range(len(drafts))
   if reading.feedback_drafts and reading.feedback_drafts < len(drafts):
     scores = [d.get("score") for d in drafts]
     if any(s is None for s in scores):

@@ -148,7 +148,8 @@ class PromptTree:
   def node(self, ref: CandidateRef) -> Generated:
     d, g, e = ref
     draft = self.draft(d)
-    return draft.answer if g is None else draft.edit_groups[g].edits[e]
+    # (d, None, None) is the draft itself; an edit's ref names both its group and its index.
+    return draft.answer if g is None or e is None else draft.edit_groups[g].edits[e]
 
   def candidates(self, select_drafts: bool) -> list[CandidateRef]:
     """Every answer the selector chooses among: drafts (unless `select_drafts` is off and the draft

@@ -54,8 +54,9 @@ class Selector(Protocol):
     """The ids of the prompt scored for (conversation, response)."""
     ...
 
-  def use_prefill(self, prefill: ChunkedPrefill) -> None:
-    """Scores through `prefill` from now on (only called when `shares_prefill`)."""
+  def use_prefill(self, prefill: Optional[ChunkedPrefill]) -> None:
+    """Scores through `prefill` from now on (only called when `shares_prefill`); None: without
+    it again."""
     ...
 
 
@@ -104,7 +105,7 @@ class RewardModelSelector:
     model: RewardModel,
     tokenizer: Any,
     batch_size: int = 16,
-    weights: Sequence[float] | None = None,
+    weights: Sequence[float] | np.ndarray | None = None,
     max_tokens: int = 0,
     prompt_format: str = "plain",
     model_key: str = "",
@@ -127,7 +128,7 @@ class RewardModelSelector:
   def prompt_ids(self, conversation: Conversation, response: str) -> list[int]:
     return self.encode(conversation, response)
 
-  def use_prefill(self, prefill: ChunkedPrefill) -> None:
+  def use_prefill(self, prefill: Optional[ChunkedPrefill]) -> None:
     raise TypeError("a reward model selector scores with its own head, not through a shared prefill")
 
   def encode(self, conversation: Conversation, response: str) -> list[int]:
@@ -219,9 +220,12 @@ class GenerativeJudgeSelector:
     if not items:
       return []
     encoded = [self._encode(conv, response) for conv, response in items]
+    logits: list[np.ndarray] | np.ndarray
     if self.prefill is not None:
       logits = [self.prefill.next_token_logits(p, breaks_for(p, prefixes)) for p, _ in encoded]
     else:
+      if self.model is None:
+        raise RuntimeError("the judge's model is not loaded")
       logits = _run_bucketed(
         _last_position_logits,
         self.model,

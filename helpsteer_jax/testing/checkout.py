@@ -19,6 +19,7 @@ def experiment_config(relative_path: str, arg: str | None = None) -> Any:
   """`get_config(arg)` of the experiment file `relative_path` (under experiments/)."""
   path = REPO / "experiments" / relative_path
   spec = importlib.util.spec_from_file_location(path.stem, path)
+  assert spec is not None and spec.loader is not None  # a .py path always gets a source-file loader
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg) if arg is not None else module.get_config()

@@ -12,7 +12,7 @@ import json
 import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 
 def benchmark_reply(messages: list[dict[str, str]]) -> str:
@@ -72,7 +72,8 @@ class JudgeServer:
 
   @property
   def base_url(self) -> str:
-    host, port = self._httpd.server_address[:2]
+    # An AF_INET server's address is (host str, port int); the socketserver types also allow bytes.
+    host, port = cast(tuple[str, int], self._httpd.server_address[:2])
     return f"http://{host}:{port}/v1"
 
   def __enter__(self) -> "JudgeServer":

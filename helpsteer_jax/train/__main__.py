@@ -32,7 +32,9 @@ def main(argv) -> None:
   quiet_library_logs()
   from helpsteer_jax.train.tasks import run_training
 
-  run_training(config, _WORKDIR.value)
+  workdir = _WORKDIR.value
+  assert workdir is not None  # a required flag: absl refuses to start without it
+  run_training(config, workdir)
 
 
 def run() -> None:

@@ -320,9 +320,9 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
 
 def find_checkpoint(path: str | os.PathLike) -> tuple[epath.Path, Optional[int]]:
   """A resume path may be a run's checkpoint folder (latest step used) or one step's folder."""
-  path = storage.as_path(storage.absolute(path))
-  if path.name.isdigit() and (path / "state").exists():
-    return path.parent, int(path.name)
-  if (path / "checkpoints").is_dir():
-    return path / "checkpoints", None
-  return path, None
+  folder = storage.as_path(storage.absolute(path))
+  if folder.name.isdigit() and (folder / "state").exists():
+    return folder.parent, int(folder.name)
+  if (folder / "checkpoints").is_dir():
+    return folder / "checkpoints", None
+  return folder, None

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -134,7 +134,7 @@ def to_global_batch(
   each device takes its own rows of it."""
   if whole:
     return {
-      k: jax.make_array_from_callback(v.shape, batch_sharding(sharding, v.ndim), lambda index, v=v: v[index])
+      k: jax.make_array_from_callback(v.shape, batch_sharding(sharding, v.ndim), v.__getitem__)
       for k, v in local.items()
     }
   return {k: jax.make_array_from_process_local_data(batch_sharding(sharding, v.ndim), v) for k, v in local.items()}
@@ -267,7 +267,8 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, task: Task) -> tupl
   logger.info("run length: %d steps of %d rows", total_steps, batch_plan.global_batch_size)
 
   model = task.build_model(config, sharding)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  # Two filters give exactly (graphdef, params, rest); split's own type allows any number of states.
+  graphdef, params, rest = cast(tuple[Any, Any, Any], nnx.split(model, nnx.Param, ...))
   del model
   optimizer, schedule = make_optimizer(config.optim, total_steps, params)
   shardings = train_state_shardings(params, optimizer, sharding)
@@ -300,8 +301,8 @@ def _restore_or_init(run: _Run, params: Any, checkpointer: Checkpointer) -> Trai
     logger.info("resume: latest checkpoint of this run, step %d (%s)", step, checkpointer.directory)
     return state
   if config.resume_from:
-    folder, step = find_checkpoint(config.resume_from)
-    state, position, step = Checkpointer(folder, asynchronous=False).restore(run.abstract, step)
+    folder, folder_step = find_checkpoint(config.resume_from)  # None: the folder's latest step
+    state, position, step = Checkpointer(folder, asynchronous=False).restore(run.abstract, folder_step)
     run.train_iter.set_state(position)
     logger.info("resume: explicit checkpoint %s, step %d", folder, step)
     return state
@@ -321,7 +322,7 @@ class _HeldOut:
     self.every = config.eval_every
     # Built now to know whether there is held-out data at all.
     self.next_data = task.eval_data(jax.process_index(), jax.process_count()) if self.every else None
-    self.fn = None
+    self.fn: Optional[Callable[..., Any]] = None
     if self.every and self.next_data is None:
       logger.warning(
         "eval_every=%d but this task has no held-out data (set eval_data.dataset and "
@@ -350,6 +351,8 @@ class _HeldOut:
       self.next_data if self.next_data is not None else self.task.eval_data(jax.process_index(), jax.process_count())
     )
     self.next_data = None
+    # Called only when `due`: there is an eval step, and the task's held-out data it was built for.
+    assert self.fn is not None and data is not None
     sums = None
     for i, local in enumerate(data):
       if i >= self.run.config.eval_steps:
@@ -409,7 +412,7 @@ def _train(run: _Run, task: Task, state: TrainState, checkpointer: Checkpointer)
   config, start_step = run.config, int(jax.device_get(state.step))
   writer = MetricsWriter(run.workdir, enabled=run.is_main, tensorboard=config.tensorboard)
   writer.truncate_after(start_step)
-  if run.is_main:
+  if run.is_main and run.resolved is not None:  # process 0 holds the resolved config
     writer.write_hparams(run_record.flat_hparams(run.resolved), json.dumps(run.resolved, indent=2, sort_keys=True))
   loss_fn = task.loss_fn()
   replicated = NamedSharding(run.sharding.mesh, PartitionSpec())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -86,8 +86,12 @@ def reward_model_from_gguf(
 ) -> RewardModel:
   """A new reward model whose trunk is a GGUF causal LM's (e.g. the embedded SmolLM2)."""
   lm, _ = load_pretrained(path, sharding=sharding, show_progress=False, **overrides)
-  rm = create_sharded_module(
-    lambda rngs, ctx: RewardModel(lm.config, num_outputs, rngs=rngs, sharding=ctx), sharding, seed
+  # create_sharded_module returns what `make` builds, typed as any module.
+  rm = cast(
+    RewardModel,
+    create_sharded_module(
+      lambda rngs, ctx: RewardModel(lm.config, num_outputs, rngs=rngs, sharding=ctx), sharding, seed
+    ),
   )
   trunk_params = nnx.state(rm.trunk, nnx.Param)
   lm_params = nnx.state(lm, nnx.Param)
@@ -128,8 +132,11 @@ class RewardTask(TaskBase):
     seed = config.seed
     if not path:
       model_cfg = model_setup.model_config(config)
-      return create_sharded_module(
-        lambda rngs, ctx: RewardModel(model_cfg, len(self.labels), rngs=rngs, sharding=ctx), sharding, seed
+      return cast(
+        RewardModel,
+        create_sharded_module(
+          lambda rngs, ctx: RewardModel(model_cfg, len(self.labels), rngs=rngs, sharding=ctx), sharding, seed
+        ),
       )
     if path.endswith(".gguf"):
       return reward_model_from_gguf(path, len(self.labels), sharding, seed, **overrides)

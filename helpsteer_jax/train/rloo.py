@@ -134,7 +134,7 @@ class RLOOTask(TaskBase):
     if self.rl.num_samples < 2:
       raise ValueError(f"rloo.num_samples={self.rl.num_samples}: leave-one-out needs at least 2")
     self._reference: Optional[nnx.State] = None
-    self._reward = None
+    self._reward: Optional[RewardModelSelector] = None
 
   # -- model and reference ---------------------------------------------------------------------
 
@@ -257,9 +257,9 @@ class RLOOTask(TaskBase):
     # Sequences: prompt + response (+ the stop token when the sample ended), right-padded.
     stop = settings.stop_token_ids[0] if settings.stop_token_ids else None
     sequences, starts = [], []
-    for ids, r, done in zip(flat_prompt_ids, responses, finished):
-      sequences.append(list(ids) + list(r) + ([stop] if done and stop is not None else []))
-      starts.append(len(ids))
+    for prompt, r, done in zip(flat_prompt_ids, responses, finished):
+      sequences.append(list(prompt) + list(r) + ([stop] if done and stop is not None else []))
+      starts.append(len(prompt))
     length = self.row_length(max(len(s) for s in sequences))
     b = len(sequences)
     ids = np.full((b, length), settings.pad_id, np.int32)
@@ -317,7 +317,7 @@ class RLOOTask(TaskBase):
     }
     return batch, metrics, int(np.count_nonzero(mask))  # every process holds every rollout
 
-  def export(self, model: nnx.Module, out_dir: str) -> None:
+  def export(self, model: Llama, out_dir: str) -> None:
     from helpsteer_jax.checkpoints.pretrained import save_pretrained
 
     save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.progress)

@@ -28,9 +28,10 @@ def uses_epochs(config: ml_collections.ConfigDict) -> bool:
   return int(config.get("num_epochs", 0) or 0) > 0
 
 
-def total_steps(config: ml_collections.ConfigDict, train_data: CountsEpochs) -> int:
+def total_steps(config: ml_collections.ConfigDict, train_data: object) -> int:
   """`config.total_steps`, or with `config.num_epochs > 0` the batches those epochs of
-  `train_data` give (counted over the real rows)."""
+  `train_data` give (counted over the real rows; it must then be `CountsEpochs`, and any
+  iterator will do otherwise)."""
   if not uses_epochs(config):
     steps = int(config.total_steps)
     if steps < 1:

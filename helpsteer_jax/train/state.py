@@ -6,7 +6,7 @@ donates and returns, what Orbax saves, and what the shardings are computed for.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import flax.struct
 import jax
@@ -55,7 +55,8 @@ def train_state_shardings(
     return replicated
 
   opt_shardings = jax.tree_util.tree_map_with_path(for_opt_leaf, abstract_opt)
-  return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+  # A tree of the state's structure with a sharding at each leaf: the step's leaf is a sharding here.
+  return TrainState(step=cast(jax.Array, replicated), params=param_shardings, opt_state=opt_shardings)
 
 
 def abstract_train_state(

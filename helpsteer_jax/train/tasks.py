@@ -56,7 +56,7 @@ class SFTTask(TaskBase):
       "positions": jax.ShapeDtypeStruct((b, t), jnp.int32),
     }
 
-  def export(self, model: nnx.Module, out_dir: str) -> None:
+  def export(self, model: Llama, out_dir: str) -> None:
     save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.progress)
 
 

@@ -13,6 +13,9 @@ from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.convert import DestinationNotEmpty, convert_checkpoint
 from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def _sharded_export(folder) -> None:
   """An old export in two shards, as `save_pretrained(max_shard_size=...)` leaves it."""

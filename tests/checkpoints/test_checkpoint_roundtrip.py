@@ -20,6 +20,9 @@ from helpsteer_jax.checkpoints.safetensors_io import SafetensorsFile
 from helpsteer_jax.models.config import LlamaConfig, RopeScaling
 from helpsteer_jax.models.llama import Llama
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 TOL = 1e-5
 
 CONFIG = LlamaConfig(

@@ -16,6 +16,9 @@ from helpsteer_jax.models.config import get_preset
 from helpsteer_jax.sampling.generate import sampling_settings
 from helpsteer_jax.sampling.sampler import sample_tokens
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 LOGITS_TOLERANCE = 1e-3
 NEW_TOKENS = 64
 

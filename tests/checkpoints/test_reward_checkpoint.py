@@ -44,6 +44,9 @@ from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.mesh import make_mesh
 from helpsteer_jax.parallel.partitioning import ShardingContext
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 TOL = 1e-4
 PAD = 0
 SEQ = 24

@@ -16,6 +16,9 @@ from helpsteer_jax.checkpoints.tokenizers import (
   stop_token_ids,
 )
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 TEXTS = [
   "Hello world",
   "The year 2024 had 366 days; 3.14159 and 1e-10 and 1,000,000.",

@@ -16,6 +16,9 @@ from helpsteer_jax.data.iterator import DataIterator, epoch_order
 from helpsteer_jax.data.pipeline import default_data_config, make_iterator
 from helpsteer_jax.testing.helpsteer_rows import helpsteer_file, helpsteer_rows
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 SEQ_LEN = 2048
 
 

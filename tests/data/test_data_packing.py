@@ -23,6 +23,9 @@ from helpsteer_jax.data.helpsteer2 import (
 from helpsteer_jax.data.helpsteer3 import EditQualityBuilder, FeedbackBuilder, PreferenceBuilder
 from helpsteer_jax.testing.helpsteer_rows import helpsteer_rows
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 SEQ_LEN = 2048
 PAD = 2
 

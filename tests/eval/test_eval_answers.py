@@ -9,6 +9,9 @@ from helpsteer_jax.data.jsonl import JsonlAppender
 from helpsteer_jax.eval import sources
 from helpsteer_jax.eval.answers import read_answers
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 QUESTIONS = [sources.Question("q1", ("Say hi",)), sources.Question("q2", ("Say bye",))]
 
 

@@ -17,6 +17,9 @@ from helpsteer_jax.tables import make_tables
 from helpsteer_jax.testing.checkout import experiment_config
 from helpsteer_jax.testing.eval_runs import KEY_ENV, SECRET, eval_config
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

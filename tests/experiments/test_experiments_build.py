@@ -10,6 +10,9 @@ import pytest
 
 from helpsteer_jax.train.tasks import make_task
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 TRAINING = sorted(p for p in EXPERIMENTS.glob("*.py"))
 

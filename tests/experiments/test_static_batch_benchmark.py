@@ -4,8 +4,13 @@ engine and a plain argmax loop decode: the throughput it is measured against is 
 import importlib.util
 import pathlib
 
+import pytest
+
 from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
 from helpsteer_jax.testing.decode_reference import greedy_reference
+
+# Runs searches or compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
 
 PATH = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "benchmarks" / "static_batch.py"
 

@@ -44,6 +44,9 @@ def session_env(**extra: str) -> dict:
   return env
 
 
+# Two minutes on 2 cores: run it (`-m slow`) before a device session; the default suite keeps to
+# its budget.
+@pytest.mark.slow
 def test_tiny_session_runs_every_part_with_a_carried_wheel(tmp_path):
   make_wheel(tmp_path / "wheels", "session_probe", "0.0.1")
   out = tmp_path / "out"

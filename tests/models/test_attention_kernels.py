@@ -12,6 +12,9 @@ from helpsteer_jax.models.config import get_preset
 from helpsteer_jax.models.layers import grouped_query_attention
 from helpsteer_jax.models.llama import Llama
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def test_selection_per_backend_and_fallback():
   assert [ak.resolve("auto", b) for b in ("cpu", "gpu", "tpu")] == ["xla", "cudnn", "pallas"]

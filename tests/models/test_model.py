@@ -11,6 +11,9 @@ from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def _ids(shape, seed=0, vocab=512):
   return jnp.asarray(np.random.RandomState(seed).randint(0, vocab, shape), jnp.int32)

@@ -31,6 +31,9 @@ from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 SEQ = 48  # longer than original_max_position_embeddings=16 of the llama3-scaled cases
 PARITY_TOL = 1e-4  # ours vs transformers (different kernels and summation orders)
 CACHE_TOL = 1e-5  # ours decoded on slots vs our full forward

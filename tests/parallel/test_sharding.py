@@ -15,7 +15,8 @@ from helpsteer_jax.parallel.mesh import make_mesh, resolve_mesh_shape
 from helpsteer_jax.parallel.partitioning import ShardingContext
 from helpsteer_jax.parallel.rules import DEFAULT_RULES, logical_to_spec
 
-pytestmark = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (fake) devices")
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = [pytest.mark.entry, pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (fake) devices")]
 
 # What DEFAULT_RULES say for each parameter of the tiny model (scan layout: leading layer axis).
 EXPECTED_SPECS = {

@@ -11,6 +11,9 @@ from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.sampling.chunked_prefill import Chunk, ChunkedPrefill, PrefixChunks
 from helpsteer_jax.testing.decode_reference import full_forward_keys_values
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 CHUNK = 4
 
 

@@ -12,6 +12,9 @@ from helpsteer_jax.sampling.rules import sample_rows
 from helpsteer_jax.sampling.sampler import SamplingSettings
 from helpsteer_jax.testing.decode_reference import greedy_reference
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def _run(model, requests, **settings):
   engine = Engine(model, EngineSettings(**settings))

@@ -8,6 +8,9 @@ from helpsteer_jax.sampling.rules import sample_next
 from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
 from helpsteer_jax.testing.decode_reference import greedy_reference
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def test_greedy_batch_of_different_lengths_equals_argmax_loop(model):
   prompts = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [42]]

@@ -3,8 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from helpsteer_jax.sampling.rules import sample_next, sample_rows
+
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
 
 
 def hf_nucleus_size(probs: np.ndarray, top_p: float) -> int:

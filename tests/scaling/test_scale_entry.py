@@ -18,6 +18,9 @@ from helpsteer_jax.testing.search_runs import (
   write_prompts,
 )
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def test_results_summary_distillation_and_resume(model_dir, tmp_path):
   prompts = tmp_path / "prompts.jsonl"

@@ -4,10 +4,15 @@ turn; `evaluate` grades both turns from the search's folder."""
 
 import json
 
+import pytest
+
 from helpsteer_jax import scale
 from helpsteer_jax.scaling.results import read_records, write_records
 from helpsteer_jax.testing.eval_runs import eval_config
 from helpsteer_jax.testing.search_runs import search_config
+
+# Runs searches or compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
 
 
 def _search_config(model_dir, out):

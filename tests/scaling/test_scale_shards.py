@@ -13,6 +13,9 @@ from helpsteer_jax.scaling.merge import MergeError, merge_runs
 from helpsteer_jax.scaling.shards import PromptShard, parse_shard, shard_of_folder
 from helpsteer_jax.testing.search_runs import search_config, write_prompts
 
+# Runs searches or compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROMPTS = ["What is 2+2?", "Name a colour.", "Say hello.", "Count to three.", "Name a fruit."]
 

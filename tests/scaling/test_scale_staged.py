@@ -18,6 +18,9 @@ from helpsteer_jax.testing.checkout import REPO
 from helpsteer_jax.testing.search_runs import EXPERIMENT, records_by_id, search_config, write_prompts
 from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 PROMPTS = ["What is 2+2?", "Name a colour.", "Say hello."]
 # 16 feedbacks sampled per draft: the feedback stage's 96 samples take several decode calls of
 # the 16 slots, so that a kill can land between them.

@@ -17,6 +17,9 @@ from helpsteer_jax.scaling.search import (
 from helpsteer_jax.scoring.selectors import GenerativeJudgeSelector, RewardModelSelector
 from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 SHORT = StageSampling(temperature=1.0, top_p=0.95, max_new_tokens=6)
 
 

@@ -13,6 +13,9 @@ from helpsteer_jax.parallel import device_memory
 from helpsteer_jax.parallel.device_memory import GIB, kv_bytes_per_slot, mesh_axes, weight_bytes_per_device
 from helpsteer_jax.scaling.memory_plan import engine_slots, plan_search
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LLAMA_70B = get_preset("llama3_70b", param_dtype="bfloat16", dtype="bfloat16")
 

@@ -19,6 +19,9 @@ from helpsteer_jax.testing.search_runs import search_config as tiny_search_confi
 from helpsteer_jax.testing.search_runs import write_prompts
 from helpsteer_jax.testing.tiny_models import smollm2_tokenizer, tiny_chat_model
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory):

@@ -28,6 +28,9 @@ from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.formats import prompts
 from helpsteer_jax.scoring.selectors import RewardModelSelector
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 TOL = 1e-4
 VOCAB = 128256  # the Llama-3 tokenizer's
 

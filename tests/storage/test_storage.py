@@ -14,6 +14,9 @@ from helpsteer_jax.data.run_folder import RunFolderBusy, claim_run_folder
 from helpsteer_jax.storage import object_log
 from helpsteer_jax.storage.object_lock import ObjectLock
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def test_files_round_trip_in_a_bucket(gcs_bucket):
   path = storage.join(gcs_bucket, "run1", "summary.json")

@@ -21,6 +21,9 @@ from helpsteer_jax.testing.judge_server import JudgeServer
 from helpsteer_jax.testing.search_runs import one_at_a_time_command, records_by_id, search_config, write_prompts
 from helpsteer_jax.testing.subprocesses import run_entry
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 KEY_ENV = "HELPSTEER_STORAGE_JUDGE_KEY"
 
 

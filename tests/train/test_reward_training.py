@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -20,6 +21,9 @@ from helpsteer_jax.train.optimizer import make_optimizer
 from helpsteer_jax.train.reward import bradley_terry_step_loss, regression_step_loss
 from helpsteer_jax.train.state import init_state, train_state_shardings
 from helpsteer_jax.train.step import make_train_step
+
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
 
 CONFIG = get_preset("tiny", vocab_size=64, num_heads=4, num_kv_heads=2)
 GOOD = 5  # the token the synthetic preference rewards

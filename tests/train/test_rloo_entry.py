@@ -87,6 +87,8 @@ def test_rloo_scores_with_an_edit_reward_model(tmp_path, bundled_data, embedded_
   assert all(np.isfinite(r["reward_mean"]) and r["score_s"] > 0 for r in rows)
 
 
+# A minute on 2 cores; test_rloo_multihost covers 8 devices (two processes of 4) in the default suite.
+@pytest.mark.slow
 def test_rloo_on_a_mesh_of_8_devices_matches_one_device(tmp_path, bundled_data, embedded_gguf_path):
   """Rollouts from the sharded policy, the sharded step: same rewards, KL and losses as one device."""
   runs = {}

@@ -24,6 +24,9 @@ from helpsteer_jax.train.rloo_math import (
   token_log_probs,
 )
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def test_token_log_probs():
   logits = jnp.array([[[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]])  # [1, 2, 3]

@@ -11,7 +11,11 @@ import traceback
 
 import jax
 import numpy as np
+import pytest
 from jax._src.array import ArrayImpl
+
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -25,6 +25,9 @@ from helpsteer_jax.testing.train_runs import losses, write_task
 from helpsteer_jax.train.checkpointing import CORRUPT_DIR, Checkpointer, CheckpointMismatch, CheckpointSaveError
 from helpsteer_jax.train.optimizer import OptimizerConfigError
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 4
 

@@ -22,6 +22,9 @@ from helpsteer_jax.train.sft import sft_loss
 from helpsteer_jax.train.state import init_state, train_state_shardings
 from helpsteer_jax.train.step import make_train_step
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 CONFIG = get_preset("tiny", vocab_size=128, num_heads=4, num_kv_heads=2)
 B, T = 8, 32
 

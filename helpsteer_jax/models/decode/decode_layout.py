@@ -86,7 +86,9 @@ def with_fused_projections(model: Llama) -> Llama:
   unrolled = with_unrolled_layers(model)
   graphdef, state = nnx.split(unrolled)
   fused = nnx.merge(graphdef, state)  # a new module over the same arrays
+  assert isinstance(fused.layers, nnx.List)  # unrolled above
   for block in fused.layers:
+    assert isinstance(block.attn, Attention) and isinstance(block.mlp, SwiGLU)  # the model's own, not yet fused
     block.attn = FusedAttention(block.attn, fused.config)
     block.mlp = FusedSwiGLU(block.mlp)
   return fused

@@ -11,6 +11,9 @@ import pytest
 
 from helpsteer_jax.models.decode.decode_attention import CacheRead, per_slot_decode_attention, ragged_decode_attention
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 LAYERS, SLOTS, KV, GROUP, HEAD, LENGTH, BLOCK = 2, 5, 2, 3, 8, 64, 16
 
 

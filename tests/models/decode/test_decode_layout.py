@@ -15,6 +15,9 @@ from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.mesh import make_mesh
 from helpsteer_jax.parallel.partitioning import ShardingContext
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 
 def _step(m, cache, tokens):
   return m.decode_slots(tokens, cache, jnp.ones(tokens.shape, bool), block=8)

@@ -15,6 +15,9 @@ from helpsteer_jax.models.decode.decode_attention import CacheRead, num_blocks, 
 from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.llama import Llama, with_unrolled_layers
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 pltpu = pytest.importorskip("jax.experimental.pallas.tpu")
 
 # bf16 inputs: the kernel's result is compared at bf16's resolution (8 bits of mantissa).

@@ -15,6 +15,9 @@ from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.sampling.sampler import SamplingSettings
 
+# Compiles whole models (seconds a test): outside the smoke suite.
+pytestmark = pytest.mark.entry
+
 LAYERS, SLOTS, KV, GROUP, HEAD, LENGTH, BLOCK = 2, 4, 2, 3, 8, 48, 16
 
 
