@@ -39,6 +39,7 @@ from helpsteer_jax.checkpoints.identity import model_identity
 from helpsteer_jax.checkpoints.model_pool import ModelPool
 from helpsteer_jax.data.helpsteer2 import parse_prompt
 from helpsteer_jax.data.jsonl import JsonlAppender, read_jsonl_rows
+from helpsteer_jax.data.run_folder import claim_run_folder
 from helpsteer_jax.data.run_identity import (
   RESUME_MODES,
   FieldRules,
@@ -184,8 +185,6 @@ def annotate(
   model_path: str, input_path: str, output_path: str, batch_size: int = 16, raw: bool = False, resume: str = "check"
 ) -> int:
   """Scores every input row not yet in `output_path`; returns how many rows were written."""
-  from helpsteer_jax.data.run_folder import claim_run_folder
-
   check_resume_mode(resume)
   if batch_size < 1:
     raise ValueError(f"batch_size={batch_size}: must be at least 1")

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import quants
 
 from helpsteer_jax.checkpoints.embedded import embedded_model_path
 from helpsteer_jax.checkpoints.gguf_reader import GGUFFile
@@ -138,9 +140,6 @@ def _unsupported(tensor: Any, path: str) -> CheckpointError:
 
 def check_dequantizable(tensor: Any, path: str) -> None:
   """Raises the error `dequantize` would, without touching the data (so a bad type fails early)."""
-  from gguf import GGMLQuantizationType as QT
-  from gguf import quants
-
   traits = getattr(quants, "_type_traits", None)  # the registry of block types gguf can decode
   if traits is None:
     return  # another gguf version: `dequantize` still reports the tensor when it is read
@@ -150,8 +149,6 @@ def check_dequantizable(tensor: Any, path: str) -> None:
 
 def dequantize(tensor: Any, path: str) -> np.ndarray:
   """A GGUF tensor as a fresh float32 array in numpy (= transformers) layout."""
-  from gguf import quants
-
   try:
     out = quants.dequantize(tensor.data, tensor.tensor_type)
   except NotImplementedError:

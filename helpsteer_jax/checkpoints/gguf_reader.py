@@ -18,6 +18,7 @@ import os
 import struct
 from typing import Any, Union
 
+import gguf
 import numpy as np
 
 from helpsteer_jax import storage
@@ -140,8 +141,6 @@ class GGUFFile:
     return default
 
   def _parse(self, cur: _Cursor, size: int) -> None:
-    import gguf
-
     cur.take(4)
     version = cur.scalar("I")
     if version not in SUPPORTED_VERSIONS:

@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 
 from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.embedded import resolve_model_path
+from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
 from helpsteer_jax.checkpoints.tokenizers import load_tokenizer
 from helpsteer_jax.parallel.mesh_config import is_one_device, sharding_from_mesh_config
 
@@ -76,8 +77,6 @@ class ModelPool:
     resolved = resolve_path(path)
     if resolved not in self._tokenizers:
       if storage.is_file(resolved) and resolved.endswith(".gguf"):
-        from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
-
         tokenizer = tokenizer_from_gguf(resolved)
       else:
         tokenizer = load_tokenizer(resolved)

@@ -9,6 +9,7 @@ import jax
 
 from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.embedded import EMBEDDED, resolve_model_path
+from helpsteer_jax.checkpoints.gguf import load_gguf
 from helpsteer_jax.checkpoints.hf import load_hf_model, save_hf_model
 from helpsteer_jax.checkpoints.safetensors_io import CheckpointError
 from helpsteer_jax.checkpoints.tokenizers import load_tokenizer, save_tokenizer, stop_token_ids
@@ -34,8 +35,6 @@ def load_pretrained(
   if path == EMBEDDED:
     path = resolve_model_path(path)
   if storage.is_file(path) and path.endswith(".gguf"):
-    from helpsteer_jax.checkpoints.gguf import load_gguf
-
     return load_gguf(path, sharding=sharding, show_progress=show_progress, **config_overrides)
   if storage.is_dir(path):
     tokenizer = load_tokenizer(path)  # first: a tokenizer of another model fails before the weights load

@@ -11,6 +11,8 @@ import os
 import tempfile
 from typing import Any, Optional
 
+from tokenizers import Tokenizer
+
 from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.chat_templates import END_OF_TURN_TOKENS, LLAMA3_CHAT_TEMPLATE
 from helpsteer_jax.checkpoints.embedded import package_dir
@@ -124,7 +126,6 @@ def load_llama3_tokenizer() -> Any:
   (id 128256), past the 128,256 rows of every text model's embedding. It is dropped: an id the
   embedding has no row for would be silently clamped by the gather instead of failing.
   """
-  from tokenizers import Tokenizer
   from transformers import PreTrainedTokenizerFast
 
   folder = llama3_tokenizer_dir()

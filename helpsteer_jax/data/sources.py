@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterator
 from typing import Any, Optional
 
+import pyarrow.parquet as pq
+
 from helpsteer_jax import storage
 from helpsteer_jax.data.examples import BuildStats, DataError
 from helpsteer_jax.data.jsonl import parse_jsonl_line
@@ -136,8 +138,6 @@ def _read_json_array(file: str) -> Iterator[Row]:
 
 
 def _read_parquet(file: str) -> Iterator[Row]:
-  import pyarrow.parquet as pq
-
   with contextlib.ExitStack() as stack:
     # pyarrow reads a local path itself; an object is read through a file handle of the store.
     source = stack.enter_context(storage.open_file(file, "rb")) if storage.is_remote(file) else file

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
+from huggingface_hub import hf_hub_download
 
 from helpsteer_jax import storage
 
@@ -106,8 +107,6 @@ def read_difficulty_table(path: str, source: str = "") -> DifficultyTable:
 
 def download_difficulty_table() -> str:
   """The local path of the hub's table (downloaded on first use, then from the cache)."""
-  from huggingface_hub import hf_hub_download
-
   return hf_hub_download(repo_id=HUB_REPO, filename=HUB_FILE, repo_type="dataset")
 
 

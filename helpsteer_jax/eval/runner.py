@@ -34,6 +34,7 @@ from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.identity import model_identity
 from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 from helpsteer_jax.data.jsonl import JsonlAppender
+from helpsteer_jax.data.run_folder import claim_run_folder
 from helpsteer_jax.data.run_identity import (
   FieldRules,
   RunIdentity,
@@ -481,8 +482,6 @@ def run_evaluation(config: ConfigDict, workdir: Optional[str] = None) -> dict[st
   """Runs (or resumes) the evaluation of `config` in `workdir` (default `config.output_dir`);
   returns the result record that is also written to `<workdir>/eval_result.json`. The workdir
   is checked writable and held by this run alone (on process 0, the one that writes)."""
-  from helpsteer_jax.data.run_folder import claim_run_folder
-
   check_config(config)
   workdir = workdir or config.output_dir
   with claim_run_folder(workdir, what=f"{config.benchmark} evaluation", enabled=_is_writer()):

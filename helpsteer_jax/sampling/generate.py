@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from helpsteer_jax.checkpoints.tokenizers import stop_token_ids as default_stops
 from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
@@ -49,8 +50,6 @@ def sampling_settings(
   stop_token_ids: Optional[Sequence[int]] = None,
 ) -> SamplingSettings:
   """Settings with the tokenizer's stop tokens and padding id filled in."""
-  from helpsteer_jax.checkpoints.tokenizers import stop_token_ids as default_stops
-
   stops = tuple(stop_token_ids) if stop_token_ids is not None else tuple(default_stops(tokenizer))
   pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
   return SamplingSettings(

@@ -18,6 +18,7 @@ from typing import Any
 
 from helpsteer_jax import storage
 from helpsteer_jax.data.prompt_sources import load_prompts
+from helpsteer_jax.data.run_folder import claim_run_folder
 from helpsteer_jax.scaling.results import (
   RESULTS,
   SUMMARY,
@@ -140,8 +141,6 @@ def _check_output(output: str, folders: list[str]) -> None:
 def merge_runs(inputs: Sequence[str], output: str) -> dict[str, Any]:
   """Merges the run folders of `inputs` into `output`; returns the merged summary. An output a
   previous merge wrote is rewritten whole (everything in it is computed from the inputs)."""
-  from helpsteer_jax.data.run_folder import claim_run_folder
-
   folders = run_folders(inputs)
   configs = [_run_config(f) for f in folders]
   _check_same_config(folders, configs)

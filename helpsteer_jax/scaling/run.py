@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from helpsteer_jax.checkpoints.model_pool import ModelPool
 from helpsteer_jax.data.prompt_sources import load_prompts
+from helpsteer_jax.data.run_folder import claim_run_folder
 from helpsteer_jax.data.run_identity import check_rerun, check_resume_mode, write_identity
 from helpsteer_jax.formats.prompts import check_prompt_format
 from helpsteer_jax.parallel.host_values import from_process_zero
@@ -205,8 +206,6 @@ def output_folder(config: ConfigDict) -> str:
 def run_search(config: ConfigDict) -> dict[str, Any]:
   """Runs (or resumes) the search of `config`; returns the summary. The output folder is checked
   writable and held by this run alone (`data/run_folder.py`) before any prompt is read."""
-  from helpsteer_jax.data.run_folder import claim_run_folder
-
   # Bad values fail here, before any folder is made or model loads: the shard, the resume mode,
   # and every search value (each stage's sampling, whether or not the mode runs the stage).
   shard = parse_shard(config.prompts.get("shard", ""))

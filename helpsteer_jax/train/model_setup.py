@@ -15,6 +15,9 @@ from typing import Any
 import ml_collections
 
 from helpsteer_jax.checkpoints.embedded import EMBEDDED, embedded_model_path, resolve_model_path
+from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
+from helpsteer_jax.checkpoints.pretrained import load_pretrained
+from helpsteer_jax.checkpoints.tokenizers import load_llama3_tokenizer, load_tokenizer
 from helpsteer_jax.models.config import LlamaConfig, get_preset
 from helpsteer_jax.models.create import create_sharded_model
 from helpsteer_jax.models.llama import Llama
@@ -35,9 +38,6 @@ def model_config(config: ml_collections.ConfigDict) -> LlamaConfig:
 def load_tokenizer_for(config: ml_collections.ConfigDict) -> Any:
   """`config.tokenizer` or the init weights' tokenizer: an HF folder, a .gguf file, 'llama3' (the
   Llama-3 tokenizer package), or by default the embedded SmolLM2's."""
-  from helpsteer_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
-  from helpsteer_jax.checkpoints.tokenizers import load_llama3_tokenizer, load_tokenizer
-
   source = config.tokenizer or init_weights_path(config)
   if source == "llama3":
     return load_llama3_tokenizer()
@@ -60,8 +60,6 @@ def init_weights_path(config: ml_collections.ConfigDict) -> str:
 def build_policy(config: ml_collections.ConfigDict, sharding: ShardingContext) -> Llama:
   """A causal LM: `init_weights` streamed onto the mesh, or randomly initialised on it."""
   if init_weights_path(config):
-    from helpsteer_jax.checkpoints.pretrained import load_pretrained
-
     model, _ = load_pretrained(
       init_weights_path(config), sharding=sharding, show_progress=config.progress, **model_overrides(config)
     )

@@ -29,6 +29,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from helpsteer_jax.checkpoints.pretrained import save_pretrained
+from helpsteer_jax.checkpoints.reward import load_reward_model
+from helpsteer_jax.data.pipeline import source_spec
+from helpsteer_jax.data.rl_prompts import PromptIterator, load_rl_prompts
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.parallel.partitioning import ShardingContext
@@ -147,8 +151,6 @@ class RLOOTask(TaskBase):
     # The frozen reference is the starting policy: a device-side copy on the same shardings.
     self._reference = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
     if self.rl.reward_model:
-      from helpsteer_jax.checkpoints.reward import load_reward_model
-
       rm, rm_tokenizer = load_reward_model(self.rl.reward_model, sharding=sharding)
       self.use_reward_model(rm, rm_tokenizer or self.tokenizer)
     return model
@@ -189,9 +191,6 @@ class RLOOTask(TaskBase):
   # -- data --------------------------------------------------------------------------------------
 
   def train_data(self, process_index: int, process_count: int):
-    from helpsteer_jax.data.pipeline import source_spec
-    from helpsteer_jax.data.rl_prompts import PromptIterator, load_rl_prompts
-
     # Every process iterates the same prompts: the rollouts are sampled SPMD over the global mesh
     # (the decode engine under jax's multi-controller runtime, as the search runs over hosts), and
     # each device then takes its rows of the whole batch.
@@ -318,6 +317,4 @@ class RLOOTask(TaskBase):
     return batch, metrics, int(np.count_nonzero(mask))  # every process holds every rollout
 
   def export(self, model: Llama, out_dir: str) -> None:
-    from helpsteer_jax.checkpoints.pretrained import save_pretrained
-
     save_pretrained(model, self.tokenizer, out_dir, show_progress=self.config.progress)

@@ -9,6 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from helpsteer_jax.data.pipeline import make_iterator
 from helpsteer_jax.train import model_setup
 
 
@@ -27,8 +28,6 @@ class TaskBase:
     return self._tokenizer
 
   def _iterator(self, data_config: ml_collections.ConfigDict, process_index: int, process_count: int):
-    from helpsteer_jax.data.pipeline import make_iterator
-
     return make_iterator(data_config, self.tokenizer, process_index=process_index, process_count=process_count)
 
   def train_data(self, process_index: int, process_count: int):
