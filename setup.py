@@ -61,6 +61,7 @@ setup(
       "fastapi>=0.110",
       "uvicorn>=0.29",
       "openai>=1.30",
+      "httpx>=0.27",  # raw requests (malformed JSON) in the server's tests
     ],
     # `python -m helpsteer_jax.serve`: an ASGI app (FastAPI) on uvicorn.
     "serve": ["fastapi>=0.110", "uvicorn>=0.29"],

@@ -27,8 +27,8 @@ import math
 from collections.abc import Mapping
 from typing import Optional
 
+import huggingface_hub
 import numpy as np
-from huggingface_hub import hf_hub_download
 
 from helpsteer_jax import storage
 
@@ -107,7 +107,7 @@ def read_difficulty_table(path: str, source: str = "") -> DifficultyTable:
 
 def download_difficulty_table() -> str:
   """The local path of the hub's table (downloaded on first use, then from the cache)."""
-  return hf_hub_download(repo_id=HUB_REPO, filename=HUB_FILE, repo_type="dataset")
+  return huggingface_hub.hf_hub_download(repo_id=HUB_REPO, filename=HUB_FILE, repo_type="dataset")
 
 
 def resolve_difficulty_table(path: str = "") -> tuple[Optional[DifficultyTable], str]:

@@ -170,15 +170,20 @@ async def _stream(service, job, rid, created, future, events, include_usage, cha
   seen: list[Choice] = []
   waiter = asyncio.wrap_future(future)
   while len(seen) < job.n:
-    getter = asyncio.ensure_future(events.get())
-    done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if getter not in done:
-      getter.cancel()
+    if waiter.done():
       if waiter.exception() is not None:
         yield f"data: {json.dumps(error_body(str(waiter.exception()), kind='server_error'))}\n\n"
         return
-      continue  # the job finished: its last choices are still in the queue
-    choice = getter.result()
+      # Each choice was queued before the job finished (both hand-offs keep the loop thread's
+      # order), so the rest are waiting.
+      choice = events.get_nowait()
+    else:
+      getter = asyncio.ensure_future(events.get())
+      done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+      if getter not in done:
+        getter.cancel()  # an item it had not taken stays in the queue
+        continue
+      choice = getter.result()
     seen.append(choice)
     yield chunk([piece(choice.index, choice.text, None)])
     yield chunk([piece(choice.index, None if chat else "", choice.finish_reason)])
