@@ -76,14 +76,6 @@ class CompletionRequest(SamplingFields):
   prompt: str = Field(min_length=1)
 
 
-class Usage(BaseModel):
-  prompt_tokens: int
-  completion_tokens: int
-  total_tokens: int
-  # The search model's tree: tokens per stage (drafts, feedback, edits), absent otherwise.
-  search_tokens: Optional[dict[str, int]] = None
-
-
 def new_id(prefix: str) -> str:
   return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
