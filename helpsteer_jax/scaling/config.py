@@ -99,6 +99,9 @@ def default_config() -> ConfigDict:
   # The table row the evaluations of this run fill ("<policy>:<variant>", eval/tables.py), read by
   # `evaluate` when it is given no label of its own; "" = the evaluated folder's name.
   config.label = ""
+  # The model name a request to `python -m helpsteer_jax.serve --search_config=...` names to run
+  # this search (serve/search_service.py).
+  config.served_model_name = "feedback-edit"
   return config
 
 

@@ -33,6 +33,7 @@ SEARCH_RULES = FieldRules(
     "output_dir",
     "resume",
     "label",
+    "served_model_name",
     "mesh",
     "distributed",
     "prompts.path",

@@ -1,4 +1,5 @@
-"""The HTTP routes (FastAPI): /v1/chat/completions, /v1/completions, /v1/models, /health.
+"""The HTTP routes (FastAPI): /v1/chat/completions, /v1/completions, /v1/models, /health, and
+/v1/search_records/{id} for the tree of a request to a served search (serve/search_service.py).
 
 Requests are checked before any engine work: a bad field, an unknown model or a prompt over the
 context gets a 4xx with OpenAI's error body naming the field. Past the loop's bound of open
@@ -12,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Any, Union
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Optional, Protocol, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from helpsteer_jax.serve.engine_loop import Closing, EngineLoop, Overloaded
-from helpsteer_jax.serve.model_service import Choice, Job, ModelService
+from helpsteer_jax.serve.model_service import Choice
 from helpsteer_jax.serve.protocol import (
   ChatCompletionRequest,
   CompletionRequest,
@@ -33,6 +34,24 @@ from helpsteer_jax.serve.protocol import (
 OWNER = "helpsteer_jax"
 
 
+class Service(Protocol):
+  """A served model: the plain engine (serve/model_service.py) or the search (serve/search_service.py)."""
+
+  name: str
+
+  def chat_job(self, request: ChatCompletionRequest) -> Any: ...
+
+  def completion_job(self, request: CompletionRequest) -> Any: ...
+
+  def start(self, job: Any, on_choice: Optional[Callable[[Choice], None]] = None, request_id: str = ""): ...
+
+  def usage(self, job: Any, choices: list[Choice], request_id: str) -> dict[str, Any]: ...
+
+
+class RecordStore(Protocol):
+  def get(self, record_id: str) -> Optional[dict[str, Any]]: ...
+
+
 def _validation_error(error: RequestValidationError) -> JSONResponse:
   first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request", "type": ""}
   if first.get("type") == "json_invalid":
@@ -42,9 +61,10 @@ def _validation_error(error: RequestValidationError) -> JSONResponse:
   return JSONResponse(error_body(f"{param or 'body'}: {first.get('msg')}", param=param), status_code=400)
 
 
-def create_app(services: dict[str, ModelService], loop: EngineLoop) -> FastAPI:
+def create_app(services: dict[str, Service], loop: EngineLoop, records: Optional[RecordStore] = None) -> FastAPI:
   """The app over `services` (by served model name), whose engines `loop` steps; the app starts
-  the loop and closes it at shutdown (open requests finish first: uvicorn waits for them)."""
+  the loop and closes it at shutdown (open requests finish first: uvicorn waits for them).
+  `records`: the served search's trees, by completion id."""
 
   @contextlib.asynccontextmanager
   async def lifespan(app: FastAPI):
@@ -75,7 +95,14 @@ def create_app(services: dict[str, ModelService], loop: EngineLoop) -> FastAPI:
       "data": [{"id": name, "object": "model", "created": 0, "owned_by": OWNER} for name in services],
     }
 
-  def service_of(name: str) -> ModelService:
+  @app.get("/v1/search_records/{record_id}")
+  async def search_record(record_id: str):
+    record = records.get(record_id) if records is not None else None
+    if record is None:
+      raise ServeError(404, f"no search record {record_id!r} is kept here", param="id", code="record_not_found")
+    return record
+
+  def service_of(name: str) -> Service:
     if name not in services:
       raise ServeError(
         404, f"model {name!r} is not served here; served: {sorted(services)}", param="model", code="model_not_found"
@@ -101,39 +128,30 @@ def _include_usage(body: Union[ChatCompletionRequest, CompletionRequest]) -> boo
   return bool(body.stream_options and body.stream_options.include_usage)
 
 
-def _usage(job: Job, choices: list[Choice]) -> dict[str, int]:
-  completion = sum(c.tokens for c in choices)
-  return {
-    "prompt_tokens": len(job.prompt),
-    "completion_tokens": completion,
-    "total_tokens": len(job.prompt) + completion,
-  }
-
-
-def _start(service: ModelService, job: Job, on_choice=None):
+def _start(service: Service, job, request_id: str, on_choice=None):
   try:
-    return service.start(job, on_choice)
+    return service.start(job, on_choice, request_id)
   except Overloaded as e:
     raise ServeError(429, str(e), kind="rate_limit_error", code="overloaded") from None
   except Closing as e:
     raise ServeError(503, str(e), kind="server_error", code="unavailable") from None
 
 
-async def _respond(service: ModelService, job: Job, stream: bool, include_usage: bool, chat: bool):
+async def _respond(service: Service, job, stream: bool, include_usage: bool, chat: bool):
   created, rid = now(), new_id("chatcmpl" if chat else "cmpl")
   if not stream:
-    choices = await asyncio.wrap_future(_start(service, job))
+    choices = await asyncio.wrap_future(_start(service, job, rid))
     return {
       "id": rid,
       "object": "chat.completion" if chat else "text_completion",
       "created": created,
       "model": service.name,
       "choices": [_full_choice(c, chat) for c in choices],
-      "usage": _usage(job, choices),
+      "usage": service.usage(job, choices, rid),
     }
   events: asyncio.Queue = asyncio.Queue()
   running = asyncio.get_running_loop()
-  future = _start(service, job, lambda choice: running.call_soon_threadsafe(events.put_nowait, choice))
+  future = _start(service, job, rid, lambda choice: running.call_soon_threadsafe(events.put_nowait, choice))
   return StreamingResponse(
     _stream(service, job, rid, created, future, events, include_usage, chat), media_type="text/event-stream"
   )
@@ -188,5 +206,5 @@ async def _stream(service, job, rid, created, future, events, include_usage, cha
     yield chunk([piece(choice.index, choice.text, None)])
     yield chunk([piece(choice.index, None if chat else "", choice.finish_reason)])
   if include_usage:
-    yield chunk([], usage=_usage(job, seen))
+    yield chunk([], usage=service.usage(job, seen, rid))
   yield "data: [DONE]\n\n"

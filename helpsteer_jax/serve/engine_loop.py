@@ -58,10 +58,11 @@ class EngineLoop:
     self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
 
   def add_engine(self, engine: Steppable) -> None:
-    """Before `start`: an engine this thread steps while it is busy."""
+    """Before `start`: an engine this thread steps while it is busy (once, however often added)."""
     if self._thread.is_alive():
       raise RuntimeError("engines are added before the loop starts")
-    self._engines.append(engine)
+    if not any(e is engine for e in self._engines):  # models sharing an engine step it once
+      self._engines.append(engine)
 
   def start(self) -> None:
     self._thread.start()

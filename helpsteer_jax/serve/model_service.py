@@ -43,8 +43,17 @@ class Job:
 
 class ModelService:
   def __init__(
-    self, name: str, model: Llama, tokenizer: Any, loop: EngineLoop, num_slots: int, default_max_tokens: int = 256
+    self,
+    name: str,
+    model: Llama,
+    tokenizer: Any,
+    loop: EngineLoop,
+    num_slots: int,
+    default_max_tokens: int = 256,
+    engine: Optional[Engine] = None,
   ):
+    """`engine`: one over `model` to share (the search's policy engine, when the search is served
+    beside its policy); by default its own of `num_slots` slots."""
     if tokenizer is None:
       raise ValueError(f"model {name!r} has no tokenizer; the server needs one to read and write text")
     self.name = name
@@ -52,7 +61,9 @@ class ModelService:
     self.default_max_tokens = default_max_tokens
     self.context = model.config.max_position_embeddings
     self._base = sampling_settings(tokenizer)
-    self.engine = Engine(
+    if engine is not None and engine.model is not model:
+      raise ValueError(f"the engine given to model {name!r} decodes another model")
+    self.engine = engine or Engine(
       model, EngineSettings(num_slots=num_slots, stop_token_ids=self._base.stop_token_ids, pad_id=self._base.pad_id)
     )
     self._loop = loop
@@ -84,7 +95,7 @@ class ModelService:
     seed = request.seed if request.seed is not None else secrets.randbits(31)
     return Job(prompt, settings, request.n, seed, tuple(request.stop_sequences()))
 
-  def start(self, job: Job, on_choice: Optional[Callable[[Choice], None]] = None):
+  def start(self, job: Job, on_choice: Optional[Callable[[Choice], None]] = None, request_id: str = ""):
     """The job's n choices as a future; `on_choice` (called on the loop's thread) gets each as its
     sample finishes."""
 
@@ -103,6 +114,14 @@ class ModelService:
       )
 
     return self._loop.submit(start_on_loop)
+
+  def usage(self, job: Job, choices: list[Choice], request_id: str) -> dict[str, Any]:
+    completion = sum(c.tokens for c in choices)
+    return {
+      "prompt_tokens": len(job.prompt),
+      "completion_tokens": completion,
+      "total_tokens": len(job.prompt) + completion,
+    }
 
   def choice(self, job: Job, index: int, tokens: Sequence[int]) -> Choice:
     text = self.tokenizer.decode(list(tokens), skip_special_tokens=True)
