@@ -13,6 +13,7 @@ LAYERS = {
   "models": 0,
   "parallel": 0,
   "storage": 0,
+  "remote": 0,
   "checkpoints": 1,
   "data": 2,
   "sampling": 3,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ml_collections import ConfigDict, config_dict
 
 from helpsteer_jax.parallel.distributed import distributed_config
 from helpsteer_jax.parallel.mesh_config import mesh_config
+from helpsteer_jax.remote.endpoint import EndpointSettings
 from helpsteer_jax.scaling.search_settings import SearchSettings
 
 POLICY = "policy"  # a role path that means "the policy model plays this role"
@@ -19,6 +22,62 @@ def role_checkpoint(config: ConfigDict, name: str) -> tuple[str, str]:
   if name != "policy" and block.path == POLICY:
     return config.policy.path, config.policy.param_dtype
   return block.path, block.param_dtype
+
+
+def role_endpoint(config: ConfigDict, name: str) -> Optional[ConfigDict]:
+  """The endpoint block of the model playing role `name` (policy, feedback, edit, judge) when that
+  model is remote (`endpoint.kind=openai`): the role's own block, or the policy's when the policy
+  plays the role. None: a local model."""
+  block = config[ROLE_BLOCKS[name]]
+  own = block.get("endpoint")
+  if own is not None and own.kind == "openai":
+    return own
+  if name != "policy" and block.path == POLICY:
+    return role_endpoint(config, "policy")
+  return None
+
+
+def endpoint_settings(block: ConfigDict) -> EndpointSettings:
+  return EndpointSettings(
+    base_url=block.base_url,
+    model=block.model,
+    api_key_env=block.api_key_env,
+    timeout_s=float(block.timeout_s),
+    max_retries=block.max_retries,
+    max_concurrency=block.max_concurrency,
+  )
+
+
+def endpoint(kind: str = "local") -> ConfigDict:
+  """Where a role's model runs: `local` (loaded from `path`) or `openai`, any OpenAI-compatible
+  server (vLLM, an NVIDIA NIM, `python -m helpsteer_jax.serve`) at `base_url` serving `model`, its
+  API key read from the environment variable `api_key_env` ("" = none) and never written. At most
+  `max_concurrency` calls are in flight; a failed call is retried `max_retries` times."""
+  return ConfigDict(
+    {
+      "kind": kind,
+      "base_url": "",
+      "model": "",
+      "api_key_env": "",
+      "max_concurrency": 8,
+      "max_retries": 3,
+      "timeout_s": 600.0,
+    }
+  )
+
+
+def selector(
+  path: str = "policy", param_dtype: str = "", prompt_format: str = "plain", kind: str = "generative_judge"
+) -> ConfigDict:
+  """The selector's block: a role's fields, and `kind` generative_judge | reward_model | none."""
+  block = role(path, param_dtype, prompt_format)
+  block.kind = kind
+  # reward_model stored as a causal LM (NVIDIA's Select): the vocabulary index of its reward logit.
+  block.logit_index = config_dict.placeholder(int)
+  # A remote reward model's reply names its scores (scoring/remote_selectors.py): the one to use;
+  # "" = a lone score, or HelpSteer2's weighted sum of the five attributes.
+  block.reward_attribute = ""
+  return block
 
 
 def stage(temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 256) -> ConfigDict:
@@ -38,7 +97,7 @@ def stage(temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 2
 def role(path: str = "policy", param_dtype: str = "", prompt_format: str = "plain") -> ConfigDict:
   """`path`: an HF folder or .gguf; "policy" = the policy plays the role; "" = embedded SmolLM2.
   `prompt_format`: the layout of the role's requests (formats/prompts.py: plain | nemotron)."""
-  return ConfigDict({"path": path, "param_dtype": param_dtype, "prompt_format": prompt_format})
+  return ConfigDict({"path": path, "param_dtype": param_dtype, "prompt_format": prompt_format, "endpoint": endpoint()})
 
 
 def default_config() -> ConfigDict:
@@ -46,10 +105,7 @@ def default_config() -> ConfigDict:
   config.policy = role(path="")  # the embedded SmolLM2-135M-Instruct
   config.feedback_model = role()
   config.edit_model = role()
-  config.selector = role()
-  config.selector.kind = "generative_judge"  # generative_judge | reward_model | none
-  # reward_model stored as a causal LM (NVIDIA's Select): the vocabulary index of its reward logit.
-  config.selector.logit_index = config_dict.placeholder(int)
+  config.selector = selector()
   # shard "I/N": this run takes every N-th prompt from the I-th and writes <output_dir>/shard-I-of-N
   # (scaling/shards.py); `python -m helpsteer_jax.merge` joins the shards. Empty: all prompts.
   # source: arena_hard | mt_bench | alpaca_eval (the benchmarks' questions, with their ids) | jsonl (path).
@@ -140,9 +196,7 @@ def sized_config(size: str, policy: str = "") -> ConfigDict:
     # so it gets the project's (docs/reproducing.md).
     config.feedback_model = role(LLAMA3_70B_ROLES["feedback"], "bfloat16", prompt_format="nemotron")
     config.edit_model = role(LLAMA3_70B_ROLES["edit"], "bfloat16", prompt_format="plain")
-    config.selector = role(LLAMA3_70B_ROLES["select"], "bfloat16", prompt_format="nemotron")
-    config.selector.kind = "reward_model"
-    config.selector.logit_index = config_dict.placeholder(int)
+    config.selector = selector(LLAMA3_70B_ROLES["select"], "bfloat16", prompt_format="nemotron", kind="reward_model")
     config.selector.logit_index = 0  # Select stores its reward as the logit of token 0
     config.mesh.shape = (1, 1, -1)  # tensor parallel over all devices of the host (8 GPUs or TPU cores)
     config.search.batch_size = 64

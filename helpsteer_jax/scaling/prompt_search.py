@@ -16,12 +16,11 @@ from typing import Optional, Protocol
 from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
-from helpsteer_jax.sampling.engine import Request
 from helpsteer_jax.sampling.generate import Sample
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.scaling.feedback_filters import FeedbackRule, describe
 from helpsteer_jax.scaling.progress import StageProgress
-from helpsteer_jax.scaling.roles import Role
+from helpsteer_jax.scaling.remote_roles import AnyRequest, AnyRole
 from helpsteer_jax.scaling.search_settings import SearchSettings
 from helpsteer_jax.scaling.tree import Draft, EditGroup, Feedback, Generated, PromptTree, counted_tokens
 from helpsteer_jax.scoring.selectors import Selector
@@ -38,9 +37,9 @@ class Search(Protocol):
   """What a prompt's search reads from the search over all prompts (scaling/search.py)."""
 
   settings: SearchSettings
-  policy: Role
-  feedback: Role
-  edit: Role
+  policy: AnyRole
+  feedback: AnyRole
+  edit: AnyRole
   selector: Optional[Selector]
   rule: FeedbackRule
   progress: StageProgress
@@ -51,7 +50,7 @@ class Search(Protocol):
 
   def score(self, prompt: "PromptSearch", nodes: Sequence[Generated], of_draft: Optional[int] = None) -> None: ...
 
-  def engine(self, role: Role): ...
+  def engine(self, role: AnyRole): ...
 
 
 class PromptSearch:
@@ -77,6 +76,12 @@ class PromptSearch:
       drafts=[None] * (1 if self.greedy_mode else s.num_drafts),
       question_id=item.question_id if item.turn else None,
       turn=item.turn or None,
+      endpoints={
+        "draft": search.policy.served_by,
+        "feedback": search.feedback.served_by,
+        "edit": search.edit.served_by,
+        "select": None if search.selector is None else getattr(search.selector, "served_by", "local"),
+      },
     )
     # Token prefixes its prompts share, by (model key, draft or None): FeedbackEditSearch.prefixes.
     self.prefix_cache: dict[tuple[str, Optional[int]], tuple[int, ...]] = {}
@@ -92,7 +97,7 @@ class PromptSearch:
 
   def _request(
     self,
-    role: Role,
+    role: AnyRole,
     conversation: Conversation,
     stage,
     n: int,
@@ -104,7 +109,7 @@ class PromptSearch:
     draft: Optional[int] = None,
     indices: Sequence[int] = (),
     greedy: bool = False,
-  ) -> Request:
+  ) -> AnyRequest:
     prefixes = self.search.prefixes(role.model_key, self.conversation, self, draft)
     return role.request(
       conversation,
@@ -122,7 +127,7 @@ class PromptSearch:
 
   def draft_request(
     self, on_sample: OnSample, on_done: Optional[OnSamples] = None, indices: Sequence[int] = ()
-  ) -> Request:
+  ) -> AnyRequest:
     """The policy's drafts (the one greedy answer in greedy mode); `indices`: only these samples."""
     s = self.search.settings
     return self._request(
@@ -139,7 +144,7 @@ class PromptSearch:
       greedy=self.greedy_mode,
     )
 
-  def greedy_request(self, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None) -> Request:
+  def greedy_request(self, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None) -> AnyRequest:
     """The greedy reference: the token multiple's denominator."""
     return self._request(
       self.search.policy,
@@ -156,7 +161,7 @@ class PromptSearch:
 
   def feedback_request(
     self, d: int, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None, indices: Sequence[int] = ()
-  ) -> Request:
+  ) -> AnyRequest:
     s, role = self.search.settings, self.search.feedback
     request = templates.feedback_request(self.conversation, self.tree.draft(d).answer.text, role.prompt_format)
     return self._request(
@@ -188,7 +193,7 @@ class PromptSearch:
     on_done: Optional[OnSamples],
     on_sample: Optional[OnSample] = None,
     indices: Sequence[int] = (),
-  ) -> Request:
+  ) -> AnyRequest:
     s, role = self.search.settings, self.search.edit
     draft = self.tree.draft(d)
     if s.mode == "edit_without_feedback":
@@ -331,7 +336,7 @@ class PipelinedPrompt(PromptSearch):
       # Depends on nothing and nothing depends on it: it fills slots the search leaves idle.
       self._submit(self.search.policy, self.greedy_request(self.on_greedy))
 
-  def _submit(self, role: Role, request: Request) -> None:
+  def _submit(self, role: AnyRole, request: AnyRequest) -> None:
     self.outstanding += 1
     self.search.engine(role).submit(request)
 

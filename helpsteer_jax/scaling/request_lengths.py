@@ -7,7 +7,9 @@ known before anything is generated: a draft of `draft.max_new_tokens` tokens and
 `feedback.max_new_tokens` tokens per item of the largest group, rendered with the role's own
 `prompt_format` and chat template and counted with its tokenizer, plus the stage's own
 `max_new_tokens`. Checking this first turns an overflow hours into a run into an error at start-up
-that names the prompt, the stage and the numbers.
+that names the prompt, the stage and the numbers. A stage played by a remote role
+(scaling/remote_roles.py) is not checked here: its server holds the tokenizer and refuses a request
+over its context itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class RoleLimits:
   """What the check needs of a role: its tokenizer, request layout and context length."""
 
   name: str
-  tokenizer: Any
+  tokenizer: Any  # None: a remote role, not checked
   prompt_format: str
   context: int  # the model's max_position_embeddings
 
@@ -53,6 +55,8 @@ def placeholder(num_tokens: int) -> str:
 
 
 def _count(role: RoleLimits, conversation) -> int:
+  if role.tokenizer is None:  # a remote role: dropped from the check
+    return 0
   return len(encode_conversations(role.tokenizer, [conversation])[0])
 
 
@@ -95,7 +99,7 @@ def longest_requests(
         "edit", edit, _count(edit, request), settings.edit.max_new_tokens, f"a draft of {draft_tokens} tokens"
       )
     )
-  return out
+  return [r for r in out if r.role.tokenizer is not None]
 
 
 def check_request_lengths(

@@ -26,6 +26,8 @@ class Role:
   tokenizer: Any
   prompt_format: str = "plain"
   model_key: str = ""
+  remote = False  # a model behind an HTTP endpoint is scaling/remote_roles.RemoteRole
+  served_by = "local"  # what the records name the role's endpoint by
 
   def __post_init__(self):
     if not self.model_key:

@@ -22,7 +22,14 @@ from helpsteer_jax.data.run_folder import claim_run_folder
 from helpsteer_jax.data.run_identity import check_rerun, check_resume_mode, write_identity
 from helpsteer_jax.formats.prompts import check_prompt_format
 from helpsteer_jax.parallel.host_values import from_process_zero
-from helpsteer_jax.scaling.config import POLICY, ROLE_BLOCKS, role_checkpoint  # noqa: F401 (named for callers)
+from helpsteer_jax.remote.endpoint import Endpoint
+from helpsteer_jax.scaling.config import (  # noqa: F401 (named for callers)
+  POLICY,
+  ROLE_BLOCKS,
+  endpoint_settings,
+  role_checkpoint,
+  role_endpoint,
+)
 from helpsteer_jax.scaling.progress import StageProgress, stage_log_lines
 from helpsteer_jax.scaling.search_identity import (
   SEARCH_RULES,
@@ -77,14 +84,50 @@ def check_search_config(config: ConfigDict):
     )
   if config.selector.kind not in ("generative_judge", "reward_model", "none"):
     raise ValueError(f"selector.kind={config.selector.kind!r}; expected generative_judge, reward_model or none")
-  if config.selector.kind == "reward_model" and config.selector.path in ("", POLICY):
-    raise ValueError("selector.kind='reward_model' needs selector.path to a reward model folder")
+  remote = []
+  for block in ROLE_BLOCKS.values():
+    endpoint = config[block].get("endpoint")
+    if endpoint is None:
+      continue
+    if endpoint.kind not in ("local", "openai"):
+      raise ValueError(f"{block}.endpoint.kind={endpoint.kind!r}; expected local or openai")
+    if endpoint.kind == "openai":
+      endpoint_settings(endpoint).check(f"{block}.endpoint")
+      remote.append(block)
+  remote_selector = selector_endpoint(config) is not None
+  if config.selector.kind == "reward_model" and config.selector.path in ("", POLICY) and not remote_selector:
+    raise ValueError(
+      "selector.kind='reward_model' needs selector.path to a reward model folder, or selector.endpoint.kind='openai'"
+    )
+  if remote and config.search.schedule == "staged":
+    raise ValueError(
+      f"search.schedule='staged' loads each role's model in turn, but {', '.join(remote)} "
+      "run(s) on a remote endpoint (endpoint.kind='openai'); use search.schedule='pipelined'"
+    )
   return settings
 
 
-def _role(config: ConfigDict, pool: ModelPool, name: str, load: bool):
-  from helpsteer_jax.scaling.search import Role
+def selector_endpoint(config: ConfigDict):
+  """The selector's remote endpoint block, or None when it scores locally (or is none)."""
+  kind = config.selector.kind
+  if kind == "generative_judge":
+    return role_endpoint(config, "judge")
+  if kind == "reward_model":
+    own = config.selector.get("endpoint")
+    return own if own is not None and own.kind == "openai" else None
+  return None
 
+
+def _role(config: ConfigDict, pool: ModelPool, name: str, load: bool):
+  from helpsteer_jax.scaling.remote_roles import RemoteRole
+  from helpsteer_jax.scaling.roles import Role
+
+  remote = role_endpoint(config, name)
+  if remote is not None:
+    block = config[ROLE_BLOCKS[name]]
+    endpoint = Endpoint(endpoint_settings(remote), what=f"the {name} model")
+    logging.info("role %s: %s", name, endpoint.name)
+    return RemoteRole(name, endpoint, prompt_format=block.get("prompt_format", "plain"))
   path, dtype = role_checkpoint(config, name)
   model, tokenizer = pool.causal_lm(path, dtype) if load else (None, pool.tokenizer(path))
   block = config[ROLE_BLOCKS[name]]
@@ -102,6 +145,14 @@ def build_selector(config: ConfigDict, pool: ModelPool, load: bool = True):
 
   sel = config.selector
   batch_size = config.search.batch_size
+  remote = selector_endpoint(config)
+  if remote is not None:
+    from helpsteer_jax.scoring.remote_selectors import RemoteJudgeSelector, RemoteRewardSelector
+
+    endpoint = Endpoint(endpoint_settings(remote), what="the selector")
+    if sel.kind == "generative_judge":
+      return RemoteJudgeSelector(endpoint, sel.prompt_format)
+    return RemoteRewardSelector(endpoint, sel.prompt_format, attribute=sel.get("reward_attribute", ""))
   if sel.kind == "generative_judge":
     path, dtype = role_checkpoint(config, "judge")
     model, tokenizer = pool.causal_lm(path, dtype) if load else (None, pool.tokenizer(path))
@@ -182,6 +233,9 @@ def choose_schedule(config: ConfigDict, items) -> str:
   schedule = config.search.schedule
   if schedule != "auto":
     return schedule
+  if any(role_endpoint(config, name) for name in ("policy", "feedback", "edit")):
+    logging.info("schedule auto: a role runs on a remote endpoint; pipelined")
+    return "pipelined"
   from helpsteer_jax.parallel.device_memory import device_memory
 
   limit, _ = device_memory()
@@ -332,7 +386,10 @@ def _fit_requests(config: ConfigDict, pool: ModelPool, search, todo) -> None:
   longest = check_requests(
     todo,
     search,
-    {name: pool.max_positions(role_checkpoint(config, name)[0]) for name in ("policy", "feedback", "edit")},
+    {
+      name: 0 if role_endpoint(config, name) else pool.max_positions(role_checkpoint(config, name)[0])
+      for name in ("policy", "feedback", "edit")
+    },
   )
   if search.settings.memory_fraction > 0:
     from helpsteer_jax.parallel.device_memory import mesh_axes

@@ -25,7 +25,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, cast
+from typing import Any, Optional, Union, cast
 
 from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.formats import prompts as templates
@@ -38,6 +38,7 @@ from helpsteer_jax.scaling.memory_plan import engine_slots
 from helpsteer_jax.scaling.prefix_breaks import PROBES, SharedPrefixes
 from helpsteer_jax.scaling.progress import StageProgress
 from helpsteer_jax.scaling.prompt_search import PipelinedPrompt, PromptSearch
+from helpsteer_jax.scaling.remote_roles import AnyRole, RemoteEngine, RemoteRole
 from helpsteer_jax.scaling.roles import Role
 from helpsteer_jax.scaling.search_settings import (  # noqa: F401 (named here for callers)
   MODES,
@@ -82,10 +83,10 @@ class FeedbackEditSearch:
   def __init__(
     self,
     settings: SearchSettings,
-    policy: Role,
+    policy: AnyRole,
     selector: Optional[Selector] = None,
-    feedback: Optional[Role] = None,
-    edit: Optional[Role] = None,
+    feedback: Optional[AnyRole] = None,
+    edit: Optional[AnyRole] = None,
     progress: Optional[StageProgress] = None,
   ):
     self.settings = settings
@@ -95,7 +96,7 @@ class FeedbackEditSearch:
     self.selector = selector
     self.rule = get_rule(settings.feedback_rule)
     self.slot_budget: Optional[SlotBudget] = None  # engines sized from device memory when set
-    self._engines: dict[str, Engine] = {}  # by model key
+    self._engines: dict[str, Union[Engine, RemoteEngine]] = {}  # by model key
     self._shared: Optional[dict[str, SharedPrefixes]] = None  # by model key
     self._select_s = 0.0
     self.progress = progress or StageProgress()
@@ -110,9 +111,12 @@ class FeedbackEditSearch:
       selector.model_key if selector is not None and selector.shares_prefill and selector.model_key in in_use else None
     )
 
-  def engine(self, role: Role) -> Engine:
-    """The engine of a role's model: roles played by one model share it."""
+  def engine(self, role: AnyRole) -> Union[Engine, RemoteEngine]:
+    """The engine of a role's model: roles played by one model share it (a remote role's: the
+    calls to its endpoint)."""
     key = role.model_key
+    if key not in self._engines and isinstance(role, RemoteRole):
+      self._engines[key] = RemoteEngine(role.endpoint)
     if key not in self._engines:
       if role.model is None:
         raise RuntimeError(f"the model of role {role.name!r} is not loaded")
@@ -134,9 +138,12 @@ class FeedbackEditSearch:
     """Drops every engine (with its caches and kept chunks) and the judge's use of one."""
     if self.judge_key is not None and self.judge_key in self._engines and self.selector is not None:
       self.selector.use_prefill(None)
+    for engine in self._engines.values():
+      if isinstance(engine, RemoteEngine):
+        engine.close()
     self._engines.clear()
 
-  def roles_in_use(self) -> list[Role]:
+  def roles_in_use(self) -> list[AnyRole]:
     mode = self.settings.mode
     return (
       [self.policy]
@@ -152,14 +159,16 @@ class FeedbackEditSearch:
       s, fb, ed = self.settings, self.feedback, self.edit
       builders: dict[str, dict] = {}
       probes: dict[str, list] = {}
-      if s.mode == "feedback_edit":
+      # A remote role's prompts are prefilled by its server: no local engine shares them.
+      if s.mode == "feedback_edit" and isinstance(fb, Role):
         builders.setdefault(fb.model_key, {})["feedback"] = lambda c, r: fb.encode(
           templates.feedback_request(c, r, fb.prompt_format)
         )
+      if s.mode == "feedback_edit" and isinstance(ed, Role):
         edit_ids = lambda c, r, f: ed.encode(templates.edit_request(c, r, [f], ed.prompt_format))
         builders.setdefault(ed.model_key, {})["edit"] = lambda c, r: edit_ids(c, r, PROBES[0])
         probes.setdefault(ed.model_key, []).append(edit_ids)
-      elif s.mode == "edit_without_feedback":
+      elif s.mode == "edit_without_feedback" and isinstance(ed, Role):
         builders.setdefault(ed.model_key, {})["edit"] = lambda c, r: ed.encode(
           templates.revision_request(c, r, ed.prompt_format)
         )

@@ -19,7 +19,8 @@ from ml_collections import ConfigDict
 from helpsteer_jax import storage
 from helpsteer_jax.checkpoints.identity import model_identity
 from helpsteer_jax.data.run_identity import FieldRules, RunIdentity, RunMismatch, json_values
-from helpsteer_jax.scaling.config import POLICY, ROLE_BLOCKS, role_checkpoint
+from helpsteer_jax.remote.endpoint import endpoint_name
+from helpsteer_jax.scaling.config import POLICY, ROLE_BLOCKS, role_checkpoint, role_endpoint
 from helpsteer_jax.storage.fingerprints import file_fingerprint, text_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,26 @@ def role_models(config: ConfigDict) -> dict[str, dict[str, str]]:
   """Each role's model identity (path and fingerprint), by role: policy, feedback, edit and the
   selector's model (a judge's causal LM or a reward model); read from file headers, not loaded."""
   paths = {name: role_checkpoint(config, name)[0] for name in ("policy", "feedback", "edit")}
+  remote = {name: role_endpoint(config, name) for name in ("policy", "feedback", "edit")}
   kind = config.selector.kind
   if kind == "generative_judge":
     paths["selector"] = role_checkpoint(config, "judge")[0]
-  elif kind == "reward_model" and config.selector.path not in ("", POLICY):
-    paths["selector"] = config.selector.path
-  return {name: model_identity(path).to_record() for name, path in paths.items()}
+    remote["selector"] = role_endpoint(config, "judge")
+  elif kind == "reward_model":
+    own = config.selector.get("endpoint")
+    remote["selector"] = own if own is not None and own.kind == "openai" else None
+    if config.selector.path not in ("", POLICY) or remote["selector"] is not None:
+      paths["selector"] = config.selector.path
+  out = {}
+  for name, path in paths.items():
+    endpoint = remote.get(name)
+    if endpoint is not None:
+      # A served model is named by its URL and model: what the server holds cannot be read here.
+      served = endpoint_name(endpoint.base_url, endpoint.model)
+      out[name] = {"path": served, "fingerprint": served}
+    else:
+      out[name] = model_identity(path).to_record()
+  return out
 
 
 def search_identity(config: ConfigDict, models: dict[str, dict[str, str]]) -> RunIdentity:

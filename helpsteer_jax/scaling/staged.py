@@ -24,11 +24,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, cast
 
 from helpsteer_jax import storage
 from helpsteer_jax.data.jsonl import JsonlAppender
 from helpsteer_jax.data.prompt_sources import PromptItem
+from helpsteer_jax.sampling.engine import Engine
 from helpsteer_jax.sampling.generate import Sample
 from helpsteer_jax.scaling.prompt_search import PromptSearch
 from helpsteer_jax.scaling.search import FeedbackEditSearch
@@ -314,7 +315,7 @@ class StagedSearch:
     # The judge scores through its model's engine, as pipelined.
     if scores and search.selector is not None and search.judge_key is not None:
       judge_role = next(r for r in search.roles_in_use() if r.model_key == search.judge_key)
-      search.selector.use_prefill(search.engine(judge_role).prefill)
+      search.selector.use_prefill(cast(Engine, search.engine(judge_role)).prefill)
     return scores
 
   def _rank(self, prompts: list[PromptSearch]) -> None:

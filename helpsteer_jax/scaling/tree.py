@@ -138,6 +138,9 @@ class PromptTree:
   # a single-turn prompt, whose record then has neither field.
   question_id: Optional[str] = None
   turn: Optional[int] = None
+  # What served each stage (draft, feedback, edit, select): "local", or a remote role's
+  # "openai:<base_url>#<model>" (scaling/remote_roles.py).
+  endpoints: Optional[dict[str, Optional[str]]] = None
 
   def draft(self, d: int) -> Draft:
     draft = self.drafts[d]
@@ -173,6 +176,7 @@ class PromptTree:
         "mode": self.mode,
         "roles": dict(self.roles),
         "prompt_formats": dict(self.prompt_formats),
+        **({"endpoints": dict(self.endpoints)} if self.endpoints is not None else {}),
         "drafts": [None if d is None else d.to_record() for d in self.drafts],
       }
     )
@@ -203,4 +207,5 @@ class PromptTree:
       r.get("effective_feedbacks"),
       r.get("question_id"),
       r.get("turn"),
+      r.get("endpoints"),
     )

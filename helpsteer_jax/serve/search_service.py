@@ -11,7 +11,8 @@ The request's sampling fields do not steer the search: each stage samples as the
 says (`search.draft`, `search.feedback`, `search.edit`), so `temperature`, `top_p` and `max_tokens`
 are accepted (evaluation clients always send them) and recorded with the tree, not applied; `n`
 must be 1 and `stop` cuts the chosen answer. `usage.completion_tokens` counts every token the
-tree generated and `usage.search_tokens` splits them by stage; the whole record is kept under the
+tree generated and `usage.search_tokens` splits them by stage (`usage.prompt_tokens` is the
+policy's prompt, 0 when the policy is a remote role whose tokenizer is on its server); the whole record is kept under the
 completion's id (`GET /v1/search_records/{id}`), and appended to a JSON-lines file when one is
 given, so none is lost with the process.
 """
@@ -30,6 +31,7 @@ from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.scaling.prompt_search import PipelinedPrompt, Search
 from helpsteer_jax.scaling.request_lengths import RoleLimits, check_request_lengths
+from helpsteer_jax.scaling.roles import Role
 from helpsteer_jax.scaling.search import FeedbackEditSearch
 from helpsteer_jax.serve.engine_loop import EngineLoop
 from helpsteer_jax.serve.model_service import Choice
@@ -96,8 +98,11 @@ class SearchService:
     self._loop = loop
     for role in search.roles_in_use():
       loop.add_engine(search.engine(role))
+    # A remote role's server checks its own context (scaling/request_lengths.py).
     self._limits = [
       RoleLimits(role.name, role.tokenizer, role.prompt_format, role.model.config.max_position_embeddings)
+      if isinstance(role, Role) and role.model is not None
+      else RoleLimits(role.name, None, role.prompt_format, 0)
       for role in (search.policy, search.feedback, search.edit)
     ]
 
@@ -116,7 +121,9 @@ class SearchService:
       include={"temperature", "top_p", "max_tokens", "max_completion_tokens"}, exclude_unset=True
     )
     seed = request.seed if request.seed is not None else secrets.randbits(31)
-    return SearchJob(item, self.search.policy.encode(conversation), seed, tuple(request.stop_sequences()), sent)
+    policy = self.search.policy
+    prompt = policy.encode(conversation) if isinstance(policy, Role) else []  # a remote policy's: unknown here
+    return SearchJob(item, prompt, seed, tuple(request.stop_sequences()), sent)
 
   def completion_job(self, request: CompletionRequest) -> SearchJob:
     raise ServeError(400, f"model {self.name!r} searches over a conversation: use /v1/chat/completions", param="model")

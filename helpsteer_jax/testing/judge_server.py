@@ -3,7 +3,8 @@
 `JudgeServer` serves POST /v1/chat/completions on 127.0.0.1 from a thread. It records every
 request (headers and body), can be told to fail the next calls with given HTTP statuses, and
 answers like a judge of each benchmark: an Arena-Hard verdict, an MT-Bench rating, or an
-AlpacaEval identifier (with log-probabilities when asked).
+AlpacaEval identifier (with log-probabilities when asked), or as `reply` says; its usage counts
+the reply's words as completion tokens.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ class JudgeServer:
           if body.get("logprobs"):
             top = [{"token": "m", "logprob": math.log(0.8)}, {"token": "M", "logprob": math.log(0.2)}]
             choice["logprobs"] = {"content": [{"token": text[:1], "logprob": math.log(0.8), "top_logprobs": top}]}
+          words = len(text.split())
+          usage = {"prompt_tokens": 1, "completion_tokens": words, "total_tokens": 1 + words}
           payload = json.dumps(
-            {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice]}
+            {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice], "usage": usage}
           ).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

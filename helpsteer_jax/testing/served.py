@@ -28,6 +28,17 @@ class Server:
       return f.read()
 
 
+def server_env() -> dict[str, str]:
+  """This process's environment for a server subprocess: offline, one CPU device."""
+  return dict(
+    os.environ,
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  )
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

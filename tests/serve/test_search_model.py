@@ -3,7 +3,6 @@ client: the chosen answer and tree equal the in-process search's for the request
 counts the tree's tokens, the tree is kept by completion id, concurrent searches and plain requests
 share the engines without a mixed-up answer, and requests the search cannot answer get a 4xx."""
 
-import os
 import threading
 
 import httpx
@@ -15,13 +14,10 @@ from helpsteer_jax.data.prompt_sources import PromptItem
 from helpsteer_jax.scaling.run import build_search
 from helpsteer_jax.serve.search_service import SERVED_PROMPT_ID
 from helpsteer_jax.testing.search_runs import EXPERIMENT, search_config
-from helpsteer_jax.testing.served import running_server
+from helpsteer_jax.testing.served import running_server, server_env
 
 pytestmark = pytest.mark.entry  # the server runs in a subprocess
 
-ENV_KEYS = dict(
-  HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1"
-)
 QUESTIONS = [[{"role": "user", "content": f"Name a colour, number {i}."}] for i in range(4)]
 TOKENS = 5
 
@@ -39,9 +35,7 @@ def _stage_flags() -> list[str]:
 @pytest.fixture(scope="module")
 def server(model_dir):
   flags = [f"--search_config={EXPERIMENT}", f"--search_config.policy.path={model_dir}", *_stage_flags()]
-  with running_server(
-    *flags, f"--model={model_dir}", "--served_model_name=tiny", env=dict(os.environ, **ENV_KEYS)
-  ) as s:
+  with running_server(*flags, f"--model={model_dir}", "--served_model_name=tiny", env=server_env()) as s:
     yield s
 
 

@@ -4,7 +4,6 @@ lost or mixed-up answer, every bad request refused with a 4xx naming the field, 
 with 429, and SIGTERM finishing the request in flight."""
 
 import json
-import os
 import signal
 import threading
 import time
@@ -16,17 +15,11 @@ import pytest
 
 import helpsteer_jax as hj
 from helpsteer_jax.sampling.generate import encode_conversations
-from helpsteer_jax.testing.served import running_server
+from helpsteer_jax.testing.served import running_server, server_env
 
 pytestmark = pytest.mark.entry  # the server runs in a subprocess
 
-ENV = dict(
-  os.environ,
-  HF_HUB_OFFLINE="1",
-  HF_DATASETS_OFFLINE="1",
-  JAX_PLATFORMS="cpu",
-  XLA_FLAGS="--xla_force_host_platform_device_count=1",
-)
+ENV = server_env()
 QUESTION = [{"role": "user", "content": "What is 2+2? Answer briefly."}]
 
 
