@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import jax
 import numpy as np
@@ -37,7 +37,16 @@ from helpsteer_jax.sampling.engine_settings import EngineSettings
 from helpsteer_jax.sampling.engine_stats import EngineStats
 from helpsteer_jax.sampling.settings import SamplingSettings, bucket
 
-__all__ = ["Engine", "EngineSettings", "Request"]
+__all__ = ["EarlyStop", "Engine", "EngineSettings", "Request"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStop:
+  """Ends a sample once `stop(tokens so far)` says so: checked once, when the sample has at least
+  `after_tokens` tokens (the search's feedback whose opening already fails its rule)."""
+
+  after_tokens: int
+  stop: Callable[[list[int]], bool]
 
 
 @dataclasses.dataclass
@@ -49,7 +58,8 @@ class Request:
   lists (stop token excluded) when all have. Higher `priority` requests take free slots first (equal
   ones in submission order); the order changes no request's tokens. `prefill_breaks` are prompt
   positions where a prefill chunk must end (where the prompt stops sharing tokens with related
-  ones: sampling/chunked_prefill.py); they should depend on the prompt alone."""
+  ones: sampling/chunked_prefill.py); they should depend on the prompt alone. With `early_stop`,
+  a sample it stops ends there (its index j joins `stopped_early`); the others are unchanged."""
 
   prompt: Sequence[int]
   settings: SamplingSettings
@@ -61,7 +71,9 @@ class Request:
   priority: int = 0
   prefill_breaks: tuple[int, ...] = ()
   sample_indices: tuple[int, ...] = ()
+  early_stop: Optional[EarlyStop] = None
   results: list = dataclasses.field(default_factory=list)
+  stopped_early: set[int] = dataclasses.field(default_factory=set)
 
   @property
   def complete(self) -> bool:
@@ -80,6 +92,7 @@ class _Pending:
   request: Request
   logits: Any = None  # [1, V] after the prompt, once prefilled
   inserted: int = 0  # samples inserted so far
+  checked: set[int] = dataclasses.field(default_factory=set)  # samples its early_stop has read
 
   def next_sample(self) -> int:
     """The sample index (for its key) of the next sample to insert."""
@@ -222,7 +235,7 @@ class Engine:
     done, count = self.device.progress(self._state)
     self._stats.seconds["decode"] += time.perf_counter() - start
     self._stats.count_decode(steps, len(self._owner), generated)
-    self._retire(done, count)
+    self._retire(self._stop_early(done, count), count)
 
   def stats(self) -> dict[str, Any]:
     """Slot use, seconds per phase, per-tag tokens and tokens/s over each tag's span."""
@@ -311,6 +324,33 @@ class Engine:
       self._queue.pop(0)
       pending.logits = None
     self._stats.seconds["insert"] += time.perf_counter() - start
+
+  def _stop_early(self, done: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """`done` with the samples their request's `early_stop` ends now, those marked on device."""
+    due = []
+    for b, owner in enumerate(self._owner):
+      if owner is None or done[b]:
+        continue
+      pending, j = owner
+      early = pending.request.early_stop
+      if early is not None and j not in pending.checked and count[b] >= early.after_tokens:
+        due.append(b)
+    if not due:
+      return done
+    out = self.device.tokens(self._state)
+    stop = np.zeros(len(self._owner), bool)
+    for b in due:
+      pending, j = cast(tuple[_Pending, int], self._owner[b])
+      pending.checked.add(j)
+      early = cast(EarlyStop, pending.request.early_stop)
+      if early.stop(out[b, : count[b]].tolist()):
+        stop[b] = True
+        pending.request.stopped_early.add(j)
+        self._stats.tags[pending.request.tag].stopped_early += 1
+    if not stop.any():
+      return done
+    self._state = self.device.stop_slots(self._state, stop)
+    return done | stop
 
   def _retire(self, done: np.ndarray, count: np.ndarray) -> None:
     finished = [(b, o) for b, o in enumerate(self._owner) if o is not None and done[b]]

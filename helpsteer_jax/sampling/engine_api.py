@@ -189,6 +189,12 @@ def decode_steps(graphdef, params, state: DecodeState, exit_on_free, *, settings
 
 
 @jax.jit
+def stop_slots(state: DecodeState, stop: jax.Array) -> DecodeState:
+  """`state` with the slots where `stop` [B] is True marked done: the next decode step skips them."""
+  return dataclasses.replace(state, done=state.done | stop)
+
+
+@jax.jit
 def take_slots(state: DecodeState, rows: jax.Array, valid: jax.Array) -> DecodeState:
   """Slots `rows` of `state` in that order (a program of len(rows) slots); the others are evicted."""
   return state.take(rows, valid)
@@ -225,6 +231,7 @@ class DeviceEngine(Protocol):
   def tokens(self, state) -> np.ndarray: ...  # [B, W] on host
   def grow(self, state, cache_length: int, width: int) -> Any: ...
   def take_slots(self, state, rows: np.ndarray, valid: np.ndarray) -> Any: ...
+  def stop_slots(self, state, stop: np.ndarray) -> Any: ...  # marks slots done
   def programs_ahead(self, state, tail_slots: int) -> list[AheadProgram]: ...
 
 
@@ -293,6 +300,9 @@ class ModelEngine:
 
   def take_slots(self, state, rows, valid):
     return take_slots(state, jnp.asarray(rows, jnp.int32), jnp.asarray(valid))
+
+  def stop_slots(self, state, stop):
+    return stop_slots(state, jnp.asarray(stop))
 
   def programs_ahead(self, state: DecodeState, tail_slots: int) -> list[AheadProgram]:
     """The programs the state's shapes will run, compiled for exactly the arguments they will get:

@@ -16,6 +16,7 @@ class TagStats:
   tokens: int = 0  # generated, stop tokens excluded
   prefill_tokens: int = 0  # prompt tokens computed
   reused_tokens: int = 0  # prompt tokens copied from kept chunks
+  stopped_early: int = 0  # samples ended by their request's `early_stop`
   first_insert: Optional[float] = None
   last_retire: Optional[float] = None
 
@@ -27,6 +28,7 @@ class TagStats:
       "tokens": self.tokens,
       "prefill_tokens": self.prefill_tokens,
       "reused_prompt_tokens": self.reused_tokens,
+      "stopped_early": self.stopped_early,
       "seconds": span,
       "tokens_per_s": self.tokens / span if span else None,
     }

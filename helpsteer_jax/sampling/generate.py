@@ -16,7 +16,8 @@ from helpsteer_jax.sampling.sampler import SamplingSettings, sample_tokens
 class Sample:
   text: str
   num_tokens: int  # tokens generated, stop token excluded
-  finished: bool  # ended with a stop token (False: cut at max_new_tokens)
+  finished: bool  # ended with a stop token (False: cut at max_new_tokens, or stopped early)
+  stopped_early: bool = False  # ended by its request's early stop (sampling/engine.py EarlyStop)
 
 
 def encode_conversations(

@@ -128,5 +128,8 @@ class MockEngine:
       max_new=pick(state.max_new),
     )
 
+  def stop_slots(self, state: MockState, stop: np.ndarray) -> MockState:
+    return dataclasses.replace(state, done=state.done | stop)
+
   def programs_ahead(self, state: MockState, tail_slots: int) -> list:
     return []

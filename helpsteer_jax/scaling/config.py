@@ -130,6 +130,12 @@ def default_config() -> ConfigDict:
       "feedback_drafts": SearchSettings.feedback_drafts,
       "edits_from": SearchSettings.edits_from,
       "token_account": SearchSettings.token_account,
+      # Feedback in waves until M are kept, and early exit of feedback whose opening fails the
+      # rule (scaling/search_settings.py; results/search_options.md for what each saves).
+      "feedback_sampling": SearchSettings.feedback_sampling,
+      "feedback_wave": SearchSettings.feedback_wave,
+      "feedback_early_exit": SearchSettings.feedback_early_exit,
+      "early_exit_tokens": SearchSettings.early_exit_tokens,
       "select_drafts": True,
       "measure_greedy": True,
       "batch_size": 16,

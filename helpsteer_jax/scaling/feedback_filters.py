@@ -77,10 +77,25 @@ def keep_all(feedbacks: Sequence[str], cap: int) -> list[int]:
   return [i for i, text in enumerate(feedbacks) if text.strip()][:cap]
 
 
+def opens_perfectly_helpful(opening: str) -> bool:
+  """Whether a feedback's text so far already calls the response perfectly helpful: the first
+  helpfulness phrase of the whole feedback is then this one (a later one cannot start inside it),
+  so `constructive` and `constructive_strict` drop the feedback however it goes on."""
+  return parse_helpfulness(opening) == 4
+
+
 RULES: dict[str, FeedbackRule] = {
   "constructive": constructive,
   "constructive_strict": constructive_strict,
   "keep_all": keep_all,
+}
+
+
+# For each rule that can reject a feedback from its opening alone: the test on the opening. A
+# feedback that fails it is dropped whatever follows, so its decoding can stop there.
+EARLY_REJECTS: dict[str, Callable[[str], bool]] = {
+  "constructive": opens_perfectly_helpful,
+  "constructive_strict": opens_perfectly_helpful,
 }
 
 

@@ -18,7 +18,7 @@ from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.sampling.generate import Sample
 from helpsteer_jax.sampling.keys import sample_key
-from helpsteer_jax.scaling.feedback_filters import FeedbackRule, describe
+from helpsteer_jax.scaling.feedback_filters import EARLY_REJECTS, FeedbackRule, describe
 from helpsteer_jax.scaling.progress import StageProgress
 from helpsteer_jax.scaling.remote_roles import AnyRequest, AnyRole
 from helpsteer_jax.scaling.search_settings import SearchSettings
@@ -109,6 +109,7 @@ class PromptSearch:
     draft: Optional[int] = None,
     indices: Sequence[int] = (),
     greedy: bool = False,
+    stop_when: Optional[Callable[[str], bool]] = None,
   ) -> AnyRequest:
     prefixes = self.search.prefixes(role.model_key, self.conversation, self, draft)
     return role.request(
@@ -123,6 +124,8 @@ class PromptSearch:
       priority=priority,
       prefixes=prefixes,
       indices=indices,
+      stop_when=stop_when,
+      stop_check_tokens=self.search.settings.early_exit_tokens,
     )
 
   def draft_request(
@@ -176,6 +179,7 @@ class PromptSearch:
       FEEDBACK_PRIORITY,
       draft=d,
       indices=indices,
+      stop_when=EARLY_REJECTS.get(s.feedback_rule) if s.feedback_early_exit else None,
     )
 
   def edit_groups(self, d: int) -> list[EditGroup]:
@@ -243,6 +247,7 @@ class PromptSearch:
           info.change_requests,
           i in kept,
           kept.index(i) if i in kept else None,
+          x.stopped_early,
         )
       )
     g = s.feedback_group_size
@@ -311,7 +316,9 @@ class PromptSearch:
       tree.effective_feedbacks = {
         "per_draft": per_draft,
         "total": sum(per_draft),
-        "sampled_per_draft": s.feedback_samples,
+        "sampled_per_draft": s.feedback_samples,  # F, the cap
+        "sampled": [len(d.feedbacks) for d in drafts],  # drawn (fewer than F in waves)
+        "stopped_early": sum(f.stopped_early for d in drafts for f in d.feedbacks),
       }
     return tree
 
@@ -329,6 +336,7 @@ class PipelinedPrompt(PromptSearch):
     super().__init__(search, item)
     self.on_finished = on_finished
     self.outstanding = 0
+    self.waves: dict[int, list[Sample]] = {}  # feedback drawn so far, by draft (waves only)
 
   def start(self) -> None:
     self._submit(self.search.policy, self.draft_request(self.on_draft, self.on_drafts))
@@ -364,7 +372,38 @@ class PipelinedPrompt(PromptSearch):
     self._done_one()
 
   def _submit_feedback(self, d: int) -> None:
+    if self.search.settings.feedback_sampling == "waves":
+      self.waves[d] = []
+      self._submit_wave(d)
+      return
     self._submit(self.search.feedback, self.feedback_request(d, lambda samples: self.on_feedback(d, samples)))
+
+  def _submit_wave(self, d: int) -> None:
+    """The next wave of draft `d`'s feedback: samples drawn .. drawn + wave (at most F)."""
+    s = self.search.settings
+    start = len(self.waves[d])
+    indices = range(start, min(start + s.wave_size, s.feedback_samples))
+    self._submit(
+      self.search.feedback,
+      self.feedback_request(d, lambda samples: self.on_wave(d, samples), indices=list(indices)),
+    )
+
+  def on_wave(self, d: int, samples: list[Sample]) -> None:
+    """A wave done: the rule over every feedback drawn so far; another wave unless M are kept
+    (the rule ranks only what was drawn: a later sample could have outranked a kept one) or F
+    are drawn."""
+    s = self.search.settings
+    drawn = self.waves[d]
+    drawn.extend(samples)
+    if (
+      len(drawn) < s.feedback_samples
+      and len(self.search.rule([x.text for x in drawn], s.num_feedbacks)) < s.num_feedbacks
+    ):
+      self._submit_wave(d)  # before this wave's _done_one, so the prompt never looks finished
+      self._done_one()
+      return
+    del self.waves[d]
+    self.on_feedback(d, drawn)
 
   def on_feedback(self, d: int, samples: list[Sample]) -> None:
     self.add_feedback(d, samples)

@@ -100,8 +100,11 @@ class RemoteRole:
     priority: int = 0,
     prefixes: Sequence[Sequence[int]] = (),
     indices: Sequence[int] = (),
+    stop_when: Optional[Callable[[str], bool]] = None,
+    stop_check_tokens: int = 0,
   ) -> RemoteRequest:
-    """`Role.request`'s arguments (`prefixes` concern a local engine's prefill and are unused)."""
+    """`Role.request`'s arguments. `prefixes` concern a local engine's prefill, and a remote
+    sample arrives whole, so `stop_when` (an early exit) is not applied: both are unused."""
     payload: dict[str, Any] = {
       "model": self.endpoint.settings.model,
       "messages": [{"role": m["role"], "content": m["content"]} for m in conversation],

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from helpsteer_jax.formats.messages import Conversation
 from helpsteer_jax.sampling.chunked_prefill import breaks_for
-from helpsteer_jax.sampling.engine import Request
-from helpsteer_jax.sampling.generate import encode_conversations, sampling_settings, to_sample
+from helpsteer_jax.sampling.engine import EarlyStop, Request
+from helpsteer_jax.sampling.generate import Sample, encode_conversations, sampling_settings, to_sample
 from helpsteer_jax.scaling.search_settings import StageSampling
 from helpsteer_jax.scoring.selectors import model_key_of
 
@@ -52,11 +52,14 @@ class Role:
     priority: int = 0,
     prefixes: Sequence[Sequence[int]] = (),
     indices: Sequence[int] = (),
+    stop_when: Optional[Callable[[str], bool]] = None,
+    stop_check_tokens: int = 0,
   ) -> Request:
     """A request whose callbacks receive `Sample`s: `on_done(samples)`, `on_sample(j, sample)`
     with j the sample's index among the n (of `indices`, when given: only those samples). Its
     prefill chunks break where the prompt stops matching one of `prefixes`
-    (scaling/prefix_breaks.py)."""
+    (scaling/prefix_breaks.py). With `stop_when`, a sample whose text after `stop_check_tokens`
+    tokens satisfies it ends there (its `Sample.stopped_early` set)."""
     settings = sampling_settings(
       self.tokenizer,
       max_new_tokens=stage.max_new_tokens,
@@ -66,8 +69,16 @@ class Role:
     )
     prompt = self.encode(conversation)
     indices = tuple(indices)
-    sample = lambda tokens: to_sample(self.tokenizer, tokens, settings)
+
+    def sample(request: Request, j: int, tokens: list[int]) -> Sample:
+      out = to_sample(self.tokenizer, tokens, settings)
+      return dataclasses.replace(out, finished=False, stopped_early=True) if j in request.stopped_early else out
+
     index = (lambda j: indices[j]) if indices else (lambda j: j)
+    early_stop = None
+    if stop_when is not None:
+      decode = lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=True)
+      early_stop = EarlyStop(stop_check_tokens, lambda tokens: stop_when(decode(tokens)))
     return Request(
       prompt,
       settings,
@@ -77,6 +88,11 @@ class Role:
       priority=priority,
       prefill_breaks=breaks_for(prompt, prefixes),
       sample_indices=indices,
-      on_done=None if on_done is None else lambda request, tokens: on_done([sample(t) for t in tokens]),
-      on_sample=None if on_sample is None else lambda request, j, tokens: on_sample(index(j), sample(tokens)),
+      early_stop=early_stop,
+      on_done=None
+      if on_done is None
+      else lambda request, tokens: on_done([sample(request, j, t) for j, t in enumerate(tokens)]),
+      on_sample=None
+      if on_sample is None
+      else lambda request, j, tokens: on_sample(index(j), sample(request, j, tokens)),
     )

@@ -17,6 +17,8 @@ SCHEDULES = ("pipelined", "staged", "auto")
 # kept feedback are edited, and which generated tokens count against one greedy answer.
 EDITS_FROM = ("top_group", "every_group")
 TOKEN_ACCOUNTS = ("responses", "generated")
+# all: F feedbacks per draft at once; waves: `feedback_wave` at a time until M are kept or F drawn.
+FEEDBACK_SAMPLING = ("all", "waves")
 # The paper samples 10-64 feedbacks per draft to keep its effective ones; by default twice the
 # number kept, and never more than this.
 MAX_FEEDBACK_SAMPLES = 64
@@ -57,6 +59,16 @@ class SearchSettings:
   # responses: the drafts' and edits' tokens over the greedy answer's (the answers a Best-of-N
   # could have sampled instead); generated: the feedback's tokens counted too.
   token_account: str = "responses"
+  # waves: a draft's feedback is sampled `feedback_wave` (0 = M) at a time, the rule applied to
+  # all drawn so far after each wave, until M are kept or F are drawn. Sample j is sample j of
+  # `all`, so waves draw a prefix of the same samples (scaling/prompt_search.py).
+  feedback_sampling: str = "all"
+  feedback_wave: int = 0
+  # A feedback whose first `early_exit_tokens` tokens already fail the rule (feedback_filters
+  # EARLY_REJECTS: "The response is perfectly helpful") stops there and frees its slot; the kept
+  # feedback is the same.
+  feedback_early_exit: bool = False
+  early_exit_tokens: int = 16
   select_drafts: bool = True  # drafts compete with edits in the final choice
   measure_greedy: bool = True  # one greedy answer per prompt: the token-multiple denominator
   batch_size: int = 16
@@ -91,6 +103,14 @@ class SearchSettings:
       raise ValueError(f"search.edits_from={self.edits_from!r}; expected one of {EDITS_FROM}")
     if self.token_account not in TOKEN_ACCOUNTS:
       raise ValueError(f"search.token_account={self.token_account!r}; expected one of {TOKEN_ACCOUNTS}")
+    if self.feedback_sampling not in FEEDBACK_SAMPLING:
+      raise ValueError(f"search.feedback_sampling={self.feedback_sampling!r}; expected one of {FEEDBACK_SAMPLING}")
+    if self.feedback_wave < 0:
+      raise ValueError(f"search.feedback_wave={self.feedback_wave}; expected 0 (= num_feedbacks) or more")
+    if self.early_exit_tokens < 1:
+      raise ValueError(f"search.early_exit_tokens={self.early_exit_tokens}; expected at least 1")
+    if self.feedback_sampling == "waves" and self.schedule == "staged":
+      raise ValueError("search.feedback_sampling='waves' runs under the pipelined schedule, not staged")
     if self.feedback_drafts < 0:
       raise ValueError(f"search.feedback_drafts={self.feedback_drafts}; expected 0 (every draft) or more")
     get_rule(self.feedback_rule)  # fails early on an unknown rule name
@@ -114,6 +134,11 @@ class SearchSettings:
     edited = self.feedback_drafts if self.feedback_on_top_drafts else self.num_drafts
     groups = 1 if self.edits_from == "top_group" else -(-self.num_feedbacks // self.feedback_group_size)
     return self.num_drafts + edited * groups * self.num_edits
+
+  @property
+  def wave_size(self) -> int:
+    """Feedbacks per wave (feedback_sampling=waves)."""
+    return min(self.feedback_wave or self.num_feedbacks, self.feedback_samples)
 
   @property
   def feedback_samples(self) -> int:

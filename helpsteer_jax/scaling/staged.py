@@ -67,10 +67,11 @@ class StageSample:
   text: str
   num_tokens: int
   finished: bool
+  stopped_early: bool = False
 
   @property
   def sample(self) -> Sample:
-    return Sample(self.text, self.num_tokens, self.finished)
+    return Sample(self.text, self.num_tokens, self.finished, self.stopped_early)
 
   @property
   def request(self) -> tuple:
@@ -82,7 +83,7 @@ class StageSample:
 
   @classmethod
   def from_record(cls, r: dict[str, Any]) -> "StageSample":
-    return cls(**{f.name: r[f.name] for f in dataclasses.fields(cls)})
+    return cls(**{f.name: r[f.name] for f in dataclasses.fields(cls) if f.name in r or f.name != "stopped_early"})
 
 
 class StageLog:
@@ -160,6 +161,8 @@ class StagedSearch:
     log: StageLog,
     on_stage: Callable[[str], None] = lambda name: None,
   ):
+    if search.settings.feedback_sampling == "waves":
+      raise ValueError("search.feedback_sampling='waves' runs under the pipelined schedule, not staged")
     self.search = search
     self.models = models
     self.log = log
@@ -259,7 +262,17 @@ class StagedSearch:
   ) -> None:
     kind, d, g = request_id
     self.log.add(
-      StageSample(p.item.id, kind, j if kind == "draft" else d, g, j, sample.text, sample.num_tokens, sample.finished)
+      StageSample(
+        p.item.id,
+        kind,
+        j if kind == "draft" else d,
+        g,
+        j,
+        sample.text,
+        sample.num_tokens,
+        sample.finished,
+        sample.stopped_early,
+      )
     )
     samples[j] = sample
     if kind == "draft":

@@ -51,13 +51,14 @@ class Feedback:
   change_requests: int
   kept: bool
   rank: Optional[int]  # place among the kept, best first
+  stopped_early: bool = False  # its opening failed the rule: decoding stopped there
 
   def to_record(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   @classmethod
   def from_record(cls, r: dict[str, Any]) -> "Feedback":
-    return cls(**{f.name: r[f.name] for f in dataclasses.fields(cls)})
+    return cls(**{f.name: r[f.name] for f in dataclasses.fields(cls) if f.name in r or f.name != "stopped_early"})
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
+from helpsteer_jax.sampling.engine import EarlyStop, Engine, EngineSettings, Request
 from helpsteer_jax.sampling.engine_api import resolve_layout
 from helpsteer_jax.sampling.keys import sample_key
 from helpsteer_jax.sampling.rules import sample_rows
@@ -274,3 +274,21 @@ def test_auto_layout_by_backend():
   assert [choose(Model("cpu"), n) for n in (1, 4)] == ["fused", "switched"]
   assert [choose(Model("gpu"), n) for n in (1, 64)] == ["unrolled", "unrolled"]
   assert choose(Model("tpu"), 8) == "model" and choose(Model("gpu", Sharding()), 8) == "model"
+
+
+def test_an_early_stop_ends_samples_on_device_and_leaves_the_others(model):
+  settings = SamplingSettings(max_new_tokens=12, temperature=1.0)
+  plain = [Request([5, 6, 7], settings, sample_key(1), n=4)]
+  _run(model, plain, num_slots=3, steps_per_call=2)
+  full = plain[0].results
+  stop_odd_first = EarlyStop(after_tokens=3, stop=lambda tokens: tokens[0] % 2 == 1)
+  early = Request([5, 6, 7], settings, sample_key(1), n=4, early_stop=stop_odd_first)
+  engine = _run(model, [early], num_slots=3, steps_per_call=2)
+  rejected = {j for j, tokens in enumerate(full) if tokens[0] % 2 == 1}
+  assert 0 < len(rejected) < 4 and early.stopped_early == rejected
+  for j, tokens in enumerate(early.results):
+    if j in rejected:  # checked after the decode call that passed 3 tokens: 3 or 4 of them
+      assert tokens == full[j][: len(tokens)] and 3 <= len(tokens) <= 4
+    else:
+      assert tokens == full[j]
+  assert engine.stats()["stages"][""]["stopped_early"] == len(rejected)

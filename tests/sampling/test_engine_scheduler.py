@@ -4,7 +4,7 @@ and priorities, the tail's smaller program, growth, callbacks and the counts in 
 import numpy as np
 import pytest
 
-from helpsteer_jax.sampling.engine import Engine, EngineSettings, Request
+from helpsteer_jax.sampling.engine import EarlyStop, Engine, EngineSettings, Request
 from helpsteer_jax.sampling.mock_engine import MockEngine, expected_tokens
 from helpsteer_jax.sampling.settings import SamplingSettings
 
@@ -126,3 +126,22 @@ def test_bad_requests_are_refused_at_submit():
   with pytest.raises(ValueError, match="context of 4096"):
     engine.submit(Request([1] * 4094, settings, KEY))
   assert not engine.busy
+
+
+def test_an_early_stop_ends_the_samples_it_rejects_and_frees_their_slots():
+  # Sample s of prompt [2] gives 2 + 10 s, 3 + 10 s, ...: samples whose first token is a multiple
+  # of 4 stop once they have 2 tokens (checked after each decode call of 1 step).
+  engine, mock = _engine(num_slots=2, steps_per_call=1, tail_slots=0)
+  early = EarlyStop(after_tokens=2, stop=lambda tokens: tokens[0] % 4 == 0)
+  request = Request([2], SamplingSettings(max_new_tokens=6), KEY, n=4, tag="feedback", early_stop=early)
+  plain = Request([2], SamplingSettings(max_new_tokens=6), KEY, n=4, tag="plain")
+  engine.submit(request)
+  engine.submit(plain)
+  engine.run()
+  full = [expected_tokens([2], s, 6) for s in range(4)]
+  assert plain.results == full
+  assert request.stopped_early == {1, 3}  # first tokens 12 and 32
+  assert request.results == [full[0], full[1][:2], full[2], full[3][:2]]
+  stats = engine.stats()["stages"]
+  assert stats["feedback"]["stopped_early"] == 2 and stats["plain"]["stopped_early"] == 0
+  assert stats["feedback"]["tokens"] == 6 + 2 + 6 + 2

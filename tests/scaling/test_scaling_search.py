@@ -104,7 +104,13 @@ def test_feedback_edit_tree_shape_tokens_and_choice(role, items):
     assert t["total"] == t["drafts"] + t["feedback"] + t["edits"] > 0
     assert rec["token_multiple"] == pytest.approx(t["total"] / rec["greedy"]["num_tokens"])
     per_draft = [sum(f["kept"] for f in d["feedbacks"]) for d in rec["drafts"]]
-    assert rec["effective_feedbacks"] == {"per_draft": per_draft, "total": sum(per_draft), "sampled_per_draft": 4}
+    assert rec["effective_feedbacks"] == {
+      "per_draft": per_draft,
+      "total": sum(per_draft),
+      "sampled_per_draft": 4,
+      "sampled": [4] * len(rec["drafts"]),
+      "stopped_early": 0,
+    }
   assert len(selector.seen) == sum(r["num_candidates"] for r in records)
 
 
