@@ -16,6 +16,16 @@ Measured in one run, on the embedded SmolLM2-135M-Instruct (fp32, CPU):
      drifts by 10-30% over minutes, so the first search is compared with the rate right after it
      and each later one with the mean of the rates just before and just after it;
 and the ratios. Writes a Markdown report (default experiments/benchmarks/results/search_throughput.md).
+
+    python experiments/benchmarks/search_throughput.py --options=all [--prompts=8]
+
+instead runs the search once per option of how feedback is sampled (OPTIONS: `all` at once, in
+`waves` until M are kept, with `early_exit` of feedback whose opening fails the rule, or both),
+each in a new process over the programs a first (compiling) run kept, with the static batch
+measured after each. It reports per option the tokens generated per prompt (all stages, and
+feedback alone), tokens/s and its ratio to the static batch, the mean score of the chosen answers
+and how many chosen answers differ from the first option's (default
+experiments/benchmarks/results/search_options.md).
 """
 
 from __future__ import annotations
@@ -47,8 +57,18 @@ def demo_config(num_prompts: int):
   return config
 
 
-def run_search(num_prompts: int, cache_dir: str) -> dict:
-  """One search with the compilation cache in `cache_dir` -> its seconds, tokens and stats."""
+# Each option's search settings over the demo config's (scaling/search_settings.py).
+OPTIONS = {
+  "all": {},
+  "waves": {"feedback_sampling": "waves"},
+  "early_exit": {"feedback_early_exit": True},
+  "waves+early_exit": {"feedback_sampling": "waves", "feedback_early_exit": True},
+}
+
+
+def run_search(num_prompts: int, cache_dir: str, option: str = "all", overrides: str = "") -> dict:
+  """One search with the compilation cache in `cache_dir` -> its seconds, tokens and stats.
+  `overrides`: `search.name=value,...` applied after the option's."""
   from helpsteer_jax import compilation_cache
   from helpsteer_jax.checkpoints.model_pool import ModelPool
   from helpsteer_jax.data.prompt_sources import load_prompts
@@ -56,6 +76,12 @@ def run_search(num_prompts: int, cache_dir: str) -> dict:
 
   compilation_cache.enable({compilation_cache.ENV: cache_dir})
   config = demo_config(num_prompts)
+  for name, value in OPTIONS[option].items():
+    config.search[name] = value
+  for item in filter(None, overrides.split(",")):
+    name, value = item.split("=")
+    block, field = name.split(".")
+    config[block][field] = type(config[block][field])(value)
   search = build_search(config, ModelPool(config.mesh))  # loads the model: not timed
   items = load_prompts(config.prompts.source, config.prompts.path, config.prompts.limit, config.prompts.start)
   start = time.perf_counter()
@@ -66,6 +92,19 @@ def run_search(num_prompts: int, cache_dir: str) -> dict:
   return {
     "seconds": seconds,
     "prompts": len(records),
+    "records": [
+      {
+        "best": r["best"]["text"],
+        "score": r["best"]["score"],
+        "tokens": r["tokens"]["total"],
+        "feedback_tokens": r["tokens"]["feedback"],
+        "sampled": sum(r["effective_feedbacks"]["sampled"]),
+        "stopped_early": r["effective_feedbacks"]["stopped_early"],
+        "kept": r["effective_feedbacks"]["total"],
+        "best_is_draft": r["best"]["group"] is None,
+      }
+      for r in records
+    ],
     "engine": engine,
     "tokens": sum(s["tokens"] for s in engine["stages"].values()),
     "select_seconds": stats["select_seconds"],
@@ -86,9 +125,16 @@ def static_rate(model, rows: int, tokens: int, repeats: int, compile_first: bool
   return rows * tokens / best_time(static, repeats)
 
 
-def warm_search(args, cache_dir: str) -> dict:
+def warm_search(args, cache_dir: str, option: str = "all") -> dict:
   """The search again in a new process (nothing compiled in memory) over the same cache."""
-  command = [sys.executable, os.path.abspath(__file__), f"--prompts={args.prompts}", f"--search_only={cache_dir}"]
+  command = [
+    sys.executable,
+    os.path.abspath(__file__),
+    f"--prompts={args.prompts}",
+    f"--search_only={cache_dir}",
+    f"--option={option}",
+    f"--overrides={args.overrides}",
+  ]
   done = subprocess.run(command, check=True, capture_output=True, text=True)
   return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -101,6 +147,9 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--later_runs", type=int, default=2)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "search_throughput.md"))
+  parser.add_argument("--options", default="", help="`all` or a comma-separated list of OPTIONS")
+  parser.add_argument("--overrides", default="", help="config values for every run: search.num_feedbacks=4,...")
+  parser.add_argument("--option", default="all", help=argparse.SUPPRESS)  # the warm run's option
   parser.add_argument("--search_only", default="", help=argparse.SUPPRESS)  # the warm run's process
   args = parser.parse_args()
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,7 +157,7 @@ def main() -> None:
   os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # this script chooses the cache
 
   if args.search_only:
-    run = run_search(args.prompts, args.search_only)
+    run = run_search(args.prompts, args.search_only, args.option, args.overrides)
     engine = run["engine"]
     print(
       json.dumps(
@@ -118,6 +167,7 @@ def main() -> None:
           "slot_use": engine["slot_use"],
           "select_seconds": run["select_seconds"],
           "engine_seconds": engine["seconds"],
+          "records": run["records"],
         }
       )
     )
@@ -125,6 +175,8 @@ def main() -> None:
 
   import jax
 
+  if args.options:
+    return compare_options(args)
   cache_dir = tempfile.mkdtemp(prefix="search_throughput_xla_")
   try:
     cold = run_search(args.prompts, cache_dir)
@@ -199,6 +251,67 @@ def main() -> None:
     ],
   ]
   write_report(args.out, lines)
+
+
+def compare_options(args) -> None:
+  """One search per option after a compiling one; the report described in the module's doc."""
+  import jax
+
+  options = list(OPTIONS) if args.options == "all" else args.options.split(",")
+  unknown = [o for o in options if o not in OPTIONS]
+  if unknown:
+    raise SystemExit(f"unknown options {unknown}; known: {list(OPTIONS)}")
+  out = args.out
+  if out.endswith("search_throughput.md"):
+    out = os.path.join(os.path.dirname(out), "search_options.md")
+  cache_dir = tempfile.mkdtemp(prefix="search_options_xla_")
+  try:
+    # Compiles the programs (on at most 8 prompts: the later runs compile any they lack) and loads the model.
+    first = run_search(min(args.prompts, 8), cache_dir, options[0], args.overrides)
+    model = first["model"]
+    static_rate(model, args.static_rows, args.static_tokens, 1, True)  # compiles the static batch
+    runs, rates = {}, []
+    for option in options:
+      print(f"option {option} ...", file=sys.stderr, flush=True)
+      runs[option] = warm_search(args, cache_dir, option)
+      rates.append(static_rate(model, args.static_rows, args.static_tokens, args.repeats, False))
+  finally:
+    shutil.rmtree(cache_dir, ignore_errors=True)
+  base = runs[options[0]]["records"]
+  n = len(base)
+  rows = []
+  for i, option in enumerate(options):
+    run, records = runs[option], runs[option]["records"]
+    static = (rates[i - 1] + rates[i]) / 2 if i else rates[0]
+    changed = sum(a["best"] != b["best"] for a, b in zip(base, records))
+    mean = lambda key: sum(r[key] for r in records) / n
+    rows.append(
+      f"| {option} | {mean('tokens'):.0f} | {mean('feedback_tokens'):.0f} | {mean('sampled'):.2f} | "
+      f"{mean('kept'):.2f} | {sum(r['stopped_early'] for r in records)} | {run['tokens'] / run['seconds']:.1f} | "
+      f"{static:.1f} | **{run['tokens'] / run['seconds'] / static:.2f}** | {mean('score'):.3f} | "
+      f"{changed} of {n} | {sum(r['best_is_draft'] for r in records)} |"
+    )
+  base_tokens = sum(r["tokens"] for r in base)
+  lines = [
+    "# How feedback is sampled: tokens, speed and choices per option (SmolLM2-135M-Instruct, fp32, CPU)",
+    "",
+    f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}. README demo config"
+    f"{' with ' + args.overrides if args.overrides else ''} on {n} Arena-Hard prompts; each option in "
+    "its own process over the programs a first run compiled; static batch of "
+    f"{args.static_rows} rows x {args.static_tokens} tokens after each, best of {args.repeats}.",
+    "",
+    "| option | tokens / prompt | feedback tokens / prompt | feedback sampled / prompt | kept / prompt | "
+    "stopped early | tok/s | static tok/s | ratio | mean chosen score | chosen differs from first | chosen is a draft |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    *rows,
+    "",
+    "Tokens / prompt: drafts, feedback and edits generated (the greedy reference excluded). "
+    + ", ".join(
+      f"{o}: {sum(r['tokens'] for r in runs[o]['records']) / base_tokens:.3f} of {options[0]}'s" for o in options[1:]
+    )
+    + ".",
+  ]
+  write_report(out, lines)
 
 
 if __name__ == "__main__":

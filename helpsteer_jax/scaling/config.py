@@ -131,7 +131,7 @@ def default_config() -> ConfigDict:
       "edits_from": SearchSettings.edits_from,
       "token_account": SearchSettings.token_account,
       # Feedback in waves until M are kept, and early exit of feedback whose opening fails the
-      # rule (scaling/search_settings.py; results/search_options.md for what each saves).
+      # rule (scaling/search_settings.py; experiments/benchmarks/results/search_options.md, what each saves).
       "feedback_sampling": SearchSettings.feedback_sampling,
       "feedback_wave": SearchSettings.feedback_wave,
       "feedback_early_exit": SearchSettings.feedback_early_exit,
