@@ -20,8 +20,9 @@ and the ratios. Writes a Markdown report (default experiments/benchmarks/results
     python experiments/benchmarks/search_throughput.py --options=all [--prompts=8]
 
 instead runs the search once per option of how feedback is sampled (OPTIONS: `all` at once, in
-`waves` until M are kept, with `early_exit` of feedback whose opening fails the rule, or both),
-each in a new process over the programs a first (compiling) run kept, with the static batch
+`waves` until M are kept, with `early_exit` of feedback whose opening fails the rule, or both) or
+of how the engine holds shared prefixes (`prefix_table`), each in a new process over the programs
+first (compiling) runs of every option kept, with the static batch
 measured after each. It reports per option the tokens generated per prompt (all stages, and
 feedback alone), tokens/s and its ratio to the static batch, the mean score of the chosen answers
 and how many chosen answers differ from the first option's (default
@@ -63,6 +64,7 @@ OPTIONS = {
   "waves": {"feedback_sampling": "waves"},
   "early_exit": {"feedback_early_exit": True},
   "waves+early_exit": {"feedback_sampling": "waves", "feedback_early_exit": True},
+  "prefix_table": {"prefix_entries": 16},
 }
 
 
@@ -266,8 +268,11 @@ def compare_options(args) -> None:
     out = os.path.join(os.path.dirname(out), "search_options.md")
   cache_dir = tempfile.mkdtemp(prefix="search_options_xla_")
   try:
-    # Compiles the programs (on at most 8 prompts: the later runs compile any they lack) and loads the model.
+    # Compiles each option's programs (on at most 8 prompts: the later runs compile any they lack;
+    # a prefix table decodes by programs of its own) and loads the model.
     first = run_search(min(args.prompts, 8), cache_dir, options[0], args.overrides)
+    for option in options[1:]:
+      run_search(min(args.prompts, 8), cache_dir, option, args.overrides)
     model = first["model"]
     static_rate(model, args.static_rows, args.static_tokens, 1, True)  # compiles the static batch
     runs, rates = {}, []

@@ -13,6 +13,7 @@ a list unrolled.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -35,6 +36,7 @@ from helpsteer_jax.models.decode.decode_attention import (
 from helpsteer_jax.models.decode.layer_switch import switched_layers
 from helpsteer_jax.models.decode.paged_decode import paged_decode_attention
 from helpsteer_jax.models.decode.paged_decode import resolve as resolve_decode_attention
+from helpsteer_jax.models.decode.prefix_attention import shared_prefix_decode_attention
 from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.layers import (
   Attention,
@@ -273,6 +275,10 @@ class Llama(nnx.Module):
         )
       return self._decode_slots_paged(x, positions, inv_freq, cache, active, block)
     transposed = cache.keys_transposed
+    if cache.prefix is not None:
+      if sharded:
+        raise ValueError("a prefix table is for an unsharded cache (its attention gathers across slots)")
+      return self._decode_slots_shared(x, positions, inv_freq, cache, active, block)
 
     def run(graphdef, state, x, layer, cache_kv, thread_cache):
       def attend(q, k, v):  # one token per slot: [B, 1, ...]
@@ -362,6 +368,39 @@ class Llama(nnx.Module):
       x, (out, cache_kv) = run(graphdef, state, x, i, cache_kv, True)
       outs.append(out)
     return x, jax.tree.map(lambda *per_layer: jnp.stack(per_layer), *outs), cache_kv
+
+  def _decode_slots_shared(self, x, positions, inv_freq, cache: SlotCache, active, block):
+    """`decode_slots` over a cache with a prefix table: each slot reads its entry's blocks (read once
+    for the slots that share them) and then its own row (models/decode/prefix_attention.py)."""
+    table = cache.prefix
+    assert table is not None
+    transposed = cache.keys_transposed
+    prefix_lengths, of_slot = table.lengths, table.of_slot
+
+    def run(graphdef, state, x, layer, cache_kv, thread_cache):
+      def attend(q, k, v):  # one token per slot: [B, 1, ...]
+        cache_k, cache_v, table_k, table_v = cache_kv
+        attended, own, shared = shared_prefix_decode_attention(
+          q[:, 0],
+          k[:, 0],
+          v[:, 0],
+          CacheRead(cache_k, cache_v, layer, block, thread_cache, transposed),
+          CacheRead(table_k, table_v, layer, block, thread_cache, transposed),
+          prefix_lengths,
+          of_slot,
+          cache.lengths,
+          active,
+        )
+        return attended[:, None], ((k[:, 0], v[:, 0]), (*own, *shared))
+
+      return nnx.merge(graphdef, state).decode(x, positions, inv_freq, self.sharding, attend)
+
+    x, (new_k, new_v), (cache_k, cache_v, table_k, table_v) = self.over_layers(
+      x, run, (cache.k, cache.v, table.k, table.v)
+    )
+    logits = self.logits(self.final_norm(x))[:, 0]
+    table = dataclasses.replace(table, k=table_k, v=table_v)
+    return logits, cache.replace(k=cache_k, v=cache_v, prefix=table).append(new_k, new_v, active)
 
   def _decode_slots_paged(self, x, positions, inv_freq, cache: SlotCache, active, block):
     """`decode_slots` by the paged kernel: each layer writes its token into the cache it carries,

@@ -114,6 +114,39 @@ def _compute_chunk(graphdef, state, cache: SlotCache, ids, slot, start, last, *,
 _copy_chunk = jax.jit(SlotCache.write, donate_argnums=(0,))
 
 
+@partial(jax.jit, donate_argnums=(0,))
+def _copy_chunk_tail(cache: SlotCache, k, v, slot, skip) -> SlotCache:
+  """A chunk's positions from `skip` on written into `slot`'s row from its position 0 (the chunk
+  that holds the end of a slot's shared prefix: the positions before it are in the prefix table).
+  The chunk is rotated, so its first `skip` positions land past its end, where later chunks and
+  decoding overwrite them."""
+  rotate = lambda x: jnp.roll(x, -skip, axis=3)
+  return cache.write(rotate(k), rotate(v), slot, jnp.asarray(0, jnp.int32))
+
+
+@partial(jax.jit, donate_argnums=(0,))
+def _copy_chunk_to_table(cache: SlotCache, k, v, entry, start) -> SlotCache:
+  assert cache.prefix is not None
+  return cache.replace(prefix=cache.prefix.write(k, v, entry, start, cache.keys_transposed))
+
+
+@jax.jit
+def _assign(cache: SlotCache, slot, length, entry, base) -> SlotCache:
+  """`slot` holds `length` positions, its first `base` read from entry `entry` (-1: none)."""
+  prefix = None if cache.prefix is None else cache.prefix.assign(slot, entry, base)
+  return cache.replace(lengths=cache.lengths.at[slot].set(length), prefix=prefix)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixShare:
+  """A prompt's first `base` positions held by entry `entry` of the cache's prefix table
+  (models/decode/prefix_table.py), written there by this prefill when `fresh`, else already there."""
+
+  entry: int
+  base: int
+  fresh: bool
+
+
 @partial(jax.jit, static_argnames=("graphdef",))
 def _head(graphdef, state, hidden):
   """hidden [1, D] -> fp32 logits [1, V]."""
@@ -175,33 +208,74 @@ class ChunkedPrefill:
     program (padding past the prompt lies where decoding writes later)."""
     return max(start + self.width(end - start) for start, end in self.segments(length, breaks))
 
+  def row_positions(self, length: int, breaks: Sequence[int] = (), base: int = 0) -> int:
+    """Positions of a slot's row that a prompt of `length` tokens writes when its first `base` are
+    in a prefix table: from the first chunk that ends past `base`."""
+    return max(
+      (max(start - base, 0) + self.width(end - start) for start, end in self.segments(length, breaks) if end > base),
+      default=0,
+    )
+
+  def table_positions(self, length: int, breaks: Sequence[int], base: int) -> int:
+    """Positions of a prefix table entry that the chunks holding a prompt's first `base` write."""
+    return max(
+      (start + self.width(end - start) for start, end in self.segments(length, breaks) if start < base), default=0
+    )
+
   def fill(
-    self, cache: SlotCache, slot: int, prompt: Sequence[int], breaks: Sequence[int] = ()
+    self,
+    cache: SlotCache,
+    slot: int,
+    prompt: Sequence[int],
+    breaks: Sequence[int] = (),
+    share: Optional[PrefixShare] = None,
   ) -> tuple[SlotCache, jax.Array, int]:
     """Writes `prompt` into positions [0, padded_length) of `slot` (the cache is donated) and sets
-    the slot's length to len(prompt). -> the cache, the hidden state of the prompt's last token
-    [1, D], and how many of its tokens were computed (the rest were copied from kept chunks)."""
-    if self.padded_length(len(prompt), breaks) > cache.max_length:
+    the slot's length to len(prompt); with `share`, its first `share.base` positions go to the
+    prefix table's entry instead (when fresh) and the rest to the slot's row from its position 0.
+    -> the cache, the hidden state of the prompt's last token [1, D], and how many of its tokens
+    were computed (the rest were copied from kept chunks)."""
+    base = 0 if share is None else share.base
+    need = self.row_positions(len(prompt), breaks, base)
+    if need > cache.max_length:
       raise ValueError(
-        f"a prompt of {len(prompt)} tokens needs {self.padded_length(len(prompt), breaks)} "
-        f"cache positions (chunks of {self.chunk}); the cache has {cache.max_length}"
+        f"a prompt of {len(prompt)} tokens needs {need} cache positions (chunks of {self.chunk}); "
+        f"the cache has {cache.max_length}"
       )
+    if share is not None and (
+      cache.prefix is None or self.table_positions(len(prompt), breaks, base) > cache.prefix.max_length
+    ):
+      raise ValueError(f"a shared prefix of {base} positions does not fit the cache's prefix table")
     chunks, computed = self._prefill(prompt, breaks)
     at = jnp.asarray(slot, jnp.int32)
+    position = lambda i: jnp.asarray(i, jnp.int32)
     # In order: a narrower chunk's padding is overwritten by the chunk after it.
-    for (start, _), chunk in zip(self.segments(len(prompt), breaks), chunks):
-      cache = _copy_chunk(cache, chunk.k, chunk.v, at, jnp.asarray(start, jnp.int32))
-    cache = cache.replace(lengths=cache.lengths.at[slot].set(len(prompt)))
+    for (start, end), chunk in zip(self.segments(len(prompt), breaks), chunks):
+      if share is not None and share.fresh and start < base:
+        cache = _copy_chunk_to_table(cache, chunk.k, chunk.v, position(share.entry), position(start))
+      if end <= base:
+        continue
+      if start >= base:
+        cache = _copy_chunk(cache, chunk.k, chunk.v, at, position(start - base))
+      else:
+        cache = _copy_chunk_tail(cache, chunk.k, chunk.v, at, position(base - start))
+    entry = -1 if share is None else share.entry
+    cache = _assign(cache, at, position(len(prompt)), position(entry), position(base))
     return cache, chunks[-1].hidden, computed
 
   def next_token_logits(self, prompt: Sequence[int], breaks: Sequence[int] = ()) -> np.ndarray:
     """fp32 logits [V] of the token after `prompt` (a scorer's one forward pass), through the same
     chunks as every other prompt."""
+    return to_host(self.logits(self.last_hidden(prompt, breaks)))[0]
+
+  def last_hidden(self, prompt: Sequence[int], breaks: Sequence[int] = ()) -> jax.Array:
+    """The final-norm hidden state of `prompt`'s last token [1, D] (a scalar head's input),
+    through the same chunks as every other prompt."""
     context = self.model.config.max_position_embeddings
     if len(prompt) > context:
       raise ValueError(f"a prompt to score has {len(prompt)} tokens; the model's context is {context}")
     chunks, _ = self._prefill(prompt, breaks)
-    return to_host(self.logits(chunks[-1].hidden))[0]
+    return chunks[-1].hidden
 
   def _prefill(self, prompt: Sequence[int], breaks: Sequence[int] = ()) -> tuple[list[Chunk], int]:
     """The chunks of `prompt`, kept ones reused and the rest computed in this object's own cache

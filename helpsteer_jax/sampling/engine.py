@@ -238,9 +238,14 @@ class Engine:
     self._retire(self._stop_early(done, count), count)
 
   def stats(self) -> dict[str, Any]:
-    """Slot use, seconds per phase, per-tag tokens and tokens/s over each tag's span."""
+    """Slot use, seconds per phase, per-tag tokens and tokens/s over each tag's span (and with a
+    prefix table, its use)."""
     chunks = self.prefill
-    return self._stats.summary(dataclasses.asdict(chunks.counts) if chunks is not None else {})
+    summary = self._stats.summary(dataclasses.asdict(chunks.counts) if chunks is not None else {})
+    entries = getattr(self.device, "entries", None)
+    if entries is not None:  # prefills that wrote a shared prefix into the table, and that read one
+      summary["prefix_table"] = {"written": entries.written, "reused": entries.reused}
+    return summary
 
   # -- internals --------------------------------------------------------------------------------
 
@@ -296,10 +301,7 @@ class Engine:
     request = pending.request
     settings = request.settings
     self._ensure_capacity(
-      max(
-        self.device.padded_length(len(request.prompt), request.prefill_breaks),
-        len(request.prompt) + settings.max_new_tokens,
-      ),
+      self.device.row_positions(slot, request.prompt, request.prefill_breaks, settings.max_new_tokens),
       settings.max_new_tokens,
     )
     tag = self._stats.tags[request.tag]

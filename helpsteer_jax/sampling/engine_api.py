@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +27,9 @@ from helpsteer_jax.models.decode.decode_layout import decode_layouts
 from helpsteer_jax.models.decode.slot_cache import SlotCache
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.host_values import to_host
-from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill, on_weights_device
+from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill, PrefixShare, on_weights_device
 from helpsteer_jax.sampling.engine_settings import EngineSettings
+from helpsteer_jax.sampling.prefix_entries import PrefixEntries
 from helpsteer_jax.sampling.rules import sample_rows
 from helpsteer_jax.sampling.settings import SamplingSettings
 
@@ -58,18 +59,34 @@ class DecodeState:
     """The state of slots `rows` [R] (a new slot j holds old slot rows[j]); slots where `valid`
     [R] is False hold nothing."""
     take = lambda x: jnp.take(x, rows, axis=0)
+    prefix = self.cache.prefix
+    if prefix is not None:  # the table stays; which entry each slot reads moves with the slot
+      prefix = dataclasses.replace(prefix, of_slot=jnp.where(valid, take(prefix.of_slot), -1))
     cache = self.cache.replace(
-      k=jnp.take(self.cache.k, rows, axis=1), v=jnp.take(self.cache.v, rows, axis=1), lengths=take(self.cache.lengths)
+      k=jnp.take(self.cache.k, rows, axis=1),
+      v=jnp.take(self.cache.v, rows, axis=1),
+      lengths=take(self.cache.lengths),
+      prefix=prefix,
     )
     fields = {f.name: take(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "cache"}
     fields["live"] = fields["live"] & valid
     return DecodeState(cache=cache, **fields)
 
   @classmethod
-  def init(cls, model: Llama, num_slots: int, cache_length: int, width: int) -> "DecodeState":
+  def init(cls, model: Llama, num_slots: int, cache_length: int, width: int, prefix_entries: int = 0) -> "DecodeState":
+    """An empty state; with `prefix_entries`, its cache has a prefix table of that many entries
+    (of `cache_length` positions each, to start with)."""
     b = num_slots
+    cache = SlotCache.init(
+      model.config,
+      b,
+      cache_length,
+      keys_transposed=model.slot_keys_transposed(),
+      prefix_entries=prefix_entries,
+      prefix_length=cache_length,
+    )
     return cls(
-      cache=SlotCache.init(model.config, b, cache_length, keys_transposed=model.slot_keys_transposed()),
+      cache=cache,
       last=jnp.zeros((b,), jnp.int32),
       out=jnp.zeros((b, width), jnp.int32),
       count=jnp.zeros((b,), jnp.int32),
@@ -103,11 +120,13 @@ def prefill(
   prompt: Sequence[int],
   breaks: Sequence[int] = (),
   logits: bool = True,
+  share: Optional[PrefixShare] = None,
 ) -> tuple[DecodeState, jax.Array | None, int]:
-  """`prompt` into slot `slot`'s cache, chunk by chunk (kept chunks copied, the rest computed).
-  -> the state, the logits [1, V] after the prompt (None unless `logits`: a request's later
-  samples reuse its first's), and the prompt tokens computed."""
-  cache, hidden, computed = chunks.fill(state.cache, slot, prompt, breaks)
+  """`prompt` into slot `slot`'s cache, chunk by chunk (kept chunks copied, the rest computed;
+  with `share`, its shared prefix in the prefix table). -> the state, the logits [1, V] after the
+  prompt (None unless `logits`: a request's later samples reuse its first's), and the prompt
+  tokens computed."""
+  cache, hidden, computed = chunks.fill(state.cache, slot, prompt, breaks, share)
   return dataclasses.replace(state, cache=cache), chunks.logits(hidden) if logits else None, computed
 
 
@@ -200,6 +219,14 @@ def take_slots(state: DecodeState, rows: jax.Array, valid: jax.Array) -> DecodeS
   return state.take(rows, valid)
 
 
+@partial(jax.jit, static_argnames=("length",))
+def grow_table(state: DecodeState, *, length: int) -> DecodeState:
+  """The same state with `length` positions per prefix table entry."""
+  cache = state.cache
+  assert cache.prefix is not None
+  return dataclasses.replace(state, cache=cache.replace(prefix=cache.prefix.grow(length, cache.keys_transposed)))
+
+
 @partial(jax.jit, static_argnames=("cache_length", "width"))
 def grow(state: DecodeState, *, cache_length: int, width: int) -> DecodeState:
   """The same state in a longer cache and/or a wider token buffer."""
@@ -219,7 +246,10 @@ class DeviceEngine(Protocol):
 
   context: int  # positions a prompt and its samples may span
 
-  def padded_length(self, length: int, breaks: Sequence[int]) -> int: ...
+  def row_positions(self, slot: int, prompt: Sequence[int], breaks: Sequence[int], max_new_tokens: int) -> int:
+    """Positions of `slot`'s cache row that `prompt` and its samples would take."""
+    ...
+
   def init_state(self, num_slots: int, cache_length: int, width: int) -> Any: ...
   def capacity(self, state) -> tuple[int, int]: ...  # cache positions, token buffer width
   def prefill(
@@ -256,18 +286,42 @@ class ModelEngine:
       layout=decode_model if self.layout == "switched" else None,
     )
     self.context = model.config.max_position_embeddings
+    self.entries = None
+    if settings.prefix_entries:
+      if self.model.sharding is not None and self.model.sharding.mesh.size > 1:
+        raise ValueError(
+          f"prefix_entries={settings.prefix_entries}: a prefix table is for an unsharded cache; "
+          f"the model is sharded over {self.model.sharding.mesh.size} devices (set prefix_entries=0)"
+        )
+      self.entries = PrefixEntries(settings.prefix_entries, settings.num_slots, settings.attention_block)
 
-  def padded_length(self, length: int, breaks: Sequence[int]) -> int:
-    return self.chunks.padded_length(length, breaks)
+  def row_positions(self, slot: int, prompt: Sequence[int], breaks: Sequence[int], max_new_tokens: int) -> int:
+    share = None if self.entries is None else self.entries.plan(slot, prompt, breaks, self.chunks)
+    base = 0 if share is None else share.base
+    return max(self.chunks.row_positions(len(prompt), breaks, base), len(prompt) + max_new_tokens - base)
 
   def init_state(self, num_slots: int, cache_length: int, width: int) -> DecodeState:
-    return on_weights_device(DecodeState.init(self.model, num_slots, cache_length, width), self.model)
+    state = DecodeState.init(self.model, num_slots, cache_length, width, self.settings.prefix_entries)
+    return on_weights_device(state, self.model)
 
   def capacity(self, state: DecodeState) -> tuple[int, int]:
     return state.cache.max_length, state.out.shape[1]
 
   def prefill(self, state, slot, prompt, breaks, logits):
-    return prefill(self.chunks, state, slot, prompt, breaks, logits)
+    if self.entries is None:
+      return prefill(self.chunks, state, slot, prompt, breaks, logits)
+    share = self.entries.plan(slot, prompt, breaks, self.chunks)
+    if share is not None:
+      need = self.chunks.table_positions(len(prompt), breaks, share.base)
+      table = state.cache.prefix
+      if need > table.max_length:  # sizes double, as the rows' do
+        length = table.max_length
+        while length < need:
+          length *= 2
+        state = grow_table(state, length=length)
+    state, logits, computed = prefill(self.chunks, state, slot, prompt, breaks, logits, share)
+    self.entries.assign(slot, prompt, breaks, self.chunks, share)
+    return state, logits, computed
 
   def insert(self, state, logits, slot, key, sample, settings: SamplingSettings) -> DecodeState:
     return insert(
@@ -299,6 +353,8 @@ class ModelEngine:
     return grow(state, cache_length=cache_length, width=width)
 
   def take_slots(self, state, rows, valid):
+    if self.entries is not None:
+      self.entries.take(np.asarray(rows), np.asarray(valid))
     return take_slots(state, jnp.asarray(rows, jnp.int32), jnp.asarray(valid))
 
   def stop_slots(self, state, stop):

@@ -53,6 +53,12 @@ class EngineSettings:
   # (scaling/memory_plan.py) so that the cache never grows. 0: from 1024 positions, doubled
   # when a request needs more.
   cache_length: int = 0
+  # Entries of a prefix table (models/decode/prefix_table.py): a prompt's shared prefix (up to its
+  # last prefill break, or the whole prompt, in whole attention blocks) is held once, and the slots
+  # that read it hold only what follows; decode attention reads each shared block once per group
+  # of slots (models/decode/prefix_attention.py). The same tokens either way. 0: every slot holds
+  # its whole prompt. On one device only.
+  prefix_entries: int = 0
 
   def __post_init__(self):
     if self.layout not in ("auto", *LAYOUTS):
@@ -63,6 +69,8 @@ class EngineSettings:
       # At several rows the fused products tile differently: slower on CPU, and not checked to
       # keep a row's tokens independent of how many slots its program has (`tail_slots`).
       raise ValueError(f"layout='fused' is for a single slot; num_slots={self.num_slots} (use auto or unrolled)")
+    if self.prefix_entries < 0:
+      raise ValueError(f"prefix_entries={self.prefix_entries}; expected 0 (no prefix table) or more")
     if self.tail_slots < 0:
       raise ValueError(f"tail_slots={self.tail_slots}; expected 0 (never) or more")
     if self.prefill_chunk < 1 or self.keep_prefill_mb < 0:

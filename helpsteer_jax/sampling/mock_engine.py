@@ -52,8 +52,8 @@ class MockEngine:
   vocab: int = 1000
   log: list = dataclasses.field(default_factory=list)  # (what, details) in call order
 
-  def padded_length(self, length: int, breaks: Sequence[int]) -> int:
-    return length
+  def row_positions(self, slot: int, prompt: Sequence[int], breaks: Sequence[int], max_new_tokens: int) -> int:
+    return len(prompt) + max_new_tokens
 
   def init_state(self, num_slots: int, cache_length: int, width: int) -> MockState:
     self.log.append(("init", (num_slots, cache_length, width)))

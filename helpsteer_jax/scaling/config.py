@@ -77,6 +77,11 @@ def selector(
   # A remote reward model's reply names its scores (scoring/remote_selectors.py): the one to use;
   # "" = a lone score, or HelpSteer2's weighted sum of the five attributes.
   block.reward_attribute = ""
+  # reward_model: the candidates of one conversation scored through a chunked prefill that
+  # computes the conversation once (scoring/selectors.py); False: each in a left-padded batch.
+  # Scores agree to 1e-5 either way; the prefill was 1.8x faster on CPU
+  # (experiments/benchmarks/results/select_prefill.md).
+  block.shared_prefill = True
   return block
 
 
@@ -139,6 +144,8 @@ def default_config() -> ConfigDict:
       "select_drafts": True,
       "measure_greedy": True,
       "batch_size": 16,
+      # Shared prefixes held once in each local engine (a prefix table of this many entries).
+      "prefix_entries": SearchSettings.prefix_entries,
       "seed": 0,
       # pipelined: every role's model loaded, the stages of the prompts in flight overlapping;
       # staged: one stage at a time over all prompts with only its model loaded, for roles that

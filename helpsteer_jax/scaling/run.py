@@ -173,7 +173,13 @@ def build_selector(config: ConfigDict, pool: ModelPool, load: bool = True):
   if tok is None:
     raise ValueError(f"{sel.path} has no tokenizer files; the selector needs a tokenizer")
   return RewardModelSelector(
-    model, tok, batch_size=batch_size, weights=weights, prompt_format=sel.prompt_format, model_key=key
+    model,
+    tok,
+    batch_size=batch_size,
+    weights=weights,
+    prompt_format=sel.prompt_format,
+    model_key=key,
+    shared_prefill=sel.get("shared_prefill", False),
   )
 
 

@@ -127,7 +127,11 @@ class FeedbackEditSearch:
       engine = self._engines[key] = Engine(
         role.model,
         EngineSettings(
-          num_slots=slots, cache_length=cache_length, stop_token_ids=base.stop_token_ids, pad_id=base.pad_id
+          num_slots=slots,
+          cache_length=cache_length,
+          stop_token_ids=base.stop_token_ids,
+          pad_id=base.pad_id,
+          prefix_entries=self.settings.prefix_entries,
         ),
       )
       if key == self.judge_key and self.selector is not None:  # a judge key implies a selector

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 SEARCH_RULES = FieldRules(
   extends=("prompts.limit", "prompts.start", "prompts.max_turns", "inputs.prompts"),
   # Where the run writes and how it is scheduled over the devices: the engines give every
-  # sample the same tokens whatever their slots, schedule or mesh (tests/scaling/test_scale_staged.py).
+  # sample the same tokens whatever their slots, prefix table, schedule or mesh (tests/scaling/test_scale_staged.py).
   # A role's path may move; its fingerprint (models.<role>) is what is compared.
   ignores=(
     "output_dir",
@@ -43,6 +43,7 @@ SEARCH_RULES = FieldRules(
     "search.schedule",
     "search.memory_fraction",
     "search.batch_size",
+    "search.prefix_entries",
   )
   + tuple(f"{block}.path" for block in ROLE_BLOCKS.values()),
 )

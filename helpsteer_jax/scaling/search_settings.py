@@ -72,6 +72,10 @@ class SearchSettings:
   select_drafts: bool = True  # drafts compete with edits in the final choice
   measure_greedy: bool = True  # one greedy answer per prompt: the token-multiple denominator
   batch_size: int = 16
+  # Entries of each local engine's prefix table: the prompts that share a conversation and a draft
+  # (a draft's feedback samples, its edits) hold that prefix once and decode attention reads it
+  # once per group of slots (sampling/engine_settings.py). The same tokens; 0: no table.
+  prefix_entries: int = 0
   seed: int = 0
   # pipelined: every role loaded, the stages of all prompts in flight overlapping; staged: one
   # stage at a time over all prompts, only its model loaded (scaling/staged.py).
@@ -88,6 +92,8 @@ class SearchSettings:
       raise ValueError(f"memory_fraction={self.memory_fraction}; expected 0 (off) to 1")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"search schedule {self.schedule!r}; expected one of {SCHEDULES}")
+    if self.prefix_entries < 0:
+      raise ValueError(f"prefix_entries={self.prefix_entries}; expected 0 (no prefix table) or more")
     for name in ("num_drafts", "num_feedbacks", "feedback_group_size", "num_edits", "batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")

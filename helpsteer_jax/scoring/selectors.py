@@ -73,6 +73,13 @@ def _reward_scores(graphdef, state, ids, mask):
   return nnx.merge(graphdef, state)(ids, mask)
 
 
+@jax.jit
+def _head_scores(hidden: jax.Array, head: jax.Array) -> jax.Array:
+  """A reward model's head on final-norm hidden states [B, D] -> fp32 scores [B, O] (as
+  `RewardModel.__call__` applies it)."""
+  return jnp.einsum("BD,DO->BO", hidden, head.astype(hidden.dtype)).astype(jnp.float32)
+
+
 def _run_bucketed(
   fn, model: nnx.Module, prompts: list[list[int]], pad_id: int, batch_size: int, context: int
 ) -> np.ndarray:
@@ -109,10 +116,17 @@ class RewardModelSelector:
     max_tokens: int = 0,
     prompt_format: str = "plain",
     model_key: str = "",
+    shared_prefill: bool = False,
+    prefill_chunk: int = 128,
+    keep_prefill_mb: int = 1024,
   ):
     """`max_tokens` > 0 cuts longer inputs to their first token (BOS) and last `max_tokens` - 1,
     where the request and the response are: long contexts cost quadratic attention time.
-    `prompt_format` lays out (conversation, response) as the model was trained to read it."""
+    `prompt_format` lays out (conversation, response) as the model was trained to read it.
+    `shared_prefill`: each item is prefilled chunk by chunk (`prefill_chunk` tokens, chunks kept
+    up to `keep_prefill_mb` MiB), its chunks breaking where the conversation ends, so that the
+    candidates of one conversation compute it once (sampling/chunked_prefill.py); else items are
+    scored in left-padded batches."""
     if model.num_outputs > 1 and weights is None:
       raise ValueError(
         f"the reward model has {model.num_outputs} outputs; give `weights` (one per output) to turn them into one score"
@@ -124,6 +138,9 @@ class RewardModelSelector:
     self.max_tokens = max_tokens
     self.prompt_format = templates.check_prompt_format(prompt_format, "select")
     self.model_key = model_key or model_key_of(model)
+    self.prefill: Optional[ChunkedPrefill] = None
+    if shared_prefill:
+      self.prefill = ChunkedPrefill(model.trunk, prefill_chunk, keep_prefill_mb << 20)
 
   def prompt_ids(self, conversation: Conversation, response: str) -> list[int]:
     return self.encode(conversation, response)
@@ -137,11 +154,27 @@ class RewardModelSelector:
     text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     return self.tokenizer.encode(text, add_special_tokens=False)
 
+  def conversation_end(self, conversation: Conversation, prompt: Sequence[int]) -> int:
+    """Where `prompt` (scored for a response to `conversation`) stops matching the conversation
+    scored with an empty response: the shared part of every candidate's prompt."""
+    alone = self.encode(conversation, "")
+    n = min(len(alone), len(prompt))
+    mismatch = np.flatnonzero(np.asarray(alone[:n]) != np.asarray(prompt[:n]))
+    return int(mismatch[0]) if mismatch.size else n
+
   def score_all(self, items: Sequence[tuple[Conversation, str]]) -> np.ndarray:
     """Every output of the model per item: [len(items), O]."""
     if not items:
       return np.zeros((0, self.model.num_outputs), np.float32)
     prompts = [keep_ends(self.encode(conv, response), self.max_tokens) for conv, response in items]
+    if self.prefill is not None:
+      head = self.model.head[...]
+      rows = []
+      for (conv, _), prompt in zip(items, prompts):
+        end = self.conversation_end(conv, prompt)
+        hidden = self.prefill.last_hidden(prompt, (end,) if 0 < end < len(prompt) else ())
+        rows.append(to_host(_head_scores(hidden, head))[0])
+      return np.stack(rows)
     return _run_bucketed(
       _reward_scores,
       self.model,

@@ -1,6 +1,7 @@
 """Feedback in waves and early exit, on the embedded model, for what each must not change: waves
 draw a prefix of the samples `all` draws and keep the same feedback when the rule keeps the first
-M; early exit keeps the same feedback, edits and choice for fewer tokens."""
+M; early exit keeps the same feedback, edits and choice for fewer tokens; a prefix table keeps
+every text."""
 
 import pytest
 
@@ -17,12 +18,16 @@ PROMPTS = [
 ]
 
 
-def run(tmp_path, pool, **search) -> list[dict]:
+def build_search_for(tmp_path, pool, **search):
   config = search_config("", tmp_path / "unused.jsonl", tmp_path / "out", max_new_tokens=8)
   config.search.num_feedback_samples = 4
   for name, value in search.items():
     config.search[name] = value
-  return build_search(config, pool).run(PROMPTS)
+  return build_search(config, pool)
+
+
+def run(tmp_path, pool, **search) -> list[dict]:
+  return build_search_for(tmp_path, pool, **search).run(PROMPTS)
 
 
 def kept(record) -> list[list[str]]:
@@ -67,3 +72,21 @@ def test_early_exit_keeps_the_same_feedback_for_fewer_tokens(tmp_path, pool, mon
   for p, e in zip(plain, early):
     assert kept(p) == kept(e) and edits(p) == edits(e) and p["best"] == e["best"]
   assert sum(r["tokens"]["feedback"] for r in early) < sum(r["tokens"]["feedback"] for r in plain)
+
+
+def test_a_prefix_table_keeps_the_records(tmp_path, pool):
+  # A question long enough that the conversation and draft fill whole attention blocks: the
+  # feedback and edit prompts on a draft then read them from the table.
+  question = "Explain, step by step, " + " and ".join(f"why fact {i} holds" for i in range(40)) + "."
+  long_prompts = [PromptItem("long", [{"role": "user", "content": question}])]
+  plain = build_search_for(tmp_path, pool).run(long_prompts)
+  search = build_search_for(tmp_path, pool, prefix_entries=4)
+  shared = search.run(long_prompts)
+  assert [texts(r) for r in shared] == [texts(r) for r in plain]
+  table = next(iter(search.stats()["engines"].values()))["prefix_table"]
+  assert table["written"] > 0 and table["reused"] > 0, table
+
+
+def texts(record) -> tuple:
+  feedback = [[f["text"] for f in d["feedbacks"]] for d in record["drafts"]]
+  return [d["text"] for d in record["drafts"]], feedback, edits(record), record["best"]

@@ -208,3 +208,24 @@ def test_convert_writes_select_as_a_sequence_classifier(select_folder, tmp_path)
       want = float(hf_model(ids).logits[0, -1, 0])
       got = float(classifier(ids).logits[0, 0])
     assert got == pytest.approx(want, abs=TOL)
+
+
+def test_shared_prefill_scores_as_batches_and_computes_each_conversation_once(select_folder, llama3_tokenizer):
+  folder, hf_model = select_folder
+  rm, tokenizer = load_reward_model(str(folder), logit_index=0, show_progress=False)
+  responses = ["Yes.", "No, not quite: it is more subtle than that.", "Perhaps.", "It depends on the day."]
+  items = [(conversation, response) for conversation, _ in CONVERSATIONS for response in responses]
+  batched = RewardModelSelector(rm, tokenizer, prompt_format="nemotron").score(items)
+  # Chunks of 16: every conversation spans several, which its four candidates share.
+  selector = RewardModelSelector(rm, tokenizer, prompt_format="nemotron", shared_prefill=True, prefill_chunk=16)
+  shared = selector.score(items)
+  np.testing.assert_allclose(shared, batched, atol=1e-5)
+  np.testing.assert_allclose(shared, _hf_scores(hf_model, llama3_tokenizer, items), atol=TOL)
+  counts = selector.prefill.counts
+  conversation_tokens = sum(selector.conversation_end(c, selector.encode(c, r)) for c, r in items)
+  # Each conversation's part is computed for its first candidate only; the other three copy it.
+  assert counts.reused_tokens == sum(
+    selector.conversation_end(c, selector.encode(c, r)) for c, r in items if r != responses[0]
+  )
+  assert counts.computed_tokens + counts.reused_tokens == sum(len(selector.encode(c, r)) for c, r in items)
+  assert 0 < counts.reused_tokens < conversation_tokens

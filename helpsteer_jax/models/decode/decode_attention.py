@@ -103,7 +103,7 @@ def block_scores(qg: jax.Array, keys: jax.Array, keys_transposed: bool) -> jax.A
   return jnp.einsum(pattern, qg, keys.astype(qg.dtype), preferred_element_type=jnp.float32)
 
 
-def _grouped_queries(q: jax.Array, kv_heads: int, cache_v: jax.Array, block: int) -> jax.Array:
+def grouped_queries(q: jax.Array, kv_heads: int, cache_v: jax.Array, block: int) -> jax.Array:
   """q [B, N, H] scaled by 1 / sqrt(H) and grouped by kv head -> [B, K, G, H]; checks that the
   cache splits into whole blocks."""
   b, n, h = q.shape
@@ -134,7 +134,7 @@ def ragged_decode_attention(
   cache_k, cache_v, layer, block, thread_cache, keys_transposed = read.unpack()
   b, n, h = q.shape
   kv_heads = k_new.shape[1]
-  qg = _grouped_queries(q, kv_heads, cache_v, block)
+  qg = grouped_queries(q, kv_heads, cache_v, block)
   m, denom, acc = _own_token_state(qg, k_new, v_new)
 
   def body(i, carry, cache_k, cache_v):
@@ -176,46 +176,81 @@ def per_slot_decode_attention(
   16 and 169 with 32 (8 slots: 85 against 94), the same logits bit for bit. It gathers across
   slots, so it is for an unsharded cache.
   """
-  cache_k, cache_v, layer, block, thread_cache, keys_transposed = read.unpack()
+  _, cache_v, _, block, _, _ = read.unpack()
   b, n, h = q.shape
   kv_heads = k_new.shape[1]
-  g = n // kv_heads
-  qg = _grouped_queries(q, kv_heads, cache_v, block)
-  per_slot = cache_v.shape[3] // block
+  qg = grouped_queries(q, kv_heads, cache_v, block)
+  partial = empty_partials(b, cache_v.shape[3] // block, kv_heads, n // kv_heads, h)
+  partial, cache = own_block_partials(qg, read, lengths, jnp.zeros_like(lengths), active, group, partial)
+  blocks = jnp.max(jnp.where(active, (lengths + block - 1) // block, 0))
+  return fold_partials(qg, k_new, v_new, partial, blocks).reshape(b, n, h).astype(q.dtype), cache
+
+
+Partials = tuple[jax.Array, jax.Array, jax.Array]  # max, denominator [B, J, K, G]; values [B, J, K, G, H]
+
+
+def empty_partials(slots: int, blocks: int, kv_heads: int, g: int, h: int) -> Partials:
+  """Per (slot, block) partial softmax, all empty (max -inf: folds in nothing)."""
   f32 = jnp.float32
-  reach = jnp.where(active, (lengths + block - 1) // block, 0)  # [B] blocks each slot reads
+  return (
+    jnp.full((slots, blocks, kv_heads, g), -jnp.inf, f32),
+    jnp.zeros((slots, blocks, kv_heads, g), f32),
+    jnp.zeros((slots, blocks, kv_heads, g, h), f32),
+  )
+
+
+def block_partial(qg: jax.Array, kb: jax.Array, vb: jax.Array, visible: jax.Array, keys_transposed: bool):
+  """One block's partial softmax for I rows: qg [I, K, G, H] against keys kb and values vb [I, K,
+  block, H] (keys as `key_block` gives them) where `visible` [I, block] -> max, denominator
+  [I, K, G] and weighted values [I, K, G, H] (fp32)."""
+  s = block_scores(qg, kb, keys_transposed)
+  s = jnp.where(visible[:, None, None, :], s, -jnp.inf)
+  m = jnp.max(s, axis=-1)  # finite: a pair's block holds at least one of its slot's positions
+  p = jnp.exp(s - m[..., None])
+  d = jnp.sum(p, axis=-1)
+  a = jnp.einsum("IKGS,IKSH->IKGH", p.astype(vb.dtype), vb, preferred_element_type=jnp.float32)
+  return m, d, a
+
+
+def own_block_partials(
+  qg: jax.Array, read: CacheRead, lengths: jax.Array, base: jax.Array, active: jax.Array, group: int, partial: Partials
+) -> tuple[Partials, tuple[jax.Array, jax.Array]]:
+  """`partial` with each active slot's blocks of its own cache row: slot b holds positions
+  [base[b], lengths[b]) from its row's position 0 (base a multiple of the block: 0 unless a prefix
+  table holds the positions before it), whose partials go to blocks base[b] / block on. The work
+  list, slot by slot, of (slot, block) pairs is taken `group` pairs per loop step."""
+  cache_k, cache_v, layer, block, thread_cache, keys_transposed = read.unpack()
+  b = qg.shape[0]
+  own = lengths - base
+  reach = jnp.where(active, (own + block - 1) // block, 0)  # [B] blocks each slot reads
   ends = jnp.cumsum(reach)  # the work list: slot b's pairs are [ends[b] - reach[b], ends[b])
   total = ends[-1]
-  partial = (
-    jnp.full((b, per_slot, kv_heads, g), -jnp.inf, f32),  # max
-    jnp.zeros((b, per_slot, kv_heads, g), f32),  # denominator
-    jnp.zeros((b, per_slot, kv_heads, g, h), f32),
-  )  # weighted values
+  first = base // block
 
   def body(i, partial, cache_k, cache_v):
     item = i * group + jnp.arange(group)
     valid = item < total
     slot = jnp.minimum(jnp.searchsorted(ends, item, side="right"), b - 1)
-    j = jnp.where(valid, item - (ends[slot] - reach[slot]), 0)  # the block within the slot
+    j = jnp.where(valid, item - (ends[slot] - reach[slot]), 0)  # the block within the slot's row
 
     keys = lambda s, jj: key_block(cache_k, layer, s, jj * block, 1, block, keys_transposed)[0]
     kb = jax.vmap(keys)(slot, j)  # [group, K, block, H] or [group, K, H, block]
     values = lambda s, jj: value_block(cache_v, layer, s, jj * block, 1, block)[0]
-    vb = jax.vmap(values)(slot, j).astype(q.dtype)  # [group, K, block, H]
-    s = block_scores(qg[slot], kb, keys_transposed)
-    visible = (j[:, None] * block + jnp.arange(block)[None, :]) < lengths[slot][:, None]  # [group, block]
-    s = jnp.where(visible[:, None, None, :], s, -jnp.inf)
-    m = jnp.max(s, axis=-1)  # finite: a pair's block holds at least one of its slot's positions
-    p = jnp.exp(s - m[..., None])
-    d = jnp.sum(p, axis=-1)
-    a = jnp.einsum("IKGS,IKSH->IKGH", p.astype(vb.dtype), vb, preferred_element_type=f32)
+    vb = jax.vmap(values)(slot, j).astype(qg.dtype)  # [group, K, block, H]
+    visible = (j[:, None] * block + jnp.arange(block)[None, :]) < own[slot][:, None]  # [group, block]
     row = jnp.where(valid, slot, b)  # pairs past the list's end are dropped
-    return tuple(x.at[row, j].set(y, mode="drop") for x, y in zip(partial, (m, d, a)))
+    at = first[slot] + j
+    pieces = block_partial(qg[slot], kb, vb, visible, keys_transposed)
+    return tuple(x.at[row, at].set(y, mode="drop") for x, y in zip(partial, pieces))
 
-  (m_part, d_part, a_part), cache = loop_over_blocks(
-    (total + group - 1) // group, body, partial, cache_k, cache_v, thread_cache
-  )
-  init = _own_token_state(qg, k_new, v_new)
+  return loop_over_blocks((total + group - 1) // group, body, partial, cache_k, cache_v, thread_cache)
+
+
+def fold_partials(qg: jax.Array, k_new: jax.Array, v_new: jax.Array, partial: Partials, blocks: jax.Array) -> jax.Array:
+  """The attention [B, K, G, H] (fp32) from the new token's own score through `blocks` per-block
+  partials in block order: a block a slot does not reach holds max -inf and folds in nothing, so
+  a slot's result depends only on its own blocks."""
+  m_part, d_part, a_part = partial
 
   def fold(jj, carry):
     m, denom, acc = carry
@@ -224,5 +259,5 @@ def per_slot_decode_attention(
     old, new = jnp.exp(m - m_new), jnp.exp(m_j - m_new)
     return m_new, denom * old + d_j * new, acc * old[..., None] + a_j * new[..., None]
 
-  _, denom, acc = jax.lax.fori_loop(0, jnp.max(reach), fold, init)
-  return (acc / denom[..., None]).reshape(b, n, h).astype(q.dtype), cache
+  _, denom, acc = jax.lax.fori_loop(0, blocks, fold, _own_token_state(qg, k_new, v_new))
+  return acc / denom[..., None]

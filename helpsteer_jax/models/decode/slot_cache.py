@@ -6,7 +6,9 @@ token is written at `lengths[b]` and is rotated to RoPE position `lengths[b]`. R
 wait for each other: a finished row is refilled with a new prompt while the others keep decoding.
 
 Keys are stored [L, B, K, S, H] or, with `keys_transposed`, [L, B, K, H, S] (values always
-[L, B, K, S, H]). Why transpose: a decode step's scores are q [G, H] against a block of keys; on
+[L, B, K, S, H]). With a prefix table (models/decode/prefix_table.py), slot b's first base[b]
+positions are read from the table and its row holds positions [base[b], lengths[b]) from the
+row's position 0. Why transpose: a decode step's scores are q [G, H] against a block of keys; on
 XLA:CPU the product with keys [S, H] packs (transposes) each block before multiplying, and with
 keys [H, S] it reads them as they lie, as the values' product does. Measured on a 2-core AMD EPYC
 (SmolLM2's 30 layers, 16 slots at 200-800 positions, per-slot attention): the scores' products took
@@ -22,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from helpsteer_jax.models.config import LlamaConfig
+from helpsteer_jax.models.decode.prefix_table import PrefixTable, write_positions
 
 
 @jax.tree_util.register_dataclass
@@ -31,10 +34,16 @@ class SlotCache:
   v: jax.Array  # [L, B, K, S, H]
   lengths: jax.Array  # [B] int32: tokens held by each slot (= the RoPE position of its next token)
   keys_transposed: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  prefix: PrefixTable | None = None  # shared prefixes held once (None: every row holds its own)
 
   @property
   def max_length(self) -> int:
+    """Positions a slot's row holds (after its prefix, with a prefix table)."""
     return self.v.shape[3]
+
+  def base(self) -> jax.Array:
+    """[B] int32: each slot's positions held by the prefix table (its row starts there)."""
+    return jnp.zeros_like(self.lengths) if self.prefix is None else self.prefix.base()
 
   @property
   def num_slots(self) -> int:
@@ -42,16 +51,29 @@ class SlotCache:
 
   @classmethod
   def init(
-    cls, config: LlamaConfig, num_slots: int, max_length: int, dtype=None, keys_transposed: bool = False
+    cls,
+    config: LlamaConfig,
+    num_slots: int,
+    max_length: int,
+    dtype=None,
+    keys_transposed: bool = False,
+    prefix_entries: int = 0,
+    prefix_length: int = 0,
   ) -> "SlotCache":
+    """An empty cache; with `prefix_entries`, a prefix table of that many entries of
+    `prefix_length` positions each."""
     dtype = config.compute_dtype if dtype is None else dtype
     shape = (config.num_layers, num_slots, config.num_kv_heads, max_length, config.head_dim)
     key_shape = (*shape[:3], shape[4], shape[3]) if keys_transposed else shape
+    prefix = None
+    if prefix_entries:
+      prefix = PrefixTable.init(config, prefix_entries, prefix_length, num_slots, dtype, keys_transposed)
     return cls(
       k=jnp.zeros(key_shape, dtype),
       v=jnp.zeros(shape, dtype),
       lengths=jnp.zeros((num_slots,), jnp.int32),
       keys_transposed=keys_transposed,
+      prefix=prefix,
     )
 
   def replace(self, **changes) -> "SlotCache":
@@ -62,7 +84,7 @@ class SlotCache:
     ([B] bool False) write nothing and keep their length."""
     rows = jnp.arange(self.num_slots)
     # An out-of-range index with mode="drop" skips the write for an inactive slot.
-    at = jnp.where(active, self.lengths, self.max_length)
+    at = jnp.where(active, self.lengths - self.base(), self.max_length)
     # Advanced indices on axes 1 and 3 move to the front: the update is laid out [B, L, K, H].
     key_at = (
       (slice(None), rows, slice(None), slice(None), at)
@@ -76,16 +98,12 @@ class SlotCache:
   def write(self, k: jax.Array, v: jax.Array, slot: jax.Array, start: jax.Array) -> "SlotCache":
     """Writes a prompt chunk's keys and values k, v [L, 1, K, T, H] into slot `slot` at positions
     [start, start + T); lengths are unchanged."""
-    at = (0, slot, 0, start, 0)
-    if self.keys_transposed:
-      by_head = k.swapaxes(3, 4).astype(self.k.dtype)  # [L, 1, K, H, T]
-      new_k = jax.lax.dynamic_update_slice(self.k, by_head, (0, slot, 0, 0, start))
-    else:
-      new_k = jax.lax.dynamic_update_slice(self.k, k.astype(self.k.dtype), at)
-    return self.replace(k=new_k, v=jax.lax.dynamic_update_slice(self.v, v.astype(self.v.dtype), at))
+    new_k, new_v = write_positions(self.k, self.v, k, v, slot, start, self.keys_transposed)
+    return self.replace(k=new_k, v=new_v)
 
   def grow(self, max_length: int) -> "SlotCache":
-    """The same cache with room for `max_length` positions (new positions zero)."""
+    """The same cache with room for `max_length` positions per row (new positions zero; the prefix
+    table as it is)."""
     pad = [(0, 0)] * 5
     pad[3] = (0, max_length - self.max_length)
     key_pad = [pad[0], pad[1], pad[2], pad[4], pad[3]] if self.keys_transposed else pad
