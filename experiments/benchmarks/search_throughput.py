@@ -21,7 +21,8 @@ and the ratios. Writes a Markdown report (default experiments/benchmarks/results
 
 instead runs the search once per option of how feedback is sampled (OPTIONS: `all` at once, in
 `waves` until M are kept, with `early_exit` of feedback whose opening fails the rule, or both) or
-of how the engine holds shared prefixes (`prefix_table`), each in a new process over the programs
+of how the engine holds shared prefixes (`prefix_table`) or of when a prompt stops spending
+(`budget_3x`: a token budget of 3x the greedy answer; `settle_0.5`: a settling margin of 0.5), each in a new process over the programs
 first (compiling) runs of every option kept, with the static batch
 measured after each. It reports per option the tokens generated per prompt (all stages, and
 feedback alone), tokens/s and its ratio to the static batch, the mean score of the chosen answers
@@ -65,6 +66,8 @@ OPTIONS = {
   "early_exit": {"feedback_early_exit": True},
   "waves+early_exit": {"feedback_sampling": "waves", "feedback_early_exit": True},
   "prefix_table": {"prefix_entries": 16},
+  "budget_3x": {"token_budget": 3.0},
+  "settle_0.5": {"settle_margin": 0.5},
 }
 
 
@@ -298,7 +301,7 @@ def compare_options(args) -> None:
     )
   base_tokens = sum(r["tokens"] for r in base)
   lines = [
-    "# How feedback is sampled: tokens, speed and choices per option (SmolLM2-135M-Instruct, fp32, CPU)",
+    "# Search options: tokens, speed and choices per option (SmolLM2-135M-Instruct, fp32, CPU)",
     "",
     f"Machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}. README demo config"
     f"{' with ' + args.overrides if args.overrides else ''} on {n} Arena-Hard prompts; each option in "

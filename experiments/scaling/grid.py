@@ -14,7 +14,10 @@ Launch one grid point:
 Sweep: `get_sweep(arg)` lists every grid point (60), which launch/sweep.sh runs through any
 launcher, e.g. `launch/sweep.sh --dry-run local.sh scale --config=experiments/scaling/grid.py`.
 Argument keys: size (70b | smollm2), policy (70b: nemotron_instruct | llama3.3_instruct), drafts,
-feedbacks, edits, prompts (arena_hard | mt_bench | alpaca_eval).
+feedbacks, edits, prompts (arena_hard | mt_bench | alpaca_eval), budget and margin (a token budget,
+a multiple of the greedy answer, and a settling margin: search.token_budget, settle_margin; 0 =
+off). A budgeted point is labelled "<policy>:budget:..." and drawn as its own line beside the grid:
+    python -m helpsteer_jax.scale --config=experiments/scaling/grid.py:drafts=8,feedbacks=16,budget=6
 Under the default reading of the tree (search.edits_from=top_group, token_account=responses:
 docs/reproducing.md) a point costs drafts x (1 + edits) answers: 8 x 16 x 1 is 16x greedy.
 """
@@ -27,7 +30,9 @@ FEEDBACKS = (1, 2, 4, 8, 16)
 EDITS = (1, 2, 4)
 
 
-ARGUMENTS = dict(size="70b", policy="", drafts="8", feedbacks="16", edits="1", prompts="arena_hard")
+ARGUMENTS = dict(
+  size="70b", policy="", drafts="8", feedbacks="16", edits="1", prompts="arena_hard", budget="0", margin="0"
+)
 AXES = ("drafts", "feedbacks", "edits")
 
 
@@ -57,6 +62,17 @@ def get_config(arg=None):
   config.search.num_edits = edits
   # A point of the scaling plot, not a table row; its greedy reference is the `<policy>:greedy`
   # run of experiments/scaling/ablations.py.
-  config.label = f"{policy}:grid:d{drafts}_f{feedbacks}_e{edits}"
-  config.output_dir = f"outputs/scaling/grid_{a['size']}_{policy}_{a['prompts']}_d{drafts}_f{feedbacks}_e{edits}"
+  point = f"d{drafts}_f{feedbacks}_e{edits}"
+  budget, margin = float(a["budget"]), float(a["margin"])
+  if budget or margin:
+    # The same tree shape spent under a token budget (scaling/token_budget.py): a point of the
+    # budgeted line beside the grid's, at the token multiple it spent.
+    config.search.token_budget = budget
+    config.search.settle_margin = margin
+    point += f"_b{budget:g}" + (f"_m{margin:g}" if margin else "")
+    config.label = f"{policy}:budget:{point}"
+    config.output_dir = f"outputs/scaling/budget_{a['size']}_{policy}_{a['prompts']}_{point}"
+    return config.lock()
+  config.label = f"{policy}:grid:{point}"
+  config.output_dir = f"outputs/scaling/grid_{a['size']}_{policy}_{a['prompts']}_{point}"
   return config.lock()

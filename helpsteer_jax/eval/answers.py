@@ -64,6 +64,9 @@ def scaling_info(run_dir: str) -> Optional[dict[str, Any]]:
     # Effective feedbacks per draft, the grid's axis (older configs: sampled, capped by the filter).
     "feedbacks": _min_present(search.get("num_feedbacks"), search.get("max_effective_feedbacks")) if tree else None,
     "edits": search.get("num_edits") if tree else None,
+    # A budgeted search (scaling/token_budget.py): its budget and settling margin, 0 when off.
+    "token_budget": float(search.get("token_budget") or 0.0) if tree else None,
+    "settle_margin": float(search.get("settle_margin") or 0.0) if tree else None,
     "roles": {k: config.get(k, {}).get("path") for k in ("policy", "feedback_model", "edit_model", "selector")},
   }
 

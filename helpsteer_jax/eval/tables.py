@@ -11,8 +11,8 @@ Feedback-Edit paper:
   main      for each policy, its greedy row and its "+ Feedback + Edit" row; then the external models
   ablation  one policy (the one with the most ablation variants): its greedy base row, the full
             system, then Best-of-N at equal tokens and each ablation
-Grid points ("<policy>:grid:...", experiments/scaling/grid.py) are points of the scaling plot, not
-rows. A rows file (JSON) can rename rows, reorder them, or assign result folders to rows when
+Grid points ("<policy>:grid:...", experiments/scaling/grid.py) and budgeted searches
+("<policy>:budget:...") are points of the scaling plot, not rows. A rows file (JSON) can rename rows, reorder them, or assign result folders to rows when
 their results carry no label:
     {"main": [{"label": "base", "name": "Llama-3.3-70B-Instruct", "dirs": ["outputs/eval/.../x"]}, ...],
      "ablation": [...]}
@@ -54,6 +54,7 @@ ABLATION_VARIANTS = (
   ("edit_without_feedback", "Without feedback (edit only)"),
 )
 GRID = "grid"  # the variant part of a scaling grid point's label
+BUDGET = "budget"  # ... and of a budgeted search's point (experiments/scaling/grid.py budget=X)
 COLUMNS = (("arena_hard", "Arena-Hard"), ("mt_bench", "MT-Bench"), ("alpaca_eval", "AlpacaEval 2 LC"))
 AXES = ("drafts", "feedbacks", "edits")
 
@@ -169,7 +170,7 @@ def build_tables(
   extra = [
     _row(label, label, cell)
     for label, cell in sorted(cells.items())
-    if label not in listed and split_label(label)[1] != GRID
+    if label not in listed and split_label(label)[1] not in (GRID, BUDGET)
   ]
   tables.setdefault("main", []).extend(extra)
   return tables
@@ -234,8 +235,9 @@ def _policy_series(scaling: Mapping[str, Any]) -> str:
 
 def scaling_points(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
   """The points of the scaling plots, from results with a known token multiple: `kind` grid (a
-  search tree with all three axes), or a reference at its own multiple, greedy (1x) and best_of_n.
-  One point per (benchmark, kind, series, axes); of several results for one the newest is kept."""
+  search tree with all three axes), budget (such a tree under a token budget or settling margin:
+  scaling/token_budget.py), or a reference at its own multiple, greedy (1x) and best_of_n. One
+  point per (benchmark, kind, series, axes, budget); of several results for one the newest is kept."""
   points: dict[tuple, dict[str, Any]] = {}
   for r in sorted(results, key=lambda r: r.get("created", "")):
     s = r.get("scaling") or {}
@@ -244,21 +246,26 @@ def scaling_points(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     kind = s.get("mode") if s.get("mode") in ("greedy", "best_of_n") else "grid"
     if kind == "grid" and any(s.get(axis) is None for axis in AXES):
       continue
+    if kind == "grid" and (s.get("token_budget") or s.get("settle_margin")):
+      kind = "budget"
     h = r["headline"]
     point = {
       "benchmark": r["benchmark"],
       "kind": kind,
-      "series": _series(s) if kind == "grid" else _policy_series(s),
+      "series": _series(s) if kind in ("grid", "budget") else _policy_series(s),
       "label": row_key(r),
       **{axis: None if s.get(axis) is None else int(s[axis]) for axis in AXES},
+      "token_budget": float(s.get("token_budget") or 0.0),
+      "settle_margin": float(s.get("settle_margin") or 0.0),
       "token_multiple": float(s["token_multiple"]),
       "value": h["value"],
       "ci_low": h.get("ci_low"),
       "ci_high": h.get("ci_high"),
       "path": r["path"],
     }
-    points[tuple(point[k] for k in ("benchmark", "kind", "series") + AXES)] = point
-  order = lambda p: (p["benchmark"], p["kind"], p["series"]) + tuple(p[a] or 0 for a in AXES)
+    keys = ("benchmark", "kind", "series") + AXES + ("token_budget", "settle_margin")
+    points[tuple(point[k] for k in keys)] = point
+  order = lambda p: (p["benchmark"], p["kind"], p["series"]) + tuple(p[a] or 0 for a in AXES) + (p["token_budget"],)
   return sorted(points.values(), key=order)
 
 

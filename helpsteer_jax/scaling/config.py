@@ -141,6 +141,10 @@ def default_config() -> ConfigDict:
       "feedback_wave": SearchSettings.feedback_wave,
       "feedback_early_exit": SearchSettings.feedback_early_exit,
       "early_exit_tokens": SearchSettings.early_exit_tokens,
+      # A token budget per prompt (a multiple of its greedy answer) and a settling margin: drafts
+      # expanded one at a time, best first, while under it (scaling/token_budget.py). 0: off.
+      "token_budget": SearchSettings.token_budget,
+      "settle_margin": SearchSettings.settle_margin,
       "select_drafts": True,
       "measure_greedy": True,
       "batch_size": 16,

@@ -22,6 +22,7 @@ from helpsteer_jax.scaling.feedback_filters import EARLY_REJECTS, FeedbackRule, 
 from helpsteer_jax.scaling.progress import StageProgress
 from helpsteer_jax.scaling.remote_roles import AnyRequest, AnyRole
 from helpsteer_jax.scaling.search_settings import SearchSettings
+from helpsteer_jax.scaling.token_budget import budget_limit, expansion_order, next_expansion
 from helpsteer_jax.scaling.tree import Draft, EditGroup, Feedback, Generated, PromptTree, counted_tokens
 from helpsteer_jax.scoring.selectors import Selector
 
@@ -147,7 +148,9 @@ class PromptSearch:
       greedy=self.greedy_mode,
     )
 
-  def greedy_request(self, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None) -> AnyRequest:
+  def greedy_request(
+    self, on_done: Optional[OnSamples], on_sample: Optional[OnSample] = None, priority: int = GREEDY_PRIORITY
+  ) -> AnyRequest:
     """The greedy reference: the token multiple's denominator."""
     return self._request(
       self.search.policy,
@@ -158,7 +161,7 @@ class PromptSearch:
       "greedy",
       on_done,
       on_sample,
-      GREEDY_PRIORITY,
+      priority,
       greedy=True,
     )
 
@@ -295,12 +298,7 @@ class PromptSearch:
       "edit": best_ref[2],
     }
     drafts = [tree.draft(d) for d in range(len(tree.drafts))]
-    tokens = {
-      "drafts": sum(d.answer.num_tokens for d in drafts),
-      "feedback": sum(f.num_tokens for d in drafts for f in d.feedbacks),
-      "edits": sum(e.num_tokens for d in drafts for g in d.edit_groups for e in g.edits),
-    }
-    tokens["total"] = tokens["drafts"] + tokens["feedback"] + tokens["edits"]
+    tokens = tree.generated_tokens()
     greedy_tokens: Optional[int] = None
     if self.greedy_mode:
       greedy_tokens = drafts[0].answer.num_tokens
@@ -337,12 +335,20 @@ class PipelinedPrompt(PromptSearch):
     self.on_finished = on_finished
     self.outstanding = 0
     self.waves: dict[int, list[Sample]] = {}  # feedback drawn so far, by draft (waves only)
+    # Drafts expanded one at a time (search.token_budget, settle_margin: scaling/token_budget.py):
+    # whether every draft is in, the draft being expanded and the drafts expanded so far.
+    self.drafts_in = False
+    self.expanding: Optional[int] = None
+    self.expanded: list[int] = []
 
   def start(self) -> None:
     self._submit(self.search.policy, self.draft_request(self.on_draft, self.on_drafts))
     if self.measure_greedy:
-      # Depends on nothing and nothing depends on it: it fills slots the search leaves idle.
-      self._submit(self.search.policy, self.greedy_request(self.on_greedy))
+      # Depends on nothing and, but for a token budget, nothing depends on it: it fills slots the
+      # search leaves idle.
+      budget = self.search.settings.token_budget
+      priority = DRAFT_PRIORITY if budget else GREEDY_PRIORITY
+      self._submit(self.search.policy, self.greedy_request(self.on_greedy, priority=priority))
 
   def _submit(self, role: AnyRole, request: AnyRequest) -> None:
     self.outstanding += 1
@@ -358,15 +364,57 @@ class PipelinedPrompt(PromptSearch):
     self.add_draft(d, sample)
     self.score_draft(d)
     s = self.search.settings
-    if s.mode == "feedback_edit" and not s.feedback_on_top_drafts:
+    if not s.budgeted and not s.feedback_on_top_drafts:  # else the drafts are ranked first
+      self._expand(d)
+
+  def _expand(self, d: int) -> None:
+    """Draft `d`'s feedback (then its edits), or in edit_without_feedback mode its edit."""
+    s = self.search.settings
+    if s.mode == "feedback_edit":
       self._submit_feedback(d)
     elif s.mode == "edit_without_feedback":
       self.edit_groups(d)
       self._submit(self.search.edit, self.edit_request(d, 0, lambda samples: self.on_edits(d, 0, samples)))
 
+  def on_draft_expanded(self, d: int) -> None:
+    """Draft `d`'s edits are all scored (or its feedback kept none): the next expansion, when
+    drafts are expanded one at a time. Called before the completion's `_done_one`."""
+    if self.search.settings.budgeted and self.expanding == d:
+      self.expanding = None
+      self._expand_next()
+
+  def _expand_next(self) -> None:
+    """The next draft's expansion under the budget or margin, once every draft and the greedy
+    answer (for a budget) are in and no expansion is running; else, with none left, the record
+    of why."""
+    s = self.search.settings
+    if not self.drafts_in or self.expanding is not None or self.tree.budget is not None:
+      return
+    if s.token_budget and self.tree.greedy is None:
+      return  # on_greedy comes back here
+    drafts = self.feedback_drafts() if s.feedback_on_top_drafts else range(len(self.tree.drafts))
+    d, why = next_expansion(self.tree, expansion_order(self.tree, drafts), self.expanded, s)
+    if d is None:
+      self.tree.budget = {
+        "token_budget": s.token_budget,
+        "settle_margin": s.settle_margin,
+        "limit_tokens": budget_limit(self.tree, s),
+        "expanded": list(self.expanded),
+        "stopped": why,
+      }
+      return
+    self.expanding = d
+    self.expanded.append(d)
+    self._expand(d)
+
   def on_drafts(self, samples: list[Sample]) -> None:
-    """Every draft written and scored: feedback for the best ones, when only those get it."""
-    if self.search.settings.feedback_on_top_drafts:
+    """Every draft written and scored: feedback for the best ones, when only those get it, or
+    the first expansion under a budget or margin."""
+    s = self.search.settings
+    self.drafts_in = True
+    if s.budgeted:
+      self._expand_next()
+    elif s.feedback_on_top_drafts:
       for d in self.feedback_drafts():
         self._submit_feedback(d)
     self._done_one()
@@ -407,15 +455,22 @@ class PipelinedPrompt(PromptSearch):
 
   def on_feedback(self, d: int, samples: list[Sample]) -> None:
     self.add_feedback(d, samples)
-    for g in range(len(self.tree.draft(d).edit_groups)):
+    groups = self.tree.draft(d).edit_groups
+    for g in range(len(groups)):
       self._submit(self.search.edit, self.edit_request(d, g, functools.partial(self.on_edits, d, g)))
+    if not groups:
+      self.on_draft_expanded(d)
     self._done_one()
 
   def on_edits(self, d: int, g: int, samples: list[Sample]) -> None:
     self.add_edits(d, g, samples)
     self.score_edits(d, g)
+    if all(group.edits for group in self.tree.draft(d).edit_groups):
+      self.on_draft_expanded(d)
     self._done_one()
 
   def on_greedy(self, samples: list[Sample]) -> None:
     self.add_greedy(samples[0])
+    if self.search.settings.token_budget:
+      self._expand_next()
     self._done_one()

@@ -69,6 +69,15 @@ class SearchSettings:
   # feedback is the same.
   feedback_early_exit: bool = False
   early_exit_tokens: int = 16
+  # A token budget per prompt, a multiple of its greedy answer's tokens (counted by
+  # token_account): every draft is written, then drafts are expanded (their feedback and edits)
+  # one at a time, the best by the selector first, while the prompt's counted tokens stay under the
+  # budget; an expansion started under it may end over it. 0: no budget (every draft expanded at
+  # once, as the paper's grid). scaling/token_budget.py.
+  token_budget: float = 0.0
+  # Expanding drafts one at a time (with or without a budget), stop once the best candidate leads
+  # the next draft to expand by at least this score: its edits would have to gain as much. 0: off.
+  settle_margin: float = 0.0
   select_drafts: bool = True  # drafts compete with edits in the final choice
   measure_greedy: bool = True  # one greedy answer per prompt: the token-multiple denominator
   batch_size: int = 16
@@ -117,6 +126,17 @@ class SearchSettings:
       raise ValueError(f"search.early_exit_tokens={self.early_exit_tokens}; expected at least 1")
     if self.feedback_sampling == "waves" and self.schedule == "staged":
       raise ValueError("search.feedback_sampling='waves' runs under the pipelined schedule, not staged")
+    if self.token_budget < 0 or self.settle_margin < 0:
+      raise ValueError(
+        f"search.token_budget={self.token_budget}, settle_margin={self.settle_margin}; expected 0 (off) or more"
+      )
+    if self.budgeted:
+      if self.mode not in ("feedback_edit", "edit_without_feedback"):
+        raise ValueError(f"search.token_budget and settle_margin expand drafts; mode {self.mode!r} has no expansions")
+      if self.schedule == "staged":
+        raise ValueError("search.token_budget and settle_margin run under the pipelined schedule, not staged")
+      if self.token_budget and not self.measure_greedy:
+        raise ValueError("search.token_budget is a multiple of the greedy answer: it needs measure_greedy=True")
     if self.feedback_drafts < 0:
       raise ValueError(f"search.feedback_drafts={self.feedback_drafts}; expected 0 (every draft) or more")
     get_rule(self.feedback_rule)  # fails early on an unknown rule name
@@ -127,6 +147,11 @@ class SearchSettings:
   def feedback_on_top_drafts(self) -> bool:
     """Whether only some drafts get feedback: the drafts are scored first."""
     return self.mode == "feedback_edit" and 0 < self.feedback_drafts < self.num_drafts
+
+  @property
+  def budgeted(self) -> bool:
+    """Whether drafts are expanded one at a time, under a token budget or a settling margin."""
+    return self.token_budget > 0 or self.settle_margin > 0
 
   @property
   def responses_per_prompt(self) -> int:

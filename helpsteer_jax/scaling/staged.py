@@ -163,6 +163,8 @@ class StagedSearch:
   ):
     if search.settings.feedback_sampling == "waves":
       raise ValueError("search.feedback_sampling='waves' runs under the pipelined schedule, not staged")
+    if search.settings.budgeted:
+      raise ValueError("search.token_budget and settle_margin run under the pipelined schedule, not staged")
     self.search = search
     self.models = models
     self.log = log

@@ -142,6 +142,9 @@ class PromptTree:
   # What served each stage (draft, feedback, edit, select): "local", or a remote role's
   # "openai:<base_url>#<model>" (scaling/remote_roles.py).
   endpoints: Optional[dict[str, Optional[str]]] = None
+  # Under a token budget or settling margin (scaling/token_budget.py): the budget, the drafts
+  # expanded in order and why expansion stopped.
+  budget: Optional[dict[str, Any]] = None
 
   def draft(self, d: int) -> Draft:
     draft = self.drafts[d]
@@ -154,6 +157,17 @@ class PromptTree:
     draft = self.draft(d)
     # (d, None, None) is the draft itself; an edit's ref names both its group and its index.
     return draft.answer if g is None or e is None else draft.edit_groups[g].edits[e]
+
+  def generated_tokens(self) -> dict[str, int]:
+    """Tokens generated so far by stage (drafts written, feedback, edits) and in all."""
+    drafts = [d for d in self.drafts if d is not None]
+    tokens = {
+      "drafts": sum(d.answer.num_tokens for d in drafts),
+      "feedback": sum(f.num_tokens for d in drafts for f in d.feedbacks),
+      "edits": sum(e.num_tokens for d in drafts for g in d.edit_groups for e in g.edits),
+    }
+    tokens["total"] = tokens["drafts"] + tokens["feedback"] + tokens["edits"]
+    return tokens
 
   def candidates(self, select_drafts: bool) -> list[CandidateRef]:
     """Every answer the selector chooses among: drafts (unless `select_drafts` is off and the draft
@@ -189,6 +203,8 @@ class PromptTree:
       )
     if self.effective_feedbacks is not None:
       out["effective_feedbacks"] = self.effective_feedbacks
+    if self.budget is not None:
+      out["budget"] = self.budget
     return out
 
   @classmethod
@@ -209,4 +225,5 @@ class PromptTree:
       r.get("question_id"),
       r.get("turn"),
       r.get("endpoints"),
+      r.get("budget"),
     )

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from helpsteer_jax.eval.plots import budget_lines
 from helpsteer_jax.eval.results import FORMAT, make_result, read_result, write_result
 from helpsteer_jax.tables import make_tables
 
@@ -117,6 +118,23 @@ def results_dir(tmp_path):
           roles={"policy": POLICY, "edit_model": "checkpoints/feedback_edit"},
         ),
       )
+  # The d4_f4_e1 tree under token budgets of 3x and 6x: points of a line of their own.
+  for budget, multiple in ((6, 5.5), (3, 3.2)):
+    label = f"nemotron_instruct:budget:d4_f4_e1_b{budget}"
+    _write(
+      root,
+      f"budget/b{budget}",
+      "arena_hard",
+      label,
+      50 + budget,
+      (48 + budget, 52 + budget),
+      dict(
+        _tree(label, multiple=multiple, drafts=4, feedbacks=4),
+        roles={"policy": POLICY, "edit_model": "checkpoints/feedback_edit"},
+        token_budget=float(budget),
+        settle_margin=0.0,
+      ),
+    )
   return root
 
 
@@ -200,6 +218,14 @@ def test_tables_markdown_csv_and_plots(results_dir, tmp_path):
   series = "feedback_edit edit_model=feedback_edit policy=Llama-3.1-Nemotron-70B-Instruct-HF"
   grid = [p for p in points if p["kind"] == "grid" and p["series"] == series]
   assert len(grid) == 7 and all(p["drafts"] and p["feedbacks"] and p["edits"] for p in grid)
+  # Budgeted searches: points of the grid's series, not table rows, drawn as one line by multiple.
+  budgets = [p for p in report["scaling_points"] if p["kind"] == "budget"]
+  assert sorted((p["token_budget"], p["token_multiple"]) for p in budgets) == [(3.0, 3.2), (6.0, 5.5)]
+  assert all(p["series"] == series for p in budgets)
+  assert not any(":budget:" in r["label"] for r in main)
+  [(label, members)] = budget_lines(budgets, several_series=False)
+  assert label == "budget: drafts=4 x feedbacks=4 x edits=1"
+  assert [p["token_multiple"] for p in members] == [3.2, 5.5]
 
 
 def test_rows_file_renames_and_assigns_folders(results_dir, tmp_path):
