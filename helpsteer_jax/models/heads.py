@@ -54,4 +54,9 @@ class RewardModel(nnx.Module):
       input_mask = jnp.ones(input_ids.shape, bool)
     hidden, _ = self.trunk.hidden_states(input_ids, input_mask=input_mask, segment_ids=segment_ids)
     last = jnp.take_along_axis(hidden, last_real_index(input_mask)[:, None, None], axis=1)[:, 0]
-    return jnp.einsum("BD,DO->BO", last, self.head[...].astype(last.dtype)).astype(jnp.float32)
+    return head_scores(last, self.head[...])
+
+
+def head_scores(hidden: jax.Array, head: jax.Array) -> jax.Array:
+  """A reward head on final-norm hidden states [B, D] -> fp32 scores [B, O]."""
+  return jnp.einsum("BD,DO->BO", hidden, head.astype(hidden.dtype)).astype(jnp.float32)

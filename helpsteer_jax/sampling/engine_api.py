@@ -31,7 +31,7 @@ from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill, PrefixShare, 
 from helpsteer_jax.sampling.engine_settings import EngineSettings
 from helpsteer_jax.sampling.prefix_entries import PrefixEntries
 from helpsteer_jax.sampling.rules import sample_rows
-from helpsteer_jax.sampling.settings import SamplingSettings
+from helpsteer_jax.sampling.settings import SamplingSettings, bucket
 
 
 @jax.tree_util.register_dataclass
@@ -315,10 +315,7 @@ class ModelEngine:
       need = self.chunks.table_positions(len(prompt), breaks, share.base)
       table = state.cache.prefix
       if need > table.max_length:  # sizes double, as the rows' do
-        length = table.max_length
-        while length < need:
-          length *= 2
-        state = grow_table(state, length=length)
+        state = grow_table(state, length=bucket(need, minimum=table.max_length))
     state, logits, computed = prefill(self.chunks, state, slot, prompt, breaks, logits, share)
     self.entries.assign(slot, prompt, breaks, self.chunks, share)
     return state, logits, computed

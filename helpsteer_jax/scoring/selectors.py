@@ -22,7 +22,7 @@ from flax import nnx
 
 from helpsteer_jax.formats import prompts as templates
 from helpsteer_jax.formats.messages import Conversation
-from helpsteer_jax.models.heads import RewardModel
+from helpsteer_jax.models.heads import RewardModel, head_scores
 from helpsteer_jax.models.llama import Llama
 from helpsteer_jax.parallel.host_values import to_host
 from helpsteer_jax.sampling.chunked_prefill import ChunkedPrefill, breaks_for
@@ -73,11 +73,7 @@ def _reward_scores(graphdef, state, ids, mask):
   return nnx.merge(graphdef, state)(ids, mask)
 
 
-@jax.jit
-def _head_scores(hidden: jax.Array, head: jax.Array) -> jax.Array:
-  """A reward model's head on final-norm hidden states [B, D] -> fp32 scores [B, O] (as
-  `RewardModel.__call__` applies it)."""
-  return jnp.einsum("BD,DO->BO", hidden, head.astype(hidden.dtype)).astype(jnp.float32)
+_head_scores = jax.jit(head_scores)
 
 
 def _run_bucketed(

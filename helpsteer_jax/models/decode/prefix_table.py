@@ -74,10 +74,19 @@ class PrefixTable:
 
   def grow(self, max_length: int, keys_transposed: bool) -> "PrefixTable":
     """The same table with room for `max_length` positions per entry (new positions zero)."""
-    pad = [(0, 0)] * 5
-    pad[3] = (0, max_length - self.max_length)
-    key_pad = [pad[0], pad[1], pad[2], pad[4], pad[3]] if keys_transposed else pad
-    return dataclasses.replace(self, k=jnp.pad(self.k, key_pad), v=jnp.pad(self.v, pad))
+    k, v = pad_positions(self.k, self.v, max_length, keys_transposed)
+    return dataclasses.replace(self, k=k, v=v)
+
+
+def pad_positions(
+  cache_k: jax.Array, cache_v: jax.Array, max_length: int, keys_transposed: bool
+) -> tuple[jax.Array, jax.Array]:
+  """cache_k, cache_v [L, R, K, S, H] (keys [L, R, K, H, S] when transposed) padded with zeros to
+  `max_length` positions per row."""
+  pad = [(0, 0)] * 5
+  pad[3] = (0, max_length - cache_v.shape[3])
+  key_pad = [pad[0], pad[1], pad[2], pad[4], pad[3]] if keys_transposed else pad
+  return jnp.pad(cache_k, key_pad), jnp.pad(cache_v, pad)
 
 
 def write_positions(

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from helpsteer_jax.models.config import LlamaConfig
-from helpsteer_jax.models.decode.prefix_table import PrefixTable, write_positions
+from helpsteer_jax.models.decode.prefix_table import PrefixTable, pad_positions, write_positions
 
 
 @jax.tree_util.register_dataclass
@@ -104,10 +104,8 @@ class SlotCache:
   def grow(self, max_length: int) -> "SlotCache":
     """The same cache with room for `max_length` positions per row (new positions zero; the prefix
     table as it is)."""
-    pad = [(0, 0)] * 5
-    pad[3] = (0, max_length - self.max_length)
-    key_pad = [pad[0], pad[1], pad[2], pad[4], pad[3]] if self.keys_transposed else pad
-    return self.replace(k=jnp.pad(self.k, key_pad), v=jnp.pad(self.v, pad))
+    k, v = pad_positions(self.k, self.v, max_length, self.keys_transposed)
+    return self.replace(k=k, v=v)
 
   def keys_by_position(self) -> jax.Array:
     """The keys laid out [L, B, K, S, H] whichever way they are stored."""
